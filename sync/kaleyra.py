@@ -1,0 +1,332 @@
+"""HTTP client for Kaleyra's Get Blocklist API. Knows nothing of the database.
+
+Two operations:
+
+- :meth:`KaleyraClient.sweep` pages one channel's whole blocklist with ``limit``/``offset``.
+  The offset advances by the rows actually received, so a server that returns fewer rows than
+  asked never makes us skip any; the sweep ends on an empty page. Several pages may be in flight
+  at once (``concurrency``): pages are requested ahead at the offsets a full page would lead to
+  and consumed strictly in order, and the moment a page is not full the look-ahead is thrown
+  away and re-planned from the real offset, so the result is the one a sequential sweep gives.
+- :meth:`KaleyraClient.check` asks which of up to 100 given numbers are blocklisted (the
+  ``mobile`` filter), used to confirm removals before they are recorded.
+
+Only one page request is ever retried, never a sweep (a retried generator would restart).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import requests
+import stamina
+
+from sync import __version__
+from sync.kaleyra_errors import (
+    PagingError,
+    ProtocolError,
+    RetryableAPIError,
+    TransportError,
+    error_for_response,
+)
+
+__all__ = ["MAX_LIMIT", "Entry", "KaleyraClient", "Page", "RetryPolicy"]
+
+MAX_LIMIT = 100  # the API never returns more than 100 rows, nor takes more than 100 numbers
+SUCCESS_CODE = "CNT196"
+
+
+class Entry(NamedTuple):
+    """One blocklisted number as the API gave it; ``channel_type`` is opaque."""
+
+    mobile: str
+    channel_type: str | None
+
+
+class Page(NamedTuple):
+    offset: int
+    entries: list[Entry]
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetryPolicy:
+    """Bounds on retrying one request: attempts and total seconds, both always finite."""
+
+    attempts: int = 5
+    timeout: float = 120.0
+    wait_initial: float = 0.5
+    wait_max: float = 30.0
+    wait_jitter: float = 1.0
+    max_retry_after: float = 120.0  # a larger Retry-After is capped, never obeyed blindly
+
+
+@dataclass(kw_only=True)
+class KaleyraClient:
+    """Client for one Kaleyra account. Thread-safe: one ``requests.Session`` per thread."""
+
+    sid: str
+    api_key: str = field(repr=False)
+    base_url: str
+    page_size: int = MAX_LIMIT
+    max_pages: int = 200_000
+    concurrency: int = 1
+    max_rps: float | None = None
+    connect_timeout: float = 5.0
+    read_timeout: float = 30.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.page_size <= MAX_LIMIT:
+            raise ValueError(f"page_size must be between 1 and {MAX_LIMIT}")
+        if self.concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self._url = f"{self.base_url.rstrip('/')}/{self.sid}/contacts/blocklisted"
+        self._local = threading.local()
+        self._pacer = _Pacer(self.max_rps)
+
+    # -- public operations -------------------------------------------------------------
+
+    def sweep(self, channel: str) -> Iterator[Page]:
+        """Yield every page of ``channel``'s blocklist in order, ending on the first empty page.
+
+        Rows repeated from the previous page (the list shifted under the offset) are dropped
+        here; full de-duplication across the sweep is the store's job, set-based. Raises
+        :class:`PagingError` when a page repeats the previous one (a server ignoring
+        ``offset``) or the sweep passes ``max_pages``.
+        """
+        previous: list[Entry] | None = None
+        pages = 0
+        for offset, entries in self._pages_in_order(channel):
+            if not entries:
+                return
+            pages += 1
+            if pages > self.max_pages:
+                raise PagingError(
+                    f"the sweep passed the page cap of {self.max_pages} pages",
+                    channel=channel,
+                    offset=offset,
+                )
+            if previous is not None and entries == previous:
+                raise PagingError(
+                    "the page is identical to the one before it (is the server ignoring offset?)",
+                    channel=channel,
+                    offset=offset,
+                )
+            fresh = entries
+            if previous is not None:
+                seen_before = {e.mobile for e in previous}
+                fresh = [e for e in entries if e.mobile not in seen_before]
+            previous = entries
+            yield Page(offset, fresh)
+
+    def check(self, channel: str, mobiles: Sequence[str]) -> list[Entry]:
+        """Which of ``mobiles`` are blocklisted on ``channel`` now (one request per 100)."""
+        found: list[Entry] = []
+        for start in range(0, len(mobiles), MAX_LIMIT):
+            chunk = mobiles[start : start + MAX_LIMIT]
+            params = {"channel": channel, "mobile": ",".join(chunk), "limit": MAX_LIMIT}
+            found.extend(self._request(channel, None, params))
+        return found
+
+    def close(self) -> None:
+        session = getattr(self._local, "session", None)
+        if session is not None:
+            session.close()
+
+    # -- paging ------------------------------------------------------------------------
+
+    def _pages_in_order(self, channel: str) -> Iterator[tuple[int, list[Entry]]]:
+        """Pages in offset order; with concurrency > 1, requested ahead and re-planned on a
+        short page so that every offset we consume is the one a sequential sweep would use."""
+        if self.concurrency == 1:
+            offset = 0
+            while True:
+                entries = self._fetch_page(channel, offset)
+                yield offset, entries
+                if not entries:
+                    return
+                offset += len(entries)
+        stride = self.page_size
+        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="kaleyra") as pool:
+            ahead: deque[tuple[int, Future[list[Entry]]]] = deque()
+            next_offset = 0
+            try:
+                while True:
+                    while len(ahead) < self.concurrency:
+                        ahead.append((next_offset, pool.submit(self._fetch_page, channel, next_offset)))
+                        next_offset += stride
+                    offset, future = ahead.popleft()
+                    entries = future.result()
+                    yield offset, entries
+                    if not entries:
+                        return
+                    if len(entries) != stride:
+                        # The server gave a different number of rows than planned: the pages
+                        # already requested start at the wrong offsets. Drop them and re-plan.
+                        stride = len(entries)
+                        _cancel(ahead)
+                        next_offset = offset + len(entries)
+            finally:
+                _cancel(ahead)
+
+    def _fetch_page(self, channel: str, offset: int) -> list[Entry]:
+        params = {"channel": channel, "limit": self.page_size, "offset": offset}
+        return self._request(channel, offset, params)
+
+    # -- one request, retried ----------------------------------------------------------
+
+    def _request(self, channel: str, offset: int | None, params: dict[str, Any]) -> list[Entry]:
+        policy = self.retry
+        for attempt in stamina.retry_context(
+            on=self._backoff_for,
+            attempts=policy.attempts,
+            timeout=policy.timeout,
+            wait_initial=policy.wait_initial,
+            wait_max=policy.wait_max,
+            wait_jitter=policy.wait_jitter,
+        ):
+            with attempt:
+                return self._request_once(channel, offset, params)
+        raise AssertionError("unreachable: stamina re-raises the last error")  # pragma: no cover
+
+    def _backoff_for(self, error: Exception) -> bool | float:
+        """stamina hook: retry only retryable errors; a Retry-After overrides the backoff."""
+        if not isinstance(error, RetryableAPIError):
+            return False
+        if error.retry_after is not None:
+            return min(max(error.retry_after, 0.0), self.retry.max_retry_after)
+        return True
+
+    def _request_once(
+        self, channel: str, offset: int | None, params: dict[str, Any]
+    ) -> list[Entry]:
+        self._pacer.wait()
+        try:
+            response = self._session().get(
+                self._url, params=params, timeout=(self.connect_timeout, self.read_timeout)
+            )
+        except requests.Timeout as exc:
+            raise TransportError(
+                f"request timed out ({type(exc).__name__})", channel=channel, offset=offset
+            ) from None
+        except requests.RequestException as exc:
+            raise TransportError(
+                f"request failed ({type(exc).__name__})", channel=channel, offset=offset
+            ) from None
+        return _parse_listing(response, channel, offset)
+
+    def _session(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            session.headers.update(
+                {
+                    "api-key": self.api_key,
+                    "accept": "application/json",
+                    "user-agent": f"kaleyra-blocklist-sync/{__version__}",
+                }
+            )
+            self._local.session = session
+        return session
+
+
+def _parse_listing(response: requests.Response, channel: str, offset: int | None) -> list[Entry]:
+    """Validate one response and return its rows, or raise the error it stands for."""
+    status = response.status_code
+    retry_after = _retry_after_seconds(response.headers.get("Retry-After"))
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    code = message = None
+    if isinstance(body, dict):
+        code = body.get("code") if isinstance(body.get("code"), str) else None
+        message = body.get("message") if isinstance(body.get("message"), str) else None
+    error = error_for_response(
+        status, code, message, channel=channel, offset=offset, retry_after=retry_after
+    )
+    if error is not None:
+        raise error
+    if body is None:
+        kind = response.headers.get("content-type", "unknown content type")
+        raise ProtocolError(
+            f"HTTP {status} body is not JSON ({kind})", channel=channel, offset=offset, status=status
+        )
+    if status != 200 or code != SUCCESS_CODE:
+        raise ProtocolError(
+            f"expected HTTP 200 {SUCCESS_CODE} with a listing, got HTTP {status} {code or 'no code'}"
+            + (f" {message!r}" if message else ""),
+            channel=channel,
+            offset=offset,
+            status=status,
+            code=code,
+        )
+    data = body.get("data")
+    if not isinstance(data, list):
+        raise ProtocolError(
+            f"'data' is {type(data).__name__}, not a list", channel=channel, offset=offset
+        )
+    entries = []
+    for i, row in enumerate(data):
+        mobile = row.get("mobile") if isinstance(row, dict) else None
+        if not isinstance(mobile, str) or not mobile.strip():
+            raise ProtocolError(
+                f"row {i} has no string 'mobile': {str(row)[:80]}", channel=channel, offset=offset
+            )
+        kind = row.get("channel_type")
+        entries.append(Entry(mobile, None if kind is None else str(kind)))
+    return entries
+
+
+def _retry_after_seconds(value: str | None) -> float | None:
+    """Retry-After as seconds: delta-seconds or an HTTP date; None when absent or unreadable."""
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return max((when - dt.datetime.now(dt.UTC)).total_seconds(), 0.0)
+
+
+def _cancel(ahead: Iterable[tuple[int, Future[Any]]]) -> None:
+    for _, future in ahead:
+        future.cancel()
+    if isinstance(ahead, deque):
+        ahead.clear()
+
+
+class _Pacer:
+    """Spaces request starts to at most ``max_rps`` per second across all threads."""
+
+    def __init__(self, max_rps: float | None) -> None:
+        if max_rps is not None and max_rps <= 0:
+            raise ValueError("max_rps must be positive")
+        self._interval = 1.0 / max_rps if max_rps else 0.0
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def wait(self) -> None:
+        if not self._interval:
+            return
+        with self._lock:
+            now = time.monotonic()
+            start = max(now, self._next)
+            self._next = start + self._interval
+        if start > now:
+            time.sleep(start - now)
+

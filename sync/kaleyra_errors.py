@@ -1,0 +1,171 @@
+"""Kaleyra API failures, grouped by what the caller must do about them.
+
+Every Kaleyra response code from the vendor's Get Blocklist page, and every plain HTTP failure,
+is mapped to a class in one table (``_BY_CODE`` / ``_by_status``), so the job decides from the
+class — retry, give up on this channel, stop everything — and never from message strings.
+
+- :class:`FatalAPIError`: retrying cannot help (wrong credentials, not allowed, bad request,
+  low balance). The operator has to act.
+- :class:`RetryableAPIError`: the same request may succeed later (429, 5xx, WA500, CNT195,
+  connection errors, timeouts). The client retries one page request, boundedly.
+- :class:`ProtocolError`: the answer is not a listing we can trust (not JSON, wrong shape, an
+  unexpected code, the same page twice). Never retried, never read as data.
+
+No message built here contains the API key: messages are made from the response code, the
+vendor's message, the channel and the offset only.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthenticationError",
+    "BadRequestError",
+    "FatalAPIError",
+    "KaleyraError",
+    "LowBalanceError",
+    "NotAllowedError",
+    "PagingError",
+    "ProtocolError",
+    "RateLimitedError",
+    "RetryableAPIError",
+    "ServerError",
+    "TransportError",
+    "error_for_response",
+]
+
+
+class KaleyraError(Exception):
+    """Root of every error raised by the Kaleyra client."""
+
+    hint = "see the message"
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        channel: str | None = None,
+        offset: int | None = None,
+        status: int | None = None,
+        code: str | None = None,
+    ) -> None:
+        self.reason = reason
+        self.channel = channel
+        self.offset = offset
+        self.status = status
+        self.code = code
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        where = []
+        if self.channel is not None:
+            where.append(f"channel {self.channel}")
+        if self.offset is not None:
+            where.append(f"offset {self.offset}")
+        place = f" ({', '.join(where)})" if where else ""
+        return f"{self.reason}{place}; {self.hint}"
+
+
+class FatalAPIError(KaleyraError):
+    """Retrying cannot help; an operator must change something first."""
+
+
+class AuthenticationError(FatalAPIError):
+    hint = "check KALEYRA_SID and the API key (KALEYRA_API_KEY or KALEYRA_API_KEY_FILE)"
+
+
+class NotAllowedError(FatalAPIError):
+    hint = "the account may not use this API or number; ask Kaleyra support to enable it"
+
+
+class BadRequestError(FatalAPIError, ValueError):
+    hint = "the request was rejected as malformed; check the channel and base URL settings"
+
+
+class LowBalanceError(FatalAPIError):
+    hint = "top up the Kaleyra account balance, then run again"
+
+
+class RetryableAPIError(KaleyraError):
+    """The same request may succeed later; retried with backoff, boundedly."""
+
+    hint = "Kaleyra or the network failed; it was retried and will be tried again next run"
+
+    def __init__(self, reason: str, *, retry_after: float | None = None, **where: object) -> None:
+        self.retry_after = retry_after
+        super().__init__(reason, **where)  # type: ignore[arg-type]
+
+
+class RateLimitedError(RetryableAPIError):
+    hint = "Kaleyra rate-limited the sweep; lower --concurrency or --max-rps"
+
+
+class ServerError(RetryableAPIError):
+    pass
+
+
+class TransportError(RetryableAPIError):
+    hint = "check network access to the Kaleyra base URL; it was retried and gave up"
+
+
+class ProtocolError(KaleyraError):
+    """The response is not a listing we can trust; nothing from the sweep is applied."""
+
+    hint = "nothing was applied; if this persists, check KALEYRA_BASE_URL and report it"
+
+
+class PagingError(ProtocolError):
+    hint = "nothing was applied; the server's paging cannot be trusted for a full sweep"
+
+
+# The vendor's codes (get-blocklist.txt, NOTES.md) -> the class that says what to do.
+_BY_CODE: dict[str, type[KaleyraError]] = {
+    "RBC001": AuthenticationError,  # Incorrect SID or API key
+    "WA401": NotAllowedError,  # phone number not present / not of this account
+    "WA-401": NotAllowedError,  # API not available for customer, or wrong WA API version
+    "WA400": BadRequestError,  # incorrect payload
+    "E110": LowBalanceError,  # low balance
+    "WA500": ServerError,  # internal error: vendor advises retrying with growing waits
+    "CNT195": ServerError,  # unable to fetch the blocklisted number
+}
+
+
+def _by_status(status: int) -> type[KaleyraError] | None:
+    if status == 429:
+        return RateLimitedError
+    if status >= 500:
+        return ServerError
+    if status == 401:
+        return AuthenticationError
+    if status == 403:
+        return NotAllowedError
+    if 400 <= status < 500:
+        return BadRequestError
+    return None
+
+
+def error_for_response(
+    status: int,
+    code: str | None,
+    message: str | None,
+    *,
+    channel: str | None,
+    offset: int | None,
+    retry_after: float | None = None,
+) -> KaleyraError | None:
+    """The error a response stands for, or None when status and code say nothing is wrong.
+
+    A known Kaleyra code wins over the HTTP status (a WA500 body is retryable whatever the
+    status line says); an unknown code on a failing status falls back to the status.
+    """
+    cls = _BY_CODE.get(code or "") or _by_status(status)
+    if cls is None:
+        return None
+    said = f"Kaleyra answered HTTP {status}"
+    if code:
+        said += f" {code}"
+    if message:
+        said += f" {message!r}"
+    where: dict[str, object] = {"channel": channel, "offset": offset, "status": status, "code": code}
+    if issubclass(cls, RetryableAPIError):
+        return cls(said, retry_after=retry_after, **where)
+    return cls(said, **where)  # type: ignore[arg-type]

@@ -1,0 +1,369 @@
+"""A Kaleyra Get/Change Blocklist simulator: a real HTTP server on loopback.
+
+No Kaleyra account is reachable from development or CI, so the demo, the tests and the
+benchmark all talk to this server over real HTTP. Its bodies are shaped exactly like the
+vendor's samples (``code``, ``message``, ``data``, ``error``); where the vendor is silent (the
+Change Blocklist response, the order of rows) the choice is noted inline.
+
+Used from code::
+
+    with Simulator.start(numbers=1000) as sim:
+        sim.base_url, sim.sid, sim.api_key      # what a client needs
+        sim.add("sms", ["+919800000001"])       # change the lists directly
+        sim.inject("WA500", at=3)               # fault on the 3rd request
+        sim.rows_per_page = 37                  # a server that caps rows per page
+
+Faults are part of the simulator's model of a misbehaving Kaleyra, not switches inside the
+sync code: the sync code cannot tell this server from the real one.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+__all__ = ["CHANNELS", "VENDOR_ERRORS", "Simulator", "generate_numbers"]
+
+CHANNELS = ("sms", "whatsapp", "voice")
+MAX_LIMIT = 100
+# The sample shows "3" for a whatsapp row; the other values are a guess, and opaque anyway.
+CHANNEL_TYPES = {"sms": "1", "voice": "2", "whatsapp": "3"}
+
+
+def _vendor(status: int, code: str, message: str, data: object, error: dict[str, str]):
+    return status, {"code": code, "message": message, "data": data, "error": error}
+
+
+# Every failure body on the vendor's page, verbatim, by a short name.
+VENDOR_ERRORS: dict[str, tuple[int, dict[str, object]]] = {
+    "RBC001": _vendor(401, "RBC001", "Incorrect SID or API key.", [],
+                      {"error": "Incorrect SID or API key."}),
+    "WA401": _vendor(401, "WA401", "Phone number is not present or does not belong to the account.",
+                     {}, {"phone_number": "Phone number is not present or does not belong to the "
+                                           "account."}),
+    "WA400": _vendor(400, "WA400", "Refer to correct payload format", {},
+                     {"payload": "Incorrect payload format"}),
+    "WA500": _vendor(500, "WA500", "Please try again later", {}, {"error": "Internal server error"}),
+    "E110": _vendor(400, "E110", "Please check your balance, You have a low balance!", {},
+                    {"balance": "Please check your balance, You have a low balance!"}),
+    "WA-401": _vendor(401, "WA-401", "API is not available for given customer.Please contact "
+                      "support for more info", {}, {"account": "API is not available for given "
+                      "customer.Please contact support for more info"}),
+    "WA-401-version": _vendor(401, "WA-401", "The phone number you're using is associated with "
+                              "different Version of our WA API. Please use the appropriate "
+                              "endpoint.", {}, {"phone_number": "The phone number you're using "
+                              "is associated with different Version of our WA API. Please use "
+                              "the appropriate endpoint."}),
+    "CNT195": _vendor(200, "CNT195", "Unable to fetch the blocklisted number", [],
+                      {"description": "Unable to fetch the blocklisted number"}),
+    "WA202": _vendor(202, "WA202", "Request Accepted", {"message_id": "AXXXXXXXXXXXXXXXXXXX"}, {}),
+}
+# Faults that are not vendor bodies: what proxies and broken servers send.
+OTHER_FAULTS = ("html500", "malformed", "slow", "429", "503", "drop")
+
+
+def generate_numbers(count: int, *, seed: int, channel: str) -> list[str]:
+    """``count`` unique, valid E.164 Indian mobile numbers, reproducible from ``seed``.
+
+    Every channel draws from one pool 1.5 times the size, so the channels overlap the way real
+    blocklists do (a number opted out of every channel).
+    """
+    pool = random.Random(seed).sample(range(6_000_000_000, 10_000_000_000), count * 3 // 2 + 1)
+    picked = random.Random(f"{seed}:{channel}").sample(pool, count)
+    return [f"+91{n}" for n in picked]
+
+
+@dataclass
+class _Fault:
+    kind: str
+    at: int | None  # the request number (1-based, counted over GETs); None: any request
+    times: int
+    channel: str | None
+    seconds: float
+
+
+class _Blocklist:
+    """One channel's list: insertion-ordered, O(1) membership, O(1) page slices."""
+
+    def __init__(self, numbers: Iterable[str], channel_type: str) -> None:
+        self.channel_type = channel_type
+        self._order: list[str] = list(dict.fromkeys(numbers))
+        self._members = set(self._order)
+
+    def page(self, offset: int, limit: int) -> list[str]:
+        return self._order[offset : offset + limit]
+
+    def add(self, numbers: Iterable[str]) -> None:
+        for n in numbers:
+            if n not in self._members:
+                self._members.add(n)
+                self._order.append(n)
+
+    def remove(self, numbers: Iterable[str]) -> None:
+        gone = self._members.intersection(numbers)
+        if gone:
+            self._members -= gone
+            self._order = [n for n in self._order if n not in gone]
+
+    def __contains__(self, mobile: str) -> bool:
+        return mobile in self._members
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._order))
+
+
+class Simulator:
+    """State and fault model of one Kaleyra account, served by :class:`_Handler`."""
+
+    def __init__(
+        self,
+        *,
+        numbers: int = 0,
+        seed: int = 42,
+        sid: str = "HXSIM000000001IN",
+        api_key: str = "sim-key-0000000000000000000000000",
+        channels: Iterable[str] = CHANNELS,
+    ) -> None:
+        self.sid = sid
+        self.api_key = api_key
+        self.lists = {
+            ch: _Blocklist(generate_numbers(numbers, seed=seed, channel=ch) if numbers else [],
+                           CHANNEL_TYPES[ch])
+            for ch in channels
+        }
+        self.rows_per_page: int | None = None  # a server that returns fewer rows than asked
+        self.ignore_offset = False  # a server that always serves the first page
+        self.requests = 0  # GET requests served so far (the number faults are keyed on)
+        self.request_log: deque[tuple[float, str, dict[str, str]]] = deque(maxlen=100_000)
+        self._on_request: list[Callable[[int, str, dict[str, str]], None]] = []
+        self._faults: list[_Fault] = []
+        self._lock = threading.RLock()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- running -------------------------------------------------------------------------
+
+    @classmethod
+    @contextmanager
+    def start(cls, *, host: str = "127.0.0.1", port: int = 0, **kwargs) -> Iterator[Simulator]:
+        """Serve a new simulator in a background thread for the duration of the block."""
+        sim = cls(**kwargs)
+        sim.serve_in_thread(host=host, port=port)
+        try:
+            yield sim
+        finally:
+            sim.stop()
+
+    def serve_in_thread(self, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._server = _Server((host, port), _Handler)
+        self._server.simulator = self
+        self._thread = threading.Thread(target=self._server.serve_forever, name="kaleyra-sim",
+                                        daemon=True)
+        self._thread.start()
+
+    def serve_forever(self, *, host: str = "127.0.0.1", port: int = 8099) -> None:
+        self._server = _Server((host, port), _Handler)
+        self._server.simulator = self
+        self._server.serve_forever()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    @property
+    def base_url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("the simulator is not serving")
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}/v1"
+
+    # -- state ---------------------------------------------------------------------------
+
+    def add(self, channel: str, numbers: Iterable[str]) -> None:
+        with self._lock:
+            self.lists[channel].add(numbers)
+
+    def remove(self, channel: str, numbers: Iterable[str]) -> None:
+        with self._lock:
+            self.lists[channel].remove(numbers)
+
+    def numbers(self, channel: str) -> list[str]:
+        with self._lock:
+            return list(self.lists[channel])
+
+    # -- faults --------------------------------------------------------------------------
+
+    def inject(self, kind: str, *, at: int | None = None, times: int = 1,
+               channel: str | None = None, seconds: float = 0.0) -> None:
+        """Answer with fault ``kind`` at GET request number ``at`` (or the next ``times``
+        requests when ``at`` is None), optionally only for one channel.
+
+        ``kind``: a key of :data:`VENDOR_ERRORS`, or ``html500`` (an HTML error page),
+        ``malformed`` (a 200 whose JSON is cut off), ``slow`` (sleep ``seconds`` first, then
+        answer normally), ``429`` (``Retry-After: seconds``), ``503``, ``drop`` (close the
+        connection without answering).
+        """
+        if kind not in VENDOR_ERRORS and kind not in OTHER_FAULTS:
+            raise ValueError(f"unknown fault {kind!r}")
+        with self._lock:
+            self._faults.append(_Fault(kind, at, times, channel, seconds))
+
+    def on_request(self, hook: Callable[[int, str, dict[str, str]], None]) -> None:
+        """Call ``hook(request_number, channel, params)`` before each GET is answered: the way
+        to change the list while a sweep is paging through it."""
+        self._on_request.append(hook)
+
+    def _take_fault(self, number: int, channel: str) -> _Fault | None:
+        with self._lock:
+            for fault in self._faults:
+                if fault.times <= 0 or (fault.channel and fault.channel != channel):
+                    continue
+                if fault.at is None or fault.at == number:
+                    fault.times -= 1
+                    return fault
+        return None
+
+    # -- the API -------------------------------------------------------------------------
+
+    def get_blocklist(self, sid: str, api_key: str | None, query: dict[str, str]):
+        """Answer a Get Blocklist request: (status, headers, body bytes)."""
+        channel = query.get("channel", "sms")
+        with self._lock:
+            self.requests += 1
+            number = self.requests
+            self.request_log.append((time.monotonic(), channel, dict(query)))
+        for hook in self._on_request:
+            hook(number, channel, query)
+        fault = self._take_fault(number, channel)
+        if fault is not None:
+            if fault.kind == "slow":
+                time.sleep(fault.seconds)
+            else:
+                return self._fault_response(fault)
+        if sid != self.sid or api_key != self.api_key:
+            return _json(*VENDOR_ERRORS["RBC001"])
+        try:
+            limit = min(int(query.get("limit", MAX_LIMIT)), MAX_LIMIT)
+            offset = int(query.get("offset", 0))
+        except ValueError:
+            return _json(*VENDOR_ERRORS["WA400"])
+        if limit < 0 or offset < 0 or channel not in self.lists:
+            return _json(*VENDOR_ERRORS["WA400"])
+        kind = self.lists[channel].channel_type
+        with self._lock:
+            blocklist = self.lists[channel]
+            if "mobile" in query:
+                asked = [m.strip() for m in query["mobile"].split(",") if m.strip()]
+                if len(asked) > MAX_LIMIT:
+                    return _json(*VENDOR_ERRORS["WA400"])
+                rows = [m for m in dict.fromkeys(asked) if m in blocklist]
+            else:
+                if self.rows_per_page is not None:
+                    limit = min(limit, self.rows_per_page)
+                rows = blocklist.page(0 if self.ignore_offset else offset, limit)
+        data = [{"mobile": m, "channel_type": kind} for m in rows]
+        return _json(200, {"code": "CNT196", "message": "Successfully fetched blocklisted number(s)",
+                           "data": data, "error": {}})
+
+    def change_blocklist(self, sid: str, api_key: str | None, body: object):
+        """Change Blocklist Status (POST). Its response body is not documented; this one is
+        shaped like the others, with code CNT200 (our invention)."""
+        if sid != self.sid or api_key != self.api_key:
+            return _json(*VENDOR_ERRORS["RBC001"])
+        try:
+            channel = body["channel"]  # type: ignore[index]
+            contacts = body["contacts"]  # type: ignore[index]
+            changes = [(int(c["blocklist_status"]), list(c["numbers"])) for c in contacts]
+        except (KeyError, TypeError, ValueError):
+            return _json(*VENDOR_ERRORS["WA400"])
+        if channel not in self.lists or any(s not in (0, 1) for s, _ in changes) or \
+                sum(len(n) for _, n in changes) > MAX_LIMIT:
+            return _json(*VENDOR_ERRORS["WA400"])
+        for status, numbers in changes:
+            (self.add if status == 1 else self.remove)(channel, numbers)
+        return _json(200, {"code": "CNT200", "message": "Blocklist status updated", "data": [],
+                           "error": {}})
+
+    def _fault_response(self, fault: _Fault):
+        if fault.kind in VENDOR_ERRORS:
+            return _json(*VENDOR_ERRORS[fault.kind])
+        if fault.kind == "html500":
+            page = b"<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>"
+            return 502, {"Content-Type": "text/html"}, page
+        if fault.kind == "malformed":
+            return 200, {"Content-Type": "application/json"}, b'{"code": "CNT196", "data": [{"mo'
+        if fault.kind == "429":
+            return 429, {"Content-Type": "application/json",
+                         "Retry-After": f"{fault.seconds:g}"}, b'{"message": "Too Many Requests"}'
+        if fault.kind == "503":
+            return 503, {"Content-Type": "text/plain"}, b"Service Unavailable"
+        return None, {}, b""  # drop
+
+
+def _json(status: int, body: object):
+    return status, {"Content-Type": "application/json"}, json.dumps(body).encode()
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128
+    simulator: Simulator
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as a real API gateway does
+    disable_nagle_algorithm = True  # headers and body leave at once, no 40 ms delayed-ACK stall
+    wbufsize = 64 * 1024  # one write per response; handle_one_request flushes it
+    server: _Server
+
+    def do_GET(self) -> None:
+        sid = self._sid()
+        if sid is None:
+            return self._send(404, {"Content-Type": "text/html"}, b"<html>Not Found</html>")
+        query = {k: v[-1] for k, v in parse_qs(urlsplit(self.path).query).items()}
+        self._send(*self.server.simulator.get_blocklist(sid, self.headers.get("api-key"), query))
+
+    def do_POST(self) -> None:
+        sid = self._sid()
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length)
+        if sid is None:
+            return self._send(404, {"Content-Type": "text/html"}, b"<html>Not Found</html>")
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            return self._send(*_json(*VENDOR_ERRORS["WA400"]))
+        self._send(*self.server.simulator.change_blocklist(sid, self.headers.get("api-key"), body))
+
+    def _sid(self) -> str | None:
+        parts = urlsplit(self.path).path.strip("/").split("/")
+        if len(parts) == 4 and parts[0] in ("v1", "v2") and parts[2:] == ["contacts", "blocklisted"]:
+            return parts[1]
+        return None
+
+    def _send(self, status: int | None, headers: dict[str, str], body: bytes) -> None:
+        if status is None:  # the "drop" fault: hang up without an answer
+            self.close_connection = True
+            return
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass  # quiet: a sweep is thousands of requests
