@@ -1,0 +1,329 @@
+"""``blocklist-sync``: parses arguments and settings, calls ``job`` and friends, sets exit codes.
+
+No sync logic lives here. Exit codes (README, "Exit codes"): 0 success, 1 failed, 2 usage or
+configuration error (including a schema behind head), 3 held by the safety guard, 75 another
+run holds the lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import functools
+import json
+import logging
+import os
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+import click
+
+from sync import __version__, database, job
+from sync.settings import CHANNELS, Account, ConfigError, GuardLimits, load_accounts, parse_duration
+from sync.store import ChannelStatus, Store
+from sync.telemetry import Metrics, ProgressBars, configure_logging, register_secret
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_HELD, EXIT_LOCKED = 0, 1, 2, 3, 75
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    click.echo(f"blocklist-sync: error: {message}", err=True)
+    sys.exit(code)
+
+
+def config_errors_exit(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Any :class:`ConfigError` becomes its one line on stderr and exit code 2."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except ConfigError as exc:
+            fail(str(exc))
+
+    return wrapper
+
+
+def open_store(database_url: str | None) -> tuple[Store, str]:
+    url = database.resolve_database_url(database_url)
+    from sqlalchemy.engine import make_url
+
+    register_secret(make_url(url).password)
+    engine = database.make_engine(url)
+    if engine.dialect.name == "sqlite":
+        click.echo(f"note: using the embedded SQLite file {make_url(url).database}; "
+                   "production should set DATABASE_URL to PostgreSQL", err=True)
+    return Store(engine), database.describe_url(url)
+
+
+database_option = click.option(
+    "--database-url", envvar="DATABASE_URL", show_envvar=True,
+    help="SQLAlchemy URL; postgresql:// uses psycopg 3. Default: sqlite:///blocklist-sync.db.")
+log_format_option = click.option(
+    "--log-format", type=click.Choice(["text", "json"]), default="text",
+    envvar="BLOCKLIST_SYNC_LOG_FORMAT", show_envvar=True, help="Log line format on stderr.")
+
+
+def account_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Flags that override the KALEYRA_* environment for a single account."""
+    for option in reversed([
+        click.option("--config", "config_file", envvar="BLOCKLIST_SYNC_CONFIG", show_envvar=True,
+                     type=click.Path(dir_okay=False),
+                     help="TOML file listing several accounts (see README)."),
+        click.option("--sid", help="Account SID (overrides KALEYRA_SID)."),
+        click.option("--api-key-file", help="File holding the API key (overrides "
+                     "KALEYRA_API_KEY_FILE). There is no flag for the key itself: command "
+                     "lines are visible to every user of the machine."),
+        click.option("--base-url", help="API base URL with version (overrides KALEYRA_BASE_URL)."),
+        click.option("--region", type=click.Choice(["in", "sg", "eu", "na"]),
+                     help="Region shortcut for the base URL (overrides KALEYRA_REGION)."),
+    ]):
+        command = option(command)
+    return command
+
+
+def resolve_accounts(config_file: str | None, sid: str | None, api_key_file: str | None,
+                     base_url: str | None, region: str | None) -> list[Account]:
+    env = dict(os.environ)
+    for name, value in (("KALEYRA_SID", sid), ("KALEYRA_API_KEY_FILE", api_key_file),
+                        ("KALEYRA_BASE_URL", base_url), ("KALEYRA_REGION", region)):
+        if value:
+            env[name] = value
+            if name == "KALEYRA_API_KEY_FILE":
+                env.pop("KALEYRA_API_KEY", None)
+            if name in ("KALEYRA_BASE_URL", "KALEYRA_REGION"):
+                env.pop("KALEYRA_REGION" if name == "KALEYRA_BASE_URL" else "KALEYRA_BASE_URL", None)
+    accounts = load_accounts(config_file, env)
+    for account in accounts:
+        register_secret(account.api_key)
+    return accounts
+
+
+def tuning_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed([
+        click.option("--concurrency", type=click.IntRange(1, 32), default=4, show_default=True,
+                     envvar="BLOCKLIST_SYNC_CONCURRENCY", show_envvar=True,
+                     help="Listing requests in flight at once."),
+        click.option("--max-rps", type=click.FloatRange(min=0.1), envvar="BLOCKLIST_SYNC_MAX_RPS",
+                     show_envvar=True, help="Cap on requests per second (default: no cap)."),
+        click.option("--max-pages", type=click.IntRange(1), default=200_000, show_default=True,
+                     envvar="BLOCKLIST_SYNC_MAX_PAGES", show_envvar=True,
+                     help="A sweep past this many pages is an error, not data."),
+        click.option("--max-removal-fraction", type=click.FloatRange(0, 1), default=0.2,
+                     show_default=True, envvar="BLOCKLIST_SYNC_MAX_REMOVAL_FRACTION",
+                     show_envvar=True, help="Safety guard: hold a sweep removing more than "
+                     "this share of a channel's entries ..."),
+        click.option("--guard-min-entries", type=click.IntRange(0), default=100,
+                     show_default=True, envvar="BLOCKLIST_SYNC_GUARD_MIN_ENTRIES",
+                     show_envvar=True, help="... when the channel holds more than this many."),
+    ]):
+        command = option(command)
+    return command
+
+
+def make_sweep_settings(trigger: str, dry_run: bool, force: bool, concurrency: int,
+                        max_rps: float | None, max_pages: int, max_removal_fraction: float,
+                        guard_min_entries: int) -> tuple[job.SweepOptions, Callable[[Account], Any]]:
+    options = job.SweepOptions(
+        trigger=trigger, dry_run=dry_run, force=force,
+        guard=GuardLimits(max_removal_fraction=max_removal_fraction, min_entries=guard_min_entries))
+    make_client = functools.partial(job.client_for, concurrency=concurrency, max_rps=max_rps,
+                                    max_pages=max_pages)
+    return options, make_client
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="blocklist-sync")
+def cli() -> None:
+    """Sync Kaleyra blocklists (sms, whatsapp, voice) into PostgreSQL, with history."""
+
+
+@cli.command()
+@database_option
+@config_errors_exit
+def migrate(database_url: str | None) -> None:
+    """Create or upgrade the schema to the newest revision."""
+    store, where = open_store(database_url)
+    before, after = database.upgrade(store.engine)
+    if before == after:
+        click.echo(f"{where}: schema already at {after}")
+    else:
+        click.echo(f"{where}: schema upgraded from {before or 'empty'} to {after}")
+
+
+@cli.command()
+@account_options
+@database_option
+@click.option("--channel", "channels", multiple=True, type=click.Choice(CHANNELS),
+              help="Sweep only this channel (repeatable). Default: every configured channel.")
+@click.option("--dry-run", is_flag=True,
+              help="Print the additions and removals it would make; apply nothing.")
+@click.option("--force", is_flag=True, help="Apply even what the safety guard would hold.")
+@click.option("--trigger", type=click.Choice(["manual", "scheduled", "backfill"]),
+              default="manual", show_default=True, help="Recorded on the run row.")
+@tuning_options
+@log_format_option
+@click.option("--metrics-file", envvar="BLOCKLIST_SYNC_METRICS_FILE", show_envvar=True,
+              help="Write Prometheus metrics here (node_exporter textfile format).")
+@config_errors_exit
+def run(config_file: str | None, sid: str | None, api_key_file: str | None,
+        base_url: str | None, region: str | None, database_url: str | None,
+        channels: tuple[str, ...], dry_run: bool, force: bool, trigger: str, concurrency: int,
+        max_rps: float | None, max_pages: int, max_removal_fraction: float,
+        guard_min_entries: int, log_format: str, metrics_file: str | None) -> None:
+    """Sweep every configured account and channel once and record what changed."""
+    configure_logging(log_format)
+    accounts = resolve_accounts(config_file, sid, api_key_file, base_url, region)
+    store, _ = open_store(database_url)
+    database.require_current_schema(store.engine)
+    options, make_client = make_sweep_settings(trigger, dry_run, force, concurrency, max_rps,
+                                               max_pages, max_removal_fraction, guard_min_entries)
+    stop = threading.Event()
+    job.stop_on_signals(stop)
+    bars = ProgressBars()
+
+    def print_change(channel: str, change: str, mobile: str) -> None:
+        click.echo(f"would-be-{change}\t{channel}\t{mobile}")
+
+    try:
+        results = job.sweep_accounts(accounts, store, options, make_client,
+                                     channels=channels or None, stop=stop, on_page=bars.update,
+                                     on_change=print_change if dry_run else None)
+    finally:
+        bars.close()
+    for result in results:
+        click.echo(summary_line(result))
+    if metrics_file:
+        metrics = Metrics()
+        metrics.update(store.channel_statuses())
+        metrics.write_textfile(metrics_file)
+    code = job.worst_exit_code(results)
+    if stop.is_set() and code == EXIT_OK:
+        code = EXIT_FAILED
+    sys.exit(code)
+
+
+def summary_line(result: job.SweepResult) -> str:
+    parts = [f"{result.account_sid} {result.channel}: {result.outcome.label}"]
+    if result.diff is not None:
+        parts.append(f"{result.diff.seen} blocklisted, +{result.diff.added} -{result.diff.removed}")
+    if result.pages:
+        parts.append(f"{result.pages} pages")
+    parts.append(f"{result.seconds:.1f}s")
+    if result.run_id is not None:
+        parts.append(f"run {result.run_id}")
+    line = ", ".join(parts)
+    return f"{line}\n  {result.message}" if result.message else line
+
+
+@cli.command()
+@database_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts and health checks.")
+@click.option("--max-age", help="Exit 1 when any channel's last success is older (e.g. 2h).")
+@config_errors_exit
+def status(database_url: str | None, as_json: bool, max_age: str | None) -> None:
+    """The last sweep of each channel and the current entry counts.
+
+    Exits 1 when the last sweep of any channel failed, or (with --max-age) when any
+    channel's last success is older than that.
+    """
+    limit = parse_duration(max_age, "--max-age") if max_age else None
+    store, where = open_store(database_url)
+    database.require_current_schema(store.engine)
+    statuses = store.channel_statuses()
+    now = dt.datetime.now(dt.UTC)
+    problems = [s for s in statuses if s.last_status == "failed"]
+    if limit is not None:
+        problems += [s for s in statuses if s not in problems and (
+            s.last_success_at is None or (now - s.last_success_at).total_seconds() > limit)]
+    if as_json:
+        click.echo(json.dumps({"database": where, "channels": [
+            status_record(s, now, s in problems) for s in statuses]}, indent=2))
+    else:
+        click.echo(status_table(statuses, now, where))
+    sys.exit(EXIT_FAILED if problems else EXIT_OK)
+
+
+def status_record(s: ChannelStatus, now: dt.datetime, problem: bool) -> dict[str, Any]:
+    def iso(t: dt.datetime | None) -> str | None:
+        return t.isoformat() if t else None
+
+    return {
+        "account_sid": s.account_sid, "channel": s.channel, "entries": s.entries,
+        "last_run": {"id": s.last_run_id, "status": s.last_status,
+                     "started_at": iso(s.last_started_at), "finished_at": iso(s.last_finished_at),
+                     "pages": s.last_pages, "added": s.last_added, "removed": s.last_removed,
+                     "error": s.last_error},
+        "last_success_at": iso(s.last_success_at),
+        "last_success_age_seconds": (now - s.last_success_at).total_seconds()
+        if s.last_success_at else None,
+        "ok": not problem,
+    }
+
+
+def _age(now: dt.datetime, then: dt.datetime | None) -> str:
+    if then is None:
+        return "never"
+    seconds = int((now - then).total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit} ago"
+    return f"{seconds}s ago"
+
+
+def status_table(statuses: list[ChannelStatus], now: dt.datetime, where: str) -> str:
+    if not statuses:
+        return f"{where}: no sweeps yet; run `blocklist-sync run`"
+    header = ("ACCOUNT", "CHANNEL", "LAST RUN", "STATUS", "ADDED", "REMOVED", "ENTRIES",
+              "LAST SUCCESS")
+    rows = [header] + [
+        (s.account_sid, s.channel, _age(now, s.last_finished_at or s.last_started_at),
+         s.last_status or "-", str(s.last_added or 0), str(s.last_removed or 0), str(s.entries),
+         _age(now, s.last_success_at))
+        for s in statuses
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
+             for r in rows]
+    for s in statuses:
+        if s.last_status in ("failed", "held") and s.last_error:
+            lines.append(f"{s.account_sid} {s.channel} {s.last_status}: {s.last_error}")
+    return "\n".join([f"{where}", *lines])
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8099, show_default=True)
+@click.option("--numbers", type=click.IntRange(0), default=5000, show_default=True,
+              help="Blocklisted numbers generated per channel.")
+@click.option("--seed", type=int, default=42, show_default=True)
+def simulate(host: str, port: int, numbers: int, seed: int) -> None:
+    """Serve a Kaleyra Get/Change Blocklist simulator until interrupted."""
+    from sync.simulator import Simulator
+
+    sim = Simulator(numbers=numbers, seed=seed)
+    click.echo(f"Kaleyra simulator: {numbers} numbers per channel, seed {seed}\n"
+               f"  KALEYRA_BASE_URL=http://{host}:{port}/v1\n"
+               f"  KALEYRA_SID={sim.sid}\n"
+               f"  KALEYRA_API_KEY={sim.api_key}\n"
+               "Ctrl-C stops it.")
+    with contextlib.suppress(KeyboardInterrupt):
+        sim.serve_forever(host=host, port=port)
+
+
+@cli.command()
+@database_option
+@config_errors_exit
+def demo(database_url: str | None) -> None:
+    """Simulator, migrate, sweep, change the list, sweep again: the whole job on defaults."""
+    from sync.demo import run_demo
+
+    configure_logging("text", level=logging.WARNING)  # the demo tells its own story
+    store, where = open_store(database_url)
+    sys.exit(run_demo(store, where, echo=click.echo))
+
+
+def main() -> None:
+    cli(prog_name="blocklist-sync")

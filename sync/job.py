@@ -1,0 +1,305 @@
+"""One sweep of one (account, channel): the only place the Kaleyra client meets the store.
+
+The order of a sweep, and why each step is where it is:
+
+1. Lock the (account, channel), or report ``locked`` and write nothing: two runs never race.
+2. Mark runs a dead process left ``running`` as failed, then commit our own ``running`` row,
+   so a crash still leaves a trace.
+3. Stream every page into a staging table; a failed page (after bounded retries), a protocol
+   error, SIGTERM or a crash abandons the sweep with nothing applied.
+4. Diff in SQL. Confirm every removal candidate with the ``mobile`` filter: offset paging over
+   a list that changes underneath can make a present number look absent.
+5. The safety guard: an empty listing over a non-empty table, or removing more than the allowed
+   share, is held for a human (``--dry-run`` to review, ``--force`` to apply).
+6. Apply additions, removals, their events and the run row in one transaction.
+
+When in doubt, apply nothing and say why: every path that does not reach step 6 leaves
+``blocklist_entries`` and ``blocklist_events`` exactly as they were.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+
+from sync.kaleyra import MAX_LIMIT, Entry, KaleyraClient
+from sync.kaleyra_errors import FatalAPIError, KaleyraError
+from sync.settings import Account, GuardLimits
+from sync.store import ChannelSweep, Diff, LockHeld, Store
+
+__all__ = [
+    "Outcome",
+    "Stopped",
+    "SweepOptions",
+    "SweepResult",
+    "client_for",
+    "stop_on_signals",
+    "sweep_accounts",
+    "sweep_channel",
+    "worst_exit_code",
+]
+
+log = logging.getLogger("sync.job")
+
+
+class Outcome(enum.Enum):
+    """How a sweep ended, with the exit code it contributes (README, "Exit codes")."""
+
+    SUCCEEDED = ("succeeded", 0)
+    DRY_RUN = ("dry_run", 0)
+    LOCKED = ("locked", 75)
+    HELD = ("held", 3)
+    FAILED = ("failed", 1)
+
+    def __init__(self, label: str, exit_code: int) -> None:
+        self.label = label
+        self.exit_code = exit_code
+
+
+# Worst first: a failure outranks a hold, which outranks "someone else is on it".
+_SEVERITY = [Outcome.FAILED, Outcome.HELD, Outcome.LOCKED, Outcome.DRY_RUN, Outcome.SUCCEEDED]
+
+
+class Stopped(Exception):
+    """A stop was requested (SIGTERM, SIGINT) before the sweep could apply anything."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SweepOptions:
+    trigger: str = "manual"
+    dry_run: bool = False
+    force: bool = False
+    guard: GuardLimits = field(default_factory=GuardLimits)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SweepResult:
+    account_sid: str
+    channel: str
+    outcome: Outcome
+    run_id: int | None = None
+    pages: int = 0
+    diff: Diff | None = None
+    message: str | None = None  # why it failed or was held; never a secret
+    seconds: float = 0.0
+    fatal: bool = False  # the account itself is unusable (credentials, balance): skip its rest
+
+    @property
+    def exit_code(self) -> int:
+        return self.outcome.exit_code
+
+
+def worst_exit_code(results: list[SweepResult]) -> int:
+    if not results:
+        return 0
+    return min(results, key=lambda r: _SEVERITY.index(r.outcome)).exit_code
+
+
+@dataclass
+class _Progress:
+    pages: int = 0
+    rows: int = 0
+
+
+PageCallback = Callable[[str, int, int], None]  # (channel, pages so far, rows so far)
+ChangeCallback = Callable[[str, str, str], None]  # (channel, 'added' | 'removed', mobile)
+
+
+def sweep_channel(
+    client: KaleyraClient,
+    store: Store,
+    channel: str,
+    options: SweepOptions,
+    *,
+    stop: threading.Event | None = None,
+    on_page: PageCallback | None = None,
+    on_change: ChangeCallback | None = None,
+) -> SweepResult:
+    """Sweep one channel of ``client``'s account into ``store``; never raises for a failed
+    sweep (the result says what happened), only for a stop of the whole process."""
+    stop = stop or threading.Event()
+    started = time.monotonic()
+    context = {"account": client.sid, "channel": channel}
+    try:
+        with store.sweep(client.sid, channel) as session:
+            abandoned = session.fail_abandoned_runs()
+            if abandoned:
+                log.warning("marked %d abandoned run(s) as failed", abandoned, extra=context)
+            run_id, _ = session.start_run(options.trigger)
+            context["run_id"] = run_id
+            log.info("sweep started (%s)", options.trigger, extra=context)
+            progress = _Progress()
+            try:
+                result = _sweep_locked(client, session, run_id, channel, options, stop,
+                                       progress, on_page, on_change)
+            except (Exception, KeyboardInterrupt, SystemExit) as exc:
+                reason = _reason(exc)
+                session.finish_run(run_id, "failed", pages=progress.pages, error=reason)
+                if not isinstance(exc, Exception):
+                    raise
+                result = SweepResult(account_sid=client.sid, channel=channel,
+                                     outcome=Outcome.FAILED, run_id=run_id, pages=progress.pages,
+                                     message=reason, fatal=isinstance(exc, FatalAPIError))
+    except LockHeld:
+        result = SweepResult(
+            account_sid=client.sid, channel=channel, outcome=Outcome.LOCKED,
+            message="another blocklist-sync process is sweeping this channel; nothing was written",
+        )
+    result = _with_seconds(result, time.monotonic() - started)
+    _log_result(result, context)
+    return result
+
+
+def _sweep_locked(
+    client: KaleyraClient,
+    session: ChannelSweep,
+    run_id: int,
+    channel: str,
+    options: SweepOptions,
+    stop: threading.Event,
+    progress: _Progress,
+    on_page: PageCallback | None,
+    on_change: ChangeCallback | None,
+) -> SweepResult:
+    def rows() -> Iterator[Entry]:
+        for page in client.sweep(channel):
+            if stop.is_set():
+                raise Stopped("stopped by a signal while paging; nothing was applied")
+            progress.pages += 1
+            progress.rows += len(page.entries)
+            if on_page:
+                on_page(channel, progress.pages, progress.rows)
+            yield from page.entries
+
+    listed = session.stage(rows())
+    diff = session.diff(listed)
+    held = None
+    if listed == 0 and diff.current > 0:
+        held = (f"the listing returned no numbers while {diff.current} are held; "
+                "an outage looks the same as an emptied blocklist")
+    if held is None or options.force or options.dry_run:
+        for batch in session.removal_candidates(MAX_LIMIT):
+            if stop.is_set():
+                raise Stopped("stopped by a signal while confirming removals; nothing was applied")
+            asked = set(batch)
+            session.keep(e for e in client.check(channel, batch) if e.mobile in asked)
+        diff = session.counts(listed)
+        held = held or _guard(diff, options.guard)
+    result = dict(account_sid=client.sid, channel=channel, run_id=run_id, pages=progress.pages,
+                  diff=diff)
+    if options.dry_run:
+        if on_change:
+            for change, mobile in session.changes():
+                on_change(channel, change, mobile)
+        note = f"would be held: {held}" if held and not options.force else None
+        session.finish_run(run_id, "dry_run", pages=progress.pages, diff=diff, error=note)
+        return SweepResult(outcome=Outcome.DRY_RUN, message=note, **result)
+    if held and not options.force:
+        message = (f"held by the safety guard: {held}. Nothing was applied. Review with "
+                   f"`blocklist-sync run --dry-run --channel {channel}`, apply with "
+                   f"`blocklist-sync run --force --channel {channel}`")
+        session.finish_run(run_id, "held", pages=progress.pages, diff=diff, error=message)
+        return SweepResult(outcome=Outcome.HELD, message=message, **result)
+    if stop.is_set():
+        raise Stopped("stopped by a signal before applying; nothing was applied")
+    session.apply(run_id, pages=progress.pages, diff=diff)
+    return SweepResult(outcome=Outcome.SUCCEEDED, **result)
+
+
+def _guard(diff: Diff, limits: GuardLimits) -> str | None:
+    if diff.current > limits.min_entries and diff.removed > limits.max_removal_fraction * diff.current:
+        return (f"it would remove {diff.removed} of {diff.current} entries "
+                f"({diff.removed / diff.current:.0%}, over the {limits.max_removal_fraction:.0%} "
+                "limit)")
+    return None
+
+
+def sweep_accounts(
+    accounts: list[Account],
+    store: Store,
+    options: SweepOptions,
+    make_client: Callable[[Account], KaleyraClient],
+    *,
+    channels: tuple[str, ...] | None = None,
+    stop: threading.Event | None = None,
+    on_page: PageCallback | None = None,
+    on_change: ChangeCallback | None = None,
+    on_result: Callable[[SweepResult], None] | None = None,
+) -> list[SweepResult]:
+    """Sweep every configured channel of every account, independently: one failing does not
+    stop the others (but a fatal error for an account, such as wrong credentials, skips that
+    account's remaining channels rather than failing each the same way)."""
+    stop = stop or threading.Event()
+    results: list[SweepResult] = []
+    for account in accounts:
+        client = make_client(account)
+        try:
+            for channel in account.channels:
+                if channels and channel not in channels:
+                    continue
+                if stop.is_set():
+                    return results
+                result = sweep_channel(client, store, channel, options, stop=stop,
+                                       on_page=on_page, on_change=on_change)
+                results.append(result)
+                if on_result:
+                    on_result(result)
+                if result.fatal:
+                    log.error("skipping the rest of account %s: %s", account.sid, result.message,
+                              extra={"account": account.sid})
+                    break
+        finally:
+            client.close()
+    return results
+
+
+def client_for(account: Account, **tuning: object) -> KaleyraClient:
+    """The Kaleyra client for ``account``; ``tuning`` sets concurrency, rate and limits."""
+    return KaleyraClient(sid=account.sid, api_key=account.api_key, base_url=account.base_url,
+                         **tuning)  # type: ignore[arg-type]
+
+
+def stop_on_signals(stop: threading.Event) -> None:
+    """SIGTERM and SIGINT ask the sweep to stop at the next page, applying nothing; a second
+    SIGINT interrupts at once (the run row is still marked failed)."""
+
+    def handler(signum: int, _frame: object) -> None:
+        log.warning("%s received: stopping; a sweep in progress applies nothing",
+                    signal.Signals(signum).name)
+        stop.set()
+        if signum == signal.SIGINT:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def _reason(exc: BaseException) -> str:
+    """A readable, secret-free reason for the run row and the log."""
+    if isinstance(exc, KaleyraError | Stopped):
+        return str(exc)
+    if isinstance(exc, KeyboardInterrupt | SystemExit):
+        return "interrupted before finishing; nothing was applied"
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}; nothing was applied"
+
+
+def _with_seconds(result: SweepResult, seconds: float) -> SweepResult:
+    return replace(result, seconds=seconds)
+
+
+def _log_result(result: SweepResult, context: dict[str, object]) -> None:
+    fields = {**context, "outcome": result.outcome.label, "pages": result.pages,
+              "seconds": round(result.seconds, 3)}
+    if result.diff:
+        fields.update(entries=result.diff.seen, added=result.diff.added,
+                      removed=result.diff.removed)
+    level = logging.INFO if result.outcome in (Outcome.SUCCEEDED, Outcome.DRY_RUN) else logging.WARNING
+    if result.outcome is Outcome.FAILED:
+        level = logging.ERROR
+    log.log(level, "sweep %s%s", result.outcome.label,
+            f": {result.message}" if result.message else "", extra=fields)

@@ -1,0 +1,112 @@
+"""The tables: the project's public contract with the BI dashboards that read them.
+
+Created only by the Alembic migrations in ``migrations/``; this module describes the same
+tables so the store can build its statements and ``alembic check`` can prove the two agree.
+Names and meanings are stable: change them only with a migration and a note to analysts.
+All timestamps are ``timestamptz`` in UTC.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+)
+
+__all__ = ["blocklist_entries", "blocklist_events", "metadata", "sync_runs"]
+
+# Stable constraint names, so later migrations can name what they alter (Alembic cookbook).
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# A 64-bit id on PostgreSQL; SQLite only auto-increments a column declared INTEGER.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+UtcTime = DateTime(timezone=True)
+
+sync_runs = Table(
+    "sync_runs",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True, comment="Run id, referenced by events."),
+    Column("account_sid", Text, nullable=False, comment="Kaleyra account SID swept."),
+    Column("channel", Text, nullable=False, comment="Channel swept: sms, whatsapp or voice."),
+    Column("trigger", Text, nullable=False,
+           comment="What started the run: scheduled, manual or backfill."),
+    Column("status", Text, nullable=False,
+           comment="running; succeeded (changes applied); failed (nothing applied, see error); "
+                   "held (safety guard, nothing applied); dry_run (nothing applied)."),
+    Column("started_at", UtcTime, nullable=False, comment="When the sweep started (UTC)."),
+    Column("finished_at", UtcTime, comment="When the run ended (UTC); NULL while running."),
+    Column("pages_fetched", Integer, nullable=False, server_default="0",
+           comment="Listing pages fetched from Kaleyra."),
+    Column("entries_seen", BigInteger, nullable=False, server_default="0",
+           comment="Distinct numbers the sweep found blocklisted."),
+    Column("added", BigInteger, nullable=False, server_default="0",
+           comment="Numbers added (for held and dry_run runs: that would have been added)."),
+    Column("removed", BigInteger, nullable=False, server_default="0",
+           comment="Numbers removed (for held and dry_run runs: that would have been removed)."),
+    Column("error", Text, comment="Why the run failed or was held, readable; never a secret."),
+    CheckConstraint("channel IN ('sms', 'whatsapp', 'voice')", name="channel"),
+    CheckConstraint("trigger IN ('scheduled', 'manual', 'backfill')", name="trigger"),
+    CheckConstraint(
+        "status IN ('running', 'succeeded', 'failed', 'held', 'dry_run')", name="status"
+    ),
+    Index("ix_sync_runs_account_channel_started", "account_sid", "channel", "started_at"),
+    comment="One row per sweep of one account and channel.",
+)
+
+blocklist_entries = Table(
+    "blocklist_entries",
+    metadata,
+    Column("account_sid", Text, primary_key=True, comment="Kaleyra account SID."),
+    Column("channel", Text, primary_key=True, comment="Channel the number is blocklisted on."),
+    Column("mobile", Text, primary_key=True, comment="Number in E.164, as Kaleyra gave it."),
+    Column("channel_type", Text,
+           comment="Kaleyra's channel_type for the row, opaque, as first seen."),
+    Column("added_at", UtcTime, nullable=False,
+           comment="detected_at of the added event that began this stretch (UTC)."),
+    Column("added_run_id", Id, ForeignKey("sync_runs.id"), nullable=False,
+           comment="Run that detected the addition."),
+    Index("ix_blocklist_entries_mobile", "mobile"),
+    comment="The current blocklist: one row per number blocklisted now, per account and channel.",
+)
+
+blocklist_events = Table(
+    "blocklist_events",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True, comment="Event id, in commit order."),
+    Column("account_sid", Text, nullable=False, comment="Kaleyra account SID."),
+    Column("channel", Text, nullable=False, comment="Channel of the change."),
+    Column("mobile", Text, nullable=False, comment="Number in E.164, as Kaleyra gave it."),
+    Column("change", Text, nullable=False, comment="added or removed."),
+    Column("detected_at", UtcTime, nullable=False,
+           comment="When the sweep that saw the change committed (UTC): the change happened "
+                   "no later than this."),
+    Column("not_before", UtcTime,
+           comment="Start of the previous succeeded sweep (UTC): the change happened after "
+                   "this. NULL on the first sweep of a channel."),
+    Column("initial_load", Boolean, nullable=False,
+           comment="True for rows of the first succeeded sweep of a channel: they were "
+                   "blocklisted before the sync began, not added then."),
+    Column("run_id", Id, ForeignKey("sync_runs.id"), nullable=False,
+           comment="Run that detected the change."),
+    CheckConstraint("change IN ('added', 'removed')", name="change"),
+    Index("ix_blocklist_events_account_channel_detected", "account_sid", "channel", "detected_at"),
+    Index("ix_blocklist_events_mobile", "mobile", "detected_at"),
+    comment="Append-only history of additions and removals; never updated or deleted.",
+)

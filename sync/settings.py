@@ -1,0 +1,200 @@
+"""Configuration: environment first, a TOML file for several accounts, flags override both.
+
+Everything is read and checked once, at start, so a missing or invalid setting stops the
+program before any work with one line naming the setting and how to fix it
+(:class:`ConfigError`, exit code 2). Nothing here reads the network or the database.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = [
+    "CHANNELS",
+    "REGIONS",
+    "Account",
+    "ConfigError",
+    "GuardLimits",
+    "load_accounts",
+    "parse_channels",
+]
+
+CHANNELS = ("sms", "whatsapp", "voice")
+DEFAULT_BASE_URL = "https://api.kaleyra.io/v1"
+# NOTES.md: each key's "API Domain". The API version lives in the base URL, never in code.
+REGIONS = {
+    "in": "https://api.in.kaleyra.io/v1",
+    "sg": "https://api.kaleyra.io/v1",
+    "eu": "https://api.eu.kaleyra.io/v1",
+    "na": "https://api.na.kaleyra.ai/v1",
+}
+_SID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+class ConfigError(Exception):
+    """A setting is missing or invalid. The message is one line that says how to fix it."""
+
+
+@dataclass(frozen=True)
+class Account:
+    """One Kaleyra account to sweep. The key is kept out of ``repr`` and every message."""
+
+    sid: str
+    api_key: str = field(repr=False)
+    base_url: str = DEFAULT_BASE_URL
+    channels: tuple[str, ...] = CHANNELS
+
+
+@dataclass(frozen=True)
+class GuardLimits:
+    """When a sweep looks too destructive to apply without a human (the safety guard)."""
+
+    max_removal_fraction: float = 0.20  # hold if it would remove more than this share ...
+    min_entries: int = 100  # ... of a channel that holds more than this many entries
+
+
+def parse_channels(value: str | Sequence[str], setting: str = "KALEYRA_CHANNELS") -> tuple[str, ...]:
+    items = value.split(",") if isinstance(value, str) else list(value)
+    channels = tuple(dict.fromkeys(c.strip().lower() for c in items if c.strip()))
+    bad = [c for c in channels if c not in CHANNELS]
+    if bad or not channels:
+        raise ConfigError(
+            f"{setting}: {', '.join(bad) or 'empty'} is not a channel; use a comma-separated "
+            f"list of {', '.join(CHANNELS)}"
+        )
+    return channels
+
+
+def resolve_base_url(base_url: str | None, region: str | None, setting: str) -> str:
+    if base_url and region:
+        raise ConfigError(f"{setting}: set either a base URL or a region, not both")
+    if region:
+        try:
+            return REGIONS[region.strip().lower()]
+        except KeyError:
+            raise ConfigError(
+                f"{setting}: unknown region {region!r}; use one of {', '.join(REGIONS)} "
+                "or set the base URL"
+            ) from None
+    url = (base_url or DEFAULT_BASE_URL).strip().rstrip("/")
+    if not re.match(r"^https?://[^/\s]+(/\S*)?$", url):
+        raise ConfigError(
+            f"{setting}: {url!r} is not an http(s) URL; set it like {DEFAULT_BASE_URL}"
+        )
+    return url
+
+
+def _read_key_file(path: str, setting: str) -> str:
+    try:
+        key = Path(path).read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"{setting}: cannot read {path} ({exc.strerror}); check the path") from None
+    if not key:
+        raise ConfigError(f"{setting}: {path} is empty; put the Kaleyra API key in it")
+    return key
+
+
+def _check_sid(sid: str | None, setting: str) -> str:
+    if not sid:
+        raise ConfigError(f"{setting} is not set; set it to the account SID from the Kaleyra console")
+    if not _SID.match(sid):
+        raise ConfigError(f"{setting}: {sid!r} is not a Kaleyra SID; copy it from the console")
+    return sid
+
+
+def account_from_env(env: Mapping[str, str]) -> Account:
+    """The single account configured by ``KALEYRA_*`` environment variables."""
+    sid = _check_sid(env.get("KALEYRA_SID"), "KALEYRA_SID")
+    key = env.get("KALEYRA_API_KEY")
+    key_file = env.get("KALEYRA_API_KEY_FILE")
+    if key and key_file:
+        raise ConfigError("set KALEYRA_API_KEY or KALEYRA_API_KEY_FILE, not both")
+    if key_file:
+        key = _read_key_file(key_file, "KALEYRA_API_KEY_FILE")
+    if not key:
+        raise ConfigError(
+            "KALEYRA_API_KEY is not set; set it, or KALEYRA_API_KEY_FILE to a file holding the key"
+        )
+    base_url = resolve_base_url(
+        env.get("KALEYRA_BASE_URL"), env.get("KALEYRA_REGION"), "KALEYRA_BASE_URL/KALEYRA_REGION"
+    )
+    channels = parse_channels(env.get("KALEYRA_CHANNELS") or ",".join(CHANNELS))
+    return Account(sid=sid, api_key=key.strip(), base_url=base_url, channels=channels)
+
+
+def accounts_from_toml(path: Path, env: Mapping[str, str]) -> list[Account]:
+    """Accounts from a config file::
+
+        [[accounts]]
+        sid = "HXXXXXXX071US"
+        api_key_file = "/run/credentials/blocklist-sync.service/kaleyra"  # or api_key, api_key_env
+        region = "in"                      # or base_url = "https://api.in.kaleyra.io/v1"
+        channels = ["sms", "whatsapp"]     # default: all three
+    """
+    try:
+        doc = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: {exc.strerror}; check --config") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    tables = doc.get("accounts")
+    if not isinstance(tables, list) or not tables:
+        raise ConfigError(f"config file {path} has no [[accounts]] table; add one per account")
+    accounts: list[Account] = []
+    for i, table in enumerate(tables, start=1):
+        where = f"{path} account {i}"
+        unknown = set(table) - {"sid", "api_key", "api_key_file", "api_key_env", "base_url",
+                                "region", "channels"}
+        if unknown:
+            raise ConfigError(f"{where}: unknown key {', '.join(sorted(unknown))}; check spelling")
+        sid = _check_sid(table.get("sid"), f"{where}: sid")
+        sources = [k for k in ("api_key", "api_key_file", "api_key_env") if table.get(k)]
+        if len(sources) != 1:
+            raise ConfigError(f"{where}: set exactly one of api_key, api_key_file, api_key_env")
+        if sources == ["api_key_file"]:
+            key = _read_key_file(table["api_key_file"], f"{where}: api_key_file")
+        elif sources == ["api_key_env"]:
+            key = env.get(table["api_key_env"], "")
+            if not key:
+                raise ConfigError(f"{where}: environment variable {table['api_key_env']} is empty")
+        else:
+            key = table["api_key"]
+        accounts.append(
+            Account(
+                sid=sid,
+                api_key=str(key).strip(),
+                base_url=resolve_base_url(table.get("base_url"), table.get("region"), where),
+                channels=parse_channels(table.get("channels", list(CHANNELS)), f"{where}: channels"),
+            )
+        )
+    sids = [a.sid for a in accounts]
+    if len(set(sids)) != len(sids):
+        raise ConfigError(f"config file {path} lists an account twice; give each SID once")
+    return accounts
+
+
+def load_accounts(config: str | None, env: Mapping[str, str] | None = None) -> list[Account]:
+    """The accounts to sweep: from ``config`` (or ``BLOCKLIST_SYNC_CONFIG``) when given,
+    otherwise the one account in the ``KALEYRA_*`` environment variables."""
+    env = os.environ if env is None else env
+    config = config or env.get("BLOCKLIST_SYNC_CONFIG")
+    if config:
+        return accounts_from_toml(Path(config), env)
+    return [account_from_env(env)]
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: str, setting: str) -> float:
+    """``90s``, ``30m``, ``2h``, ``1d`` as seconds."""
+    match = _DURATION.match(value)
+    if not match or float(match.group(1)) <= 0:
+        raise ConfigError(f"{setting}: {value!r} is not a duration; write it like 90s, 30m, 2h or 1d")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]

@@ -1,0 +1,370 @@
+"""The database side of a sweep: lock, run rows, staging, set-based diff, one-transaction apply.
+
+Knows nothing of HTTP: rows arrive as ``(mobile, channel_type)`` tuples. One
+:class:`ChannelSweep` holds one connection for the whole sweep of an (account, channel); the
+advisory lock, the temporary staging tables and the apply transaction all live on it, so
+closing it (or the process dying) releases everything at once.
+
+The diff is a handful of statements over temporary tables — anti-joins that PostgreSQL runs as
+hash joins — so memory in Python stays flat however long the blocklist. The same statements
+run on SQLite; only the bulk load (COPY vs. executemany) and the lock (advisory lock vs. a
+file lock) differ, each in one small method.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import itertools
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from sqlalchemy import Connection, Engine, and_, func, select, text
+
+from sync.schema import blocklist_entries, sync_runs
+
+__all__ = ["ChannelStatus", "ChannelSweep", "Diff", "LockHeld", "Store"]
+
+Row = tuple[str, str | None]
+
+_ABANDONED = "the process ended before the sweep finished (crash, kill or restart); nothing was applied"
+
+
+class LockHeld(Exception):
+    """Another process is sweeping this account and channel right now."""
+
+
+@dataclass(frozen=True)
+class Diff:
+    """What a sweep found, against the current entries of its channel."""
+
+    current: int  # entries held before this sweep
+    listed: int  # rows the listing returned, before de-duplication and confirmation
+    added: int
+    removed: int
+
+    @property
+    def seen(self) -> int:
+        """Distinct numbers blocklisted now: kept current entries plus additions."""
+        return self.current - self.removed + self.added
+
+
+@dataclass(frozen=True)
+class ChannelStatus:
+    account_sid: str
+    channel: str
+    entries: int
+    last_run_id: int | None
+    last_status: str | None
+    last_started_at: dt.datetime | None
+    last_finished_at: dt.datetime | None
+    last_pages: int | None
+    last_added: int | None
+    last_removed: int | None
+    last_error: str | None
+    last_success_at: dt.datetime | None  # finished_at of the last succeeded sweep
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _as_utc(value: dt.datetime | None) -> dt.datetime | None:
+    """SQLite hands timestamps back naive; they were written in UTC."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=dt.UTC)
+    return value
+
+
+class Store:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.is_postgres = engine.dialect.name == "postgresql"
+
+    @contextmanager
+    def sweep(self, account_sid: str, channel: str) -> Iterator[ChannelSweep]:
+        """Lock (account, channel) for one sweep, or raise :class:`LockHeld` at once."""
+        with self.engine.connect() as connection:
+            with self._lock(connection, account_sid, channel):
+                yield ChannelSweep(connection, account_sid, channel, self.is_postgres)
+
+    @contextmanager
+    def _lock(self, connection: Connection, account_sid: str, channel: str) -> Iterator[None]:
+        key = f"kaleyra-blocklist-sync:{account_sid}:{channel}"
+        if self.is_postgres:
+            got = connection.execute(
+                text("SELECT pg_try_advisory_lock(hashtextextended(:key, 0))"), {"key": key}
+            ).scalar_one()
+            connection.commit()
+            if not got:
+                raise LockHeld(key)
+            try:
+                yield
+            finally:
+                # The connection closes right after (no pool), which also releases the lock;
+                # unlocking explicitly keeps that true if pooling is ever turned on.
+                if not connection.closed and not connection.invalidated:
+                    connection.rollback()
+                    connection.execute(
+                        text("SELECT pg_advisory_unlock(hashtextextended(:key, 0))"), {"key": key}
+                    )
+                    connection.commit()
+            return
+        # SQLite: the nearest equivalent is an exclusive, non-blocking lock on a file beside
+        # the database, one per account and channel; the kernel drops it when the process dies.
+        with _file_lock(self._lock_path(account_sid, channel)) as got:
+            if not got:
+                raise LockHeld(key)
+            yield
+
+    def _lock_path(self, account_sid: str, channel: str) -> Path:
+        database = self.engine.url.database or "blocklist-sync.db"
+        return Path(f"{database}.locks") / f"{account_sid}.{channel}.lock"
+
+    # -- reading, for `status` and the metrics -----------------------------------------
+
+    def channel_statuses(self) -> list[ChannelStatus]:
+        """The last sweep, last success and entry count of every (account, channel) seen."""
+        keys = (sync_runs.c.account_sid, sync_runs.c.channel)
+        last = select(*keys, func.max(sync_runs.c.id).label("id")).group_by(*keys).subquery()
+        ok = (
+            select(*keys, func.max(sync_runs.c.finished_at).label("at"))
+            .where(sync_runs.c.status == "succeeded")
+            .group_by(*keys)
+            .subquery()
+        )
+        entry_keys = (blocklist_entries.c.account_sid, blocklist_entries.c.channel)
+        counts = (
+            select(*entry_keys, func.count().label("n")).group_by(*entry_keys).subquery()
+        )
+        run = sync_runs
+        query = (
+            select(
+                last.c.account_sid, last.c.channel, func.coalesce(counts.c.n, 0), run.c.id,
+                run.c.status, run.c.started_at, run.c.finished_at, run.c.pages_fetched, run.c.added,
+                run.c.removed,
+                run.c.error, ok.c.at,
+            )
+            .join(run, run.c.id == last.c.id)
+            .outerjoin(ok, and_(ok.c.account_sid == last.c.account_sid,
+                                ok.c.channel == last.c.channel))
+            .outerjoin(counts, and_(counts.c.account_sid == last.c.account_sid,
+                                    counts.c.channel == last.c.channel))
+            .order_by(last.c.account_sid, last.c.channel)
+        )
+        with self.engine.connect() as connection:
+            rows = connection.execute(query).all()
+        return [
+            ChannelStatus(r[0], r[1], r[2], r[3], r[4], _as_utc(r[5]), _as_utc(r[6]), r[7], r[8],
+                          r[9], r[10], _as_utc(r[11]))
+            for r in rows
+        ]
+
+
+@contextmanager
+def _file_lock(path: Path) -> Iterator[bool]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle: IO[Any] = open(path, "a")  # noqa: SIM115 - held for the whole block
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        handle.close()
+
+
+class ChannelSweep:
+    """One locked sweep of one (account, channel), on one held connection."""
+
+    def __init__(self, connection: Connection, account_sid: str, channel: str,
+                 is_postgres: bool) -> None:
+        self.connection = connection
+        self.account_sid = account_sid
+        self.channel = channel
+        self.is_postgres = is_postgres
+        self._where = {"account_sid": account_sid, "channel": channel}
+
+    # -- the run row -------------------------------------------------------------------
+
+    def fail_abandoned_runs(self) -> int:
+        """Mark runs left ``running`` as failed. We hold the lock, so their process is gone."""
+        result = self.connection.execute(
+            sync_runs.update()
+            .where(sync_runs.c.account_sid == self.account_sid,
+                   sync_runs.c.channel == self.channel, sync_runs.c.status == "running")
+            .values(status="failed", finished_at=utcnow(), error=_ABANDONED)
+        )
+        self.connection.commit()
+        return result.rowcount
+
+    def start_run(self, trigger: str) -> tuple[int, dt.datetime]:
+        """Insert and commit the ``running`` row, so even a crash leaves a trace."""
+        started_at = utcnow()
+        run_id = self.connection.execute(
+            sync_runs.insert()
+            .values(**self._where, trigger=trigger, status="running", started_at=started_at)
+            .returning(sync_runs.c.id)
+        ).scalar_one()
+        self.connection.commit()
+        return run_id, started_at
+
+    def finish_run(self, run_id: int, status: str, *, pages: int = 0, diff: Diff | None = None,
+                   error: str | None = None) -> None:
+        """Record how a run ended that applied nothing (failed, held, dry_run)."""
+        if self.connection.in_transaction():
+            self.connection.rollback()
+        self.connection.execute(
+            sync_runs.update().where(sync_runs.c.id == run_id).values(
+                status=status, finished_at=utcnow(), pages_fetched=pages, error=error,
+                **_counts(diff),
+            )
+        )
+        self.connection.commit()
+
+    def previous_success_start(self) -> dt.datetime | None:
+        """Start of the last succeeded sweep: every change we detect now happened after it."""
+        return _as_utc(self.connection.execute(
+            select(func.max(sync_runs.c.started_at)).where(
+                sync_runs.c.account_sid == self.account_sid,
+                sync_runs.c.channel == self.channel, sync_runs.c.status == "succeeded")
+        ).scalar_one())
+
+    # -- staging and diff --------------------------------------------------------------
+
+    def stage(self, rows: Iterable[Row]) -> int:
+        """Load the listing into a temporary table as it streams in; returns rows loaded.
+
+        PostgreSQL: one COPY for the whole sweep. SQLite: batched inserts. If ``rows`` raises
+        (a page failed), the load is abandoned and nothing outside the temp table changed.
+        """
+        c = self.connection
+        for name in ("sweep_seen", "sweep_added", "sweep_removed"):
+            c.execute(text(f"DROP TABLE IF EXISTS {name}"))
+        c.execute(text("CREATE TEMPORARY TABLE sweep_seen (mobile TEXT NOT NULL, channel_type TEXT)"))
+        c.execute(text("CREATE TEMPORARY TABLE sweep_added (mobile TEXT PRIMARY KEY, channel_type TEXT)"))
+        c.execute(text("CREATE TEMPORARY TABLE sweep_removed (mobile TEXT PRIMARY KEY)"))
+        loaded = 0
+        if self.is_postgres:
+            cursor = c.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            with cursor.copy("COPY sweep_seen (mobile, channel_type) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+                    loaded += 1
+        else:
+            insert = text("INSERT INTO sweep_seen (mobile, channel_type) VALUES (:m, :t)")
+            iterator = iter(rows)
+            while batch := list(itertools.islice(iterator, 5000)):
+                c.execute(insert, [{"m": m, "t": t} for m, t in batch])
+                loaded += len(batch)
+        c.execute(text("CREATE INDEX ix_sweep_seen_mobile ON sweep_seen (mobile)"))
+        c.execute(text("ANALYZE sweep_seen"))
+        c.commit()
+        return loaded
+
+    def diff(self, listed: int) -> Diff:
+        """Compute additions and removal candidates into temp tables, set-based."""
+        c = self.connection
+        c.execute(text("""
+            INSERT INTO sweep_added (mobile, channel_type)
+            SELECT s.mobile, MAX(s.channel_type) FROM sweep_seen s
+            WHERE NOT EXISTS (SELECT 1 FROM blocklist_entries e
+                              WHERE e.account_sid = :account_sid AND e.channel = :channel
+                                AND e.mobile = s.mobile)
+            GROUP BY s.mobile"""), self._where)
+        c.execute(text("""
+            INSERT INTO sweep_removed (mobile)
+            SELECT e.mobile FROM blocklist_entries e
+            WHERE e.account_sid = :account_sid AND e.channel = :channel
+              AND NOT EXISTS (SELECT 1 FROM sweep_seen s WHERE s.mobile = e.mobile)"""),
+            self._where)
+        c.commit()
+        return self.counts(listed)
+
+    def counts(self, listed: int) -> Diff:
+        current = self.connection.execute(
+            select(func.count()).select_from(blocklist_entries).where(
+                blocklist_entries.c.account_sid == self.account_sid,
+                blocklist_entries.c.channel == self.channel)
+        ).scalar_one()
+        added, removed = self.connection.execute(text(
+            "SELECT (SELECT COUNT(*) FROM sweep_added), (SELECT COUNT(*) FROM sweep_removed)"
+        )).one()
+        return Diff(current=current, listed=listed, added=added, removed=removed)
+
+    def removal_candidates(self, batch: int) -> Iterator[list[str]]:
+        """Removal candidates in batches, by keyset paging so memory stays flat."""
+        after = ""
+        query = text("SELECT mobile FROM sweep_removed WHERE mobile > :after "
+                     "ORDER BY mobile LIMIT :batch")
+        while mobiles := list(self.connection.execute(query, {"after": after, "batch": batch})
+                              .scalars()):
+            yield mobiles
+            after = mobiles[-1]
+
+    def keep(self, present: Iterable[Row]) -> int:
+        """Numbers a direct check found still blocklisted: they are not removed after all."""
+        mobiles = [{"m": m} for m, _ in present]
+        if mobiles:
+            self.connection.execute(text("DELETE FROM sweep_removed WHERE mobile = :m"), mobiles)
+            self.connection.commit()
+        return len(mobiles)
+
+    def changes(self) -> Iterator[tuple[str, str]]:
+        """Every ('added' | 'removed', mobile) this sweep would apply, streamed."""
+        result = self.connection.execution_options(yield_per=5000).execute(text(
+            "SELECT 'added', mobile FROM sweep_added UNION ALL "
+            "SELECT 'removed', mobile FROM sweep_removed ORDER BY 1, 2"))
+        yield from result
+
+    # -- apply -------------------------------------------------------------------------
+
+    def apply(self, run_id: int, *, pages: int, diff: Diff) -> dt.datetime:
+        """Apply additions and removals, append their events and finish the run row, in one
+        transaction. Writes nothing to entries or events when nothing changed."""
+        c = self.connection
+        not_before = self.previous_success_start()
+        params = {
+            **self._where, "run_id": run_id, "detected_at": utcnow(), "not_before": not_before,
+            "initial_load": not_before is None,
+        }
+        if c.in_transaction():
+            c.commit()
+        with c.begin():
+            if diff.added:
+                c.execute(text("""
+                    INSERT INTO blocklist_entries
+                        (account_sid, channel, mobile, channel_type, added_at, added_run_id)
+                    SELECT :account_sid, :channel, mobile, channel_type, :detected_at, :run_id
+                    FROM sweep_added"""), params)
+            if diff.removed:
+                c.execute(text("""
+                    DELETE FROM blocklist_entries
+                    WHERE account_sid = :account_sid AND channel = :channel
+                      AND mobile IN (SELECT mobile FROM sweep_removed)"""), params)
+            for change, table in (("added", "sweep_added"), ("removed", "sweep_removed")):
+                if getattr(diff, change):
+                    c.execute(text(f"""
+                        INSERT INTO blocklist_events (account_sid, channel, mobile, change,
+                            detected_at, not_before, initial_load, run_id)
+                        SELECT :account_sid, :channel, mobile, '{change}', :detected_at,
+                            :not_before, :initial_load, :run_id
+                        FROM {table} ORDER BY mobile"""), params)
+            c.execute(
+                sync_runs.update().where(sync_runs.c.id == run_id).values(
+                    status="succeeded", finished_at=params["detected_at"], pages_fetched=pages,
+                    error=None, **_counts(diff))
+            )
+        return params["detected_at"]
+
+
+def _counts(diff: Diff | None) -> dict[str, int]:
+    if diff is None:
+        return {}
+    return {"entries_seen": diff.seen, "added": diff.added, "removed": diff.removed}
+

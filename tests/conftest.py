@@ -1,0 +1,128 @@
+"""Real parts only: a real PostgreSQL and the simulator over real HTTP.
+
+The PostgreSQL server at 127.0.0.1:5432 (user postgres, trust auth; override the server with
+KBS_TEST_PG) gets databases named ``kbs_test_<random>``, made by these fixtures and dropped at
+the end; no other database is touched. Each test gets its own simulator with its own account
+SID, so tests sharing the session database never see each other's rows.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy import Engine, text
+
+from sync import database
+from sync.kaleyra import KaleyraClient, RetryPolicy
+from sync.settings import Account
+from sync.simulator import Simulator
+from sync.store import Store
+
+PG_SERVER = os.environ.get("KBS_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
+REPO = Path(__file__).resolve().parent.parent
+# Fast but real backoff: retries still happen and still wait, just briefly.
+FAST_RETRY = RetryPolicy(attempts=3, timeout=10.0, wait_initial=0.01, wait_max=0.05, wait_jitter=0.01)
+
+
+def _admin() -> psycopg.Connection:
+    return psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True)
+
+
+@pytest.fixture(scope="session")
+def make_database() -> Iterator[Callable[[], str]]:
+    """Create empty, uniquely named databases; all are dropped when the session ends."""
+    made: list[str] = []
+
+    def make() -> str:
+        name = f"kbs_test_{uuid.uuid4().hex[:12]}"
+        with _admin() as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        made.append(name)
+        return f"{PG_SERVER}/{name}"
+
+    yield make
+    with _admin() as conn:
+        for name in made:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def pg_url(make_database: Callable[[], str]) -> str:
+    """One migrated database shared by the session (tests keep apart by account SID)."""
+    url = database.resolve_database_url(make_database())
+    database.upgrade(database.make_engine(url))
+    return url
+
+
+@pytest.fixture
+def engine(pg_url: str) -> Engine:
+    return database.make_engine(pg_url)
+
+
+@pytest.fixture
+def store(engine: Engine) -> Store:
+    return Store(engine)
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path) -> Store:
+    engine = database.make_engine(f"sqlite:///{tmp_path / 'blocklist-sync.db'}")
+    database.upgrade(engine)
+    return Store(engine)
+
+
+@pytest.fixture
+def sim() -> Iterator[Simulator]:
+    sid = f"HXTEST{uuid.uuid4().hex[:10].upper()}"
+    with Simulator.start(numbers=0, sid=sid, api_key=f"key-{uuid.uuid4().hex}") as simulator:
+        yield simulator
+
+
+@pytest.fixture
+def client(sim: Simulator) -> KaleyraClient:
+    return make_client(sim)
+
+
+def make_client(sim: Simulator, **kwargs: object) -> KaleyraClient:
+    kwargs.setdefault("retry", FAST_RETRY)
+    kwargs.setdefault("read_timeout", 5.0)
+    return KaleyraClient(sid=sim.sid, api_key=sim.api_key, base_url=sim.base_url, **kwargs)  # type: ignore[arg-type]
+
+
+def account_of(sim: Simulator, channels: tuple[str, ...] = ("sms", "whatsapp", "voice")) -> Account:
+    return Account(sid=sim.sid, api_key=sim.api_key, base_url=sim.base_url, channels=channels)
+
+
+def numbers(count: int, start: int = 0, prefix: str = "+9190000") -> list[str]:
+    return [f"{prefix}{i:05d}" for i in range(start, start + count)]
+
+
+def rows(engine: Engine, sql: str, **params: object) -> list[tuple]:
+    with engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(text(sql), params)]
+
+
+def cli_env(sim: Simulator | None, db_url: str | None, **extra: str) -> dict[str, str]:
+    """The environment an operator would set, for running the CLI as a subprocess."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("KALEYRA_", "BLOCKLIST_SYNC_", "DATABASE_URL"))}
+    if sim is not None:
+        env.update(KALEYRA_SID=sim.sid, KALEYRA_API_KEY=sim.api_key, KALEYRA_BASE_URL=sim.base_url)
+    if db_url is not None:
+        env["DATABASE_URL"] = db_url
+    env.update(extra)
+    return env
+
+
+def run_cli(*args: str, env: dict[str, str], cwd: Path | None = None,
+            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``blocklist-sync ARGS`` as a real process, the way cron or systemd would run it."""
+    return subprocess.run([sys.executable, "-m", "sync", *args], env=env, cwd=cwd or REPO,
+                          capture_output=True, text=True, timeout=timeout)
