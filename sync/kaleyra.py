@@ -154,13 +154,13 @@ class KaleyraClient:
                 if not entries:
                     return
                 offset += len(entries)
-        stride = self.page_size
+        stride, window = self.page_size, self.concurrency
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="kaleyra") as pool:
             ahead: deque[tuple[int, Future[list[Entry]]]] = deque()
             next_offset = 0
             try:
                 while True:
-                    while len(ahead) < self.concurrency:
+                    while len(ahead) < window:
                         ahead.append((next_offset, pool.submit(self._fetch_page, channel, next_offset)))
                         next_offset += stride
                     offset, future = ahead.popleft()
@@ -168,12 +168,14 @@ class KaleyraClient:
                     yield offset, entries
                     if not entries:
                         return
-                    if len(entries) != stride:
-                        # The server gave a different number of rows than planned: the pages
-                        # already requested start at the wrong offsets. Drop them and re-plan.
-                        stride = len(entries)
-                        _cancel(ahead)
-                        next_offset = offset + len(entries)
+                    if len(entries) == stride:
+                        window = self.concurrency
+                        continue
+                    # Not the number of rows planned: the pages requested ahead start at the
+                    # wrong offsets. Drop them and probe one page at the real offset: usually
+                    # the list has ended; if not, the server caps pages at this size.
+                    _cancel(ahead)
+                    stride, window, next_offset = len(entries), 1, offset + len(entries)
             finally:
                 _cancel(ahead)
 

@@ -84,7 +84,7 @@ def generate_numbers(count: int, *, seed: int, channel: str) -> list[str]:
 @dataclass
 class _Fault:
     kind: str
-    at: int | None  # the request number (1-based, counted over GETs); None: any request
+    at: int | None  # first request number it may hit (1-based, counted over GETs)
     times: int
     channel: str | None
     seconds: float
@@ -208,8 +208,8 @@ class Simulator:
 
     def inject(self, kind: str, *, at: int | None = None, times: int = 1,
                channel: str | None = None, seconds: float = 0.0) -> None:
-        """Answer with fault ``kind`` at GET request number ``at`` (or the next ``times``
-        requests when ``at`` is None), optionally only for one channel.
+        """Answer ``times`` GET requests with fault ``kind``, starting at request number ``at``
+        (1-based; None: the next request), optionally only requests for one channel.
 
         ``kind``: a key of :data:`VENDOR_ERRORS`, or ``html500`` (an HTML error page),
         ``malformed`` (a 200 whose JSON is cut off), ``slow`` (sleep ``seconds`` first, then
@@ -231,7 +231,7 @@ class Simulator:
             for fault in self._faults:
                 if fault.times <= 0 or (fault.channel and fault.channel != channel):
                     continue
-                if fault.at is None or fault.at == number:
+                if fault.at is None or number >= fault.at:
                     fault.times -= 1
                     return fault
         return None

@@ -317,10 +317,10 @@ class ChannelSweep:
 
     def changes(self) -> Iterator[tuple[str, str]]:
         """Every ('added' | 'removed', mobile) this sweep would apply, streamed."""
-        result = self.connection.execution_options(yield_per=5000).execute(text(
+        yield from self.connection.execute(text(
             "SELECT 'added', mobile FROM sweep_added UNION ALL "
-            "SELECT 'removed', mobile FROM sweep_removed ORDER BY 1, 2"))
-        yield from result
+            "SELECT 'removed', mobile FROM sweep_removed ORDER BY 1, 2"),
+            execution_options={"yield_per": 5000})
 
     # -- apply -------------------------------------------------------------------------
 

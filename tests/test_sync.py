@@ -1,0 +1,359 @@
+"""Sweeps into PostgreSQL (and SQLite): the history must never be wrong."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+
+from sync import database
+from sync.job import Outcome, SweepOptions, SweepResult, sweep_channel
+from sync.settings import GuardLimits
+from sync.simulator import Simulator
+from sync.store import Store
+from tests.conftest import REPO, cli_env, make_client, numbers, rows, run_cli
+
+
+def sweep(sim: Simulator, store: Store, channel: str = "sms", **options: object) -> SweepResult:
+    return sweep_channel(make_client(sim), store, channel, SweepOptions(**options))  # type: ignore[arg-type]
+
+
+def entries(engine: Engine, sim: Simulator, channel: str = "sms") -> set[str]:
+    return {r[0] for r in rows(engine, "SELECT mobile FROM blocklist_entries WHERE account_sid = :a "
+                                       "AND channel = :c", a=sim.sid, c=channel)}
+
+
+def events(engine: Engine, sim: Simulator) -> list[tuple]:
+    return rows(engine, "SELECT channel, mobile, change, initial_load, not_before IS NULL, run_id "
+                        "FROM blocklist_events WHERE account_sid = :a ORDER BY id", a=sim.sid)
+
+
+def runs(engine: Engine, sim: Simulator) -> list[tuple]:
+    return rows(engine, "SELECT id, channel, status, trigger, pages_fetched, entries_seen, added, "
+                        "removed, error FROM sync_runs WHERE account_sid = :a ORDER BY id", a=sim.sid)
+
+
+def test_initial_load_then_add_then_remove_then_re_add(sim: Simulator, store: Store,
+                                                       engine: Engine) -> None:
+    sim.add("sms", numbers(250))
+    first = sweep(sim, store)
+    assert first.outcome is Outcome.SUCCEEDED and first.diff and first.diff.added == 250
+    assert entries(engine, sim) == set(numbers(250))
+    assert all(e[2:5] == ("added", True, True) for e in events(engine, sim))
+
+    sim.add("sms", ["+917777700001"])
+    sim.remove("sms", numbers(2))
+    second = sweep(sim, store)
+    assert second.diff and (second.diff.added, second.diff.removed) == (1, 2)
+    new = [e for e in events(engine, sim) if e[5] == second.run_id]
+    assert sorted((e[1], e[2], e[3], e[4]) for e in new) == [
+        ("+917777700001", "added", False, False),
+        (numbers(1)[0], "removed", False, False),
+        (numbers(2)[1], "removed", False, False),
+    ]
+    sim.add("sms", numbers(1))  # blocklisted again
+    sweep(sim, store)
+    history = [e[2] for e in events(engine, sim) if e[1] == numbers(1)[0]]
+    assert history == ["added", "removed", "added"]
+    assert numbers(1)[0] in entries(engine, sim)
+
+    # The change window: after the previous succeeded sweep started, no later than commit.
+    window = rows(engine, """
+        SELECT e.not_before, e.detected_at, prev.started_at, r.finished_at
+        FROM blocklist_events e JOIN sync_runs r ON r.id = e.run_id
+        JOIN sync_runs prev ON prev.id = :prev WHERE e.run_id = :run""",
+                  prev=first.run_id, run=second.run_id)
+    assert all(nb == prev_start and detected == finished for nb, detected, prev_start, finished
+               in window)
+    assert [r[2] for r in runs(engine, sim)] == ["succeeded"] * 3
+
+
+def test_a_no_change_sweep_writes_no_entry_or_event_row(sim: Simulator, store: Store,
+                                                        engine: Engine) -> None:
+    sim.add("sms", numbers(300))
+    sweep(sim, store)
+    versions = "SELECT ctid::text, xmin::text FROM {} WHERE account_sid = :a ORDER BY 1"
+    before = [rows(engine, versions.format(t), a=sim.sid)
+              for t in ("blocklist_entries", "blocklist_events")]
+    result = sweep(sim, store)
+    assert result.outcome is Outcome.SUCCEEDED and result.diff and result.diff.seen == 300
+    after = [rows(engine, versions.format(t), a=sim.sid)
+             for t in ("blocklist_entries", "blocklist_events")]
+    assert after == before  # same row versions: not even rewritten in place
+
+
+def test_duplicates_across_pages_count_once(sim: Simulator, store: Store, engine: Engine) -> None:
+    sim.add("sms", numbers(150))
+    sim.lists["sms"]._order += numbers(30)  # the server lists 30 numbers again on a later page
+    result = sweep(sim, store)
+    assert result.diff and result.diff.added == 150 and result.diff.seen == 150
+    assert len(events(engine, sim)) == 150
+
+
+@pytest.mark.parametrize("fault", ["WA500", "malformed", "RBC001", "E110"])
+def test_a_failure_at_page_k_applies_nothing(sim: Simulator, store: Store, engine: Engine,
+                                              fault: str) -> None:
+    sim.add("sms", numbers(500))
+    sweep(sim, store)
+    sim.add("sms", numbers(50, start=900))
+    sim.remove("sms", numbers(10))
+    before = (entries(engine, sim), events(engine, sim))
+    sim.inject(fault, at=sim.requests + 3, times=1 if fault == "malformed" else 10)
+    result = sweep(sim, store)
+    assert result.outcome is Outcome.FAILED
+    assert (entries(engine, sim), events(engine, sim)) == before
+    last = runs(engine, sim)[-1]
+    assert last[2] == "failed" and "offset 200" in last[8] and sim.api_key not in last[8]
+
+
+def test_rows_deleted_mid_sweep_produce_no_false_removal(sim: Simulator, store: Store,
+                                                         engine: Engine) -> None:
+    sim.add("sms", numbers(1000))
+    sweep(sim, store)
+    gone = numbers(30, start=100)
+
+    def delete_early_rows(request_number: int, channel: str, query: dict[str, str]) -> None:
+        if query.get("offset") == "500":  # halfway: the list shifts left under our offset
+            sim.remove("sms", gone)
+
+    sim.on_request(delete_early_rows)
+    result = sweep(sim, store)
+    # 30 rows after offset 500 slid behind the offset and were never listed, yet they are still
+    # blocklisted: the removal check keeps them. The 30 deleted numbers had been listed before
+    # they went, so this sweep saw them; the next sweep records their removal.
+    assert result.outcome is Outcome.SUCCEEDED and result.diff
+    assert result.diff.listed == 970 and result.diff.removed == 0
+    assert entries(engine, sim) == set(numbers(1000))
+    assert [e for e in events(engine, sim) if e[2] == "removed"] == []
+    result = sweep(sim, store)
+    assert result.diff and result.diff.removed == 30
+    assert {e[1] for e in events(engine, sim) if e[2] == "removed"} == set(gone)
+    assert entries(engine, sim) == set(numbers(1000)) - set(gone)
+
+
+def test_the_guard_holds_a_large_removal_until_forced(sim: Simulator, store: Store,
+                                                      engine: Engine) -> None:
+    sim.add("sms", numbers(200))
+    sweep(sim, store)
+    sim.remove("sms", numbers(50))  # 25% > 20%
+    held = sweep(sim, store)
+    assert held.outcome is Outcome.HELD and held.exit_code == 3
+    assert "--dry-run" in (held.message or "") and "--force" in (held.message or "")
+    assert len(entries(engine, sim)) == 200
+    assert runs(engine, sim)[-1][2:3] == ("held",)
+    looser = sweep(sim, store, guard=GuardLimits(max_removal_fraction=0.3))
+    assert looser.outcome is Outcome.SUCCEEDED and len(entries(engine, sim)) == 150
+
+
+def test_the_guard_ignores_small_channels(sim: Simulator, store: Store, engine: Engine) -> None:
+    sim.add("sms", numbers(100))
+    sweep(sim, store)
+    sim.remove("sms", numbers(90))
+    assert sweep(sim, store).outcome is Outcome.SUCCEEDED  # 100 entries is not "over 100"
+
+
+def test_an_empty_listing_over_held_entries_is_held_then_forced(sim: Simulator, store: Store,
+                                                                engine: Engine) -> None:
+    sim.add("sms", numbers(20))
+    sweep(sim, store)
+    sim.remove("sms", numbers(20))
+    held = sweep(sim, store)
+    assert held.outcome is Outcome.HELD and "no numbers" in (held.message or "")
+    assert len(entries(engine, sim)) == 20
+    forced = sweep(sim, store, force=True)
+    assert forced.outcome is Outcome.SUCCEEDED and entries(engine, sim) == set()
+
+
+def test_dry_run_reports_changes_and_writes_only_its_run_row(sim: Simulator, store: Store,
+                                                             engine: Engine) -> None:
+    sim.add("sms", numbers(200))
+    sweep(sim, store)
+    sim.remove("sms", numbers(60))
+    sim.add("sms", ["+917777700001"])
+    before = (entries(engine, sim), events(engine, sim))
+    seen: list[tuple[str, str]] = []
+    result = sweep_channel(make_client(sim), store, "sms", SweepOptions(dry_run=True),
+                           on_change=lambda ch, change, mobile: seen.append((change, mobile)))
+    assert result.outcome is Outcome.DRY_RUN and result.exit_code == 0
+    assert sorted(seen) == [("added", "+917777700001")] + [("removed", m) for m in numbers(60)]
+    assert (entries(engine, sim), events(engine, sim)) == before
+    last = runs(engine, sim)[-1]
+    assert last[2] == "dry_run" and (last[6], last[7]) == (1, 60) and "would be held" in last[8]
+
+
+def test_a_held_lock_makes_the_other_run_exit_75_writing_nothing(sim: Simulator, store: Store,
+                                                                 engine: Engine, pg_url: str) -> None:
+    sim.add("sms", numbers(10))
+    with store.sweep(sim.sid, "sms"):
+        result = run_cli("run", "--channel", "sms", env=cli_env(sim, pg_url))
+    assert result.returncode == 75, result.stderr
+    assert "another blocklist-sync process" in result.stdout
+    assert runs(engine, sim) == []
+
+
+def test_two_runs_at_once_exactly_one_applies(sim: Simulator, engine: Engine, pg_url: str) -> None:
+    sim.add("sms", numbers(3000))
+    sim.inject("slow", times=10_000, seconds=0.01)
+    env = cli_env(sim, pg_url, BLOCKLIST_SYNC_CONCURRENCY="1")
+    procs = [subprocess.Popen([sys.executable, "-m", "sync", "run", "--channel", "sms"], env=env,
+                              cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    codes = sorted(p.wait(timeout=120) for p in procs)
+    assert codes == [0, 75]
+    assert [r[2] for r in runs(engine, sim)] == ["succeeded"]
+    assert len(events(engine, sim)) == 3000
+
+
+def _start_run_and_wait(sim: Simulator, pg_url: str, pages: int) -> subprocess.Popen[str]:
+    sim.inject("slow", times=10_000, seconds=0.02)
+    proc = subprocess.Popen([sys.executable, "-m", "sync", "run", "--channel", "sms"],
+                            env=cli_env(sim, pg_url, BLOCKLIST_SYNC_CONCURRENCY="1"), cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while sim.requests < pages and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return proc
+
+
+def test_a_process_killed_mid_sweep_leaves_consistent_tables(sim: Simulator, store: Store,
+                                                             engine: Engine, pg_url: str) -> None:
+    sim.add("sms", numbers(500))
+    sweep(sim, store)
+    sim.add("sms", numbers(2000, start=1000))
+    before = (entries(engine, sim), events(engine, sim))
+    proc = _start_run_and_wait(sim, pg_url, pages=sim.requests + 5)
+    proc.kill()
+    proc.wait(timeout=10)
+    assert (entries(engine, sim), events(engine, sim)) == before
+    assert runs(engine, sim)[-1][2] == "running"  # the trace a crash leaves
+    sim._faults.clear()
+    result = sweep(sim, store)
+    assert result.outcome is Outcome.SUCCEEDED and result.diff and result.diff.added == 2000
+    statuses = [r[2] for r in runs(engine, sim)]
+    assert statuses == ["succeeded", "failed", "succeeded"]
+    assert "process ended" in runs(engine, sim)[1][8]
+
+
+def test_sigterm_mid_sweep_applies_nothing_and_exits_1(sim: Simulator, store: Store,
+                                                       engine: Engine, pg_url: str) -> None:
+    sim.add("sms", numbers(2000))
+    proc = _start_run_and_wait(sim, pg_url, pages=5)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1, err
+    assert entries(engine, sim) == set() and events(engine, sim) == []
+    last = runs(engine, sim)[-1]
+    assert last[2] == "failed" and "stopped by a signal" in last[8]
+
+
+def test_run_cli_end_to_end_with_status(sim: Simulator, engine: Engine, pg_url: str) -> None:
+    for channel in ("sms", "whatsapp", "voice"):
+        sim.add(channel, numbers(120))
+    env = cli_env(sim, pg_url)
+    result = run_cli("run", "--trigger", "backfill", env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("succeeded, 120 blocklisted, +120 -0") == 3
+    assert {r[3] for r in runs(engine, sim)} == {"backfill"}
+    sim.remove("voice", numbers(2))
+    dry = run_cli("run", "--dry-run", "--channel", "voice", env=env)
+    assert dry.returncode == 0
+    assert f"would-be-removed\tvoice\t{numbers(1)[0]}" in dry.stdout
+    status = run_cli("status", env=env)
+    assert status.returncode == 0 and sim.sid in status.stdout and "dry_run" in status.stdout
+    sim.inject("E110", times=10, channel="sms")
+    failed = run_cli("run", "--channel", "sms", env=env)
+    assert failed.returncode == 1 and "low balance" in failed.stdout
+    status = run_cli("status", env=env)
+    assert status.returncode == 1 and "failed" in status.stdout
+
+
+def test_bad_configuration_is_one_line_and_exit_2(sim: Simulator, pg_url: str,
+                                                  tmp_path: Path) -> None:
+    env = cli_env(sim, pg_url)
+    del env["KALEYRA_SID"]
+    result = run_cli("run", env=env)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "blocklist-sync: error: KALEYRA_SID is not set; set it to the account SID from the "
+        "Kaleyra console"]
+    bad = run_cli("run", env=cli_env(sim, pg_url, KALEYRA_CHANNELS="sms,fax"))
+    assert bad.returncode == 2 and "KALEYRA_CHANNELS: fax is not a channel" in bad.stderr
+    missing = run_cli("run", env=cli_env(sim, pg_url, KALEYRA_API_KEY_FILE=str(tmp_path / "no")))
+    assert missing.returncode == 2 and "not both" in missing.stderr
+    assert sim.api_key not in bad.stderr + missing.stderr
+
+
+def test_run_refuses_a_schema_behind_head(sim: Simulator, make_database) -> None:  # type: ignore[no-untyped-def]
+    url = make_database()
+    result = run_cli("run", env=cli_env(sim, url))
+    assert result.returncode == 2
+    assert "run `blocklist-sync migrate` first" in result.stderr
+    assert run_cli("migrate", env=cli_env(None, url)).returncode == 0
+    assert run_cli("run", env=cli_env(sim, url)).returncode == 0
+
+
+def test_database_password_never_appears_in_output(sim: Simulator) -> None:
+    url = "postgresql://postgres:s3cret-pass@127.0.0.1:1/nowhere"
+    result = run_cli("run", env=cli_env(sim, url))
+    assert result.returncode != 0
+    assert "s3cret-pass" not in result.stdout + result.stderr
+
+
+def test_alembic_check_finds_no_difference_between_models_and_migrations(make_database) -> None:  # type: ignore[no-untyped-def]
+    env = cli_env(None, make_database())
+    upgrade = subprocess.run([sys.executable, "-m", "alembic", "upgrade", "head"], cwd=REPO,
+                             env=env, capture_output=True, text=True)
+    assert upgrade.returncode == 0, upgrade.stderr
+    check = subprocess.run([sys.executable, "-m", "alembic", "check"], cwd=REPO, env=env,
+                           capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "No new upgrade operations detected" in check.stdout + check.stderr
+
+
+def test_the_same_sweep_works_on_embedded_sqlite(sim: Simulator, sqlite_store: Store) -> None:
+    sim.add("sms", numbers(300))
+    assert sweep(sim, sqlite_store).diff.added == 300  # type: ignore[union-attr]
+    sim.remove("sms", numbers(5))
+    sim.add("sms", ["+917777700001"])
+    result = sweep(sim, sqlite_store)
+    assert result.diff and (result.diff.added, result.diff.removed) == (1, 5)
+    engine = sqlite_store.engine
+    assert len(entries(engine, sim)) == 296
+    assert [r[2] for r in runs(engine, sim)] == ["succeeded", "succeeded"]
+    with sqlite_store.sweep(sim.sid, "sms"):  # the file lock stands in for the advisory lock
+        assert sweep(sim, sqlite_store).outcome is Outcome.LOCKED
+
+
+def test_demo_runs_from_nothing(tmp_path: Path) -> None:
+    result = run_cli("demo", env=cli_env(None, None), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "production should set DATABASE_URL to PostgreSQL" in result.stderr
+    assert "added    sms" in result.stdout and "removed  whatsapp" in result.stdout
+    assert (tmp_path / "blocklist-sync.db").exists()
+    engine = database.make_engine(f"sqlite:///{tmp_path / 'blocklist-sync.db'}")
+    counts = rows(engine, "SELECT change, initial_load, COUNT(*) FROM blocklist_events "
+                          "GROUP BY 1, 2 ORDER BY 1, 2")
+    assert counts == [("added", 0, 12), ("added", 1, 15000), ("removed", 0, 10)]
+
+
+def test_demo_on_postgresql(make_database) -> None:  # type: ignore[no-untyped-def]
+    url = make_database()
+    result = run_cli("demo", env=cli_env(None, url))
+    assert result.returncode == 0, result.stderr
+    assert "postgresql+psycopg://postgres@127.0.0.1:5432/kbs_test_" in result.stdout
+
+
+def test_stop_event_between_pages_applies_nothing(sim: Simulator, store: Store,
+                                                  engine: Engine) -> None:
+    sim.add("sms", numbers(1000))
+    stop = threading.Event()
+    result = sweep_channel(make_client(sim), store, "sms", SweepOptions(), stop=stop,
+                           on_page=lambda ch, pages, n: stop.set() if pages == 3 else None)
+    assert result.outcome is Outcome.FAILED and "stopped by a signal" in (result.message or "")
+    assert entries(engine, sim) == set()
