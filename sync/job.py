@@ -51,6 +51,7 @@ class Outcome(enum.Enum):
     """How a sweep ended, with the exit code it contributes (README, "Exit codes")."""
 
     SUCCEEDED = ("succeeded", 0)
+    SKIPPED = ("skipped", 0)  # another process swept this channel moments ago
     DRY_RUN = ("dry_run", 0)
     LOCKED = ("locked", 75)
     HELD = ("held", 3)
@@ -62,7 +63,8 @@ class Outcome(enum.Enum):
 
 
 # Worst first: a failure outranks a hold, which outranks "someone else is on it".
-_SEVERITY = [Outcome.FAILED, Outcome.HELD, Outcome.LOCKED, Outcome.DRY_RUN, Outcome.SUCCEEDED]
+_SEVERITY = [Outcome.FAILED, Outcome.HELD, Outcome.LOCKED, Outcome.DRY_RUN, Outcome.SKIPPED,
+             Outcome.SUCCEEDED]
 
 
 class Stopped(Exception):
@@ -75,6 +77,8 @@ class SweepOptions:
     dry_run: bool = False
     force: bool = False
     guard: GuardLimits = field(default_factory=GuardLimits)
+    # Scheduler replicas: skip a channel whose last sweep started less than this many seconds ago.
+    skip_if_swept_within: float | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -127,6 +131,13 @@ def sweep_channel(
     context = {"account": client.sid, "channel": channel}
     try:
         with store.sweep(client.sid, channel) as session:
+            if options.skip_if_swept_within is not None:
+                age = session.seconds_since_last_start()
+                if age is not None and age < options.skip_if_swept_within:
+                    return _finish(SweepResult(
+                        account_sid=client.sid, channel=channel, outcome=Outcome.SKIPPED,
+                        message=f"swept {age:.0f}s ago, by this or another process; "
+                                "skipping this tick"), started, context)
             abandoned = session.fail_abandoned_runs()
             if abandoned:
                 log.warning("marked %d abandoned run(s) as failed", abandoned, extra=context)
@@ -150,9 +161,7 @@ def sweep_channel(
             account_sid=client.sid, channel=channel, outcome=Outcome.LOCKED,
             message="another blocklist-sync process is sweeping this channel; nothing was written",
         )
-    result = _with_seconds(result, time.monotonic() - started)
-    _log_result(result, context)
-    return result
+    return _finish(result, started, context)
 
 
 def _sweep_locked(
@@ -288,8 +297,10 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}; nothing was applied"
 
 
-def _with_seconds(result: SweepResult, seconds: float) -> SweepResult:
-    return replace(result, seconds=seconds)
+def _finish(result: SweepResult, started: float, context: dict[str, object]) -> SweepResult:
+    result = replace(result, seconds=time.monotonic() - started)
+    _log_result(result, context)
+    return result
 
 
 def _log_result(result: SweepResult, context: dict[str, object]) -> None:
@@ -298,7 +309,8 @@ def _log_result(result: SweepResult, context: dict[str, object]) -> None:
     if result.diff:
         fields.update(entries=result.diff.seen, added=result.diff.added,
                       removed=result.diff.removed)
-    level = logging.INFO if result.outcome in (Outcome.SUCCEEDED, Outcome.DRY_RUN) else logging.WARNING
+    quiet = (Outcome.SUCCEEDED, Outcome.DRY_RUN, Outcome.SKIPPED)
+    level = logging.INFO if result.outcome in quiet else logging.WARNING
     if result.outcome is Outcome.FAILED:
         level = logging.ERROR
     log.log(level, "sweep %s%s", result.outcome.label,

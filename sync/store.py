@@ -203,6 +203,16 @@ class ChannelSweep:
         self.connection.commit()
         return result.rowcount
 
+    def seconds_since_last_start(self) -> float | None:
+        """Seconds since the last sweep of this channel started (any outcome but a dry run)."""
+        last = _as_utc(self.connection.execute(
+            select(func.max(sync_runs.c.started_at)).where(
+                sync_runs.c.account_sid == self.account_sid,
+                sync_runs.c.channel == self.channel, sync_runs.c.status != "dry_run")
+        ).scalar_one())
+        self.connection.commit()
+        return None if last is None else (utcnow() - last).total_seconds()
+
     def start_run(self, trigger: str) -> tuple[int, dt.datetime]:
         """Insert and commit the ``running`` row, so even a crash leaves a trace."""
         started_at = utcnow()

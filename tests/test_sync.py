@@ -245,7 +245,7 @@ def test_sigterm_mid_sweep_applies_nothing_and_exits_1(sim: Simulator, store: St
     sim.add("sms", numbers(2000))
     proc = _start_run_and_wait(sim, pg_url, pages=5)
     proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=30)
+    _out, err = proc.communicate(timeout=30)
     assert proc.returncode == 1, err
     assert entries(engine, sim) == set() and events(engine, sim) == []
     last = runs(engine, sim)[-1]

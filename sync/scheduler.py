@@ -1,0 +1,139 @@
+"""``blocklist-sync schedule``: the long-running variant, on APScheduler 3's BlockingScheduler.
+
+One job per account, in UTC, ``coalesce=True`` and ``max_instances=1`` (a slow sweep never
+piles up), a misfire grace of minutes. Replicas may run side by side for failover: their
+ticks fall on the same wall-clock times, the advisory lock lets one sweep a channel at a time,
+and a channel swept less than half a period ago is skipped, so each channel is swept once per
+tick in total. SIGTERM/SIGINT stop the process cleanly: a sweep in progress stops at its next
+page with nothing applied, and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import signal
+import threading
+from collections.abc import Callable
+
+from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from sync import job
+from sync.settings import Account, ConfigError, parse_duration
+from sync.store import Store
+
+__all__ = ["crontab_trigger", "every_trigger", "period_seconds", "run_scheduler"]
+
+log = logging.getLogger("sync.scheduler")
+
+MISFIRE_GRACE_SECONDS = 10 * 60
+_EPOCH = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)  # interval ticks are anchored here, so replicas align
+_CRON_WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")  # crontab: 0 and 7 are Sunday
+
+
+def _weekday_token(token: str, expr: str) -> str:
+    """One comma-separated item of crontab's weekday field, in APScheduler's terms.
+
+    APScheduler numbers weekdays from Monday = 0, crontab from Sunday = 0: numbers become
+    names (ranges are written out, so "0-6" stays Sunday to Saturday). Steps cannot be
+    translated faithfully and are rejected rather than silently shifted.
+    """
+    if "/" in token:
+        raise ConfigError(f"--cron {expr!r}: steps in the weekday field are not supported; "
+                          "list the days, e.g. 1,3,5 or mon,wed,fri")
+    if token == "*" or token.isalpha():
+        return token.lower()
+    try:
+        low, _, high = token.partition("-")
+        days = range(int(low), int(high or low) + 1)
+    except ValueError:
+        raise ConfigError(f"--cron {expr!r}: {token!r} is not a weekday") from None
+    if not days or days.start < 0 or days.stop > 8:
+        raise ConfigError(f"--cron {expr!r}: weekdays run from 0 (Sunday) to 7 (Sunday)")
+    return ",".join(dict.fromkeys(_CRON_WEEKDAYS[d % 7] for d in days))
+
+
+def crontab_trigger(expr: str, jitter: int | None = None) -> CronTrigger:
+    """A five-field crontab expression, meaning what it means in crontab, in UTC."""
+    fields = expr.split()
+    if len(fields) != 5:
+        raise ConfigError(f"--cron {expr!r}: give five fields (minute hour day month weekday), "
+                          "e.g. \"15 * * * *\"")
+    minute, hour, day, month, weekday = fields
+    if day != "*" and weekday != "*":
+        # crontab runs when EITHER matches; APScheduler would require both.
+        raise ConfigError(f"--cron {expr!r}: restrict the day of month or the weekday, not both")
+    weekdays = ",".join(_weekday_token(t, expr) for t in weekday.split(","))
+    try:
+        return CronTrigger(minute=minute, hour=hour, day=day, month=month,
+                           day_of_week=weekdays, timezone=dt.UTC, jitter=jitter)
+    except ValueError as exc:
+        raise ConfigError(f"--cron {expr!r}: {exc}") from None
+
+
+def every_trigger(every: str, jitter: int | None = None) -> IntervalTrigger:
+    seconds = parse_duration(every, "--every")
+    return IntervalTrigger(seconds=seconds, start_date=_EPOCH, timezone=dt.UTC, jitter=jitter)
+
+
+def period_seconds(trigger: BaseTrigger) -> float:
+    """The gap between two ticks (the first two from now, for a cron trigger)."""
+    if isinstance(trigger, IntervalTrigger):
+        return trigger.interval.total_seconds()
+    now = dt.datetime.now(dt.UTC)
+    first = trigger.get_next_fire_time(None, now)
+    second = trigger.get_next_fire_time(first, first + dt.timedelta(seconds=1))
+    return (second - first).total_seconds() if first and second else 3600.0
+
+
+def run_scheduler(
+    accounts: list[Account],
+    store: Store,
+    options: job.SweepOptions,
+    make_client: Callable[[Account], object],
+    trigger: BaseTrigger,
+    *,
+    run_now: bool = False,
+    after_tick: Callable[[], None] | None = None,
+) -> None:
+    """Run until SIGTERM or SIGINT; returns once any sweep in progress has stopped."""
+    stop = threading.Event()
+    scheduler = BlockingScheduler(timezone=dt.UTC)
+    # A replica that sweeps a channel right after another did the same tick would sweep it
+    # twice; half a period apart is "the same tick".
+    options = job.SweepOptions(trigger="scheduled", dry_run=options.dry_run, force=options.force,
+                               guard=options.guard, skip_if_swept_within=period_seconds(trigger) / 2)
+
+    def tick(account: Account) -> None:
+        try:
+            job.sweep_accounts([account], store, options, make_client,  # type: ignore[arg-type]
+                               stop=stop)
+        except Exception:  # the process stays up; the next tick tries again
+            log.exception("tick failed for account %s", account.sid, extra={"account": account.sid})
+        if after_tick:
+            try:
+                after_tick()
+            except Exception:
+                log.exception("updating metrics failed")
+
+    first = dt.datetime.now(dt.UTC) if run_now else None
+    for account in accounts:
+        scheduler.add_job(tick, trigger, args=[account], id=f"sweep-{account.sid}",
+                          name=f"sweep {account.sid}", coalesce=True, max_instances=1,
+                          misfire_grace_time=MISFIRE_GRACE_SECONDS,
+                          **({"next_run_time": first} if first else {}))
+
+    def shutdown(signum: int, _frame: object) -> None:
+        log.info("%s received: stopping; a sweep in progress applies nothing",
+                 signal.Signals(signum).name)
+        stop.set()
+        scheduler.shutdown(wait=True)  # returns when running sweeps have stopped
+
+    signal.signal(signal.SIGTERM, shutdown)
+    signal.signal(signal.SIGINT, shutdown)
+    log.info("scheduler started: %d account(s), %s", len(accounts), trigger)
+    scheduler.start()
+    log.info("scheduler stopped")
