@@ -19,11 +19,12 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 import click
+from sqlalchemy.exc import OperationalError
 
 from sync import __version__, database, job
 from sync.settings import CHANNELS, Account, ConfigError, GuardLimits, load_accounts, parse_duration
 from sync.store import ChannelStatus, Store
-from sync.telemetry import Metrics, ProgressBars, configure_logging, register_secret
+from sync.telemetry import Metrics, ProgressBars, configure_logging, redact, register_secret
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_HELD, EXIT_LOCKED = 0, 1, 2, 3, 75
 
@@ -34,7 +35,8 @@ def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
 
 
 def config_errors_exit(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Any :class:`ConfigError` becomes its one line on stderr and exit code 2."""
+    """A :class:`ConfigError` becomes its one line on stderr and exit code 2; an unreachable
+    database one line and exit code 1, instead of a traceback."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -42,6 +44,10 @@ def config_errors_exit(command: Callable[..., Any]) -> Callable[..., Any]:
             return command(*args, **kwargs)
         except ConfigError as exc:
             fail(str(exc))
+        except OperationalError as exc:
+            cause = str(exc.orig or exc).strip().splitlines()[0]
+            fail(redact(f"cannot use the database ({cause}); check DATABASE_URL and that the "
+                        "server is up"), EXIT_FAILED)
 
     return wrapper
 
@@ -323,6 +329,71 @@ def demo(database_url: str | None) -> None:
     configure_logging("text", level=logging.WARNING)  # the demo tells its own story
     store, where = open_store(database_url)
     sys.exit(run_demo(store, where, echo=click.echo))
+
+
+@cli.command("grant-read")
+@database_option
+@click.argument("role")
+@config_errors_exit
+def grant_read(database_url: str | None, role: str) -> None:
+    """Let an existing database ROLE read the tables and views (PostgreSQL only).
+
+    For BI dashboards: USAGE on the schema and SELECT on the tables and views, including those
+    later migrations add; no write, no sequence. Create the role first (CREATE ROLE bi LOGIN)
+    and run this as the role that runs `migrate`.
+    """
+    store, where = open_store(database_url)
+    database.grant_read(store.engine, role)  # checks PostgreSQL and the schema revision first
+    click.echo(f"{where}: role {role} can read the tables and views, and those later migrations "
+               "add; it cannot write")
+
+
+@cli.command()
+@account_options
+@database_option
+@click.option("--cron", "cron_expr", help='Crontab expression, UTC (default "15 * * * *").')
+@click.option("--every", help="Fixed interval instead of --cron, e.g. 30m, 2h.")
+@click.option("--jitter", type=click.IntRange(0), default=0, show_default=True,
+              help="Delay each tick by up to this many seconds.")
+@click.option("--run-now", is_flag=True, help="Also sweep once right away.")
+@tuning_options
+@log_format_option
+@click.option("--metrics-port", type=click.IntRange(1, 65535), envvar="BLOCKLIST_SYNC_METRICS_PORT",
+              show_envvar=True, help="Serve Prometheus metrics over HTTP on this port.")
+@click.option("--metrics-file", envvar="BLOCKLIST_SYNC_METRICS_FILE", show_envvar=True,
+              help="Write Prometheus metrics here after every tick.")
+@config_errors_exit
+def schedule(config_file: str | None, sid: str | None, api_key_file: str | None,
+             base_url: str | None, region: str | None, database_url: str | None,
+             cron_expr: str | None, every: str | None, jitter: int, run_now: bool,
+             concurrency: int, max_rps: float | None, max_pages: int,
+             max_removal_fraction: float, guard_min_entries: int, log_format: str,
+             metrics_port: int | None, metrics_file: str | None) -> None:
+    """Run in the foreground and sweep on a schedule until SIGTERM (then exit 0)."""
+    from sync import scheduler
+
+    if cron_expr and every:
+        raise ConfigError("give --cron or --every, not both")
+    trigger = (scheduler.every_trigger(every, jitter or None) if every
+               else scheduler.crontab_trigger(cron_expr or "15 * * * *", jitter or None))
+    configure_logging(log_format)
+    accounts = resolve_accounts(config_file, sid, api_key_file, base_url, region)
+    store, _ = open_store(database_url)
+    database.require_current_schema(store.engine)
+    options, make_client = make_sweep_settings("scheduled", False, False, concurrency, max_rps,
+                                               max_pages, max_removal_fraction, guard_min_entries)
+    metrics = Metrics()
+
+    def publish() -> None:
+        metrics.update(store.channel_statuses())
+        if metrics_file:
+            metrics.write_textfile(metrics_file)
+
+    if metrics_port:
+        publish()
+        metrics.serve(metrics_port)
+    scheduler.run_scheduler(accounts, store, options, make_client, trigger, run_now=run_now,
+                            after_tick=publish if (metrics_port or metrics_file) else None)
 
 
 def main() -> None:

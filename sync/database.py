@@ -14,7 +14,9 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from psycopg import errors as pg_errors
+from psycopg import sql
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import NullPool
@@ -26,6 +28,7 @@ __all__ = [
     "SchemaNotCurrent",
     "alembic_config",
     "describe_url",
+    "grant_read",
     "make_engine",
     "require_current_schema",
     "resolve_database_url",
@@ -41,7 +44,8 @@ class SchemaNotCurrent(ConfigError):
 
 def resolve_database_url(url: str | None = None) -> str:
     """The SQLAlchemy URL to use: the argument, ``DATABASE_URL``, or the SQLite default."""
-    raw = url or os.environ.get("DATABASE_URL") or SQLITE_DEFAULT
+    # Secrets mounted as files often end in a newline; it is never part of a URL.
+    raw = (url or os.environ.get("DATABASE_URL") or SQLITE_DEFAULT).strip()
     try:
         parsed = make_url(raw)
     except ArgumentError:
@@ -121,3 +125,66 @@ def require_current_schema(engine: Engine) -> None:
         raise SchemaNotCurrent(
             f"the database {state}, not {head}; run `blocklist-sync migrate` first"
         )
+
+
+def grant_read(engine: Engine, role: str) -> None:
+    """Let the existing ``role`` read the tables and views, and those later migrations add.
+
+    For BI tools, which should never hold the sync's own credentials: USAGE on the schema,
+    SELECT on every table and view the migrating role owns there, and default privileges so a
+    relation a later migration creates is readable the moment it exists. Nothing else: no
+    sequence, no write, no CONNECT (PostgreSQL grants that to PUBLIC unless an admin revoked it).
+    Run it as the role that runs ``migrate``; running it again changes nothing.
+
+    Raises :class:`ConfigError` (one line) on SQLite, for a role that does not exist, for a
+    schema behind head, or when this login may not grant.
+    """
+    if engine.dialect.name != "postgresql":
+        raise ConfigError(
+            "grant-read needs PostgreSQL (SQLite has no roles); set DATABASE_URL to postgresql://..."
+        )
+    require_current_schema(engine)
+    with engine.begin() as connection:
+        if connection.execute(text("SELECT 1 FROM pg_roles WHERE rolname = :role"),
+                              {"role": role}).first() is None:
+            raise ConfigError(
+                f"role {role!r} does not exist; create it first (CREATE ROLE ... LOGIN), "
+                "and mind that role names are case-sensitive"
+            )
+        # Where the migrations put the tables, and who owns them: the role they ran as.
+        schema, owner = connection.execute(text(
+            "SELECT n.nspname, pg_get_userbyid(c.relowner) FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.oid = to_regclass('sync_runs')")).one()
+        relations = connection.execute(text(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = :schema AND pg_get_userbyid(c.relowner) = :owner "
+            "AND c.relkind IN ('r', 'p', 'v', 'm') ORDER BY c.relname"),
+            {"schema": schema, "owner": owner}).scalars().all()
+        grantee = sql.Identifier(role)
+        statements = [
+            sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(schema), grantee),
+            sql.SQL("GRANT SELECT ON TABLE {} TO {}").format(
+                sql.SQL(", ").join(sql.Identifier(schema, name) for name in relations), grantee),
+            sql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA {} GRANT SELECT ON TABLES TO {}")
+            .format(sql.Identifier(owner), sql.Identifier(schema), grantee),
+        ]
+        # The driver's own cursor runs the composed statements: psycopg quotes the identifiers,
+        # so no role name is ever formatted into SQL text by hand.
+        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            for statement in statements:
+                cursor.execute(statement)
+        except pg_errors.InsufficientPrivilege as exc:
+            raise ConfigError(
+                f"cannot grant read access: {str(exc).splitlines()[0]}; run grant-read as the "
+                f"role that runs migrate ({owner}) or a superuser"
+            ) from None
+        # A GRANT on a table this login does not own only warns; make sure it took effect.
+        if not connection.execute(
+                text("SELECT has_table_privilege(:role, to_regclass('sync_runs'), 'SELECT')"),
+                {"role": role}).scalar_one():
+            raise ConfigError(
+                f"the grant to {role!r} did not take effect; run grant-read as the role that "
+                f"runs migrate ({owner}) or a superuser"
+            )

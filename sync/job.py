@@ -25,6 +25,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
 from sync.kaleyra import MAX_LIMIT, Entry, KaleyraClient
@@ -92,6 +93,7 @@ class SweepResult:
     message: str | None = None  # why it failed or was held; never a secret
     seconds: float = 0.0
     fatal: bool = False  # the account itself is unusable (credentials, balance): skip its rest
+    phases: dict[str, float] = field(default_factory=dict)  # fetch, diff, verify, apply seconds
 
     @property
     def exit_code(self) -> int:
@@ -108,6 +110,15 @@ def worst_exit_code(results: list[SweepResult]) -> int:
 class _Progress:
     pages: int = 0
     rows: int = 0
+    phases: dict[str, float] = field(default_factory=dict)  # seconds per step, for logs and the benchmark
+
+    @contextmanager
+    def timed(self, phase: str) -> Iterator[None]:
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.phases[phase] = round(time.monotonic() - started, 3)
 
 
 PageCallback = Callable[[str, int, int], None]  # (channel, pages so far, rows so far)
@@ -185,22 +196,25 @@ def _sweep_locked(
                 on_page(channel, progress.pages, progress.rows)
             yield from page.entries
 
-    listed = session.stage(rows())
-    diff = session.diff(listed)
+    with progress.timed("fetch"):
+        listed = session.stage(rows())
+    with progress.timed("diff"):
+        diff = session.diff(listed)
     held = None
     if listed == 0 and diff.current > 0:
         held = (f"the listing returned no numbers while {diff.current} are held; "
                 "an outage looks the same as an emptied blocklist")
     if held is None or options.force or options.dry_run:
-        for batch in session.removal_candidates(MAX_LIMIT):
-            if stop.is_set():
-                raise Stopped("stopped by a signal while confirming removals; nothing was applied")
-            asked = set(batch)
-            session.keep(e for e in client.check(channel, batch) if e.mobile in asked)
-        diff = session.counts(listed)
+        with progress.timed("verify"):
+            for batch in session.removal_candidates(MAX_LIMIT):
+                if stop.is_set():
+                    raise Stopped("stopped by a signal while confirming removals; nothing was applied")
+                asked = set(batch)
+                session.keep(e for e in client.check(channel, batch) if e.mobile in asked)
+            diff = session.counts(listed)
         held = held or _guard(diff, options.guard)
     result = dict(account_sid=client.sid, channel=channel, run_id=run_id, pages=progress.pages,
-                  diff=diff)
+                  diff=diff, phases=progress.phases)
     if options.dry_run:
         if on_change:
             for change, mobile in session.changes():
@@ -216,7 +230,8 @@ def _sweep_locked(
         return SweepResult(outcome=Outcome.HELD, message=message, **result)
     if stop.is_set():
         raise Stopped("stopped by a signal before applying; nothing was applied")
-    session.apply(run_id, pages=progress.pages, diff=diff)
+    with progress.timed("apply"):
+        session.apply(run_id, pages=progress.pages, diff=diff)
     return SweepResult(outcome=Outcome.SUCCEEDED, **result)
 
 
@@ -309,6 +324,7 @@ def _log_result(result: SweepResult, context: dict[str, object]) -> None:
     if result.diff:
         fields.update(entries=result.diff.seen, added=result.diff.added,
                       removed=result.diff.removed)
+    fields.update({f"{phase}_seconds": seconds for phase, seconds in result.phases.items()})
     quiet = (Outcome.SUCCEEDED, Outcome.DRY_RUN, Outcome.SKIPPED)
     level = logging.INFO if result.outcome in quiet else logging.WARNING
     if result.outcome is Outcome.FAILED:

@@ -229,15 +229,27 @@ class KaleyraClient:
         session = getattr(self._local, "session", None)
         if session is None:
             session = requests.Session()
+            session.auth = _ApiKeyAuth(self.api_key)
             session.headers.update(
-                {
-                    "api-key": self.api_key,
-                    "accept": "application/json",
-                    "user-agent": f"kaleyra-blocklist-sync/{__version__}",
-                }
+                {"accept": "application/json", "user-agent": f"kaleyra-blocklist-sync/{__version__}"}
             )
             self._local.session = session
         return session
+
+
+class _ApiKeyAuth(requests.auth.AuthBase):
+    """Kaleyra's ``api-key`` header as a requests auth. Being the session's auth also keeps
+    requests from searching ~/.netrc on every one of a sweep's thousands of requests."""
+
+    def __init__(self, api_key: str) -> None:
+        self._api_key = api_key
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["api-key"] = self._api_key
+        return request
+
+    def __repr__(self) -> str:
+        return "_ApiKeyAuth(<hidden>)"
 
 
 def _parse_listing(response: requests.Response, channel: str, offset: int | None) -> list[Entry]:

@@ -272,14 +272,16 @@ class ChannelSweep:
             while batch := list(itertools.islice(iterator, 5000)):
                 c.execute(insert, [{"m": m, "t": t} for m, t in batch])
                 loaded += len(batch)
-        c.execute(text("CREATE INDEX ix_sweep_seen_mobile ON sweep_seen (mobile)"))
-        c.execute(text("ANALYZE sweep_seen"))
         c.commit()
         return loaded
 
     def diff(self, listed: int) -> Diff:
         """Compute additions and removal candidates into temp tables, set-based."""
         c = self.connection
+        # Built after the load, it is cheap; without it a plan misled by stale statistics on
+        # blocklist_entries (right after a large first load) loops over the whole staging table.
+        c.execute(text("CREATE INDEX ix_sweep_seen_mobile ON sweep_seen (mobile)"))
+        c.execute(text("ANALYZE sweep_seen"))  # temp tables get no autovacuum: plan with real sizes
         c.execute(text("""
             INSERT INTO sweep_added (mobile, channel_type)
             SELECT s.mobile, MAX(s.channel_type) FROM sweep_seen s
@@ -364,12 +366,16 @@ class ChannelSweep:
                             detected_at, not_before, initial_load, run_id)
                         SELECT :account_sid, :channel, mobile, '{change}', :detected_at,
                             :not_before, :initial_load, :run_id
-                        FROM {table} ORDER BY mobile"""), params)
+                        FROM {table}"""), params)
             c.execute(
                 sync_runs.update().where(sync_runs.c.id == run_id).values(
                     status="succeeded", finished_at=params["detected_at"], pages_fetched=pages,
                     error=None, **_counts(diff))
             )
+        if diff.added + diff.removed > max(10_000, diff.seen // 10):
+            # Autovacuum analyzes eventually; the next sweep's diff plans with these numbers.
+            c.execute(text("ANALYZE blocklist_entries"))
+            c.commit()
         return params["detected_at"]
 
 

@@ -25,7 +25,7 @@ __all__ = ["Metrics", "ProgressBars", "configure_logging", "register_secret"]
 
 _SECRETS: set[str] = set()
 _FIELDS = ("run_id", "account", "channel", "outcome", "pages", "entries", "added", "removed",
-           "seconds")
+           "seconds", "fetch_seconds", "diff_seconds", "verify_seconds", "apply_seconds")
 
 
 def register_secret(secret: str | None) -> None:

@@ -252,10 +252,13 @@ def test_sigterm_mid_sweep_applies_nothing_and_exits_1(sim: Simulator, store: St
     assert last[2] == "failed" and "stopped by a signal" in last[8]
 
 
-def test_run_cli_end_to_end_with_status(sim: Simulator, engine: Engine, pg_url: str) -> None:
+def test_run_cli_end_to_end_with_status(sim: Simulator, make_database) -> None:  # type: ignore[no-untyped-def]
+    url = make_database()  # status reports every account: give it a database of its own
+    engine = database.make_engine(database.resolve_database_url(url))
     for channel in ("sms", "whatsapp", "voice"):
         sim.add(channel, numbers(120))
-    env = cli_env(sim, pg_url)
+    env = cli_env(sim, url)
+    assert run_cli("migrate", env=env).returncode == 0
     result = run_cli("run", "--trigger", "backfill", env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("succeeded, 120 blocklisted, +120 -0") == 3

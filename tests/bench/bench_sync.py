@@ -1,0 +1,229 @@
+"""Benchmark: a blocklist of N entries swept end to end, printed as one JSON object.
+
+    .venv/bin/python tests/bench/bench_sync.py --entries 1000000
+
+Not part of the test suite (pytest does not collect it). It starts the simulator in its own
+process (so the sweeping process is measured alone), creates a PostgreSQL database
+``kbs_bench_<random>`` on the local server (dropped at the end), and runs each sweep as
+``blocklist-sync run`` in a child process, the way cron would, reading its peak RSS from the
+kernel (wait4) and its step timings from its JSON log line. Figures:
+
+1. initial sweep: seconds, pages per second, peak RSS of the sweeping process;
+2. after 1% churn (0.5% added, 0.5% removed): seconds, and seconds verifying removals;
+3. no-change sweep: seconds, and rows written to blocklist_entries and blocklist_events;
+4. diff-and-apply seconds beside a plain COPY of the same N rows into an empty unlogged
+   table (the floor for any diff), and their ratio;
+5. fetch seconds beside the simulator's own serving rate, measured by a bare client loop at
+   the same concurrency, and their ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import platform
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import psycopg
+import requests
+
+from sync.simulator import Simulator
+
+REPO = Path(__file__).resolve().parents[2]
+SID, KEY = "HXBENCH0000001", "bench-key-000000000000"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve(port: int, entries: int) -> None:
+    Simulator(numbers=entries, sid=SID, api_key=KEY, channels=("sms",)).serve_forever(port=port)
+
+
+def wait_until_up(base_url: str) -> None:
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        try:
+            requests.get(f"{base_url}/{SID}/contacts/blocklisted", headers={"api-key": KEY},
+                         params={"channel": "sms", "limit": 1}, timeout=2)
+            return
+        except requests.RequestException:
+            time.sleep(0.2)
+    raise SystemExit("the simulator did not start")
+
+
+def sweep(env: dict[str, str], concurrency: int) -> dict[str, object]:
+    """One ``blocklist-sync run`` as a child process: wall seconds, peak RSS, its log fields."""
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sync", "run", "--channel", "sms", "--log-format", "json",
+         "--concurrency", str(concurrency), "--force"],
+        env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    stderr_lines: list[str] = []
+    reader = threading.Thread(target=lambda: stderr_lines.extend(proc.stderr or []))
+    reader.start()
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.monotonic() - started
+    reader.join()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"sweep failed ({proc.returncode}):\n{''.join(stderr_lines)[-2000:]}")
+    done = next(json.loads(line) for line in stderr_lines
+                if line.startswith("{") and '"sweep succeeded' in line)
+    return {"seconds": round(seconds, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+            **{k: done[k] for k in ("pages", "entries", "added", "removed", "fetch_seconds",
+                                    "diff_seconds", "verify_seconds", "apply_seconds")
+               if k in done}}
+
+
+def churn(base_url: str, entries: int) -> None:
+    """0.5% of the list removed and 0.5% added, through the Change Blocklist API."""
+    count = max(entries // 200, 1)
+    session = requests.Session()
+    session.headers["api-key"] = KEY
+    url = f"{base_url}/{SID}/contacts/blocklisted"
+    pages = -(-count // 100)
+    removed: list[str] = []
+    for i in range(pages):  # whole pages spread over the list
+        offset = i * (entries // pages)
+        page = session.get(url, params={"channel": "sms", "limit": 100, "offset": offset},
+                           timeout=10).json()["data"]
+        removed += [row["mobile"] for row in page]
+    removed = removed[:count]
+    added = [f"+1555{i:07d}" for i in range(count)]
+    for status, numbers in ((0, removed), (1, added)):
+        for start in range(0, len(numbers), 100):
+            body = {"channel": "sms", "contacts": [
+                {"blocklist_status": status, "numbers": numbers[start:start + 100]}]}
+            session.post(url, json=body, timeout=30).raise_for_status()
+
+
+def written_rows(dsn: str) -> int:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute("""
+            SELECT COALESCE(SUM(n_tup_ins + n_tup_upd + n_tup_del), 0)::bigint FROM pg_stat_user_tables
+            WHERE relname IN ('blocklist_entries', 'blocklist_events')""").fetchone()[0]
+
+
+def bare_copy_seconds(dsn: str, entries: int) -> float:
+    """The floor: COPY the same number of rows into an empty unlogged table."""
+    rows = [(f"+91{6_000_000_000 + i}", "1") for i in range(entries)]
+    with psycopg.connect(dsn) as conn:
+        conn.execute("CREATE UNLOGGED TABLE bench_copy (mobile text, channel_type text)")
+        started = time.monotonic()
+        with conn.cursor().copy("COPY bench_copy (mobile, channel_type) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        conn.commit()
+        seconds = time.monotonic() - started
+        conn.execute("DROP TABLE bench_copy")
+    return seconds
+
+
+def bare_serving_rate(base_url: str, pages: int, concurrency: int) -> float:
+    """Pages per second the simulator serves to a bare loop: GET and read, nothing else."""
+    url = f"{base_url}/{SID}/contacts/blocklisted"
+    offsets = iter(range(0, pages * 100, 100))
+    lock = threading.Lock()
+
+    def worker() -> None:
+        session = requests.Session()
+        session.headers["api-key"] = KEY
+        while True:
+            with lock:
+                offset = next(offsets, None)
+            if offset is None:
+                return
+            session.get(url, params={"channel": "sms", "limit": 100, "offset": offset},
+                        timeout=30).raise_for_status()
+
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    started = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return pages / (time.monotonic() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--entries", type=int, default=1_000_000)
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--pg", default=os.environ.get("KBS_TEST_PG",
+                                                       "postgresql://postgres@127.0.0.1:5432"))
+    args = parser.parse_args()
+
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}/v1"
+    simulator = multiprocessing.get_context("fork").Process(target=serve,
+                                                            args=(port, args.entries), daemon=True)
+    simulator.start()
+    name = f"kbs_bench_{uuid.uuid4().hex[:10]}"
+    admin = psycopg.connect(f"{args.pg}/postgres", autocommit=True)
+    admin.execute(f'CREATE DATABASE "{name}"')
+    dsn = f"{args.pg}/{name}"
+    try:
+        wait_until_up(base_url)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("KALEYRA_", "BLOCKLIST_"))}
+        env.update(KALEYRA_SID=SID, KALEYRA_API_KEY=KEY, KALEYRA_BASE_URL=base_url,
+                   DATABASE_URL=dsn)
+        subprocess.run([sys.executable, "-m", "sync", "migrate"], env=env, cwd=REPO, check=True,
+                       capture_output=True)
+        initial = sweep(env, args.concurrency)
+        initial["pages_per_second"] = round(int(initial["pages"]) / float(initial["seconds"]), 1)
+        churn(base_url, args.entries)
+        after_churn = sweep(env, args.concurrency)
+        time.sleep(1.5)  # let the statistics collector catch up before counting writes
+        before = written_rows(dsn)
+        no_change = sweep(env, args.concurrency)
+        time.sleep(1.5)
+        no_change["rows_written"] = written_rows(dsn) - before
+        copy_seconds = bare_copy_seconds(dsn, args.entries)
+        bare_rate = bare_serving_rate(base_url, int(initial["pages"]), args.concurrency)
+    finally:
+        simulator.terminate()
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+    def diff_apply(s: dict[str, object]) -> float:
+        return float(s.get("diff_seconds", 0)) + float(s.get("apply_seconds", 0))
+
+    fetch_rate = int(initial["pages"]) / float(initial["fetch_seconds"])
+    print(json.dumps({
+        "entries": args.entries,
+        "concurrency": args.concurrency,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "initial_sweep": initial,
+        "churn_sweep": after_churn,
+        "no_change_sweep": no_change,
+        "diff_and_apply": {
+            "bare_copy_seconds": round(copy_seconds, 2),
+            "initial_seconds": round(diff_apply(initial), 2),
+            "initial_ratio_to_copy": round(diff_apply(initial) / copy_seconds, 2),
+            "churn_seconds": round(diff_apply(after_churn), 2),
+            "churn_ratio_to_copy": round(diff_apply(after_churn) / copy_seconds, 2),
+            "no_change_seconds": round(diff_apply(no_change), 2),
+            "no_change_ratio_to_copy": round(diff_apply(no_change) / copy_seconds, 2),
+        },
+        "fetch": {
+            "sweep_pages_per_second": round(fetch_rate, 1),
+            "bare_client_pages_per_second": round(bare_rate, 1),
+            "ratio": round(fetch_rate / bare_rate, 2),
+        },
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,504 @@
+"""The deployment files in ``cron/``: systemd units, crontab, Kubernetes CronJob.
+
+Each file is checked by the tool that will read it in production where one exists here:
+``systemd-analyze verify`` and ``systemd-analyze calendar`` for the units, APScheduler's
+crontab parser for the cron expressions, PyYAML for the manifest, ``/bin/sh`` for the
+crontab's command line, and the real ``blocklist-sync`` console script for every command
+line the files would run. ``systemd-analyze`` is a hard requirement (CI installs it): a host
+without it fails these tests instead of skipping them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from apscheduler.triggers.cron import CronTrigger
+
+from sync import database
+from sync.simulator import Simulator
+from tests.conftest import REPO, numbers, rows
+
+CRON = REPO / "cron"
+SERVICE = CRON / "blocklist-sync.service"
+TIMER = CRON / "blocklist-sync.timer"
+SCHEDULER = CRON / "blocklist-sync-scheduler.service"
+UNITS = (SERVICE, TIMER, SCHEDULER)
+CRONTAB = CRON / "crontab"
+MANIFEST = CRON / "kubernetes-cronjob.yaml"
+
+INSTALLED_BINARY = "/opt/blocklist-sync/bin/blocklist-sync"
+CONFIG_DIR = "/etc/blocklist-sync/"
+# The console script of the interpreter running the tests: what the units run once installed.
+CONSOLE_SCRIPT = Path(sys.executable).parent / "blocklist-sync"
+SCHEDULE = "15 * * * *"
+
+UnitFile = dict[str, dict[str, list[str]]]
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def systemd_analyze() -> str:
+    path = shutil.which("systemd-analyze")
+    if path is None:
+        pytest.fail("systemd-analyze is not installed, so the systemd units cannot be checked; "
+                    "install it (Debian/Ubuntu: apt-get install systemd) and run the tests again")
+    return path
+
+
+def console_script() -> Path:
+    if not CONSOLE_SCRIPT.is_file():
+        pytest.fail(f"{CONSOLE_SCRIPT} does not exist; install the project into this interpreter's "
+                    "environment (pip install -e .) so the blocklist-sync console script exists")
+    return CONSOLE_SCRIPT
+
+
+def parse_unit(path: Path) -> UnitFile:
+    """A unit file as ``{section: {key: [values in order]}}`` (keys may repeat)."""
+    unit: UnitFile = {}
+    section: dict[str, list[str]] | None = None
+    text = re.sub(r"\\\n", " ", path.read_text())  # line continuations
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            section = unit.setdefault(line[1:-1], {})
+            continue
+        assert section is not None and "=" in line, f"{path.name}:{number}: not a unit file line: {raw}"
+        key, value = (part.strip() for part in line.split("=", 1))
+        section.setdefault(key, []).append(value)
+    return unit
+
+
+def one(unit: UnitFile, section: str, key: str) -> str:
+    values = unit.get(section, {}).get(key, [])
+    assert len(values) == 1, f"expected exactly one {key}= in [{section}], found {values}"
+    return values[0]
+
+
+def exec_argv(value: str) -> list[str]:
+    """An Exec*= line as argv. Our lines use no specifiers and only plain double quotes, where
+    systemd's and the shell's word splitting agree."""
+    assert "%" not in value and "$" not in value, f"unexpected specifier or variable in {value!r}"
+    return shlex.split(value.lstrip("-@:+!"))
+
+
+def cron_lines() -> tuple[dict[str, str], list[tuple[str, str]]]:
+    """The crontab's environment assignments and its (schedule, command) entries."""
+    env: dict[str, str] = {}
+    entries: list[tuple[str, str]] = []
+    for number, raw in enumerate(CRONTAB.read_text().splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        assignment = re.match(r"^([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)$", line)
+        if assignment:
+            env[assignment.group(1)] = assignment.group(2).strip().strip("\"'")
+            continue
+        fields = line.split(None, 5)
+        assert len(fields) == 6, f"crontab:{number}: want 5 schedule fields and a command: {raw}"
+        entries.append((" ".join(fields[:5]), fields[5]))
+    return env, entries
+
+
+def manifest_documents() -> list[dict[str, Any]]:
+    with MANIFEST.open() as stream:
+        return [doc for doc in yaml.safe_load_all(stream) if doc is not None]
+
+
+def cronjob() -> dict[str, Any]:
+    docs = manifest_documents()
+    assert [d.get("kind") for d in docs] == ["CronJob"], "the manifest should hold one CronJob only"
+    return docs[0]
+
+
+def backfill_job() -> dict[str, Any]:
+    """The Job kept as a comment at the end of the manifest, uncommented as the comment says."""
+    text = MANIFEST.read_text()
+    start = text.index("# apiVersion: batch/v1")
+    lines = [re.sub(r"^# ?", "", line) for line in text[start:].splitlines()]
+    return yaml.safe_load("\n".join(lines))
+
+
+def pod_spec(job_spec: dict[str, Any]) -> dict[str, Any]:
+    return job_spec["template"]["spec"]
+
+
+def container(spec: dict[str, Any]) -> dict[str, Any]:
+    containers = spec["containers"]
+    assert len(containers) == 1
+    return containers[0]
+
+
+def env_of(c: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {entry["name"]: entry for entry in c.get("env", [])}
+
+
+def bare_env(**extra: str) -> dict[str, str]:
+    """This process's environment without any of the job's settings."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("KALEYRA_", "BLOCKLIST_SYNC_", "DATABASE_URL"))}
+    env.update(extra)
+    return env
+
+
+def assert_cli_accepts(argv: list[str], where: str) -> None:
+    """``argv`` gets past argument parsing: with no settings at all, the job stops at its first
+    setting (exit 2, "KALEYRA_SID is not set"), not at an unknown option or a bad choice."""
+    assert Path(argv[0]).name == "blocklist-sync", f"{where}: runs {argv[0]}, not blocklist-sync"
+    result = subprocess.run([str(console_script()), *argv[1:]], env=bare_env(), cwd=REPO,
+                            capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stderr.strip()) == (
+        2, "blocklist-sync: error: KALEYRA_SID is not set; set it to the account SID from the "
+           "Kaleyra console"), f"{where}: {argv[1:]} -> {result.returncode}: {result.stderr}"
+
+
+def fire_times(expression: str, first: dt.datetime, count: int) -> list[dt.datetime]:
+    trigger = CronTrigger.from_crontab(expression, timezone=dt.UTC)
+    times: list[dt.datetime] = []
+    now = first
+    for _ in range(count):
+        fire = trigger.get_next_fire_time(None, now)
+        assert fire is not None
+        times.append(fire)
+        now = fire + dt.timedelta(seconds=1)
+    return times
+
+
+def calendar_elapses(expression: str, count: int) -> list[dt.datetime]:
+    """When systemd would elapse ``OnCalendar=expression`` next, in UTC."""
+    result = subprocess.run(
+        [systemd_analyze(), "calendar", f"--iterations={count}", expression],
+        env={**os.environ, "TZ": "UTC"}, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, f"systemd-analyze calendar rejects {expression!r}: {result.stderr}"
+    found = re.findall(r"(?:Next elapse|Iter\. #\d+): \w+ (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) UTC",
+                       result.stdout)
+    assert len(found) == count, result.stdout
+    return [dt.datetime.fromisoformat(f).replace(tzinfo=dt.UTC) for f in found]
+
+
+# --- (a) systemd-analyze verify -------------------------------------------------------------
+
+
+def installable_copies(tmp_path: Path, units: tuple[Path, ...] = UNITS) -> list[Path]:
+    """The units as they would be installed: the binary and the files they name exist.
+
+    ``systemd-analyze verify`` checks that every Exec*= binary exists and is executable, so the
+    copies run this environment's console script instead of /opt/blocklist-sync/bin/. The
+    env and key files get stand-ins too, for systemd versions that look for them.
+    """
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / "env").write_text("KALEYRA_SID=HXTEST0000000IN\n")
+    (etc / "kaleyra-api-key").write_text("not-a-real-key\n")
+    units_dir = tmp_path / "units"
+    units_dir.mkdir()
+    copies = []
+    for unit in units:
+        text = unit.read_text()
+        if unit.suffix == ".service":
+            assert INSTALLED_BINARY in text and CONFIG_DIR in text, unit.name
+        text = text.replace(INSTALLED_BINARY, str(console_script()))
+        text = text.replace(CONFIG_DIR, f"{etc}/")
+        copy = units_dir / unit.name
+        copy.write_text(text)
+        copies.append(copy)
+    return copies
+
+
+def verify(paths: list[Path]) -> tuple[int, list[str]]:
+    """Run ``systemd-analyze verify``; return its exit code and the lines about our units.
+
+    It may also complain about the host's own units (it loads their dependencies); those
+    lines are not ours to fix and are left out.
+    """
+    result = subprocess.run([systemd_analyze(), "verify", *map(str, paths)],
+                            cwd=paths[0].parent, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "SYSTEMD_LOG_COLOR": "0", "SYSTEMD_PAGER": ""})
+    names = {p.name for p in paths}
+    ours = [line for line in (result.stdout + result.stderr).splitlines()
+            if any(name in line for name in names)]
+    return result.returncode, ours
+
+
+def test_systemd_analyze_verify_accepts_the_units(tmp_path: Path) -> None:
+    returncode, complaints = verify(installable_copies(tmp_path))
+    assert complaints == []
+    assert returncode == 0
+
+
+@pytest.mark.parametrize(("change", "complaint"), [
+    pytest.param(("Type=oneshot\n", "Type=oneshot\nProtectSytem=strict\n"),
+                 "Unknown key 'ProtectSytem'", id="typo"),
+    pytest.param(("TimeoutStartSec=50min", "TimeoutStartSec=50 fortnights"),
+                 "Failed to parse TimeoutStartSec=", id="bad-value"),
+    pytest.param(("", ""), "is not executable", id="binary-not-installed"),
+])
+def test_systemd_analyze_verify_would_catch_a_broken_unit(
+        tmp_path: Path, change: tuple[str, str], complaint: str) -> None:
+    """The check above is not vacuous: verify reports such mistakes on lines we look at."""
+    (copy,) = installable_copies(tmp_path, (SERVICE,))
+    old, new = change
+    if old:
+        assert old in copy.read_text()
+        copy.write_text(copy.read_text().replace(old, new))
+    else:  # point ExecStart at a binary that is not there
+        missing = tmp_path / "not-installed" / "blocklist-sync"
+        copy.write_text(copy.read_text().replace(str(CONSOLE_SCRIPT), str(missing)))
+    _, complaints = verify([copy])
+    assert any(complaint in line for line in complaints), complaints
+
+
+def test_the_service_runs_a_command_line_the_cli_accepts() -> None:
+    unit = parse_unit(SERVICE)
+    argv = exec_argv(one(unit, "Service", "ExecStart"))
+    assert argv[0] == INSTALLED_BINARY
+    assert argv[1:4] == ["run", "--trigger", "scheduled"]
+    assert_cli_accepts(argv, SERVICE.name)
+
+
+def test_the_scheduler_runs_a_command_line_the_cli_accepts() -> None:
+    argv = exec_argv(one(parse_unit(SCHEDULER), "Service", "ExecStart"))
+    assert argv[0] == INSTALLED_BINARY and argv[1] == "schedule"
+    assert argv[argv.index("--cron") + 1] == SCHEDULE
+    assert argv[argv.index("--metrics-port") + 1] == "9464"
+    assert_cli_accepts(argv, SCHEDULER.name)
+
+
+# --- (b) the crontab -------------------------------------------------------------------------
+
+
+def test_crontab_entries_are_valid_cron_running_blocklist_sync() -> None:
+    env, entries = cron_lines()
+    assert entries, "the crontab has no entry"
+    for schedule, command in entries:
+        CronTrigger.from_crontab(schedule)  # raises on an invalid expression
+        # APScheduler numbers weekdays from Monday=0, cron from Sunday=0: a numeric weekday
+        # would validate here and still mean another day in cron.
+        assert not re.search(r"\d", schedule.split()[4]), f"use names or * for the weekday: {schedule}"
+        assert re.search(r"(^|[\s/])blocklist-sync run(\s|$)", command), command
+        assert "--trigger scheduled" in command
+        # cron turns an unescaped % into a newline and cuts the command there.
+        assert not re.search(r"(?<!\\)%", command), command
+    assert [s for s, _ in entries] == [SCHEDULE]
+    assert env["KALEYRA_API_KEY_FILE"].startswith("/")
+    assert not re.search(r"^\s*KALEYRA_API_KEY\s*=", CRONTAB.read_text(), re.MULTILINE)
+
+
+@pytest.fixture
+def seeded_sim() -> Iterator[Simulator]:
+    sid = f"HXCRON{os.urandom(5).hex().upper()}"
+    with Simulator.start(numbers=0, sid=sid, api_key=f"key-{os.urandom(16).hex()}") as sim:
+        for channel in ("sms", "whatsapp", "voice"):
+            sim.add(channel, numbers(120, prefix=f"+91{len(channel)}000"))
+        yield sim
+
+
+def test_crontab_command_syncs_under_crons_bare_environment(
+        tmp_path: Path, seeded_sim: Simulator, pg_url: str) -> None:
+    """The crontab line, run by /bin/sh with only what cron provides, sweeps for real: it
+    exports the env file (including a quoted DATABASE_URL holding `&`), reads the key from
+    KALEYRA_API_KEY_FILE and appends its output to the log file."""
+    etc, log_dir = tmp_path / "etc", tmp_path / "log"
+    etc.mkdir()
+    log_dir.mkdir()
+    key_file = etc / "kaleyra-api-key"
+    key_file.write_text(seeded_sim.api_key + "\n")
+    key_file.chmod(0o400)
+    (etc / "env").write_text(
+        "# /etc/blocklist-sync/env\n"
+        f"KALEYRA_SID={seeded_sim.sid}\n"
+        f"KALEYRA_BASE_URL={seeded_sim.base_url}\n"
+        "KALEYRA_CHANNELS=sms,whatsapp,voice\n"
+        f"DATABASE_URL='{pg_url}?application_name=blocklist-sync&connect_timeout=10'\n")
+
+    def installed(text: str) -> str:
+        return (text.replace(INSTALLED_BINARY, str(console_script()))
+                .replace(CONFIG_DIR, f"{etc}/").replace("/var/log/blocklist-sync/", f"{log_dir}/"))
+
+    cron_env, entries = cron_lines()
+    env = {name: installed(value) for name, value in cron_env.items()}
+    env.update(HOME=str(tmp_path), LOGNAME="blocklist-sync")
+    (_, command), = entries
+    log_file = log_dir / "blocklist-sync.log"
+    for _ in range(2):  # the second run finds nothing new
+        result = subprocess.run([env.get("SHELL", "/bin/sh"), "-c", installed(command)], env=env,
+                                cwd=tmp_path, capture_output=True, text=True, timeout=180)
+        log = log_file.read_text() if log_file.exists() else "(no log file)"
+        assert (result.returncode, result.stdout, result.stderr) == (0, "", ""), log
+
+    for channel in ("sms", "whatsapp", "voice"):
+        assert f"{seeded_sim.sid} {channel}: succeeded, 120 blocklisted, +120 -0" in log
+        assert f"{seeded_sim.sid} {channel}: succeeded, 120 blocklisted, +0 -0" in log
+    assert seeded_sim.api_key not in log
+    counted = rows(database.make_engine(pg_url),
+                   "SELECT channel, count(*) FROM blocklist_entries WHERE account_sid = :sid "
+                   "GROUP BY channel ORDER BY channel", sid=seeded_sim.sid)
+    assert counted == [("sms", 120), ("voice", 120), ("whatsapp", 120)]
+
+
+# --- (c) the Kubernetes manifest -------------------------------------------------------------
+
+
+def test_kubernetes_cronjob_is_hourly_forbids_overlap_and_bounds_retries() -> None:
+    job = cronjob()
+    assert job["apiVersion"] == "batch/v1"
+    spec = job["spec"]
+    assert spec["schedule"] == SCHEDULE
+    CronTrigger.from_crontab(spec["schedule"])
+    assert spec["concurrencyPolicy"] == "Forbid"
+    assert isinstance(spec["startingDeadlineSeconds"], int) and spec["startingDeadlineSeconds"] > 0
+    job_spec = spec["jobTemplate"]["spec"]
+    assert isinstance(job_spec["backoffLimit"], int) and 0 <= job_spec["backoffLimit"] <= 2
+    # Ends before the next hourly run would start.
+    assert 0 < job_spec["activeDeadlineSeconds"] < 3600
+    assert pod_spec(job_spec)["restartPolicy"] == "Never"
+    rules = job_spec.get("podFailurePolicy", {}).get("rules", [])
+    no_retry = {code for rule in rules if rule["action"] == "FailJob"
+                for code in rule.get("onExitCodes", {}).get("values", [])}
+    assert {2, 3} <= no_retry  # configuration errors and held sweeps are not retried
+    assert "75" in MANIFEST.read_text() and "another run" in MANIFEST.read_text()
+
+
+def test_kubernetes_cronjob_runs_the_scheduled_sweep_as_non_root() -> None:
+    spec = pod_spec(cronjob()["spec"]["jobTemplate"]["spec"])
+    c = container(spec)
+    assert c["image"] == "registry.example.com/kaleyra-blocklist-sync:0.1.0"
+    assert c["command"] == ["blocklist-sync", "run", "--trigger", "scheduled", "--log-format", "json"]
+    assert_cli_accepts(c["command"], "CronJob")
+    security = c["securityContext"]
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"]["drop"] == ["ALL"]
+
+
+@pytest.mark.parametrize("which", ["cronjob", "backfill"])
+def test_kubernetes_key_comes_from_a_mounted_secret(which: str) -> None:
+    if which == "cronjob":
+        spec = pod_spec(cronjob()["spec"]["jobTemplate"]["spec"])
+    else:
+        job = backfill_job()
+        assert (job["apiVersion"], job["kind"]) == ("batch/v1", "Job")
+        spec = pod_spec(job["spec"])
+        command = container(spec)["command"]
+        assert command[:4] == ["blocklist-sync", "run", "--trigger", "backfill"]
+        assert_cli_accepts(command, "backfill Job")
+    c = container(spec)
+    env = env_of(c)
+
+    key_file = env["KALEYRA_API_KEY_FILE"]["value"]
+    secret_volumes = {v["name"]: v["secret"] for v in spec["volumes"] if "secret" in v}
+    mounts = [m for m in c["volumeMounts"] if m["name"] in secret_volumes
+              and key_file.startswith(m["mountPath"].rstrip("/") + "/")]
+    assert len(mounts) == 1, f"KALEYRA_API_KEY_FILE={key_file} is not inside a mounted Secret"
+    mount = mounts[0]
+    assert mount.get("readOnly") is True
+    secret = secret_volumes[mount["name"]]
+    file_name = key_file[len(mount["mountPath"].rstrip("/")) + 1:]
+    assert file_name in [item["path"] for item in secret.get("items", [])] or not secret.get("items")
+
+    db = env["DATABASE_URL"]
+    assert "value" not in db and db["valueFrom"]["secretKeyRef"]["name"]
+    # No secret as a literal: no key variable, nothing key- or password-like given as a value.
+    assert "KALEYRA_API_KEY" not in env
+    for name, entry in env.items():
+        if re.search(r"KEY|SECRET|PASSWORD|TOKEN|DATABASE_URL", name) and not name.endswith("_FILE"):
+            assert "value" not in entry, f"{name} is a literal value; take it from a Secret"
+
+
+def test_kubernetes_manifest_holds_no_secret_material() -> None:
+    assert all(d.get("kind") != "Secret" for d in manifest_documents())
+    assert backfill_job()["kind"] != "Secret"
+    text = MANIFEST.read_text()
+    assert not re.search(r"^\s*(stringData|data):", text, re.MULTILINE)
+    assert not re.search(r"postgres(ql)?://[^\s'\"]*:[^\s'\"@]+@(?!db\.example\.com)", text), \
+        "a database URL with a password outside the example"
+
+
+# --- (d) the systemd units' settings ---------------------------------------------------------
+
+
+def test_service_is_a_hardened_oneshot_with_75_as_success() -> None:
+    unit = parse_unit(SERVICE)
+    service = unit["Service"]
+    assert one(unit, "Service", "Type") == "oneshot"
+    assert "75" in " ".join(service["SuccessExitStatus"]).split()
+    assert one(unit, "Service", "TimeoutStartSec")
+    expected = {"DynamicUser": "yes", "ProtectSystem": "strict", "ProtectHome": "yes",
+                "NoNewPrivileges": "yes", "PrivateTmp": "yes", "PrivateDevices": "yes",
+                "ProtectKernelTunables": "yes", "ProtectControlGroups": "yes",
+                "LockPersonality": "yes", "StateDirectory": "blocklist-sync"}
+    assert {key: one(unit, "Service", key) for key in expected} == expected
+    assert set(one(unit, "Service", "RestrictAddressFamilies").split()) == {
+        "AF_INET", "AF_INET6", "AF_UNIX"}
+
+
+def test_units_take_the_key_as_a_credential_never_as_a_value() -> None:
+    for path in (SERVICE, SCHEDULER):
+        unit = parse_unit(path)
+        credential = one(unit, "Service", "LoadCredential")
+        name, source = credential.split(":", 1)
+        assert source == "/etc/blocklist-sync/kaleyra-api-key"
+        assert f"KALEYRA_API_KEY_FILE=%d/{name}" in unit["Service"]["Environment"]
+        assert one(unit, "Service", "EnvironmentFile") == "/etc/blocklist-sync/env"
+        assert not re.search(r"KALEYRA_API_KEY=", path.read_text()), path.name
+
+
+def test_service_may_write_only_its_metrics_directory() -> None:
+    unit = parse_unit(SERVICE)
+    argv = exec_argv(one(unit, "Service", "ExecStart"))
+    metrics_file = Path(argv[argv.index("--metrics-file") + 1])
+    assert metrics_file.is_absolute() and metrics_file.suffix == ".prom"
+    # The file is replaced by rename, so its directory must be writable under ProtectSystem=strict.
+    assert unit["Service"]["ReadWritePaths"] == [str(metrics_file.parent)]
+
+
+def test_timer_is_hourly_persistent_and_spread() -> None:
+    unit = parse_unit(TIMER)
+    assert one(unit, "Timer", "Persistent") == "true"
+    assert one(unit, "Timer", "RandomizedDelaySec")
+    assert one(unit, "Timer", "Unit") == SERVICE.name
+    assert one(unit, "Install", "WantedBy") == "timers.target"
+    calendar_elapses(one(unit, "Timer", "OnCalendar"), 1)  # systemd accepts it
+
+
+def test_all_four_schedules_agree() -> None:
+    """The timer, the crontab, the CronJob and the scheduler all fire at the same times."""
+    elapses = calendar_elapses(one(parse_unit(TIMER), "Timer", "OnCalendar"), 3)
+    assert all(e.minute == 15 and e.second == 0 for e in elapses)
+    assert [b - a for a, b in itertools.pairwise(elapses)] == [dt.timedelta(hours=1)] * 2
+    scheduler_argv = exec_argv(one(parse_unit(SCHEDULER), "Service", "ExecStart"))
+    expressions = {
+        "crontab": cron_lines()[1][0][0],
+        "CronJob": cronjob()["spec"]["schedule"],
+        "scheduler": scheduler_argv[scheduler_argv.index("--cron") + 1],
+    }
+    for where, expression in expressions.items():
+        assert fire_times(expression, elapses[0] - dt.timedelta(seconds=1), 3) == elapses, where
+
+
+def test_scheduler_is_a_restarting_long_running_hardened_service() -> None:
+    unit = parse_unit(SCHEDULER)
+    assert one(unit, "Service", "Type") in ("simple", "exec")
+    assert one(unit, "Service", "Restart") == "on-failure"
+    assert one(unit, "Service", "KillSignal") == "SIGTERM"
+    assert one(unit, "Service", "TimeoutStopSec") == "2min"
+    assert one(unit, "Install", "WantedBy") == "multi-user.target"
+    service_hardening = {key: values for key, values in parse_unit(SERVICE)["Service"].items()
+                         if key.startswith(("Protect", "Private", "Restrict", "NoNew", "Lock",
+                                            "Memory", "SystemCall", "Capability", "DynamicUser"))}
+    assert {key: unit["Service"].get(key) for key in service_hardening} == service_hardening
