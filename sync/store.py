@@ -22,13 +22,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from sqlalchemy import Connection, Engine, and_, func, select, text
+from sqlalchemy import Connection, Engine, and_, bindparam, func, select, text
 
-from sync.schema import blocklist_entries, sync_runs
+from sync.schema import UtcTime, blocklist_entries, sync_runs
 
 __all__ = ["ChannelStatus", "ChannelSweep", "Diff", "LockHeld", "Store"]
 
 Row = tuple[str, str | None]
+
+# Typed, so each dialect stores them as timestamps (SQLite included), not driver-chosen strings.
+_DETECTED_AT = bindparam("detected_at", type_=UtcTime)
+_NOT_BEFORE = bindparam("not_before", type_=UtcTime)
 
 _ABANDONED = "the process ended before the sweep finished (crash, kill or restart); nothing was applied"
 
@@ -353,7 +357,7 @@ class ChannelSweep:
                     INSERT INTO blocklist_entries
                         (account_sid, channel, mobile, channel_type, added_at, added_run_id)
                     SELECT :account_sid, :channel, mobile, channel_type, :detected_at, :run_id
-                    FROM sweep_added"""), params)
+                    FROM sweep_added""").bindparams(_DETECTED_AT), params)
             if diff.removed:
                 c.execute(text("""
                     DELETE FROM blocklist_entries
@@ -366,7 +370,7 @@ class ChannelSweep:
                             detected_at, not_before, initial_load, run_id)
                         SELECT :account_sid, :channel, mobile, '{change}', :detected_at,
                             :not_before, :initial_load, :run_id
-                        FROM {table}"""), params)
+                        FROM {table}""").bindparams(_DETECTED_AT, _NOT_BEFORE), params)
             c.execute(
                 sync_runs.update().where(sync_runs.c.id == run_id).values(
                     status="succeeded", finished_at=params["detected_at"], pages_fetched=pages,
