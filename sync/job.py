@@ -209,8 +209,7 @@ def _sweep_locked(
             for batch in session.removal_candidates(MAX_LIMIT):
                 if stop.is_set():
                     raise Stopped("stopped by a signal while confirming removals; nothing was applied")
-                asked = set(batch)
-                session.keep(e for e in client.check(channel, batch) if e.mobile in asked)
+                session.keep(client.check(channel, batch))
             diff = session.counts(listed)
         held = held or _guard(diff, options.guard)
     result = dict(account_sid=client.sid, channel=channel, run_id=run_id, pages=progress.pages,

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
+import math
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -133,7 +134,17 @@ class KaleyraClient:
         for start in range(0, len(mobiles), MAX_LIMIT):
             chunk = mobiles[start : start + MAX_LIMIT]
             params = {"channel": channel, "mobile": ",".join(chunk), "limit": MAX_LIMIT}
-            found.extend(self._request(channel, None, params))
+            answer = self._request(channel, None, params)
+            asked = set(chunk)
+            strangers = [e.mobile for e in answer if e.mobile not in asked]
+            if strangers:
+                # A filter the server ignored, or numbers in another format: either way this
+                # answer cannot confirm anything, and trusting it could record false removals.
+                raise ProtocolError(
+                    f"the mobile check answered {len(strangers)} number(s) it was not asked "
+                    f"about (e.g. {strangers[0]!r}); is the mobile filter ignored?",
+                    channel=channel)
+            found.extend(answer)
         return found
 
     def close(self) -> None:
@@ -155,37 +166,44 @@ class KaleyraClient:
                     return
                 offset += len(entries)
         stride, window = self.page_size, self.concurrency
-        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="kaleyra") as pool:
-            ahead: deque[tuple[int, Future[list[Entry]]]] = deque()
-            next_offset = 0
-            try:
-                while True:
-                    while len(ahead) < window:
-                        ahead.append((next_offset, pool.submit(self._fetch_page, channel, next_offset)))
-                        next_offset += stride
-                    offset, future = ahead.popleft()
-                    entries = future.result()
-                    yield offset, entries
-                    if not entries:
-                        return
-                    if len(entries) == stride:
-                        window = self.concurrency
-                        continue
-                    # Not the number of rows planned: the pages requested ahead start at the
-                    # wrong offsets. Drop them and probe one page at the real offset: usually
-                    # the list has ended; if not, the server caps pages at this size.
-                    _cancel(ahead)
-                    stride, window, next_offset = len(entries), 1, offset + len(entries)
-            finally:
-                _cancel(ahead)
+        pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="kaleyra")
+        ahead: deque[tuple[int, Future[list[Entry]]]] = deque()
+        plan = threading.Event()  # set when the pages requested under this plan are abandoned
+        next_offset = 0
+        try:
+            while True:
+                while len(ahead) < window:
+                    future = pool.submit(self._fetch_page, channel, next_offset, plan)
+                    ahead.append((next_offset, future))
+                    next_offset += stride
+                offset, future = ahead.popleft()
+                entries = future.result()
+                yield offset, entries
+                if not entries:
+                    return
+                if len(entries) == stride:
+                    window = self.concurrency
+                    continue
+                # Not the number of rows planned: the pages requested ahead start at the
+                # wrong offsets. Drop them and probe one page at the real offset: usually the
+                # list has ended; if not, the server caps pages at this size.
+                plan.set()
+                plan = threading.Event()
+                ahead.clear()
+                stride, window, next_offset = len(entries), 1, offset + len(entries)
+        finally:
+            plan.set()  # requests still retrying give up before their next attempt
+            pool.shutdown(wait=False, cancel_futures=True)
 
-    def _fetch_page(self, channel: str, offset: int) -> list[Entry]:
+    def _fetch_page(self, channel: str, offset: int,
+                    abandoned: threading.Event | None = None) -> list[Entry]:
         params = {"channel": channel, "limit": self.page_size, "offset": offset}
-        return self._request(channel, offset, params)
+        return self._request(channel, offset, params, abandoned)
 
     # -- one request, retried ----------------------------------------------------------
 
-    def _request(self, channel: str, offset: int | None, params: dict[str, Any]) -> list[Entry]:
+    def _request(self, channel: str, offset: int | None, params: dict[str, Any],
+                 abandoned: threading.Event | None = None) -> list[Entry]:
         policy = self.retry
         for attempt in stamina.retry_context(
             on=self._backoff_for,
@@ -196,6 +214,8 @@ class KaleyraClient:
             wait_jitter=policy.wait_jitter,
         ):
             with attempt:
+                if abandoned is not None and abandoned.is_set():
+                    raise _Abandoned("page no longer needed")
                 return self._request_once(channel, offset, params)
         raise AssertionError("unreachable: stamina re-raises the last error")  # pragma: no cover
 
@@ -213,7 +233,8 @@ class KaleyraClient:
         self._pacer.wait()
         try:
             response = self._session().get(
-                self._url, params=params, timeout=(self.connect_timeout, self.read_timeout)
+                self._url, params=params, timeout=(self.connect_timeout, self.read_timeout),
+                allow_redirects=False,  # the key must not follow a redirect to another host
             )
         except requests.Timeout as exc:
             raise TransportError(
@@ -305,9 +326,11 @@ def _retry_after_seconds(value: str | None) -> float | None:
     if not value:
         return None
     try:
-        return max(float(value), 0.0)
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return max(seconds, 0.0) if math.isfinite(seconds) else None
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
@@ -317,11 +340,8 @@ def _retry_after_seconds(value: str | None) -> float | None:
     return max((when - dt.datetime.now(dt.UTC)).total_seconds(), 0.0)
 
 
-def _cancel(ahead: Iterable[tuple[int, Future[Any]]]) -> None:
-    for _, future in ahead:
-        future.cancel()
-    if isinstance(ahead, deque):
-        ahead.clear()
+class _Abandoned(Exception):
+    """A look-ahead page that is no longer needed: stop retrying it (never retried itself)."""
 
 
 class _Pacer:

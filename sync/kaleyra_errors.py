@@ -132,7 +132,7 @@ _BY_CODE: dict[str, type[KaleyraError]] = {
 def _by_status(status: int) -> type[KaleyraError] | None:
     if status == 429:
         return RateLimitedError
-    if status >= 500:
+    if status >= 500 or status == 408:  # 408: the server gave up waiting for us; try again
         return ServerError
     if status == 401:
         return AuthenticationError

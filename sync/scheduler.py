@@ -107,17 +107,22 @@ def run_scheduler(
     options = job.SweepOptions(trigger="scheduled", dry_run=options.dry_run, force=options.force,
                                guard=options.guard, skip_if_swept_within=period_seconds(trigger) / 2)
 
+    running: set[threading.Thread] = set()
+
     def tick(account: Account) -> None:
+        running.add(threading.current_thread())
         try:
             job.sweep_accounts([account], store, options, make_client,  # type: ignore[arg-type]
                                stop=stop)
         except Exception:  # the process stays up; the next tick tries again
             log.exception("tick failed for account %s", account.sid, extra={"account": account.sid})
-        if after_tick:
-            try:
+        try:
+            if after_tick:
                 after_tick()
-            except Exception:
-                log.exception("updating metrics failed")
+        except Exception:
+            log.exception("updating metrics failed")
+        finally:
+            running.discard(threading.current_thread())
 
     first = dt.datetime.now(dt.UTC) if run_now else None
     for account in accounts:
@@ -127,13 +132,19 @@ def run_scheduler(
                           **({"next_run_time": first} if first else {}))
 
     def shutdown(signum: int, _frame: object) -> None:
+        # Only flag and return: waiting here, inside a signal handler, could deadlock on a
+        # lock the interrupted main thread holds. The waiting happens after start() returns.
+        if stop.is_set():
+            return
         log.info("%s received: stopping; a sweep in progress applies nothing",
                  signal.Signals(signum).name)
         stop.set()
-        scheduler.shutdown(wait=True)  # returns when running sweeps have stopped
+        scheduler.shutdown(wait=False)
 
     signal.signal(signal.SIGTERM, shutdown)
     signal.signal(signal.SIGINT, shutdown)
     log.info("scheduler started: %d account(s), %s", len(accounts), trigger)
     scheduler.start()
+    for thread in list(running):  # sweeps stop at their next page, applying nothing
+        thread.join()
     log.info("scheduler stopped")

@@ -67,7 +67,7 @@ VENDOR_ERRORS: dict[str, tuple[int, dict[str, object]]] = {
     "WA202": _vendor(202, "WA202", "Request Accepted", {"message_id": "AXXXXXXXXXXXXXXXXXXX"}, {}),
 }
 # Faults that are not vendor bodies: what proxies and broken servers send.
-OTHER_FAULTS = ("html500", "malformed", "slow", "429", "503", "drop")
+OTHER_FAULTS = ("html500", "malformed", "slow", "429", "503", "drop", "redirect")
 
 
 def generate_numbers(count: int, *, seed: int, channel: str) -> list[str]:
@@ -144,8 +144,9 @@ class Simulator:
         }
         self.rows_per_page: int | None = None  # a server that returns fewer rows than asked
         self.ignore_offset = False  # a server that always serves the first page
+        self.ignore_mobile_filter = False  # a server that answers a check with a listing page
         self.requests = 0  # GET requests served so far (the number faults are keyed on)
-        self.request_log: deque[tuple[float, str, dict[str, str]]] = deque(maxlen=100_000)
+        self._request_log: deque[tuple[float, str, dict[str, str]]] = deque(maxlen=100_000)
         self._on_request: list[Callable[[int, str, dict[str, str]], None]] = []
         self._faults: list[_Fault] = []
         self._lock = threading.RLock()
@@ -200,6 +201,12 @@ class Simulator:
         with self._lock:
             self.lists[channel].remove(numbers)
 
+    @property
+    def request_log(self) -> list[tuple[float, str, dict[str, str]]]:
+        """(monotonic time, channel, query) of the GET requests served so far, oldest first."""
+        with self._lock:
+            return list(self._request_log)
+
     def numbers(self, channel: str) -> list[str]:
         with self._lock:
             return list(self.lists[channel])
@@ -214,7 +221,7 @@ class Simulator:
         ``kind``: a key of :data:`VENDOR_ERRORS`, or ``html500`` (an HTML error page),
         ``malformed`` (a 200 whose JSON is cut off), ``slow`` (sleep ``seconds`` first, then
         answer normally), ``429`` (``Retry-After: seconds``), ``503``, ``drop`` (close the
-        connection without answering).
+        connection without answering), ``redirect`` (a 302 to another host).
         """
         if kind not in VENDOR_ERRORS and kind not in OTHER_FAULTS:
             raise ValueError(f"unknown fault {kind!r}")
@@ -244,7 +251,7 @@ class Simulator:
         with self._lock:
             self.requests += 1
             number = self.requests
-            self.request_log.append((time.monotonic(), channel, dict(query)))
+            self._request_log.append((time.monotonic(), channel, dict(query)))
         for hook in self._on_request:
             hook(number, channel, query)
         fault = self._take_fault(number, channel)
@@ -265,7 +272,7 @@ class Simulator:
         kind = self.lists[channel].channel_type
         with self._lock:
             blocklist = self.lists[channel]
-            if "mobile" in query:
+            if "mobile" in query and not self.ignore_mobile_filter:
                 asked = [m.strip() for m in query["mobile"].split(",") if m.strip()]
                 if len(asked) > MAX_LIMIT:
                     return _json(*VENDOR_ERRORS["WA400"])
@@ -308,6 +315,8 @@ class Simulator:
         if fault.kind == "429":
             return 429, {"Content-Type": "application/json",
                          "Retry-After": f"{fault.seconds:g}"}, b'{"message": "Too Many Requests"}'
+        if fault.kind == "redirect":  # a proxy or a moved API sending us elsewhere
+            return 302, {"Location": "http://127.0.0.2:9/elsewhere"}, b""
         if fault.kind == "503":
             return 503, {"Content-Type": "text/plain"}, b"Service Unavailable"
         return None, {}, b""  # drop

@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import fcntl
 import itertools
+import logging
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from sync.schema import UtcTime, blocklist_entries, sync_runs
 __all__ = ["ChannelStatus", "ChannelSweep", "Diff", "LockHeld", "Store"]
 
 Row = tuple[str, str | None]
+log = logging.getLogger("sync.store")
 
 # Typed, so each dialect stores them as timestamps (SQLite included), not driver-chosen strings.
 _DETECTED_AT = bindparam("detected_at", type_=UtcTime)
@@ -234,10 +236,11 @@ class ChannelSweep:
         if self.connection.in_transaction():
             self.connection.rollback()
         self.connection.execute(
-            sync_runs.update().where(sync_runs.c.id == run_id).values(
-                status=status, finished_at=utcnow(), pages_fetched=pages, error=error,
-                **_counts(diff),
-            )
+            sync_runs.update()
+            # Only a run still going: never rewrite one whose changes were already committed.
+            .where(sync_runs.c.id == run_id, sync_runs.c.status == "running")
+            .values(status=status, finished_at=utcnow(), pages_fetched=pages, error=error,
+                    **_counts(diff))
         )
         self.connection.commit()
 
@@ -282,9 +285,14 @@ class ChannelSweep:
     def diff(self, listed: int) -> Diff:
         """Compute additions and removal candidates into temp tables, set-based."""
         c = self.connection
-        # Built after the load, it is cheap; without it a plan misled by stale statistics on
-        # blocklist_entries (right after a large first load) loops over the whole staging table.
-        c.execute(text("CREATE INDEX ix_sweep_seen_mobile ON sweep_seen (mobile)"))
+        if self.is_postgres:
+            # Both anti-joins are whole-set comparisons: hash joins in memory are right whatever
+            # the statistics say (stale ones, right after a large first load, once picked a
+            # nested loop over the staging table: 10 s instead of 1 s at a million rows).
+            c.execute(text("SET LOCAL enable_nestloop = off"))
+            c.execute(text("SET LOCAL work_mem = '256MB'"))
+        else:  # SQLite only loops, so it needs the index
+            c.execute(text("CREATE INDEX ix_sweep_seen_mobile ON sweep_seen (mobile)"))
         c.execute(text("ANALYZE sweep_seen"))  # temp tables get no autovacuum: plan with real sizes
         c.execute(text("""
             INSERT INTO sweep_added (mobile, channel_type)
@@ -353,16 +361,16 @@ class ChannelSweep:
             c.commit()
         with c.begin():
             if diff.added:
-                c.execute(text("""
+                _expect(diff.added, "added", c.execute(text("""
                     INSERT INTO blocklist_entries
                         (account_sid, channel, mobile, channel_type, added_at, added_run_id)
                     SELECT :account_sid, :channel, mobile, channel_type, :detected_at, :run_id
-                    FROM sweep_added""").bindparams(_DETECTED_AT), params)
+                    FROM sweep_added""").bindparams(_DETECTED_AT), params).rowcount)
             if diff.removed:
-                c.execute(text("""
+                _expect(diff.removed, "removed", c.execute(text("""
                     DELETE FROM blocklist_entries
                     WHERE account_sid = :account_sid AND channel = :channel
-                      AND mobile IN (SELECT mobile FROM sweep_removed)"""), params)
+                      AND mobile IN (SELECT mobile FROM sweep_removed)"""), params).rowcount)
             for change, table in (("added", "sweep_added"), ("removed", "sweep_removed")):
                 if getattr(diff, change):
                     c.execute(text(f"""
@@ -378,9 +386,25 @@ class ChannelSweep:
             )
         if diff.added + diff.removed > max(10_000, diff.seen // 10):
             # Autovacuum analyzes eventually; the next sweep's diff plans with these numbers.
-            c.execute(text("ANALYZE blocklist_entries"))
-            c.commit()
+            # The changes are committed: nothing here may turn the run into a failure.
+            try:
+                c.execute(text("ANALYZE blocklist_entries"))
+                c.commit()
+            except Exception:
+                log.warning("ANALYZE blocklist_entries failed; autovacuum will do it",
+                            exc_info=True)
+                c.rollback()
         return params["detected_at"]
+
+
+class ApplyMismatch(Exception):
+    """The entries changed between diff and apply: the lock was bypassed. Nothing is applied."""
+
+
+def _expect(expected: int, change: str, rowcount: int) -> None:
+    if rowcount != expected:
+        raise ApplyMismatch(f"{change} {rowcount} entries where the diff said {expected}; "
+                            "another writer changed the table during the sweep")
 
 
 def _counts(diff: Diff | None) -> dict[str, int]:

@@ -45,6 +45,8 @@ class _RedactSecrets(logging.Filter):
         if _SECRETS:
             record.msg = redact(record.getMessage())
             record.args = None
+            if record.exc_info and not record.exc_text:
+                record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
         return True
 
 

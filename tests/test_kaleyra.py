@@ -260,3 +260,39 @@ def test_simulator_numbers_are_valid_unique_and_reproducible() -> None:
     assert sms == b.numbers("sms") and len(set(sms)) == 2000
     assert all(n.startswith("+91") and len(n) == 13 and n[3] in "6789" for n in sms)
     assert set(sms) & set(a.numbers("voice"))  # channels overlap like real lists
+
+
+def test_a_check_answered_with_numbers_not_asked_about_is_an_error(sim: Simulator) -> None:
+    sim.add("sms", numbers(300))
+    sim.ignore_mobile_filter = True  # the server answers with a page of its list instead
+    with pytest.raises(ProtocolError, match="not asked"):
+        make_client(sim).check("sms", numbers(3, start=5000))
+
+
+def test_a_redirect_is_not_followed_with_the_key(sim: Simulator) -> None:
+    sim.add("sms", numbers(10))
+    sim.inject("redirect", at=1)
+    with pytest.raises(ProtocolError, match="HTTP 302"):
+        swept(make_client(sim))
+    assert sim.requests == 1  # nothing followed the Location header (a foreign host)
+
+
+def test_an_unreadable_retry_after_falls_back_to_backoff(sim: Simulator) -> None:
+    sim.add("sms", numbers(10))
+    sim.inject("429", at=1, seconds=float("nan"))
+    assert swept(make_client(sim)) == numbers(10)
+
+
+def test_look_ahead_pages_past_the_end_stop_retrying_once_abandoned(sim: Simulator) -> None:
+    sim.add("sms", numbers(250))
+
+    def fail_past_the_end(request_number: int, channel: str, query: dict[str, str]) -> None:
+        if int(query.get("offset", 0)) >= 300:
+            sim.inject("WA500", at=request_number)
+
+    sim.on_request(fail_past_the_end)
+    slow_retries = RetryPolicy(attempts=5, timeout=30, wait_initial=1.0, wait_max=1.0,
+                               wait_jitter=0)
+    started = time.monotonic()
+    assert swept(make_client(sim, concurrency=4, retry=slow_retries)) == numbers(250)
+    assert time.monotonic() - started < 3  # not 4 retries x 1 s for pages nobody needs

@@ -360,3 +360,24 @@ def test_stop_event_between_pages_applies_nothing(sim: Simulator, store: Store,
                            on_page=lambda ch, pages, n: stop.set() if pages == 3 else None)
     assert result.outcome is Outcome.FAILED and "stopped by a signal" in (result.message or "")
     assert entries(engine, sim) == set()
+
+
+def test_a_check_ignoring_the_mobile_filter_records_no_removal(sim: Simulator, store: Store,
+                                                               engine: Engine) -> None:
+    sim.add("sms", numbers(300))
+    sweep(sim, store)
+    sim.remove("sms", numbers(3))
+    sim.ignore_mobile_filter = True
+    before = (entries(engine, sim), events(engine, sim))
+    result = sweep(sim, store)
+    assert result.outcome is Outcome.FAILED and "not asked" in (result.message or "")
+    assert (entries(engine, sim), events(engine, sim)) == before
+
+
+def test_a_failure_after_commit_never_rewrites_a_succeeded_run(sim: Simulator, store: Store,
+                                                               engine: Engine) -> None:
+    sim.add("sms", numbers(5))
+    result = sweep(sim, store)
+    with store.sweep(sim.sid, "sms") as session:
+        session.finish_run(result.run_id, "failed", error="late failure")  # type: ignore[arg-type]
+    assert runs(engine, sim)[-1][2] == "succeeded"
