@@ -6,19 +6,21 @@ import datetime as dt
 import itertools
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+import requests
 from sqlalchemy import Engine
 
 from sync import database
 from sync.scheduler import crontab_trigger
 from sync.settings import ConfigError
 from sync.simulator import Simulator
-from tests.conftest import REPO, cli_env, numbers, rows, run_cli
+from tests.conftest import REPO, cli_env, make_client, numbers, rows, run_cli
 
 
 def start_schedule(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
@@ -258,3 +260,37 @@ def test_progress_bar_only_on_a_terminal(sim: Simulator, pg_url: str) -> None:
                          capture_output=True, text=True, timeout=60)
     assert tty.returncode == 0, tty.stdout
     assert "sms:" in tty.stdout and " rows" in tty.stdout  # tqdm drew the bar on the terminal
+
+
+def test_schedule_serves_metrics_over_http(sim: Simulator, engine: Engine, pg_url: str) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    sim.add("whatsapp", numbers(42))
+    proc = start_schedule(cli_env(sim, pg_url, KALEYRA_CHANNELS="whatsapp"), "--every", "1h",
+                          "--run-now", "--metrics-port", str(port))
+    try:
+        wait_for(lambda: "succeeded" in [r[1] for r in run_rows(engine, sim.sid)])
+
+        def scraped() -> bool:
+            try:
+                body = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+            except requests.RequestException:
+                return False
+            return f'blocklist_sync_entries{{account="{sim.sid}",channel="whatsapp"}} 42.0' in body
+
+        wait_for(scraped)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    assert proc.returncode == 0
+
+
+def test_max_rps_spaces_requests(sim: Simulator) -> None:
+    sim.add("sms", numbers(900))
+    client = make_client(sim, concurrency=4, max_rps=20)
+    assert sum(len(p.entries) for p in client.sweep("sms")) == 900
+    starts = sorted(t for t, _, _ in sim.request_log)
+    assert len(starts) >= 10
+    # 20 per second: ten requests cannot fit in less than nine intervals of 50 ms.
+    assert starts[-1] - starts[0] >= (len(starts) - 1) / 20 - 0.05
