@@ -161,7 +161,11 @@ def sweep_channel(
                                        progress, on_page, on_change)
             except (Exception, KeyboardInterrupt, SystemExit) as exc:
                 reason = _reason(exc)
-                session.finish_run(run_id, "failed", pages=progress.pages, error=reason)
+                try:
+                    session.finish_run(run_id, "failed", pages=progress.pages, error=reason)
+                except Exception:  # the database itself may be what failed
+                    log.exception("could not mark run %s failed; the next run will", run_id,
+                                  extra=context)
                 if not isinstance(exc, Exception):
                     raise
                 result = SweepResult(account_sid=client.sid, channel=channel,

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from sqlalchemy import Connection, Engine, and_, bindparam, func, select, text
+from sqlalchemy.exc import DBAPIError
 
 from sync.schema import UtcTime, blocklist_entries, sync_runs
 
@@ -112,12 +113,14 @@ class Store:
             finally:
                 # The connection closes right after (no pool), which also releases the lock;
                 # unlocking explicitly keeps that true if pooling is ever turned on.
-                if not connection.closed and not connection.invalidated:
+                try:
                     connection.rollback()
                     connection.execute(
                         text("SELECT pg_advisory_unlock(hashtextextended(:key, 0))"), {"key": key}
                     )
                     connection.commit()
+                except DBAPIError:  # a dead connection holds no lock any more
+                    log.warning("could not unlock %s; the closed connection released it", key)
             return
         # SQLite: the nearest equivalent is an exclusive, non-blocking lock on a file beside
         # the database, one per account and channel; the kernel drops it when the process dies.

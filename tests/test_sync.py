@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from sync import database
 from sync.job import Outcome, SweepOptions, SweepResult, sweep_channel
@@ -381,3 +381,22 @@ def test_a_failure_after_commit_never_rewrites_a_succeeded_run(sim: Simulator, s
     with store.sweep(sim.sid, "sms") as session:
         session.finish_run(result.run_id, "failed", error="late failure")  # type: ignore[arg-type]
     assert runs(engine, sim)[-1][2] == "succeeded"
+
+
+def test_losing_the_database_mid_sweep_fails_cleanly_and_the_next_run_recovers(
+    sim: Simulator, store: Store, engine: Engine
+) -> None:
+    sim.add("sms", numbers(800))
+
+    def kill_our_backend(channel: str, pages: int, count: int) -> None:
+        if pages == 3:
+            with engine.begin() as conn:
+                conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                  "WHERE datname = current_database() AND query LIKE 'COPY sweep_seen%'"))
+
+    result = sweep_channel(make_client(sim), store, "sms", SweepOptions(), on_page=kill_our_backend)
+    assert result.outcome is Outcome.FAILED
+    assert entries(engine, sim) == set() and events(engine, sim) == []
+    assert sweep(sim, store).outcome is Outcome.SUCCEEDED
+    assert [r[2] for r in runs(engine, sim)] == ["failed", "succeeded"]
+    assert len(entries(engine, sim)) == 800
