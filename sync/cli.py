@@ -19,10 +19,19 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 import click
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 from sync import __version__, database, job
-from sync.settings import CHANNELS, Account, ConfigError, GuardLimits, load_accounts, parse_duration
+from sync.settings import (
+    CHANNELS,
+    Account,
+    ConfigError,
+    GuardLimits,
+    load_accounts,
+    parse_duration,
+    with_overrides,
+)
 from sync.store import ChannelStatus, Store
 from sync.telemetry import Metrics, ProgressBars, configure_logging, redact, register_secret
 
@@ -54,8 +63,6 @@ def config_errors_exit(command: Callable[..., Any]) -> Callable[..., Any]:
 
 def open_store(database_url: str | None) -> tuple[Store, str]:
     url = database.resolve_database_url(database_url)
-    from sqlalchemy.engine import make_url
-
     register_secret(make_url(url).password)
     engine = database.make_engine(url)
     if engine.dialect.name == "sqlite":
@@ -92,15 +99,8 @@ def account_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 def resolve_accounts(config_file: str | None, sid: str | None, api_key_file: str | None,
                      base_url: str | None, region: str | None) -> list[Account]:
-    env = dict(os.environ)
-    for name, value in (("KALEYRA_SID", sid), ("KALEYRA_API_KEY_FILE", api_key_file),
-                        ("KALEYRA_BASE_URL", base_url), ("KALEYRA_REGION", region)):
-        if value:
-            env[name] = value
-            if name == "KALEYRA_API_KEY_FILE":
-                env.pop("KALEYRA_API_KEY", None)
-            if name in ("KALEYRA_BASE_URL", "KALEYRA_REGION"):
-                env.pop("KALEYRA_REGION" if name == "KALEYRA_BASE_URL" else "KALEYRA_BASE_URL", None)
+    env = with_overrides(os.environ, sid=sid, api_key_file=api_key_file, base_url=base_url,
+                         region=region)
     accounts = load_accounts(config_file, env)
     for account in accounts:
         register_secret(account.api_key)

@@ -22,6 +22,8 @@ __all__ = [
     "GuardLimits",
     "load_accounts",
     "parse_channels",
+    "parse_duration",
+    "with_overrides",
 ]
 
 CHANNELS = ("sms", "whatsapp", "voice")
@@ -176,6 +178,26 @@ def accounts_from_toml(path: Path, env: Mapping[str, str]) -> list[Account]:
     if len(set(sids)) != len(sids):
         raise ConfigError(f"config file {path} lists an account twice; give each SID once")
     return accounts
+
+
+def with_overrides(env: Mapping[str, str], *, sid: str | None = None,
+                   api_key_file: str | None = None, base_url: str | None = None,
+                   region: str | None = None) -> dict[str, str]:
+    """``env`` with command-line flags laid over it: a flag wins over its variable, and over
+    the variable it excludes (a key file over a key, a base URL over a region and back)."""
+    merged = dict(env)
+    if sid:
+        merged["KALEYRA_SID"] = sid
+    if api_key_file:
+        merged["KALEYRA_API_KEY_FILE"] = api_key_file
+        merged.pop("KALEYRA_API_KEY", None)
+    if base_url:
+        merged["KALEYRA_BASE_URL"] = base_url
+        merged.pop("KALEYRA_REGION", None)
+    if region:
+        merged["KALEYRA_REGION"] = region
+        merged.pop("KALEYRA_BASE_URL", None)
+    return merged
 
 
 def load_accounts(config: str | None, env: Mapping[str, str] | None = None) -> list[Account]:

@@ -400,3 +400,15 @@ def test_losing_the_database_mid_sweep_fails_cleanly_and_the_next_run_recovers(
     assert sweep(sim, store).outcome is Outcome.SUCCEEDED
     assert [r[2] for r in runs(engine, sim)] == ["failed", "succeeded"]
     assert len(entries(engine, sim)) == 800
+
+
+def test_flags_override_the_environment(sim: Simulator, pg_url: str, tmp_path: Path) -> None:
+    sim.add("voice", numbers(3))
+    key_file = tmp_path / "key"
+    key_file.write_text(sim.api_key + "\n")
+    env = cli_env(sim, pg_url, KALEYRA_SID="HXWRONG", KALEYRA_API_KEY="wrong-key",
+                  KALEYRA_REGION="eu", KALEYRA_BASE_URL="")
+    result = run_cli("run", "--channel", "voice", "--sid", sim.sid, "--api-key-file",
+                     str(key_file), "--base-url", sim.base_url, env=env)
+    assert result.returncode == 0, result.stderr
+    assert f"{sim.sid} voice: succeeded, 3 blocklisted" in result.stdout
