@@ -99,6 +99,10 @@ def account_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 def resolve_accounts(config_file: str | None, sid: str | None, api_key_file: str | None,
                      base_url: str | None, region: str | None) -> list[Account]:
+    if (config_file or os.environ.get("BLOCKLIST_SYNC_CONFIG")) and any(
+            (sid, api_key_file, base_url, region)):
+        raise ConfigError("--sid, --api-key-file, --base-url and --region configure a single "
+                          "account; with a config file, set them in the file instead")
     env = with_overrides(os.environ, sid=sid, api_key_file=api_key_file, base_url=base_url,
                          region=region)
     accounts = load_accounts(config_file, env)
@@ -232,27 +236,25 @@ def summary_line(result: job.SweepResult) -> str:
 def status(database_url: str | None, as_json: bool, max_age: str | None) -> None:
     """The last sweep of each channel and the current entry counts.
 
-    Exits 1 when the last sweep of any channel failed, or (with --max-age) when any
-    channel's last success is older than that.
+    Exits 1 when the last sweep of any channel failed or was held by the safety guard, or
+    (with --max-age) when any channel's last success is older than that.
     """
     limit = parse_duration(max_age, "--max-age") if max_age else None
     store, where = open_store(database_url)
     database.require_current_schema(store.engine)
     statuses = store.channel_statuses()
     now = dt.datetime.now(dt.UTC)
-    problems = [s for s in statuses if s.last_status == "failed"]
-    if limit is not None:
-        problems += [s for s in statuses if s not in problems and (
-            s.last_success_at is None or (now - s.last_success_at).total_seconds() > limit)]
+    problems = {(s.account_sid, s.channel): s.problem(now, limit) for s in statuses}
     if as_json:
         click.echo(json.dumps({"database": where, "channels": [
-            status_record(s, now, s in problems) for s in statuses]}, indent=2))
+            status_record(s, now, problems[s.account_sid, s.channel]) for s in statuses]},
+            indent=2))
     else:
         click.echo(status_table(statuses, now, where))
-    sys.exit(EXIT_FAILED if problems else EXIT_OK)
+    sys.exit(EXIT_FAILED if any(problems.values()) else EXIT_OK)
 
 
-def status_record(s: ChannelStatus, now: dt.datetime, problem: bool) -> dict[str, Any]:
+def status_record(s: ChannelStatus, now: dt.datetime, problem: str | None) -> dict[str, Any]:
     def iso(t: dt.datetime | None) -> str | None:
         return t.isoformat() if t else None
 
@@ -265,7 +267,8 @@ def status_record(s: ChannelStatus, now: dt.datetime, problem: bool) -> dict[str
         "last_success_at": iso(s.last_success_at),
         "last_success_age_seconds": (now - s.last_success_at).total_seconds()
         if s.last_success_at else None,
-        "ok": not problem,
+        "ok": problem is None,
+        "problem": problem,
     }
 
 

@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
 from sync.kaleyra import MAX_LIMIT, Entry, KaleyraClient
-from sync.kaleyra_errors import FatalAPIError, KaleyraError
+from sync.kaleyra_errors import Cancelled, FatalAPIError, KaleyraError
 from sync.settings import Account, GuardLimits
 from sync.store import ChannelSweep, Diff, LockHeld, Store
 
@@ -191,7 +191,7 @@ def _sweep_locked(
     on_change: ChangeCallback | None,
 ) -> SweepResult:
     def rows() -> Iterator[Entry]:
-        for page in client.sweep(channel):
+        for page in client.sweep(channel, cancel=stop):
             if stop.is_set():
                 raise Stopped("stopped by a signal while paging; nothing was applied")
             progress.pages += 1
@@ -204,16 +204,15 @@ def _sweep_locked(
         listed = session.stage(rows())
     with progress.timed("diff"):
         diff = session.diff(listed)
-    held = None
-    if listed == 0 and diff.current > 0:
-        held = (f"the listing returned no numbers while {diff.current} are held; "
-                "an outage looks the same as an emptied blocklist")
+    # An empty listing over a full table is held before spending requests on confirming it.
+    held = (f"the listing returned no numbers while {diff.current} are held; an outage looks "
+            "the same as an emptied blocklist") if listed == 0 and diff.current > 0 else None
     if held is None or options.force or options.dry_run:
         with progress.timed("verify"):
             for batch in session.removal_candidates(MAX_LIMIT):
                 if stop.is_set():
                     raise Stopped("stopped by a signal while confirming removals; nothing was applied")
-                session.keep(client.check(channel, batch))
+                session.keep(client.check(channel, batch, cancel=stop))
             diff = session.counts(listed)
         held = held or _guard(diff, options.guard)
     result = dict(account_sid=client.sid, channel=channel, run_id=run_id, pages=progress.pages,
@@ -258,17 +257,16 @@ def sweep_accounts(
     on_change: ChangeCallback | None = None,
     on_result: Callable[[SweepResult], None] | None = None,
 ) -> list[SweepResult]:
-    """Sweep every configured channel of every account, independently: one failing does not
-    stop the others (but a fatal error for an account, such as wrong credentials, skips that
-    account's remaining channels rather than failing each the same way)."""
+    """Sweep every configured channel (or exactly ``channels``, when given: a backfill of a
+    channel not yet configured must not silently do nothing) of every account, independently:
+    one failing does not stop the others. A fatal error for an account (credentials, access,
+    balance) skips its remaining channels rather than failing each the same way."""
     stop = stop or threading.Event()
     results: list[SweepResult] = []
     for account in accounts:
         client = make_client(account)
         try:
-            for channel in account.channels:
-                if channels and channel not in channels:
-                    continue
+            for channel in channels or account.channels:
                 if stop.is_set():
                     return results
                 result = sweep_channel(client, store, channel, options, stop=stop,
@@ -308,6 +306,8 @@ def stop_on_signals(stop: threading.Event) -> None:
 
 def _reason(exc: BaseException) -> str:
     """A readable, secret-free reason for the run row and the log."""
+    if isinstance(exc, Cancelled):
+        return "stopped by a signal while sweeping; nothing was applied"
     if isinstance(exc, KaleyraError | Stopped):
         return str(exc)
     if isinstance(exc, KeyboardInterrupt | SystemExit):

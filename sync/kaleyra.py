@@ -25,13 +25,14 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import requests
 import stamina
 
 from sync import __version__
 from sync.kaleyra_errors import (
+    Cancelled,
     PagingError,
     ProtocolError,
     RetryableAPIError,
@@ -95,7 +96,7 @@ class KaleyraClient:
 
     # -- public operations -------------------------------------------------------------
 
-    def sweep(self, channel: str) -> Iterator[Page]:
+    def sweep(self, channel: str, *, cancel: threading.Event | None = None) -> Iterator[Page]:
         """Yield every page of ``channel``'s blocklist in order, ending on the first empty page.
 
         Rows repeated from the previous page (the list shifted under the offset) are dropped
@@ -105,7 +106,7 @@ class KaleyraClient:
         """
         previous: list[Entry] | None = None
         pages = 0
-        for offset, entries in self._pages_in_order(channel):
+        for offset, entries in self._pages_in_order(channel, cancel):
             if not entries:
                 return
             pages += 1
@@ -128,13 +129,14 @@ class KaleyraClient:
             previous = entries
             yield Page(offset, fresh)
 
-    def check(self, channel: str, mobiles: Sequence[str]) -> list[Entry]:
+    def check(self, channel: str, mobiles: Sequence[str], *,
+              cancel: threading.Event | None = None) -> list[Entry]:
         """Which of ``mobiles`` are blocklisted on ``channel`` now (one request per 100)."""
         found: list[Entry] = []
         for start in range(0, len(mobiles), MAX_LIMIT):
             chunk = mobiles[start : start + MAX_LIMIT]
             params = {"channel": channel, "mobile": ",".join(chunk), "limit": MAX_LIMIT}
-            answer = self._request(channel, None, params)
+            answer = self._request(channel, None, params, cancel)
             asked = set(chunk)
             strangers = [e.mobile for e in answer if e.mobile not in asked]
             if strangers:
@@ -154,13 +156,14 @@ class KaleyraClient:
 
     # -- paging ------------------------------------------------------------------------
 
-    def _pages_in_order(self, channel: str) -> Iterator[tuple[int, list[Entry]]]:
+    def _pages_in_order(self, channel: str,
+                        cancel: threading.Event | None) -> Iterator[tuple[int, list[Entry]]]:
         """Pages in offset order; with concurrency > 1, requested ahead and re-planned on a
         short page so that every offset we consume is the one a sequential sweep would use."""
-        if self.concurrency == 1:
+        if self.concurrency == 1:  # the same walk as below with a window of one, minus threads
             offset = 0
             while True:
-                entries = self._fetch_page(channel, offset)
+                entries = self._fetch_page(channel, offset, cancel)
                 yield offset, entries
                 if not entries:
                     return
@@ -168,7 +171,7 @@ class KaleyraClient:
         stride, window = self.page_size, self.concurrency
         pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="kaleyra")
         ahead: deque[tuple[int, Future[list[Entry]]]] = deque()
-        plan = threading.Event()  # set when the pages requested under this plan are abandoned
+        plan = _Plan(cancel)  # set when the pages requested under this plan are abandoned
         next_offset = 0
         try:
             while True:
@@ -188,22 +191,21 @@ class KaleyraClient:
                 # wrong offsets. Drop them and probe one page at the real offset: usually the
                 # list has ended; if not, the server caps pages at this size.
                 plan.set()
-                plan = threading.Event()
+                plan = _Plan(cancel)
                 ahead.clear()
                 stride, window, next_offset = len(entries), 1, offset + len(entries)
         finally:
             plan.set()  # requests still retrying give up before their next attempt
             pool.shutdown(wait=False, cancel_futures=True)
 
-    def _fetch_page(self, channel: str, offset: int,
-                    abandoned: threading.Event | None = None) -> list[Entry]:
+    def _fetch_page(self, channel: str, offset: int, abandoned: _Stoppable | None) -> list[Entry]:
         params = {"channel": channel, "limit": self.page_size, "offset": offset}
         return self._request(channel, offset, params, abandoned)
 
     # -- one request, retried ----------------------------------------------------------
 
     def _request(self, channel: str, offset: int | None, params: dict[str, Any],
-                 abandoned: threading.Event | None = None) -> list[Entry]:
+                 abandoned: _Stoppable | None) -> list[Entry]:
         policy = self.retry
         for attempt in stamina.retry_context(
             on=self._backoff_for,
@@ -215,7 +217,8 @@ class KaleyraClient:
         ):
             with attempt:
                 if abandoned is not None and abandoned.is_set():
-                    raise _Abandoned("page no longer needed")
+                    raise Cancelled("stopped before finishing; nothing was applied",
+                                    channel=channel, offset=offset)
                 return self._request_once(channel, offset, params)
         raise AssertionError("unreachable: stamina re-raises the last error")  # pragma: no cover
 
@@ -340,8 +343,23 @@ def _retry_after_seconds(value: str | None) -> float | None:
     return max((when - dt.datetime.now(dt.UTC)).total_seconds(), 0.0)
 
 
-class _Abandoned(Exception):
-    """A look-ahead page that is no longer needed: stop retrying it (never retried itself)."""
+class _Stoppable(Protocol):
+    def is_set(self) -> bool: ...
+
+
+class _Plan:
+    """The pages requested under one look-ahead plan: abandoned when the plan changes, the
+    sweep ends, or the caller's ``cancel`` is set."""
+
+    def __init__(self, cancel: threading.Event | None) -> None:
+        self._abandoned = threading.Event()
+        self._cancel = cancel
+
+    def set(self) -> None:
+        self._abandoned.set()
+
+    def is_set(self) -> bool:
+        return self._abandoned.is_set() or (self._cancel is not None and self._cancel.is_set())
 
 
 class _Pacer:

@@ -20,6 +20,7 @@ from __future__ import annotations
 __all__ = [
     "AuthenticationError",
     "BadRequestError",
+    "Cancelled",
     "FatalAPIError",
     "KaleyraError",
     "LowBalanceError",
@@ -77,7 +78,7 @@ class NotAllowedError(FatalAPIError):
     hint = "the account may not use this API or number; ask Kaleyra support to enable it"
 
 
-class BadRequestError(FatalAPIError, ValueError):
+class BadRequestError(FatalAPIError, ValueError):  # a ValueError too: a bad argument, as Python sees it
     hint = "the request was rejected as malformed; check the channel and base URL settings"
 
 
@@ -113,11 +114,17 @@ class ProtocolError(KaleyraError):
     hint = "nothing was applied; if this persists, check KALEYRA_BASE_URL and report it"
 
 
+class Cancelled(KaleyraError):
+    """The caller asked the client to stop (SIGTERM); the request was not made."""
+
+    hint = "a stop was requested"
+
+
 class PagingError(ProtocolError):
     hint = "nothing was applied; the server's paging cannot be trusted for a full sweep"
 
 
-# The vendor's codes (get-blocklist.txt, NOTES.md) -> the class that says what to do.
+# The vendor's codes (its Get Blocklist page and our API notes) -> the class that says what to do.
 _BY_CODE: dict[str, type[KaleyraError]] = {
     "RBC001": AuthenticationError,  # Incorrect SID or API key
     "WA401": NotAllowedError,  # phone number not present / not of this account

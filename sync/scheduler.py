@@ -15,6 +15,7 @@ import logging
 import signal
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.base import BaseTrigger
@@ -44,16 +45,26 @@ def _weekday_token(token: str, expr: str) -> str:
     if "/" in token:
         raise ConfigError(f"--cron {expr!r}: steps in the weekday field are not supported; "
                           "list the days, e.g. 1,3,5 or mon,wed,fri")
-    if token == "*" or token.isalpha():
-        return token.lower()
+    if token == "*":
+        return token
     try:
-        low, _, high = token.partition("-")
-        days = range(int(low), int(high or low) + 1)
+        low, _, high = token.lower().partition("-")
+        first, last = _weekday_number(low), _weekday_number(high or low)
     except ValueError:
-        raise ConfigError(f"--cron {expr!r}: {token!r} is not a weekday") from None
-    if not days or days.start < 0 or days.stop > 8:
-        raise ConfigError(f"--cron {expr!r}: weekdays run from 0 (Sunday) to 7 (Sunday)")
-    return ",".join(dict.fromkeys(_CRON_WEEKDAYS[d % 7] for d in days))
+        raise ConfigError(f"--cron {expr!r}: {token!r} is not a weekday (0-7 or sun-sat)") from None
+    if last < first:
+        raise ConfigError(f"--cron {expr!r}: the range {token!r} runs backwards; crontab "
+                          "ranges go from low to high")
+    return ",".join(dict.fromkeys(_CRON_WEEKDAYS[d % 7] for d in range(first, last + 1)))
+
+
+def _weekday_number(value: str) -> int:
+    if value in _CRON_WEEKDAYS:
+        return _CRON_WEEKDAYS.index(value)
+    number = int(value)
+    if not 0 <= number <= 7:
+        raise ValueError(value)
+    return number
 
 
 def crontab_trigger(expr: str, jitter: int | None = None) -> CronTrigger:
@@ -104,8 +115,8 @@ def run_scheduler(
     scheduler = BlockingScheduler(timezone=dt.UTC)
     # A replica that sweeps a channel right after another did the same tick would sweep it
     # twice; half a period apart is "the same tick".
-    options = job.SweepOptions(trigger="scheduled", dry_run=options.dry_run, force=options.force,
-                               guard=options.guard, skip_if_swept_within=period_seconds(trigger) / 2)
+    options = replace(options, trigger="scheduled",
+                      skip_if_swept_within=period_seconds(trigger) / 2)
 
     running: set[threading.Thread] = set()
 

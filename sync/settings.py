@@ -28,7 +28,8 @@ __all__ = [
 
 CHANNELS = ("sms", "whatsapp", "voice")
 DEFAULT_BASE_URL = "https://api.kaleyra.io/v1"
-# NOTES.md: each key's "API Domain". The API version lives in the base URL, never in code.
+# The vendor's regional hosts (each key's "API Domain" in the console). The API version
+# lives in the base URL, never in code.
 REGIONS = {
     "in": "https://api.in.kaleyra.io/v1",
     "sg": "https://api.kaleyra.io/v1",

@@ -74,6 +74,18 @@ class ChannelStatus:
     last_error: str | None
     last_success_at: dt.datetime | None  # finished_at of the last succeeded sweep
 
+    def problem(self, now: dt.datetime, max_age_seconds: float | None = None) -> str | None:
+        """Why this channel needs an operator, if it does: its last sweep failed or was held,
+        or (given ``max_age_seconds``) its last success is older than that."""
+        if self.last_status in ("failed", "held"):
+            return f"last sweep {self.last_status}"
+        if max_age_seconds is not None:
+            if self.last_success_at is None:
+                return "never succeeded"
+            if (now - self.last_success_at).total_seconds() > max_age_seconds:
+                return "last success too old"
+        return None
+
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
@@ -136,9 +148,14 @@ class Store:
     # -- reading, for `status` and the metrics -----------------------------------------
 
     def channel_statuses(self) -> list[ChannelStatus]:
-        """The last sweep, last success and entry count of every (account, channel) seen."""
+        """The last sweep, last success and entry count of every (account, channel) swept.
+
+        Dry runs are reviews, not sweeps: they never count as the last sweep (a dry run of a
+        held sweep must not make its channel look healthy).
+        """
         keys = (sync_runs.c.account_sid, sync_runs.c.channel)
-        last = select(*keys, func.max(sync_runs.c.id).label("id")).group_by(*keys).subquery()
+        last = (select(*keys, func.max(sync_runs.c.id).label("id"))
+                .where(sync_runs.c.status != "dry_run").group_by(*keys).subquery())
         ok = (
             select(*keys, func.max(sync_runs.c.finished_at).label("at"))
             .where(sync_runs.c.status == "succeeded")
@@ -146,18 +163,19 @@ class Store:
             .subquery()
         )
         entry_keys = (blocklist_entries.c.account_sid, blocklist_entries.c.channel)
-        counts = (
-            select(*entry_keys, func.count().label("n")).group_by(*entry_keys).subquery()
-        )
-        run = sync_runs
+        counts = select(*entry_keys, func.count().label("n")).group_by(*entry_keys).subquery()
+        run = sync_runs.c
         query = (
             select(
-                last.c.account_sid, last.c.channel, func.coalesce(counts.c.n, 0), run.c.id,
-                run.c.status, run.c.started_at, run.c.finished_at, run.c.pages_fetched, run.c.added,
-                run.c.removed,
-                run.c.error, ok.c.at,
+                last.c.account_sid, last.c.channel,
+                func.coalesce(counts.c.n, 0).label("entries"),
+                run.id.label("last_run_id"), run.status.label("last_status"),
+                run.started_at.label("last_started_at"), run.finished_at.label("last_finished_at"),
+                run.pages_fetched.label("last_pages"), run.added.label("last_added"),
+                run.removed.label("last_removed"), run.error.label("last_error"),
+                ok.c.at.label("last_success_at"),
             )
-            .join(run, run.c.id == last.c.id)
+            .join(sync_runs, run.id == last.c.id)
             .outerjoin(ok, and_(ok.c.account_sid == last.c.account_sid,
                                 ok.c.channel == last.c.channel))
             .outerjoin(counts, and_(counts.c.account_sid == last.c.account_sid,
@@ -165,12 +183,10 @@ class Store:
             .order_by(last.c.account_sid, last.c.channel)
         )
         with self.engine.connect() as connection:
-            rows = connection.execute(query).all()
-        return [
-            ChannelStatus(r[0], r[1], r[2], r[3], r[4], _as_utc(r[5]), _as_utc(r[6]), r[7], r[8],
-                          r[9], r[10], _as_utc(r[11]))
-            for r in rows
-        ]
+            rows = connection.execute(query).mappings().all()
+        times = ("last_started_at", "last_finished_at", "last_success_at")
+        return [ChannelStatus(**{k: _as_utc(v) if k in times else v for k, v in r.items()})
+                for r in rows]
 
 
 @contextmanager

@@ -122,7 +122,7 @@ class Metrics:
                                   "Unix time the last succeeded sweep finished.")
         self.last_run = gauge("last_run_timestamp_seconds", "Unix time the last sweep finished.")
         self.last_run_success = gauge("last_run_success",
-                                      "1 if the last sweep succeeded (or was a dry run), else 0.")
+                                      "1 if the last sweep succeeded, else 0 (dry runs do not count).")
         self.duration = gauge("duration_seconds", "Duration of the last sweep.")
         self.entries = gauge("entries", "Numbers currently blocklisted.")
         self.added = gauge("added", "Numbers the last sweep added.")
@@ -139,12 +139,13 @@ class Metrics:
                 continue
             self.last_run.labels(*labels).set(s.last_finished_at.timestamp())
             self.last_run_success.labels(*labels).set(
-                1 if s.last_status in ("succeeded", "dry_run") else 0)
+                1 if s.last_status == "succeeded" else 0)
             if s.last_started_at is not None:
                 self.duration.labels(*labels).set(
                     (s.last_finished_at - s.last_started_at).total_seconds())
-            self.added.labels(*labels).set(s.last_added or 0)
-            self.removed.labels(*labels).set(s.last_removed or 0)
+            applied = s.last_status == "succeeded"  # a held run's counts were not applied
+            self.added.labels(*labels).set(s.last_added or 0 if applied else 0)
+            self.removed.labels(*labels).set(s.last_removed or 0 if applied else 0)
             self.pages.labels(*labels).set(s.last_pages or 0)
 
     def write_textfile(self, path: str) -> None:

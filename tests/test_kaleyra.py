@@ -12,6 +12,7 @@ from sync.kaleyra import KaleyraClient, RetryPolicy
 from sync.kaleyra_errors import (
     AuthenticationError,
     BadRequestError,
+    Cancelled,
     FatalAPIError,
     LowBalanceError,
     NotAllowedError,
@@ -296,3 +297,22 @@ def test_look_ahead_pages_past_the_end_stop_retrying_once_abandoned(sim: Simulat
     started = time.monotonic()
     assert swept(make_client(sim, concurrency=4, retry=slow_retries)) == numbers(250)
     assert time.monotonic() - started < 3  # not 4 retries x 1 s for pages nobody needs
+
+
+def test_a_cancel_stops_a_sweep_without_waiting_out_its_retries(sim: Simulator) -> None:
+    import threading
+
+    sim.add("sms", numbers(500))
+    sim.inject("WA500", at=3, times=1000)
+    cancel = threading.Event()
+    client = make_client(sim, retry=RetryPolicy(attempts=10, timeout=60, wait_initial=0.5,
+                                                wait_max=0.5, wait_jitter=0))
+    threading.Timer(0.3, cancel.set).start()
+    started = time.monotonic()
+    with pytest.raises(Cancelled):
+        swept_with(client, cancel)
+    assert time.monotonic() - started < 2  # not ten half-second retries
+
+
+def swept_with(client: KaleyraClient, cancel: object) -> list[str]:
+    return [e.mobile for page in client.sweep("sms", cancel=cancel) for e in page.entries]  # type: ignore[arg-type]

@@ -232,6 +232,8 @@ def test_status_json_and_max_age(sim: Simulator, make_database) -> None:  # type
         ("0 9 * * 7", "sun"),
         ("0 9 * * 0-6", "sun,mon,tue,wed,thu,fri,sat"),
         ("0 9 * * sat", "sat"),
+        ("0 9 * * mon-fri", "mon,tue,wed,thu,fri"),
+        ("0 9 * * 6,0", "sat,sun"),
     ],
 )
 def test_cron_weekdays_mean_what_they_mean_in_crontab(expr: str, expected: str) -> None:
@@ -244,7 +246,8 @@ def test_cron_weekdays_mean_what_they_mean_in_crontab(expr: str, expected: str) 
     assert fire is not None and fire.strftime("%a").lower() in expected
 
 
-@pytest.mark.parametrize("expr", ["*/5 * * * 1/2", "0 9 1 * 1", "0 9 * *", "61 * * * *"])
+@pytest.mark.parametrize(
+    "expr", ["*/5 * * * 1/2", "0 9 1 * 1", "0 9 * *", "61 * * * *", "0 9 * * 5-1", "0 9 * * 8"])
 def test_cron_expressions_that_cannot_keep_their_meaning_are_rejected(expr: str) -> None:
     with pytest.raises(ConfigError, match="--cron"):
         crontab_trigger(expr)

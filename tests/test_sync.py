@@ -268,7 +268,8 @@ def test_run_cli_end_to_end_with_status(sim: Simulator, make_database) -> None: 
     assert dry.returncode == 0
     assert f"would-be-removed\tvoice\t{numbers(1)[0]}" in dry.stdout
     status = run_cli("status", env=env)
-    assert status.returncode == 0 and sim.sid in status.stdout and "dry_run" in status.stdout
+    assert status.returncode == 0 and sim.sid in status.stdout
+    assert "dry_run" not in status.stdout  # a review is not a sweep
     sim.inject("E110", times=10, channel="sms")
     failed = run_cli("run", "--channel", "sms", env=env)
     assert failed.returncode == 1 and "low balance" in failed.stdout
@@ -349,7 +350,7 @@ def test_demo_on_postgresql(make_database) -> None:  # type: ignore[no-untyped-d
     url = make_database()
     result = run_cli("demo", env=cli_env(None, url))
     assert result.returncode == 0, result.stderr
-    assert "postgresql+psycopg://postgres@127.0.0.1:5432/kbs_test_" in result.stdout
+    assert f"/{url.rsplit('/', 1)[1]}" in result.stdout and "postgresql+psycopg://" in result.stdout
 
 
 def test_stop_event_between_pages_applies_nothing(sim: Simulator, store: Store,
@@ -412,3 +413,41 @@ def test_flags_override_the_environment(sim: Simulator, pg_url: str, tmp_path: P
                      str(key_file), "--base-url", sim.base_url, env=env)
     assert result.returncode == 0, result.stderr
     assert f"{sim.sid} voice: succeeded, 3 blocklisted" in result.stdout
+
+
+def test_channel_flag_sweeps_a_channel_not_yet_configured(sim: Simulator, engine: Engine,
+                                                          pg_url: str) -> None:
+    sim.add("voice", numbers(7))
+    result = run_cli("run", "--trigger", "backfill", "--channel", "voice",
+                     env=cli_env(sim, pg_url, KALEYRA_CHANNELS="sms"))
+    assert result.returncode == 0, result.stderr
+    assert len(entries(engine, sim, "voice")) == 7
+    assert [r[1] for r in runs(engine, sim)] == ["voice"]
+
+
+def test_account_flags_with_a_config_file_are_refused(sim: Simulator, pg_url: str,
+                                                      tmp_path: Path) -> None:
+    config = tmp_path / "accounts.toml"
+    config.write_text(f'[[accounts]]\nsid = "{sim.sid}"\napi_key = "k"\n')
+    result = run_cli("run", "--config", str(config), "--sid", "HXOTHER", env=cli_env(None, pg_url))
+    assert result.returncode == 2 and "with a config file, set them in the file" in result.stderr
+
+
+def test_a_held_channel_stays_unhealthy_after_a_dry_run_review(sim: Simulator, make_database,  # type: ignore[no-untyped-def]
+                                                               tmp_path: Path) -> None:
+    url = make_database()
+    env = cli_env(sim, url, KALEYRA_CHANNELS="sms")
+    assert run_cli("migrate", env=env).returncode == 0
+    sim.add("sms", numbers(200))
+    assert run_cli("run", env=env).returncode == 0
+    sim.remove("sms", numbers(100))
+    metrics = tmp_path / "m.prom"
+    assert run_cli("run", "--metrics-file", str(metrics), env=env).returncode == 3
+    assert run_cli("run", "--dry-run", "--metrics-file", str(metrics), env=env).returncode == 0
+    text_ = metrics.read_text()
+    labels = f'{{account="{sim.sid}",channel="sms"}}'
+    assert f"blocklist_sync_last_run_success{labels} 0.0" in text_
+    assert f"blocklist_sync_removed{labels} 0.0" in text_  # held: nothing was removed
+    status = run_cli("status", "--json", env=env)
+    assert status.returncode == 1
+    assert '"problem": "last sweep held"' in status.stdout
