@@ -152,7 +152,7 @@ def sweep_channel(
             abandoned = session.fail_abandoned_runs()
             if abandoned:
                 log.warning("marked %d abandoned run(s) as failed", abandoned, extra=context)
-            run_id, _ = session.start_run(options.trigger)
+            run_id = session.start_run(options.trigger)
             context["run_id"] = run_id
             log.info("sweep started (%s)", options.trigger, extra=context)
             progress = _Progress()

@@ -238,16 +238,15 @@ class ChannelSweep:
         self.connection.commit()
         return None if last is None else (utcnow() - last).total_seconds()
 
-    def start_run(self, trigger: str) -> tuple[int, dt.datetime]:
+    def start_run(self, trigger: str) -> int:
         """Insert and commit the ``running`` row, so even a crash leaves a trace."""
-        started_at = utcnow()
         run_id = self.connection.execute(
             sync_runs.insert()
-            .values(**self._where, trigger=trigger, status="running", started_at=started_at)
+            .values(**self._where, trigger=trigger, status="running", started_at=utcnow())
             .returning(sync_runs.c.id)
         ).scalar_one()
         self.connection.commit()
-        return run_id, started_at
+        return run_id
 
     def finish_run(self, run_id: int, status: str, *, pages: int = 0, diff: Diff | None = None,
                    error: str | None = None) -> None:
@@ -351,13 +350,12 @@ class ChannelSweep:
             yield mobiles
             after = mobiles[-1]
 
-    def keep(self, present: Iterable[Row]) -> int:
+    def keep(self, present: Iterable[Row]) -> None:
         """Numbers a direct check found still blocklisted: they are not removed after all."""
         mobiles = [{"m": m} for m, _ in present]
         if mobiles:
             self.connection.execute(text("DELETE FROM sweep_removed WHERE mobile = :m"), mobiles)
             self.connection.commit()
-        return len(mobiles)
 
     def changes(self) -> Iterator[tuple[str, str]]:
         """Every ('added' | 'removed', mobile) this sweep would apply, streamed."""
@@ -368,7 +366,7 @@ class ChannelSweep:
 
     # -- apply -------------------------------------------------------------------------
 
-    def apply(self, run_id: int, *, pages: int, diff: Diff) -> dt.datetime:
+    def apply(self, run_id: int, *, pages: int, diff: Diff) -> None:
         """Apply additions and removals, append their events and finish the run row, in one
         transaction. Writes nothing to entries or events when nothing changed.
 
@@ -420,7 +418,6 @@ class ChannelSweep:
                 log.warning("ANALYZE blocklist_entries failed; autovacuum will do it",
                             exc_info=True)
                 c.rollback()
-        return params["detected_at"]
 
 
 class ApplyMismatch(Exception):
