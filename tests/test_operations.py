@@ -56,7 +56,7 @@ def consistent(engine: Engine, sid: str) -> bool:
 
 def test_sigterm_stops_the_scheduler_mid_sweep_cleanly(sim: Simulator, engine: Engine,
                                                        pg_url: str) -> None:
-    sim.add("sms", numbers(3000))
+    sim.add("sms", numbers(20_000))  # 200 slow pages: SIGTERM surely lands mid-sweep
     sim.inject("slow", times=100_000, seconds=0.01)
     env = cli_env(sim, pg_url, KALEYRA_CHANNELS="sms", BLOCKLIST_SYNC_CONCURRENCY="1")
     proc = start_schedule(env, "--every", "1s", "--run-now")
@@ -107,7 +107,8 @@ def test_two_schedulers_sweep_each_channel_once_per_tick(sim: Simulator, engine:
         assert 2 <= len(starts) <= 4  # ticks of 2 s in 7.5 s: one sweep per tick, not two
         gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(starts)]
         assert all(gap > 1.0 for gap in gaps), gaps
-    assert all(r[1] == "succeeded" for r in runs)
+    # Every sweep succeeded, but for one our SIGTERM may have caught mid-sweep.
+    assert all(r[1] == "succeeded" or "stopped by a signal" in (r[3] or "") for r in runs), runs
 
 
 def test_metrics_file_after_success_and_after_failure(sim: Simulator, pg_url: str,

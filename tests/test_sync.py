@@ -198,8 +198,8 @@ def test_a_held_lock_makes_the_other_run_exit_75_writing_nothing(sim: Simulator,
 
 
 def test_two_runs_at_once_exactly_one_applies(sim: Simulator, engine: Engine, pg_url: str) -> None:
-    sim.add("sms", numbers(3000))
-    sim.inject("slow", times=10_000, seconds=0.01)
+    sim.add("sms", numbers(20_000))  # 200 slow pages: the second process starts well within
+    sim.inject("slow", times=100_000, seconds=0.01)
     env = cli_env(sim, pg_url, BLOCKLIST_SYNC_CONCURRENCY="1")
     procs = [subprocess.Popen([sys.executable, "-m", "sync", "run", "--channel", "sms"], env=env,
                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -207,11 +207,11 @@ def test_two_runs_at_once_exactly_one_applies(sim: Simulator, engine: Engine, pg
     codes = sorted(p.wait(timeout=120) for p in procs)
     assert codes == [0, 75]
     assert [r[2] for r in runs(engine, sim)] == ["succeeded"]
-    assert len(events(engine, sim)) == 3000
+    assert len(events(engine, sim)) == 20_000
 
 
 def _start_run_and_wait(sim: Simulator, pg_url: str, pages: int) -> subprocess.Popen[str]:
-    sim.inject("slow", times=10_000, seconds=0.02)
+    sim.inject("slow", times=100_000, seconds=0.02)
     proc = subprocess.Popen([sys.executable, "-m", "sync", "run", "--channel", "sms"],
                             env=cli_env(sim, pg_url, BLOCKLIST_SYNC_CONCURRENCY="1"), cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -225,7 +225,7 @@ def test_a_process_killed_mid_sweep_leaves_consistent_tables(sim: Simulator, sto
                                                              engine: Engine, pg_url: str) -> None:
     sim.add("sms", numbers(500))
     sweep(sim, store)
-    sim.add("sms", numbers(2000, start=1000))
+    sim.add("sms", numbers(10_000, start=1000))
     before = (entries(engine, sim), events(engine, sim))
     proc = _start_run_and_wait(sim, pg_url, pages=sim.requests + 5)
     proc.kill()
@@ -234,7 +234,7 @@ def test_a_process_killed_mid_sweep_leaves_consistent_tables(sim: Simulator, sto
     assert runs(engine, sim)[-1][2] == "running"  # the trace a crash leaves
     sim._faults.clear()
     result = sweep(sim, store)
-    assert result.outcome is Outcome.SUCCEEDED and result.diff and result.diff.added == 2000
+    assert result.outcome is Outcome.SUCCEEDED and result.diff and result.diff.added == 10_000
     statuses = [r[2] for r in runs(engine, sim)]
     assert statuses == ["succeeded", "failed", "succeeded"]
     assert "process ended" in runs(engine, sim)[1][8]
@@ -242,7 +242,7 @@ def test_a_process_killed_mid_sweep_leaves_consistent_tables(sim: Simulator, sto
 
 def test_sigterm_mid_sweep_applies_nothing_and_exits_1(sim: Simulator, store: Store,
                                                        engine: Engine, pg_url: str) -> None:
-    sim.add("sms", numbers(2000))
+    sim.add("sms", numbers(10_000))
     proc = _start_run_and_wait(sim, pg_url, pages=5)
     proc.send_signal(signal.SIGTERM)
     _out, err = proc.communicate(timeout=30)
