@@ -194,8 +194,8 @@ def run(config_file: str | None, sid: str | None, api_key_file: str | None,
     job.stop_on_signals(stop)
     bars = ProgressBars()
 
-    def print_change(channel: str, change: str, mobile: str) -> None:
-        click.echo(f"would-be-{change}\t{channel}\t{mobile}")
+    def print_change(account_sid: str, channel: str, change: str, mobile: str) -> None:
+        click.echo(f"would-be-{change}\t{account_sid}\t{channel}\t{mobile}")
 
     try:
         results = job.sweep_accounts(accounts, store, options, make_client,

@@ -122,7 +122,7 @@ class _Progress:
 
 
 PageCallback = Callable[[str, int, int], None]  # (channel, pages so far, rows so far)
-ChangeCallback = Callable[[str, str, str], None]  # (channel, 'added' | 'removed', mobile)
+ChangeCallback = Callable[[str, str, str, str], None]  # (account, channel, 'added'|'removed', mobile)
 
 
 def sweep_channel(
@@ -220,7 +220,7 @@ def _sweep_locked(
     if options.dry_run:
         if on_change:
             for change, mobile in session.changes():
-                on_change(channel, change, mobile)
+                on_change(client.sid, channel, change, mobile)
         note = f"would be held: {held}" if held and not options.force else None
         session.finish_run(run_id, "dry_run", pages=progress.pages, diff=diff, error=note)
         return SweepResult(outcome=Outcome.DRY_RUN, message=note, **result)

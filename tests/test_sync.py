@@ -179,7 +179,7 @@ def test_dry_run_reports_changes_and_writes_only_its_run_row(sim: Simulator, sto
     before = (entries(engine, sim), events(engine, sim))
     seen: list[tuple[str, str]] = []
     result = sweep_channel(make_client(sim), store, "sms", SweepOptions(dry_run=True),
-                           on_change=lambda ch, change, mobile: seen.append((change, mobile)))
+                           on_change=lambda _, ch, change, mobile: seen.append((change, mobile)))
     assert result.outcome is Outcome.DRY_RUN and result.exit_code == 0
     assert sorted(seen) == [("added", "+917777700001")] + [("removed", m) for m in numbers(60)]
     assert (entries(engine, sim), events(engine, sim)) == before
@@ -266,7 +266,7 @@ def test_run_cli_end_to_end_with_status(sim: Simulator, make_database) -> None: 
     sim.remove("voice", numbers(2))
     dry = run_cli("run", "--dry-run", "--channel", "voice", env=env)
     assert dry.returncode == 0
-    assert f"would-be-removed\tvoice\t{numbers(1)[0]}" in dry.stdout
+    assert f"would-be-removed\t{sim.sid}\tvoice\t{numbers(1)[0]}" in dry.stdout
     status = run_cli("status", env=env)
     assert status.returncode == 0 and sim.sid in status.stdout
     assert "dry_run" not in status.stdout  # a review is not a sweep
