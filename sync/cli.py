@@ -22,7 +22,7 @@ import click
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
-from sync import __version__, database, job
+from sync import __version__, database, job, redaction
 from sync.settings import (
     CHANNELS,
     Account,
@@ -33,7 +33,7 @@ from sync.settings import (
     with_overrides,
 )
 from sync.store import ChannelStatus, Store
-from sync.telemetry import Metrics, ProgressBars, configure_logging, redact, register_secret
+from sync.telemetry import Metrics, ProgressBars, configure_logging
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_HELD, EXIT_LOCKED = 0, 1, 2, 3, 75
 
@@ -55,15 +55,14 @@ def config_errors_exit(command: Callable[..., Any]) -> Callable[..., Any]:
             fail(str(exc))
         except OperationalError as exc:
             cause = str(exc.orig or exc).strip().splitlines()[0]
-            fail(redact(f"cannot use the database ({cause}); check DATABASE_URL and that the "
-                        "server is up"), EXIT_FAILED)
+            fail(f"cannot use the database ({cause}); check DATABASE_URL and that the "
+                 "server is up", EXIT_FAILED)
 
     return wrapper
 
 
 def open_store(database_url: str | None) -> tuple[Store, str]:
-    url = database.resolve_database_url(database_url)
-    register_secret(make_url(url).password)
+    url = database.resolve_database_url(database_url)  # registers its passwords for redaction
     engine = database.make_engine(url)
     if engine.dialect.name == "sqlite":
         click.echo(f"note: using the embedded SQLite file {make_url(url).database}; "
@@ -105,10 +104,7 @@ def resolve_accounts(config_file: str | None, sid: str | None, api_key_file: str
                           "account; with a config file, set them in the file instead")
     env = with_overrides(os.environ, sid=sid, api_key_file=api_key_file, base_url=base_url,
                          region=region)
-    accounts = load_accounts(config_file, env)
-    for account in accounts:
-        register_secret(account.api_key)
-    return accounts
+    return load_accounts(config_file, env)  # registers every key for redaction as it reads it
 
 
 def tuning_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -128,6 +124,10 @@ def tuning_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--guard-min-entries", type=click.IntRange(0), default=100,
                      show_default=True, envvar="BLOCKLIST_SYNC_GUARD_MIN_ENTRIES",
                      show_envvar=True, help="... when the channel holds more than this many."),
+        click.option("--sweep-timeout", default="2h", show_default=True,
+                     envvar="BLOCKLIST_SYNC_SWEEP_TIMEOUT", show_envvar=True,
+                     help="A sweep still running after this long (e.g. 90m) stops and applies "
+                     "nothing."),
     ]):
         command = option(command)
     return command
@@ -135,10 +135,12 @@ def tuning_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 def make_sweep_settings(trigger: str, dry_run: bool, force: bool, concurrency: int,
                         max_rps: float | None, max_pages: int, max_removal_fraction: float,
-                        guard_min_entries: int) -> tuple[job.SweepOptions, Callable[[Account], Any]]:
+                        guard_min_entries: int, sweep_timeout: str,
+                        ) -> tuple[job.SweepOptions, Callable[[Account], Any]]:
     options = job.SweepOptions(
         trigger=trigger, dry_run=dry_run, force=force,
-        guard=GuardLimits(max_removal_fraction=max_removal_fraction, min_entries=guard_min_entries))
+        guard=GuardLimits(max_removal_fraction=max_removal_fraction, min_entries=guard_min_entries),
+        timeout=parse_duration(sweep_timeout, "--sweep-timeout"))
     make_client = functools.partial(job.client_for, concurrency=concurrency, max_rps=max_rps,
                                     max_pages=max_pages)
     return options, make_client
@@ -182,14 +184,16 @@ def run(config_file: str | None, sid: str | None, api_key_file: str | None,
         base_url: str | None, region: str | None, database_url: str | None,
         channels: tuple[str, ...], dry_run: bool, force: bool, trigger: str, concurrency: int,
         max_rps: float | None, max_pages: int, max_removal_fraction: float,
-        guard_min_entries: int, log_format: str, metrics_file: str | None) -> None:
+        guard_min_entries: int, sweep_timeout: str, log_format: str,
+        metrics_file: str | None) -> None:
     """Sweep every configured account and channel once and record what changed."""
     configure_logging(log_format)
     accounts = resolve_accounts(config_file, sid, api_key_file, base_url, region)
     store, _ = open_store(database_url)
     database.require_current_schema(store.engine)
     options, make_client = make_sweep_settings(trigger, dry_run, force, concurrency, max_rps,
-                                               max_pages, max_removal_fraction, guard_min_entries)
+                                               max_pages, max_removal_fraction, guard_min_entries,
+                                               sweep_timeout)
     stop = threading.Event()
     job.stop_on_signals(stop)
     bars = ProgressBars()
@@ -263,7 +267,7 @@ def status_record(s: ChannelStatus, now: dt.datetime, problem: str | None) -> di
         "last_run": {"id": s.last_run_id, "status": s.last_status,
                      "started_at": iso(s.last_started_at), "finished_at": iso(s.last_finished_at),
                      "pages": s.last_pages, "added": s.last_added, "removed": s.last_removed,
-                     "error": s.last_error},
+                     "rejected": s.last_rejected, "error": s.last_error},
         "last_success_at": iso(s.last_success_at),
         "last_success_age_seconds": (now - s.last_success_at).total_seconds()
         if s.last_success_at else None,
@@ -285,12 +289,12 @@ def _age(now: dt.datetime, then: dt.datetime | None) -> str:
 def status_table(statuses: list[ChannelStatus], now: dt.datetime, where: str) -> str:
     if not statuses:
         return f"{where}: no sweeps yet; run `blocklist-sync run`"
-    header = ("ACCOUNT", "CHANNEL", "LAST RUN", "STATUS", "ADDED", "REMOVED", "ENTRIES",
-              "LAST SUCCESS")
+    header = ("ACCOUNT", "CHANNEL", "LAST RUN", "STATUS", "ADDED", "REMOVED", "REJECTED",
+              "ENTRIES", "LAST SUCCESS")
     rows = [header] + [
         (s.account_sid, s.channel, _age(now, s.last_finished_at or s.last_started_at),
-         s.last_status or "-", str(s.last_added or 0), str(s.last_removed or 0), str(s.entries),
-         _age(now, s.last_success_at))
+         s.last_status or "-", str(s.last_added or 0), str(s.last_removed or 0),
+         str(s.last_rejected or 0), str(s.entries), _age(now, s.last_success_at))
         for s in statuses
     ]
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
@@ -299,6 +303,9 @@ def status_table(statuses: list[ChannelStatus], now: dt.datetime, where: str) ->
     for s in statuses:
         if s.last_status in ("failed", "held") and s.last_error:
             lines.append(f"{s.account_sid} {s.channel} {s.last_status}: {s.last_error}")
+        if s.last_rejected:
+            lines.append(f"{s.account_sid} {s.channel}: the last sweep rejected {s.last_rejected} "
+                         "listed row(s) that cannot be a phone number (examples in its log)")
     return "\n".join([f"{where}", *lines])
 
 
@@ -370,8 +377,8 @@ def schedule(config_file: str | None, sid: str | None, api_key_file: str | None,
              base_url: str | None, region: str | None, database_url: str | None,
              cron_expr: str | None, every: str | None, jitter: int, run_now: bool,
              concurrency: int, max_rps: float | None, max_pages: int,
-             max_removal_fraction: float, guard_min_entries: int, log_format: str,
-             metrics_port: int | None, metrics_file: str | None) -> None:
+             max_removal_fraction: float, guard_min_entries: int, sweep_timeout: str,
+             log_format: str, metrics_port: int | None, metrics_file: str | None) -> None:
     """Run in the foreground and sweep on a schedule until SIGTERM (then exit 0)."""
     from sync import scheduler
 
@@ -384,7 +391,8 @@ def schedule(config_file: str | None, sid: str | None, api_key_file: str | None,
     store, _ = open_store(database_url)
     database.require_current_schema(store.engine)
     options, make_client = make_sweep_settings("scheduled", False, False, concurrency, max_rps,
-                                               max_pages, max_removal_fraction, guard_min_entries)
+                                               max_pages, max_removal_fraction, guard_min_entries,
+                                               sweep_timeout)
     metrics = Metrics()
 
     def publish() -> None:
@@ -400,4 +408,5 @@ def schedule(config_file: str | None, sid: str | None, api_key_file: str | None,
 
 
 def main() -> None:
+    redaction.install()  # before anything is read: no secret reaches stdout or stderr
     cli(prog_name="blocklist-sync")

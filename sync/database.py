@@ -8,19 +8,22 @@ PostgreSQL (COPY staging, advisory locks, concurrent readers).
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
+from urllib.parse import unquote
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from psycopg import errors as pg_errors
-from psycopg import sql
+from psycopg import pq, sql
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import NullPool
 
+from sync.redaction import MASK, redact, register_secret
 from sync.settings import ConfigError
 
 __all__ = [
@@ -42,15 +45,28 @@ class SchemaNotCurrent(ConfigError):
     """The database is not at the newest migration; ``run`` refuses to write to it."""
 
 
+# Query options that carry a secret themselves (libpq's names); shown masked, registered.
+_SECRET_OPTIONS = ("password", "sslpassword", "oauth_client_secret")
+
+
 def resolve_database_url(url: str | None = None) -> str:
-    """The SQLAlchemy URL to use: the argument, ``DATABASE_URL``, or the SQLite default."""
+    """The SQLAlchemy URL to use: the argument, ``DATABASE_URL``, or the SQLite default.
+
+    Every password it carries (userinfo, ``?password=``, a ``passfile``, ``PGPASSWORD``) is
+    registered for redaction before anything can fail and print it; a URL that libpq would
+    reject (a bad port, an unknown option) is a one-line :class:`ConfigError` here rather than a
+    traceback at the first connection.
+    """
     # Secrets mounted as files often end in a newline; it is never part of a URL.
     raw = (url or os.environ.get("DATABASE_URL") or SQLITE_DEFAULT).strip()
+    _register_url_secrets(raw)
     try:
         parsed = make_url(raw)
-    except ArgumentError:
+        port = parsed.port
+    except (ArgumentError, ValueError):
         raise ConfigError(
-            "DATABASE_URL is not a database URL; use postgresql://user@host:5432/dbname"
+            "DATABASE_URL is not a database URL (is the port a number?); use "
+            "postgresql://user@host:5432/dbname"
         ) from None
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
@@ -59,12 +75,58 @@ def resolve_database_url(url: str | None = None) -> str:
             f"DATABASE_URL: driver {parsed.drivername!r} is not supported; "
             "use postgresql:// (psycopg 3) or sqlite:///path"
         )
+    if parsed.drivername == "postgresql+psycopg":
+        if port is not None and not 0 < port < 65536:
+            raise ConfigError(f"DATABASE_URL: port {port} is out of range; use 1-65535 (usually 5432)")
+        unknown = sorted(set(parsed.query) - _libpq_options())
+        if unknown:
+            raise ConfigError(
+                f"DATABASE_URL: unknown connection option {', '.join(unknown)}; use libpq's "
+                "names (sslmode, connect_timeout, application_name, ...)"
+            )
+        for option in _SECRET_OPTIONS:
+            value = parsed.query.get(option)
+            register_secret(value if isinstance(value, str) else None)
+        passfile = parsed.query.get("passfile") or os.environ.get("PGPASSFILE") or "~/.pgpass"
+        if isinstance(passfile, str):
+            _register_passfile(passfile)
+    register_secret(parsed.password if isinstance(parsed.password, str) else None)
+    register_secret(os.environ.get("PGPASSWORD"))
     return parsed.render_as_string(hide_password=False)
 
 
+def _libpq_options() -> set[str]:
+    return {option.keyword.decode() for option in pq.Conninfo.get_defaults()}
+
+
+def _register_url_secrets(raw: str) -> None:
+    """Register the userinfo password of ``raw`` before it is parsed: a URL too broken to
+    parse can still be quoted by an error."""
+    match = re.match(r"^[^:/]+://[^:/@]*:([^@]*)@", raw)
+    if match:
+        register_secret(match.group(1))
+        register_secret(unquote(match.group(1)))
+
+
+def _register_passfile(path: str) -> None:
+    """The passwords in a libpq password file (``host:port:db:user:password`` lines)."""
+    try:
+        lines = Path(path).expanduser().read_text(errors="replace").splitlines()
+    except OSError:
+        return  # libpq will say it cannot read it; nothing of it can leak
+    for line in lines:
+        fields = re.split(r"(?<!\\):", line, maxsplit=4)
+        if len(fields) == 5 and not line.startswith("#"):
+            register_secret(fields[4].replace("\\:", ":").replace("\\\\", "\\"))
+
+
 def describe_url(url: str) -> str:
-    """The URL as it may be shown: the password masked."""
-    return make_url(url).render_as_string(hide_password=True)
+    """The URL as it may be shown: every password masked, in the userinfo or the query."""
+    parsed = make_url(url)
+    secret = {k: MASK for k in _SECRET_OPTIONS if k in parsed.query}
+    if secret:
+        parsed = parsed.update_query_dict(secret)
+    return redact(parsed.render_as_string(hide_password=True))
 
 
 def make_engine(url: str) -> Engine:

@@ -5,10 +5,14 @@ The order of a sweep, and why each step is where it is:
 1. Lock the (account, channel), or report ``locked`` and write nothing: two runs never race.
 2. Mark runs a dead process left ``running`` as failed, then commit our own ``running`` row,
    so a crash still leaves a trace.
-3. Stream every page into a staging table; a failed page (after bounded retries), a protocol
-   error, SIGTERM or a crash abandons the sweep with nothing applied.
+3. Stream every page into a staging table, numbers in canonical form; rows that cannot be a
+   phone number are counted and logged, never staged. A failed page (after bounded retries), a
+   protocol error, SIGTERM, the sweep's deadline or a crash abandons the sweep with nothing
+   applied.
 4. Diff in SQL. Confirm every removal candidate with the ``mobile`` filter: offset paging over
-   a list that changes underneath can make a present number look absent.
+   a list that changes underneath can make a present number look absent. Each check also asks
+   about a few numbers the listing just showed; if the filter denies any of them, it is not
+   working (a filter that answers nothing would "confirm" every removal) and nothing is applied.
 5. The safety guard: an empty listing over a non-empty table, or removing more than the allowed
    share, is held for a human (``--dry-run`` to review, ``--force`` to apply).
 6. Apply additions, removals, their events and the run row in one transaction.
@@ -20,6 +24,7 @@ When in doubt, apply nothing and say why: every path that does not reach step 6 
 from __future__ import annotations
 
 import enum
+import itertools
 import logging
 import signal
 import threading
@@ -30,6 +35,8 @@ from dataclasses import dataclass, field, replace
 
 from sync.kaleyra import MAX_LIMIT, Entry, KaleyraClient
 from sync.kaleyra_errors import Cancelled, FatalAPIError, KaleyraError
+from sync.numbers import describe_rejected
+from sync.redaction import redact
 from sync.settings import Account, GuardLimits
 from sync.store import ChannelSweep, Diff, LockHeld, Store
 
@@ -69,7 +76,41 @@ _SEVERITY = [Outcome.FAILED, Outcome.HELD, Outcome.LOCKED, Outcome.DRY_RUN, Outc
 
 
 class Stopped(Exception):
-    """A stop was requested (SIGTERM, SIGINT) before the sweep could apply anything."""
+    """A stop was requested (SIGTERM, SIGINT), or the sweep's deadline passed, before the sweep
+    could apply anything."""
+
+
+class UntrustedCheck(Exception):
+    """The ``mobile`` filter denied numbers the listing had just shown: its answers cannot
+    confirm a removal."""
+
+
+# Each removal check asks about this many numbers the listing just showed, drawn in turn from
+# a random sample of the listing; the rest of the request's 100 are removal candidates.
+CONTROLS_PER_CHECK = 5
+_CONTROL_SAMPLE = 50
+_REJECTED_EXAMPLES = 3
+DEFAULT_SWEEP_TIMEOUT = 2 * 3600.0
+
+
+class _Halt:
+    """What stops a sweep early: the process's stop event, or the sweep's own deadline. The
+    client polls :meth:`is_set` between reads, so either ends a sweep within a second."""
+
+    def __init__(self, stop: threading.Event, seconds: float) -> None:
+        self._stop = stop
+        self._seconds = seconds
+        self._deadline = time.monotonic() + seconds
+
+    def is_set(self) -> bool:
+        return self._stop.is_set() or time.monotonic() > self._deadline
+
+    def check(self, during: str) -> None:
+        if self._stop.is_set():
+            raise Stopped(f"stopped by a signal while {during}; nothing was applied")
+        if time.monotonic() > self._deadline:
+            raise Stopped(f"the sweep passed its deadline of {self._seconds:.0f}s while {during}; "
+                          "nothing was applied (raise --sweep-timeout if the list is that long)")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,6 +121,7 @@ class SweepOptions:
     guard: GuardLimits = field(default_factory=GuardLimits)
     # Scheduler replicas: skip a channel whose last sweep started less than this many seconds ago.
     skip_if_swept_within: float | None = None
+    timeout: float = DEFAULT_SWEEP_TIMEOUT  # the whole sweep, paging to apply, in seconds
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -110,6 +152,8 @@ def worst_exit_code(results: list[SweepResult]) -> int:
 class _Progress:
     pages: int = 0
     rows: int = 0
+    rejected: int = 0
+    rejected_examples: list[str] = field(default_factory=list)
     phases: dict[str, float] = field(default_factory=dict)  # seconds per step, for logs and the benchmark
 
     @contextmanager
@@ -138,6 +182,7 @@ def sweep_channel(
     """Sweep one channel of ``client``'s account into ``store``; never raises for a failed
     sweep (the result says what happened), only for a stop of the whole process."""
     stop = stop or threading.Event()
+    halt = _Halt(stop, options.timeout)
     started = time.monotonic()
     context = {"account": client.sid, "channel": channel}
     try:
@@ -157,10 +202,10 @@ def sweep_channel(
             log.info("sweep started (%s)", options.trigger, extra=context)
             progress = _Progress()
             try:
-                result = _sweep_locked(client, session, run_id, channel, options, stop,
+                result = _sweep_locked(client, session, run_id, channel, options, halt,
                                        progress, on_page, on_change)
             except (Exception, KeyboardInterrupt, SystemExit) as exc:
-                reason = _reason(exc)
+                reason = _reason(exc, halt)
                 try:
                     session.finish_run(run_id, "failed", pages=progress.pages, error=reason)
                 except Exception:  # the database itself may be what failed
@@ -185,35 +230,39 @@ def _sweep_locked(
     run_id: int,
     channel: str,
     options: SweepOptions,
-    stop: threading.Event,
+    halt: _Halt,
     progress: _Progress,
     on_page: PageCallback | None,
     on_change: ChangeCallback | None,
 ) -> SweepResult:
     def rows() -> Iterator[Entry]:
-        for page in client.sweep(channel, cancel=stop):
-            if stop.is_set():
-                raise Stopped("stopped by a signal while paging; nothing was applied")
+        for page in client.sweep(channel, cancel=halt):
+            halt.check("paging")
             progress.pages += 1
             progress.rows += len(page.entries)
+            if page.rejected:
+                progress.rejected += len(page.rejected)
+                room = _REJECTED_EXAMPLES - len(progress.rejected_examples)
+                progress.rejected_examples += [describe_rejected(r) for r in page.rejected[:room]]
             if on_page:
                 on_page(channel, progress.pages, progress.rows)
             yield from page.entries
 
     with progress.timed("fetch"):
         listed = session.stage(rows())
+    if progress.rejected:
+        log.warning("%d listed row(s) cannot be a phone number and were not stored, e.g. %s",
+                    progress.rejected, ", ".join(progress.rejected_examples),
+                    extra={"account": client.sid, "channel": channel})
     with progress.timed("diff"):
-        diff = session.diff(listed)
+        diff = replace(session.diff(listed), rejected=progress.rejected)
     # An empty listing over a full table is held before spending requests on confirming it.
     held = (f"the listing returned no numbers while {diff.current} are held; an outage looks "
             "the same as an emptied blocklist") if listed == 0 and diff.current > 0 else None
     if held is None or options.force or options.dry_run:
         with progress.timed("verify"):
-            for batch in session.removal_candidates(MAX_LIMIT):
-                if stop.is_set():
-                    raise Stopped("stopped by a signal while confirming removals; nothing was applied")
-                session.keep(client.check(channel, batch, cancel=stop))
-            diff = session.counts(listed)
+            _confirm_removals(client, session, channel, halt)
+            diff = replace(session.counts(listed), rejected=progress.rejected)
         held = held or _guard(diff, options.guard)
     result = dict(account_sid=client.sid, channel=channel, run_id=run_id, pages=progress.pages,
                   diff=diff, phases=progress.phases)
@@ -230,11 +279,36 @@ def _sweep_locked(
                    f"`blocklist-sync run --force --channel {channel}`")
         session.finish_run(run_id, "held", pages=progress.pages, diff=diff, error=message)
         return SweepResult(outcome=Outcome.HELD, message=message, **result)
-    if stop.is_set():
-        raise Stopped("stopped by a signal before applying; nothing was applied")
+    halt.check("about to apply")
     with progress.timed("apply"):
         session.apply(run_id, pages=progress.pages, diff=diff)
     return SweepResult(outcome=Outcome.SUCCEEDED, **result)
+
+
+def _confirm_removals(client: KaleyraClient, session: ChannelSweep, channel: str,
+                      halt: _Halt) -> None:
+    """Ask Kaleyra about every removal candidate directly and keep those it still lists.
+
+    Each request also names a few numbers this listing showed (controls). A working filter
+    confirms them all; one that denies any is broken or lying — a filter answering ``[]`` to
+    everything would otherwise confirm every removal — so the sweep fails and applies nothing.
+    With no controls (an empty listing, only checked under --force or --dry-run) the answers
+    cannot be proven, which is one more reason the guard holds such a sweep.
+    """
+    sample = session.listed_sample(_CONTROL_SAMPLE)
+    controls = itertools.cycle(sample) if sample else None
+    per_check = min(CONTROLS_PER_CHECK, len(sample))
+    for batch in session.removal_candidates(MAX_LIMIT - CONTROLS_PER_CHECK):
+        halt.check("confirming removals")
+        asked = [next(controls) for _ in range(per_check)] if controls else []
+        found = client.check(channel, batch + asked, cancel=halt)
+        denied = [m for m in asked if m not in found]
+        if denied:
+            raise UntrustedCheck(
+                f"the mobile filter denied {len(denied)} of {len(asked)} number(s) the listing "
+                "had just shown as blocklisted, so it cannot confirm removals; nothing was "
+                "applied. If this repeats, the API's mobile filter is broken: report it")
+        session.keep(found.intersection(batch))
 
 
 def _guard(diff: Diff, limits: GuardLimits) -> str | None:
@@ -304,15 +378,20 @@ def stop_on_signals(stop: threading.Event) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
-def _reason(exc: BaseException) -> str:
-    """A readable, secret-free reason for the run row and the log."""
+def _reason(exc: BaseException, halt: _Halt) -> str:
+    """A readable, secret-free reason for the run row (which BI roles read) and the log."""
     if isinstance(exc, Cancelled):
-        return "stopped by a signal while sweeping; nothing was applied"
-    if isinstance(exc, KaleyraError | Stopped):
-        return str(exc)
+        try:
+            halt.check("sweeping")
+        except Stopped as stopped:
+            return str(stopped)
+        return "stopped while sweeping; nothing was applied"
+    if isinstance(exc, KaleyraError | Stopped | UntrustedCheck):
+        return redact(str(exc))
     if isinstance(exc, KeyboardInterrupt | SystemExit):
         return "interrupted before finishing; nothing was applied"
-    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}; nothing was applied"
+    first_line = str(exc).splitlines()[0][:300] if str(exc) else ""
+    return redact(f"{type(exc).__name__}: {first_line}; nothing was applied")
 
 
 def _finish(result: SweepResult, started: float, context: dict[str, object]) -> SweepResult:

@@ -12,20 +12,33 @@ Two operations:
   ``mobile`` filter), used to confirm removals before they are recorded.
 
 Only one page request is ever retried, never a sweep (a retried generator would restart).
+
+Every response is bounded before it is believed: a deadline for the whole response (not only
+each read), a cap on its size before and after decompression, no more rows than asked for.
+Every number is reduced to its canonical E.164 form (:mod:`sync.numbers`) as it is parsed; a row
+that cannot be a phone number is handed back as rejected, never as an entry.
+
+Requests run on daemon worker threads while the caller waits in short slices, so a stop (the
+``cancel`` event) ends a sweep within a fraction of a second even while a server trickles a
+response, and a request stuck in a read cannot hold the process open after it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import email.utils
+import json
 import math
+import queue
 import threading
 import time
+import zlib
 from collections import deque
-from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 import requests
 import stamina
@@ -39,15 +52,23 @@ from sync.kaleyra_errors import (
     TransportError,
     error_for_response,
 )
+from sync.numbers import canonical
 
-__all__ = ["MAX_LIMIT", "Entry", "KaleyraClient", "Page", "RetryPolicy"]
+__all__ = ["MAX_LIMIT", "Entry", "KaleyraClient", "Page", "RetryPolicy", "Stoppable"]
 
 MAX_LIMIT = 100  # the API never returns more than 100 rows, nor takes more than 100 numbers
 SUCCESS_CODE = "CNT196"
+# A page of 100 rows is a few kB; a megabyte is far past any honest page, before or after
+# decompression, and far below what a 512 MiB pod can hold in flight at concurrency 32.
+MAX_BODY_BYTES = 1 << 20
+_READ_SLICE = 64 * 1024
+_WAIT_SLICE = 0.2  # how often a waiting caller looks at its cancel event, in seconds
+
+T = TypeVar("T")
 
 
 class Entry(NamedTuple):
-    """One blocklisted number as the API gave it; ``channel_type`` is opaque."""
+    """One blocklisted number, canonical E.164 (:mod:`sync.numbers`); ``channel_type`` is opaque."""
 
     mobile: str
     channel_type: str | None
@@ -56,6 +77,14 @@ class Entry(NamedTuple):
 class Page(NamedTuple):
     offset: int
     entries: list[Entry]
+    rejected: list[object]  # rows that cannot be a phone number, as the server sent them
+
+
+class _Listing(NamedTuple):
+    """One parsed response: the rows that are numbers, and those that are not."""
+
+    entries: list[Entry]
+    rejected: list[object]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -82,7 +111,9 @@ class KaleyraClient:
     concurrency: int = 1
     max_rps: float | None = None
     connect_timeout: float = 5.0
-    read_timeout: float = 30.0
+    read_timeout: float = 30.0  # the longest silence between two reads
+    response_timeout: float = 60.0  # the longest a whole response may take, however it trickles
+    max_body_bytes: int = MAX_BODY_BYTES
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     def __post_init__(self) -> None:
@@ -96,18 +127,26 @@ class KaleyraClient:
 
     # -- public operations -------------------------------------------------------------
 
-    def sweep(self, channel: str, *, cancel: threading.Event | None = None) -> Iterator[Page]:
+    def sweep(self, channel: str, *, cancel: Stoppable | None = None) -> Iterator[Page]:
         """Yield every page of ``channel``'s blocklist in order, ending on the first empty page.
 
         Rows repeated from the previous page (the list shifted under the offset) are dropped
         here; full de-duplication across the sweep is the store's job, set-based. Raises
-        :class:`PagingError` when a page repeats the previous one (a server ignoring
-        ``offset``) or the sweep passes ``max_pages``.
+        :class:`PagingError` when the server ignores ``offset`` or the sweep passes
+        ``max_pages``.
+
+        Telling a server that ignores ``offset`` from a list that moved: rows inserted in front
+        of the part already read shift it under the next offset, so an honest server can serve
+        the page just read once more (the short last page, after as many numbers were added at
+        the front) — but the next page then moves on, to new rows or to the end. A server that
+        ignores ``offset`` serves the same page at every offset. So one repeat is a shift (its
+        rows are dropped as already seen) and a second repeat in a row is the error.
         """
-        previous: list[Entry] | None = None
+        previous: _Listing | None = None
+        repeats = 0
         pages = 0
-        for offset, entries in self._pages_in_order(channel, cancel):
-            if not entries:
+        for offset, listing in self._pages_in_order(channel, cancel):
+            if not listing.entries and not listing.rejected:
                 return
             pages += 1
             if pages > self.max_pages:
@@ -116,37 +155,45 @@ class KaleyraClient:
                     channel=channel,
                     offset=offset,
                 )
-            if previous is not None and entries == previous:
+            repeats = repeats + 1 if listing == previous else 0
+            if repeats >= 2:
                 raise PagingError(
-                    "the page is identical to the one before it (is the server ignoring offset?)",
+                    "the same page came back at three offsets in a row (is the server ignoring "
+                    "offset?)",
                     channel=channel,
                     offset=offset,
                 )
-            fresh = entries
+            fresh = listing.entries
             if previous is not None:
-                seen_before = {e.mobile for e in previous}
-                fresh = [e for e in entries if e.mobile not in seen_before]
-            previous = entries
-            yield Page(offset, fresh)
+                seen_before = {e.mobile for e in previous.entries}
+                fresh = [e for e in fresh if e.mobile not in seen_before]
+            yield Page(offset, fresh, [] if repeats else listing.rejected)
+            previous = listing
 
     def check(self, channel: str, mobiles: Sequence[str], *,
-              cancel: threading.Event | None = None) -> list[Entry]:
-        """Which of ``mobiles`` are blocklisted on ``channel`` now (one request per 100)."""
-        found: list[Entry] = []
-        for start in range(0, len(mobiles), MAX_LIMIT):
-            chunk = mobiles[start : start + MAX_LIMIT]
-            params = {"channel": channel, "mobile": ",".join(chunk), "limit": MAX_LIMIT}
-            answer = self._request(channel, None, params, cancel)
-            asked = set(chunk)
-            strangers = [e.mobile for e in answer if e.mobile not in asked]
-            if strangers:
-                # A filter the server ignored, or numbers in another format: either way this
-                # answer cannot confirm anything, and trusting it could record false removals.
-                raise ProtocolError(
-                    f"the mobile check answered {len(strangers)} number(s) it was not asked "
-                    f"about (e.g. {strangers[0]!r}); is the mobile filter ignored?",
-                    channel=channel)
-            found.extend(answer)
+              cancel: Stoppable | None = None) -> set[str]:
+        """Which of ``mobiles`` (canonical) are blocklisted on ``channel`` now, one request per
+        100. Answers are compared in canonical form; an answer naming a number that was not
+        asked about, or a row that is no number, is a :class:`ProtocolError`: a server that
+        ignores the filter must never confirm a removal."""
+        found: set[str] = set()
+        workers = _Workers(1, "kaleyra-check")
+        try:
+            for start in range(0, len(mobiles), MAX_LIMIT):
+                chunk = mobiles[start : start + MAX_LIMIT]
+                params = {"channel": channel, "mobile": ",".join(chunk), "limit": MAX_LIMIT}
+                answer = _wait(workers.submit(self._request, channel, None, params, cancel),
+                               cancel, channel)
+                asked = set(chunk)
+                strangers = [e.mobile for e in answer.entries if e.mobile not in asked]
+                strangers += [str(row) for row in answer.rejected]
+                if strangers:
+                    raise ProtocolError(
+                        f"the mobile check answered {len(strangers)} number(s) it was not asked "
+                        "about; is the mobile filter ignored?", channel=channel)
+                found.update(e.mobile for e in answer.entries)
+        finally:
+            workers.shutdown()
         return found
 
     def close(self) -> None:
@@ -157,34 +204,28 @@ class KaleyraClient:
     # -- paging ------------------------------------------------------------------------
 
     def _pages_in_order(self, channel: str,
-                        cancel: threading.Event | None) -> Iterator[tuple[int, list[Entry]]]:
-        """Pages in offset order; with concurrency > 1, requested ahead and re-planned on a
-        short page so that every offset we consume is the one a sequential sweep would use."""
-        if self.concurrency == 1:  # the same walk as below with a window of one, minus threads
-            offset = 0
-            while True:
-                entries = self._fetch_page(channel, offset, cancel)
-                yield offset, entries
-                if not entries:
-                    return
-                offset += len(entries)
+                        cancel: Stoppable | None) -> Iterator[tuple[int, _Listing]]:
+        """Pages in offset order, up to ``concurrency`` requested ahead and re-planned on a
+        short page, so that every offset we consume is the one a sequential sweep would use
+        (with ``concurrency`` 1 this is exactly the sequential walk)."""
         stride, window = self.page_size, self.concurrency
-        pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="kaleyra")
-        ahead: deque[tuple[int, Future[list[Entry]]]] = deque()
+        workers = _Workers(self.concurrency, "kaleyra")
+        ahead: deque[tuple[int, Future[_Listing]]] = deque()
         plan = _Plan(cancel)  # set when the pages requested under this plan are abandoned
         next_offset = 0
         try:
             while True:
                 while len(ahead) < window:
-                    future = pool.submit(self._fetch_page, channel, next_offset, plan)
+                    future = workers.submit(self._fetch_page, channel, next_offset, plan)
                     ahead.append((next_offset, future))
                     next_offset += stride
                 offset, future = ahead.popleft()
-                entries = future.result()
-                yield offset, entries
-                if not entries:
+                listing = _wait(future, cancel, channel)
+                yield offset, listing
+                rows = len(listing.entries) + len(listing.rejected)
+                if not rows:
                     return
-                if len(entries) == stride:
+                if rows == stride:
                     window = self.concurrency
                     continue
                 # Not the number of rows planned: the pages requested ahead start at the
@@ -193,19 +234,24 @@ class KaleyraClient:
                 plan.set()
                 plan = _Plan(cancel)
                 ahead.clear()
-                stride, window, next_offset = len(entries), 1, offset + len(entries)
+                stride, window, next_offset = rows, 1, offset + rows
         finally:
             plan.set()  # requests still retrying give up before their next attempt
-            pool.shutdown(wait=False, cancel_futures=True)
+            workers.shutdown()
 
-    def _fetch_page(self, channel: str, offset: int, abandoned: _Stoppable | None) -> list[Entry]:
+    def _fetch_page(self, channel: str, offset: int, abandoned: Stoppable | None) -> _Listing:
         params = {"channel": channel, "limit": self.page_size, "offset": offset}
-        return self._request(channel, offset, params, abandoned)
+        listing = self._request(channel, offset, params, abandoned)
+        rows = len(listing.entries) + len(listing.rejected)
+        if rows > self.page_size:
+            raise ProtocolError(f"the page has {rows} rows where {self.page_size} were asked for",
+                                channel=channel, offset=offset)
+        return listing
 
     # -- one request, retried ----------------------------------------------------------
 
     def _request(self, channel: str, offset: int | None, params: dict[str, Any],
-                 abandoned: _Stoppable | None) -> list[Entry]:
+                 abandoned: Stoppable | None) -> _Listing:
         policy = self.retry
         for attempt in stamina.retry_context(
             on=self._backoff_for,
@@ -219,7 +265,7 @@ class KaleyraClient:
                 if abandoned is not None and abandoned.is_set():
                     raise Cancelled("stopped before finishing; nothing was applied",
                                     channel=channel, offset=offset)
-                return self._request_once(channel, offset, params)
+                return self._request_once(channel, offset, params, abandoned)
         raise AssertionError("unreachable: stamina re-raises the last error")  # pragma: no cover
 
     def _backoff_for(self, error: Exception) -> bool | float:
@@ -230,15 +276,21 @@ class KaleyraClient:
             return min(max(error.retry_after, 0.0), self.retry.max_retry_after)
         return True
 
-    def _request_once(
-        self, channel: str, offset: int | None, params: dict[str, Any]
-    ) -> list[Entry]:
+    def _request_once(self, channel: str, offset: int | None, params: dict[str, Any],
+                      abandoned: Stoppable | None) -> _Listing:
         self._pacer.wait()
+        deadline = time.monotonic() + self.response_timeout
         try:
             response = self._session().get(
                 self._url, params=params, timeout=(self.connect_timeout, self.read_timeout),
                 allow_redirects=False,  # the key must not follow a redirect to another host
+                stream=True,  # the body is read by _read_body, under a deadline and a size cap
             )
+            try:
+                body = _read_body(response, self.max_body_bytes, deadline, abandoned,
+                                  channel=channel, offset=offset)
+            finally:
+                response.close()
         except requests.Timeout as exc:
             raise TransportError(
                 f"request timed out ({type(exc).__name__})", channel=channel, offset=offset
@@ -247,16 +299,18 @@ class KaleyraClient:
             raise TransportError(
                 f"request failed ({type(exc).__name__})", channel=channel, offset=offset
             ) from None
-        return _parse_listing(response, channel, offset)
+        return _parse_listing(response, body, channel, offset)
 
     def _session(self) -> requests.Session:
         session = getattr(self._local, "session", None)
         if session is None:
             session = requests.Session()
             session.auth = _ApiKeyAuth(self.api_key)
-            session.headers.update(
-                {"accept": "application/json", "user-agent": f"kaleyra-blocklist-sync/{__version__}"}
-            )
+            session.headers.update({
+                "accept": "application/json",
+                "accept-encoding": "gzip, deflate",  # only what _read_body can inflate under a cap
+                "user-agent": f"kaleyra-blocklist-sync/{__version__}",
+            })
             self._local.session = session
         return session
 
@@ -276,12 +330,55 @@ class _ApiKeyAuth(requests.auth.AuthBase):
         return "_ApiKeyAuth(<hidden>)"
 
 
-def _parse_listing(response: requests.Response, channel: str, offset: int | None) -> list[Entry]:
+def _read_body(response: requests.Response, limit: int, deadline: float,
+               abandoned: Stoppable | None, *, channel: str, offset: int | None) -> bytes:
+    """The whole body, inflated, or an error: past ``deadline`` (a server trickling bytes keeps
+    every single read alive, so each read's timeout alone bounds nothing), over ``limit`` bytes
+    on the wire or once inflated (a gzip bomb is stopped at the limit, not after), or abandoned.
+    """
+    where: dict[str, Any] = {"channel": channel, "offset": offset}
+    length = response.headers.get("content-length", "")
+    if length.isdigit() and int(length) > limit:
+        raise ProtocolError(f"the response announces {int(length)} bytes, over the "
+                            f"{limit}-byte cap for one page", **where)
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("identity", "", "gzip", "x-gzip", "deflate"):
+        raise ProtocolError(f"the response is {encoding}-encoded, which was not asked for", **where)
+    inflate = None if encoding in ("identity", "") else zlib.decompressobj(32 + zlib.MAX_WBITS)
+    wire = 0
+    body = bytearray()
+    try:
+        while chunk := response.raw.read1(_READ_SLICE, decode_content=False):
+            wire += len(chunk)
+            if wire > limit:
+                raise ProtocolError(f"the response passed the {limit}-byte cap for one page", **where)
+            if inflate is not None:
+                chunk = inflate.decompress(chunk, limit + 1 - len(body))
+                if inflate.unconsumed_tail:
+                    chunk += b"x"  # more is waiting: over the cap
+            body += chunk
+            if len(body) > limit:
+                raise ProtocolError(f"the response inflates past the {limit}-byte cap for one "
+                                    "page", **where)
+            if time.monotonic() > deadline:
+                raise TransportError("the response did not complete within its deadline "
+                                     "(the server is sending it too slowly)", **where)
+            if abandoned is not None and abandoned.is_set():
+                raise Cancelled("stopped while reading a response; nothing was applied", **where)
+    except zlib.error:
+        raise ProtocolError(f"the {encoding} body is corrupt", **where) from None
+    return bytes(body)
+
+
+def _parse_listing(response: requests.Response, raw: bytes, channel: str,
+                   offset: int | None) -> _Listing:
     """Validate one response and return its rows, or raise the error it stands for."""
     status = response.status_code
     retry_after = _retry_after_seconds(response.headers.get("Retry-After"))
     try:
-        body = response.json()
+        # Bytes that are not UTF-8 become U+FFFD: the row holding them is rejected as no
+        # number, instead of the whole page failing or a mis-decoded string being stored.
+        body = json.loads(raw.decode("utf-8", errors="replace"))
     except ValueError:
         body = None
     code = message = None
@@ -312,16 +409,16 @@ def _parse_listing(response: requests.Response, channel: str, offset: int | None
         raise ProtocolError(
             f"'data' is {type(data).__name__}, not a list", channel=channel, offset=offset
         )
-    entries = []
-    for i, row in enumerate(data):
-        mobile = row.get("mobile") if isinstance(row, dict) else None
-        if not isinstance(mobile, str) or not mobile.strip():
-            raise ProtocolError(
-                f"row {i} has no string 'mobile': {str(row)[:80]}", channel=channel, offset=offset
-            )
+    entries: list[Entry] = []
+    rejected: list[object] = []
+    for row in data:
+        mobile = canonical(row.get("mobile")) if isinstance(row, dict) else None
+        if mobile is None:
+            rejected.append(row.get("mobile", row) if isinstance(row, dict) else row)
+            continue
         kind = row.get("channel_type")
-        entries.append(Entry(mobile, None if kind is None else str(kind)))
-    return entries
+        entries.append(Entry(mobile, None if kind is None else str(kind)[:64]))
+    return _Listing(entries, rejected)
 
 
 def _retry_after_seconds(value: str | None) -> float | None:
@@ -343,15 +440,60 @@ def _retry_after_seconds(value: str | None) -> float | None:
     return max((when - dt.datetime.now(dt.UTC)).total_seconds(), 0.0)
 
 
-class _Stoppable(Protocol):
+class Stoppable(Protocol):
+    """What the client polls to stop early: a ``threading.Event``, or anything with ``is_set``."""
+
     def is_set(self) -> bool: ...
+
+
+def _wait(future: Future[T], cancel: Stoppable | None, channel: str) -> T:
+    """The future's result, waited for in short slices so that a stop is seen at once."""
+    while True:
+        try:
+            return future.result(timeout=_WAIT_SLICE)
+        except FutureTimeout:
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("stopped while waiting for Kaleyra; nothing was applied",
+                                channel=channel) from None
+
+
+class _Workers:
+    """A minimal thread pool of daemon threads. ``ThreadPoolExecutor`` joins its threads at
+    interpreter exit, so one request stuck in a slow read would hold a stopped process open;
+    a daemon thread is simply dropped."""
+
+    def __init__(self, size: int, name: str) -> None:
+        self._tasks: queue.SimpleQueue[tuple[Future[Any], Callable[..., Any], tuple[Any, ...]]
+                                       | None] = queue.SimpleQueue()
+        self._size = size
+        for i in range(size):
+            threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True).start()
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
+        future: Future[T] = Future()
+        self._tasks.put((future, fn, args))
+        return future
+
+    def shutdown(self) -> None:
+        for _ in range(self._size):
+            self._tasks.put(None)
+
+    def _work(self) -> None:
+        while (task := self._tasks.get()) is not None:
+            future, fn, args = task
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:  # handed to the waiting caller, as an executor does
+                future.set_exception(exc)
 
 
 class _Plan:
     """The pages requested under one look-ahead plan: abandoned when the plan changes, the
     sweep ends, or the caller's ``cancel`` is set."""
 
-    def __init__(self, cancel: threading.Event | None) -> None:
+    def __init__(self, cancel: Stoppable | None) -> None:
         self._abandoned = threading.Event()
         self._cancel = cancel
 

@@ -12,7 +12,8 @@ class — retry, give up on this channel, stop everything — and never from mes
   unexpected code, the same page twice). Never retried, never read as data.
 
 No message built here contains the API key: messages are made from the response code, the
-vendor's message, the channel and the offset only.
+vendor's message (escaped, at most 200 characters), the channel and the offset only. A server
+that echoes the key in its message is blanked at every exit by ``sync.redaction``.
 """
 
 from __future__ import annotations
@@ -136,6 +137,9 @@ _BY_CODE: dict[str, type[KaleyraError]] = {
 }
 
 
+_MESSAGE_CHARS = 200
+
+
 def _by_status(status: int) -> type[KaleyraError] | None:
     if status == 429:
         return RateLimitedError
@@ -171,7 +175,8 @@ def error_for_response(
     if code:
         said += f" {code}"
     if message:
-        said += f" {message!r}"
+        # Escaped and cut short: a vendor or proxy message is shown, never trusted to be small.
+        said += f" {message[:_MESSAGE_CHARS]!r}" + ("…" if len(message) > _MESSAGE_CHARS else "")
     where: dict[str, object] = {"channel": channel, "offset": offset, "status": status, "code": code}
     if issubclass(cls, RetryableAPIError):
         return cls(said, retry_after=retry_after, **where)

@@ -61,6 +61,9 @@ sync_runs = Table(
     Column("removed", BigInteger, nullable=False, server_default="0",
            comment="Numbers removed (for held and dry_run runs: that would have been removed)."),
     Column("error", Text, comment="Why the run failed or was held, readable; never a secret."),
+    Column("rejected", BigInteger, nullable=False, server_default="0",
+           comment="Rows the listing returned that cannot be a phone number (letters, control "
+                   "characters, too long); never stored, counted here."),
     CheckConstraint("channel IN ('sms', 'whatsapp', 'voice')", name="channel"),
     CheckConstraint("trigger IN ('scheduled', 'manual', 'backfill')", name="trigger"),
     CheckConstraint(
@@ -75,7 +78,8 @@ blocklist_entries = Table(
     metadata,
     Column("account_sid", Text, primary_key=True, comment="Kaleyra account SID."),
     Column("channel", Text, primary_key=True, comment="Channel the number is blocklisted on."),
-    Column("mobile", Text, primary_key=True, comment="Number in E.164, as Kaleyra gave it."),
+    Column("mobile", Text, primary_key=True,
+           comment="Number in canonical E.164: + then 7 to 15 digits, no spaces or separators."),
     Column("channel_type", Text,
            comment="Kaleyra's channel_type for the row, opaque, as first seen."),
     Column("added_at", UtcTime, nullable=False,
@@ -92,7 +96,8 @@ blocklist_events = Table(
     Column("id", Id, primary_key=True, autoincrement=True, comment="Event id, in commit order."),
     Column("account_sid", Text, nullable=False, comment="Kaleyra account SID."),
     Column("channel", Text, nullable=False, comment="Channel of the change."),
-    Column("mobile", Text, nullable=False, comment="Number in E.164, as Kaleyra gave it."),
+    Column("mobile", Text, nullable=False,
+           comment="Number in canonical E.164: + then 7 to 15 digits, no spaces or separators."),
     Column("change", Text, nullable=False, comment="added or removed."),
     Column("detected_at", UtcTime, nullable=False,
            comment="When the sweep that saw the change committed (UTC): the change happened "

@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sync.redaction import register_secret
+
 __all__ = [
     "CHANNELS",
     "REGIONS",
@@ -36,7 +38,10 @@ REGIONS = {
     "eu": "https://api.eu.kaleyra.io/v1",
     "na": "https://api.na.kaleyra.ai/v1",
 }
-_SID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_SID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+# Printable ASCII, no space: anything else is a second line of a key file, a pasted quote or
+# a control character, and would reach an HTTP header (or the HTTP library's error) as is.
+_API_KEY = re.compile(r"[!-~]{1,512}")
 
 
 class ConfigError(Exception):
@@ -94,10 +99,11 @@ def resolve_base_url(base_url: str | None, region: str | None, setting: str) -> 
 
 def _read_key_file(path: str, setting: str) -> str:
     try:
-        key = Path(path).read_text().strip()
+        key = Path(path).read_text(errors="replace")
     except OSError as exc:
         raise ConfigError(f"{setting}: cannot read {path} ({exc.strerror}); check the path") from None
-    if not key:
+    register_secret(key)
+    if not key.strip():
         raise ConfigError(f"{setting}: {path} is empty; put the Kaleyra API key in it")
     return key
 
@@ -105,9 +111,26 @@ def _read_key_file(path: str, setting: str) -> str:
 def _check_sid(sid: str | None, setting: str) -> str:
     if not sid:
         raise ConfigError(f"{setting} is not set; set it to the account SID from the Kaleyra console")
-    if not _SID.match(sid):
-        raise ConfigError(f"{setting}: {sid!r} is not a Kaleyra SID; copy it from the console")
+    if not isinstance(sid, str) or not _SID.fullmatch(sid):
+        # Not echoed: a SID with a newline or a control character is no SID, and could be a key
+        # pasted into the wrong place.
+        raise ConfigError(f"{setting} is not a Kaleyra SID (letters, digits, - and _ only, no "
+                          "spaces or line breaks); copy it from the console")
     return sid
+
+
+def _check_key(key: object, setting: str) -> str:
+    """The key with surrounding whitespace (a key file's final newline) removed, refused when
+    what remains has whitespace or control characters inside. Never echoed."""
+    text = str(key)
+    register_secret(text)  # before anything can fail and print it
+    text = text.strip()
+    if not _API_KEY.fullmatch(text):
+        raise ConfigError(f"{setting}: the API key has spaces, line breaks or control characters "
+                          "inside (a key file must hold the key alone on one line); copy it again "
+                          "from the Kaleyra console")
+    register_secret(text)
+    return text
 
 
 def account_from_env(env: Mapping[str, str]) -> Account:
@@ -123,11 +146,12 @@ def account_from_env(env: Mapping[str, str]) -> Account:
         raise ConfigError(
             "KALEYRA_API_KEY is not set; set it, or KALEYRA_API_KEY_FILE to a file holding the key"
         )
+    key = _check_key(key, "KALEYRA_API_KEY_FILE" if key_file else "KALEYRA_API_KEY")
     base_url = resolve_base_url(
         env.get("KALEYRA_BASE_URL"), env.get("KALEYRA_REGION"), "KALEYRA_BASE_URL/KALEYRA_REGION"
     )
     channels = parse_channels(env.get("KALEYRA_CHANNELS") or ",".join(CHANNELS))
-    return Account(sid=sid, api_key=key.strip(), base_url=base_url, channels=channels)
+    return Account(sid=sid, api_key=key, base_url=base_url, channels=channels)
 
 
 def accounts_from_toml(path: Path, env: Mapping[str, str]) -> list[Account]:
@@ -170,7 +194,7 @@ def accounts_from_toml(path: Path, env: Mapping[str, str]) -> list[Account]:
         accounts.append(
             Account(
                 sid=sid,
-                api_key=str(key).strip(),
+                api_key=_check_key(key, f"{where}: api key"),
                 base_url=resolve_base_url(table.get("base_url"), table.get("region"), where),
                 channels=parse_channels(table.get("channels", list(CHANNELS)), f"{where}: channels"),
             )

@@ -37,6 +37,7 @@ log = logging.getLogger("sync.store")
 _DETECTED_AT = bindparam("detected_at", type_=UtcTime)
 _NOT_BEFORE = bindparam("not_before", type_=UtcTime)
 
+_STAGING_PREFIX = "kbs_staging_"
 _ABANDONED = "the process ended before the sweep finished (crash, kill or restart); nothing was applied"
 
 
@@ -52,6 +53,7 @@ class Diff:
     listed: int  # rows the listing returned, before de-duplication and confirmation
     added: int
     removed: int
+    rejected: int = 0  # rows that could not be a phone number, never staged
 
     @property
     def seen(self) -> int:
@@ -71,6 +73,7 @@ class ChannelStatus:
     last_pages: int | None
     last_added: int | None
     last_removed: int | None
+    last_rejected: int | None
     last_error: str | None
     last_success_at: dt.datetime | None  # finished_at of the last succeeded sweep
 
@@ -172,7 +175,8 @@ class Store:
                 run.id.label("last_run_id"), run.status.label("last_status"),
                 run.started_at.label("last_started_at"), run.finished_at.label("last_finished_at"),
                 run.pages_fetched.label("last_pages"), run.added.label("last_added"),
-                run.removed.label("last_removed"), run.error.label("last_error"),
+                run.removed.label("last_removed"), run.rejected.label("last_rejected"),
+                run.error.label("last_error"),
                 ok.c.at.label("last_success_at"),
             )
             .join(sync_runs, run.id == last.c.id)
@@ -214,6 +218,13 @@ class ChannelSweep:
         self.channel = channel
         self.is_postgres = is_postgres
         self._where = {"account_sid": account_sid, "channel": channel}
+        # Staging tables are always named with their temporary schema, so no statement here —
+        # the DROP before a CREATE least of all — can reach a user's permanent table that
+        # happens to share a name.
+        schema = "pg_temp" if is_postgres else "temp"
+        self._seen = f"{schema}.{_STAGING_PREFIX}seen"
+        self._added = f"{schema}.{_STAGING_PREFIX}added"
+        self._removed = f"{schema}.{_STAGING_PREFIX}removed"
 
     # -- the run row -------------------------------------------------------------------
 
@@ -279,21 +290,21 @@ class ChannelSweep:
         (a page failed), the load is abandoned and nothing outside the temp table changed.
         """
         c = self.connection
-        for name in ("sweep_seen", "sweep_added", "sweep_removed"):
+        for name in (self._seen, self._added, self._removed):
             c.execute(text(f"DROP TABLE IF EXISTS {name}"))
-        c.execute(text("CREATE TEMPORARY TABLE sweep_seen (mobile TEXT NOT NULL, channel_type TEXT)"))
-        # sweep_added is unique by construction (GROUP BY); sweep_removed's key serves keep().
-        c.execute(text("CREATE TEMPORARY TABLE sweep_added (mobile TEXT NOT NULL, channel_type TEXT)"))
-        c.execute(text("CREATE TEMPORARY TABLE sweep_removed (mobile TEXT PRIMARY KEY)"))
+        c.execute(text(f"CREATE TEMPORARY TABLE {self._seen} (mobile TEXT NOT NULL, channel_type TEXT)"))
+        # The added table is unique by construction (GROUP BY); the removed one's key serves keep().
+        c.execute(text(f"CREATE TEMPORARY TABLE {self._added} (mobile TEXT NOT NULL, channel_type TEXT)"))
+        c.execute(text(f"CREATE TEMPORARY TABLE {self._removed} (mobile TEXT PRIMARY KEY)"))
         loaded = 0
         if self.is_postgres:
             cursor = c.connection.driver_connection.cursor()  # type: ignore[union-attr]
-            with cursor.copy("COPY sweep_seen (mobile, channel_type) FROM STDIN") as copy:
+            with cursor.copy(f"COPY {self._seen} (mobile, channel_type) FROM STDIN") as copy:
                 for row in rows:
                     copy.write_row(row)
                     loaded += 1
         else:
-            insert = text("INSERT INTO sweep_seen (mobile, channel_type) VALUES (:m, :t)")
+            insert = text(f"INSERT INTO {self._seen} (mobile, channel_type) VALUES (:m, :t)")
             iterator = iter(rows)
             while batch := list(itertools.islice(iterator, 5000)):
                 c.execute(insert, [{"m": m, "t": t} for m, t in batch])
@@ -311,20 +322,21 @@ class ChannelSweep:
             c.execute(text("SET LOCAL enable_nestloop = off"))
             c.execute(text("SET LOCAL work_mem = '256MB'"))
         else:  # SQLite only loops, so it needs the index
-            c.execute(text("CREATE INDEX ix_sweep_seen_mobile ON sweep_seen (mobile)"))
-        c.execute(text("ANALYZE sweep_seen"))  # temp tables get no autovacuum: plan with real sizes
-        c.execute(text("""
-            INSERT INTO sweep_added (mobile, channel_type)
-            SELECT s.mobile, MAX(s.channel_type) FROM sweep_seen s
+            c.execute(text(f"CREATE INDEX temp.{_STAGING_PREFIX}seen_mobile "
+                           f"ON {_STAGING_PREFIX}seen (mobile)"))
+        c.execute(text(f"ANALYZE {self._seen}"))  # temp tables get no autovacuum: plan with real sizes
+        c.execute(text(f"""
+            INSERT INTO {self._added} (mobile, channel_type)
+            SELECT s.mobile, MAX(s.channel_type) FROM {self._seen} s
             WHERE NOT EXISTS (SELECT 1 FROM blocklist_entries e
                               WHERE e.account_sid = :account_sid AND e.channel = :channel
                                 AND e.mobile = s.mobile)
             GROUP BY s.mobile"""), self._where)
-        c.execute(text("""
-            INSERT INTO sweep_removed (mobile)
+        c.execute(text(f"""
+            INSERT INTO {self._removed} (mobile)
             SELECT e.mobile FROM blocklist_entries e
             WHERE e.account_sid = :account_sid AND e.channel = :channel
-              AND NOT EXISTS (SELECT 1 FROM sweep_seen s WHERE s.mobile = e.mobile)"""),
+              AND NOT EXISTS (SELECT 1 FROM {self._seen} s WHERE s.mobile = e.mobile)"""),
             self._where)
         c.commit()
         return self.counts(listed)
@@ -336,32 +348,39 @@ class ChannelSweep:
                 blocklist_entries.c.channel == self.channel)
         ).scalar_one()
         added, removed = self.connection.execute(text(
-            "SELECT (SELECT COUNT(*) FROM sweep_added), (SELECT COUNT(*) FROM sweep_removed)"
+            f"SELECT (SELECT COUNT(*) FROM {self._added}), (SELECT COUNT(*) FROM {self._removed})"
         )).one()
         return Diff(current=current, listed=listed, added=added, removed=removed)
 
     def removal_candidates(self, batch: int) -> Iterator[list[str]]:
         """Removal candidates in batches, by keyset paging so memory stays flat."""
         after = ""
-        query = text("SELECT mobile FROM sweep_removed WHERE mobile > :after "
+        query = text(f"SELECT mobile FROM {self._removed} WHERE mobile > :after "
                      "ORDER BY mobile LIMIT :batch")
         while mobiles := list(self.connection.execute(query, {"after": after, "batch": batch})
                               .scalars()):
             yield mobiles
             after = mobiles[-1]
 
-    def keep(self, present: Iterable[Row]) -> None:
+    def listed_sample(self, size: int) -> list[str]:
+        """Up to ``size`` numbers this sweep's listing held, picked at random: numbers a
+        working ``mobile`` filter must confirm, asked alongside the removal candidates."""
+        return list(self.connection.execute(
+            text(f"SELECT mobile FROM {self._seen} ORDER BY random() LIMIT :size"),
+            {"size": size}).scalars())
+
+    def keep(self, present: Iterable[str]) -> None:
         """Numbers a direct check found still blocklisted: they are not removed after all."""
-        mobiles = [{"m": m} for m, _ in present]
+        mobiles = [{"m": m} for m in present]
         if mobiles:
-            self.connection.execute(text("DELETE FROM sweep_removed WHERE mobile = :m"), mobiles)
+            self.connection.execute(text(f"DELETE FROM {self._removed} WHERE mobile = :m"), mobiles)
             self.connection.commit()
 
     def changes(self) -> Iterator[tuple[str, str]]:
         """Every ('added' | 'removed', mobile) this sweep would apply, streamed."""
         yield from self.connection.execute(text(
-            "SELECT 'added', mobile FROM sweep_added UNION ALL "
-            "SELECT 'removed', mobile FROM sweep_removed ORDER BY 1, 2"),
+            f"SELECT 'added', mobile FROM {self._added} UNION ALL "
+            f"SELECT 'removed', mobile FROM {self._removed} ORDER BY 1, 2"),
             execution_options={"yield_per": 5000})
 
     # -- apply -------------------------------------------------------------------------
@@ -385,17 +404,17 @@ class ChannelSweep:
             if self.is_postgres:  # room to sort in memory: see ORDER BY below
                 c.execute(text("SET LOCAL work_mem = '256MB'"))
             if diff.added:
-                _expect(diff.added, "added", c.execute(text("""
+                _expect(diff.added, "added", c.execute(text(f"""
                     INSERT INTO blocklist_entries
                         (account_sid, channel, mobile, channel_type, added_at, added_run_id)
                     SELECT :account_sid, :channel, mobile, channel_type, :detected_at, :run_id
-                    FROM sweep_added ORDER BY mobile""").bindparams(_DETECTED_AT), params).rowcount)
+                    FROM {self._added} ORDER BY mobile""").bindparams(_DETECTED_AT), params).rowcount)
             if diff.removed:
-                _expect(diff.removed, "removed", c.execute(text("""
+                _expect(diff.removed, "removed", c.execute(text(f"""
                     DELETE FROM blocklist_entries
                     WHERE account_sid = :account_sid AND channel = :channel
-                      AND mobile IN (SELECT mobile FROM sweep_removed)"""), params).rowcount)
-            for change, table in (("added", "sweep_added"), ("removed", "sweep_removed")):
+                      AND mobile IN (SELECT mobile FROM {self._removed})"""), params).rowcount)
+            for change, table in (("added", self._added), ("removed", self._removed)):
                 if getattr(diff, change):
                     c.execute(text(f"""
                         INSERT INTO blocklist_events (account_sid, channel, mobile, change,
@@ -433,5 +452,6 @@ def _expect(expected: int, change: str, rowcount: int) -> None:
 def _counts(diff: Diff | None) -> dict[str, int]:
     if diff is None:
         return {}
-    return {"entries_seen": diff.seen, "added": diff.added, "removed": diff.removed}
+    return {"entries_seen": diff.seen, "added": diff.added, "removed": diff.removed,
+            "rejected": diff.rejected}
 

@@ -2,7 +2,7 @@
 
 - Logs: one line per event; human-readable text, or JSON (``--log-format json``) with the run
   id, account, channel and counts as fields, for journald and log shippers. A filter blanks
-  every registered secret from every record, whatever code produced it.
+  every registered secret (``sync.redaction``) from every record, whatever code produced it.
 - Progress: a bar per channel on a terminal (pages, rows, rate); nothing when not a terminal.
 - Metrics: built from the database (so ``last_success`` survives failed runs and process
   restarts) into a node_exporter textfile written atomically, or served over HTTP.
@@ -19,34 +19,21 @@ from prometheus_client import CollectorRegistry, Gauge, start_http_server, write
 from pythonjsonlogger.json import JsonFormatter
 from tqdm import tqdm
 
+from sync.redaction import redact
 from sync.store import ChannelStatus
 
-__all__ = ["Metrics", "ProgressBars", "configure_logging", "register_secret"]
+__all__ = ["Metrics", "ProgressBars", "configure_logging"]
 
-_SECRETS: set[str] = set()
 _FIELDS = ("run_id", "account", "channel", "outcome", "pages", "entries", "added", "removed",
            "seconds", "fetch_seconds", "diff_seconds", "verify_seconds", "apply_seconds")
 
 
-def register_secret(secret: str | None) -> None:
-    """Never let ``secret`` reach a log line (API keys, database passwords)."""
-    if secret and len(secret) >= 4:
-        _SECRETS.add(secret)
-
-
-def redact(text: str) -> str:
-    for secret in _SECRETS:
-        text = text.replace(secret, "***")
-    return text
-
-
 class _RedactSecrets(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        if _SECRETS:
-            record.msg = redact(record.getMessage())
-            record.args = None
-            if record.exc_info and not record.exc_text:
-                record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+        record.msg = redact(record.getMessage())
+        record.args = None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
         return True
 
 
@@ -128,6 +115,8 @@ class Metrics:
         self.added = gauge("added", "Numbers the last sweep added.")
         self.removed = gauge("removed", "Numbers the last sweep removed.")
         self.pages = gauge("pages", "Listing pages the last sweep fetched.")
+        self.last_run_rejected = gauge("last_run_rejected",
+                                       "Listed rows the last sweep rejected as no phone number.")
 
     def update(self, statuses: Iterable[ChannelStatus]) -> None:
         for s in statuses:
@@ -147,6 +136,7 @@ class Metrics:
             self.added.labels(*labels).set(s.last_added or 0 if applied else 0)
             self.removed.labels(*labels).set(s.last_removed or 0 if applied else 0)
             self.pages.labels(*labels).set(s.last_pages or 0)
+            self.last_run_rejected.labels(*labels).set(s.last_rejected or 0)
 
     def write_textfile(self, path: str) -> None:
         """Atomic: prometheus_client writes a temporary file and renames it over ``path``."""
