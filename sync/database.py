@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 from alembic import command
 from alembic.config import Config
@@ -126,7 +126,8 @@ def describe_url(url: str) -> str:
     secret = {k: MASK for k in _SECRET_OPTIONS if k in parsed.query}
     if secret:
         parsed = parsed.update_query_dict(secret)
-    return redact(parsed.render_as_string(hide_password=True))
+    shown = parsed.render_as_string(hide_password=True).replace(quote(MASK, safe=""), MASK)
+    return redact(shown)
 
 
 def make_engine(url: str) -> Engine:

@@ -19,10 +19,12 @@ sync code: the sync code cannot tell this server from the real one.
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import threading
 import time
+import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -67,7 +69,9 @@ VENDOR_ERRORS: dict[str, tuple[int, dict[str, object]]] = {
     "WA202": _vendor(202, "WA202", "Request Accepted", {"message_id": "AXXXXXXXXXXXXXXXXXXX"}, {}),
 }
 # Faults that are not vendor bodies: what proxies and broken servers send.
-OTHER_FAULTS = ("html500", "malformed", "slow", "429", "503", "drop", "redirect")
+OTHER_FAULTS = ("html500", "malformed", "slow", "429", "503", "drop", "redirect",
+                # hostile: what an attacker, a broken proxy or a broken vendor could send
+                "trickle", "gzip_bomb", "oversize", "echo_key", "raw")
 
 
 def generate_numbers(count: int, *, seed: int, channel: str) -> list[str]:
@@ -88,6 +92,16 @@ class _Fault:
     times: int
     channel: str | None
     seconds: float
+    size: int = 0
+    body: bytes = b""
+
+
+@dataclass
+class _Trickle:
+    """A body sent one byte at a time, ``pace`` seconds apart."""
+
+    data: bytes
+    pace: float
 
 
 class _Blocklist:
@@ -145,6 +159,7 @@ class Simulator:
         self.rows_per_page: int | None = None  # a server that returns fewer rows than asked
         self.ignore_offset = False  # a server that always serves the first page
         self.ignore_mobile_filter = False  # a server that answers a check with a listing page
+        self.lying_filter = False  # a server that answers every mobile check with no rows
         self.requests = 0  # GET requests served so far (the number faults are keyed on)
         self._request_log: deque[tuple[float, str, dict[str, str]]] = deque(maxlen=100_000)
         self._on_request: list[Callable[[int, str, dict[str, str]], None]] = []
@@ -214,19 +229,23 @@ class Simulator:
     # -- faults --------------------------------------------------------------------------
 
     def inject(self, kind: str, *, at: int | None = None, times: int = 1,
-               channel: str | None = None, seconds: float = 0.0) -> None:
+               channel: str | None = None, seconds: float = 0.0, size: int = 0,
+               body: bytes = b"") -> None:
         """Answer ``times`` GET requests with fault ``kind``, starting at request number ``at``
         (1-based; None: the next request), optionally only requests for one channel.
 
         ``kind``: a key of :data:`VENDOR_ERRORS`, or ``html500`` (an HTML error page),
         ``malformed`` (a 200 whose JSON is cut off), ``slow`` (sleep ``seconds`` first, then
         answer normally), ``429`` (``Retry-After: seconds``), ``503``, ``drop`` (close the
-        connection without answering), ``redirect`` (a 302 to another host).
+        connection without answering), ``redirect`` (a 302 to another host), ``trickle`` (a
+        valid page sent one byte every ``seconds``), ``gzip_bomb`` (a gzip body inflating to
+        ``size`` bytes), ``oversize`` (one row more than ``limit``), ``echo_key`` (a 401 whose
+        message quotes the ``api-key`` header it was sent), ``raw`` (HTTP 200 with ``body``).
         """
         if kind not in VENDOR_ERRORS and kind not in OTHER_FAULTS:
             raise ValueError(f"unknown fault {kind!r}")
         with self._lock:
-            self._faults.append(_Fault(kind, at, times, channel, seconds))
+            self._faults.append(_Fault(kind, at, times, channel, seconds, size, body))
 
     def on_request(self, hook: Callable[[int, str, dict[str, str]], None]) -> None:
         """Call ``hook(request_number, channel, params)`` before each GET is answered: the way
@@ -258,8 +277,10 @@ class Simulator:
         if fault is not None:
             if fault.kind == "slow":
                 time.sleep(fault.seconds)
+            elif fault.kind in ("trickle", "oversize"):
+                pass  # a real page, delivered badly: below
             else:
-                return self._fault_response(fault)
+                return self._fault_response(fault, api_key)
         if sid != self.sid or api_key != self.api_key:
             return _json(*VENDOR_ERRORS["RBC001"])
         try:
@@ -280,10 +301,18 @@ class Simulator:
             else:
                 if self.rows_per_page is not None:
                     limit = min(limit, self.rows_per_page)
+                if fault is not None and fault.kind == "oversize":
+                    limit += 1
                 rows = blocklist.page(0 if self.ignore_offset else offset, limit)
+            if "mobile" in query and self.lying_filter:
+                rows = []
         data = [{"mobile": m, "channel_type": kind} for m in rows]
-        return _json(200, {"code": "CNT196", "message": "Successfully fetched blocklisted number(s)",
-                           "data": data, "error": {}})
+        status, headers, body = _json(200, {
+            "code": "CNT196", "message": "Successfully fetched blocklisted number(s)",
+            "data": data, "error": {}})
+        if fault is not None and fault.kind == "trickle":
+            return status, headers, _Trickle(body, fault.seconds)
+        return status, headers, body
 
     def change_blocklist(self, sid: str, api_key: str | None, body: object):
         """Change Blocklist Status (POST). Its response body is not documented; this one is
@@ -304,9 +333,17 @@ class Simulator:
         return _json(200, {"code": "CNT200", "message": "Blocklist status updated", "data": [],
                            "error": {}})
 
-    def _fault_response(self, fault: _Fault):
+    def _fault_response(self, fault: _Fault, api_key: str | None):
         if fault.kind in VENDOR_ERRORS:
             return _json(*VENDOR_ERRORS[fault.kind])
+        if fault.kind == "echo_key":  # a proxy that "helpfully" quotes the request back
+            return _json(*_vendor(401, "RBC001", f"Incorrect SID or API key: {api_key!r}", [],
+                                  {"error": f"api-key {api_key} was refused"}))
+        if fault.kind == "raw":
+            return 200, {"Content-Type": "application/json"}, fault.body
+        if fault.kind == "gzip_bomb":
+            return 200, {"Content-Type": "application/json", "Content-Encoding": "gzip"}, \
+                _gzip_of_zeros(fault.size)
         if fault.kind == "html500":
             page = b"<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>"
             return 502, {"Content-Type": "text/html"}, page
@@ -322,6 +359,17 @@ class Simulator:
         return None, {}, b""  # drop
 
 
+@functools.lru_cache(maxsize=4)
+def _gzip_of_zeros(size: int) -> bytes:
+    """A gzip body that inflates to ``size`` zero bytes, about a thousandth of that on the wire."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    block = bytes(1 << 20)
+    parts = [packer.compress(block) for _ in range(size >> 20)]
+    parts.append(packer.compress(bytes(size & ((1 << 20) - 1))))
+    parts.append(packer.flush())
+    return b"".join(parts)
+
+
 def _json(status: int, body: object):
     return status, {"Content-Type": "application/json"}, json.dumps(body).encode()
 
@@ -330,6 +378,9 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128
     simulator: Simulator
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # a client hanging up on a trickle or a bomb is the point, not news
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -363,16 +414,27 @@ class _Handler(BaseHTTPRequestHandler):
             return parts[1]
         return None
 
-    def _send(self, status: int | None, headers: dict[str, str], body: bytes) -> None:
+    def _send(self, status: int | None, headers: dict[str, str], body: bytes | _Trickle) -> None:
         if status is None:  # the "drop" fault: hang up without an answer
             self.close_connection = True
             return
         self.send_response(status)
         for name, value in headers.items():
             self.send_header(name, value)
-        self.send_header("Content-Length", str(len(body)))
+        data = body.data if isinstance(body, _Trickle) else body
+        self.send_header("Content-Length", str(len(data)))
         self.end_headers()
-        self.wfile.write(body)
+        if not isinstance(body, _Trickle):
+            self.wfile.write(body)
+            return
+        self.wfile.flush()
+        try:
+            for i in range(len(data)):
+                self.wfile.write(data[i : i + 1])
+                self.wfile.flush()
+                time.sleep(body.pace)
+        except OSError:  # the client gave up on us, as it should
+            self.close_connection = True
 
     def log_message(self, format: str, *args: object) -> None:
         pass  # quiet: a sweep is thousands of requests

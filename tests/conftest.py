@@ -9,6 +9,7 @@ SID, so tests sharing the session database never see each other's rows.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -27,6 +28,30 @@ from sync.store import Store
 
 PG_SERVER = os.environ.get("KBS_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
 REPO = Path(__file__).resolve().parent.parent
+# The password tests put into DATABASE_URLs (trust auth ignores it), and every API key tests
+# use: each must never appear in any output.
+TEST_PASSWORD = "pw-Zq8!secret:42"
+SECRETS = re.compile("|".join([r"key-[0-9a-f]{32}", "sim-key-0{25}", "good-key-1234",
+                               "bad-key-5678", "wrong-key-123", re.escape(TEST_PASSWORD)]))
+
+
+def leaked_secret(text: str) -> str | None:
+    match = SECRETS.search(text or "")
+    return match.group(0) if match else None
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    """Fail any test whose captured stdout, stderr or log shows a test secret."""
+    outcome = yield
+    report = outcome.get_result()
+    for section, captured in report.sections:
+        secret = leaked_secret(captured)
+        if secret and report.passed:
+            report.outcome = "failed"
+            report.longrepr = f"a test secret leaked into {section}: {secret[:6]}…"
+
+
 # Fast but real backoff: retries still happen and still wait, just briefly.
 FAST_RETRY = RetryPolicy(attempts=3, timeout=10.0, wait_initial=0.01, wait_max=0.05, wait_jitter=0.01)
 
@@ -48,9 +73,19 @@ def make_database() -> Iterator[Callable[[], str]]:
         return f"{PG_SERVER}/{name}"
 
     yield make
+    leaks = []
+    for name in made:
+        try:
+            with psycopg.connect(f"{PG_SERVER}/{name}") as conn:
+                errors = [r[0] for r in conn.execute(
+                    "SELECT error FROM sync_runs WHERE error IS NOT NULL")]
+        except psycopg.Error:  # a database a test left without the tables
+            errors = []
+        leaks += [name for e in errors if leaked_secret(e)]
     with _admin() as conn:
         for name in made:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    assert not leaks, f"a test secret was stored in sync_runs.error in {sorted(set(leaks))}"
 
 
 @pytest.fixture(scope="session")
@@ -123,6 +158,12 @@ def cli_env(sim: Simulator | None, db_url: str | None, **extra: str) -> dict[str
 
 def run_cli(*args: str, env: dict[str, str], cwd: Path | None = None,
             timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """``blocklist-sync ARGS`` as a real process, the way cron or systemd would run it."""
-    return subprocess.run([sys.executable, "-m", "sync", *args], env=env, cwd=cwd or REPO,
-                          capture_output=True, text=True, timeout=timeout)
+    """``blocklist-sync ARGS`` as a real process, the way cron or systemd would run it. Its
+    output is checked for test secrets (``simulate`` prints its own key by design)."""
+    result = subprocess.run([sys.executable, "-m", "sync", *args], env=env, cwd=cwd or REPO,
+                            capture_output=True, text=True, timeout=timeout,
+                            errors="backslashreplace")
+    if "simulate" not in args:
+        secret = leaked_secret(result.stdout + result.stderr)
+        assert secret is None, f"blocklist-sync {' '.join(args)} printed a secret: {secret[:6]}…"
+    return result

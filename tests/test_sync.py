@@ -393,7 +393,8 @@ def test_losing_the_database_mid_sweep_fails_cleanly_and_the_next_run_recovers(
         if pages == 3:
             with engine.begin() as conn:
                 conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                  "WHERE datname = current_database() AND query LIKE 'COPY pg_temp.kbs_staging_seen%'"))
+                                  "WHERE datname = current_database() "
+                                  "AND query LIKE 'COPY pg_temp.kbs_staging_seen%'"))
 
     result = sweep_channel(make_client(sim), store, "sms", SweepOptions(), on_page=kill_our_backend)
     assert result.outcome is Outcome.FAILED
