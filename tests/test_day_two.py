@@ -481,3 +481,63 @@ def test_overlapping_shards_never_sweep_a_pair_twice(sim: Simulator, other_sim: 
                          "WHERE status <> 'skipped' GROUP BY 1, 2 ORDER BY 1, 2")
     assert swept == sorted((s.sid, c, 1) for s in (sim, other_sim) for c in CHANNELS)
     assert "skipped" in outs[0][0]
+
+
+# --- 9. the README ---------------------------------------------------------------------------
+
+
+def test_the_configuration_table_names_every_setting() -> None:
+    import click
+
+    from sync.cli import cli
+
+    readme = (REPO / "README.md").read_text()
+    table = readme[readme.index("## Configuration"):readme.index("## Commands")]
+    for name, command in cli.commands.items():
+        for param in command.params:
+            if isinstance(param, click.Option) and param.envvar:
+                assert f"`{param.envvar}`" in table, f"{name} {param.opts[0]}: {param.envvar}"
+                assert f"`{param.opts[-1]}" in table, f"{name} {param.opts[-1]} missing"
+    for flag in ("--account SID", "--shard K/N", "--metrics-address", "--log-level"):
+        assert flag in table
+
+
+def test_the_documented_shell_completion_line_prints_a_completion_script() -> None:
+    readme = (REPO / "README.md").read_text()
+    assert 'eval "$(_BLOCKLIST_SYNC_COMPLETE=bash_source blocklist-sync)"' in readme
+    script = subprocess.run([str(Path(sys.executable).parent / "blocklist-sync")],
+                            env={**cli_env(None, None), "_BLOCKLIST_SYNC_COMPLETE": "bash_source"},
+                            capture_output=True, text=True, timeout=60)
+    assert script.returncode == 0 and "complete -o nosort -F _blocklist_sync_completion" \
+        in script.stdout
+
+
+def test_the_simulator_example_shows_a_real_diff(tmp_path: Path) -> None:
+    """The README's simulate + curl + run example, run line by line as written (the port
+    swapped for a free one, so parallel test runs do not collide)."""
+    readme = (REPO / "README.md").read_text()
+    start = readme.index("<!-- example: simulator-diff -->")
+    block = readme[readme.index("```sh\n", start) + 6:readme.index("```", readme.index("```sh\n", start) + 6)]
+    port = str(free_port())
+    lines = block.replace("8099", port).replace("\\\n", " ").splitlines()
+    simulate = lines[0].split("&")[0].split()
+    env = {**cli_env(None, None), "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"}
+    server = subprocess.Popen(simulate, env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", int(port))) == 0:
+                    break
+            time.sleep(0.1)
+        result = subprocess.run(["bash", "-ec", "\n".join(lines[1:])], env=env, cwd=tmp_path,
+                                capture_output=True, text=True, timeout=120)
+    finally:
+        server.terminate()
+        printed, _ = server.communicate(timeout=30)
+    assert "KALEYRA_SID=HXSIM000000001IN" in printed  # the SID and key the example exports
+    assert "KALEYRA_API_KEY=sim-key-0000000000000000000000000" in printed
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "HXSIM000000001IN sms: succeeded, 500 blocklisted, +500 -0" in result.stdout
+    assert "HXSIM000000001IN sms: succeeded, 502 blocklisted, +2 -0" in result.stdout
