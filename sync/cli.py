@@ -43,9 +43,9 @@ from sync.telemetry import (
     Metrics,
     ProgressBars,
     configure_logging,
-    log_level,
     redact,
     register_secret,
+    resolve_log_level,
 )
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_HELD, EXIT_LOCKED = 0, 1, 2, 3, 75
@@ -111,7 +111,7 @@ def logging_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def setup_logging(log_format: str, level: str | None, verbose: int, quiet: int) -> None:
-    configure_logging(log_format, log_level(level, verbose, quiet))
+    configure_logging(log_format, resolve_log_level(level, verbose, quiet))
 
 
 def account_options(command: Callable[..., Any]) -> Callable[..., Any]:

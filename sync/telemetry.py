@@ -110,7 +110,7 @@ class _TqdmSafeHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self.handleError(record)
 
 
-def log_level(level: str | None, verbose: int = 0, quiet: int = 0) -> int:
+def resolve_log_level(level: str | None, verbose: int = 0, quiet: int = 0) -> int:
     """The level from ``--log-level`` or ``-v``/``-q`` (each once more lowers or raises it a
     step from INFO). Both at once is a usage error: which one was meant?"""
     from sync.settings import ConfigError

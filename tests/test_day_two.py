@@ -541,3 +541,15 @@ def test_the_simulator_example_shows_a_real_diff(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "HXSIM000000001IN sms: succeeded, 500 blocklisted, +500 -0" in result.stdout
     assert "HXSIM000000001IN sms: succeeded, 502 blocklisted, +2 -0" in result.stdout
+
+
+def test_a_wrong_key_gives_every_channel_a_summary_line(sim: Simulator, pg_url: str) -> None:
+    result = run_cli("run", env=cli_env(sim, pg_url, KALEYRA_API_KEY="wrong-key-123"))
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"{sim.sid} sms: failed, ")
+    assert "RBC001" in lines[1] and "check KALEYRA_SID and the API key" in lines[1]
+    assert lines[2:] == [
+        f"{sim.sid} {channel}: skipped: not tried, because sms failed with an error for the "
+        "whole account (above)" for channel in ("whatsapp", "voice")]
+    assert "wrong-key-123" not in result.stdout + result.stderr
