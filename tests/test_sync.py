@@ -462,6 +462,10 @@ def test_a_held_channel_stays_unhealthy_after_a_dry_run_review(sim: Simulator, m
     assert f"blocklist_sync_removed{labels} 0.0" in text_  # held: nothing was removed
     status = run_cli("status", "--json", env=env)
     assert status.returncode == 1
-    held_run = runs(database.make_engine(database.resolve_database_url(url)), sim)[1][0]
+    engine = database.make_engine(database.resolve_database_url(url))
+    held_run = runs(engine, sim)[1][0]
     assert f'"problem": "last sweep held (run {held_run})"' in status.stdout
+    # The BI view tells the same story since migration 0004: the review is not the last run.
+    assert rows(engine, "SELECT last_run_id, last_run_status FROM blocklist_sync_health "
+                        "WHERE account_sid = :a", a=sim.sid) == [(held_run, "held")]
     assert f"blocklist_sync_last_run_removed{labels} 0.0" in text_
