@@ -2,7 +2,7 @@
 
 No sync logic lives here. Exit codes (README, "Exit codes"): 0 success, 1 failed, 2 usage or
 configuration error (including a schema behind head), 3 held by the safety guard, 75 another
-run holds the lock.
+run holds the lock, 130 / 143 stopped by SIGINT / SIGTERM (128 + the signal's number).
 """
 
 from __future__ import annotations
@@ -13,29 +13,41 @@ import functools
 import json
 import logging
 import os
+import signal
 import sys
-import threading
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, NoReturn
 
 import click
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
-from sync import __version__, database, job, redaction
+from sync import __version__, database, health, job, preflight, redaction
+from sync.kaleyra import RetryPolicy
 from sync.settings import (
     CHANNELS,
     Account,
     ConfigError,
     GuardLimits,
+    is_configured,
     load_accounts,
     parse_duration,
+    parse_shard,
+    select_accounts,
     with_overrides,
 )
-from sync.store import ChannelStatus, Store
-from sync.telemetry import Metrics, ProgressBars, configure_logging
+from sync.store import ChannelStatus, Store, age_text
+from sync.telemetry import (
+    LOG_LEVELS,
+    Metrics,
+    ProgressBars,
+    configure_logging,
+    resolve_log_level,
+)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_HELD, EXIT_LOCKED = 0, 1, 2, 3, 75
+DEMO_DATABASE = "sqlite:///blocklist-sync-demo.db"
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
@@ -73,9 +85,30 @@ def open_store(database_url: str | None) -> tuple[Store, str]:
 database_option = click.option(
     "--database-url", envvar="DATABASE_URL", show_envvar=True,
     help="SQLAlchemy URL; postgresql:// uses psycopg 3. Default: sqlite:///blocklist-sync.db.")
-log_format_option = click.option(
-    "--log-format", type=click.Choice(["text", "json"]), default="text",
-    envvar="BLOCKLIST_SYNC_LOG_FORMAT", show_envvar=True, help="Log line format on stderr.")
+account_filter_option = click.option(
+    "--account", "only_accounts", multiple=True, metavar="SID",
+    help="Only this configured account (repeatable). Default: every configured account.")
+
+
+def logging_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--log-format, --log-level and its shorthands -v / -q."""
+    for option in reversed([
+        click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
+                     envvar="BLOCKLIST_SYNC_LOG_FORMAT", show_envvar=True,
+                     help="Log line format on stderr."),
+        click.option("--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False),
+                     envvar="BLOCKLIST_SYNC_LOG_LEVEL", show_envvar=True,
+                     help="Least severe log lines shown (default info)."),
+        click.option("-v", "--verbose", count=True, help="More log lines (debug)."),
+        click.option("-q", "--quiet", count=True,
+                     help="Fewer log lines: -q warnings and errors, -qq errors only."),
+    ]):
+        command = option(command)
+    return command
+
+
+def setup_logging(log_format: str, level: str | None, verbose: int, quiet: int) -> None:
+    configure_logging(log_format, resolve_log_level(level, verbose, quiet))
 
 
 def account_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -105,6 +138,14 @@ def resolve_accounts(config_file: str | None, sid: str | None, api_key_file: str
     env = with_overrides(os.environ, sid=sid, api_key_file=api_key_file, base_url=base_url,
                          region=region)
     return load_accounts(config_file, env)  # registers every key for redaction as it reads it
+
+
+def configured_metrics(store: Store, accounts: list[Account]) -> Metrics:
+    """Metrics for every configured pair (the whole configuration, whatever --account or
+    --shard swept this time: the textfile is replaced as a whole)."""
+    metrics = Metrics()
+    metrics.update(health.scope(store.channel_statuses(), accounts).judged)
+    return metrics
 
 
 def tuning_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -167,6 +208,7 @@ def migrate(database_url: str | None) -> None:
 
 @cli.command()
 @account_options
+@account_filter_option
 @database_option
 @click.option("--channel", "channels", multiple=True, type=click.Choice(CHANNELS),
               help="Sweep only this channel (repeatable). Default: every configured channel.")
@@ -175,26 +217,41 @@ def migrate(database_url: str | None) -> None:
 @click.option("--force", is_flag=True, help="Apply even what the safety guard would hold.")
 @click.option("--trigger", type=click.Choice(["manual", "scheduled", "backfill"]),
               default="manual", show_default=True, help="Recorded on the run row.")
+@click.option("--shard", envvar="BLOCKLIST_SYNC_SHARD", show_envvar=True, metavar="K/N",
+              help="Sweep only shard K (0 to N-1) of N of the (account, channel) pairs; N alone "
+                   "takes K from JOB_COMPLETION_INDEX (a Kubernetes Indexed Job).")
+@click.option("--skip-if-swept-within", envvar="BLOCKLIST_SYNC_SKIP_IF_SWEPT_WITHIN",
+              show_envvar=True, metavar="DURATION",
+              help="Skip a channel whose last sweep, by any process, started less than this "
+                   "long ago (e.g. 30m). Default: never; with --shard, 30m.")
 @tuning_options
-@log_format_option
+@logging_options
 @click.option("--metrics-file", envvar="BLOCKLIST_SYNC_METRICS_FILE", show_envvar=True,
               help="Write Prometheus metrics here (node_exporter textfile format).")
 @config_errors_exit
 def run(config_file: str | None, sid: str | None, api_key_file: str | None,
-        base_url: str | None, region: str | None, database_url: str | None,
-        channels: tuple[str, ...], dry_run: bool, force: bool, trigger: str, concurrency: int,
+        base_url: str | None, region: str | None, only_accounts: tuple[str, ...],
+        database_url: str | None, channels: tuple[str, ...], dry_run: bool, force: bool,
+        trigger: str, shard: str | None, skip_if_swept_within: str | None, concurrency: int,
         max_rps: float | None, max_pages: int, max_removal_fraction: float,
-        guard_min_entries: int, sweep_timeout: str, log_format: str,
-        metrics_file: str | None) -> None:
+        guard_min_entries: int, sweep_timeout: str, log_format: str, log_level: str | None, verbose: int,
+        quiet: int, metrics_file: str | None) -> None:
     """Sweep every configured account and channel once and record what changed."""
-    configure_logging(log_format)
-    accounts = resolve_accounts(config_file, sid, api_key_file, base_url, region)
+    setup_logging(log_format, log_level, verbose, quiet)
+    configured = resolve_accounts(config_file, sid, api_key_file, base_url, region)
+    accounts = select_accounts(configured, only_accounts)
+    share = parse_shard(shard, os.environ) if shard else None
+    skip_within = (parse_duration(skip_if_swept_within, "--skip-if-swept-within")
+                   if skip_if_swept_within else 1800.0 if share else None)
     store, _ = open_store(database_url)
     database.require_current_schema(store.engine)
     options, make_client = make_sweep_settings(trigger, dry_run, force, concurrency, max_rps,
                                                max_pages, max_removal_fraction, guard_min_entries,
                                                sweep_timeout)
-    stop = threading.Event()
+    # Shards may overlap (a rollout, two Jobs): a pair another shard is sweeping or swept
+    # moments ago is that shard's, so no pair is swept twice.
+    options = replace(options, skip_if_swept_within=skip_within, lock_held_is_skip=bool(share))
+    stop = job.StopRequest()
     job.stop_on_signals(stop)
     bars = ProgressBars()
 
@@ -203,23 +260,31 @@ def run(config_file: str | None, sid: str | None, api_key_file: str | None,
 
     try:
         results = job.sweep_accounts(accounts, store, options, make_client,
-                                     channels=channels or None, stop=stop, on_page=bars.update,
+                                     channels=channels or None, shard=share, stop=stop,
+                                     on_page=bars.update,
                                      on_change=print_change if dry_run else None)
+    except KeyboardInterrupt:  # a second Ctrl-C: the run row is already marked cancelled
+        bars.close()
+        click.echo("interrupted; nothing was applied for the channel in progress", err=True)
+        sys.exit(128 + signal.SIGINT)
     finally:
         bars.close()
+    if share and not results:
+        click.echo(f"shard {share}: no (account, channel) pair falls to this shard")
     for result in results:
         click.echo(summary_line(result))
     if metrics_file:
-        metrics = Metrics()
-        metrics.update(store.channel_statuses())
-        metrics.write_textfile(metrics_file)
+        configured_metrics(store, configured).write_textfile(metrics_file)
     code = job.worst_exit_code(results)
-    if stop.is_set() and code == EXIT_OK:
-        code = EXIT_FAILED
+    if stop.signum is not None:  # the shell's convention: 128 + the signal's number
+        code = 128 + stop.signum
     sys.exit(code)
 
 
 def summary_line(result: job.SweepResult) -> str:
+    if result.run_id is None and result.message and result.outcome in (
+            job.Outcome.SKIPPED, job.Outcome.CANCELLED):  # never started: one line says why
+        return f"{result.account_sid} {result.channel}: {result.outcome.label}: {result.message}"
     parts = [f"{result.account_sid} {result.channel}: {result.outcome.label}"]
     if result.diff is not None:
         parts.append(f"{result.diff.seen} blocklisted, +{result.diff.added} -{result.diff.removed}")
@@ -234,31 +299,50 @@ def summary_line(result: job.SweepResult) -> str:
 
 @cli.command()
 @database_option
+@click.option("--config", "config_file", envvar="BLOCKLIST_SYNC_CONFIG", show_envvar=True,
+              type=click.Path(dir_okay=False), help="TOML file listing several accounts.")
+@account_filter_option
+@click.option("--all", "show_all", is_flag=True,
+              help="Judge every account and channel ever swept, configured or not.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts and health checks.")
 @click.option("--max-age", help="Exit 1 when any channel's last success is older (e.g. 2h).")
 @config_errors_exit
-def status(database_url: str | None, as_json: bool, max_age: str | None) -> None:
-    """The last sweep of each channel and the current entry counts.
+def status(database_url: str | None, config_file: str | None, only_accounts: tuple[str, ...],
+           show_all: bool, as_json: bool, max_age: str | None) -> None:
+    """The last sweep of each configured channel and the current entry counts.
 
-    Exits 1 when the last sweep of any channel failed or was held by the safety guard, or
-    (with --max-age) when any channel's last success is older than that.
+    Exits 1 when the last sweep of any configured channel failed or was held by the safety
+    guard, or (with --max-age) when any configured channel's last success is older than that.
+    Channels swept in the past but not configured now are listed and never change the exit
+    code (--all judges them too). Reads the account SIDs and channels from the same settings
+    as `run` (KALEYRA_SID, KALEYRA_CHANNELS or --config), never the API key.
     """
     limit = parse_duration(max_age, "--max-age") if max_age else None
+    accounts = None
+    if is_configured(config_file, os.environ) and not show_all:
+        accounts = select_accounts(load_accounts(config_file, os.environ, need_keys=False),
+                                   only_accounts)
+    elif not show_all:
+        click.echo("note: no account configured (KALEYRA_SID or --config): judging every "
+                   "account and channel in the database", err=True)
     store, where = open_store(database_url)
     database.require_current_schema(store.engine)
-    statuses = store.channel_statuses()
+    scoped = health.scope(store.channel_statuses(), accounts, only_accounts)
     now = dt.datetime.now(dt.UTC)
-    problems = {(s.account_sid, s.channel): s.problem(now, limit) for s in statuses}
+    problems = {(s.account_sid, s.channel): s.problem(now, limit) for s in scoped.judged}
     if as_json:
         click.echo(json.dumps({"database": where, "channels": [
-            status_record(s, now, problems[s.account_sid, s.channel]) for s in statuses]},
+            status_record(s, now, problems[s.account_sid, s.channel], configured=True)
+            for s in scoped.judged] + [
+            status_record(s, now, None, configured=False) for s in scoped.not_configured]},
             indent=2))
     else:
-        click.echo(status_table(statuses, now, where))
+        click.echo(status_table(scoped, now, where, problems))
     sys.exit(EXIT_FAILED if any(problems.values()) else EXIT_OK)
 
 
-def status_record(s: ChannelStatus, now: dt.datetime, problem: str | None) -> dict[str, Any]:
+def status_record(s: ChannelStatus, now: dt.datetime, problem: str | None, *,
+                  configured: bool) -> dict[str, Any]:
     def iso(t: dt.datetime | None) -> str | None:
         return t.isoformat() if t else None
 
@@ -271,42 +355,81 @@ def status_record(s: ChannelStatus, now: dt.datetime, problem: str | None) -> di
         "last_success_at": iso(s.last_success_at),
         "last_success_age_seconds": (now - s.last_success_at).total_seconds()
         if s.last_success_at else None,
+        "configured": configured,
         "ok": problem is None,
         "problem": problem,
     }
 
 
 def _age(now: dt.datetime, then: dt.datetime | None) -> str:
-    if then is None:
-        return "never"
-    seconds = int((now - then).total_seconds())
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit} ago"
-    return f"{seconds}s ago"
+    return "never" if then is None else f"{age_text((now - then).total_seconds())} ago"
 
 
-def status_table(statuses: list[ChannelStatus], now: dt.datetime, where: str) -> str:
-    if not statuses:
-        return f"{where}: no sweeps yet; run `blocklist-sync run`"
+def _table(statuses: list[ChannelStatus], now: dt.datetime) -> list[str]:
     header = ("ACCOUNT", "CHANNEL", "LAST RUN", "STATUS", "ADDED", "REMOVED", "REJECTED",
               "ENTRIES", "LAST SUCCESS")
     rows = [header] + [
         (s.account_sid, s.channel, _age(now, s.last_finished_at or s.last_started_at),
-         s.last_status or "-", str(s.last_added or 0), str(s.last_removed or 0),
+         s.last_status or "never swept", str(s.last_added or 0), str(s.last_removed or 0),
          str(s.last_rejected or 0), str(s.entries), _age(now, s.last_success_at))
         for s in statuses
     ]
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
-             for r in rows]
-    for s in statuses:
-        if s.last_status in ("failed", "held") and s.last_error:
-            lines.append(f"{s.account_sid} {s.channel} {s.last_status}: {s.last_error}")
+    return ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
+            for r in rows]
+
+
+def status_table(scoped: health.Scoped, now: dt.datetime, where: str,
+                 problems: dict[tuple[str, str], str | None]) -> str:
+    if not scoped.judged and not scoped.not_configured:
+        return f"{where}: no sweeps yet; run `blocklist-sync run`"
+    lines = [where, *(_table(scoped.judged, now) if scoped.judged else [])]
+    for s in scoped.judged:
+        problem = problems[s.account_sid, s.channel]
+        if problem:
+            error = f": {s.last_error}" if s.last_status in ("failed", "held") and s.last_error \
+                else ""
+            lines.append(f"PROBLEM {s.account_sid} {s.channel}: {problem}{error}")
         if s.last_rejected:
             lines.append(f"{s.account_sid} {s.channel}: the last sweep rejected {s.last_rejected} "
                          "listed row(s) that cannot be a phone number (examples in its log)")
-    return "\n".join([f"{where}", *lines])
+    if scoped.not_configured:
+        lines.append("not configured (listed, not judged; --all judges them):")
+        lines.extend("  " + line for line in _table(scoped.not_configured, now))
+    return "\n".join(lines)
+
+
+@cli.command()
+@account_options
+@account_filter_option
+@database_option
+@logging_options
+@config_errors_exit
+def check(config_file: str | None, sid: str | None, api_key_file: str | None,
+          base_url: str | None, region: str | None, only_accounts: tuple[str, ...],
+          database_url: str | None, log_format: str, log_level: str | None, verbose: int,
+          quiet: int) -> None:
+    """Check the configuration, the database and Kaleyra without sweeping or writing.
+
+    One line per check; exit 0 when all pass, 1 when any fails, 2 for a configuration error.
+    Makes one limit=1 request per account and channel, without retries.
+    """
+    if log_level or verbose or quiet:
+        setup_logging(log_format, log_level, verbose, quiet)
+    else:  # the check lines say it all; -v shows the requests' log lines too
+        configure_logging(log_format, logging.CRITICAL)
+    accounts = select_accounts(resolve_accounts(config_file, sid, api_key_file, base_url, region),
+                               only_accounts)
+    pairs = sum(len(a.channels) for a in accounts)
+    checks = [preflight.Check("configuration", True, f"{len(accounts)} account(s), {pairs} "
+                              "channel(s) to sweep")]
+    url = database.resolve_database_url(database_url)  # registers its passwords for redaction
+    checks += preflight.check_database(database.make_engine(url), database.describe_url(url))
+    checks += preflight.check_accounts(accounts, functools.partial(
+        job.client_for, retry=RetryPolicy(attempts=1)))
+    for item in checks:
+        click.echo(item.line())
+    sys.exit(EXIT_OK if all(item.ok for item in checks) else EXIT_FAILED)
 
 
 @cli.command()
@@ -330,9 +453,11 @@ def simulate(host: str, port: int, numbers: int, seed: int) -> None:
 
 
 @cli.command()
-@database_option
+@click.option("--database-url", default=DEMO_DATABASE, show_default=True,
+              help="Where the demo writes. Deliberately not read from DATABASE_URL: the demo "
+                   "never writes its made-up account into your real database by accident.")
 @config_errors_exit
-def demo(database_url: str | None) -> None:
+def demo(database_url: str) -> None:
     """Simulator, migrate, sweep, change the list, sweep again: the whole job on defaults."""
     from sync.demo import run_demo
 
@@ -367,9 +492,12 @@ def grant_read(database_url: str | None, role: str) -> None:
               help="Delay each tick by up to this many seconds.")
 @click.option("--run-now", is_flag=True, help="Also sweep once right away.")
 @tuning_options
-@log_format_option
+@logging_options
 @click.option("--metrics-port", type=click.IntRange(1, 65535), envvar="BLOCKLIST_SYNC_METRICS_PORT",
               show_envvar=True, help="Serve Prometheus metrics over HTTP on this port.")
+@click.option("--metrics-address", default="127.0.0.1", show_default=True,
+              envvar="BLOCKLIST_SYNC_METRICS_ADDRESS", show_envvar=True,
+              help="Address the metrics port listens on; 0.0.0.0 for every interface.")
 @click.option("--metrics-file", envvar="BLOCKLIST_SYNC_METRICS_FILE", show_envvar=True,
               help="Write Prometheus metrics here after every tick.")
 @config_errors_exit
@@ -378,7 +506,9 @@ def schedule(config_file: str | None, sid: str | None, api_key_file: str | None,
              cron_expr: str | None, every: str | None, jitter: int, run_now: bool,
              concurrency: int, max_rps: float | None, max_pages: int,
              max_removal_fraction: float, guard_min_entries: int, sweep_timeout: str,
-             log_format: str, metrics_port: int | None, metrics_file: str | None) -> None:
+             log_format: str,
+             log_level: str | None, verbose: int, quiet: int, metrics_port: int | None,
+             metrics_address: str, metrics_file: str | None) -> None:
     """Run in the foreground and sweep on a schedule until SIGTERM (then exit 0)."""
     from sync import scheduler
 
@@ -386,7 +516,7 @@ def schedule(config_file: str | None, sid: str | None, api_key_file: str | None,
         raise ConfigError("give --cron or --every, not both")
     trigger = (scheduler.every_trigger(every, jitter or None) if every
                else scheduler.crontab_trigger(cron_expr or "15 * * * *", jitter or None))
-    configure_logging(log_format)
+    setup_logging(log_format, log_level, verbose, quiet)
     accounts = resolve_accounts(config_file, sid, api_key_file, base_url, region)
     store, _ = open_store(database_url)
     database.require_current_schema(store.engine)
@@ -396,13 +526,18 @@ def schedule(config_file: str | None, sid: str | None, api_key_file: str | None,
     metrics = Metrics()
 
     def publish() -> None:
-        metrics.update(store.channel_statuses())
+        metrics.update(health.scope(store.channel_statuses(), accounts).judged)
         if metrics_file:
             metrics.write_textfile(metrics_file)
 
     if metrics_port:
         publish()
-        metrics.serve(metrics_port)
+        try:
+            metrics.serve(metrics_port, metrics_address)
+        except OSError as exc:
+            raise ConfigError(f"--metrics-address {metrics_address} --metrics-port "
+                              f"{metrics_port}: cannot listen ({exc.strerror}); pick a free "
+                              "port or an address of this host") from None
     scheduler.run_scheduler(accounts, store, options, make_client, trigger, run_now=run_now,
                             after_tick=publish if (metrics_port or metrics_file) else None)
 

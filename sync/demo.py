@@ -2,7 +2,9 @@
 
 Starts the simulator on loopback, migrates, sweeps every channel (the initial load), changes
 the simulator's lists the way Kaleyra users would, sweeps again and shows what was recorded.
-Each demo uses a fresh account SID so it never rewrites an earlier demo's history.
+Each demo uses a fresh account SID so it never rewrites an earlier demo's history, and its own
+SQLite file (``blocklist-sync-demo.db``) unless ``--database-url`` names another database: it
+never reads ``DATABASE_URL``, so its made-up accounts never land in a production database.
 """
 
 from __future__ import annotations
@@ -65,5 +67,6 @@ def run_demo(store: Store, where: str, *, echo: Callable[[str], None]) -> int:
         echo(f"   {change:<8} {channel:<9} {mobile}  between {not_before:%H:%M:%S} and "
              f"{detected_at:%H:%M:%S} UTC")
     echo(f"7. the data lives in {where}: tables blocklist_entries (now), blocklist_events "
-         "(history), sync_runs (every sweep); try `blocklist-sync status`.")
+         f"(history), sync_runs (every sweep); try `blocklist-sync status --all "
+         f"--database-url '{where}'`.")
     return job.worst_exit_code(first + second)

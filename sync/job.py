@@ -34,18 +34,20 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
 from sync.kaleyra import MAX_LIMIT, Entry, KaleyraClient
-from sync.kaleyra_errors import Cancelled, FatalAPIError, KaleyraError
+from sync.kaleyra_errors import Cancelled, KaleyraError
 from sync.numbers import describe_rejected
 from sync.redaction import redact
-from sync.settings import Account, GuardLimits
+from sync.settings import Account, GuardLimits, Shard
 from sync.store import ChannelSweep, Diff, LockHeld, Store
 
 __all__ = [
     "Outcome",
+    "StopRequest",
     "Stopped",
     "SweepOptions",
     "SweepResult",
     "client_for",
+    "pairs_to_sweep",
     "stop_on_signals",
     "sweep_accounts",
     "sweep_channel",
@@ -59,10 +61,11 @@ class Outcome(enum.Enum):
     """How a sweep ended, with the exit code it contributes (README, "Exit codes")."""
 
     SUCCEEDED = ("succeeded", 0)
-    SKIPPED = ("skipped", 0)  # another process swept this channel moments ago
+    SKIPPED = ("skipped", 0)  # swept moments ago by another process, or its account failed
     DRY_RUN = ("dry_run", 0)
     LOCKED = ("locked", 75)
     HELD = ("held", 3)
+    CANCELLED = ("cancelled", 130)  # the CLI exits 128 + the signal's number (130, 143)
     FAILED = ("failed", 1)
 
     def __init__(self, label: str, exit_code: int) -> None:
@@ -71,8 +74,8 @@ class Outcome(enum.Enum):
 
 
 # Worst first: a failure outranks a hold, which outranks "someone else is on it".
-_SEVERITY = [Outcome.FAILED, Outcome.HELD, Outcome.LOCKED, Outcome.DRY_RUN, Outcome.SKIPPED,
-             Outcome.SUCCEEDED]
+_SEVERITY = [Outcome.FAILED, Outcome.CANCELLED, Outcome.HELD, Outcome.LOCKED, Outcome.DRY_RUN,
+             Outcome.SKIPPED, Outcome.SUCCEEDED]
 
 
 class Stopped(Exception):
@@ -113,15 +116,33 @@ class _Halt:
                           "nothing was applied (raise --sweep-timeout if the list is that long)")
 
 
+class StopRequest(threading.Event):
+    """A stop request that remembers the signal that asked for it: an interrupted run is
+    recorded as ``cancelled`` and exits 128 + that signal's number, the shell's convention."""
+
+    signum: int | None = None
+
+    def request(self, signum: int) -> None:
+        self.signum = signum
+        self.set()
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name if self.signum else "a stop request"
+
+
 @dataclass(frozen=True, kw_only=True)
 class SweepOptions:
     trigger: str = "manual"
     dry_run: bool = False
     force: bool = False
     guard: GuardLimits = field(default_factory=GuardLimits)
-    # Scheduler replicas: skip a channel whose last sweep started less than this many seconds ago.
+    # Scheduler replicas and shards: skip a channel whose last sweep started less than this
+    # many seconds ago (by any process), so overlapping processes sweep it once.
     skip_if_swept_within: float | None = None
     timeout: float = DEFAULT_SWEEP_TIMEOUT  # the whole sweep, paging to apply, in seconds
+    # Shards: a channel another process is sweeping right now is that process's, not an error.
+    lock_held_is_skip: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -132,9 +153,10 @@ class SweepResult:
     run_id: int | None = None
     pages: int = 0
     diff: Diff | None = None
-    message: str | None = None  # why it failed or was held; never a secret
+    message: str | None = None  # why it failed, was held or skipped; never a secret
     seconds: float = 0.0
-    fatal: bool = False  # the account itself is unusable (credentials, balance): skip its rest
+    # The account itself is unusable (credentials, balance, host unreachable): skip its rest.
+    account_wide: bool = False
     phases: dict[str, float] = field(default_factory=dict)  # fetch, diff, verify, apply seconds
 
     @property
@@ -205,20 +227,26 @@ def sweep_channel(
                 result = _sweep_locked(client, session, run_id, channel, options, halt,
                                        progress, on_page, on_change)
             except (Exception, KeyboardInterrupt, SystemExit) as exc:
-                reason = _reason(exc, halt)
+                # A stop the operator asked for is not a failure of Kaleyra or the database.
+                cancelled = stop.is_set() and isinstance(
+                    exc, Stopped | Cancelled | KeyboardInterrupt | SystemExit)
+                reason = _stop_reason(stop) if cancelled else _reason(exc, halt)
+                status = Outcome.CANCELLED if cancelled else Outcome.FAILED
                 try:
-                    session.finish_run(run_id, "failed", pages=progress.pages, error=reason)
+                    session.finish_run(run_id, status.label, pages=progress.pages, error=reason)
                 except Exception:  # the database itself may be what failed
-                    log.exception("could not mark run %s failed; the next run will", run_id,
-                                  extra=context)
+                    log.exception("could not mark run %s %s; the next run will mark it failed",
+                                  run_id, status.label, extra=context)
                 if not isinstance(exc, Exception):
                     raise
                 result = SweepResult(account_sid=client.sid, channel=channel,
-                                     outcome=Outcome.FAILED, run_id=run_id, pages=progress.pages,
-                                     message=reason, fatal=isinstance(exc, FatalAPIError))
+                                     outcome=status, run_id=run_id, pages=progress.pages,
+                                     message=reason,
+                                     account_wide=getattr(exc, "account_wide", False))
     except LockHeld:
         result = SweepResult(
-            account_sid=client.sid, channel=channel, outcome=Outcome.LOCKED,
+            account_sid=client.sid, channel=channel,
+            outcome=Outcome.SKIPPED if options.lock_held_is_skip else Outcome.LOCKED,
             message="another blocklist-sync process is sweeping this channel; nothing was written",
         )
     return _finish(result, started, context)
@@ -244,6 +272,9 @@ def _sweep_locked(
                 progress.rejected += len(page.rejected)
                 room = _REJECTED_EXAMPLES - len(progress.rejected_examples)
                 progress.rejected_examples += [describe_rejected(r) for r in page.rejected[:room]]
+            log.debug("page %d at offset %d: %d new rows", progress.pages, page.offset,
+                      len(page.entries), extra={"account": client.sid, "channel": channel,
+                                                "pages": progress.pages, "offset": page.offset})
             if on_page:
                 on_page(channel, progress.pages, progress.rows)
             yield from page.entries
@@ -319,6 +350,21 @@ def _guard(diff: Diff, limits: GuardLimits) -> str | None:
     return None
 
 
+def pairs_to_sweep(accounts: list[Account], channels: tuple[str, ...] | None = None,
+                   shard: Shard | None = None) -> list[tuple[Account, tuple[str, ...]]]:
+    """Each account with the channels this process sweeps: every configured channel (or
+    exactly ``channels``: a backfill of a channel not yet configured must not silently do
+    nothing), narrowed to ``shard``'s share of the sorted (SID, channel) pairs."""
+    wanted = [(account, channels or account.channels) for account in accounts]
+    if shard is None:
+        return wanted
+    pairs = sorted((account.sid, channel) for account, chans in wanted for channel in chans)
+    mine = {pair for position, pair in enumerate(pairs) if shard.owns(position)}
+    narrowed = [(account, tuple(c for c in chans if (account.sid, c) in mine))
+                for account, chans in wanted]
+    return [(account, chans) for account, chans in narrowed if chans]
+
+
 def sweep_accounts(
     accounts: list[Account],
     store: Store,
@@ -326,32 +372,46 @@ def sweep_accounts(
     make_client: Callable[[Account], KaleyraClient],
     *,
     channels: tuple[str, ...] | None = None,
+    shard: Shard | None = None,
     stop: threading.Event | None = None,
     on_page: PageCallback | None = None,
     on_change: ChangeCallback | None = None,
     on_result: Callable[[SweepResult], None] | None = None,
 ) -> list[SweepResult]:
-    """Sweep every configured channel (or exactly ``channels``, when given: a backfill of a
-    channel not yet configured must not silently do nothing) of every account, independently:
-    one failing does not stop the others. A fatal error for an account (credentials, access,
-    balance) skips its remaining channels rather than failing each the same way."""
+    """Sweep each account's channels (:func:`pairs_to_sweep`) independently: one failing does
+    not stop the others. An account-wide error (credentials, access, balance, an unreachable
+    host) skips the account's remaining channels rather than failing each the same way, and
+    a stop skips everything not yet started; either way every channel gets a result, so the
+    operator sees a line for each."""
     stop = stop or threading.Event()
     results: list[SweepResult] = []
-    for account in accounts:
+
+    def record(result: SweepResult) -> None:
+        results.append(result)
+        if on_result:
+            on_result(result)
+
+    for account, account_channels in pairs_to_sweep(accounts, channels, shard):
         client = make_client(account)
+        broken: SweepResult | None = None
         try:
-            for channel in channels or account.channels:
+            for channel in account_channels:
                 if stop.is_set():
-                    return results
-                result = sweep_channel(client, store, channel, options, stop=stop,
-                                       on_page=on_page, on_change=on_change)
-                results.append(result)
-                if on_result:
-                    on_result(result)
-                if result.fatal:
-                    log.error("skipping the rest of account %s: %s", account.sid, result.message,
-                              extra={"account": account.sid})
-                    break
+                    record(SweepResult(account_sid=account.sid, channel=channel,
+                                       outcome=Outcome.CANCELLED,
+                                       message=f"not started: {_stop_reason(stop)}"))
+                elif broken is not None:
+                    record(_finish(SweepResult(
+                        account_sid=account.sid, channel=channel, outcome=Outcome.SKIPPED,
+                        message=f"not tried, because {broken.channel} failed with an error "
+                                "for the whole account (above)"),
+                        time.monotonic(), {"account": account.sid, "channel": channel}))
+                else:
+                    result = sweep_channel(client, store, channel, options, stop=stop,
+                                           on_page=on_page, on_change=on_change)
+                    record(result)
+                    if result.account_wide:
+                        broken = result
         finally:
             client.close()
     return results
@@ -363,19 +423,25 @@ def client_for(account: Account, **tuning: object) -> KaleyraClient:
                          **tuning)  # type: ignore[arg-type]
 
 
-def stop_on_signals(stop: threading.Event) -> None:
+def stop_on_signals(stop: StopRequest) -> None:
     """SIGTERM and SIGINT ask the sweep to stop at the next page, applying nothing; a second
-    SIGINT interrupts at once (the run row is still marked failed)."""
+    SIGINT interrupts at once (the run row is still marked cancelled)."""
 
     def handler(signum: int, _frame: object) -> None:
         log.warning("%s received: stopping; a sweep in progress applies nothing",
                     signal.Signals(signum).name)
-        stop.set()
+        if not stop.is_set():
+            stop.request(signum)
         if signum == signal.SIGINT:
             signal.signal(signal.SIGINT, signal.default_int_handler)
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
+
+
+def _stop_reason(stop: threading.Event) -> str:
+    name = stop.name if isinstance(stop, StopRequest) else "a stop request"
+    return f"cancelled by {name}; nothing was applied"
 
 
 def _reason(exc: BaseException, halt: _Halt) -> str:
@@ -407,7 +473,7 @@ def _log_result(result: SweepResult, context: dict[str, object]) -> None:
         fields.update(entries=result.diff.seen, added=result.diff.added,
                       removed=result.diff.removed)
     fields.update({f"{phase}_seconds": seconds for phase, seconds in result.phases.items()})
-    quiet = (Outcome.SUCCEEDED, Outcome.DRY_RUN, Outcome.SKIPPED)
+    quiet = (Outcome.SUCCEEDED, Outcome.DRY_RUN, Outcome.SKIPPED, Outcome.CANCELLED)
     level = logging.INFO if result.outcome in quiet else logging.WARNING
     if result.outcome is Outcome.FAILED:
         level = logging.ERROR

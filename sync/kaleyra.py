@@ -28,6 +28,7 @@ from __future__ import annotations
 import datetime as dt
 import email.utils
 import json
+import logging
 import math
 import queue
 import threading
@@ -39,18 +40,23 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol, TypeVar
+from urllib.parse import urlsplit
 
 import requests
 import stamina
+import stamina.instrumentation
+import urllib3
 
 from sync import __version__
 from sync.kaleyra_errors import (
     Cancelled,
+    KaleyraError,
     PagingError,
     ProtocolError,
     RetryableAPIError,
     TransportError,
     error_for_response,
+    transport_error,
 )
 from sync.numbers import canonical
 
@@ -65,6 +71,24 @@ _READ_SLICE = 64 * 1024
 _WAIT_SLICE = 0.2  # how often a waiting caller looks at its cancel event, in seconds
 
 T = TypeVar("T")
+
+log = logging.getLogger("sync.kaleyra")
+
+
+def _log_retry(details: stamina.instrumentation.RetryDetails) -> None:
+    """One line per retry: which attempt failed out of how many, why, and the wait. (Replaces
+    stamina's own hook, whose lines name neither the host nor the cause.)"""
+    exc = details.caused_by
+    reason = exc.reason if isinstance(exc, KaleyraError) else str(exc)
+    attempts = getattr(exc, "attempts", None) or "?"
+    log.warning("attempt %d of %s failed: %s; retrying in %.2fs", details.retry_num, attempts,
+                reason, details.wait_for,
+                extra={"channel": getattr(exc, "channel", None), "offset": getattr(exc, "offset", None),
+                       "attempt": details.retry_num, "attempts": attempts,
+                       "wait_seconds": round(details.wait_for, 3)})
+
+
+stamina.instrumentation.set_on_retry_hooks([_log_retry])
 
 
 class Entry(NamedTuple):
@@ -122,6 +146,9 @@ class KaleyraClient:
         if self.concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self._url = f"{self.base_url.rstrip('/')}/{self.sid}/contacts/blocklisted"
+        parts = urlsplit(self.base_url)
+        self._host = parts.hostname + (f":{parts.port}" if parts.port else "") if parts.hostname \
+            else self.base_url
         self._local = threading.local()
         self._pacer = _Pacer(self.max_rps)
 
@@ -196,6 +223,12 @@ class KaleyraClient:
             workers.shutdown()
         return found
 
+    def probe(self, channel: str) -> int:
+        """One ``limit=1`` listing request, for ``blocklist-sync check``: proves the host,
+        the credentials and the channel answer. Returns the rows it got (0 or 1)."""
+        listing = self._request(channel, 0, {"channel": channel, "limit": 1, "offset": 0}, None)
+        return len(listing.entries) + len(listing.rejected)
+
     def close(self) -> None:
         session = getattr(self._local, "session", None)
         if session is not None:
@@ -208,7 +241,9 @@ class KaleyraClient:
         """Pages in offset order, up to ``concurrency`` requested ahead and re-planned on a
         short page, so that every offset we consume is the one a sequential sweep would use
         (with ``concurrency`` 1 this is exactly the sequential walk)."""
-        stride, window = self.page_size, self.concurrency
+        # The first page goes alone: a host that is down then fails one request, not a window
+        # of them retrying side by side; full pages open the window to ``concurrency``.
+        stride, window = self.page_size, 1
         workers = _Workers(self.concurrency, "kaleyra")
         ahead: deque[tuple[int, Future[_Listing]]] = deque()
         plan = _Plan(cancel)  # set when the pages requested under this plan are abandoned
@@ -253,19 +288,31 @@ class KaleyraClient:
     def _request(self, channel: str, offset: int | None, params: dict[str, Any],
                  abandoned: Stoppable | None) -> _Listing:
         policy = self.retry
-        for attempt in stamina.retry_context(
-            on=self._backoff_for,
-            attempts=policy.attempts,
-            timeout=policy.timeout,
-            wait_initial=policy.wait_initial,
-            wait_max=policy.wait_max,
-            wait_jitter=policy.wait_jitter,
-        ):
-            with attempt:
-                if abandoned is not None and abandoned.is_set():
-                    raise Cancelled("stopped before finishing; nothing was applied",
-                                    channel=channel, offset=offset)
-                return self._request_once(channel, offset, params, abandoned)
+        started = time.monotonic()
+        try:
+            for attempt in stamina.retry_context(
+                on=self._backoff_for,
+                attempts=policy.attempts,
+                timeout=policy.timeout,
+                wait_initial=policy.wait_initial,
+                wait_max=policy.wait_max,
+                wait_jitter=policy.wait_jitter,
+            ):
+                with attempt:
+                    if abandoned is not None and abandoned.is_set():
+                        raise Cancelled("stopped before finishing; nothing was applied",
+                                        channel=channel, offset=offset)
+                    try:
+                        return self._request_once(channel, offset, params, abandoned)
+                    except RetryableAPIError as exc:  # for the retry hook's "attempt k of n"
+                        exc.attempt, exc.attempts = attempt.num, policy.attempts
+                        raise
+        except RetryableAPIError as exc:
+            log.error("gave up after %d attempt(s) in %.1fs: %s", exc.attempt or 1,
+                      time.monotonic() - started, exc.reason,
+                      extra={"channel": channel, "offset": offset, "attempt": exc.attempt,
+                             "attempts": exc.attempts})
+            raise
         raise AssertionError("unreachable: stamina re-raises the last error")  # pragma: no cover
 
     def _backoff_for(self, error: Exception) -> bool | float:
@@ -291,14 +338,13 @@ class KaleyraClient:
                                   channel=channel, offset=offset)
             finally:
                 response.close()
-        except requests.Timeout as exc:
-            raise TransportError(
-                f"request timed out ({type(exc).__name__})", channel=channel, offset=offset
-            ) from None
         except requests.RequestException as exc:
-            raise TransportError(
-                f"request failed ({type(exc).__name__})", channel=channel, offset=offset
-            ) from None
+            raise transport_error(exc, host=self._host, connect_timeout=self.connect_timeout,
+                                  read_timeout=self.read_timeout, channel=channel,
+                                  offset=offset) from None
+        except urllib3.exceptions.HTTPError as exc:  # raised while _read_body reads the body
+            raise TransportError(f"the response from {self._host} broke off "
+                                 f"({type(exc).__name__})", channel=channel, offset=offset) from None
         return _parse_listing(response, body, channel, offset)
 
     def _session(self) -> requests.Session:

@@ -18,6 +18,11 @@ that echoes the key in its message is blanked at every exit by ``sync.redaction`
 
 from __future__ import annotations
 
+import socket
+import ssl
+
+import requests
+
 __all__ = [
     "AuthenticationError",
     "BadRequestError",
@@ -32,7 +37,9 @@ __all__ = [
     "RetryableAPIError",
     "ServerError",
     "TransportError",
+    "UnreachableError",
     "error_for_response",
+    "transport_error",
 ]
 
 
@@ -40,6 +47,11 @@ class KaleyraError(Exception):
     """Root of every error raised by the Kaleyra client."""
 
     hint = "see the message"
+    # Every channel of the account would fail the same way: skip the account's other channels.
+    account_wide = False
+    # Set by the client on retryable errors: which attempt failed, out of how many allowed.
+    attempt: int | None = None
+    attempts: int | None = None
 
     def __init__(
         self,
@@ -69,6 +81,8 @@ class KaleyraError(Exception):
 
 class FatalAPIError(KaleyraError):
     """Retrying cannot help; an operator must change something first."""
+
+    account_wide = True
 
 
 class AuthenticationError(FatalAPIError):
@@ -107,6 +121,64 @@ class ServerError(RetryableAPIError):
 
 class TransportError(RetryableAPIError):
     hint = "check network access to the Kaleyra base URL; it was retried and gave up"
+
+
+class UnreachableError(TransportError):
+    """No connection to the host at all (refused, name not resolved, TLS, connect timeout):
+    the account's other channels use the same host, so they are skipped, not tried."""
+
+    account_wide = True
+    hint = "check KALEYRA_BASE_URL or KALEYRA_REGION, DNS, the firewall and proxies"
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """``exc`` and everything it wraps: requests wraps urllib3, which wraps the socket error."""
+    found: list[BaseException] = []
+    todo: list[object] = [exc]
+    while todo:
+        item = todo.pop()
+        if not isinstance(item, BaseException) or any(item is f for f in found) or len(found) > 20:
+            continue
+        found.append(item)
+        todo.extend([item.__cause__, item.__context__, getattr(item, "reason", None), *item.args])
+    return found
+
+
+def transport_error(exc: requests.RequestException, *, host: str, connect_timeout: float,
+                    read_timeout: float, channel: str | None,
+                    offset: int | None) -> TransportError:
+    """The error a failed request stands for, naming the host and the cause an operator can
+    act on: connection refused, name not resolved, TLS, a timeout or a dropped connection."""
+    causes = _causes(exc)
+
+    def caused_by(*types: type[BaseException]) -> BaseException | None:
+        return next((c for c in causes if isinstance(c, types)), None)
+
+    where = {"channel": channel, "offset": offset}
+    if isinstance(exc, requests.ConnectTimeout):
+        return UnreachableError(f"cannot connect to {host}: no answer within "
+                                f"{connect_timeout:g}s (connect timeout)", **where)
+    if isinstance(exc, requests.Timeout):
+        return TransportError(f"{host} did not answer within {read_timeout:g}s (read timeout)",
+                              **where)
+    if (found := caused_by(socket.gaierror)) is not None or any(
+            type(c).__name__ == "NameResolutionError" for c in causes):
+        detail = f" ({found.strerror})" if isinstance(found, OSError) and found.strerror else ""
+        return UnreachableError(f"cannot resolve {host}: name not resolved{detail} (DNS)", **where)
+    tls = caused_by(ssl.SSLError)
+    if isinstance(exc, requests.exceptions.SSLError) or tls is not None:
+        detail = getattr(tls, "reason", None) or "handshake failed"
+        return UnreachableError(f"TLS with {host} failed ({detail})", **where)
+    if caused_by(ConnectionRefusedError) is not None:
+        return UnreachableError(f"cannot connect to {host}: connection refused", **where)
+    if any(type(c).__name__ == "NewConnectionError" for c in causes):  # no route, unreachable
+        found = caused_by(OSError)
+        reason = getattr(found, "strerror", None) or "no connection"
+        return UnreachableError(f"cannot connect to {host}: {reason}", **where)
+    if isinstance(exc, requests.ConnectionError):
+        return TransportError(f"the connection to {host} was dropped before an answer "
+                              f"({type(caused_by(OSError) or exc).__name__})", **where)
+    return TransportError(f"the request to {host} failed ({type(exc).__name__})", **where)
 
 
 class ProtocolError(KaleyraError):

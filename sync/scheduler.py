@@ -5,7 +5,8 @@ piles up), a misfire grace of minutes. Replicas may run side by side for failove
 ticks fall on the same wall-clock times, the advisory lock lets one sweep a channel at a time,
 and a channel swept less than half a period ago is skipped, so each channel is swept once per
 tick in total. SIGTERM/SIGINT stop the process cleanly: a sweep in progress stops at its next
-page with nothing applied, and the process exits 0.
+page with nothing applied (its run row says ``cancelled``), and the process exits 0: stopping
+a service is not a failure.
 """
 
 from __future__ import annotations
@@ -111,7 +112,7 @@ def run_scheduler(
     after_tick: Callable[[], None] | None = None,
 ) -> None:
     """Run until SIGTERM or SIGINT; returns once any sweep in progress has stopped."""
-    stop = threading.Event()
+    stop = job.StopRequest()
     scheduler = BlockingScheduler(timezone=dt.UTC)
     # A replica that sweeps a channel right after another did the same tick would sweep it
     # twice; half a period apart is "the same tick".
@@ -149,7 +150,7 @@ def run_scheduler(
             return
         log.info("%s received: stopping; a sweep in progress applies nothing",
                  signal.Signals(signum).name)
-        stop.set()
+        stop.request(signum)
         scheduler.shutdown(wait=False)
 
     signal.signal(signal.SIGTERM, shutdown)

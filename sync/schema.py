@@ -49,7 +49,8 @@ sync_runs = Table(
            comment="What started the run: scheduled, manual or backfill."),
     Column("status", Text, nullable=False,
            comment="running; succeeded (changes applied); failed (nothing applied, see error); "
-                   "held (safety guard, nothing applied); dry_run (nothing applied)."),
+                   "held (safety guard, nothing applied); dry_run (nothing applied); cancelled "
+                   "(stopped by an operator or a signal, nothing applied)."),
     Column("started_at", UtcTime, nullable=False, comment="When the sweep started (UTC)."),
     Column("finished_at", UtcTime, comment="When the run ended (UTC); NULL while running."),
     Column("pages_fetched", Integer, nullable=False, server_default="0",
@@ -67,7 +68,8 @@ sync_runs = Table(
     CheckConstraint("channel IN ('sms', 'whatsapp', 'voice')", name="channel"),
     CheckConstraint("trigger IN ('scheduled', 'manual', 'backfill')", name="trigger"),
     CheckConstraint(
-        "status IN ('running', 'succeeded', 'failed', 'held', 'dry_run')", name="status"
+        "status IN ('running', 'succeeded', 'failed', 'held', 'dry_run', 'cancelled')",
+        name="status",
     ),
     Index("ix_sync_runs_account_channel_started", "account_sid", "channel", "started_at"),
     comment="One row per sweep of one account and channel.",

@@ -22,9 +22,12 @@ __all__ = [
     "Account",
     "ConfigError",
     "GuardLimits",
+    "Shard",
     "load_accounts",
     "parse_channels",
     "parse_duration",
+    "parse_shard",
+    "select_accounts",
     "with_overrides",
 ]
 
@@ -133,9 +136,13 @@ def _check_key(key: object, setting: str) -> str:
     return text
 
 
-def account_from_env(env: Mapping[str, str]) -> Account:
-    """The single account configured by ``KALEYRA_*`` environment variables."""
+def account_from_env(env: Mapping[str, str], *, need_key: bool = True) -> Account:
+    """The single account configured by ``KALEYRA_*`` environment variables; without
+    ``need_key`` (``status`` reads only the database) the key is neither read nor required."""
     sid = _check_sid(env.get("KALEYRA_SID"), "KALEYRA_SID")
+    channels = parse_channels(env.get("KALEYRA_CHANNELS") or ",".join(CHANNELS))
+    if not need_key:
+        return Account(sid=sid, api_key="", channels=channels)
     key = env.get("KALEYRA_API_KEY")
     key_file = env.get("KALEYRA_API_KEY_FILE")
     if key and key_file:
@@ -150,11 +157,10 @@ def account_from_env(env: Mapping[str, str]) -> Account:
     base_url = resolve_base_url(
         env.get("KALEYRA_BASE_URL"), env.get("KALEYRA_REGION"), "KALEYRA_BASE_URL/KALEYRA_REGION"
     )
-    channels = parse_channels(env.get("KALEYRA_CHANNELS") or ",".join(CHANNELS))
     return Account(sid=sid, api_key=key, base_url=base_url, channels=channels)
 
 
-def accounts_from_toml(path: Path, env: Mapping[str, str]) -> list[Account]:
+def accounts_from_toml(path: Path, env: Mapping[str, str], *, need_keys: bool = True) -> list[Account]:
     """Accounts from a config file::
 
         [[accounts]]
@@ -183,7 +189,9 @@ def accounts_from_toml(path: Path, env: Mapping[str, str]) -> list[Account]:
         sources = [k for k in ("api_key", "api_key_file", "api_key_env") if table.get(k)]
         if len(sources) != 1:
             raise ConfigError(f"{where}: set exactly one of api_key, api_key_file, api_key_env")
-        if sources == ["api_key_file"]:
+        if not need_keys:
+            key = ""
+        elif sources == ["api_key_file"]:
             key = _read_key_file(table["api_key_file"], f"{where}: api_key_file")
         elif sources == ["api_key_env"]:
             key = env.get(table["api_key_env"], "")
@@ -194,7 +202,7 @@ def accounts_from_toml(path: Path, env: Mapping[str, str]) -> list[Account]:
         accounts.append(
             Account(
                 sid=sid,
-                api_key=_check_key(key, f"{where}: api key"),
+                api_key=_check_key(key, f"{where}: api key") if need_keys else "",
                 base_url=resolve_base_url(table.get("base_url"), table.get("region"), where),
                 channels=parse_channels(table.get("channels", list(CHANNELS)), f"{where}: channels"),
             )
@@ -225,14 +233,75 @@ def with_overrides(env: Mapping[str, str], *, sid: str | None = None,
     return merged
 
 
-def load_accounts(config: str | None, env: Mapping[str, str] | None = None) -> list[Account]:
+def load_accounts(config: str | None, env: Mapping[str, str] | None = None, *,
+                  need_keys: bool = True) -> list[Account]:
     """The accounts to sweep: from ``config`` (or ``BLOCKLIST_SYNC_CONFIG``) when given,
     otherwise the one account in the ``KALEYRA_*`` environment variables."""
     env = os.environ if env is None else env
     config = config or env.get("BLOCKLIST_SYNC_CONFIG")
     if config:
-        return accounts_from_toml(Path(config), env)
-    return [account_from_env(env)]
+        return accounts_from_toml(Path(config), env, need_keys=need_keys)
+    return [account_from_env(env, need_key=need_keys)]
+
+
+def is_configured(config: str | None, env: Mapping[str, str]) -> bool:
+    """Whether any account is configured at all (a config file or ``KALEYRA_SID``)."""
+    return bool(config or env.get("BLOCKLIST_SYNC_CONFIG") or env.get("KALEYRA_SID"))
+
+
+def select_accounts(accounts: list[Account], sids: Sequence[str]) -> list[Account]:
+    """``accounts`` narrowed to ``sids`` (``--account``, repeatable), in configuration order.
+    Naming an account that is not configured is an error, not an empty run."""
+    if not sids:
+        return accounts
+    known = {a.sid for a in accounts}
+    unknown = [sid for sid in dict.fromkeys(sids) if sid not in known]
+    if unknown:
+        raise ConfigError(f"--account {unknown[0]} is not configured; configured: "
+                          f"{', '.join(sorted(known))}")
+    return [a for a in accounts if a.sid in set(sids)]
+
+
+@dataclass(frozen=True)
+class Shard:
+    """This process's share of the (account, channel) pairs: index ``index`` of ``count``.
+
+    Pairs are sorted by (SID, channel) and dealt out round-robin, so N shards of one
+    configuration are disjoint, cover every pair exactly once and differ in size by one at
+    most. A pair belongs to the same shard as long as the configuration is the same.
+    """
+
+    index: int
+    count: int
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+    def owns(self, position: int) -> bool:
+        return position % self.count == self.index
+
+
+_SHARD = re.compile(r"^\s*(?:(\d+)\s*/\s*)?(\d+)\s*$")
+
+
+def parse_shard(value: str, env: Mapping[str, str], setting: str = "--shard") -> Shard:
+    """``K/N`` (0-based K, as Kubernetes numbers an Indexed Job's pods), or ``N`` alone with K
+    taken from ``JOB_COMPLETION_INDEX``, which an Indexed Job sets in every pod."""
+    match = _SHARD.match(value)
+    if not match:
+        raise ConfigError(f"{setting}: {value!r} is not a shard; write K/N (K from 0 to N-1), "
+                          "or N inside an Indexed Job")
+    index_text, count = match.group(1), int(match.group(2))
+    if index_text is None:
+        index_text = env.get("JOB_COMPLETION_INDEX", "").strip()
+        if not index_text.isdigit():
+            raise ConfigError(f"{setting} {value}: JOB_COMPLETION_INDEX is not set (not an "
+                              "Indexed Job pod); write K/N instead")
+    index = int(index_text)
+    if count < 1 or index >= count:
+        raise ConfigError(f"{setting}: shard {index}/{count} does not exist; K runs from 0 to "
+                          "N-1 and N is at least 1")
+    return Shard(index, count)
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")

@@ -1,19 +1,26 @@
 """What operators see: log lines, progress bars, Prometheus metrics. No sync logic here.
 
-- Logs: one line per event; human-readable text, or JSON (``--log-format json``) with the run
-  id, account, channel and counts as fields, for journald and log shippers. A filter blanks
-  every registered secret (``sync.redaction``) from every record, whatever code produced it.
+- Logs: one line per event; human-readable text, or JSON (``--log-format json``) for journald
+  and log shippers. The JSON keys are a documented, flat, stable set (:data:`JSON_FIELDS`, the
+  README lists them): a field that is not in it is not emitted, so a library's extras (dotted
+  ``stamina.*`` keys, say) never leak into the format. Timestamps are UTC with milliseconds.
+  A filter blanks every registered secret (``sync.redaction``) from every record, whatever code produced it.
 - Progress: a bar per channel on a terminal (pages, rows, rate); nothing when not a terminal.
+  Log lines are written through ``tqdm.write`` (what tqdm's own logging redirect does), so a
+  line never lands in the middle of a bar; our handler does it itself because tqdm's redirect
+  swaps handlers and would drop the secret filter with them.
 - Metrics: built from the database (so ``last_success`` survives failed runs and process
   restarts) into a node_exporter textfile written atomically, or served over HTTP.
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import logging
 import sys
-import time
 from collections.abc import Iterable
+from typing import ClassVar
 
 from prometheus_client import CollectorRegistry, Gauge, start_http_server, write_to_textfile
 from pythonjsonlogger.json import JsonFormatter
@@ -22,10 +29,15 @@ from tqdm import tqdm
 from sync.redaction import redact
 from sync.store import ChannelStatus
 
-__all__ = ["Metrics", "ProgressBars", "configure_logging"]
+__all__ = ["JSON_FIELDS", "LOG_LEVELS", "Metrics", "ProgressBars", "configure_logging"]
 
+# Context fields a log call may carry (``extra=``), in the order text lines show them.
 _FIELDS = ("run_id", "account", "channel", "outcome", "pages", "entries", "added", "removed",
-           "seconds", "fetch_seconds", "diff_seconds", "verify_seconds", "apply_seconds")
+           "seconds", "fetch_seconds", "diff_seconds", "verify_seconds", "apply_seconds",
+           "offset", "attempt", "attempts", "wait_seconds")
+# Every key a JSON log line can have. Stable across releases: add, never rename or remove.
+JSON_FIELDS = ("time", "level", "logger", "message", *_FIELDS, "error")
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 class _RedactSecrets(logging.Filter):
@@ -37,31 +49,68 @@ class _RedactSecrets(logging.Filter):
         return True
 
 
-class _TextFormatter(logging.Formatter):
-    """``2026-11-27T17:00:00Z INFO sync.job: sweep succeeded [account=… channel=sms …]``"""
+def _utc_millis(record: logging.LogRecord) -> str:
+    """``2026-11-27T17:00:00.123Z``: UTC, milliseconds, the same in text and JSON."""
+    moment = dt.datetime.fromtimestamp(record.created, dt.UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
-    converter = time.gmtime
+
+def _fields(record: logging.LogRecord) -> dict[str, object]:
+    return {k: getattr(record, k) for k in _FIELDS if getattr(record, k, None) is not None}
+
+
+class _TextFormatter(logging.Formatter):
+    """``2026-11-27T17:00:00.123Z INFO sync.job: sweep succeeded [account=… channel=sms …]``"""
 
     def __init__(self) -> None:
-        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s",
-                         datefmt="%Y-%m-%dT%H:%M:%SZ")
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return _utc_millis(record)
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
-        fields = [f"{k}={getattr(record, k)}" for k in _FIELDS if hasattr(record, k)]
+        fields = [f"{k}={v}" for k, v in _fields(record).items()]
         return f"{line} [{' '.join(fields)}]" if fields else line
 
 
+class _JsonFormatter(JsonFormatter):
+    """One JSON object per line with exactly the keys in :data:`JSON_FIELDS` (those set)."""
+
+    def add_fields(self, log_record: dict[str, object], record: logging.LogRecord,
+                   message_dict: dict[str, object]) -> None:
+        log_record.update(time=_utc_millis(record), level=record.levelname, logger=record.name,
+                          message=record.getMessage(), **_fields(record))
+        if record.exc_info or record.exc_text:
+            log_record["error"] = record.exc_text or self.formatException(record.exc_info)  # type: ignore[arg-type]
+
+
+class _TqdmSafeHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes through ``tqdm.write``, which clears the progress bars, prints the line and
+    redraws them: a log line never lands in the middle of a bar."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:
+            self.handleError(record)
+
+
+def resolve_log_level(level: str | None, verbose: int = 0, quiet: int = 0) -> int:
+    """The level from ``--log-level`` or ``-v``/``-q`` (each once more lowers or raises it a
+    step from INFO). Both at once is a usage error: which one was meant?"""
+    from sync.settings import ConfigError
+
+    if level and (verbose or quiet):
+        raise ConfigError("give --log-level or -v/-q, not both")
+    if level:
+        return logging.getLevelNamesMapping()[level.upper()]
+    return min(max(logging.INFO + 10 * (quiet - verbose), logging.DEBUG), logging.ERROR)
+
+
 def configure_logging(log_format: str = "text", level: int = logging.INFO) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if log_format == "json":
-        handler.setFormatter(JsonFormatter(
-            "{asctime}{levelname}{name}{message}", style="{",
-            rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
-            datefmt="%Y-%m-%dT%H:%M:%SZ"))
-        handler.formatter.converter = time.gmtime  # type: ignore[union-attr]
-    else:
-        handler.setFormatter(_TextFormatter())
+    handler = _TqdmSafeHandler(sys.stderr)
+    handler.setFormatter(_JsonFormatter() if log_format == "json" else _TextFormatter())
     handler.addFilter(_RedactSecrets())
     root = logging.getLogger()
     for old in list(root.handlers):
@@ -96,25 +145,45 @@ class ProgressBars:
 
 
 class Metrics:
-    """The ``blocklist_sync_*`` gauges, per account and channel, from the database."""
+    """The ``blocklist_sync_*`` gauges, per account and channel, from the database.
+
+    The ``last_run_*`` gauges describe the last sweep (dry runs left out). A ``cancelled``
+    sweep is neither a success nor a failure: ``last_run_success`` is not exported for it, and
+    staleness shows through ``last_success_timestamp_seconds``. ``blocklist_sync_added``,
+    ``_removed``, ``_pages`` and ``_duration_seconds`` are the old names of four ``last_run_*``
+    gauges, kept for one release (0.2) so dashboards can move; they go in 0.3.
+    """
+
+    STATUSES = ("running", "succeeded", "failed", "held", "cancelled")
+    DEPRECATED: ClassVar[dict[str, str]] = {"added": "last_run_added", "removed": "last_run_removed",
+                  "pages": "last_run_pages", "duration_seconds": "last_run_duration_seconds"}
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         labels = ("account", "channel")
 
-        def gauge(name: str, doc: str) -> Gauge:
-            return Gauge(f"blocklist_sync_{name}", doc, labels, registry=self.registry)
+        def gauge(name: str, doc: str, extra: tuple[str, ...] = ()) -> Gauge:
+            return Gauge(f"blocklist_sync_{name}", doc, labels + extra, registry=self.registry)
 
         self.last_success = gauge("last_success_timestamp_seconds",
                                   "Unix time the last succeeded sweep finished.")
         self.last_run = gauge("last_run_timestamp_seconds", "Unix time the last sweep finished.")
-        self.last_run_success = gauge("last_run_success",
-                                      "1 if the last sweep succeeded, else 0 (dry runs do not count).")
-        self.duration = gauge("duration_seconds", "Duration of the last sweep.")
+        self.last_run_started = gauge("last_run_started_timestamp_seconds",
+                                      "Unix time the last sweep started (also while it runs).")
+        self.last_run_success = gauge(
+            "last_run_success", "1 if the last sweep succeeded, 0 if it failed or was held; not "
+            "exported after a cancelled sweep (dry runs do not count).")
+        self.last_run_status = gauge(
+            "last_run_status", "1 for the status of the last sweep (running, succeeded, failed, "
+            "held, cancelled), 0 for the others.", ("status",))
+        self.last_run_duration = gauge("last_run_duration_seconds", "Duration of the last sweep.")
+        self.last_run_added = gauge("last_run_added", "Numbers the last sweep added.")
+        self.last_run_removed = gauge("last_run_removed", "Numbers the last sweep removed.")
+        self.last_run_pages = gauge("last_run_pages", "Listing pages the last sweep fetched.")
         self.entries = gauge("entries", "Numbers currently blocklisted.")
-        self.added = gauge("added", "Numbers the last sweep added.")
-        self.removed = gauge("removed", "Numbers the last sweep removed.")
-        self.pages = gauge("pages", "Listing pages the last sweep fetched.")
+        self.deprecated = {old: gauge(old, f"Deprecated (removed in 0.3): use "
+                                           f"blocklist_sync_{new}.")
+                           for old, new in self.DEPRECATED.items()}
         self.last_run_rejected = gauge("last_run_rejected",
                                        "Listed rows the last sweep rejected as no phone number.")
 
@@ -124,23 +193,37 @@ class Metrics:
             self.entries.labels(*labels).set(s.entries)
             if s.last_success_at is not None:
                 self.last_success.labels(*labels).set(s.last_success_at.timestamp())
+            if s.last_status is None:  # configured, never swept
+                continue
+            for status in self.STATUSES:
+                self.last_run_status.labels(*labels, status).set(int(s.last_status == status))
+            if s.last_started_at is not None:
+                self.last_run_started.labels(*labels).set(s.last_started_at.timestamp())
             if s.last_finished_at is None:  # the last run is still going
                 continue
             self.last_run.labels(*labels).set(s.last_finished_at.timestamp())
-            self.last_run_success.labels(*labels).set(
-                1 if s.last_status == "succeeded" else 0)
-            if s.last_started_at is not None:
-                self.duration.labels(*labels).set(
-                    (s.last_finished_at - s.last_started_at).total_seconds())
+            if s.last_status == "cancelled":  # neither: drop a value an earlier update set
+                with contextlib.suppress(KeyError):
+                    self.last_run_success.remove(*labels)
+            else:
+                self.last_run_success.labels(*labels).set(1 if s.last_status == "succeeded" else 0)
             applied = s.last_status == "succeeded"  # a held run's counts were not applied
-            self.added.labels(*labels).set(s.last_added or 0 if applied else 0)
-            self.removed.labels(*labels).set(s.last_removed or 0 if applied else 0)
-            self.pages.labels(*labels).set(s.last_pages or 0)
+            values = {
+                "duration_seconds": (s.last_finished_at - s.last_started_at).total_seconds()
+                if s.last_started_at is not None else 0.0,
+                "added": s.last_added or 0 if applied else 0,
+                "removed": s.last_removed or 0 if applied else 0,
+                "pages": s.last_pages or 0,
+            }
+            for name, value in values.items():
+                getattr(self, f"last_run_{name}" if name != "duration_seconds"
+                        else "last_run_duration").labels(*labels).set(value)
+                self.deprecated[name].labels(*labels).set(value)
             self.last_run_rejected.labels(*labels).set(s.last_rejected or 0)
 
     def write_textfile(self, path: str) -> None:
         """Atomic: prometheus_client writes a temporary file and renames it over ``path``."""
         write_to_textfile(path, self.registry)
 
-    def serve(self, port: int, addr: str = "0.0.0.0") -> None:
+    def serve(self, port: int, addr: str = "127.0.0.1") -> None:
         start_http_server(port, addr=addr, registry=self.registry)

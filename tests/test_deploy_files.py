@@ -1,4 +1,4 @@
-"""The deployment files in ``cron/``: systemd units, crontab, Kubernetes CronJob.
+"""The deployment files: systemd units, crontab, Kubernetes manifests, the Dockerfile.
 
 Each file is checked by the tool that will read it in production where one exists here:
 ``systemd-analyze verify`` and ``systemd-analyze calendar`` for the units, APScheduler's
@@ -502,3 +502,147 @@ def test_scheduler_is_a_restarting_long_running_hardened_service() -> None:
                          if key.startswith(("Protect", "Private", "Restrict", "NoNew", "Lock",
                                             "Memory", "SystemCall", "Capability", "DynamicUser"))}
     assert {key: unit["Service"].get(key) for key in service_hardening} == service_hardening
+
+
+# --- (e) the image and the other manifests ------------------------------------------------
+
+DOCKERFILE = REPO / "Dockerfile"
+MIGRATE_JOB = CRON / "kubernetes-migrate-job.yaml"
+SHARDED = CRON / "kubernetes-cronjob-sharded.yaml"
+
+
+def dockerfile() -> list[tuple[str, str]]:
+    """The Dockerfile as (INSTRUCTION, arguments), continuation lines joined."""
+    text = re.sub(r"\\\n\s*", " ", DOCKERFILE.read_text())
+    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1].strip())
+            for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+def one_yaml(path: Path) -> dict[str, Any]:
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+    assert len(docs) == 1, path.name
+    return docs[0]
+
+
+def version() -> str:
+    return re.search(r'^version = "([^"]+)"', (REPO / "pyproject.toml").read_text(),
+                     re.MULTILINE).group(1)  # type: ignore[union-attr]
+
+
+def test_dockerfile_is_slim_non_root_with_blocklist_sync_as_entrypoint() -> None:
+    steps = dockerfile()
+    assert steps[0][0] == "FROM" and re.fullmatch(r"python:3\.1[1-9]-slim", steps[0][1])
+    user = [args for op, args in steps if op == "USER"]
+    assert user and user[-1].split(":")[0] == "10001"
+    assert [args for op, args in steps if op == "ENTRYPOINT"] == ['["blocklist-sync"]']
+    # The uid the manifests run as is the one the image creates.
+    for manifest in (MANIFEST, MIGRATE_JOB, SHARDED):
+        text = manifest.read_text()
+        assert "runAsUser: 10001" in text and "runAsGroup: 10001" in text, manifest.name
+
+
+def test_every_manifest_runs_the_image_the_dockerfile_builds() -> None:
+    built = re.search(r"docker build -t (\S+) \.", DOCKERFILE.read_text()).group(1)  # type: ignore[union-attr]
+    assert built.endswith(f":{version()}")
+    specs = {"CronJob": pod_spec(cronjob()["spec"]["jobTemplate"]["spec"]),
+             "backfill": pod_spec(backfill_job()["spec"]),
+             "migrate": pod_spec(one_yaml(MIGRATE_JOB)["spec"]),
+             "sharded": pod_spec(one_yaml(SHARDED)["spec"]["jobTemplate"]["spec"])}
+    assert {where: container(spec)["image"] for where, spec in specs.items()} == dict.fromkeys(
+        specs, built)
+
+
+def test_the_image_install_and_entrypoint_work_in_a_fresh_venv(
+        tmp_path: Path, make_database: Any) -> None:
+    """What `docker build` does, minus Docker: the COPY steps into /src, the pip install, and
+    then the entrypoint, from a directory outside the checkout (the migrations must travel)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    steps = dockerfile()
+    for op, args in steps:
+        if op == "COPY":
+            *sources, dest = args.split()
+            for source in sources:
+                origin = REPO / source
+                target = (src / origin.name if dest.endswith("/")
+                          else src / Path(dest).relative_to("/src"))
+                if origin.is_dir():
+                    shutil.copytree(origin, target, ignore=shutil.ignore_patterns("__pycache__"))
+                else:
+                    shutil.copy(origin, target)
+    installs = [args for op, args in steps if op == "RUN" and "pip install" in args]
+    assert installs == ["pip install /src && rm -rf /src"]
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    pip = subprocess.run([str(venv / "bin/pip"), "install", "-q", str(src)],
+                         capture_output=True, text=True, timeout=600)
+    assert pip.returncode == 0, pip.stderr
+    entrypoint = str(venv / "bin/blocklist-sync")
+    work = tmp_path / "work"
+    work.mkdir()
+
+    def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([entrypoint, *args], env=bare_env(**env), cwd=work,
+                              capture_output=True, text=True, timeout=120)
+
+    assert run("--version").stdout.strip() == f"blocklist-sync, version {version()}"
+    url = make_database()
+    migrated = run("migrate", DATABASE_URL=url)
+    assert migrated.returncode == 0 and migrated.stdout.strip().endswith(
+        f"schema upgraded from empty to {database.head_revision()}"), migrated.stderr
+    assert run("check").returncode == 2  # no settings: a configuration error, as the pod would see
+
+
+def test_the_migrate_job_is_a_real_manifest_that_migrates(make_database: Any) -> None:
+    job = one_yaml(MIGRATE_JOB)
+    assert (job["apiVersion"], job["kind"]) == ("batch/v1", "Job")
+    assert job["metadata"]["generateName"]
+    spec = pod_spec(job["spec"])
+    c = container(spec)
+    assert c["command"] == ["blocklist-sync", "migrate"]
+    assert env_of(c)["DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {
+        "name": "blocklist-sync", "key": "database-url"}
+    assert spec["restartPolicy"] == "Never" and spec["securityContext"]["runAsNonRoot"] is True
+    url = make_database()
+    result = subprocess.run([str(console_script()), *c["command"][1:]], env=bare_env(DATABASE_URL=url),
+                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "# apiVersion: batch/v1\n# kind: Job\n# metadata:\n#   generateName: blocklist-sync-migrate" \
+        not in MANIFEST.read_text()
+
+
+def test_the_sharded_cronjob_is_an_indexed_job_whose_shards_cover_the_pairs() -> None:
+    job = one_yaml(SHARDED)
+    assert job["kind"] == "CronJob" and job["spec"]["schedule"] == SCHEDULE
+    assert job["spec"]["concurrencyPolicy"] == "Forbid"
+    job_spec = job["spec"]["jobTemplate"]["spec"]
+    assert job_spec["completionMode"] == "Indexed"
+    c = container(pod_spec(job_spec))
+    env = env_of(c)
+    count = int(env["BLOCKLIST_SYNC_SHARD"]["value"])
+    assert job_spec["completions"] == job_spec["parallelism"] == count > 1
+    # Every index Kubernetes will give is a shard the CLI accepts.
+    from sync.settings import Shard, parse_shard
+    assert [parse_shard(str(count), {"JOB_COMPLETION_INDEX": str(k)}) for k in range(count)] == [
+        Shard(k, count) for k in range(count)]
+    assert_cli_accepts(c["command"], "sharded CronJob")
+    config = env["BLOCKLIST_SYNC_CONFIG"]["value"]
+    mounts = {m["mountPath"] for m in c["volumeMounts"]}
+    assert str(Path(config).parent) in mounts
+    rules = job_spec["podFailurePolicy"]["rules"]
+    assert not any(75 in r.get("onExitCodes", {}).get("values", []) for r in rules)
+
+
+def test_a_stop_is_not_a_failure_for_systemd_or_kubernetes() -> None:
+    assert "143" in one(parse_unit(SERVICE), "Service", "SuccessExitStatus").split()
+    for spec in (cronjob()["spec"]["jobTemplate"]["spec"],
+                 one_yaml(SHARDED)["spec"]["jobTemplate"]["spec"]):
+        ignored = {code for rule in spec["podFailurePolicy"]["rules"] if rule["action"] == "Ignore"
+                   for code in rule.get("onExitCodes", {}).get("values", [])}
+        assert 143 in ignored
+
+
+def test_the_scheduler_checks_before_it_starts() -> None:
+    argv = exec_argv(one(parse_unit(SCHEDULER), "Service", "ExecStartPre"))
+    assert argv[:2] == [INSTALLED_BINARY, "check"]
+    assert_cli_accepts(argv, "ExecStartPre")

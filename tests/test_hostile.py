@@ -404,7 +404,7 @@ def test_a_server_ignoring_offset_still_fails_fast(sim: Simulator) -> None:
     ("mysql://u@h/db", "not supported"),
 ])
 def test_a_malformed_database_url_is_one_line_and_exit_2(url: str, says: str) -> None:
-    result = run_cli("status", env=cli_env(None, url))
+    result = run_cli("migrate", env=cli_env(None, url))
     assert result.returncode == 2 and says in result.stderr
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
 

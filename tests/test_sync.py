@@ -240,16 +240,19 @@ def test_a_process_killed_mid_sweep_leaves_consistent_tables(sim: Simulator, sto
     assert "process ended" in runs(engine, sim)[1][8]
 
 
-def test_sigterm_mid_sweep_applies_nothing_and_exits_1(sim: Simulator, store: Store,
-                                                       engine: Engine, pg_url: str) -> None:
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_mid_sweep_cancels_applies_nothing_and_exits_128_plus_it(
+        sim: Simulator, store: Store, engine: Engine, pg_url: str, signum: int, code: int) -> None:
     sim.add("sms", numbers(10_000))
     proc = _start_run_and_wait(sim, pg_url, pages=5)
-    proc.send_signal(signal.SIGTERM)
-    _out, err = proc.communicate(timeout=30)
-    assert proc.returncode == 1, err
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == code, err
     assert entries(engine, sim) == set() and events(engine, sim) == []
     last = runs(engine, sim)[-1]
-    assert last[2] == "failed" and "stopped by a signal" in last[8]
+    name = signal.Signals(signum).name
+    assert (last[2], last[8]) == ("cancelled", f"cancelled by {name}; nothing was applied")
+    assert f"{sim.sid} sms: cancelled, " in out
 
 
 def test_run_cli_end_to_end_with_status(sim: Simulator, make_database) -> None:  # type: ignore[no-untyped-def]
@@ -339,18 +342,25 @@ def test_demo_runs_from_nothing(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "production should set DATABASE_URL to PostgreSQL" in result.stderr
     assert "added    sms" in result.stdout and "removed  whatsapp" in result.stdout
-    assert (tmp_path / "blocklist-sync.db").exists()
-    engine = database.make_engine(f"sqlite:///{tmp_path / 'blocklist-sync.db'}")
+    assert (tmp_path / "blocklist-sync-demo.db").exists()
+    assert not (tmp_path / "blocklist-sync.db").exists()  # the job's own default stays untouched
+    engine = database.make_engine(f"sqlite:///{tmp_path / 'blocklist-sync-demo.db'}")
     counts = rows(engine, "SELECT change, initial_load, COUNT(*) FROM blocklist_events "
                           "GROUP BY 1, 2 ORDER BY 1, 2")
     assert counts == [("added", 0, 12), ("added", 1, 15000), ("removed", 0, 10)]
 
 
-def test_demo_on_postgresql(make_database) -> None:  # type: ignore[no-untyped-def]
-    url = make_database()
-    result = run_cli("demo", env=cli_env(None, url))
+def test_demo_on_postgresql_only_when_asked(make_database, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    url, production = make_database(), make_database()
+    # DATABASE_URL names "production": the demo must not write its made-up account there.
+    result = run_cli("demo", "--database-url", url, env=cli_env(None, production), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert f"/{url.rsplit('/', 1)[1]}" in result.stdout and "postgresql+psycopg://" in result.stdout
+    result = run_cli("demo", env=cli_env(None, production), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "sqlite:///blocklist-sync-demo.db" in result.stdout
+    assert rows(database.make_engine(database.resolve_database_url(production)),
+                "SELECT COUNT(*) FROM pg_tables WHERE tablename = 'sync_runs'") == [(0,)]
 
 
 def test_stop_event_between_pages_applies_nothing(sim: Simulator, store: Store,
@@ -359,8 +369,10 @@ def test_stop_event_between_pages_applies_nothing(sim: Simulator, store: Store,
     stop = threading.Event()
     result = sweep_channel(make_client(sim), store, "sms", SweepOptions(), stop=stop,
                            on_page=lambda ch, pages, n: stop.set() if pages == 3 else None)
-    assert result.outcome is Outcome.FAILED and "stopped by a signal" in (result.message or "")
+    assert result.outcome is Outcome.CANCELLED
+    assert result.message == "cancelled by a stop request; nothing was applied"
     assert entries(engine, sim) == set()
+    assert runs(engine, sim)[-1][2] == "cancelled"
 
 
 def test_a_check_ignoring_the_mobile_filter_records_no_removal(sim: Simulator, store: Store,
@@ -451,4 +463,10 @@ def test_a_held_channel_stays_unhealthy_after_a_dry_run_review(sim: Simulator, m
     assert f"blocklist_sync_removed{labels} 0.0" in text_  # held: nothing was removed
     status = run_cli("status", "--json", env=env)
     assert status.returncode == 1
-    assert '"problem": "last sweep held"' in status.stdout
+    engine = database.make_engine(database.resolve_database_url(url))
+    held_run = runs(engine, sim)[1][0]
+    assert f'"problem": "last sweep held (run {held_run})"' in status.stdout
+    # The BI view tells the same story since migration 0004: the review is not the last run.
+    assert rows(engine, "SELECT last_run_id, last_run_status FROM blocklist_sync_health "
+                        "WHERE account_sid = :a", a=sim.sid) == [(held_run, "held")]
+    assert f"blocklist_sync_last_run_removed{labels} 0.0" in text_

@@ -1,0 +1,50 @@
+"""Which channels ``status``, the metrics and ``--max-age`` judge: the configured ones.
+
+One rule, read by every consumer: a channel is judged when its (account, channel) pair is in
+the configuration. Pairs the database knows but the configuration does not (an account
+removed from the config, the demo's ``HXDEMO…`` account) are listed as not configured and
+never change an exit code or an alert. A configured pair that was never swept is judged too:
+it appears as "never swept", and ``--max-age`` fails on it. With nothing configured at all
+(only ``DATABASE_URL`` set, say on a laptop), or with ``--all``, every pair is judged, as
+before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sync.settings import Account
+from sync.store import ChannelStatus
+
+__all__ = ["Scoped", "scope"]
+
+
+@dataclass(frozen=True)
+class Scoped:
+    judged: list[ChannelStatus]
+    not_configured: list[ChannelStatus]
+
+
+def _never_swept(account_sid: str, channel: str) -> ChannelStatus:
+    return ChannelStatus(account_sid=account_sid, channel=channel, entries=0, last_run_id=None,
+                         last_status=None, last_started_at=None, last_finished_at=None,
+                         last_pages=None, last_added=None, last_removed=None, last_rejected=None,
+                         last_error=None,
+                         last_success_at=None)
+
+
+def scope(statuses: list[ChannelStatus], accounts: list[Account] | None,
+          only: Sequence[str] = ()) -> Scoped:
+    """Split ``statuses`` into the configured pairs (``accounts``; None judges all) and the
+    rest, both narrowed to the SIDs in ``only`` when given."""
+    def wanted(sid: str) -> bool:
+        return not only or sid in only
+
+    statuses = [s for s in statuses if wanted(s.account_sid)]
+    if accounts is None:
+        return Scoped(statuses, [])
+    configured = {(a.sid, c) for a in accounts if wanted(a.sid) for c in a.channels}
+    known = {(s.account_sid, s.channel): s for s in statuses}
+    judged = [known.get(pair) or _never_swept(*pair) for pair in sorted(configured)]
+    return Scoped(judged, [s for s in statuses if (s.account_sid, s.channel) not in configured])

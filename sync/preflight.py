@@ -1,0 +1,86 @@
+"""``blocklist-sync check``: is this configuration ready to sweep? Answered without sweeping.
+
+Like ``dbt debug`` or an Airbyte connector's ``check``: the configuration was already loaded
+(a bad one never gets here: exit 2), then the database is reached, its schema compared with
+the code's head, and one ``limit=1`` listing request made per account and channel, without
+retries, so an unreachable host answers in seconds. Each check is one line: ok, or what is
+wrong and what to do. Nothing is written: no run row, no lock, no SQLite file created.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import SQLAlchemyError
+
+from sync import database
+from sync.kaleyra import KaleyraClient
+from sync.kaleyra_errors import KaleyraError
+from sync.settings import Account
+
+__all__ = ["Check", "check_accounts", "check_database"]
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+    def line(self) -> str:
+        return f"{'ok' if self.ok else 'FAIL':<4}  {self.name}: {self.detail}"
+
+
+def check_database(engine: Engine, where: str) -> list[Check]:
+    """The database answers, and its schema is at the code's head."""
+    if engine.dialect.name == "sqlite":
+        path = engine.url.database
+        if path and path != ":memory:" and not Path(path).exists():
+            return [Check("database", False, f"{path} does not exist; set DATABASE_URL to your "
+                          "PostgreSQL database, or run `blocklist-sync migrate` to create it")]
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except SQLAlchemyError as exc:
+        cause = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        return [Check("database", False, f"cannot connect to {where} ({cause}); check "
+                      "DATABASE_URL and that the server is up")]
+    checks = [Check("database", True, f"connected to {where}")]
+    current, head = database.current_revision(engine), database.head_revision()
+    if current == head:
+        checks.append(Check("schema", True, f"at {head}, the code's newest revision"))
+    else:
+        state = "empty" if current is None else f"at {current}"
+        checks.append(Check("schema", False, f"{state}, not {head}; run `blocklist-sync migrate`"))
+    return checks
+
+
+def check_accounts(accounts: list[Account],
+                   make_client: Callable[[Account], KaleyraClient]) -> list[Check]:
+    """One ``limit=1`` request per account and channel. An account-wide failure (wrong key,
+    host unreachable) is reported once; its other channels say they were skipped."""
+    checks: list[Check] = []
+    for account in accounts:
+        client = make_client(account)
+        broken: str | None = None
+        try:
+            for channel in account.channels:
+                name = f"kaleyra {account.sid} {channel}"
+                if broken:
+                    checks.append(Check(name, False, f"skipped: {broken} failed account-wide"))
+                    continue
+                try:
+                    rows = client.probe(channel)
+                except KaleyraError as exc:
+                    checks.append(Check(name, False, str(exc)))
+                    if exc.account_wide:
+                        broken = channel
+                    continue
+                checks.append(Check(name, True, f"{client.base_url} answered the listing "
+                                    f"({'at least one' if rows else 'no'} number blocklisted)"))
+        finally:
+            client.close()
+    return checks
