@@ -90,8 +90,10 @@ def require_charting() -> None:
 def _chart(kind: str, title: str, data: ReportData, series: dict[str, list[int | None]]) -> str:
     import pygal
 
+    legend_rows = -(-max(len(series), 1) // 2)  # two columns; the plot keeps its own height
     chart = getattr(pygal, kind)(
-        title=title, width=960, height=360, js=[],  # no tooltip script fetched from the network
+        # js=[]: no tooltip script fetched from the network
+        title=title, width=960, height=360 + 21 * legend_rows, js=[],
         disable_xml_declaration=True, x_label_rotation=30, show_minor_x_labels=False,
         x_labels_major_every=max(1, len(data.days) // 12), legend_at_bottom=True,
         allow_interruptions=True, style=pygal.style.CleanStyle, dots_size=2, truncate_legend=-1,

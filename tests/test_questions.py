@@ -15,6 +15,7 @@ import struct
 import subprocess
 import zlib
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import phonenumbers
@@ -66,6 +67,16 @@ def play(sim: Simulator, store: Store) -> None:
 def history(sim: Simulator, store: Store) -> Scenario:
     play(sim, store)
     return date_the_rounds(store.engine, sim.sid)
+
+
+@pytest.fixture
+def own_database(sim: Simulator, make_database: Callable[[], str]) -> tuple[str, Scenario]:
+    """A database holding only this history: the report shows every account it finds."""
+    url = database.resolve_database_url(make_database())
+    engine = database.make_engine(url)
+    database.upgrade(engine)
+    play(sim, Store(engine))
+    return url, date_the_rounds(engine, sim.sid)
 
 
 def expected_sizes(s: Scenario) -> dict[str, dict[dt.date, tuple[int, bool]]]:
@@ -312,8 +323,8 @@ def test_grant_read_covers_the_new_views(reader: tuple[str, str], sim: Simulator
 
 # -- the report ----------------------------------------------------------------------------
 
-def test_report_content(history: Scenario, pg_url: str, tmp_path: Path) -> None:
-    s = history
+def test_report_content(own_database: tuple[str, Scenario], tmp_path: Path) -> None:
+    pg_url, s = own_database
     out = tmp_path / "report.html"
     done = run_cli("report", "--out", str(out), "--days", "30", env=cli_env(None, pg_url))
     assert done.returncode == 0, done.stderr
@@ -393,7 +404,8 @@ def png_pixels(data: bytes) -> tuple[int, int, list[bytes]]:
                                                for r in lines])]
 
 
-def test_report_renders_in_a_browser(history: Scenario, pg_url: str, tmp_path: Path) -> None:
+def test_report_renders_in_a_browser(own_database: tuple[str, Scenario], tmp_path: Path) -> None:
+    pg_url, _ = own_database
     browser = _browser()
     if browser is None:
         pytest.skip("no Chromium: .ci/run installs Debian's chromium package")
