@@ -443,8 +443,11 @@ def report(database_url: str | None, out: str, days: int) -> None:
     store, where = open_store(database_url)
     database.require_current_schema(store.engine)
     document = reports.render(reports.gather(store.engine, days, where))
-    with open(out, "w", encoding="utf-8") as handle:
-        handle.write(document)
+    try:
+        with open(out, "w", encoding="utf-8") as handle:
+            handle.write(document)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {out}: {exc.strerror}; choose another --out") from None
     click.echo(f"{out}: report of {days} days written")
 
 

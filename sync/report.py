@@ -132,6 +132,7 @@ def render(data: ReportData) -> str:
             _when(h["last_success_at"]), h["entries"], h["last_run_error"] or "")) + "</tr>"
         for h in data.health) or '<tr><td colspan="7">no sweeps yet</td></tr>'
     period = f"{data.first_day.isoformat()} to {data.last_day.isoformat()}"
+    count = f"{len(days)} day" + ("" if len(days) == 1 else "s")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>Kaleyra blocklist report, {period}</title>
@@ -141,7 +142,7 @@ table {{ border-collapse: collapse; }} td, th {{ border: 1px solid #ccc; padding
 th {{ background: #f3f3f3; text-align: left; }} figure {{ margin: 1em 0; }}
 </style></head><body>
 <h1>Kaleyra blocklist report</h1>
-<p id="period">Period covered: {period} (UTC days, {len(days)} days). Generated
+<p id="period">Period covered: {period} (UTC days, {count}). Generated
 {_when(data.generated_at)} from {html.escape(data.source)}.</p>
 <h2>Blocklist size per channel</h2>
 <p>Numbers blocklisted at the end of each day; a day without a sweep carries the last known size.</p>

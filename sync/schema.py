@@ -109,9 +109,9 @@ blocklist_events = Table(
     CheckConstraint("change IN ('added', 'removed')", name="change"),
     Index("ix_blocklist_events_account_channel_detected", "account_sid", "channel", "detected_at"),
     Index("ix_blocklist_events_mobile", "mobile", "detected_at"),
-    # PostgreSQL only (migration 0005): the UTC day the BI views filter on.
-    Index("ix_blocklist_events_day", text("((detected_at AT TIME ZONE 'UTC')::date)"),
-          "account_sid"),
+    # PostgreSQL only (migration 0005): an account's events by the UTC day the BI views use.
+    Index("ix_blocklist_events_account_day", "account_sid",
+          text("((detected_at AT TIME ZONE 'UTC')::date)")),
     comment="Append-only history of additions and removals; never updated or deleted.",
 )
 

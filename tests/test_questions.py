@@ -344,6 +344,12 @@ def test_report_content(own_database: tuple[str, Scenario], tmp_path: Path) -> N
     assert "<script src" not in page and " src=" not in page and "@import" not in page
     assert "href=" not in page.replace('xlink:href="#', "")
 
+    nowhere = run_cli("report", "--out", str(tmp_path / "no" / "such" / "dir.html"),
+                      env=cli_env(None, pg_url))
+    assert nowhere.returncode == 2 and nowhere.stderr.strip().splitlines() == [
+        f"blocklist-sync: error: cannot write {tmp_path}/no/such/dir.html: No such file or "
+        "directory; choose another --out"]
+
     short = run_cli("report", "--out", str(out), "--days", "5", env=cli_env(None, pg_url))
     assert short.returncode == 0
     assert f"Period covered: {s.day(4).isoformat()} to {s.day(0).isoformat()}" in out.read_text()
@@ -421,3 +427,15 @@ def test_report_renders_in_a_browser(own_database: tuple[str, Scenario], tmp_pat
     # else on the page: blue pixels are the chart lines and legend boxes. And much is not blank.
     assert sum(n for (r, g, b), n in pixels.items() if b - r > 60 and b - g > 30) > 200
     assert sum(n for rgb, n in pixels.items() if rgb != b"\xff\xff\xff") > width * height // 20
+
+
+def test_report_on_sqlite(sim: Simulator, sqlite_store: Store, tmp_path: Path) -> None:
+    play(sim, sqlite_store)
+    out = tmp_path / "report.html"
+    done = run_cli("report", "--out", str(out), env=cli_env(None, str(sqlite_store.engine.url)))
+    assert done.returncode == 0, done.stderr
+    page = out.read_text()
+    today = dt.datetime.now(dt.UTC).date().isoformat()
+    assert f"Period covered: {today} to {today} (UTC days, 1 day)" in page
+    assert f"<td>{sim.sid}</td><td>sms</td><td>succeeded</td>" in page
+    assert f"{sim.sid} voice added<" in page and page.count("<svg") == 2
