@@ -81,7 +81,8 @@ def normalise(raw: str, region: str | None = None) -> phonenumbers.PhoneNumber:
         number = None
     if number is None or not phonenumbers.is_possible_number(number):
         hint = "" if region else ", or give --region for a national number"
-        raise ConfigError(f"{raw!r} cannot be a phone number; write it as +919876543210{hint}")
+        shown = raw if len(raw) <= 40 else raw[:40] + "..."  # a hostile argument stays one line
+        raise ConfigError(f"{shown!r} cannot be a phone number; write it as +919876543210{hint}")
     return number
 
 

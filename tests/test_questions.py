@@ -143,10 +143,11 @@ def test_lookup_exit_codes(history: Scenario, pg_url: str) -> None:
     assert code == 1 and "never seen on any channel swept" in str(out)
     assert lookup(CA, "+919999999999", db_url=pg_url)[0] == 1  # one never seen: 1
     assert lookup(CA, KZ, db_url=pg_url)[0] == 0
-    for garbage in ("hello", "+12", "0091", "98765 43210 --region XX"):
+    for garbage in ("hello", "+12", "0091", "98765 43210 --region XX", "+91" + "9" * 5000):
         code, out, err = lookup(*garbage.split(), db_url=pg_url)
         assert code == 2 and out == ""
         assert len(err.strip().splitlines()) == 1 and err.startswith("blocklist-sync: error: ")
+        assert len(err) < 200
 
 
 def test_lookup_on_sqlite(sim: Simulator, sqlite_store: Store) -> None:
