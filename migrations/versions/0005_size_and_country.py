@@ -25,12 +25,16 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from sync.regions import MAX_PREFIX_LENGTH, load
+from sync.regions import load
 
 revision = '0005'
 down_revision = '0002'
 branch_labels = None
 depends_on = None
+
+# Frozen here (sync.regions.MAX_PREFIX_LENGTH may grow with a regenerated table; a migration
+# that loads longer prefixes must recreate the country views).
+MAX_PREFIX_LENGTH = 10
 
 VIEWS = ('blocklist_daily_size', 'blocklist_by_country', 'blocklist_daily_changes_by_country')
 

@@ -87,7 +87,9 @@ def build(engine: Engine) -> str:
             FROM numbers n JOIN runs r ON r.k = n.added_day
             WHERE n.removed_day > :days
             ORDER BY n.mobile"""), {"sid": SID, "channel": CHANNEL, "days": DAYS})
-        removed = c.execute(text(f"SELECT {MOBILE} FROM (SELECT 123 AS s) AS x")).scalar_one()
+        # Added on day 1, removed on day 201: one stretch with both ends.
+        removed = c.execute(text(f"SELECT {MOBILE} FROM (SELECT {INITIAL + 123} AS s) AS x")
+                            ).scalar_one()
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
         c.execute(text("VACUUM ANALYZE"))
     return removed
@@ -122,7 +124,7 @@ VIEWS_90_DAYS = {
 
 def timings(engine: Engine, mobile: str) -> dict[str, object]:
     params = {"account": SID, "mobile": mobile,
-              "day": (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=100)).isoformat()}
+              "day": (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=200)).isoformat()}
     out: dict[str, object] = {}
     for name, query in _QUERY.findall(README.read_text()):
         out[f"readme:{name}"] = _timed(engine, re.sub(r":'(\w+)'", r":\1", query), params)
