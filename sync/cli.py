@@ -542,6 +542,58 @@ def schedule(config_file: str | None, sid: str | None, api_key_file: str | None,
                             after_tick=publish if (metrics_port or metrics_file) else None)
 
 
+@cli.command()
+@database_option
+@click.argument("numbers", nargs=-1, required=True)
+@click.option("--region", "default_region", metavar="CC",
+              help="ISO 3166 region for national numbers (e.g. IN for 98765 43210).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@config_errors_exit
+def lookup(database_url: str | None, numbers: tuple[str, ...], default_region: str | None,
+           as_json: bool) -> None:
+    """Is each NUMBER blocklisted, on which account and channel, and since when.
+
+    Numbers as people write them: +91 98765 43210, 0091..., 919876543210, or a national
+    number with --region. Exits 0 when every number was found on some channel, 1 when one was
+    never seen, 2 when one cannot be a phone number.
+    """
+    from sync import lookup as lookups
+
+    parsed = [(raw, lookups.normalise(raw, default_region)) for raw in numbers]
+    store, _ = open_store(database_url)
+    database.require_current_schema(store.engine)
+    reports = lookups.look_up(store.engine, parsed)
+    if as_json:
+        click.echo(json.dumps({"numbers": [lookups.as_record(r) for r in reports]}, indent=2))
+    else:
+        for report in reports:
+            click.echo("\n".join(lookups.describe(report)))
+    sys.exit(EXIT_OK if all(r.found for r in reports) else EXIT_FAILED)
+
+
+@cli.command()
+@database_option
+@click.option("--out", type=click.Path(dir_okay=False, writable=True), default="report.html",
+              show_default=True, help="HTML file to write.")
+@click.option("--days", type=click.IntRange(1, 3660), default=90, show_default=True,
+              help="UTC days covered, ending today.")
+@config_errors_exit
+def report(database_url: str | None, out: str, days: int) -> None:
+    """Write one self-contained HTML file: size and daily changes per channel, sync health."""
+    from sync import report as reports
+
+    reports.require_charting()
+    store, where = open_store(database_url)
+    database.require_current_schema(store.engine)
+    document = reports.render(reports.gather(store.engine, days, where))
+    try:
+        with open(out, "w", encoding="utf-8") as handle:
+            handle.write(document)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {out}: {exc.strerror}; choose another --out") from None
+    click.echo(f"{out}: report of {days} days written")
+
+
 def main() -> None:
     redaction.install()  # before anything is read: no secret reaches stdout or stderr
     cli(prog_name="blocklist-sync")

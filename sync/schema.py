@@ -20,9 +20,10 @@ from sqlalchemy import (
     MetaData,
     Table,
     Text,
+    text,
 )
 
-__all__ = ["blocklist_entries", "blocklist_events", "metadata", "sync_runs"]
+__all__ = ["blocklist_entries", "blocklist_events", "metadata", "phone_prefixes", "sync_runs"]
 
 # Stable constraint names, so later migrations can name what they alter (Alembic cookbook).
 metadata = MetaData(
@@ -115,5 +116,23 @@ blocklist_events = Table(
     CheckConstraint("change IN ('added', 'removed')", name="change"),
     Index("ix_blocklist_events_account_channel_detected", "account_sid", "channel", "detected_at"),
     Index("ix_blocklist_events_mobile", "mobile", "detected_at"),
+    # PostgreSQL only (migration 0005): an account's events by the UTC day the BI views use.
+    Index("ix_blocklist_events_account_day", "account_sid",
+          text("((detected_at AT TIME ZONE 'UTC')::date)")),
     comment="Append-only history of additions and removals; never updated or deleted.",
+)
+
+phone_prefixes = Table(
+    "phone_prefixes",
+    metadata,
+    Column("prefix", Text, primary_key=True,
+           comment="E.164 prefix: '+', the calling code, and for a shared calling code "
+                   "the national digits that decide the country."),
+    Column("calling_code", Integer, nullable=False,
+           comment="Country calling code the prefix belongs to."),
+    Column("region", Text,
+           comment="ISO 3166 region of numbers whose longest matching prefix this is; "
+                   "NULL for non-geographic calling codes."),
+    comment="Reference data generated from phonenumbers' metadata (sync/regions.py): a "
+            "number belongs to the region of its longest matching prefix.",
 )

@@ -128,7 +128,7 @@ def scenario(sim: Simulator, store: Store) -> Scenario:
 
 README = REPO / "README.md"
 QUERY_NAMES = {"was-blocklisted-on-date", "added-this-week", "blocklisted-on-every-channel",
-               "daily-trend"}
+               "daily-trend", "size-per-channel", "entries-by-country", "additions-by-country"}
 _QUERY = re.compile(r"<!-- query: ([\w-]+) -->\s*```sql\n(.*?)```", re.S)
 _PSQL_VARIABLE = re.compile(r":'(\w+)'")
 

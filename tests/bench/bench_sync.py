@@ -14,7 +14,10 @@ kernel (wait4) and its step timings from its JSON log line. Figures:
 4. diff-and-apply seconds beside a plain COPY of the same N rows into an empty unlogged
    table (the floor for any diff), and their ratio;
 5. fetch seconds beside the simulator's own serving rate, measured by a bare client loop at
-   the same concurrency, and their ratio.
+   the same concurrency, and their ratio;
+6. the questions people ask (README queries, ``lookup`` of one number, the views filtered to
+   the last 90 days) on a year of synthetic history for another 1M-entry channel in the same
+   database (``history.py``; ``--no-history`` skips it).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import time
 import uuid
 from pathlib import Path
 
+import history  # beside this script
 import psycopg
 import requests
 
@@ -161,6 +165,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--entries", type=int, default=1_000_000)
     parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--no-history", action="store_true",
+                        help="skip the year of synthetic history and its query timings")
     parser.add_argument("--pg", default=os.environ.get("KBS_TEST_PG",
                                                        "postgresql://postgres@127.0.0.1:5432"))
     args = parser.parse_args()
@@ -192,6 +198,7 @@ def main() -> None:
         no_change["rows_written"] = written_rows(dsn) - before
         copy_seconds = bare_copy_seconds(dsn, args.entries)
         bare_rate = bare_serving_rate(base_url, int(initial["pages"]), args.concurrency)
+        questions = None if args.no_history else history.run(dsn)
     finally:
         simulator.terminate()
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -222,6 +229,7 @@ def main() -> None:
             "bare_client_pages_per_second": round(bare_rate, 1),
             "ratio": round(fetch_rate / bare_rate, 2),
         },
+        "questions_on_a_year_of_history": questions,
     }, indent=2))
 
 
