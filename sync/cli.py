@@ -13,10 +13,9 @@ import functools
 import json
 import logging
 import os
-import signal
 import sys
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import click
@@ -24,51 +23,78 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 from sync import __version__, database, health, job, preflight, redaction
-from sync.kaleyra import RetryPolicy
+from sync.guard import GuardLimits
+from sync.kaleyra import KaleyraClient, RetryPolicy
+from sync.kaleyra_errors import (
+    AuthenticationError,
+    BadRequestError,
+    LowBalanceError,
+    NotAllowedError,
+    PagingError,
+    ProtocolError,
+    RateLimitedError,
+    RetryableAPIError,
+    TransportError,
+    UnreachableError,
+)
 from sync.settings import (
-    CHANNELS,
     Account,
+    AccountSource,
     ConfigError,
-    GuardLimits,
-    is_configured,
-    load_accounts,
+    Tuning,
     parse_duration,
     parse_shard,
-    select_accounts,
-    with_overrides,
 )
 from sync.store import ChannelStatus, Store, age_text
-from sync.telemetry import (
-    LOG_LEVELS,
-    Metrics,
-    ProgressBars,
-    configure_logging,
-    resolve_log_level,
-)
+from sync.telemetry import LOG_LEVELS, LogSettings, Metrics, ProgressBars, configure_logging
+from sync.vocabulary import REGIONS, Channel, ExitCode, Outcome, Trigger
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_HELD, EXIT_LOCKED = 0, 1, 2, 3, 75
 DEMO_DATABASE = "sqlite:///blocklist-sync-demo.db"
 
+# What to do about a failure, by the error's class (most specific first): the HTTP layer says
+# what happened, only the CLI knows which flag or variable the operator should change.
+ADVICE: tuple[tuple[type[BaseException], str], ...] = (
+    (AuthenticationError, "check KALEYRA_SID and the API key (KALEYRA_API_KEY or "
+                          "KALEYRA_API_KEY_FILE, or the account's entry in --config)"),
+    (LowBalanceError, "top up the Kaleyra account balance, then run again"),
+    (NotAllowedError, "the account may not use this API or channel; ask Kaleyra support to "
+                      "enable it, or remove the channel from KALEYRA_CHANNELS"),
+    (BadRequestError, "the request was rejected as malformed; check the channel and "
+                      "KALEYRA_BASE_URL / KALEYRA_REGION"),
+    (UnreachableError, "check KALEYRA_BASE_URL or KALEYRA_REGION, DNS, the firewall and proxies"),
+    (RateLimitedError, "Kaleyra rate-limited the sweep; lower --concurrency or --max-rps"),
+    (TransportError, "check network access to the Kaleyra base URL; it was retried and gave up"),
+    (RetryableAPIError, "Kaleyra failed; it was retried and will be tried again next run"),
+    (PagingError, "the server's paging cannot be trusted for a full sweep; report it to Kaleyra"),
+    (ProtocolError, "if this persists, check KALEYRA_BASE_URL and report it"),
+)
 
-def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+
+def advice_for(error_type: type[BaseException] | None) -> str | None:
+    return next((text for cls, text in ADVICE if error_type and issubclass(error_type, cls)),
+                None)
+
+
+def fail(message: str, code: int = ExitCode.USAGE) -> NoReturn:
     click.echo(f"blocklist-sync: error: {message}", err=True)
     sys.exit(code)
 
 
-def config_errors_exit(command: Callable[..., Any]) -> Callable[..., Any]:
+def config_errors_exit(command: Callable[..., None]) -> Callable[..., None]:
     """A :class:`ConfigError` becomes its one line on stderr and exit code 2; an unreachable
-    database one line and exit code 1, instead of a traceback."""
+    database one line and exit code 1, instead of a traceback. Goes right under
+    ``@cli.command()``, so it also covers the option decorators that build settings."""
 
     @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: Any, **kwargs: Any) -> None:
         try:
-            return command(*args, **kwargs)
+            command(*args, **kwargs)
         except ConfigError as exc:
             fail(str(exc))
         except OperationalError as exc:
             cause = str(exc.orig or exc).strip().splitlines()[0]
             fail(f"cannot use the database ({cause}); check DATABASE_URL and that the "
-                 "server is up", EXIT_FAILED)
+                 "server is up", ExitCode.FAILED)
 
     return wrapper
 
@@ -85,59 +111,105 @@ def open_store(database_url: str | None) -> tuple[Store, str]:
 database_option = click.option(
     "--database-url", envvar="DATABASE_URL", show_envvar=True,
     help="SQLAlchemy URL; postgresql:// uses psycopg 3. Default: sqlite:///blocklist-sync.db.")
-account_filter_option = click.option(
-    "--account", "only_accounts", multiple=True, metavar="SID",
-    help="Only this configured account (repeatable). Default: every configured account.")
 
 
-def logging_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """--log-format, --log-level and its shorthands -v / -q."""
-    for option in reversed([
-        click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
-                     envvar="BLOCKLIST_SYNC_LOG_FORMAT", show_envvar=True,
-                     help="Log line format on stderr."),
-        click.option("--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False),
-                     envvar="BLOCKLIST_SYNC_LOG_LEVEL", show_envvar=True,
-                     help="Least severe log lines shown (default info)."),
-        click.option("-v", "--verbose", count=True, help="More log lines (debug)."),
-        click.option("-q", "--quiet", count=True,
-                     help="Fewer log lines: -q warnings and errors, -qq errors only."),
-    ]):
-        command = option(command)
-    return command
+def _gathered(options: list[Callable[[Any], Any]], build: Callable[..., object], into: str,
+              names: tuple[str, ...]) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """A decorator adding ``options`` to a command and handing it one typed object, built by
+    ``build`` from those options' values, as the parameter ``into``."""
+
+    def decorate(command: Callable[..., None]) -> Callable[..., None]:
+        @functools.wraps(command)
+        def wrapper(*args: Any, **kwargs: Any) -> None:
+            values = {name: kwargs.pop(name) for name in names}
+            command(*args, **{into: build(**values)}, **kwargs)
+
+        for option in reversed(options):
+            wrapper = option(wrapper)
+        return wrapper
+
+    return decorate
 
 
-def setup_logging(log_format: str, level: str | None, verbose: int, quiet: int) -> None:
-    configure_logging(log_format, resolve_log_level(level, verbose, quiet))
+account_options = _gathered([
+    click.option("--config", "config_file", envvar="BLOCKLIST_SYNC_CONFIG", show_envvar=True,
+                 type=click.Path(dir_okay=False), help="TOML file listing several accounts (see "
+                 "README)."),
+    click.option("--sid", help="Account SID (overrides KALEYRA_SID)."),
+    click.option("--api-key-file", help="File holding the API key (overrides "
+                 "KALEYRA_API_KEY_FILE). There is no flag for the key itself: command lines are "
+                 "visible to every user of the machine."),
+    click.option("--base-url", help="API base URL with version (overrides KALEYRA_BASE_URL)."),
+    click.option("--region", type=click.Choice(list(REGIONS)),
+                 help="Region shortcut for the base URL (overrides KALEYRA_REGION)."),
+    click.option("--account", "only", multiple=True, metavar="SID",
+                 help="Only this configured account (repeatable). Default: every one."),
+], lambda only, **flags: AccountSource(only=tuple(only), **flags), "source",
+    ("config_file", "sid", "api_key_file", "base_url", "region", "only"))
+
+tuning_options = _gathered([
+    click.option("--concurrency", type=click.IntRange(1, 32), default=4, show_default=True,
+                 envvar="BLOCKLIST_SYNC_CONCURRENCY", show_envvar=True,
+                 help="Listing requests in flight at once."),
+    click.option("--max-rps", type=click.FloatRange(min=0.1), envvar="BLOCKLIST_SYNC_MAX_RPS",
+                 show_envvar=True, help="Cap on requests per second (default: no cap)."),
+    click.option("--max-pages", type=click.IntRange(1), default=200_000, show_default=True,
+                 envvar="BLOCKLIST_SYNC_MAX_PAGES", show_envvar=True,
+                 help="A sweep past this many pages is an error, not data."),
+    click.option("--sweep-timeout", default="2h", show_default=True,
+                 envvar="BLOCKLIST_SYNC_SWEEP_TIMEOUT", show_envvar=True,
+                 help="A sweep still running after this long (e.g. 90m) stops and applies "
+                 "nothing."),
+], lambda sweep_timeout, **values: Tuning(
+    sweep_timeout=parse_duration(sweep_timeout, "--sweep-timeout"), **values), "tuning",
+    ("concurrency", "max_rps", "max_pages", "sweep_timeout"))
+
+guard_options = _gathered([
+    click.option("--max-removal-fraction", type=click.FloatRange(0, 1), default=0.2,
+                 show_default=True, envvar="BLOCKLIST_SYNC_MAX_REMOVAL_FRACTION",
+                 show_envvar=True, help="Safety guard: hold a sweep removing more than this "
+                 "share of a channel's entries ..."),
+    click.option("--guard-min-entries", type=click.IntRange(0), default=100, show_default=True,
+                 envvar="BLOCKLIST_SYNC_GUARD_MIN_ENTRIES", show_envvar=True,
+                 help="... when the channel holds more than this many."),
+], lambda max_removal_fraction, guard_min_entries: GuardLimits(
+    max_removal_fraction=max_removal_fraction, min_entries=guard_min_entries), "guard",
+    ("max_removal_fraction", "guard_min_entries"))
+
+logging_options = _gathered([
+    click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
+                 envvar="BLOCKLIST_SYNC_LOG_FORMAT", show_envvar=True,
+                 help="Log line format on stderr."),
+    click.option("--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False),
+                 envvar="BLOCKLIST_SYNC_LOG_LEVEL", show_envvar=True,
+                 help="Least severe log lines shown (default info)."),
+    click.option("-v", "--verbose", count=True, help="More log lines (debug)."),
+    click.option("-q", "--quiet", count=True,
+                 help="Fewer log lines: -q warnings and errors, -qq errors only."),
+], LogSettings, "log", ("log_format", "log_level", "verbose", "quiet"))
 
 
-def account_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Flags that override the KALEYRA_* environment for a single account."""
-    for option in reversed([
-        click.option("--config", "config_file", envvar="BLOCKLIST_SYNC_CONFIG", show_envvar=True,
-                     type=click.Path(dir_okay=False),
-                     help="TOML file listing several accounts (see README)."),
-        click.option("--sid", help="Account SID (overrides KALEYRA_SID)."),
-        click.option("--api-key-file", help="File holding the API key (overrides "
-                     "KALEYRA_API_KEY_FILE). There is no flag for the key itself: command "
-                     "lines are visible to every user of the machine."),
-        click.option("--base-url", help="API base URL with version (overrides KALEYRA_BASE_URL)."),
-        click.option("--region", type=click.Choice(["in", "sg", "eu", "na"]),
-                     help="Region shortcut for the base URL (overrides KALEYRA_REGION)."),
-    ]):
-        command = option(command)
-    return command
+@dataclass(frozen=True)
+class Prepared:
+    """What ``run`` and ``schedule`` both start from."""
+
+    configured: list[Account]  # every configured account: the metrics judge them all
+    accounts: list[Account]  # those to sweep (``--account``)
+    store: Store
 
 
-def resolve_accounts(config_file: str | None, sid: str | None, api_key_file: str | None,
-                     base_url: str | None, region: str | None) -> list[Account]:
-    if (config_file or os.environ.get("BLOCKLIST_SYNC_CONFIG")) and any(
-            (sid, api_key_file, base_url, region)):
-        raise ConfigError("--sid, --api-key-file, --base-url and --region configure a single "
-                          "account; with a config file, set them in the file instead")
-    env = with_overrides(os.environ, sid=sid, api_key_file=api_key_file, base_url=base_url,
-                         region=region)
-    return load_accounts(config_file, env)  # registers every key for redaction as it reads it
+def prepare(source: AccountSource, database_url: str | None, log: LogSettings) -> Prepared:
+    """Logging, accounts, database and schema: everything a sweep needs before it starts."""
+    log.configure()
+    configured = source.load(os.environ)  # registers every key for redaction as it reads it
+    accounts = source.selected(configured)
+    store, _ = open_store(database_url)
+    database.require_current_schema(store.engine)
+    return Prepared(configured, accounts, store)
+
+
+def client_maker(tuning: Tuning) -> Callable[[Account], KaleyraClient]:
+    return functools.partial(job.client_for, tuning=tuning)
 
 
 def configured_metrics(store: Store, accounts: list[Account]) -> Metrics:
@@ -146,45 +218,6 @@ def configured_metrics(store: Store, accounts: list[Account]) -> Metrics:
     metrics = Metrics()
     metrics.update(health.scope(store.channel_statuses(), accounts).judged)
     return metrics
-
-
-def tuning_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    for option in reversed([
-        click.option("--concurrency", type=click.IntRange(1, 32), default=4, show_default=True,
-                     envvar="BLOCKLIST_SYNC_CONCURRENCY", show_envvar=True,
-                     help="Listing requests in flight at once."),
-        click.option("--max-rps", type=click.FloatRange(min=0.1), envvar="BLOCKLIST_SYNC_MAX_RPS",
-                     show_envvar=True, help="Cap on requests per second (default: no cap)."),
-        click.option("--max-pages", type=click.IntRange(1), default=200_000, show_default=True,
-                     envvar="BLOCKLIST_SYNC_MAX_PAGES", show_envvar=True,
-                     help="A sweep past this many pages is an error, not data."),
-        click.option("--max-removal-fraction", type=click.FloatRange(0, 1), default=0.2,
-                     show_default=True, envvar="BLOCKLIST_SYNC_MAX_REMOVAL_FRACTION",
-                     show_envvar=True, help="Safety guard: hold a sweep removing more than "
-                     "this share of a channel's entries ..."),
-        click.option("--guard-min-entries", type=click.IntRange(0), default=100,
-                     show_default=True, envvar="BLOCKLIST_SYNC_GUARD_MIN_ENTRIES",
-                     show_envvar=True, help="... when the channel holds more than this many."),
-        click.option("--sweep-timeout", default="2h", show_default=True,
-                     envvar="BLOCKLIST_SYNC_SWEEP_TIMEOUT", show_envvar=True,
-                     help="A sweep still running after this long (e.g. 90m) stops and applies "
-                     "nothing."),
-    ]):
-        command = option(command)
-    return command
-
-
-def make_sweep_settings(trigger: str, dry_run: bool, force: bool, concurrency: int,
-                        max_rps: float | None, max_pages: int, max_removal_fraction: float,
-                        guard_min_entries: int, sweep_timeout: str,
-                        ) -> tuple[job.SweepOptions, Callable[[Account], Any]]:
-    options = job.SweepOptions(
-        trigger=trigger, dry_run=dry_run, force=force,
-        guard=GuardLimits(max_removal_fraction=max_removal_fraction, min_entries=guard_min_entries),
-        timeout=parse_duration(sweep_timeout, "--sweep-timeout"))
-    make_client = functools.partial(job.client_for, concurrency=concurrency, max_rps=max_rps,
-                                    max_pages=max_pages)
-    return options, make_client
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -207,16 +240,16 @@ def migrate(database_url: str | None) -> None:
 
 
 @cli.command()
+@config_errors_exit
 @account_options
-@account_filter_option
 @database_option
-@click.option("--channel", "channels", multiple=True, type=click.Choice(CHANNELS),
+@click.option("--channel", "channels", multiple=True, type=click.Choice([c.value for c in Channel]),
               help="Sweep only this channel (repeatable). Default: every configured channel.")
 @click.option("--dry-run", is_flag=True,
               help="Print the additions and removals it would make; apply nothing.")
 @click.option("--force", is_flag=True, help="Apply even what the safety guard would hold.")
-@click.option("--trigger", type=click.Choice(["manual", "scheduled", "backfill"]),
-              default="manual", show_default=True, help="Recorded on the run row.")
+@click.option("--trigger", type=click.Choice([t.value for t in Trigger]), default=Trigger.MANUAL.value,
+              show_default=True, help="Recorded on the run row.")
 @click.option("--shard", envvar="BLOCKLIST_SYNC_SHARD", show_envvar=True, metavar="K/N",
               help="Sweep only shard K (0 to N-1) of N of the (account, channel) pairs; N alone "
                    "takes K from JOB_COMPLETION_INDEX (a Kubernetes Indexed Job).")
@@ -225,32 +258,24 @@ def migrate(database_url: str | None) -> None:
               help="Skip a channel whose last sweep, by any process, started less than this "
                    "long ago (e.g. 30m). Default: never; with --shard, 30m.")
 @tuning_options
+@guard_options
 @logging_options
 @click.option("--metrics-file", envvar="BLOCKLIST_SYNC_METRICS_FILE", show_envvar=True,
               help="Write Prometheus metrics here (node_exporter textfile format).")
-@config_errors_exit
-def run(config_file: str | None, sid: str | None, api_key_file: str | None,
-        base_url: str | None, region: str | None, only_accounts: tuple[str, ...],
-        database_url: str | None, channels: tuple[str, ...], dry_run: bool, force: bool,
-        trigger: str, shard: str | None, skip_if_swept_within: str | None, concurrency: int,
-        max_rps: float | None, max_pages: int, max_removal_fraction: float,
-        guard_min_entries: int, sweep_timeout: str, log_format: str, log_level: str | None, verbose: int,
-        quiet: int, metrics_file: str | None) -> None:
+def run(source: AccountSource, database_url: str | None, channels: tuple[str, ...],
+        dry_run: bool, force: bool, trigger: str, shard: str | None,
+        skip_if_swept_within: str | None, tuning: Tuning, guard: GuardLimits, log: LogSettings,
+        metrics_file: str | None) -> None:
     """Sweep every configured account and channel once and record what changed."""
-    setup_logging(log_format, log_level, verbose, quiet)
-    configured = resolve_accounts(config_file, sid, api_key_file, base_url, region)
-    accounts = select_accounts(configured, only_accounts)
+    ready = prepare(source, database_url, log)
     share = parse_shard(shard, os.environ) if shard else None
     skip_within = (parse_duration(skip_if_swept_within, "--skip-if-swept-within")
                    if skip_if_swept_within else 1800.0 if share else None)
-    store, _ = open_store(database_url)
-    database.require_current_schema(store.engine)
-    options, make_client = make_sweep_settings(trigger, dry_run, force, concurrency, max_rps,
-                                               max_pages, max_removal_fraction, guard_min_entries,
-                                               sweep_timeout)
     # Shards may overlap (a rollout, two Jobs): a pair another shard is sweeping or swept
     # moments ago is that shard's, so no pair is swept twice.
-    options = replace(options, skip_if_swept_within=skip_within, lock_held_is_skip=bool(share))
+    options = job.SweepOptions(trigger=Trigger(trigger), dry_run=dry_run, force=force,
+                               guard=guard, timeout=tuning.sweep_timeout,
+                               skip_if_swept_within=skip_within, lock_held_is_skip=bool(share))
     stop = job.StopRequest()
     job.stop_on_signals(stop)
     bars = ProgressBars()
@@ -259,14 +284,14 @@ def run(config_file: str | None, sid: str | None, api_key_file: str | None,
         click.echo(f"would-be-{change}\t{account_sid}\t{channel}\t{mobile}")
 
     try:
-        results = job.sweep_accounts(accounts, store, options, make_client,
+        results = job.sweep_accounts(ready.accounts, ready.store, options, client_maker(tuning),
                                      channels=channels or None, shard=share, stop=stop,
                                      on_page=bars.update,
                                      on_change=print_change if dry_run else None)
     except KeyboardInterrupt:  # a second Ctrl-C: the run row is already marked cancelled
         bars.close()
         click.echo("interrupted; nothing was applied for the channel in progress", err=True)
-        sys.exit(128 + signal.SIGINT)
+        sys.exit(ExitCode.SIGINT)
     finally:
         bars.close()
     if share and not results:
@@ -274,7 +299,7 @@ def run(config_file: str | None, sid: str | None, api_key_file: str | None,
     for result in results:
         click.echo(summary_line(result))
     if metrics_file:
-        configured_metrics(store, configured).write_textfile(metrics_file)
+        configured_metrics(ready.store, ready.configured).write_textfile(metrics_file)
     code = job.worst_exit_code(results)
     if stop.signum is not None:  # the shell's convention: 128 + the signal's number
         code = 128 + stop.signum
@@ -294,21 +319,26 @@ def summary_line(result: job.SweepResult) -> str:
     if result.run_id is not None:
         parts.append(f"run {result.run_id}")
     line = ", ".join(parts)
+    if result.outcome is Outcome.HELD:
+        where = f"--account {result.account_sid} --channel {result.channel}"
+        return (f"{line}\n  {result.message}\n  review it with `blocklist-sync run --dry-run "
+                f"{where}`, apply it with `blocklist-sync run --force {where}`")
+    advice = advice_for(result.error_type)
+    if advice:
+        return f"{line}\n  {result.message}\n  {advice}"
     return f"{line}\n  {result.message}" if result.message else line
 
 
 @cli.command()
+@config_errors_exit
 @database_option
-@click.option("--config", "config_file", envvar="BLOCKLIST_SYNC_CONFIG", show_envvar=True,
-              type=click.Path(dir_okay=False), help="TOML file listing several accounts.")
-@account_filter_option
+@account_options
 @click.option("--all", "show_all", is_flag=True,
               help="Judge every account and channel ever swept, configured or not.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts and health checks.")
 @click.option("--max-age", help="Exit 1 when any channel's last success is older (e.g. 2h).")
-@config_errors_exit
-def status(database_url: str | None, config_file: str | None, only_accounts: tuple[str, ...],
-           show_all: bool, as_json: bool, max_age: str | None) -> None:
+def status(database_url: str | None, source: AccountSource, show_all: bool, as_json: bool,
+           max_age: str | None) -> None:
     """The last sweep of each configured channel and the current entry counts.
 
     Exits 1 when the last sweep of any configured channel failed or was held by the safety
@@ -319,15 +349,14 @@ def status(database_url: str | None, config_file: str | None, only_accounts: tup
     """
     limit = parse_duration(max_age, "--max-age") if max_age else None
     accounts = None
-    if is_configured(config_file, os.environ) and not show_all:
-        accounts = select_accounts(load_accounts(config_file, os.environ, need_keys=False),
-                                   only_accounts)
+    if source.is_configured(os.environ) and not show_all:
+        accounts = source.selected(source.load(os.environ, need_keys=False))
     elif not show_all:
         click.echo("note: no account configured (KALEYRA_SID or --config): judging every "
                    "account and channel in the database", err=True)
     store, where = open_store(database_url)
     database.require_current_schema(store.engine)
-    scoped = health.scope(store.channel_statuses(), accounts, only_accounts)
+    scoped = health.scope(store.channel_statuses(), accounts, source.only)
     now = dt.datetime.now(dt.UTC)
     problems = {(s.account_sid, s.channel): s.problem(now, limit) for s in scoped.judged}
     if as_json:
@@ -338,7 +367,7 @@ def status(database_url: str | None, config_file: str | None, only_accounts: tup
             indent=2))
     else:
         click.echo(status_table(scoped, now, where, problems))
-    sys.exit(EXIT_FAILED if any(problems.values()) else EXIT_OK)
+    sys.exit(ExitCode.FAILED if any(problems.values()) else ExitCode.OK)
 
 
 def status_record(s: ChannelStatus, now: dt.datetime, problem: str | None, *,
@@ -400,26 +429,19 @@ def status_table(scoped: health.Scoped, now: dt.datetime, where: str,
 
 
 @cli.command()
+@config_errors_exit
 @account_options
-@account_filter_option
 @database_option
 @logging_options
-@config_errors_exit
-def check(config_file: str | None, sid: str | None, api_key_file: str | None,
-          base_url: str | None, region: str | None, only_accounts: tuple[str, ...],
-          database_url: str | None, log_format: str, log_level: str | None, verbose: int,
-          quiet: int) -> None:
+def check(source: AccountSource, database_url: str | None, log: LogSettings) -> None:
     """Check the configuration, the database and Kaleyra without sweeping or writing.
 
     One line per check; exit 0 when all pass, 1 when any fails, 2 for a configuration error.
     Makes one limit=1 request per account and channel, without retries.
     """
-    if log_level or verbose or quiet:
-        setup_logging(log_format, log_level, verbose, quiet)
-    else:  # the check lines say it all; -v shows the requests' log lines too
-        configure_logging(log_format, logging.CRITICAL)
-    accounts = select_accounts(resolve_accounts(config_file, sid, api_key_file, base_url, region),
-                               only_accounts)
+    # The check lines say it all; -v (or a --log-level) shows the requests' log lines too.
+    log.configure(default=logging.CRITICAL)
+    accounts = source.selected(source.load(os.environ))
     pairs = sum(len(a.channels) for a in accounts)
     checks = [preflight.Check("configuration", True, f"{len(accounts)} account(s), {pairs} "
                               "channel(s) to sweep")]
@@ -429,7 +451,7 @@ def check(config_file: str | None, sid: str | None, api_key_file: str | None,
         job.client_for, retry=RetryPolicy(attempts=1)))
     for item in checks:
         click.echo(item.line())
-    sys.exit(EXIT_OK if all(item.ok for item in checks) else EXIT_FAILED)
+    sys.exit(ExitCode.OK if all(item.ok for item in checks) else ExitCode.FAILED)
 
 
 @cli.command()
@@ -484,6 +506,7 @@ def grant_read(database_url: str | None, role: str) -> None:
 
 
 @cli.command()
+@config_errors_exit
 @account_options
 @database_option
 @click.option("--cron", "cron_expr", help='Crontab expression, UTC (default "15 * * * *").')
@@ -492,6 +515,7 @@ def grant_read(database_url: str | None, role: str) -> None:
               help="Delay each tick by up to this many seconds.")
 @click.option("--run-now", is_flag=True, help="Also sweep once right away.")
 @tuning_options
+@guard_options
 @logging_options
 @click.option("--metrics-port", type=click.IntRange(1, 65535), envvar="BLOCKLIST_SYNC_METRICS_PORT",
               show_envvar=True, help="Serve Prometheus metrics over HTTP on this port.")
@@ -500,15 +524,10 @@ def grant_read(database_url: str | None, role: str) -> None:
               help="Address the metrics port listens on; 0.0.0.0 for every interface.")
 @click.option("--metrics-file", envvar="BLOCKLIST_SYNC_METRICS_FILE", show_envvar=True,
               help="Write Prometheus metrics here after every tick.")
-@config_errors_exit
-def schedule(config_file: str | None, sid: str | None, api_key_file: str | None,
-             base_url: str | None, region: str | None, database_url: str | None,
-             cron_expr: str | None, every: str | None, jitter: int, run_now: bool,
-             concurrency: int, max_rps: float | None, max_pages: int,
-             max_removal_fraction: float, guard_min_entries: int, sweep_timeout: str,
-             log_format: str,
-             log_level: str | None, verbose: int, quiet: int, metrics_port: int | None,
-             metrics_address: str, metrics_file: str | None) -> None:
+def schedule(source: AccountSource, database_url: str | None, cron_expr: str | None,
+             every: str | None, jitter: int, run_now: bool, tuning: Tuning, guard: GuardLimits,
+             log: LogSettings, metrics_port: int | None, metrics_address: str,
+             metrics_file: str | None) -> None:
     """Run in the foreground and sweep on a schedule until SIGTERM (then exit 0)."""
     from sync import scheduler
 
@@ -516,13 +535,10 @@ def schedule(config_file: str | None, sid: str | None, api_key_file: str | None,
         raise ConfigError("give --cron or --every, not both")
     trigger = (scheduler.every_trigger(every, jitter or None) if every
                else scheduler.crontab_trigger(cron_expr or "15 * * * *", jitter or None))
-    setup_logging(log_format, log_level, verbose, quiet)
-    accounts = resolve_accounts(config_file, sid, api_key_file, base_url, region)
-    store, _ = open_store(database_url)
-    database.require_current_schema(store.engine)
-    options, make_client = make_sweep_settings("scheduled", False, False, concurrency, max_rps,
-                                               max_pages, max_removal_fraction, guard_min_entries,
-                                               sweep_timeout)
+    ready = prepare(source, database_url, log)
+    accounts, store = ready.accounts, ready.store
+    options = job.SweepOptions(trigger=Trigger.SCHEDULED, guard=guard, timeout=tuning.sweep_timeout)
+    make_client = client_maker(tuning)
     metrics = Metrics()
 
     def publish() -> None:
@@ -568,7 +584,7 @@ def lookup(database_url: str | None, numbers: tuple[str, ...], default_region: s
     else:
         for report in reports:
             click.echo("\n".join(lookups.describe(report)))
-    sys.exit(EXIT_OK if all(r.found for r in reports) else EXIT_FAILED)
+    sys.exit(ExitCode.OK if all(r.found for r in reports) else ExitCode.FAILED)
 
 
 @cli.command()

@@ -23,7 +23,6 @@ When in doubt, apply nothing and say why: every path that does not reach step 6 
 
 from __future__ import annotations
 
-import enum
 import itertools
 import logging
 import signal
@@ -33,12 +32,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
-from sync.kaleyra import MAX_LIMIT, Entry, KaleyraClient
+from sync.guard import GuardLimits, empty_listing_hold, removal_hold
+from sync.kaleyra import MAX_LIMIT, Entry, KaleyraClient, RetryPolicy
 from sync.kaleyra_errors import Cancelled, KaleyraError
 from sync.numbers import describe_rejected
 from sync.redaction import redact
-from sync.settings import Account, GuardLimits, Shard
+from sync.settings import Account, Shard, Tuning
 from sync.store import ChannelSweep, Diff, LockHeld, Store
+from sync.vocabulary import SEVERITY, Outcome, RunStatus, Trigger
 
 __all__ = [
     "Outcome",
@@ -57,25 +58,6 @@ __all__ = [
 log = logging.getLogger("sync.job")
 
 
-class Outcome(enum.Enum):
-    """How a sweep ended, with the exit code it contributes (README, "Exit codes")."""
-
-    SUCCEEDED = ("succeeded", 0)
-    SKIPPED = ("skipped", 0)  # swept moments ago by another process, or its account failed
-    DRY_RUN = ("dry_run", 0)
-    LOCKED = ("locked", 75)
-    HELD = ("held", 3)
-    CANCELLED = ("cancelled", 130)  # the CLI exits 128 + the signal's number (130, 143)
-    FAILED = ("failed", 1)
-
-    def __init__(self, label: str, exit_code: int) -> None:
-        self.label = label
-        self.exit_code = exit_code
-
-
-# Worst first: a failure outranks a hold, which outranks "someone else is on it".
-_SEVERITY = [Outcome.FAILED, Outcome.CANCELLED, Outcome.HELD, Outcome.LOCKED, Outcome.DRY_RUN,
-             Outcome.SKIPPED, Outcome.SUCCEEDED]
 
 
 class Stopped(Exception):
@@ -133,7 +115,7 @@ class StopRequest(threading.Event):
 
 @dataclass(frozen=True, kw_only=True)
 class SweepOptions:
-    trigger: str = "manual"
+    trigger: Trigger = Trigger.MANUAL
     dry_run: bool = False
     force: bool = False
     guard: GuardLimits = field(default_factory=GuardLimits)
@@ -157,6 +139,7 @@ class SweepResult:
     seconds: float = 0.0
     # The account itself is unusable (credentials, balance, host unreachable): skip its rest.
     account_wide: bool = False
+    error_type: type[BaseException] | None = None  # what failed it, for the CLI's advice
     phases: dict[str, float] = field(default_factory=dict)  # fetch, diff, verify, apply seconds
 
     @property
@@ -167,7 +150,7 @@ class SweepResult:
 def worst_exit_code(results: list[SweepResult]) -> int:
     if not results:
         return 0
-    return min(results, key=lambda r: _SEVERITY.index(r.outcome)).exit_code
+    return min(results, key=lambda r: SEVERITY.index(r.outcome)).exit_code
 
 
 @dataclass
@@ -241,7 +224,7 @@ def sweep_channel(
                     raise
                 result = SweepResult(account_sid=client.sid, channel=channel,
                                      outcome=status, run_id=run_id, pages=progress.pages,
-                                     message=reason,
+                                     message=reason, error_type=type(exc),
                                      account_wide=getattr(exc, "account_wide", False))
     except LockHeld:
         result = SweepResult(
@@ -288,13 +271,12 @@ def _sweep_locked(
     with progress.timed("diff"):
         diff = replace(session.diff(listed), rejected=progress.rejected)
     # An empty listing over a full table is held before spending requests on confirming it.
-    held = (f"the listing returned no numbers while {diff.current} are held; an outage looks "
-            "the same as an emptied blocklist") if listed == 0 and diff.current > 0 else None
+    held = empty_listing_hold(listed, diff.current)
     if held is None or options.force or options.dry_run:
         with progress.timed("verify"):
             _confirm_removals(client, session, channel, halt)
             diff = replace(session.counts(listed), rejected=progress.rejected)
-        held = held or _guard(diff, options.guard)
+        held = held or removal_hold(diff.current, diff.removed, options.guard)
     result = dict(account_sid=client.sid, channel=channel, run_id=run_id, pages=progress.pages,
                   diff=diff, phases=progress.phases)
     if options.dry_run:
@@ -302,13 +284,11 @@ def _sweep_locked(
             for change, mobile in session.changes():
                 on_change(client.sid, channel, change, mobile)
         note = f"would be held: {held}" if held and not options.force else None
-        session.finish_run(run_id, "dry_run", pages=progress.pages, diff=diff, error=note)
+        session.finish_run(run_id, RunStatus.DRY_RUN, pages=progress.pages, diff=diff, error=note)
         return SweepResult(outcome=Outcome.DRY_RUN, message=note, **result)
     if held and not options.force:
-        message = (f"held by the safety guard: {held}. Nothing was applied. Review with "
-                   f"`blocklist-sync run --dry-run --channel {channel}`, apply with "
-                   f"`blocklist-sync run --force --channel {channel}`")
-        session.finish_run(run_id, "held", pages=progress.pages, diff=diff, error=message)
+        message = f"held by the safety guard: {held}. Nothing was applied"
+        session.finish_run(run_id, RunStatus.HELD, pages=progress.pages, diff=diff, error=message)
         return SweepResult(outcome=Outcome.HELD, message=message, **result)
     halt.check("about to apply")
     with progress.timed("apply"):
@@ -340,14 +320,6 @@ def _confirm_removals(client: KaleyraClient, session: ChannelSweep, channel: str
                 "had just shown as blocklisted, so it cannot confirm removals; nothing was "
                 "applied. If this repeats, the API's mobile filter is broken: report it")
         session.keep(found.intersection(batch))
-
-
-def _guard(diff: Diff, limits: GuardLimits) -> str | None:
-    if diff.current > limits.min_entries and diff.removed > limits.max_removal_fraction * diff.current:
-        return (f"it would remove {diff.removed} of {diff.current} entries "
-                f"({diff.removed / diff.current:.0%}, over the {limits.max_removal_fraction:.0%} "
-                "limit)")
-    return None
 
 
 def pairs_to_sweep(accounts: list[Account], channels: tuple[str, ...] | None = None,
@@ -417,10 +389,13 @@ def sweep_accounts(
     return results
 
 
-def client_for(account: Account, **tuning: object) -> KaleyraClient:
-    """The Kaleyra client for ``account``; ``tuning`` sets concurrency, rate and limits."""
+def client_for(account: Account, tuning: Tuning | None = None,
+               retry: RetryPolicy | None = None) -> KaleyraClient:
+    """The Kaleyra client for ``account``, as hard and as fast as ``tuning`` allows."""
+    tuning = tuning or Tuning()
     return KaleyraClient(sid=account.sid, api_key=account.api_key, base_url=account.base_url,
-                         **tuning)  # type: ignore[arg-type]
+                         concurrency=tuning.concurrency, max_rps=tuning.max_rps,
+                         max_pages=tuning.max_pages, retry=retry or RetryPolicy())
 
 
 def stop_on_signals(stop: StopRequest) -> None:
@@ -452,7 +427,9 @@ def _reason(exc: BaseException, halt: _Halt) -> str:
         except Stopped as stopped:
             return str(stopped)
         return "stopped while sweeping; nothing was applied"
-    if isinstance(exc, KaleyraError | Stopped | UntrustedCheck):
+    if isinstance(exc, KaleyraError):
+        return redact(f"{exc}; nothing was applied")
+    if isinstance(exc, Stopped | UntrustedCheck):
         return redact(str(exc))
     if isinstance(exc, KeyboardInterrupt | SystemExit):
         return "interrupted before finishing; nothing was applied"

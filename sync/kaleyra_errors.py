@@ -5,7 +5,9 @@ is mapped to a class in one table (``_BY_CODE`` / ``_by_status``), so the job de
 class — retry, give up on this channel, stop everything — and never from message strings.
 
 - :class:`FatalAPIError`: retrying cannot help (wrong credentials, not allowed, bad request,
-  low balance). The operator has to act.
+  low balance). The operator has to act. ``account_wide`` says for whom: the whole account
+  (credentials, balance, an unreachable host: its other channels are skipped) or only this
+  channel (a WhatsApp-only refusal, a bad request for one channel: the others are swept).
 - :class:`RetryableAPIError`: the same request may succeed later (429, 5xx, WA500, CNT195,
   connection errors, timeouts). The client retries one page request, boundedly.
 - :class:`ProtocolError`: the answer is not a listing we can trust (not JSON, wrong shape, an
@@ -13,7 +15,8 @@ class — retry, give up on this channel, stop everything — and never from mes
 
 No message built here contains the API key: messages are made from the response code, the
 vendor's message (escaped, at most 200 characters), the channel and the offset only. A server
-that echoes the key in its message is blanked at every exit by ``sync.redaction``.
+that echoes the key in its message is blanked at every exit by ``sync.redaction``. Nor does any
+name a flag or a variable: what the operator should change is the CLI's to say, from the class.
 """
 
 from __future__ import annotations
@@ -46,7 +49,6 @@ __all__ = [
 class KaleyraError(Exception):
     """Root of every error raised by the Kaleyra client."""
 
-    hint = "see the message"
     # Every channel of the account would fail the same way: skip the account's other channels.
     account_wide = False
     # Set by the client on retryable errors: which attempt failed, out of how many allowed.
@@ -76,35 +78,37 @@ class KaleyraError(Exception):
         if self.offset is not None:
             where.append(f"offset {self.offset}")
         place = f" ({', '.join(where)})" if where else ""
-        return f"{self.reason}{place}; {self.hint}"
+        return f"{self.reason}{place}"
 
 
 class FatalAPIError(KaleyraError):
-    """Retrying cannot help; an operator must change something first."""
+    """Retrying cannot help; an operator must change something first. Only for this channel,
+    unless the subclass says the whole account is unusable (``account_wide``)."""
+
+
+class AuthenticationError(FatalAPIError):
+    """Wrong SID or key: every channel of the account fails the same way."""
 
     account_wide = True
 
 
-class AuthenticationError(FatalAPIError):
-    hint = "check KALEYRA_SID and the API key (KALEYRA_API_KEY or KALEYRA_API_KEY_FILE)"
-
-
 class NotAllowedError(FatalAPIError):
-    hint = "the account may not use this API or number; ask Kaleyra support to enable it"
+    """Refused for this channel (a WhatsApp-only refusal, WA401 / WA-401): the account's other
+    channels may well work, so they are still swept."""
 
 
 class BadRequestError(FatalAPIError, ValueError):  # a ValueError too: a bad argument, as Python sees it
-    hint = "the request was rejected as malformed; check the channel and base URL settings"
+    """The request for this channel was rejected as malformed."""
 
 
 class LowBalanceError(FatalAPIError):
-    hint = "top up the Kaleyra account balance, then run again"
+    """The account's balance is too low: every channel of the account fails the same way."""
+
+    account_wide = True
 
 
 class RetryableAPIError(KaleyraError):
     """The same request may succeed later; retried with backoff, boundedly."""
-
-    hint = "Kaleyra or the network failed; it was retried and will be tried again next run"
 
     def __init__(self, reason: str, *, retry_after: float | None = None, **where: object) -> None:
         self.retry_after = retry_after
@@ -112,7 +116,7 @@ class RetryableAPIError(KaleyraError):
 
 
 class RateLimitedError(RetryableAPIError):
-    hint = "Kaleyra rate-limited the sweep; lower --concurrency or --max-rps"
+    pass
 
 
 class ServerError(RetryableAPIError):
@@ -120,7 +124,7 @@ class ServerError(RetryableAPIError):
 
 
 class TransportError(RetryableAPIError):
-    hint = "check network access to the Kaleyra base URL; it was retried and gave up"
+    pass
 
 
 class UnreachableError(TransportError):
@@ -128,7 +132,6 @@ class UnreachableError(TransportError):
     the account's other channels use the same host, so they are skipped, not tried."""
 
     account_wide = True
-    hint = "check KALEYRA_BASE_URL or KALEYRA_REGION, DNS, the firewall and proxies"
 
 
 def _causes(exc: BaseException) -> list[BaseException]:
@@ -184,17 +187,13 @@ def transport_error(exc: requests.RequestException, *, host: str, connect_timeou
 class ProtocolError(KaleyraError):
     """The response is not a listing we can trust; nothing from the sweep is applied."""
 
-    hint = "nothing was applied; if this persists, check KALEYRA_BASE_URL and report it"
-
 
 class Cancelled(KaleyraError):
     """The caller asked the client to stop (SIGTERM); the request was not made."""
 
-    hint = "a stop was requested"
-
 
 class PagingError(ProtocolError):
-    hint = "nothing was applied; the server's paging cannot be trusted for a full sweep"
+    """The server's paging cannot be trusted for a full sweep (offset ignored, no end)."""
 
 
 # The vendor's codes (its Get Blocklist page and our API notes) -> the class that says what to do.

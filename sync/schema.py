@@ -23,6 +23,8 @@ from sqlalchemy import (
     text,
 )
 
+from sync.vocabulary import Change, Channel, RunStatus, Trigger, sql_in
+
 __all__ = ["blocklist_entries", "blocklist_events", "metadata", "phone_prefixes", "sync_runs"]
 
 # Stable constraint names, so later migrations can name what they alter (Alembic cookbook).
@@ -66,10 +68,10 @@ sync_runs = Table(
     Column("rejected", BigInteger, nullable=False, server_default="0",
            comment="Rows the listing returned that cannot be a phone number (letters, control "
                    "characters, too long); never stored, counted here."),
-    CheckConstraint("channel IN ('sms', 'whatsapp', 'voice')", name="channel"),
-    CheckConstraint("trigger IN ('scheduled', 'manual', 'backfill')", name="trigger"),
+    CheckConstraint(sql_in("channel", Channel), name="channel"),
+    CheckConstraint(sql_in("trigger", Trigger), name="trigger"),
     CheckConstraint(
-        "status IN ('running', 'succeeded', 'failed', 'held', 'dry_run', 'cancelled')",
+        sql_in("status", RunStatus),
         name="status",
     ),
     Index("ix_sync_runs_account_channel_started", "account_sid", "channel", "started_at"),
@@ -113,7 +115,7 @@ blocklist_events = Table(
                    "blocklisted before the sync began, not added then."),
     Column("run_id", Id, ForeignKey("sync_runs.id"), nullable=False,
            comment="Run that detected the change."),
-    CheckConstraint("change IN ('added', 'removed')", name="change"),
+    CheckConstraint(sql_in("change", Change), name="change"),
     Index("ix_blocklist_events_account_channel_detected", "account_sid", "channel", "detected_at"),
     Index("ix_blocklist_events_mobile", "mobile", "detected_at"),
     # PostgreSQL only (migration 0005): an account's events by the UTC day the BI views use.

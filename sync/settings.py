@@ -15,14 +15,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sync.redaction import register_secret
+from sync.vocabulary import REGIONS, Channel
 
 __all__ = [
     "CHANNELS",
     "REGIONS",
     "Account",
+    "AccountSource",
     "ConfigError",
-    "GuardLimits",
     "Shard",
+    "Tuning",
     "load_accounts",
     "parse_channels",
     "parse_duration",
@@ -31,16 +33,8 @@ __all__ = [
     "with_overrides",
 ]
 
-CHANNELS = ("sms", "whatsapp", "voice")
+CHANNELS: tuple[str, ...] = tuple(c.value for c in Channel)
 DEFAULT_BASE_URL = "https://api.kaleyra.io/v1"
-# The vendor's regional hosts (each key's "API Domain" in the console). The API version
-# lives in the base URL, never in code.
-REGIONS = {
-    "in": "https://api.in.kaleyra.io/v1",
-    "sg": "https://api.kaleyra.io/v1",
-    "eu": "https://api.eu.kaleyra.io/v1",
-    "na": "https://api.na.kaleyra.ai/v1",
-}
 _SID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # Printable ASCII, no space: anything else is a second line of a key file, a pasted quote or
 # a control character, and would reach an HTTP header (or the HTTP library's error) as is.
@@ -62,11 +56,42 @@ class Account:
 
 
 @dataclass(frozen=True)
-class GuardLimits:
-    """When a sweep looks too destructive to apply without a human (the safety guard)."""
+class Tuning:
+    """How hard a sweep may press on Kaleyra, and how long it may take."""
 
-    max_removal_fraction: float = 0.20  # hold if it would remove more than this share ...
-    min_entries: int = 100  # ... of a channel that holds more than this many entries
+    concurrency: int = 4  # listing requests in flight at once
+    max_rps: float | None = None  # a ceiling on requests per second
+    max_pages: int = 200_000  # a sweep past this many pages is an error, not data
+    sweep_timeout: float = 2 * 3600.0  # seconds; a longer sweep stops and applies nothing
+
+
+@dataclass(frozen=True)
+class AccountSource:
+    """Where the accounts come from: a TOML file (``--config``), or the ``KALEYRA_*``
+    environment with single-account flags laid over it; optionally narrowed to ``only``."""
+
+    config_file: str | None = None
+    sid: str | None = None
+    api_key_file: str | None = None
+    base_url: str | None = None
+    region: str | None = None
+    only: tuple[str, ...] = ()
+
+    def is_configured(self, env: Mapping[str, str]) -> bool:
+        """Whether any account is configured at all (a config file or ``KALEYRA_SID``)."""
+        return bool(self.config_file or self.sid or env.get("KALEYRA_SID"))
+
+    def load(self, env: Mapping[str, str], *, need_keys: bool = True) -> list[Account]:
+        """Every configured account (each key registered for redaction as it is read)."""
+        if self.config_file and any((self.sid, self.api_key_file, self.base_url, self.region)):
+            raise ConfigError("--sid, --api-key-file, --base-url and --region configure a single "
+                              "account; with a config file, set them in the file instead")
+        merged = with_overrides(env, sid=self.sid, api_key_file=self.api_key_file,
+                                base_url=self.base_url, region=self.region)
+        return load_accounts(self.config_file, merged, need_keys=need_keys)
+
+    def selected(self, accounts: list[Account]) -> list[Account]:
+        return select_accounts(accounts, self.only)
 
 
 def parse_channels(value: str | Sequence[str], setting: str = "KALEYRA_CHANNELS") -> tuple[str, ...]:
@@ -235,18 +260,13 @@ def with_overrides(env: Mapping[str, str], *, sid: str | None = None,
 
 def load_accounts(config: str | None, env: Mapping[str, str] | None = None, *,
                   need_keys: bool = True) -> list[Account]:
-    """The accounts to sweep: from ``config`` (or ``BLOCKLIST_SYNC_CONFIG``) when given,
-    otherwise the one account in the ``KALEYRA_*`` environment variables."""
+    """The accounts to sweep: from the ``config`` file when given (the CLI reads
+    ``BLOCKLIST_SYNC_CONFIG`` into it, in that one place), otherwise the one account in the
+    ``KALEYRA_*`` environment variables."""
     env = os.environ if env is None else env
-    config = config or env.get("BLOCKLIST_SYNC_CONFIG")
     if config:
         return accounts_from_toml(Path(config), env, need_keys=need_keys)
     return [account_from_env(env, need_key=need_keys)]
-
-
-def is_configured(config: str | None, env: Mapping[str, str]) -> bool:
-    """Whether any account is configured at all (a config file or ``KALEYRA_SID``)."""
-    return bool(config or env.get("BLOCKLIST_SYNC_CONFIG") or env.get("KALEYRA_SID"))
 
 
 def select_accounts(accounts: list[Account], sids: Sequence[str]) -> list[Account]:

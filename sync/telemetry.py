@@ -20,6 +20,7 @@ import datetime as dt
 import logging
 import sys
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import ClassVar
 
 from prometheus_client import CollectorRegistry, Gauge, start_http_server, write_to_textfile
@@ -29,7 +30,7 @@ from tqdm import tqdm
 from sync.redaction import redact
 from sync.store import ChannelStatus
 
-__all__ = ["JSON_FIELDS", "LOG_LEVELS", "Metrics", "ProgressBars", "configure_logging"]
+__all__ = ["JSON_FIELDS", "LOG_LEVELS", "LogSettings", "Metrics", "ProgressBars", "configure_logging"]
 
 # Context fields a log call may carry (``extra=``), in the order text lines show them.
 _FIELDS = ("run_id", "account", "channel", "outcome", "pages", "entries", "added", "removed",
@@ -106,6 +107,22 @@ def resolve_log_level(level: str | None, verbose: int = 0, quiet: int = 0) -> in
     if level:
         return logging.getLevelNamesMapping()[level.upper()]
     return min(max(logging.INFO + 10 * (quiet - verbose), logging.DEBUG), logging.ERROR)
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """``--log-format``, ``--log-level`` and its shorthands ``-v`` / ``-q``."""
+
+    log_format: str = "text"
+    log_level: str | None = None
+    verbose: int = 0
+    quiet: int = 0
+
+    def configure(self, default: int = logging.INFO) -> None:
+        """Install the handler; ``default`` is the level when no flag asks for another."""
+        asked = self.log_level or self.verbose or self.quiet
+        level = resolve_log_level(self.log_level, self.verbose, self.quiet) if asked else default
+        configure_logging(self.log_format, level)
 
 
 def configure_logging(log_format: str = "text", level: int = logging.INFO) -> None:

@@ -547,8 +547,8 @@ def test_a_wrong_key_gives_every_channel_a_summary_line(sim: Simulator, pg_url: 
     assert result.returncode == 1
     lines = result.stdout.splitlines()
     assert lines[0].startswith(f"{sim.sid} sms: failed, ")
-    assert "RBC001" in lines[1] and "check KALEYRA_SID and the API key" in lines[1]
-    assert lines[2:] == [
+    assert "RBC001" in lines[1] and "check KALEYRA_SID and the API key" in lines[2]
+    assert lines[3:] == [
         f"{sim.sid} {channel}: skipped: not tried, because sms failed with an error for the "
         "whole account (above)" for channel in ("whatsapp", "voice")]
     assert "wrong-key-123" not in result.stdout + result.stderr

@@ -8,6 +8,7 @@ import time
 import pytest
 import requests
 
+from sync.cli import advice_for
 from sync.kaleyra import KaleyraClient, RetryPolicy
 from sync.kaleyra_errors import (
     AuthenticationError,
@@ -220,7 +221,9 @@ def test_wrong_credentials_are_fatal_and_never_retried(sim: Simulator) -> None:
     client = KaleyraClient(sid=sim.sid, api_key="wrong-key-123", base_url=sim.base_url)
     with pytest.raises(AuthenticationError, match="RBC001") as caught:
         swept(client)
-    assert "KALEYRA_API_KEY" in str(caught.value)  # says what to fix
+    # The HTTP layer says what happened; which setting to fix is the CLI's advice, by class.
+    assert "KALEYRA" not in str(caught.value)
+    assert "KALEYRA_API_KEY" in (advice_for(type(caught.value)) or "")
     assert sim.requests == 1
 
 

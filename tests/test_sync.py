@@ -13,8 +13,9 @@ import pytest
 from sqlalchemy import Engine, text
 
 from sync import database
+from sync.cli import summary_line
+from sync.guard import GuardLimits
 from sync.job import Outcome, SweepOptions, SweepResult, sweep_channel
-from sync.settings import GuardLimits
 from sync.simulator import Simulator
 from sync.store import Store
 from tests.conftest import REPO, cli_env, make_client, numbers, rows, run_cli
@@ -144,7 +145,10 @@ def test_the_guard_holds_a_large_removal_until_forced(sim: Simulator, store: Sto
     sim.remove("sms", numbers(50))  # 25% > 20%
     held = sweep(sim, store)
     assert held.outcome is Outcome.HELD and held.exit_code == 3
-    assert "--dry-run" in (held.message or "") and "--force" in (held.message or "")
+    # The run row says why; the CLI's summary line says what to do about it.
+    assert "it would remove 50 of 200 entries" in (held.message or "")
+    advice = summary_line(held)
+    assert f"run --dry-run --account {sim.sid} --channel sms" in advice and "--force" in advice
     assert len(entries(engine, sim)) == 200
     assert runs(engine, sim)[-1][2:3] == ("held",)
     looser = sweep(sim, store, guard=GuardLimits(max_removal_fraction=0.3))
