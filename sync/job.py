@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
 from sync.guard import GuardLimits, empty_listing_hold, removal_hold
-from sync.kaleyra import MAX_LIMIT, Entry, KaleyraClient, RetryPolicy
+from sync.kaleyra import Entry, KaleyraClient, RetryPolicy
 from sync.kaleyra_errors import Cancelled, KaleyraError
 from sync.numbers import describe_rejected
 from sync.redaction import redact
@@ -193,7 +193,10 @@ def sweep_channel(
     try:
         with store.sweep(client.sid, channel) as session:
             if options.skip_if_swept_within is not None:
-                age = session.seconds_since_last_start()
+                # Shards retry a failed or stopped pair (their Job's retry, a pod restarted
+                # after SIGTERM): only a sweep that did not fail counts as done moments ago.
+                age = session.seconds_since_last_start(
+                    count_failures=not options.lock_held_is_skip)
                 if age is not None and age < options.skip_if_swept_within:
                     return _finish(SweepResult(
                         account_sid=client.sid, channel=channel, outcome=Outcome.SKIPPED,
@@ -301,22 +304,28 @@ def _confirm_removals(client: KaleyraClient, session: ChannelSweep, channel: str
     """Ask Kaleyra about every removal candidate directly and keep those it still lists.
 
     Each request also names a few numbers this listing showed (controls). A working filter
-    confirms them all; one that denies any is broken or lying — a filter answering ``[]`` to
-    everything would otherwise confirm every removal — so the sweep fails and applies nothing.
-    With no controls (an empty listing, only checked under --force or --dry-run) the answers
-    cannot be proven, which is one more reason the guard holds such a sweep.
+    confirms them; a filter that answers ``[]`` to everything would otherwise confirm every
+    removal. A control can be denied honestly (someone unblocked it since it was listed), so one
+    denial proves nothing; a request whose every control is denied, or a sweep in which more
+    than half of all controls were denied, proves the filter broken: the sweep fails and applies
+    nothing. With no controls (an empty listing, only checked under --force or --dry-run) the
+    answers cannot be proven, which is one more reason the guard holds such a sweep.
     """
     sample = session.listed_sample(_CONTROL_SAMPLE)
     controls = itertools.cycle(sample) if sample else None
-    per_check = min(CONTROLS_PER_CHECK, len(sample))
-    for batch in session.removal_candidates(MAX_LIMIT - CONTROLS_PER_CHECK):
+    size = client.check_size  # never more than one response of this server can hold
+    per_check = min(CONTROLS_PER_CHECK, len(sample), size // 2)
+    asked_total = denied_total = 0
+    for batch in session.removal_candidates(size - per_check):
         halt.check("confirming removals")
         asked = [next(controls) for _ in range(per_check)] if controls else []
         found = client.check(channel, batch + asked, cancel=halt)
         denied = [m for m in asked if m not in found]
-        if denied:
+        asked_total += len(asked)
+        denied_total += len(denied)
+        if (asked and len(denied) == len(asked)) or denied_total * 2 > max(asked_total, 10):
             raise UntrustedCheck(
-                f"the mobile filter denied {len(denied)} of {len(asked)} number(s) the listing "
+                f"the mobile filter denied {denied_total} of {asked_total} number(s) the listing "
                 "had just shown as blocklisted, so it cannot confirm removals; nothing was "
                 "applied. If this repeats, the API's mobile filter is broken: report it")
         session.keep(found.intersection(batch))

@@ -151,6 +151,12 @@ class KaleyraClient:
             else self.base_url
         self._local = threading.local()
         self._pacer = _Pacer(self.max_rps)
+        self.rows_per_response = 0  # the largest page the last sweep received
+        # The longest one request may take, retries included. The response deadline is kept
+        # while the body is read; this bound, kept by the waiting side, also covers a server
+        # that trickles its status line and headers (the thread left reading is a daemon).
+        self._request_budget = (self.retry.timeout + self.response_timeout
+                                + self.connect_timeout + 1.0)
 
     # -- public operations -------------------------------------------------------------
 
@@ -172,10 +178,13 @@ class KaleyraClient:
         previous: _Listing | None = None
         repeats = 0
         pages = 0
+        self.rows_per_response = 0
         for offset, listing in self._pages_in_order(channel, cancel):
             if not listing.entries and not listing.rejected:
                 return
             pages += 1
+            self.rows_per_response = max(self.rows_per_response,
+                                         len(listing.entries) + len(listing.rejected))
             if pages > self.max_pages:
                 raise PagingError(
                     f"the sweep passed the page cap of {self.max_pages} pages",
@@ -197,20 +206,29 @@ class KaleyraClient:
             yield Page(offset, fresh, [] if repeats else listing.rejected)
             previous = listing
 
+    @property
+    def check_size(self) -> int:
+        """How many numbers one check request may ask about. A server that caps its responses
+        below ``limit`` (the listing showed it: no page had more rows) would cut a longer
+        answer short, and a number cut off would look absent — a false removal. So a check
+        never asks about more numbers than the largest page the last sweep received."""
+        return min(MAX_LIMIT, self.rows_per_response or MAX_LIMIT)
+
     def check(self, channel: str, mobiles: Sequence[str], *,
               cancel: Stoppable | None = None) -> set[str]:
         """Which of ``mobiles`` (canonical) are blocklisted on ``channel`` now, one request per
-        100. Answers are compared in canonical form; an answer naming a number that was not
-        asked about, or a row that is no number, is a :class:`ProtocolError`: a server that
-        ignores the filter must never confirm a removal."""
+        :attr:`check_size` numbers. Answers are compared in canonical form; an answer naming a
+        number that was not asked about, or a row that is no number, is a
+        :class:`ProtocolError`: a server that ignores the filter must never confirm a removal."""
         found: set[str] = set()
         workers = _Workers(1, "kaleyra-check")
+        size = self.check_size
         try:
-            for start in range(0, len(mobiles), MAX_LIMIT):
-                chunk = mobiles[start : start + MAX_LIMIT]
+            for start in range(0, len(mobiles), size):
+                chunk = mobiles[start : start + size]
                 params = {"channel": channel, "mobile": ",".join(chunk), "limit": MAX_LIMIT}
                 answer = _wait(workers.submit(self._request, channel, None, params, cancel),
-                               cancel, channel)
+                               cancel, channel, self._request_budget)
                 asked = set(chunk)
                 strangers = [e.mobile for e in answer.entries if e.mobile not in asked]
                 strangers += [str(row) for row in answer.rejected]
@@ -226,7 +244,13 @@ class KaleyraClient:
     def probe(self, channel: str) -> int:
         """One ``limit=1`` listing request, for ``blocklist-sync check``: proves the host,
         the credentials and the channel answer. Returns the rows it got (0 or 1)."""
-        listing = self._request(channel, 0, {"channel": channel, "limit": 1, "offset": 0}, None)
+        workers = _Workers(1, "kaleyra-probe")
+        try:
+            listing = _wait(workers.submit(self._request, channel, 0,
+                                           {"channel": channel, "limit": 1, "offset": 0}, None),
+                            None, channel, self._request_budget)
+        finally:
+            workers.shutdown()
         return len(listing.entries) + len(listing.rejected)
 
     def close(self) -> None:
@@ -255,7 +279,7 @@ class KaleyraClient:
                     ahead.append((next_offset, future))
                     next_offset += stride
                 offset, future = ahead.popleft()
-                listing = _wait(future, cancel, channel)
+                listing = _wait(future, cancel, channel, self._request_budget)
                 yield offset, listing
                 rows = len(listing.entries) + len(listing.rejected)
                 if not rows:
@@ -425,7 +449,7 @@ def _parse_listing(response: requests.Response, raw: bytes, channel: str,
         # Bytes that are not UTF-8 become U+FFFD: the row holding them is rejected as no
         # number, instead of the whole page failing or a mis-decoded string being stored.
         body = json.loads(raw.decode("utf-8", errors="replace"))
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: JSON nested deeper than Python goes
         body = None
     code = message = None
     if isinstance(body, dict):
@@ -492,8 +516,10 @@ class Stoppable(Protocol):
     def is_set(self) -> bool: ...
 
 
-def _wait(future: Future[T], cancel: Stoppable | None, channel: str) -> T:
-    """The future's result, waited for in short slices so that a stop is seen at once."""
+def _wait(future: Future[T], cancel: Stoppable | None, channel: str, budget: float) -> T:
+    """The future's result, waited for in short slices so that a stop is seen at once, and for
+    at most ``budget`` seconds."""
+    give_up = time.monotonic() + budget
     while True:
         try:
             return future.result(timeout=_WAIT_SLICE)
@@ -501,6 +527,9 @@ def _wait(future: Future[T], cancel: Stoppable | None, channel: str) -> T:
             if cancel is not None and cancel.is_set():
                 raise Cancelled("stopped while waiting for Kaleyra; nothing was applied",
                                 channel=channel) from None
+            if time.monotonic() > give_up:
+                raise TransportError(f"no complete answer within {budget:.0f}s (the server "
+                                     "is sending its headers too slowly)", channel=channel) from None
 
 
 class _Workers:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import phonenumbers
 from sqlalchemy import Engine, text
 
+from sync.numbers import canonical
 from sync.regions import region_of
 from sync.settings import ConfigError
 
@@ -109,8 +110,11 @@ def look_up(engine: Engine, numbers: list[tuple[str, phonenumbers.PhoneNumber]])
             for row in connection.execute(text(
                     "SELECT account_sid, channel, blocked_from_not_before, blocked_from, "
                     "unblocked_not_before, unblocked_at, initial_load FROM blocklist_intervals "
-                    "WHERE mobile = :mobile ORDER BY account_sid, channel, blocked_from"),
-                    {"mobile": mobile}):
+                    "WHERE mobile IN (:mobile, :as_given) "
+                    "ORDER BY account_sid, channel, blocked_from"),
+                    # The sync stores any number of E.164's shape as given (canonical()), which
+                    # phonenumbers may format differently (+44 07911… as +447911…): match both.
+                    {"mobile": mobile, "as_given": canonical(raw) or mobile}):
                 key = (row.account_sid, row.channel)
                 channel = channels.setdefault(key, Channel(*key, None))
                 channel.intervals.append(Interval(

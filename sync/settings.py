@@ -13,6 +13,7 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from sync.redaction import register_secret
 from sync.vocabulary import REGIONS, Channel
@@ -118,9 +119,15 @@ def resolve_base_url(base_url: str | None, region: str | None, setting: str) -> 
                 "or set the base URL"
             ) from None
     url = (base_url or DEFAULT_BASE_URL).strip().rstrip("/")
-    if not re.match(r"^https?://[^/\s]+(/\S*)?$", url):
+    try:
+        valid = bool(re.match(r"^https?://[^/\s]+(/\S*)?$", url)) and (
+            urlsplit(url).port is not None or True)  # .port raises on a bad port or IPv6 host
+    except ValueError:
+        valid = False
+    if not valid:
         raise ConfigError(
-            f"{setting}: {url!r} is not an http(s) URL; set it like {DEFAULT_BASE_URL}"
+            f"{setting}: {url!r} is not an http(s) URL (check the host and port); set it like "
+            f"{DEFAULT_BASE_URL}"
         )
     return url
 

@@ -298,6 +298,8 @@ class Simulator:
                 if len(asked) > MAX_LIMIT:
                     return _json(*VENDOR_ERRORS["WA400"])
                 rows = [m for m in dict.fromkeys(asked) if m in blocklist]
+                if self.rows_per_page is not None:  # the cap holds for every response; this
+                    rows = rows[-self.rows_per_page:]  # server keeps the last rows it found
             else:
                 if self.rows_per_page is not None:
                     limit = min(limit, self.rows_per_page)

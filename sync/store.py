@@ -41,6 +41,10 @@ _STAGING_PREFIX = "kbs_staging_"
 _ABANDONED = "the process ended before the sweep finished (crash, kill or restart); nothing was applied"
 
 
+class _ListingFailed(Exception):
+    """Stands in for the listing's own error while the COPY is abandoned."""
+
+
 class LockHeld(Exception):
     """Another process is sweeping this account and channel right now."""
 
@@ -253,12 +257,15 @@ class ChannelSweep:
         self.connection.commit()
         return result.rowcount
 
-    def seconds_since_last_start(self) -> float | None:
-        """Seconds since the last sweep of this channel started (any outcome but a dry run)."""
+    def seconds_since_last_start(self, *, count_failures: bool = True) -> float | None:
+        """Seconds since the last sweep of this channel started (any outcome but a dry run;
+        without ``count_failures``, failed and cancelled sweeps are left out too, so a retry
+        after a failure or a stop is not mistaken for a sweep done moments ago)."""
+        ignored = ["dry_run"] if count_failures else ["dry_run", "failed", "cancelled"]
         last = _as_utc(self.connection.execute(
             select(func.max(sync_runs.c.started_at)).where(
                 sync_runs.c.account_sid == self.account_sid,
-                sync_runs.c.channel == self.channel, sync_runs.c.status != "dry_run")
+                sync_runs.c.channel == self.channel, sync_runs.c.status.not_in(ignored))
         ).scalar_one())
         self.connection.commit()
         return None if last is None else (utcnow() - last).total_seconds()
@@ -313,10 +320,22 @@ class ChannelSweep:
         loaded = 0
         if self.is_postgres:
             cursor = c.connection.driver_connection.cursor()  # type: ignore[union-attr]
-            with cursor.copy(f"COPY {self._seen} (mobile, channel_type) FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row(row)
-                    loaded += 1
+            failure: BaseException | None = None
+            try:
+                with cursor.copy(f"COPY {self._seen} (mobile, channel_type) FROM STDIN") as copy:
+                    try:
+                        for row in rows:
+                            copy.write_row(row)
+                            loaded += 1
+                    except BaseException as exc:
+                        # psycopg tells the server why the COPY failed, and the server logs it:
+                        # say it in fixed words, never the error's own text (which may quote
+                        # what a vendor or proxy sent, a key included).
+                        failure = exc
+                        raise _ListingFailed("the listing failed; the load was abandoned") from None
+            except _ListingFailed:
+                assert failure is not None
+                raise failure from None
         else:
             insert = text(f"INSERT INTO {self._seen} (mobile, channel_type) VALUES (:m, :t)")
             iterator = iter(rows)

@@ -467,3 +467,107 @@ def test_migration_0003_merges_variants_and_drops_garbage_without_inventing_even
     assert got_entries == [("+919800000001", 1, "1"), ("+919800000002", 1, "1"),
                            ("+919800000003", 3, "1"), ("+919800000004", 7, "1")]
     assert all(re.fullmatch(r"\+[1-9]\d{6,14}", m) for _, m, _ in got_events)
+
+
+# -- found by review ----------------------------------------------------------------------
+
+def test_a_server_capping_every_response_confirms_no_false_removal(
+        sim: Simulator, store: Store, engine: Engine) -> None:
+    sim.add("sms", numbers(500))
+    sim.rows_per_page = 40  # listing pages and check answers alike
+    sweep(sim, store)
+    # The listing skips 60 numbers that are still blocklisted: 60 removal candidates, more
+    # than one capped answer can hold.
+    skipped = set(numbers(60, start=200))
+    original = sim.lists["sms"].page
+    sim.lists["sms"].page = lambda offset, limit: [  # type: ignore[method-assign]
+        m for m in original(offset, limit) if m not in skipped]
+    result = sweep(sim, store)
+    assert result.outcome is Outcome.SUCCEEDED, result.message
+    assert result.diff and result.diff.removed == 0
+    assert entries(engine, sim) == set(numbers(500))
+    checks = [q["mobile"].split(",") for _, _, q in sim.request_log if "mobile" in q]
+    assert checks and max(len(c) for c in checks) <= 40
+
+
+def test_a_few_controls_unblocked_meanwhile_do_not_fail_the_sweep(
+        sim: Simulator, store: Store, engine: Engine) -> None:
+    sim.add("sms", numbers(1000))
+    sweep(sim, store)
+    listed = sim.numbers("sms")
+    skipped = set(numbers(150, start=300))  # removal candidates that are still blocklisted
+    original = sim.lists["sms"].page
+    sim.lists["sms"].page = lambda offset, limit: [  # type: ignore[method-assign]
+        m for m in original(offset, limit) if m not in skipped]
+    first_check = True
+
+    def unblock_some(request_number: int, channel: str, query: dict[str, str]) -> None:
+        nonlocal first_check
+        if "mobile" in query and first_check:  # between listing and checks, 3% are unblocked
+            first_check = False
+            sim.remove("sms", [m for m in listed[::33] if m not in skipped])
+
+    sim.on_request(unblock_some)
+    result = sweep(sim, store)
+    assert result.outcome is Outcome.SUCCEEDED, result.message  # some controls were denied
+    assert set(sim.numbers("sms")) <= entries(engine, sim)  # nothing present was removed
+    assert result.diff and result.diff.removed > 0  # the truly unblocked ones were
+
+
+def test_a_failed_shard_sweep_is_retried_not_skipped(sim: Simulator, store: Store) -> None:
+    sim.add("sms", numbers(10))
+    sim.inject("503", times=3)  # every attempt of the first sweep's first page
+    shard_like = {"skip_if_swept_within": 1800.0, "lock_held_is_skip": True}
+    assert sweep(sim, store, **shard_like).outcome is Outcome.FAILED
+    assert sweep(sim, store, **shard_like).outcome is Outcome.SUCCEEDED
+    assert sweep(sim, store, **shard_like).outcome is Outcome.SKIPPED  # done moments ago
+
+
+def test_a_slow_status_line_is_bounded_by_the_request_budget(sim: Simulator) -> None:
+    from sync.kaleyra import RetryPolicy
+    sim.add("sms", numbers(3))
+    sim.inject("slow", times=5, seconds=20)  # nothing at all for 20 s, within the read timeout
+    client = make_client(sim, retry=RetryPolicy(attempts=1, timeout=0.5), response_timeout=0.5,
+                         connect_timeout=0.5, read_timeout=30.0)
+    started = time.monotonic()
+    with pytest.raises(TransportError, match="no complete answer"):
+        client.probe("sms")
+    assert time.monotonic() - started < 10
+
+
+def test_json_nested_too_deep_is_a_protocol_error(sim: Simulator) -> None:
+    sim.inject("raw", at=1, body=b"[" * 200_000)
+    with pytest.raises(ProtocolError, match="not JSON"):
+        list(make_client(sim).sweep("sms"))
+
+
+def test_a_base_url_with_a_bad_port_is_one_line_and_exit_2(pg_url: str) -> None:
+    env = cli_env(None, pg_url, KALEYRA_SID="HXSIM0001", KALEYRA_API_KEY="some-key-value",
+                  KALEYRA_BASE_URL="http://127.0.0.1:99999/v1")
+    result = run_cli("check", env=env)
+    assert result.returncode == 2 and "KALEYRA_BASE_URL" in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+def test_lookup_finds_a_number_stored_as_given(sim: Simulator, tmp_path: Path) -> None:
+    sim.add("sms", ["+4407911123456"])  # E.164's shape, but phonenumbers writes it +447911…
+    db = f"sqlite:///{tmp_path / 'x.db'}"
+    env = cli_env(sim, db, KALEYRA_CHANNELS="sms")
+    assert run_cli("migrate", env=env).returncode == 0
+    assert run_cli("run", env=env).returncode == 0
+    found = run_cli("lookup", "+4407911123456", env=env)
+    assert found.returncode == 0 and "sms: blocklisted" in found.stdout
+
+
+def test_a_failed_listing_never_reaches_the_server_log(sim: Simulator, pg_url: str) -> None:
+    """psycopg reports a COPY's failure to the server, which logs it: in fixed words only."""
+    logs = sorted(Path("/var/log/postgresql").glob("postgresql-*.log"))
+    if not logs:
+        pytest.skip("no PostgreSQL server log readable here")
+    sim.add("sms", numbers(300))
+    sim.inject("echo_key", at=2, times=10)  # the first page is staged, then the key comes back
+    env = cli_env(sim, pg_url, KALEYRA_CHANNELS="sms", BLOCKLIST_SYNC_CONCURRENCY="1")
+    assert run_cli("run", env=env).returncode == 1
+    time.sleep(0.5)
+    tail = logs[-1].read_text(errors="replace")[-200_000:]
+    assert sim.api_key not in tail
