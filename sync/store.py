@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from sqlalchemy import Connection, Engine, and_, bindparam, func, select, text
+from sqlalchemy import Connection, Engine, bindparam, func, select, text
 from sqlalchemy.exc import DBAPIError
 
 from sync.schema import UtcTime, blocklist_entries, sync_runs
@@ -171,39 +171,21 @@ class Store:
     def channel_statuses(self) -> list[ChannelStatus]:
         """The last sweep, last success and entry count of every (account, channel) swept.
 
-        Dry runs are reviews, not sweeps: they never count as the last sweep (a dry run of a
-        held sweep must not make its channel look healthy).
+        Read from the ``blocklist_sync_health`` view, the one definition of a channel's health:
+        ``status``, the metrics and the dashboards that query the view cannot disagree. (Dry
+        runs are reviews, not sweeps: the view never counts one as the last sweep, so a dry run
+        of a held sweep cannot make its channel look healthy.) The last run's counts come from
+        its row.
         """
-        keys = (sync_runs.c.account_sid, sync_runs.c.channel)
-        last = (select(*keys, func.max(sync_runs.c.id).label("id"))
-                .where(sync_runs.c.status != "dry_run").group_by(*keys).subquery())
-        ok = (
-            select(*keys, func.max(sync_runs.c.finished_at).label("at"))
-            .where(sync_runs.c.status == "succeeded")
-            .group_by(*keys)
-            .subquery()
-        )
-        entry_keys = (blocklist_entries.c.account_sid, blocklist_entries.c.channel)
-        counts = select(*entry_keys, func.count().label("n")).group_by(*entry_keys).subquery()
-        run = sync_runs.c
-        query = (
-            select(
-                last.c.account_sid, last.c.channel,
-                func.coalesce(counts.c.n, 0).label("entries"),
-                run.id.label("last_run_id"), run.status.label("last_status"),
-                run.started_at.label("last_started_at"), run.finished_at.label("last_finished_at"),
-                run.pages_fetched.label("last_pages"), run.added.label("last_added"),
-                run.removed.label("last_removed"), run.rejected.label("last_rejected"),
-                run.error.label("last_error"),
-                ok.c.at.label("last_success_at"),
-            )
-            .join(sync_runs, run.id == last.c.id)
-            .outerjoin(ok, and_(ok.c.account_sid == last.c.account_sid,
-                                ok.c.channel == last.c.channel))
-            .outerjoin(counts, and_(counts.c.account_sid == last.c.account_sid,
-                                    counts.c.channel == last.c.channel))
-            .order_by(last.c.account_sid, last.c.channel)
-        )
+        query = text("""
+            SELECT h.account_sid, h.channel, h.entries, h.last_run_id,
+                   h.last_run_status AS last_status, h.last_run_started_at AS last_started_at,
+                   h.last_run_finished_at AS last_finished_at, r.pages_fetched AS last_pages,
+                   r.added AS last_added, r.removed AS last_removed, r.rejected AS last_rejected,
+                   h.last_run_error AS last_error, h.last_success_at
+            FROM blocklist_sync_health h JOIN sync_runs r ON r.id = h.last_run_id
+            ORDER BY h.account_sid, h.channel""").columns(
+            last_started_at=UtcTime, last_finished_at=UtcTime, last_success_at=UtcTime)
         with self.engine.connect() as connection:
             rows = connection.execute(query).mappings().all()
         times = ("last_started_at", "last_finished_at", "last_success_at")

@@ -72,3 +72,49 @@ def test_a_low_balance_skips_the_rest_of_the_account(sim: Simulator, store: Stor
     results = sweep_accounts([account], store, SweepOptions(), lambda _: make_client(sim))
     assert [(r.channel, r.outcome) for r in results] == [
         ("sms", Outcome.FAILED), ("whatsapp", Outcome.SKIPPED), ("voice", Outcome.SKIPPED)]
+
+
+def test_status_metrics_and_the_health_view_agree_through_every_outcome(
+        sim: Simulator, store: Store, engine: Engine, pg_url: str) -> None:
+    """One definition of health: after each step, ``status --json`` says what the
+    ``blocklist_sync_health`` view says, row by row."""
+    import json
+
+    from sync.guard import GuardLimits
+    from sync.job import sweep_channel
+    from tests.conftest import cli_env, run_cli
+
+    def sweep(**options: object) -> Outcome:
+        return sweep_channel(make_client(sim), store, "sms",
+                             SweepOptions(**options)).outcome  # type: ignore[arg-type]
+
+    def agree(expected_status: str | None) -> None:
+        shown = json.loads(run_cli("status", "--all", "--json",
+                                   env=cli_env(None, pg_url)).stdout)["channels"]
+        mine = [c for c in shown if c["account_sid"] == sim.sid]
+        with engine.connect() as c:
+            view = c.execute(text(
+                "SELECT channel, last_run_id, last_run_status, last_success_at, entries "
+                "FROM blocklist_sync_health WHERE account_sid = :a ORDER BY channel"),
+                {"a": sim.sid}).all()
+        assert [(c["channel"], c["last_run"]["id"], c["last_run"]["status"],
+                 c["last_success_at"], c["entries"]) for c in mine] == [
+            (ch, run, status, at.isoformat() if at else None, n) for ch, run, status, at, n in view]
+        assert (view[0][2] if view else None) == expected_status
+
+    sim.add("sms", numbers(200))
+    assert sweep() is Outcome.SUCCEEDED
+    agree("succeeded")
+    sim.inject("E110", times=1)  # fatal: not retried
+    assert sweep() is Outcome.FAILED
+    agree("failed")
+    sim.remove("sms", numbers(100))
+    assert sweep() is Outcome.HELD
+    agree("held")
+    assert sweep(dry_run=True) is Outcome.DRY_RUN
+    agree("held")  # a review does not make a held channel look healthy
+    with store.sweep(sim.sid, "sms"):
+        assert sweep() is Outcome.LOCKED
+    agree("held")  # a locked run writes nothing
+    assert sweep(force=True, guard=GuardLimits(max_removal_fraction=1.0)) is Outcome.SUCCEEDED
+    agree("succeeded")
