@@ -19,6 +19,7 @@ from sync.schema import blocklist_events
 from sync.settings import CHANNELS, Account
 from sync.simulator import Simulator
 from sync.store import Store
+from sync.vocabulary import Trigger
 
 NUMBERS_PER_CHANNEL = 5000
 
@@ -32,7 +33,7 @@ def run_demo(store: Store, where: str, *, echo: Callable[[str], None]) -> int:
         echo(f"2. Kaleyra simulator at {sim.base_url}, account {sid}, "
              f"{NUMBERS_PER_CHANNEL} numbers per channel")
 
-        def sweep(trigger: str) -> list[job.SweepResult]:
+        def sweep(trigger: Trigger) -> list[job.SweepResult]:
             results = job.sweep_accounts([account], store, job.SweepOptions(trigger=trigger),
                                          job.client_for)
             for r in results:
@@ -43,7 +44,7 @@ def run_demo(store: Store, where: str, *, echo: Callable[[str], None]) -> int:
             return results
 
         echo("3. first sweep (initial load):")
-        first = sweep("manual")
+        first = sweep(Trigger.MANUAL)
         added = [f"+9170000{i:05d}" for i in range(12)]
         removed = sim.numbers("whatsapp")[:7]
         sim.add("sms", added)
@@ -51,7 +52,7 @@ def run_demo(store: Store, where: str, *, echo: Callable[[str], None]) -> int:
         sim.remove("voice", sim.numbers("voice")[:3])
         echo("4. in Kaleyra: 12 numbers blocklisted on sms; 7 unblocked on whatsapp and 3 on voice")
         echo("5. second sweep:")
-        second = sweep("scheduled")
+        second = sweep(Trigger.SCHEDULED)
     run_ids = [r.run_id for r in second if r.run_id is not None]
     with store.engine.connect() as connection:
         events = connection.execute(

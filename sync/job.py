@@ -23,6 +23,7 @@ When in doubt, apply nothing and say why: every path that does not reach step 6 
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import signal
@@ -189,7 +190,7 @@ def sweep_channel(
     stop = stop or threading.Event()
     halt = _Halt(stop, options.timeout)
     started = time.monotonic()
-    context = {"account": client.sid, "channel": channel}
+    context: dict[str, object] = {"account": client.sid, "channel": channel}
     try:
         with store.sweep(client.sid, channel) as session:
             if options.skip_if_swept_within is not None:
@@ -280,23 +281,24 @@ def _sweep_locked(
             _confirm_removals(client, session, channel, halt)
             diff = replace(session.counts(listed), rejected=progress.rejected)
         held = held or removal_hold(diff.current, diff.removed, options.guard)
-    result = dict(account_sid=client.sid, channel=channel, run_id=run_id, pages=progress.pages,
-                  diff=diff, phases=progress.phases)
+    result = functools.partial(SweepResult, account_sid=client.sid, channel=channel,
+                               run_id=run_id, pages=progress.pages, diff=diff,
+                               phases=progress.phases)
     if options.dry_run:
         if on_change:
             for change, mobile in session.changes():
                 on_change(client.sid, channel, change, mobile)
         note = f"would be held: {held}" if held and not options.force else None
         session.finish_run(run_id, RunStatus.DRY_RUN, pages=progress.pages, diff=diff, error=note)
-        return SweepResult(outcome=Outcome.DRY_RUN, message=note, **result)
+        return result(outcome=Outcome.DRY_RUN, message=note)
     if held and not options.force:
         message = f"held by the safety guard: {held}. Nothing was applied"
         session.finish_run(run_id, RunStatus.HELD, pages=progress.pages, diff=diff, error=message)
-        return SweepResult(outcome=Outcome.HELD, message=message, **result)
+        return result(outcome=Outcome.HELD, message=message)
     halt.check("about to apply")
     with progress.timed("apply"):
         session.apply(run_id, pages=progress.pages, diff=diff)
-    return SweepResult(outcome=Outcome.SUCCEEDED, **result)
+    return result(outcome=Outcome.SUCCEEDED)
 
 
 def _confirm_removals(client: KaleyraClient, session: ChannelSweep, channel: str,

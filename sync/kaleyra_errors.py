@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+from typing import Any
 
 import requests
 
@@ -110,9 +111,11 @@ class LowBalanceError(FatalAPIError):
 class RetryableAPIError(KaleyraError):
     """The same request may succeed later; retried with backoff, boundedly."""
 
-    def __init__(self, reason: str, *, retry_after: float | None = None, **where: object) -> None:
+    def __init__(self, reason: str, *, retry_after: float | None = None,
+                 channel: str | None = None, offset: int | None = None,
+                 status: int | None = None, code: str | None = None) -> None:
         self.retry_after = retry_after
-        super().__init__(reason, **where)  # type: ignore[arg-type]
+        super().__init__(reason, channel=channel, offset=offset, status=status, code=code)
 
 
 class RateLimitedError(RetryableAPIError):
@@ -157,7 +160,7 @@ def transport_error(exc: requests.RequestException, *, host: str, connect_timeou
     def caused_by(*types: type[BaseException]) -> BaseException | None:
         return next((c for c in causes if isinstance(c, types)), None)
 
-    where = {"channel": channel, "offset": offset}
+    where: dict[str, Any] = {"channel": channel, "offset": offset}
     if isinstance(exc, requests.ConnectTimeout):
         return UnreachableError(f"cannot connect to {host}: no answer within "
                                 f"{connect_timeout:g}s (connect timeout)", **where)
@@ -248,7 +251,7 @@ def error_for_response(
     if message:
         # Escaped and cut short: a vendor or proxy message is shown, never trusted to be small.
         said += f" {message[:_MESSAGE_CHARS]!r}" + ("…" if len(message) > _MESSAGE_CHARS else "")
-    where: dict[str, object] = {"channel": channel, "offset": offset, "status": status, "code": code}
+    where: dict[str, Any] = {"channel": channel, "offset": offset, "status": status, "code": code}
     if issubclass(cls, RetryableAPIError):
         return cls(said, retry_after=retry_after, **where)
-    return cls(said, **where)  # type: ignore[arg-type]
+    return cls(said, **where)

@@ -120,7 +120,7 @@ def look_up(engine: Engine, numbers: list[tuple[str, phonenumbers.PhoneNumber]])
                 channel.intervals.append(Interval(
                     _utc(row.blocked_from_not_before), _utc(row.blocked_from),  # type: ignore[arg-type]
                     _utc(row.unblocked_not_before), _utc(row.unblocked_at), bool(row.initial_load)))
-            reports.append(NumberReport(raw, mobile, region_of(number), number.country_code,
+            reports.append(NumberReport(raw, mobile, region_of(number), number.country_code or 0,
                                         [channels[k] for k in sorted(channels)]))
     return reports
 

@@ -78,7 +78,7 @@ def _excepthook(kind: type[BaseException], value: BaseException,
 def install() -> None:
     """Redact stdout, stderr and uncaught tracebacks for the rest of the process."""
     if not isinstance(sys.stdout, _RedactingStream):
-        sys.stdout = _RedactingStream(sys.stdout)  # type: ignore[assignment]
+        sys.stdout = _RedactingStream(sys.stdout)
     if not isinstance(sys.stderr, _RedactingStream):
-        sys.stderr = _RedactingStream(sys.stderr)  # type: ignore[assignment]
+        sys.stderr = _RedactingStream(sys.stderr)
     sys.excepthook = _excepthook

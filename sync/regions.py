@@ -49,7 +49,7 @@ def region_of(number: PhoneNumber) -> str | None:
     where it can be, else its calling code's main region; None for non-geographic codes."""
     region = phonenumbers.region_code_for_number(number)
     if region is None:
-        regions = COUNTRY_CODE_TO_REGION_CODE.get(number.country_code, ())
+        regions = COUNTRY_CODE_TO_REGION_CODE.get(number.country_code or 0, ())
         region = regions[0] if regions else None
     return None if region == _NON_GEOGRAPHIC else region
 
@@ -61,10 +61,15 @@ def _number(calling_code: int, national: str) -> PhoneNumber:
                        number_of_leading_zeros=zeros if zeros > 1 else None)
 
 
+def _possible_lengths(region: str) -> tuple[int, ...]:
+    metadata = PhoneMetadata.metadata_for_region(region)
+    general = metadata.general_desc if metadata is not None else None
+    return tuple(general.possible_length) if general is not None else ()
+
+
 def _shared_code_rows(calling_code: int, regions: tuple[str, ...]) -> Iterator[tuple[str, str]]:
     """(national prefix, region) leaves for a calling code several regions share."""
-    lengths = sorted({n for r in regions
-                      for n in PhoneMetadata.metadata_for_region(r).general_desc.possible_length})
+    lengths = sorted({n for r in regions for n in _possible_lengths(r)})
     rng = random.Random(calling_code)  # deterministic: the same metadata gives the same file
     on_example_path: set[str] = set()
     for region in regions:

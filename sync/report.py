@@ -103,7 +103,7 @@ def _chart(kind: str, title: str, data: ReportData, series: dict[str, list[int |
         chart.add("no data in this period", [None] * len(data.days))
     for name, values in series.items():
         chart.add(name, values)
-    return chart.render(is_unicode=True)
+    return str(chart.render(is_unicode=True))
 
 
 def _when(value: object) -> str:

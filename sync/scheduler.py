@@ -26,6 +26,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sync import job
 from sync.settings import Account, ConfigError, parse_duration
 from sync.store import Store
+from sync.vocabulary import Trigger
 
 __all__ = ["crontab_trigger", "every_trigger", "period_seconds", "run_scheduler"]
 
@@ -94,7 +95,7 @@ def every_trigger(every: str, jitter: int | None = None) -> IntervalTrigger:
 def period_seconds(trigger: BaseTrigger) -> float:
     """The gap between two ticks (the first two from now, for a cron trigger)."""
     if isinstance(trigger, IntervalTrigger):
-        return trigger.interval.total_seconds()
+        return float(trigger.interval.total_seconds())
     now = dt.datetime.now(dt.UTC)
     first = trigger.get_next_fire_time(None, now)
     second = trigger.get_next_fire_time(first, first + dt.timedelta(seconds=1))
@@ -116,7 +117,7 @@ def run_scheduler(
     scheduler = BlockingScheduler(timezone=dt.UTC)
     # A replica that sweeps a channel right after another did the same tick would sweep it
     # twice; half a period apart is "the same tick".
-    options = replace(options, trigger="scheduled",
+    options = replace(options, trigger=Trigger.SCHEDULED,
                       skip_if_swept_within=period_seconds(trigger) / 2)
 
     running: set[threading.Thread] = set()

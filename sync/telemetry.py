@@ -21,7 +21,7 @@ import logging
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, NoReturn
 
 from prometheus_client import CollectorRegistry, Gauge, start_http_server, write_to_textfile
 from pythonjsonlogger.json import JsonFormatter
@@ -83,7 +83,7 @@ class _JsonFormatter(JsonFormatter):
         log_record.update(time=_utc_millis(record), level=record.levelname, logger=record.name,
                           message=record.getMessage(), **_fields(record))
         if record.exc_info or record.exc_text:
-            log_record["error"] = record.exc_text or self.formatException(record.exc_info)  # type: ignore[arg-type]
+            log_record["error"] = record.exc_text or self.formatException(record.exc_info)
 
 
 class _TqdmSafeHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -143,15 +143,15 @@ class ProgressBars:
 
     def __init__(self, enabled: bool | None = None) -> None:
         self.enabled = sys.stderr.isatty() if enabled is None else enabled
-        self._bars: dict[str, tqdm] = {}
+        self._bars: dict[str, tqdm[NoReturn]] = {}
 
     def update(self, channel: str, pages: int, rows: int) -> None:
         if not self.enabled:
             return
         bar = self._bars.get(channel)
-        if bar is None:
-            bar = self._bars[channel] = tqdm(desc=channel, unit=" rows", unit_scale=True,
-                                             leave=False, file=sys.stderr)
+        if bar is None:  # one bar per channel, made on its first page
+            bar = tqdm(desc=channel, unit=" rows", unit_scale=True, leave=False, file=sys.stderr)
+            self._bars[channel] = bar
         bar.update(rows - bar.n)
         bar.set_postfix(pages=pages, refresh=False)
 
