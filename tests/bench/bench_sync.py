@@ -230,6 +230,10 @@ def main() -> None:
                                                        "postgresql://postgres@127.0.0.1:5432"))
     args = parser.parse_args()
 
+    # First, while this process is small: Linux carries a process's peak RSS across exec, so
+    # a sweep started after the history below was built would report this process's peak.
+    latency = None if not args.latency or args.initial_only else latency_bound(
+        args.pg, args.latency_entries, args.latency, args.latency_concurrency)
     simulator, base_url = start_simulator(args.entries)
     name = f"kbs_bench_{uuid.uuid4().hex[:10]}"
     admin = psycopg.connect(f"{args.pg}/postgres", autocommit=True)
@@ -258,8 +262,6 @@ def main() -> None:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
 
-    latency = None if not args.latency else latency_bound(
-        args.pg, args.latency_entries, args.latency, args.latency_concurrency)
 
     def diff_apply(s: dict[str, object]) -> float:
         """The database work of a sweep: diff, verify (the removal checks' requests are few
