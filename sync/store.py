@@ -5,8 +5,8 @@ Knows nothing of HTTP: rows arrive as ``(mobile, channel_type)`` tuples. One
 advisory lock, the temporary staging tables and the apply transaction all live on it, so
 closing it (or the process dying) releases everything at once.
 
-The diff is a handful of statements over temporary tables — anti-joins that PostgreSQL runs as
-hash joins — so memory in Python stays flat however long the blocklist. The same statements
+The diff is a handful of statements over temporary tables — one hash full join on PostgreSQL,
+two anti-joins on SQLite — so memory in Python stays flat however long the blocklist. The same statements
 run on SQLite; only the bulk load (COPY vs. executemany) and the lock (advisory lock vs. a
 file lock) differ, each in one small method.
 """
