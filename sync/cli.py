@@ -460,12 +460,20 @@ def check(source: AccountSource, database_url: str | None, log: LogSettings) -> 
 @click.option("--numbers", type=click.IntRange(0), default=5000, show_default=True,
               help="Blocklisted numbers generated per channel.")
 @click.option("--seed", type=int, default=42, show_default=True)
-def simulate(host: str, port: int, numbers: int, seed: int) -> None:
+@click.option("--latency", default="0ms", show_default=True,
+              help="How long every listing request waits before it is answered (100ms), as "
+                   "the real API does.")
+def simulate(host: str, port: int, numbers: int, seed: int, latency: str) -> None:
     """Serve a Kaleyra Get/Change Blocklist simulator until interrupted."""
-    from sync.simulator import Simulator
+    from sync.simulator import Simulator, parse_latency
 
-    sim = Simulator(numbers=numbers, seed=seed)
-    click.echo(f"Kaleyra simulator: {numbers} numbers per channel, seed {seed}\n"
+    try:
+        seconds = parse_latency(latency)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--latency") from None
+    sim = Simulator(numbers=numbers, seed=seed, latency=seconds)
+    click.echo(f"Kaleyra simulator: {numbers} numbers per channel, seed {seed}, "
+               f"{seconds * 1000:g} ms per request\n"
                f"  KALEYRA_BASE_URL=http://{host}:{port}/v1\n"
                f"  KALEYRA_SID={sim.sid}\n"
                f"  KALEYRA_API_KEY={sim.api_key}\n"

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-__all__ = ["CHANNELS", "VENDOR_ERRORS", "Simulator", "generate_numbers"]
+__all__ = ["CHANNELS", "VENDOR_ERRORS", "Simulator", "generate_numbers", "parse_latency"]
 
 CHANNELS = ("sms", "whatsapp", "voice")
 MAX_LIMIT = 100
@@ -148,6 +148,8 @@ class Simulator:
         sid: str = "HXSIM000000001IN",
         api_key: str = "sim-key-0000000000000000000000000",
         channels: Iterable[str] = CHANNELS,
+        latency: float = 0.0,
+        rate_limit: float | None = None,
     ) -> None:
         self.sid = sid
         self.api_key = api_key
@@ -161,6 +163,15 @@ class Simulator:
         self.ignore_mobile_filter = False  # a server that answers a check with a listing page
         self.lying_filter = False  # a server that answers every mobile check with no rows
         self.requests = 0  # GET requests served so far (the number faults are keyed on)
+        # Seconds every GET waits before it is answered, as a distant API does (the real one:
+        # 100-300 ms); requests wait side by side, so only concurrency hides it.
+        self.latency = latency
+        # GETs answered per second (a one-second burst allowed); the others get a bare 429
+        # without Retry-After, as the vendor documents none. None: no limit.
+        self.rate_limit = rate_limit
+        self.rate_limited = 0  # GETs answered 429 by the rate limit so far
+        self._tokens = 0.0
+        self._refilled = time.monotonic()
         self._request_log: deque[tuple[float, str, dict[str, str]]] = deque(maxlen=100_000)
         self._on_request: list[Callable[[int, str, dict[str, str]], None]] = []
         self._faults: list[_Fault] = []
@@ -252,6 +263,21 @@ class Simulator:
         to change the list while a sweep is paging through it."""
         self._on_request.append(hook)
 
+    def _within_rate_limit(self) -> bool:
+        """A token bucket: ``rate_limit`` tokens a second, holding at most a second's worth."""
+        if self.rate_limit is None:
+            return True
+        with self._lock:
+            now = time.monotonic()
+            self._tokens = min(max(self.rate_limit, 1.0),
+                               self._tokens + (now - self._refilled) * self.rate_limit)
+            self._refilled = now
+            if self._tokens >= 1.0:
+                self._tokens -= 1.0
+                return True
+            self.rate_limited += 1
+            return False
+
     def _take_fault(self, number: int, channel: str) -> _Fault | None:
         with self._lock:
             for fault in self._faults:
@@ -273,6 +299,10 @@ class Simulator:
             self._request_log.append((time.monotonic(), channel, dict(query)))
         for hook in self._on_request:
             hook(number, channel, query)
+        if self.latency:
+            time.sleep(self.latency)
+        if not self._within_rate_limit():
+            return 429, {"Content-Type": "application/json"}, b'{"message": "Too Many Requests"}'
         fault = self._take_fault(number, channel)
         if fault is not None:
             if fault.kind == "slow":
@@ -359,6 +389,20 @@ class Simulator:
         if fault.kind == "503":
             return 503, {"Content-Type": "text/plain"}, b"Service Unavailable"
         return None, {}, b""  # drop
+
+
+def parse_latency(value: str) -> float:
+    """``100ms``, ``0.25s`` or ``0`` as seconds, for ``simulate --latency``."""
+    text = value.strip().lower()
+    number, scale = (text[:-2], 0.001) if text.endswith("ms") else \
+        (text[:-1], 1.0) if text.endswith("s") else (text, 1.0)
+    try:
+        seconds = float(number) * scale
+    except ValueError:
+        raise ValueError(f"{value!r} is not a latency; write it like 100ms or 0.25s") from None
+    if not 0 <= seconds <= 60:
+        raise ValueError(f"{value!r} is not a latency between 0 and 60s")
+    return seconds
 
 
 @functools.lru_cache(maxsize=4)

@@ -15,7 +15,10 @@ kernel (wait4) and its step timings from its JSON log line. Figures:
    table (the floor for any diff), and their ratio;
 5. fetch seconds beside the simulator's own serving rate, measured by a bare client loop at
    the same concurrency, and their ratio;
-6. the questions people ask (README queries, ``lookup`` of one number, the views filtered to
+6. latency-bound: a no-change sweep of ``--latency-entries`` (100k) against a simulator that
+   answers every request after ``--latency`` (100 ms), at ``--latency-concurrency`` (8), beside
+   its ideal (requests x latency / concurrency) — what the real API's round trips allow;
+7. the questions people ask (README queries, ``lookup`` of one number, the views filtered to
    the last 90 days) on a year of synthetic history for another 1M-entry channel in the same
    database (``history.py``; ``--no-history`` skips it).
 """
@@ -51,8 +54,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def serve(port: int, entries: int) -> None:
-    Simulator(numbers=entries, sid=SID, api_key=KEY, channels=("sms",)).serve_forever(port=port)
+def serve(port: int, entries: int, latency: float = 0.0) -> None:
+    Simulator(numbers=entries, sid=SID, api_key=KEY, channels=("sms",),
+              latency=latency).serve_forever(port=port)
+
+
+def start_simulator(entries: int, latency: float = 0.0) -> tuple[multiprocessing.Process, str]:
+    port = free_port()
+    process = multiprocessing.get_context("fork").Process(
+        target=serve, args=(port, entries, latency), daemon=True)
+    process.start()
+    return process, f"http://127.0.0.1:{port}/v1"
 
 
 def wait_until_up(base_url: str) -> None:
@@ -86,6 +98,7 @@ def sweep(env: dict[str, str], concurrency: int) -> dict[str, object]:
     done = next(json.loads(line) for line in stderr_lines
                 if line.startswith("{") and '"sweep succeeded' in line)
     return {"seconds": round(seconds, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+            "sweep_seconds": done["seconds"],
             **{k: done[k] for k in ("pages", "entries", "added", "removed", "fetch_seconds",
                                     "diff_seconds", "verify_seconds", "apply_seconds")
                if k in done}}
@@ -161,34 +174,79 @@ def bare_serving_rate(base_url: str, pages: int, concurrency: int) -> float:
     return pages / (time.monotonic() - started)
 
 
+def latency_bound(pg: str, entries: int, latency: float, concurrency: int) -> dict[str, object]:
+    """A first and a no-change sweep against a simulator ``latency`` seconds away, in a
+    database of their own; the no-change sweep's time beside its ideal, every request
+    waiting ``latency`` and ``concurrency`` of them in flight."""
+    simulator, base_url = start_simulator(entries, latency)
+    name = f"kbs_bench_{uuid.uuid4().hex[:10]}"
+    admin = psycopg.connect(f"{pg}/postgres", autocommit=True)
+    admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        wait_until_up(base_url)
+        env = sweep_env(base_url, f"{pg}/{name}")
+        first = sweep(env, concurrency)
+        no_change = sweep(env, concurrency)
+    finally:
+        simulator.terminate()
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+    requests_made = -(-entries // 100)
+    ideal = requests_made * latency / concurrency
+    return {
+        "entries": entries, "latency_seconds": latency, "concurrency": concurrency,
+        "ideal_seconds": round(ideal, 2),
+        "first_sweep_seconds": first["sweep_seconds"],
+        "no_change_sweep": no_change,
+        # The sweep's own time (lock to commit), as it logs it; the process's wall time adds
+        # the interpreter's start-up, which no concurrency hides.
+        "ratio_to_ideal": round(ideal / float(no_change["sweep_seconds"]), 2),
+        "ratio_to_ideal_process": round(ideal / float(no_change["seconds"]), 2),
+    }
+
+
+def sweep_env(base_url: str, dsn: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KALEYRA_", "BLOCKLIST_"))}
+    env.update(KALEYRA_SID=SID, KALEYRA_API_KEY=KEY, KALEYRA_BASE_URL=base_url,
+               DATABASE_URL=dsn)
+    subprocess.run([sys.executable, "-m", "sync", "migrate"], env=env, cwd=REPO, check=True,
+                   capture_output=True)
+    return env
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--entries", type=int, default=1_000_000)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--no-history", action="store_true",
                         help="skip the year of synthetic history and its query timings")
+    parser.add_argument("--initial-only", action="store_true",
+                        help="only the first sweep (its time and peak RSS), for 10M entries")
+    parser.add_argument("--latency", type=float, default=0.1,
+                        help="seconds per request in the latency-bound sweep (0 skips it)")
+    parser.add_argument("--latency-entries", type=int, default=100_000)
+    parser.add_argument("--latency-concurrency", type=int, default=8)
     parser.add_argument("--pg", default=os.environ.get("KBS_TEST_PG",
                                                        "postgresql://postgres@127.0.0.1:5432"))
     args = parser.parse_args()
 
-    port = free_port()
-    base_url = f"http://127.0.0.1:{port}/v1"
-    simulator = multiprocessing.get_context("fork").Process(target=serve,
-                                                            args=(port, args.entries), daemon=True)
-    simulator.start()
+    # First, while this process is small: Linux carries a process's peak RSS across exec, so
+    # a sweep started after the history below was built would report this process's peak.
+    latency = None if not args.latency or args.initial_only else latency_bound(
+        args.pg, args.latency_entries, args.latency, args.latency_concurrency)
+    simulator, base_url = start_simulator(args.entries)
     name = f"kbs_bench_{uuid.uuid4().hex[:10]}"
     admin = psycopg.connect(f"{args.pg}/postgres", autocommit=True)
     admin.execute(f'CREATE DATABASE "{name}"')
     dsn = f"{args.pg}/{name}"
     try:
         wait_until_up(base_url)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("KALEYRA_", "BLOCKLIST_"))}
-        env.update(KALEYRA_SID=SID, KALEYRA_API_KEY=KEY, KALEYRA_BASE_URL=base_url,
-                   DATABASE_URL=dsn)
-        subprocess.run([sys.executable, "-m", "sync", "migrate"], env=env, cwd=REPO, check=True,
-                       capture_output=True)
+        env = sweep_env(base_url, dsn)
         initial = sweep(env, args.concurrency)
         initial["pages_per_second"] = round(int(initial["pages"]) / float(initial["seconds"]), 1)
+        if args.initial_only:
+            print(json.dumps({"entries": args.entries, "initial_sweep": initial}, indent=2))
+            return
         churn(base_url, args.entries)
         after_churn = sweep(env, args.concurrency)
         time.sleep(1.5)  # let the statistics collector catch up before counting writes
@@ -204,8 +262,11 @@ def main() -> None:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
 
+
     def diff_apply(s: dict[str, object]) -> float:
-        return float(s.get("diff_seconds", 0)) + float(s.get("apply_seconds", 0))
+        """The database work of a sweep: diff, verify (the removal checks' requests are few
+        and instant here) and apply."""
+        return sum(float(s.get(f"{k}_seconds", 0)) for k in ("diff", "verify", "apply"))
 
     fetch_rate = int(initial["pages"]) / float(initial["fetch_seconds"])
     print(json.dumps({
@@ -215,7 +276,7 @@ def main() -> None:
         "initial_sweep": initial,
         "churn_sweep": after_churn,
         "no_change_sweep": no_change,
-        "diff_and_apply": {
+        "database_work": {  # diff + verify + apply
             "bare_copy_seconds": round(copy_seconds, 2),
             "initial_seconds": round(diff_apply(initial), 2),
             "initial_ratio_to_copy": round(diff_apply(initial) / copy_seconds, 2),
@@ -229,6 +290,7 @@ def main() -> None:
             "bare_client_pages_per_second": round(bare_rate, 1),
             "ratio": round(fetch_rate / bare_rate, 2),
         },
+        "latency_bound": latency,
         "questions_on_a_year_of_history": questions,
     }, indent=2))
 
