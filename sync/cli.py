@@ -54,13 +54,21 @@ DEMO_DATABASE = "sqlite:///blocklist-sync-demo.db"
 # What to do about a failure, by the error's class (most specific first): the HTTP layer says
 # what happened, only the CLI knows which flag or variable the operator should change.
 ADVICE: tuple[tuple[type[BaseException], str], ...] = (
-    (AuthenticationError, "check KALEYRA_SID and the API key (KALEYRA_API_KEY or "
-                          "KALEYRA_API_KEY_FILE, or the account's entry in --config)"),
+    (
+        AuthenticationError,
+        "check KALEYRA_SID and the API key (KALEYRA_API_KEY or "
+        "KALEYRA_API_KEY_FILE, or the account's entry in --config)",
+    ),
     (LowBalanceError, "top up the Kaleyra account balance, then run again"),
-    (NotAllowedError, "the account may not use this API or channel; ask Kaleyra support to "
-                      "enable it, or remove the channel from KALEYRA_CHANNELS"),
-    (BadRequestError, "the request was rejected as malformed; check the channel and "
-                      "KALEYRA_BASE_URL / KALEYRA_REGION"),
+    (
+        NotAllowedError,
+        "the account may not use this API or channel; ask Kaleyra support to "
+        "enable it, or remove the channel from KALEYRA_CHANNELS",
+    ),
+    (
+        BadRequestError,
+        "the request was rejected as malformed; check the channel and KALEYRA_BASE_URL / KALEYRA_REGION",
+    ),
     (UnreachableError, "check KALEYRA_BASE_URL or KALEYRA_REGION, DNS, the firewall and proxies"),
     (RateLimitedError, "Kaleyra rate-limited the sweep; lower --concurrency or --max-rps"),
     (TransportError, "check network access to the Kaleyra base URL; it was retried and gave up"),
@@ -71,8 +79,7 @@ ADVICE: tuple[tuple[type[BaseException], str], ...] = (
 
 
 def advice_for(error_type: type[BaseException] | None) -> str | None:
-    return next((text for cls, text in ADVICE if error_type and issubclass(error_type, cls)),
-                None)
+    return next((text for cls, text in ADVICE if error_type and issubclass(error_type, cls)), None)
 
 
 def fail(message: str, code: int = ExitCode.USAGE) -> NoReturn:
@@ -93,8 +100,10 @@ def config_errors_exit(command: Callable[..., None]) -> Callable[..., None]:
             fail(str(exc))
         except OperationalError as exc:
             cause = str(exc.orig or exc).strip().splitlines()[0]
-            fail(f"cannot use the database ({cause}); check DATABASE_URL and that the "
-                 "server is up", ExitCode.FAILED)
+            fail(
+                f"cannot use the database ({cause}); check DATABASE_URL and that the server is up",
+                ExitCode.FAILED,
+            )
 
     return wrapper
 
@@ -103,18 +112,25 @@ def open_store(database_url: str | None) -> tuple[Store, str]:
     url = database.resolve_database_url(database_url)  # registers its passwords for redaction
     engine = database.make_engine(url)
     if engine.dialect.name == "sqlite":
-        click.echo(f"note: using the embedded SQLite file {make_url(url).database}; "
-                   "production should set DATABASE_URL to PostgreSQL", err=True)
+        click.echo(
+            f"note: using the embedded SQLite file {make_url(url).database}; "
+            "production should set DATABASE_URL to PostgreSQL",
+            err=True,
+        )
     return Store(engine), database.describe_url(url)
 
 
 database_option = click.option(
-    "--database-url", envvar="DATABASE_URL", show_envvar=True,
-    help="SQLAlchemy URL; postgresql:// uses psycopg 3. Default: sqlite:///blocklist-sync.db.")
+    "--database-url",
+    envvar="DATABASE_URL",
+    show_envvar=True,
+    help="SQLAlchemy URL; postgresql:// uses psycopg 3. Default: sqlite:///blocklist-sync.db.",
+)
 
 
-def _gathered(options: list[Callable[[Any], Any]], build: Callable[..., object], into: str,
-              names: tuple[str, ...]) -> Callable[[Callable[..., None]], Callable[..., None]]:
+def _gathered(
+    options: list[Callable[[Any], Any]], build: Callable[..., object], into: str, names: tuple[str, ...]
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
     """A decorator adding ``options`` to a command and handing it one typed object, built by
     ``build`` from those options' values, as the parameter ``into``."""
 
@@ -131,62 +147,139 @@ def _gathered(options: list[Callable[[Any], Any]], build: Callable[..., object],
     return decorate
 
 
-account_options = _gathered([
-    click.option("--config", "config_file", envvar="BLOCKLIST_SYNC_CONFIG", show_envvar=True,
-                 type=click.Path(dir_okay=False), help="TOML file listing several accounts (see "
-                 "README)."),
-    click.option("--sid", help="Account SID (overrides KALEYRA_SID)."),
-    click.option("--api-key-file", help="File holding the API key (overrides "
-                 "KALEYRA_API_KEY_FILE). There is no flag for the key itself: command lines are "
-                 "visible to every user of the machine."),
-    click.option("--base-url", help="API base URL with version (overrides KALEYRA_BASE_URL)."),
-    click.option("--region", type=click.Choice(list(REGIONS)),
-                 help="Region shortcut for the base URL (overrides KALEYRA_REGION)."),
-    click.option("--account", "only", multiple=True, metavar="SID",
-                 help="Only this configured account (repeatable). Default: every one."),
-], lambda only, **flags: AccountSource(only=tuple(only), **flags), "source",
-    ("config_file", "sid", "api_key_file", "base_url", "region", "only"))
+account_options = _gathered(
+    [
+        click.option(
+            "--config",
+            "config_file",
+            envvar="BLOCKLIST_SYNC_CONFIG",
+            show_envvar=True,
+            type=click.Path(dir_okay=False),
+            help="TOML file listing several accounts (see README).",
+        ),
+        click.option("--sid", help="Account SID (overrides KALEYRA_SID)."),
+        click.option(
+            "--api-key-file",
+            help="File holding the API key (overrides "
+            "KALEYRA_API_KEY_FILE). There is no flag for the key itself: command lines are "
+            "visible to every user of the machine.",
+        ),
+        click.option("--base-url", help="API base URL with version (overrides KALEYRA_BASE_URL)."),
+        click.option(
+            "--region",
+            type=click.Choice(list(REGIONS)),
+            help="Region shortcut for the base URL (overrides KALEYRA_REGION).",
+        ),
+        click.option(
+            "--account",
+            "only",
+            multiple=True,
+            metavar="SID",
+            help="Only this configured account (repeatable). Default: every one.",
+        ),
+    ],
+    lambda only, **flags: AccountSource(only=tuple(only), **flags),
+    "source",
+    ("config_file", "sid", "api_key_file", "base_url", "region", "only"),
+)
 
-tuning_options = _gathered([
-    click.option("--concurrency", type=click.IntRange(1, 32), default=4, show_default=True,
-                 envvar="BLOCKLIST_SYNC_CONCURRENCY", show_envvar=True,
-                 help="Listing requests in flight at once."),
-    click.option("--max-rps", type=click.FloatRange(min=0.1), envvar="BLOCKLIST_SYNC_MAX_RPS",
-                 show_envvar=True, help="Cap on requests per second (default: no cap)."),
-    click.option("--max-pages", type=click.IntRange(1), default=200_000, show_default=True,
-                 envvar="BLOCKLIST_SYNC_MAX_PAGES", show_envvar=True,
-                 help="A sweep past this many pages is an error, not data."),
-    click.option("--sweep-timeout", default="2h", show_default=True,
-                 envvar="BLOCKLIST_SYNC_SWEEP_TIMEOUT", show_envvar=True,
-                 help="A sweep still running after this long (e.g. 90m) stops and applies "
-                 "nothing."),
-], lambda sweep_timeout, **values: Tuning(
-    sweep_timeout=parse_duration(sweep_timeout, "--sweep-timeout"), **values), "tuning",
-    ("concurrency", "max_rps", "max_pages", "sweep_timeout"))
+tuning_options = _gathered(
+    [
+        click.option(
+            "--concurrency",
+            type=click.IntRange(1, 32),
+            default=4,
+            show_default=True,
+            envvar="BLOCKLIST_SYNC_CONCURRENCY",
+            show_envvar=True,
+            help="Listing requests in flight at once.",
+        ),
+        click.option(
+            "--max-rps",
+            type=click.FloatRange(min=0.1),
+            envvar="BLOCKLIST_SYNC_MAX_RPS",
+            show_envvar=True,
+            help="Cap on requests per second (default: no cap).",
+        ),
+        click.option(
+            "--max-pages",
+            type=click.IntRange(1),
+            default=200_000,
+            show_default=True,
+            envvar="BLOCKLIST_SYNC_MAX_PAGES",
+            show_envvar=True,
+            help="A sweep past this many pages is an error, not data.",
+        ),
+        click.option(
+            "--sweep-timeout",
+            default="2h",
+            show_default=True,
+            envvar="BLOCKLIST_SYNC_SWEEP_TIMEOUT",
+            show_envvar=True,
+            help="A sweep still running after this long (e.g. 90m) stops and applies nothing.",
+        ),
+    ],
+    lambda sweep_timeout, **values: Tuning(
+        sweep_timeout=parse_duration(sweep_timeout, "--sweep-timeout"), **values
+    ),
+    "tuning",
+    ("concurrency", "max_rps", "max_pages", "sweep_timeout"),
+)
 
-guard_options = _gathered([
-    click.option("--max-removal-fraction", type=click.FloatRange(0, 1), default=0.2,
-                 show_default=True, envvar="BLOCKLIST_SYNC_MAX_REMOVAL_FRACTION",
-                 show_envvar=True, help="Safety guard: hold a sweep removing more than this "
-                 "share of a channel's entries ..."),
-    click.option("--guard-min-entries", type=click.IntRange(0), default=100, show_default=True,
-                 envvar="BLOCKLIST_SYNC_GUARD_MIN_ENTRIES", show_envvar=True,
-                 help="... when the channel holds more than this many."),
-], lambda max_removal_fraction, guard_min_entries: GuardLimits(
-    max_removal_fraction=max_removal_fraction, min_entries=guard_min_entries), "guard",
-    ("max_removal_fraction", "guard_min_entries"))
+guard_options = _gathered(
+    [
+        click.option(
+            "--max-removal-fraction",
+            type=click.FloatRange(0, 1),
+            default=0.2,
+            show_default=True,
+            envvar="BLOCKLIST_SYNC_MAX_REMOVAL_FRACTION",
+            show_envvar=True,
+            help="Safety guard: hold a sweep removing more than this share of a channel's entries ...",
+        ),
+        click.option(
+            "--guard-min-entries",
+            type=click.IntRange(0),
+            default=100,
+            show_default=True,
+            envvar="BLOCKLIST_SYNC_GUARD_MIN_ENTRIES",
+            show_envvar=True,
+            help="... when the channel holds more than this many.",
+        ),
+    ],
+    lambda max_removal_fraction, guard_min_entries: GuardLimits(
+        max_removal_fraction=max_removal_fraction, min_entries=guard_min_entries
+    ),
+    "guard",
+    ("max_removal_fraction", "guard_min_entries"),
+)
 
-logging_options = _gathered([
-    click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
-                 envvar="BLOCKLIST_SYNC_LOG_FORMAT", show_envvar=True,
-                 help="Log line format on stderr."),
-    click.option("--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False),
-                 envvar="BLOCKLIST_SYNC_LOG_LEVEL", show_envvar=True,
-                 help="Least severe log lines shown (default info)."),
-    click.option("-v", "--verbose", count=True, help="More log lines (debug)."),
-    click.option("-q", "--quiet", count=True,
-                 help="Fewer log lines: -q warnings and errors, -qq errors only."),
-], LogSettings, "log", ("log_format", "log_level", "verbose", "quiet"))
+logging_options = _gathered(
+    [
+        click.option(
+            "--log-format",
+            type=click.Choice(["text", "json"]),
+            default="text",
+            envvar="BLOCKLIST_SYNC_LOG_FORMAT",
+            show_envvar=True,
+            help="Log line format on stderr.",
+        ),
+        click.option(
+            "--log-level",
+            type=click.Choice(LOG_LEVELS, case_sensitive=False),
+            envvar="BLOCKLIST_SYNC_LOG_LEVEL",
+            show_envvar=True,
+            help="Least severe log lines shown (default info).",
+        ),
+        click.option("-v", "--verbose", count=True, help="More log lines (debug)."),
+        click.option(
+            "-q", "--quiet", count=True, help="Fewer log lines: -q warnings and errors, -qq errors only."
+        ),
+    ],
+    LogSettings,
+    "log",
+    ("log_format", "log_level", "verbose", "quiet"),
+)
 
 
 @dataclass(frozen=True)
@@ -243,39 +336,84 @@ def migrate(database_url: str | None) -> None:
 @config_errors_exit
 @account_options
 @database_option
-@click.option("--channel", "channels", multiple=True, type=click.Choice([c.value for c in Channel]),
-              help="Sweep only this channel (repeatable). Default: every configured channel.")
-@click.option("--dry-run", is_flag=True,
-              help="Print the additions and removals it would make; apply nothing.")
+@click.option(
+    "--channel",
+    "channels",
+    multiple=True,
+    type=click.Choice([c.value for c in Channel]),
+    help="Sweep only this channel (repeatable). Default: every configured channel.",
+)
+@click.option(
+    "--dry-run", is_flag=True, help="Print the additions and removals it would make; apply nothing."
+)
 @click.option("--force", is_flag=True, help="Apply even what the safety guard would hold.")
-@click.option("--trigger", type=click.Choice([t.value for t in Trigger]), default=Trigger.MANUAL.value,
-              show_default=True, help="Recorded on the run row.")
-@click.option("--shard", envvar="BLOCKLIST_SYNC_SHARD", show_envvar=True, metavar="K/N",
-              help="Sweep only shard K (0 to N-1) of N of the (account, channel) pairs; N alone "
-                   "takes K from JOB_COMPLETION_INDEX (a Kubernetes Indexed Job).")
-@click.option("--skip-if-swept-within", envvar="BLOCKLIST_SYNC_SKIP_IF_SWEPT_WITHIN",
-              show_envvar=True, metavar="DURATION",
-              help="Skip a channel whose last sweep, by any process, started less than this "
-                   "long ago (e.g. 30m). Default: never; with --shard, 30m.")
+@click.option(
+    "--trigger",
+    type=click.Choice([t.value for t in Trigger]),
+    default=Trigger.MANUAL.value,
+    show_default=True,
+    help="Recorded on the run row.",
+)
+@click.option(
+    "--shard",
+    envvar="BLOCKLIST_SYNC_SHARD",
+    show_envvar=True,
+    metavar="K/N",
+    help="Sweep only shard K (0 to N-1) of N of the (account, channel) pairs; N alone "
+    "takes K from JOB_COMPLETION_INDEX (a Kubernetes Indexed Job).",
+)
+@click.option(
+    "--skip-if-swept-within",
+    envvar="BLOCKLIST_SYNC_SKIP_IF_SWEPT_WITHIN",
+    show_envvar=True,
+    metavar="DURATION",
+    help="Skip a channel whose last sweep, by any process, started less than this "
+    "long ago (e.g. 30m). Default: never; with --shard, 30m.",
+)
 @tuning_options
 @guard_options
 @logging_options
-@click.option("--metrics-file", envvar="BLOCKLIST_SYNC_METRICS_FILE", show_envvar=True,
-              help="Write Prometheus metrics here (node_exporter textfile format).")
-def run(source: AccountSource, database_url: str | None, channels: tuple[str, ...],
-        dry_run: bool, force: bool, trigger: str, shard: str | None,
-        skip_if_swept_within: str | None, tuning: Tuning, guard: GuardLimits, log: LogSettings,
-        metrics_file: str | None) -> None:
+@click.option(
+    "--metrics-file",
+    envvar="BLOCKLIST_SYNC_METRICS_FILE",
+    show_envvar=True,
+    help="Write Prometheus metrics here (node_exporter textfile format).",
+)
+def run(
+    source: AccountSource,
+    database_url: str | None,
+    channels: tuple[str, ...],
+    dry_run: bool,
+    force: bool,
+    trigger: str,
+    shard: str | None,
+    skip_if_swept_within: str | None,
+    tuning: Tuning,
+    guard: GuardLimits,
+    log: LogSettings,
+    metrics_file: str | None,
+) -> None:
     """Sweep every configured account and channel once and record what changed."""
     ready = prepare(source, database_url, log)
     share = parse_shard(shard, os.environ) if shard else None
-    skip_within = (parse_duration(skip_if_swept_within, "--skip-if-swept-within")
-                   if skip_if_swept_within else 1800.0 if share else None)
+    skip_within = (
+        parse_duration(skip_if_swept_within, "--skip-if-swept-within")
+        if skip_if_swept_within
+        else 1800.0
+        if share
+        else None
+    )
     # Shards may overlap (a rollout, two Jobs): a pair another shard is sweeping or swept
     # moments ago is that shard's, so no pair is swept twice.
-    options = job.SweepOptions(trigger=Trigger(trigger), dry_run=dry_run, force=force,
-                               guard=guard, timeout=tuning.sweep_timeout,
-                               skip_if_swept_within=skip_within, lock_held_is_skip=bool(share))
+    options = job.SweepOptions(
+        trigger=Trigger(trigger),
+        dry_run=dry_run,
+        force=force,
+        guard=guard,
+        timeout=tuning.sweep_timeout,
+        skip_if_swept_within=skip_within,
+        lock_held_is_skip=bool(share),
+    )
     stop = job.StopRequest()
     job.stop_on_signals(stop)
     bars = ProgressBars()
@@ -284,10 +422,17 @@ def run(source: AccountSource, database_url: str | None, channels: tuple[str, ..
         click.echo(f"would-be-{change}\t{account_sid}\t{channel}\t{mobile}")
 
     try:
-        results = job.sweep_accounts(ready.accounts, ready.store, options, client_maker(tuning),
-                                     channels=channels or None, shard=share, stop=stop,
-                                     on_page=bars.update,
-                                     on_change=print_change if dry_run else None)
+        results = job.sweep_accounts(
+            ready.accounts,
+            ready.store,
+            options,
+            client_maker(tuning),
+            channels=channels or None,
+            shard=share,
+            stop=stop,
+            on_page=bars.update,
+            on_change=print_change if dry_run else None,
+        )
     except KeyboardInterrupt:  # a second Ctrl-C: the run row is already marked cancelled
         bars.close()
         click.echo("interrupted; nothing was applied for the channel in progress", err=True)
@@ -307,8 +452,11 @@ def run(source: AccountSource, database_url: str | None, channels: tuple[str, ..
 
 
 def summary_line(result: job.SweepResult) -> str:
-    if result.run_id is None and result.message and result.outcome in (
-            job.Outcome.SKIPPED, job.Outcome.CANCELLED):  # never started: one line says why
+    if (
+        result.run_id is None
+        and result.message
+        and result.outcome in (job.Outcome.SKIPPED, job.Outcome.CANCELLED)
+    ):  # never started: one line says why
         return f"{result.account_sid} {result.channel}: {result.outcome.label}: {result.message}"
     parts = [f"{result.account_sid} {result.channel}: {result.outcome.label}"]
     if result.diff is not None:
@@ -321,8 +469,10 @@ def summary_line(result: job.SweepResult) -> str:
     line = ", ".join(parts)
     if result.outcome is Outcome.HELD:
         where = f"--account {result.account_sid} --channel {result.channel}"
-        return (f"{line}\n  {result.message}\n  review it with `blocklist-sync run --dry-run "
-                f"{where}`, apply it with `blocklist-sync run --force {where}`")
+        return (
+            f"{line}\n  {result.message}\n  review it with `blocklist-sync run --dry-run "
+            f"{where}`, apply it with `blocklist-sync run --force {where}`"
+        )
     advice = advice_for(result.error_type)
     if advice:
         return f"{line}\n  {result.message}\n  {advice}"
@@ -333,12 +483,14 @@ def summary_line(result: job.SweepResult) -> str:
 @config_errors_exit
 @database_option
 @account_options
-@click.option("--all", "show_all", is_flag=True,
-              help="Judge every account and channel ever swept, configured or not.")
+@click.option(
+    "--all", "show_all", is_flag=True, help="Judge every account and channel ever swept, configured or not."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts and health checks.")
 @click.option("--max-age", help="Exit 1 when any channel's last success is older (e.g. 2h).")
-def status(database_url: str | None, source: AccountSource, show_all: bool, as_json: bool,
-           max_age: str | None) -> None:
+def status(
+    database_url: str | None, source: AccountSource, show_all: bool, as_json: bool, max_age: str | None
+) -> None:
     """The last sweep of each configured channel and the current entry counts.
 
     Exits 1 when the last sweep of any configured channel failed or was held by the safety
@@ -352,38 +504,58 @@ def status(database_url: str | None, source: AccountSource, show_all: bool, as_j
     if source.is_configured(os.environ) and not show_all:
         accounts = source.selected(source.load(os.environ, need_keys=False))
     elif not show_all:
-        click.echo("note: no account configured (KALEYRA_SID or --config): judging every "
-                   "account and channel in the database", err=True)
+        click.echo(
+            "note: no account configured (KALEYRA_SID or --config): judging every "
+            "account and channel in the database",
+            err=True,
+        )
     store, where = open_store(database_url)
     database.require_current_schema(store.engine)
     scoped = health.scope(store.channel_statuses(), accounts, source.only)
     now = dt.datetime.now(dt.UTC)
     problems = {(s.account_sid, s.channel): s.problem(now, limit) for s in scoped.judged}
     if as_json:
-        click.echo(json.dumps({"database": where, "channels": [
-            status_record(s, now, problems[s.account_sid, s.channel], configured=True)
-            for s in scoped.judged] + [
-            status_record(s, now, None, configured=False) for s in scoped.not_configured]},
-            indent=2))
+        click.echo(
+            json.dumps(
+                {
+                    "database": where,
+                    "channels": [
+                        status_record(s, now, problems[s.account_sid, s.channel], configured=True)
+                        for s in scoped.judged
+                    ]
+                    + [status_record(s, now, None, configured=False) for s in scoped.not_configured],
+                },
+                indent=2,
+            )
+        )
     else:
         click.echo(status_table(scoped, now, where, problems))
     sys.exit(ExitCode.FAILED if any(problems.values()) else ExitCode.OK)
 
 
-def status_record(s: ChannelStatus, now: dt.datetime, problem: str | None, *,
-                  configured: bool) -> dict[str, Any]:
+def status_record(
+    s: ChannelStatus, now: dt.datetime, problem: str | None, *, configured: bool
+) -> dict[str, Any]:
     def iso(t: dt.datetime | None) -> str | None:
         return t.isoformat() if t else None
 
     return {
-        "account_sid": s.account_sid, "channel": s.channel, "entries": s.entries,
-        "last_run": {"id": s.last_run_id, "status": s.last_status,
-                     "started_at": iso(s.last_started_at), "finished_at": iso(s.last_finished_at),
-                     "pages": s.last_pages, "added": s.last_added, "removed": s.last_removed,
-                     "rejected": s.last_rejected, "error": s.last_error},
+        "account_sid": s.account_sid,
+        "channel": s.channel,
+        "entries": s.entries,
+        "last_run": {
+            "id": s.last_run_id,
+            "status": s.last_status,
+            "started_at": iso(s.last_started_at),
+            "finished_at": iso(s.last_finished_at),
+            "pages": s.last_pages,
+            "added": s.last_added,
+            "removed": s.last_removed,
+            "rejected": s.last_rejected,
+            "error": s.last_error,
+        },
         "last_success_at": iso(s.last_success_at),
-        "last_success_age_seconds": (now - s.last_success_at).total_seconds()
-        if s.last_success_at else None,
+        "last_success_age_seconds": (now - s.last_success_at).total_seconds() if s.last_success_at else None,
         "configured": configured,
         "ok": problem is None,
         "problem": problem,
@@ -395,33 +567,51 @@ def _age(now: dt.datetime, then: dt.datetime | None) -> str:
 
 
 def _table(statuses: list[ChannelStatus], now: dt.datetime) -> list[str]:
-    header = ("ACCOUNT", "CHANNEL", "LAST RUN", "STATUS", "ADDED", "REMOVED", "REJECTED",
-              "ENTRIES", "LAST SUCCESS")
+    header = (
+        "ACCOUNT",
+        "CHANNEL",
+        "LAST RUN",
+        "STATUS",
+        "ADDED",
+        "REMOVED",
+        "REJECTED",
+        "ENTRIES",
+        "LAST SUCCESS",
+    )
     rows = [header] + [
-        (s.account_sid, s.channel, _age(now, s.last_finished_at or s.last_started_at),
-         s.last_status or "never swept", str(s.last_added or 0), str(s.last_removed or 0),
-         str(s.last_rejected or 0), str(s.entries), _age(now, s.last_success_at))
+        (
+            s.account_sid,
+            s.channel,
+            _age(now, s.last_finished_at or s.last_started_at),
+            s.last_status or "never swept",
+            str(s.last_added or 0),
+            str(s.last_removed or 0),
+            str(s.last_rejected or 0),
+            str(s.entries),
+            _age(now, s.last_success_at),
+        )
         for s in statuses
     ]
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    return ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
-            for r in rows]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows]
 
 
-def status_table(scoped: health.Scoped, now: dt.datetime, where: str,
-                 problems: dict[tuple[str, str], str | None]) -> str:
+def status_table(
+    scoped: health.Scoped, now: dt.datetime, where: str, problems: dict[tuple[str, str], str | None]
+) -> str:
     if not scoped.judged and not scoped.not_configured:
         return f"{where}: no sweeps yet; run `blocklist-sync run`"
     lines = [where, *(_table(scoped.judged, now) if scoped.judged else [])]
     for s in scoped.judged:
         problem = problems[s.account_sid, s.channel]
         if problem:
-            error = f": {s.last_error}" if s.last_status in ("failed", "held") and s.last_error \
-                else ""
+            error = f": {s.last_error}" if s.last_status in ("failed", "held") and s.last_error else ""
             lines.append(f"PROBLEM {s.account_sid} {s.channel}: {problem}{error}")
         if s.last_rejected:
-            lines.append(f"{s.account_sid} {s.channel}: the last sweep rejected {s.last_rejected} "
-                         "listed row(s) that cannot be a phone number (examples in its log)")
+            lines.append(
+                f"{s.account_sid} {s.channel}: the last sweep rejected {s.last_rejected} "
+                "listed row(s) that cannot be a phone number (examples in its log)"
+            )
     if scoped.not_configured:
         lines.append("not configured (listed, not judged; --all judges them):")
         lines.extend("  " + line for line in _table(scoped.not_configured, now))
@@ -443,12 +633,14 @@ def check(source: AccountSource, database_url: str | None, log: LogSettings) -> 
     log.configure(default=logging.CRITICAL)
     accounts = source.selected(source.load(os.environ))
     pairs = sum(len(a.channels) for a in accounts)
-    checks = [preflight.Check("configuration", True, f"{len(accounts)} account(s), {pairs} "
-                              "channel(s) to sweep")]
+    checks = [
+        preflight.Check("configuration", True, f"{len(accounts)} account(s), {pairs} channel(s) to sweep")
+    ]
     url = database.resolve_database_url(database_url)  # registers its passwords for redaction
     checks += preflight.check_database(database.make_engine(url), database.describe_url(url))
-    checks += preflight.check_accounts(accounts, functools.partial(
-        job.client_for, retry=RetryPolicy(attempts=1)))
+    checks += preflight.check_accounts(
+        accounts, functools.partial(job.client_for, retry=RetryPolicy(attempts=1))
+    )
     for item in checks:
         click.echo(item.line())
     sys.exit(ExitCode.OK if all(item.ok for item in checks) else ExitCode.FAILED)
@@ -457,12 +649,20 @@ def check(source: AccountSource, database_url: str | None, log: LogSettings) -> 
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=8099, show_default=True)
-@click.option("--numbers", type=click.IntRange(0), default=5000, show_default=True,
-              help="Blocklisted numbers generated per channel.")
+@click.option(
+    "--numbers",
+    type=click.IntRange(0),
+    default=5000,
+    show_default=True,
+    help="Blocklisted numbers generated per channel.",
+)
 @click.option("--seed", type=int, default=42, show_default=True)
-@click.option("--latency", default="0ms", show_default=True,
-              help="How long every listing request waits before it is answered (100ms), as "
-                   "the real API does.")
+@click.option(
+    "--latency",
+    default="0ms",
+    show_default=True,
+    help="How long every listing request waits before it is answered (100ms), as the real API does.",
+)
 def simulate(host: str, port: int, numbers: int, seed: int, latency: str) -> None:
     """Serve a Kaleyra Get/Change Blocklist simulator until interrupted."""
     from sync.simulator import Simulator, parse_latency
@@ -472,20 +672,26 @@ def simulate(host: str, port: int, numbers: int, seed: int, latency: str) -> Non
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--latency") from None
     sim = Simulator(numbers=numbers, seed=seed, latency=seconds)
-    click.echo(f"Kaleyra simulator: {numbers} numbers per channel, seed {seed}, "
-               f"{seconds * 1000:g} ms per request\n"
-               f"  KALEYRA_BASE_URL=http://{host}:{port}/v1\n"
-               f"  KALEYRA_SID={sim.sid}\n"
-               f"  KALEYRA_API_KEY={sim.api_key}\n"
-               "Ctrl-C stops it.")
+    click.echo(
+        f"Kaleyra simulator: {numbers} numbers per channel, seed {seed}, "
+        f"{seconds * 1000:g} ms per request\n"
+        f"  KALEYRA_BASE_URL=http://{host}:{port}/v1\n"
+        f"  KALEYRA_SID={sim.sid}\n"
+        f"  KALEYRA_API_KEY={sim.api_key}\n"
+        "Ctrl-C stops it."
+    )
     with contextlib.suppress(KeyboardInterrupt):
         sim.serve_forever(host=host, port=port)
 
 
 @cli.command()
-@click.option("--database-url", default=DEMO_DATABASE, show_default=True,
-              help="Where the demo writes. Deliberately not read from DATABASE_URL: the demo "
-                   "never writes its made-up account into your real database by accident.")
+@click.option(
+    "--database-url",
+    default=DEMO_DATABASE,
+    show_default=True,
+    help="Where the demo writes. Deliberately not read from DATABASE_URL: the demo "
+    "never writes its made-up account into your real database by accident.",
+)
 @config_errors_exit
 def demo(database_url: str) -> None:
     """Simulator, migrate, sweep, change the list, sweep again: the whole job on defaults."""
@@ -509,8 +715,9 @@ def grant_read(database_url: str | None, role: str) -> None:
     """
     store, where = open_store(database_url)
     database.grant_read(store.engine, role)  # checks PostgreSQL and the schema revision first
-    click.echo(f"{where}: role {role} can read the tables and views, and those later migrations "
-               "add; it cannot write")
+    click.echo(
+        f"{where}: role {role} can read the tables and views, and those later migrations add; it cannot write"
+    )
 
 
 @cli.command()
@@ -519,30 +726,62 @@ def grant_read(database_url: str | None, role: str) -> None:
 @database_option
 @click.option("--cron", "cron_expr", help='Crontab expression, UTC (default "15 * * * *").')
 @click.option("--every", help="Fixed interval instead of --cron, e.g. 30m, 2h.")
-@click.option("--jitter", type=click.IntRange(0), default=0, show_default=True,
-              help="Delay each tick by up to this many seconds.")
+@click.option(
+    "--jitter",
+    type=click.IntRange(0),
+    default=0,
+    show_default=True,
+    help="Delay each tick by up to this many seconds.",
+)
 @click.option("--run-now", is_flag=True, help="Also sweep once right away.")
 @tuning_options
 @guard_options
 @logging_options
-@click.option("--metrics-port", type=click.IntRange(1, 65535), envvar="BLOCKLIST_SYNC_METRICS_PORT",
-              show_envvar=True, help="Serve Prometheus metrics over HTTP on this port.")
-@click.option("--metrics-address", default="127.0.0.1", show_default=True,
-              envvar="BLOCKLIST_SYNC_METRICS_ADDRESS", show_envvar=True,
-              help="Address the metrics port listens on; 0.0.0.0 for every interface.")
-@click.option("--metrics-file", envvar="BLOCKLIST_SYNC_METRICS_FILE", show_envvar=True,
-              help="Write Prometheus metrics here after every tick.")
-def schedule(source: AccountSource, database_url: str | None, cron_expr: str | None,
-             every: str | None, jitter: int, run_now: bool, tuning: Tuning, guard: GuardLimits,
-             log: LogSettings, metrics_port: int | None, metrics_address: str,
-             metrics_file: str | None) -> None:
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    envvar="BLOCKLIST_SYNC_METRICS_PORT",
+    show_envvar=True,
+    help="Serve Prometheus metrics over HTTP on this port.",
+)
+@click.option(
+    "--metrics-address",
+    default="127.0.0.1",
+    show_default=True,
+    envvar="BLOCKLIST_SYNC_METRICS_ADDRESS",
+    show_envvar=True,
+    help="Address the metrics port listens on; 0.0.0.0 for every interface.",
+)
+@click.option(
+    "--metrics-file",
+    envvar="BLOCKLIST_SYNC_METRICS_FILE",
+    show_envvar=True,
+    help="Write Prometheus metrics here after every tick.",
+)
+def schedule(
+    source: AccountSource,
+    database_url: str | None,
+    cron_expr: str | None,
+    every: str | None,
+    jitter: int,
+    run_now: bool,
+    tuning: Tuning,
+    guard: GuardLimits,
+    log: LogSettings,
+    metrics_port: int | None,
+    metrics_address: str,
+    metrics_file: str | None,
+) -> None:
     """Run in the foreground and sweep on a schedule until SIGTERM (then exit 0)."""
     from sync import scheduler
 
     if cron_expr and every:
         raise ConfigError("give --cron or --every, not both")
-    trigger = (scheduler.every_trigger(every, jitter or None) if every
-               else scheduler.crontab_trigger(cron_expr or "15 * * * *", jitter or None))
+    trigger = (
+        scheduler.every_trigger(every, jitter or None)
+        if every
+        else scheduler.crontab_trigger(cron_expr or "15 * * * *", jitter or None)
+    )
     ready = prepare(source, database_url, log)
     accounts, store = ready.accounts, ready.store
     options = job.SweepOptions(trigger=Trigger.SCHEDULED, guard=guard, timeout=tuning.sweep_timeout)
@@ -559,22 +798,36 @@ def schedule(source: AccountSource, database_url: str | None, cron_expr: str | N
         try:
             metrics.serve(metrics_port, metrics_address)
         except OSError as exc:
-            raise ConfigError(f"--metrics-address {metrics_address} --metrics-port "
-                              f"{metrics_port}: cannot listen ({exc.strerror}); pick a free "
-                              "port or an address of this host") from None
-    scheduler.run_scheduler(accounts, store, options, make_client, trigger, run_now=run_now,
-                            after_tick=publish if (metrics_port or metrics_file) else None)
+            raise ConfigError(
+                f"--metrics-address {metrics_address} --metrics-port "
+                f"{metrics_port}: cannot listen ({exc.strerror}); pick a free "
+                "port or an address of this host"
+            ) from None
+    scheduler.run_scheduler(
+        accounts,
+        store,
+        options,
+        make_client,
+        trigger,
+        run_now=run_now,
+        after_tick=publish if (metrics_port or metrics_file) else None,
+    )
 
 
 @cli.command()
 @database_option
 @click.argument("numbers", nargs=-1, required=True)
-@click.option("--region", "default_region", metavar="CC",
-              help="ISO 3166 region for national numbers (e.g. IN for 98765 43210).")
+@click.option(
+    "--region",
+    "default_region",
+    metavar="CC",
+    help="ISO 3166 region for national numbers (e.g. IN for 98765 43210).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @config_errors_exit
-def lookup(database_url: str | None, numbers: tuple[str, ...], default_region: str | None,
-           as_json: bool) -> None:
+def lookup(
+    database_url: str | None, numbers: tuple[str, ...], default_region: str | None, as_json: bool
+) -> None:
     """Is each NUMBER blocklisted, on which account and channel, and since when.
 
     Numbers as people write them: +91 98765 43210, 0091..., 919876543210, or a national
@@ -597,10 +850,20 @@ def lookup(database_url: str | None, numbers: tuple[str, ...], default_region: s
 
 @cli.command()
 @database_option
-@click.option("--out", type=click.Path(dir_okay=False, writable=True), default="report.html",
-              show_default=True, help="HTML file to write.")
-@click.option("--days", type=click.IntRange(1, 3660), default=90, show_default=True,
-              help="UTC days covered, ending today.")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, writable=True),
+    default="report.html",
+    show_default=True,
+    help="HTML file to write.",
+)
+@click.option(
+    "--days",
+    type=click.IntRange(1, 3660),
+    default=90,
+    show_default=True,
+    help="UTC days covered, ending today.",
+)
 @config_errors_exit
 def report(database_url: str | None, out: str, days: int) -> None:
     """Write one self-contained HTML file: size and daily changes per channel, sync health."""

@@ -185,9 +185,7 @@ def require_current_schema(engine: Engine) -> None:
     current, head = current_revision(engine), head_revision()
     if current != head:
         state = "has no schema yet" if current is None else f"is at revision {current}"
-        raise SchemaNotCurrent(
-            f"the database {state}, not {head}; run `blocklist-sync migrate` first"
-        )
+        raise SchemaNotCurrent(f"the database {state}, not {head}; run `blocklist-sync migrate` first")
 
 
 def grant_read(engine: Engine, role: str) -> None:
@@ -208,29 +206,43 @@ def grant_read(engine: Engine, role: str) -> None:
         )
     require_current_schema(engine)
     with engine.begin() as connection:
-        if connection.execute(text("SELECT 1 FROM pg_roles WHERE rolname = :role"),
-                              {"role": role}).first() is None:
+        if (
+            connection.execute(text("SELECT 1 FROM pg_roles WHERE rolname = :role"), {"role": role}).first()
+            is None
+        ):
             raise ConfigError(
                 f"role {role!r} does not exist; create it first (CREATE ROLE ... LOGIN), "
                 "and mind that role names are case-sensitive"
             )
         # Where the migrations put the tables, and who owns them: the role they ran as.
-        schema, owner = connection.execute(text(
-            "SELECT n.nspname, pg_get_userbyid(c.relowner) FROM pg_class c "
-            "JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE c.oid = to_regclass('sync_runs')")).one()
-        relations = connection.execute(text(
-            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE n.nspname = :schema AND pg_get_userbyid(c.relowner) = :owner "
-            "AND c.relkind IN ('r', 'p', 'v', 'm') ORDER BY c.relname"),
-            {"schema": schema, "owner": owner}).scalars().all()
+        schema, owner = connection.execute(
+            text(
+                "SELECT n.nspname, pg_get_userbyid(c.relowner) FROM pg_class c "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE c.oid = to_regclass('sync_runs')"
+            )
+        ).one()
+        relations = (
+            connection.execute(
+                text(
+                    "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                    "WHERE n.nspname = :schema AND pg_get_userbyid(c.relowner) = :owner "
+                    "AND c.relkind IN ('r', 'p', 'v', 'm') ORDER BY c.relname"
+                ),
+                {"schema": schema, "owner": owner},
+            )
+            .scalars()
+            .all()
+        )
         grantee = sql.Identifier(role)
         statements = [
             sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(schema), grantee),
             sql.SQL("GRANT SELECT ON TABLE {} TO {}").format(
-                sql.SQL(", ").join(sql.Identifier(schema, name) for name in relations), grantee),
-            sql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA {} GRANT SELECT ON TABLES TO {}")
-            .format(sql.Identifier(owner), sql.Identifier(schema), grantee),
+                sql.SQL(", ").join(sql.Identifier(schema, name) for name in relations), grantee
+            ),
+            sql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA {} GRANT SELECT ON TABLES TO {}").format(
+                sql.Identifier(owner), sql.Identifier(schema), grantee
+            ),
         ]
         # The driver's own cursor runs the composed statements: psycopg quotes the identifiers,
         # so no role name is ever formatted into SQL text by hand.
@@ -245,8 +257,8 @@ def grant_read(engine: Engine, role: str) -> None:
             ) from None
         # A GRANT on a table this login does not own only warns; make sure it took effect.
         if not connection.execute(
-                text("SELECT has_table_privilege(:role, to_regclass('sync_runs'), 'SELECT')"),
-                {"role": role}).scalar_one():
+            text("SELECT has_table_privilege(:role, to_regclass('sync_runs'), 'SELECT')"), {"role": role}
+        ).scalar_one():
             raise ConfigError(
                 f"the grant to {role!r} did not take effect; run grant-read as the role that "
                 f"runs migrate ({owner}) or a superuser"

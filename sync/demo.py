@@ -30,17 +30,20 @@ def run_demo(store: Store, where: str, *, echo: Callable[[str], None]) -> int:
     sid = "HXDEMO" + dt.datetime.now(dt.UTC).strftime("%Y%m%d%H%M%S")
     with Simulator.start(numbers=NUMBERS_PER_CHANNEL, sid=sid) as sim:
         account = Account(sid=sim.sid, api_key=sim.api_key, base_url=sim.base_url, channels=CHANNELS)
-        echo(f"2. Kaleyra simulator at {sim.base_url}, account {sid}, "
-             f"{NUMBERS_PER_CHANNEL} numbers per channel")
+        echo(
+            f"2. Kaleyra simulator at {sim.base_url}, account {sid}, "
+            f"{NUMBERS_PER_CHANNEL} numbers per channel"
+        )
 
         def sweep(trigger: Trigger) -> list[job.SweepResult]:
-            results = job.sweep_accounts([account], store, job.SweepOptions(trigger=trigger),
-                                         job.client_for)
+            results = job.sweep_accounts([account], store, job.SweepOptions(trigger=trigger), job.client_for)
             for r in results:
                 diff = r.diff
                 counts = f"{diff.seen} blocklisted, +{diff.added} -{diff.removed}" if diff else ""
-                echo(f"   {r.channel:<9} {r.outcome.label:<10} {counts} (run {r.run_id})"
-                     + (f": {r.message}" if r.message else ""))
+                echo(
+                    f"   {r.channel:<9} {r.outcome.label:<10} {counts} (run {r.run_id})"
+                    + (f": {r.message}" if r.message else "")
+                )
             return results
 
         echo("3. first sweep (initial load):")
@@ -56,18 +59,25 @@ def run_demo(store: Store, where: str, *, echo: Callable[[str], None]) -> int:
     run_ids = [r.run_id for r in second if r.run_id is not None]
     with store.engine.connect() as connection:
         events = connection.execute(
-            select(blocklist_events.c.change, blocklist_events.c.channel,
-                   blocklist_events.c.mobile, blocklist_events.c.not_before,
-                   blocklist_events.c.detected_at)
+            select(
+                blocklist_events.c.change,
+                blocklist_events.c.channel,
+                blocklist_events.c.mobile,
+                blocklist_events.c.not_before,
+                blocklist_events.c.detected_at,
+            )
             .where(blocklist_events.c.run_id.in_(run_ids))
-            .order_by(blocklist_events.c.channel, blocklist_events.c.change,
-                      blocklist_events.c.mobile)
+            .order_by(blocklist_events.c.channel, blocklist_events.c.change, blocklist_events.c.mobile)
         ).all()
     echo(f"6. events recorded by the second sweep ({len(events)}):")
     for change, channel, mobile, not_before, detected_at in events:
-        echo(f"   {change:<8} {channel:<9} {mobile}  between {not_before:%H:%M:%S} and "
-             f"{detected_at:%H:%M:%S} UTC")
-    echo(f"7. the data lives in {where}: tables blocklist_entries (now), blocklist_events "
-         f"(history), sync_runs (every sweep); try `blocklist-sync status --all "
-         f"--database-url '{where}'`.")
+        echo(
+            f"   {change:<8} {channel:<9} {mobile}  between {not_before:%H:%M:%S} and "
+            f"{detected_at:%H:%M:%S} UTC"
+        )
+    echo(
+        f"7. the data lives in {where}: tables blocklist_entries (now), blocklist_events "
+        f"(history), sync_runs (every sweep); try `blocklist-sync status --all "
+        f"--database-url '{where}'`."
+    )
     return job.worst_exit_code(first + second)

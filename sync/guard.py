@@ -26,14 +26,18 @@ class GuardLimits:
 def empty_listing_hold(listed: int, held: int) -> str | None:
     """Why an empty listing is held, or None."""
     if listed == 0 and held > 0:
-        return (f"the listing returned no numbers while {held} are held; an outage looks the "
-                "same as an emptied blocklist")
+        return (
+            f"the listing returned no numbers while {held} are held; an outage looks the "
+            "same as an emptied blocklist"
+        )
     return None
 
 
 def removal_hold(held: int, removed: int, limits: GuardLimits) -> str | None:
     """Why removing ``removed`` of ``held`` entries is held, or None."""
     if held > limits.min_entries and removed > limits.max_removal_fraction * held:
-        return (f"it would remove {removed} of {held} entries ({removed / held:.0%}, over the "
-                f"{limits.max_removal_fraction:.0%} limit)")
+        return (
+            f"it would remove {removed} of {held} entries ({removed / held:.0%}, over the "
+            f"{limits.max_removal_fraction:.0%} limit)"
+        )
     return None

@@ -27,17 +27,27 @@ class Scoped:
 
 
 def _never_swept(account_sid: str, channel: str) -> ChannelStatus:
-    return ChannelStatus(account_sid=account_sid, channel=channel, entries=0, last_run_id=None,
-                         last_status=None, last_started_at=None, last_finished_at=None,
-                         last_pages=None, last_added=None, last_removed=None, last_rejected=None,
-                         last_error=None,
-                         last_success_at=None)
+    return ChannelStatus(
+        account_sid=account_sid,
+        channel=channel,
+        entries=0,
+        last_run_id=None,
+        last_status=None,
+        last_started_at=None,
+        last_finished_at=None,
+        last_pages=None,
+        last_added=None,
+        last_removed=None,
+        last_rejected=None,
+        last_error=None,
+        last_success_at=None,
+    )
 
 
-def scope(statuses: list[ChannelStatus], accounts: list[Account] | None,
-          only: Sequence[str] = ()) -> Scoped:
+def scope(statuses: list[ChannelStatus], accounts: list[Account] | None, only: Sequence[str] = ()) -> Scoped:
     """Split ``statuses`` into the configured pairs (``accounts``; None judges all) and the
     rest, both narrowed to the SIDs in ``only`` when given."""
+
     def wanted(sid: str) -> bool:
         return not only or sid in only
 

@@ -59,8 +59,6 @@ __all__ = [
 log = logging.getLogger("sync.job")
 
 
-
-
 class Stopped(Exception):
     """A stop was requested (SIGTERM, SIGINT), or the sweep's deadline passed, before the sweep
     could apply anything."""
@@ -95,8 +93,10 @@ class _Halt:
         if self._stop.is_set():
             raise Stopped(f"stopped by a signal while {during}; nothing was applied")
         if time.monotonic() > self._deadline:
-            raise Stopped(f"the sweep passed its deadline of {self._seconds:.0f}s while {during}; "
-                          "nothing was applied (raise --sweep-timeout if the list is that long)")
+            raise Stopped(
+                f"the sweep passed its deadline of {self._seconds:.0f}s while {during}; "
+                "nothing was applied (raise --sweep-timeout if the list is that long)"
+            )
 
 
 class StopRequest(threading.Event):
@@ -196,13 +196,18 @@ def sweep_channel(
             if options.skip_if_swept_within is not None:
                 # Shards retry a failed or stopped pair (their Job's retry, a pod restarted
                 # after SIGTERM): only a sweep that did not fail counts as done moments ago.
-                age = session.seconds_since_last_start(
-                    count_failures=not options.lock_held_is_skip)
+                age = session.seconds_since_last_start(count_failures=not options.lock_held_is_skip)
                 if age is not None and age < options.skip_if_swept_within:
-                    return _finish(SweepResult(
-                        account_sid=client.sid, channel=channel, outcome=Outcome.SKIPPED,
-                        message=f"swept {age:.0f}s ago, by this or another process; "
-                                "skipping this tick"), started, context)
+                    return _finish(
+                        SweepResult(
+                            account_sid=client.sid,
+                            channel=channel,
+                            outcome=Outcome.SKIPPED,
+                            message=f"swept {age:.0f}s ago, by this or another process; skipping this tick",
+                        ),
+                        started,
+                        context,
+                    )
             abandoned = session.fail_abandoned_runs()
             if abandoned:
                 log.warning("marked %d abandoned run(s) as failed", abandoned, extra=context)
@@ -211,28 +216,41 @@ def sweep_channel(
             log.info("sweep started (%s)", options.trigger, extra=context)
             progress = _Progress()
             try:
-                result = _sweep_locked(client, session, run_id, channel, options, halt,
-                                       progress, on_page, on_change)
+                result = _sweep_locked(
+                    client, session, run_id, channel, options, halt, progress, on_page, on_change
+                )
             except (Exception, KeyboardInterrupt, SystemExit) as exc:
                 # A stop the operator asked for is not a failure of Kaleyra or the database.
                 cancelled = stop.is_set() and isinstance(
-                    exc, Stopped | Cancelled | KeyboardInterrupt | SystemExit)
+                    exc, Stopped | Cancelled | KeyboardInterrupt | SystemExit
+                )
                 reason = _stop_reason(stop) if cancelled else _reason(exc, halt)
                 status = Outcome.CANCELLED if cancelled else Outcome.FAILED
                 try:
                     session.finish_run(run_id, status.label, pages=progress.pages, error=reason)
                 except Exception:  # the database itself may be what failed
-                    log.exception("could not mark run %s %s; the next run will mark it failed",
-                                  run_id, status.label, extra=context)
+                    log.exception(
+                        "could not mark run %s %s; the next run will mark it failed",
+                        run_id,
+                        status.label,
+                        extra=context,
+                    )
                 if not isinstance(exc, Exception):
                     raise
-                result = SweepResult(account_sid=client.sid, channel=channel,
-                                     outcome=status, run_id=run_id, pages=progress.pages,
-                                     message=reason, error_type=type(exc),
-                                     account_wide=getattr(exc, "account_wide", False))
+                result = SweepResult(
+                    account_sid=client.sid,
+                    channel=channel,
+                    outcome=status,
+                    run_id=run_id,
+                    pages=progress.pages,
+                    message=reason,
+                    error_type=type(exc),
+                    account_wide=getattr(exc, "account_wide", False),
+                )
     except LockHeld:
         result = SweepResult(
-            account_sid=client.sid, channel=channel,
+            account_sid=client.sid,
+            channel=channel,
             outcome=Outcome.SKIPPED if options.lock_held_is_skip else Outcome.LOCKED,
             message="another blocklist-sync process is sweeping this channel; nothing was written",
         )
@@ -259,9 +277,18 @@ def _sweep_locked(
                 progress.rejected += len(page.rejected)
                 room = _REJECTED_EXAMPLES - len(progress.rejected_examples)
                 progress.rejected_examples += [describe_rejected(r) for r in page.rejected[:room]]
-            log.debug("page %d at offset %d: %d new rows", progress.pages, page.offset,
-                      len(page.entries), extra={"account": client.sid, "channel": channel,
-                                                "pages": progress.pages, "offset": page.offset})
+            log.debug(
+                "page %d at offset %d: %d new rows",
+                progress.pages,
+                page.offset,
+                len(page.entries),
+                extra={
+                    "account": client.sid,
+                    "channel": channel,
+                    "pages": progress.pages,
+                    "offset": page.offset,
+                },
+            )
             if on_page:
                 on_page(channel, progress.pages, progress.rows)
             yield from page.entries
@@ -269,9 +296,12 @@ def _sweep_locked(
     with progress.timed("fetch"):
         listed = session.stage(rows())
     if progress.rejected:
-        log.warning("%d listed row(s) cannot be a phone number and were not stored, e.g. %s",
-                    progress.rejected, ", ".join(progress.rejected_examples),
-                    extra={"account": client.sid, "channel": channel})
+        log.warning(
+            "%d listed row(s) cannot be a phone number and were not stored, e.g. %s",
+            progress.rejected,
+            ", ".join(progress.rejected_examples),
+            extra={"account": client.sid, "channel": channel},
+        )
     with progress.timed("diff"):
         diff = replace(session.diff(listed), rejected=progress.rejected)
     # An empty listing over a full table is held before spending requests on confirming it.
@@ -281,9 +311,15 @@ def _sweep_locked(
             _confirm_removals(client, session, channel, halt)
             diff = replace(session.counts(listed), rejected=progress.rejected)
         held = held or removal_hold(diff.current, diff.removed, options.guard)
-    result = functools.partial(SweepResult, account_sid=client.sid, channel=channel,
-                               run_id=run_id, pages=progress.pages, diff=diff,
-                               phases=progress.phases)
+    result = functools.partial(
+        SweepResult,
+        account_sid=client.sid,
+        channel=channel,
+        run_id=run_id,
+        pages=progress.pages,
+        diff=diff,
+        phases=progress.phases,
+    )
     if options.dry_run:
         if on_change:
             for change, mobile in session.changes():
@@ -301,8 +337,7 @@ def _sweep_locked(
     return result(outcome=Outcome.SUCCEEDED)
 
 
-def _confirm_removals(client: KaleyraClient, session: ChannelSweep, channel: str,
-                      halt: _Halt) -> None:
+def _confirm_removals(client: KaleyraClient, session: ChannelSweep, channel: str, halt: _Halt) -> None:
     """Ask Kaleyra about every removal candidate directly and keep those it still lists.
 
     Each request also names a few numbers this listing showed (controls). A working filter
@@ -329,12 +364,14 @@ def _confirm_removals(client: KaleyraClient, session: ChannelSweep, channel: str
             raise UntrustedCheck(
                 f"the mobile filter denied {denied_total} of {asked_total} number(s) the listing "
                 "had just shown as blocklisted, so it cannot confirm removals; nothing was "
-                "applied. If this repeats, the API's mobile filter is broken: report it")
+                "applied. If this repeats, the API's mobile filter is broken: report it"
+            )
         session.keep(found.intersection(batch))
 
 
-def pairs_to_sweep(accounts: list[Account], channels: tuple[str, ...] | None = None,
-                   shard: Shard | None = None) -> list[tuple[Account, tuple[str, ...]]]:
+def pairs_to_sweep(
+    accounts: list[Account], channels: tuple[str, ...] | None = None, shard: Shard | None = None
+) -> list[tuple[Account, tuple[str, ...]]]:
     """Each account with the channels this process sweeps: every configured channel (or
     exactly ``channels``: a backfill of a channel not yet configured must not silently do
     nothing), narrowed to ``shard``'s share of the sorted (SID, channel) pairs."""
@@ -343,8 +380,7 @@ def pairs_to_sweep(accounts: list[Account], channels: tuple[str, ...] | None = N
         return wanted
     pairs = sorted((account.sid, channel) for account, chans in wanted for channel in chans)
     mine = {pair for position, pair in enumerate(pairs) if shard.owns(position)}
-    narrowed = [(account, tuple(c for c in chans if (account.sid, c) in mine))
-                for account, chans in wanted]
+    narrowed = [(account, tuple(c for c in chans if (account.sid, c) in mine)) for account, chans in wanted]
     return [(account, chans) for account, chans in narrowed if chans]
 
 
@@ -380,18 +416,32 @@ def sweep_accounts(
         try:
             for channel in account_channels:
                 if stop.is_set():
-                    record(SweepResult(account_sid=account.sid, channel=channel,
-                                       outcome=Outcome.CANCELLED,
-                                       message=f"not started: {_stop_reason(stop)}"))
+                    record(
+                        SweepResult(
+                            account_sid=account.sid,
+                            channel=channel,
+                            outcome=Outcome.CANCELLED,
+                            message=f"not started: {_stop_reason(stop)}",
+                        )
+                    )
                 elif broken is not None:
-                    record(_finish(SweepResult(
-                        account_sid=account.sid, channel=channel, outcome=Outcome.SKIPPED,
-                        message=f"not tried, because {broken.channel} failed with an error "
-                                "for the whole account (above)"),
-                        time.monotonic(), {"account": account.sid, "channel": channel}))
+                    record(
+                        _finish(
+                            SweepResult(
+                                account_sid=account.sid,
+                                channel=channel,
+                                outcome=Outcome.SKIPPED,
+                                message=f"not tried, because {broken.channel} failed with an error "
+                                "for the whole account (above)",
+                            ),
+                            time.monotonic(),
+                            {"account": account.sid, "channel": channel},
+                        )
+                    )
                 else:
-                    result = sweep_channel(client, store, channel, options, stop=stop,
-                                           on_page=on_page, on_change=on_change)
+                    result = sweep_channel(
+                        client, store, channel, options, stop=stop, on_page=on_page, on_change=on_change
+                    )
                     record(result)
                     if result.account_wide:
                         broken = result
@@ -400,13 +450,20 @@ def sweep_accounts(
     return results
 
 
-def client_for(account: Account, tuning: Tuning | None = None,
-               retry: RetryPolicy | None = None) -> KaleyraClient:
+def client_for(
+    account: Account, tuning: Tuning | None = None, retry: RetryPolicy | None = None
+) -> KaleyraClient:
     """The Kaleyra client for ``account``, as hard and as fast as ``tuning`` allows."""
     tuning = tuning or Tuning()
-    return KaleyraClient(sid=account.sid, api_key=account.api_key, base_url=account.base_url,
-                         concurrency=tuning.concurrency, max_rps=tuning.max_rps,
-                         max_pages=tuning.max_pages, retry=retry or RetryPolicy())
+    return KaleyraClient(
+        sid=account.sid,
+        api_key=account.api_key,
+        base_url=account.base_url,
+        concurrency=tuning.concurrency,
+        max_rps=tuning.max_rps,
+        max_pages=tuning.max_pages,
+        retry=retry or RetryPolicy(),
+    )
 
 
 def stop_on_signals(stop: StopRequest) -> None:
@@ -414,8 +471,7 @@ def stop_on_signals(stop: StopRequest) -> None:
     SIGINT interrupts at once (the run row is still marked cancelled)."""
 
     def handler(signum: int, _frame: object) -> None:
-        log.warning("%s received: stopping; a sweep in progress applies nothing",
-                    signal.Signals(signum).name)
+        log.warning("%s received: stopping; a sweep in progress applies nothing", signal.Signals(signum).name)
         if not stop.is_set():
             stop.request(signum)
         if signum == signal.SIGINT:
@@ -455,15 +511,23 @@ def _finish(result: SweepResult, started: float, context: dict[str, object]) -> 
 
 
 def _log_result(result: SweepResult, context: dict[str, object]) -> None:
-    fields = {**context, "outcome": result.outcome.label, "pages": result.pages,
-              "seconds": round(result.seconds, 3)}
+    fields = {
+        **context,
+        "outcome": result.outcome.label,
+        "pages": result.pages,
+        "seconds": round(result.seconds, 3),
+    }
     if result.diff:
-        fields.update(entries=result.diff.seen, added=result.diff.added,
-                      removed=result.diff.removed)
+        fields.update(entries=result.diff.seen, added=result.diff.added, removed=result.diff.removed)
     fields.update({f"{phase}_seconds": seconds for phase, seconds in result.phases.items()})
     quiet = (Outcome.SUCCEEDED, Outcome.DRY_RUN, Outcome.SKIPPED, Outcome.CANCELLED)
     level = logging.INFO if result.outcome in quiet else logging.WARNING
     if result.outcome is Outcome.FAILED:
         level = logging.ERROR
-    log.log(level, "sweep %s%s", result.outcome.label,
-            f": {result.message}" if result.message else "", extra=fields)
+    log.log(
+        level,
+        "sweep %s%s",
+        result.outcome.label,
+        f": {result.message}" if result.message else "",
+        extra=fields,
+    )

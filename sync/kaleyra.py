@@ -82,11 +82,20 @@ def _log_retry(details: stamina.instrumentation.RetryDetails) -> None:
     exc = details.caused_by
     reason = exc.reason if isinstance(exc, KaleyraError) else str(exc)
     attempts = getattr(exc, "attempts", None) or "?"
-    log.warning("attempt %d of %s failed: %s; retrying in %.2fs", details.retry_num, attempts,
-                reason, details.wait_for,
-                extra={"channel": getattr(exc, "channel", None), "offset": getattr(exc, "offset", None),
-                       "attempt": details.retry_num, "attempts": attempts,
-                       "wait_seconds": round(details.wait_for, 3)})
+    log.warning(
+        "attempt %d of %s failed: %s; retrying in %.2fs",
+        details.retry_num,
+        attempts,
+        reason,
+        details.wait_for,
+        extra={
+            "channel": getattr(exc, "channel", None),
+            "offset": getattr(exc, "offset", None),
+            "attempt": details.retry_num,
+            "attempts": attempts,
+            "wait_seconds": round(details.wait_for, 3),
+        },
+    )
 
 
 stamina.instrumentation.set_on_retry_hooks([_log_retry])
@@ -148,16 +157,16 @@ class KaleyraClient:
             raise ValueError("concurrency must be at least 1")
         self._url = f"{self.base_url.rstrip('/')}/{self.sid}/contacts/blocklisted"
         parts = urlsplit(self.base_url)
-        self._host = parts.hostname + (f":{parts.port}" if parts.port else "") if parts.hostname \
-            else self.base_url
+        self._host = (
+            parts.hostname + (f":{parts.port}" if parts.port else "") if parts.hostname else self.base_url
+        )
         self._local = threading.local()
         self._pacer = _Pacer(self.max_rps)
         self.rows_per_response = 0  # the largest page the last sweep received
         # The longest one request may take, retries included. The response deadline is kept
         # while the body is read; this bound, kept by the waiting side, also covers a server
         # that trickles its status line and headers (the thread left reading is a daemon).
-        self._request_budget = (self.retry.timeout + self.response_timeout
-                                + self.connect_timeout + 1.0)
+        self._request_budget = self.retry.timeout + self.response_timeout + self.connect_timeout + 1.0
 
     # -- public operations -------------------------------------------------------------
 
@@ -184,8 +193,7 @@ class KaleyraClient:
             if not listing.entries and not listing.rejected:
                 return
             pages += 1
-            self.rows_per_response = max(self.rows_per_response,
-                                         len(listing.entries) + len(listing.rejected))
+            self.rows_per_response = max(self.rows_per_response, len(listing.entries) + len(listing.rejected))
             if pages > self.max_pages:
                 raise PagingError(
                     f"the sweep passed the page cap of {self.max_pages} pages",
@@ -195,8 +203,7 @@ class KaleyraClient:
             repeats = repeats + 1 if listing == previous else 0
             if repeats >= 2:
                 raise PagingError(
-                    "the same page came back at three offsets in a row (is the server ignoring "
-                    "offset?)",
+                    "the same page came back at three offsets in a row (is the server ignoring offset?)",
                     channel=channel,
                     offset=offset,
                 )
@@ -215,8 +222,7 @@ class KaleyraClient:
         never asks about more numbers than the largest page the last sweep received."""
         return min(MAX_LIMIT, self.rows_per_response or MAX_LIMIT)
 
-    def check(self, channel: str, mobiles: Sequence[str], *,
-              cancel: Stoppable | None = None) -> set[str]:
+    def check(self, channel: str, mobiles: Sequence[str], *, cancel: Stoppable | None = None) -> set[str]:
         """Which of ``mobiles`` (canonical) are blocklisted on ``channel`` now, one request per
         :attr:`check_size` numbers. Answers are compared in canonical form; an answer naming a
         number that was not asked about, or a row that is no number, is a
@@ -228,15 +234,21 @@ class KaleyraClient:
             for start in range(0, len(mobiles), size):
                 chunk = mobiles[start : start + size]
                 params = {"channel": channel, "mobile": ",".join(chunk), "limit": MAX_LIMIT}
-                answer = _wait(workers.submit(self._request, channel, None, params, cancel),
-                               cancel, channel, self._request_budget)
+                answer = _wait(
+                    workers.submit(self._request, channel, None, params, cancel),
+                    cancel,
+                    channel,
+                    self._request_budget,
+                )
                 asked = set(chunk)
                 strangers = [e.mobile for e in answer.entries if e.mobile not in asked]
                 strangers += [str(row) for row in answer.rejected]
                 if strangers:
                     raise ProtocolError(
                         f"the mobile check answered {len(strangers)} number(s) it was not asked "
-                        "about; is the mobile filter ignored?", channel=channel)
+                        "about; is the mobile filter ignored?",
+                        channel=channel,
+                    )
                 found.update(e.mobile for e in answer.entries)
         finally:
             workers.shutdown()
@@ -247,9 +259,14 @@ class KaleyraClient:
         the credentials and the channel answer. Returns the rows it got (0 or 1)."""
         workers = _Workers(1, "kaleyra-probe")
         try:
-            listing = _wait(workers.submit(self._request, channel, 0,
-                                           {"channel": channel, "limit": 1, "offset": 0}, None),
-                            None, channel, self._request_budget)
+            listing = _wait(
+                workers.submit(
+                    self._request, channel, 0, {"channel": channel, "limit": 1, "offset": 0}, None
+                ),
+                None,
+                channel,
+                self._request_budget,
+            )
         finally:
             workers.shutdown()
         return len(listing.entries) + len(listing.rejected)
@@ -261,8 +278,7 @@ class KaleyraClient:
 
     # -- paging ------------------------------------------------------------------------
 
-    def _pages_in_order(self, channel: str,
-                        cancel: Stoppable | None) -> Iterator[tuple[int, _Listing]]:
+    def _pages_in_order(self, channel: str, cancel: Stoppable | None) -> Iterator[tuple[int, _Listing]]:
         """Pages in offset order, up to ``concurrency`` requested ahead and re-planned on a
         short page, so that every offset we consume is the one a sequential sweep would use
         (with ``concurrency`` 1 this is exactly the sequential walk)."""
@@ -304,14 +320,18 @@ class KaleyraClient:
         listing = self._request(channel, offset, params, abandoned)
         rows = len(listing.entries) + len(listing.rejected)
         if rows > self.page_size:
-            raise ProtocolError(f"the page has {rows} rows where {self.page_size} were asked for",
-                                channel=channel, offset=offset)
+            raise ProtocolError(
+                f"the page has {rows} rows where {self.page_size} were asked for",
+                channel=channel,
+                offset=offset,
+            )
         return listing
 
     # -- one request, retried ----------------------------------------------------------
 
-    def _request(self, channel: str, offset: int | None, params: dict[str, Any],
-                 abandoned: Stoppable | None) -> _Listing:
+    def _request(
+        self, channel: str, offset: int | None, params: dict[str, Any], abandoned: Stoppable | None
+    ) -> _Listing:
         policy = self.retry
         started = time.monotonic()
         try:
@@ -325,18 +345,27 @@ class KaleyraClient:
             ):
                 with attempt:
                     if abandoned is not None and abandoned.is_set():
-                        raise Cancelled("stopped before finishing; nothing was applied",
-                                        channel=channel, offset=offset)
+                        raise Cancelled(
+                            "stopped before finishing; nothing was applied", channel=channel, offset=offset
+                        )
                     try:
                         return self._request_once(channel, offset, params, abandoned)
                     except RetryableAPIError as exc:  # for the retry hook's "attempt k of n"
                         exc.attempt, exc.attempts = attempt.num, policy.attempts
                         raise
         except RetryableAPIError as exc:
-            log.error("gave up after %d attempt(s) in %.1fs: %s", exc.attempt or 1,
-                      time.monotonic() - started, exc.reason,
-                      extra={"channel": channel, "offset": offset, "attempt": exc.attempt,
-                             "attempts": exc.attempts})
+            log.error(
+                "gave up after %d attempt(s) in %.1fs: %s",
+                exc.attempt or 1,
+                time.monotonic() - started,
+                exc.reason,
+                extra={
+                    "channel": channel,
+                    "offset": offset,
+                    "attempt": exc.attempt,
+                    "attempts": exc.attempts,
+                },
+            )
             raise
         raise AssertionError("unreachable: stamina re-raises the last error")  # pragma: no cover
 
@@ -348,33 +377,46 @@ class KaleyraClient:
             return min(max(error.retry_after, 0.0), self.retry.max_retry_after)
         return True
 
-    def _request_once(self, channel: str, offset: int | None, params: dict[str, Any],
-                      abandoned: Stoppable | None) -> _Listing:
+    def _request_once(
+        self, channel: str, offset: int | None, params: dict[str, Any], abandoned: Stoppable | None
+    ) -> _Listing:
         started = self._pacer.wait()
         deadline = time.monotonic() + self.response_timeout
         try:
             response = self._session().get(
-                self._url, params=params, timeout=(self.connect_timeout, self.read_timeout),
+                self._url,
+                params=params,
+                timeout=(self.connect_timeout, self.read_timeout),
                 allow_redirects=False,  # the key must not follow a redirect to another host
                 stream=True,  # the body is read by _read_body, under a deadline and a size cap
             )
             try:
-                body = _read_body(response, self.max_body_bytes, deadline, abandoned,
-                                  channel=channel, offset=offset)
+                body = _read_body(
+                    response, self.max_body_bytes, deadline, abandoned, channel=channel, offset=offset
+                )
             finally:
                 response.close()
         except requests.RequestException as exc:
-            raise transport_error(exc, host=self._host, connect_timeout=self.connect_timeout,
-                                  read_timeout=self.read_timeout, channel=channel,
-                                  offset=offset) from None
+            raise transport_error(
+                exc,
+                host=self._host,
+                connect_timeout=self.connect_timeout,
+                read_timeout=self.read_timeout,
+                channel=channel,
+                offset=offset,
+            ) from None
         except urllib3.exceptions.HTTPError as exc:  # raised while _read_body reads the body
-            raise TransportError(f"the response from {self._host} broke off "
-                                 f"({type(exc).__name__})", channel=channel, offset=offset) from None
+            raise TransportError(
+                f"the response from {self._host} broke off ({type(exc).__name__})",
+                channel=channel,
+                offset=offset,
+            ) from None
         try:
             listing = _parse_listing(response, body, channel, offset)
         except RateLimitedError as exc:
-            self._pacer.slow_down(started, exc.retry_after and
-                                  min(exc.retry_after, self.retry.max_retry_after))
+            self._pacer.slow_down(
+                started, exc.retry_after and min(exc.retry_after, self.retry.max_retry_after)
+            )
             raise
         self._pacer.speed_up()
         return listing
@@ -384,11 +426,13 @@ class KaleyraClient:
         if session is None:
             session = requests.Session()
             session.auth = _ApiKeyAuth(self.api_key)
-            session.headers.update({
-                "accept": "application/json",
-                "accept-encoding": "gzip, deflate",  # only what _read_body can inflate under a cap
-                "user-agent": f"kaleyra-blocklist-sync/{__version__}",
-            })
+            session.headers.update(
+                {
+                    "accept": "application/json",
+                    "accept-encoding": "gzip, deflate",  # only what _read_body can inflate under a cap
+                    "user-agent": f"kaleyra-blocklist-sync/{__version__}",
+                }
+            )
             self._local.session = session
         return session
 
@@ -408,8 +452,15 @@ class _ApiKeyAuth(requests.auth.AuthBase):
         return "_ApiKeyAuth(<hidden>)"
 
 
-def _read_body(response: requests.Response, limit: int, deadline: float,
-               abandoned: Stoppable | None, *, channel: str, offset: int | None) -> bytes:
+def _read_body(
+    response: requests.Response,
+    limit: int,
+    deadline: float,
+    abandoned: Stoppable | None,
+    *,
+    channel: str,
+    offset: int | None,
+) -> bytes:
     """The whole body, inflated, or an error: past ``deadline`` (a server trickling bytes keeps
     every single read alive, so each read's timeout alone bounds nothing), over ``limit`` bytes
     on the wire or once inflated (a gzip bomb is stopped at the limit, not after), or abandoned.
@@ -417,8 +468,9 @@ def _read_body(response: requests.Response, limit: int, deadline: float,
     where: dict[str, Any] = {"channel": channel, "offset": offset}
     length = response.headers.get("content-length", "")
     if length.isdigit() and int(length) > limit:
-        raise ProtocolError(f"the response announces {int(length)} bytes, over the "
-                            f"{limit}-byte cap for one page", **where)
+        raise ProtocolError(
+            f"the response announces {int(length)} bytes, over the {limit}-byte cap for one page", **where
+        )
     encoding = response.headers.get("content-encoding", "identity").strip().lower()
     if encoding not in ("identity", "", "gzip", "x-gzip", "deflate"):
         raise ProtocolError(f"the response is {encoding}-encoded, which was not asked for", **where)
@@ -436,11 +488,12 @@ def _read_body(response: requests.Response, limit: int, deadline: float,
                     chunk += b"x"  # more is waiting: over the cap
             body += chunk
             if len(body) > limit:
-                raise ProtocolError(f"the response inflates past the {limit}-byte cap for one "
-                                    "page", **where)
+                raise ProtocolError(f"the response inflates past the {limit}-byte cap for one page", **where)
             if time.monotonic() > deadline:
-                raise TransportError("the response did not complete within its deadline "
-                                     "(the server is sending it too slowly)", **where)
+                raise TransportError(
+                    "the response did not complete within its deadline (the server is sending it too slowly)",
+                    **where,
+                )
             if abandoned is not None and abandoned.is_set():
                 raise Cancelled("stopped while reading a response; nothing was applied", **where)
     except zlib.error:
@@ -448,8 +501,7 @@ def _read_body(response: requests.Response, limit: int, deadline: float,
     return bytes(body)
 
 
-def _parse_listing(response: requests.Response, raw: bytes, channel: str,
-                   offset: int | None) -> _Listing:
+def _parse_listing(response: requests.Response, raw: bytes, channel: str, offset: int | None) -> _Listing:
     """Validate one response and return its rows, or raise the error it stands for."""
     status = response.status_code
     retry_after = _retry_after_seconds(response.headers.get("Retry-After"))
@@ -463,9 +515,7 @@ def _parse_listing(response: requests.Response, raw: bytes, channel: str,
     if isinstance(body, dict):
         code = body.get("code") if isinstance(body.get("code"), str) else None
         message = body.get("message") if isinstance(body.get("message"), str) else None
-    error = error_for_response(
-        status, code, message, channel=channel, offset=offset, retry_after=retry_after
-    )
+    error = error_for_response(status, code, message, channel=channel, offset=offset, retry_after=retry_after)
     if error is not None:
         raise error
     if body is None:
@@ -484,9 +534,7 @@ def _parse_listing(response: requests.Response, raw: bytes, channel: str,
         )
     data = body.get("data")
     if not isinstance(data, list):
-        raise ProtocolError(
-            f"'data' is {type(data).__name__}, not a list", channel=channel, offset=offset
-        )
+        raise ProtocolError(f"'data' is {type(data).__name__}, not a list", channel=channel, offset=offset)
     entries: list[Entry] = []
     rejected: list[object] = []
     for row in data:
@@ -533,11 +581,14 @@ def _wait(future: Future[T], cancel: Stoppable | None, channel: str, budget: flo
             return future.result(timeout=_WAIT_SLICE)
         except FutureTimeout:
             if cancel is not None and cancel.is_set():
-                raise Cancelled("stopped while waiting for Kaleyra; nothing was applied",
-                                channel=channel) from None
+                raise Cancelled(
+                    "stopped while waiting for Kaleyra; nothing was applied", channel=channel
+                ) from None
             if time.monotonic() > give_up:
-                raise TransportError(f"no complete answer within {budget:.0f}s (the server "
-                                     "is sending its headers too slowly)", channel=channel) from None
+                raise TransportError(
+                    f"no complete answer within {budget:.0f}s (the server is sending its headers too slowly)",
+                    channel=channel,
+                ) from None
 
 
 class _Workers:
@@ -546,8 +597,9 @@ class _Workers:
     a daemon thread is simply dropped."""
 
     def __init__(self, size: int, name: str) -> None:
-        self._tasks: queue.SimpleQueue[tuple[Future[Any], Callable[..., Any], tuple[Any, ...]]
-                                       | None] = queue.SimpleQueue()
+        self._tasks: queue.SimpleQueue[tuple[Future[Any], Callable[..., Any], tuple[Any, ...]] | None] = (
+            queue.SimpleQueue()
+        )
         self._size = size
         for i in range(size):
             threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True).start()
@@ -648,10 +700,12 @@ class _Pacer:
             self._rate = max(self.floor, (current or 1.0) / 2)
             self._slowed_at = now
             self._logged_rate = self._rate
-        log.warning("Kaleyra answered 429 (rate limited): every request slowed to %.1f/s "
-                    "(was %s)", self._rate,
-                    "unlimited" if before is None else f"{before:.1f}/s",
-                    extra={"requests_per_second": round(self._rate, 2)})
+        log.warning(
+            "Kaleyra answered 429 (rate limited): every request slowed to %.1f/s (was %s)",
+            self._rate,
+            "unlimited" if before is None else f"{before:.1f}/s",
+            extra={"requests_per_second": round(self._rate, 2)},
+        )
 
     def speed_up(self) -> None:
         """A request succeeded: climb back towards the ceiling, ``increase`` per second."""
@@ -668,9 +722,12 @@ class _Pacer:
             if log_now:
                 self._logged_rate = rate
         if log_now:
-            log.info("no 429 for a while: requests back up to %.1f/s%s", rate,
-                     " (the --max-rps ceiling)" if rate == self._ceiling else "",
-                     extra={"requests_per_second": round(rate, 2)})
+            log.info(
+                "no 429 for a while: requests back up to %.1f/s%s",
+                rate,
+                " (the --max-rps ceiling)" if rate == self._ceiling else "",
+                extra={"requests_per_second": round(rate, 2)},
+            )
 
     def _recent_rate(self, now: float) -> float | None:
         """Requests started per second over the last few starts; None if too few to tell."""

@@ -111,9 +111,16 @@ class LowBalanceError(FatalAPIError):
 class RetryableAPIError(KaleyraError):
     """The same request may succeed later; retried with backoff, boundedly."""
 
-    def __init__(self, reason: str, *, retry_after: float | None = None,
-                 channel: str | None = None, offset: int | None = None,
-                 status: int | None = None, code: str | None = None) -> None:
+    def __init__(
+        self,
+        reason: str,
+        *,
+        retry_after: float | None = None,
+        channel: str | None = None,
+        offset: int | None = None,
+        status: int | None = None,
+        code: str | None = None,
+    ) -> None:
         self.retry_after = retry_after
         super().__init__(reason, channel=channel, offset=offset, status=status, code=code)
 
@@ -150,9 +157,15 @@ def _causes(exc: BaseException) -> list[BaseException]:
     return found
 
 
-def transport_error(exc: requests.RequestException, *, host: str, connect_timeout: float,
-                    read_timeout: float, channel: str | None,
-                    offset: int | None) -> TransportError:
+def transport_error(
+    exc: requests.RequestException,
+    *,
+    host: str,
+    connect_timeout: float,
+    read_timeout: float,
+    channel: str | None,
+    offset: int | None,
+) -> TransportError:
     """The error a failed request stands for, naming the host and the cause an operator can
     act on: connection refused, name not resolved, TLS, a timeout or a dropped connection."""
     causes = _causes(exc)
@@ -162,13 +175,14 @@ def transport_error(exc: requests.RequestException, *, host: str, connect_timeou
 
     where: dict[str, Any] = {"channel": channel, "offset": offset}
     if isinstance(exc, requests.ConnectTimeout):
-        return UnreachableError(f"cannot connect to {host}: no answer within "
-                                f"{connect_timeout:g}s (connect timeout)", **where)
+        return UnreachableError(
+            f"cannot connect to {host}: no answer within {connect_timeout:g}s (connect timeout)", **where
+        )
     if isinstance(exc, requests.Timeout):
-        return TransportError(f"{host} did not answer within {read_timeout:g}s (read timeout)",
-                              **where)
+        return TransportError(f"{host} did not answer within {read_timeout:g}s (read timeout)", **where)
     if (found := caused_by(socket.gaierror)) is not None or any(
-            type(c).__name__ == "NameResolutionError" for c in causes):
+        type(c).__name__ == "NameResolutionError" for c in causes
+    ):
         detail = f" ({found.strerror})" if isinstance(found, OSError) and found.strerror else ""
         return UnreachableError(f"cannot resolve {host}: name not resolved{detail} (DNS)", **where)
     tls = caused_by(ssl.SSLError)
@@ -182,8 +196,11 @@ def transport_error(exc: requests.RequestException, *, host: str, connect_timeou
         reason = getattr(found, "strerror", None) or "no connection"
         return UnreachableError(f"cannot connect to {host}: {reason}", **where)
     if isinstance(exc, requests.ConnectionError):
-        return TransportError(f"the connection to {host} was dropped before an answer "
-                              f"({type(caused_by(OSError) or exc).__name__})", **where)
+        return TransportError(
+            f"the connection to {host} was dropped before an answer "
+            f"({type(caused_by(OSError) or exc).__name__})",
+            **where,
+        )
     return TransportError(f"the request to {host} failed ({type(exc).__name__})", **where)
 
 

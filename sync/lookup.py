@@ -100,28 +100,47 @@ def look_up(engine: Engine, numbers: list[tuple[str, phonenumbers.PhoneNumber]])
     """The history of each ``(raw input, parsed number)`` on every channel ever swept."""
     reports = []
     with engine.connect() as connection:
-        swept = connection.execute(text(
-            "SELECT account_sid, channel, MAX(finished_at) FROM sync_runs "
-            "WHERE status = 'succeeded' GROUP BY account_sid, channel "
-            "ORDER BY account_sid, channel")).all()
+        swept = connection.execute(
+            text(
+                "SELECT account_sid, channel, MAX(finished_at) FROM sync_runs "
+                "WHERE status = 'succeeded' GROUP BY account_sid, channel "
+                "ORDER BY account_sid, channel"
+            )
+        ).all()
         for raw, number in numbers:
             mobile = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
             channels = {(sid, channel): Channel(sid, channel, _utc(at)) for sid, channel, at in swept}
-            for row in connection.execute(text(
+            for row in connection.execute(
+                text(
                     "SELECT account_sid, channel, blocked_from_not_before, blocked_from, "
                     "unblocked_not_before, unblocked_at, initial_load FROM blocklist_intervals "
                     "WHERE mobile IN (:mobile, :as_given) "
-                    "ORDER BY account_sid, channel, blocked_from"),
-                    # The sync stores any number of E.164's shape as given (canonical()), which
-                    # phonenumbers may format differently (+44 07911… as +447911…): match both.
-                    {"mobile": mobile, "as_given": canonical(raw) or mobile}):
+                    "ORDER BY account_sid, channel, blocked_from"
+                ),
+                # The sync stores any number of E.164's shape as given (canonical()), which
+                # phonenumbers may format differently (+44 07911… as +447911…): match both.
+                {"mobile": mobile, "as_given": canonical(raw) or mobile},
+            ):
                 key = (row.account_sid, row.channel)
                 channel = channels.setdefault(key, Channel(*key, None))
-                channel.intervals.append(Interval(
-                    _utc(row.blocked_from_not_before), _utc(row.blocked_from),  # type: ignore[arg-type]
-                    _utc(row.unblocked_not_before), _utc(row.unblocked_at), bool(row.initial_load)))
-            reports.append(NumberReport(raw, mobile, region_of(number), number.country_code or 0,
-                                        [channels[k] for k in sorted(channels)]))
+                channel.intervals.append(
+                    Interval(
+                        _utc(row.blocked_from_not_before),
+                        _utc(row.blocked_from),  # type: ignore[arg-type]
+                        _utc(row.unblocked_not_before),
+                        _utc(row.unblocked_at),
+                        bool(row.initial_load),
+                    )
+                )
+            reports.append(
+                NumberReport(
+                    raw,
+                    mobile,
+                    region_of(number),
+                    number.country_code or 0,
+                    [channels[k] for k in sorted(channels)],
+                )
+            )
     return reports
 
 
@@ -132,40 +151,67 @@ def _when(value: dt.datetime | None) -> str:
 def describe(report: NumberReport) -> list[str]:
     """The answer as lines for a person: the number, then one block per account and channel."""
     where = f"{report.region or 'no region'}, +{report.calling_code}"
-    lines = [f"{report.mobile} ({where}): "
-             + ("blocklisted now" if any(c.blocklisted_now for c in report.channels)
-                else "seen before, not blocklisted now" if report.found
-                else "never seen on any channel swept")]
+    lines = [
+        f"{report.mobile} ({where}): "
+        + (
+            "blocklisted now"
+            if any(c.blocklisted_now for c in report.channels)
+            else "seen before, not blocklisted now"
+            if report.found
+            else "never seen on any channel swept"
+        )
+    ]
     for channel in report.channels:
         state = "blocklisted" if channel.blocklisted_now else "not blocklisted"
-        lines.append(f"  {channel.account_sid} {channel.channel}: {state} "
-                     f"(as of the last sweep, {_when(channel.last_success_at)})")
+        lines.append(
+            f"  {channel.account_sid} {channel.channel}: {state} "
+            f"(as of the last sweep, {_when(channel.last_success_at)})"
+        )
         for stretch in channel.intervals:
-            added = (f"already blocklisted when the sync began (first seen {_when(stretch.added_by)})"
-                     if stretch.initial_load else
-                     f"added between {_when(stretch.added_not_before)} and {_when(stretch.added_by)}")
-            removed = ("still blocklisted" if stretch.removed_by is None else
-                       f"removed between {_when(stretch.removed_not_before)} and "
-                       f"{_when(stretch.removed_by)}")
+            added = (
+                f"already blocklisted when the sync began (first seen {_when(stretch.added_by)})"
+                if stretch.initial_load
+                else f"added between {_when(stretch.added_not_before)} and {_when(stretch.added_by)}"
+            )
+            removed = (
+                "still blocklisted"
+                if stretch.removed_by is None
+                else f"removed between {_when(stretch.removed_not_before)} and {_when(stretch.removed_by)}"
+            )
             lines.append(f"    {added}; {removed}")
     return lines
 
 
 def as_record(report: NumberReport) -> dict[str, object]:
     """The answer for scripts (``--json``): timestamps in ISO 8601, UTC."""
+
     def iso(value: dt.datetime | None) -> str | None:
         return value.astimezone(dt.UTC).isoformat() if value else None
 
     return {
-        "input": report.raw, "mobile": report.mobile, "region": report.region,
-        "calling_code": report.calling_code, "found": report.found,
+        "input": report.raw,
+        "mobile": report.mobile,
+        "region": report.region,
+        "calling_code": report.calling_code,
+        "found": report.found,
         "blocklisted_now": any(c.blocklisted_now for c in report.channels),
-        "channels": [{
-            "account_sid": c.account_sid, "channel": c.channel,
-            "blocklisted_now": c.blocklisted_now, "as_of": iso(c.last_success_at),
-            "intervals": [{
-                "added_not_before": iso(i.added_not_before), "added_by": iso(i.added_by),
-                "removed_not_before": iso(i.removed_not_before), "removed_by": iso(i.removed_by),
-                "initial_load": i.initial_load} for i in c.intervals],
-        } for c in report.channels],
+        "channels": [
+            {
+                "account_sid": c.account_sid,
+                "channel": c.channel,
+                "blocklisted_now": c.blocklisted_now,
+                "as_of": iso(c.last_success_at),
+                "intervals": [
+                    {
+                        "added_not_before": iso(i.added_not_before),
+                        "added_by": iso(i.added_by),
+                        "removed_not_before": iso(i.removed_not_before),
+                        "removed_by": iso(i.removed_by),
+                        "initial_load": i.initial_load,
+                    }
+                    for i in c.intervals
+                ],
+            }
+            for c in report.channels
+        ],
     }

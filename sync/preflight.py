@@ -39,15 +39,26 @@ def check_database(engine: Engine, where: str) -> list[Check]:
     if engine.dialect.name == "sqlite":
         path = engine.url.database
         if path and path != ":memory:" and not Path(path).exists():
-            return [Check("database", False, f"{path} does not exist; set DATABASE_URL to your "
-                          "PostgreSQL database, or run `blocklist-sync migrate` to create it")]
+            return [
+                Check(
+                    "database",
+                    False,
+                    f"{path} does not exist; set DATABASE_URL to your "
+                    "PostgreSQL database, or run `blocklist-sync migrate` to create it",
+                )
+            ]
     try:
         with engine.connect() as connection:
             connection.execute(text("SELECT 1"))
     except SQLAlchemyError as exc:
         cause = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        return [Check("database", False, f"cannot connect to {where} ({cause}); check "
-                      "DATABASE_URL and that the server is up")]
+        return [
+            Check(
+                "database",
+                False,
+                f"cannot connect to {where} ({cause}); check DATABASE_URL and that the server is up",
+            )
+        ]
     checks = [Check("database", True, f"connected to {where}")]
     current, head = database.current_revision(engine), database.head_revision()
     if current == head:
@@ -58,8 +69,7 @@ def check_database(engine: Engine, where: str) -> list[Check]:
     return checks
 
 
-def check_accounts(accounts: list[Account],
-                   make_client: Callable[[Account], KaleyraClient]) -> list[Check]:
+def check_accounts(accounts: list[Account], make_client: Callable[[Account], KaleyraClient]) -> list[Check]:
     """One ``limit=1`` request per account and channel. An account-wide failure (wrong key,
     host unreachable) is reported once; its other channels say they were skipped."""
     checks: list[Check] = []
@@ -79,8 +89,14 @@ def check_accounts(accounts: list[Account],
                     if exc.account_wide:
                         broken = channel
                     continue
-                checks.append(Check(name, True, f"{client.base_url} answered the listing "
-                                    f"({'at least one' if rows else 'no'} number blocklisted)"))
+                checks.append(
+                    Check(
+                        name,
+                        True,
+                        f"{client.base_url} answered the listing "
+                        f"({'at least one' if rows else 'no'} number blocklisted)",
+                    )
+                )
         finally:
             client.close()
     return checks

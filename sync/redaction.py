@@ -37,8 +37,15 @@ def register_secret(secret: str | None) -> None:
     global _pattern
     if not secret or len(secret.strip()) < _MIN_LENGTH:
         return
-    forms = {secret, secret.strip(), repr(secret)[1:-1], ascii(secret)[1:-1],
-             json.dumps(secret)[1:-1], quote(secret, safe=""), quote_plus(secret, safe="")}
+    forms = {
+        secret,
+        secret.strip(),
+        repr(secret)[1:-1],
+        ascii(secret)[1:-1],
+        json.dumps(secret)[1:-1],
+        quote(secret, safe=""),
+        quote_plus(secret, safe=""),
+    }
     forms.update(line.strip() for line in secret.splitlines())
     new = {f for f in forms if len(f) >= _MIN_LENGTH} - _forms
     if new:
@@ -69,8 +76,7 @@ class _RedactingStream:
         return getattr(self._stream, name)
 
 
-def _excepthook(kind: type[BaseException], value: BaseException,
-                tb: TracebackType | None) -> None:
+def _excepthook(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
     # Formatted whole, then redacted: a secret that spans lines is still one match.
     sys.stderr.write(redact("".join(traceback.format_exception(kind, value, tb))))
 

@@ -56,9 +56,12 @@ def region_of(number: PhoneNumber) -> str | None:
 
 def _number(calling_code: int, national: str) -> PhoneNumber:
     zeros = len(national) - len(national.lstrip("0"))
-    return PhoneNumber(country_code=calling_code, national_number=int(national),
-                       italian_leading_zero=zeros > 0 or None,
-                       number_of_leading_zeros=zeros if zeros > 1 else None)
+    return PhoneNumber(
+        country_code=calling_code,
+        national_number=int(national),
+        italian_leading_zero=zeros > 0 or None,
+        number_of_leading_zeros=zeros if zeros > 1 else None,
+    )
 
 
 def _possible_lengths(region: str) -> tuple[int, ...]:
@@ -89,8 +92,7 @@ def _shared_code_rows(calling_code: int, regions: tuple[str, ...]) -> Iterator[t
             tails = [str(d) * rest for d in range(10)]
             tails += ["".join(rng.choices("0123456789", k=rest)) for _ in range(5 if nanp else 20)]
             for tail in tails:
-                region = _region_code_for_number_from_list(_number(calling_code, prefix + tail),
-                                                           regions)
+                region = _region_code_for_number_from_list(_number(calling_code, prefix + tail), regions)
                 if region:
                     found[region] = found.get(region, 0) + 1
         return found
@@ -98,7 +100,8 @@ def _shared_code_rows(calling_code: int, regions: tuple[str, ...]) -> Iterator[t
     def walk(prefix: str) -> Iterator[tuple[str, str]]:
         depth = len(prefix)
         must_split = depth < (3 if nanp else 1) or (
-            not nanp and prefix in on_example_path and depth < _MAX_DEPTH)
+            not nanp and prefix in on_example_path and depth < _MAX_DEPTH
+        )
         if not must_split:
             found = probe(prefix)
             if len(found) <= 1 or depth >= _MAX_DEPTH or nanp:
@@ -120,17 +123,21 @@ def generate() -> list[tuple[str, int, str | None]]:
         main = None if regions[0] == _NON_GEOGRAPHIC else regions[0]
         rows.append((f"+{calling_code}", calling_code, main))
         if len(regions) > 1:
-            rows += [(f"+{calling_code}{national}", calling_code, region)
-                     for national, region in _shared_code_rows(calling_code, regions)
-                     if national and region != main]
+            rows += [
+                (f"+{calling_code}{national}", calling_code, region)
+                for national, region in _shared_code_rows(calling_code, regions)
+                if national and region != main
+            ]
     return sorted(rows)
 
 
 def load() -> list[dict[str, object]]:
     """The committed table, as rows for an INSERT."""
     with PREFIX_FILE.open(newline="") as handle:
-        return [{"prefix": r["prefix"], "calling_code": int(r["calling_code"]),
-                 "region": r["region"] or None} for r in csv.DictReader(handle)]
+        return [
+            {"prefix": r["prefix"], "calling_code": int(r["calling_code"]), "region": r["region"] or None}
+            for r in csv.DictReader(handle)
+        ]
 
 
 def main() -> None:

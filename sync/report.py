@@ -21,8 +21,9 @@ from sync.settings import ConfigError
 
 __all__ = ["ReportData", "gather", "render", "require_charting"]
 
-INSTALL_HINT = ("the report needs the charting extra: pip install 'kaleyra-blocklist-sync[report]' "
-                "(or pip install pygal)")
+INSTALL_HINT = (
+    "the report needs the charting extra: pip install 'kaleyra-blocklist-sync[report]' (or pip install pygal)"
+)
 
 Key = tuple[str, str]  # (account_sid, channel)
 
@@ -63,19 +64,33 @@ def gather(engine: Engine, days: int, source: str, today: dt.date | None = None)
     added: dict[Key, dict[dt.date, int]] = defaultdict(dict)
     removed: dict[Key, dict[dt.date, int]] = defaultdict(dict)
     with engine.connect() as c:
-        for day, sid, channel, entries in c.execute(text(
+        for day, sid, channel, entries in c.execute(
+            text(
                 "SELECT day, account_sid, channel, entries FROM blocklist_daily_size "
-                "WHERE day >= :since ORDER BY account_sid, channel, day"), {"since": since}):
+                "WHERE day >= :since ORDER BY account_sid, channel, day"
+            ),
+            {"since": since},
+        ):
             sizes[sid, channel][_day(day)] = entries
-        for day, sid, channel, plus, minus in c.execute(text(
+        for day, sid, channel, plus, minus in c.execute(
+            text(
                 "SELECT day, account_sid, channel, added, removed FROM blocklist_daily_changes "
-                "WHERE day >= :since ORDER BY account_sid, channel, day"), {"since": since}):
+                "WHERE day >= :since ORDER BY account_sid, channel, day"
+            ),
+            {"since": since},
+        ):
             added[sid, channel][_day(day)] = plus
             removed[sid, channel][_day(day)] = minus
-        health = [dict(r) for r in c.execute(text(
-            "SELECT account_sid, channel, last_run_status, last_run_finished_at, "
-            "last_success_at, entries, last_run_error FROM blocklist_sync_health "
-            "ORDER BY account_sid, channel")).mappings()]
+        health = [
+            dict(r)
+            for r in c.execute(
+                text(
+                    "SELECT account_sid, channel, last_run_status, last_run_finished_at, "
+                    "last_success_at, entries, last_run_error FROM blocklist_sync_health "
+                    "ORDER BY account_sid, channel"
+                )
+            ).mappings()
+        ]
     return ReportData(first, last, now, source, dict(sizes), dict(added), dict(removed), health)
 
 
@@ -93,11 +108,21 @@ def _chart(kind: str, title: str, data: ReportData, series: dict[str, list[int |
     legend_rows = -(-max(len(series), 1) // 2)  # two columns; the plot keeps its own height
     chart = getattr(pygal, kind)(
         # js=[]: no tooltip script fetched from the network
-        title=title, width=960, height=360 + 21 * legend_rows, js=[],
-        disable_xml_declaration=True, x_label_rotation=30, show_minor_x_labels=False,
-        x_labels_major_every=max(1, len(data.days) // 12), legend_at_bottom=True,
-        allow_interruptions=True, style=pygal.style.CleanStyle, dots_size=2, truncate_legend=-1,
-        legend_at_bottom_columns=2)
+        title=title,
+        width=960,
+        height=360 + 21 * legend_rows,
+        js=[],
+        disable_xml_declaration=True,
+        x_label_rotation=30,
+        show_minor_x_labels=False,
+        x_labels_major_every=max(1, len(data.days) // 12),
+        legend_at_bottom=True,
+        allow_interruptions=True,
+        style=pygal.style.CleanStyle,
+        dots_size=2,
+        truncate_legend=-1,
+        legend_at_bottom_columns=2,
+    )
     chart.x_labels = [d.isoformat() for d in data.days]
     if not series:
         chart.add("no data in this period", [None] * len(data.days))
@@ -118,19 +143,35 @@ def _when(value: object) -> str:
 def render(data: ReportData) -> str:
     """The whole HTML document."""
     days = data.days
-    size_series = {f"{sid} {channel}": [by_day.get(d) for d in days]
-                   for (sid, channel), by_day in sorted(data.sizes.items())}
+    size_series = {
+        f"{sid} {channel}": [by_day.get(d) for d in days]
+        for (sid, channel), by_day in sorted(data.sizes.items())
+    }
     change_series: dict[str, list[int | None]] = {}
     for key in sorted(set(data.added) | set(data.sizes)):
         sid, channel = key
         change_series[f"{sid} {channel} added"] = [data.added.get(key, {}).get(d, 0) for d in days]
-        change_series[f"{sid} {channel} removed"] = [data.removed.get(key, {}).get(d, 0)
-                                                     for d in days]
-    rows = "\n".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(cell))}</td>" for cell in (
-            h["account_sid"], h["channel"], h["last_run_status"], _when(h["last_run_finished_at"]),
-            _when(h["last_success_at"]), h["entries"], h["last_run_error"] or "")) + "</tr>"
-        for h in data.health) or '<tr><td colspan="7">no sweeps yet</td></tr>'
+        change_series[f"{sid} {channel} removed"] = [data.removed.get(key, {}).get(d, 0) for d in days]
+    rows = (
+        "\n".join(
+            "<tr>"
+            + "".join(
+                f"<td>{html.escape(str(cell))}</td>"
+                for cell in (
+                    h["account_sid"],
+                    h["channel"],
+                    h["last_run_status"],
+                    _when(h["last_run_finished_at"]),
+                    _when(h["last_success_at"]),
+                    h["entries"],
+                    h["last_run_error"] or "",
+                )
+            )
+            + "</tr>"
+            for h in data.health
+        )
+        or '<tr><td colspan="7">no sweeps yet</td></tr>'
+    )
     period = f"{data.first_day.isoformat()} to {data.last_day.isoformat()}"
     count = f"{len(days)} day" + ("" if len(days) == 1 else "s")
     return f"""<!DOCTYPE html>

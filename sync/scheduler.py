@@ -45,8 +45,10 @@ def _weekday_token(token: str, expr: str) -> str:
     translated faithfully and are rejected rather than silently shifted.
     """
     if "/" in token:
-        raise ConfigError(f"--cron {expr!r}: steps in the weekday field are not supported; "
-                          "list the days, e.g. 1,3,5 or mon,wed,fri")
+        raise ConfigError(
+            f"--cron {expr!r}: steps in the weekday field are not supported; "
+            "list the days, e.g. 1,3,5 or mon,wed,fri"
+        )
     if token == "*":
         return token
     try:
@@ -55,8 +57,9 @@ def _weekday_token(token: str, expr: str) -> str:
     except ValueError:
         raise ConfigError(f"--cron {expr!r}: {token!r} is not a weekday (0-7 or sun-sat)") from None
     if last < first:
-        raise ConfigError(f"--cron {expr!r}: the range {token!r} runs backwards; crontab "
-                          "ranges go from low to high")
+        raise ConfigError(
+            f"--cron {expr!r}: the range {token!r} runs backwards; crontab ranges go from low to high"
+        )
     return ",".join(dict.fromkeys(_CRON_WEEKDAYS[d % 7] for d in range(first, last + 1)))
 
 
@@ -73,16 +76,24 @@ def crontab_trigger(expr: str, jitter: int | None = None) -> CronTrigger:
     """A five-field crontab expression, meaning what it means in crontab, in UTC."""
     fields = expr.split()
     if len(fields) != 5:
-        raise ConfigError(f"--cron {expr!r}: give five fields (minute hour day month weekday), "
-                          "e.g. \"15 * * * *\"")
+        raise ConfigError(
+            f'--cron {expr!r}: give five fields (minute hour day month weekday), e.g. "15 * * * *"'
+        )
     minute, hour, day, month, weekday = fields
     if day != "*" and weekday != "*":
         # crontab runs when EITHER matches; APScheduler would require both.
         raise ConfigError(f"--cron {expr!r}: restrict the day of month or the weekday, not both")
     weekdays = ",".join(_weekday_token(t, expr) for t in weekday.split(","))
     try:
-        return CronTrigger(minute=minute, hour=hour, day=day, month=month,
-                           day_of_week=weekdays, timezone=dt.UTC, jitter=jitter)
+        return CronTrigger(
+            minute=minute,
+            hour=hour,
+            day=day,
+            month=month,
+            day_of_week=weekdays,
+            timezone=dt.UTC,
+            jitter=jitter,
+        )
     except ValueError as exc:
         raise ConfigError(f"--cron {expr!r}: {exc}") from None
 
@@ -117,16 +128,20 @@ def run_scheduler(
     scheduler = BlockingScheduler(timezone=dt.UTC)
     # A replica that sweeps a channel right after another did the same tick would sweep it
     # twice; half a period apart is "the same tick".
-    options = replace(options, trigger=Trigger.SCHEDULED,
-                      skip_if_swept_within=period_seconds(trigger) / 2)
+    options = replace(options, trigger=Trigger.SCHEDULED, skip_if_swept_within=period_seconds(trigger) / 2)
 
     running: set[threading.Thread] = set()
 
     def tick(account: Account) -> None:
         running.add(threading.current_thread())
         try:
-            job.sweep_accounts([account], store, options, make_client,  # type: ignore[arg-type]
-                               stop=stop)
+            job.sweep_accounts(
+                [account],
+                store,
+                options,
+                make_client,  # type: ignore[arg-type]
+                stop=stop,
+            )
         except Exception:  # the process stays up; the next tick tries again
             log.exception("tick failed for account %s", account.sid, extra={"account": account.sid})
         try:
@@ -139,18 +154,24 @@ def run_scheduler(
 
     first = dt.datetime.now(dt.UTC) if run_now else None
     for account in accounts:
-        scheduler.add_job(tick, trigger, args=[account], id=f"sweep-{account.sid}",
-                          name=f"sweep {account.sid}", coalesce=True, max_instances=1,
-                          misfire_grace_time=MISFIRE_GRACE_SECONDS,
-                          **({"next_run_time": first} if first else {}))
+        scheduler.add_job(
+            tick,
+            trigger,
+            args=[account],
+            id=f"sweep-{account.sid}",
+            name=f"sweep {account.sid}",
+            coalesce=True,
+            max_instances=1,
+            misfire_grace_time=MISFIRE_GRACE_SECONDS,
+            **({"next_run_time": first} if first else {}),
+        )
 
     def shutdown(signum: int, _frame: object) -> None:
         # Only flag and return: waiting here, inside a signal handler, could deadlock on a
         # lock the interrupted main thread holds. The waiting happens after start() returns.
         if stop.is_set():
             return
-        log.info("%s received: stopping; a sweep in progress applies nothing",
-                 signal.Signals(signum).name)
+        log.info("%s received: stopping; a sweep in progress applies nothing", signal.Signals(signum).name)
         stop.request(signum)
         scheduler.shutdown(wait=False)
 

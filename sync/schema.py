@@ -51,26 +51,54 @@ sync_runs = Table(
     Column("id", Id, primary_key=True, autoincrement=True, comment="Run id, referenced by events."),
     Column("account_sid", Text, nullable=False, comment="Kaleyra account SID swept."),
     Column("channel", Text, nullable=False, comment="Channel swept: sms, whatsapp or voice."),
-    Column("trigger", Text, nullable=False,
-           comment="What started the run: scheduled, manual or backfill."),
-    Column("status", Text, nullable=False,
-           comment="running; succeeded (changes applied); failed (nothing applied, see error); "
-                   "held (safety guard, nothing applied); dry_run (nothing applied); cancelled "
-                   "(stopped by an operator or a signal, nothing applied)."),
+    Column("trigger", Text, nullable=False, comment="What started the run: scheduled, manual or backfill."),
+    Column(
+        "status",
+        Text,
+        nullable=False,
+        comment="running; succeeded (changes applied); failed (nothing applied, see error); "
+        "held (safety guard, nothing applied); dry_run (nothing applied); cancelled "
+        "(stopped by an operator or a signal, nothing applied).",
+    ),
     Column("started_at", UtcTime, nullable=False, comment="When the sweep started (UTC)."),
     Column("finished_at", UtcTime, comment="When the run ended (UTC); NULL while running."),
-    Column("pages_fetched", Integer, nullable=False, server_default="0",
-           comment="Listing pages fetched from Kaleyra."),
-    Column("entries_seen", BigInteger, nullable=False, server_default="0",
-           comment="Distinct numbers the sweep found blocklisted."),
-    Column("added", BigInteger, nullable=False, server_default="0",
-           comment="Numbers added (for held and dry_run runs: that would have been added)."),
-    Column("removed", BigInteger, nullable=False, server_default="0",
-           comment="Numbers removed (for held and dry_run runs: that would have been removed)."),
+    Column(
+        "pages_fetched",
+        Integer,
+        nullable=False,
+        server_default="0",
+        comment="Listing pages fetched from Kaleyra.",
+    ),
+    Column(
+        "entries_seen",
+        BigInteger,
+        nullable=False,
+        server_default="0",
+        comment="Distinct numbers the sweep found blocklisted.",
+    ),
+    Column(
+        "added",
+        BigInteger,
+        nullable=False,
+        server_default="0",
+        comment="Numbers added (for held and dry_run runs: that would have been added).",
+    ),
+    Column(
+        "removed",
+        BigInteger,
+        nullable=False,
+        server_default="0",
+        comment="Numbers removed (for held and dry_run runs: that would have been removed).",
+    ),
     Column("error", Text, comment="Why the run failed or was held, readable; never a secret."),
-    Column("rejected", BigInteger, nullable=False, server_default="0",
-           comment="Rows the listing returned that cannot be a phone number (letters, control "
-                   "characters, too long); never stored, counted here."),
+    Column(
+        "rejected",
+        BigInteger,
+        nullable=False,
+        server_default="0",
+        comment="Rows the listing returned that cannot be a phone number (letters, control "
+        "characters, too long); never stored, counted here.",
+    ),
     CheckConstraint(sql_in("channel", Channel), name="channel"),
     CheckConstraint(sql_in("trigger", Trigger), name="trigger"),
     CheckConstraint(
@@ -86,16 +114,22 @@ blocklist_entries = Table(
     metadata,
     Column("account_sid", Key, primary_key=True, comment="Kaleyra account SID."),
     Column("channel", Key, primary_key=True, comment="Channel the number is blocklisted on."),
-    Column("mobile", Key, primary_key=True,
-           comment="Number in canonical E.164: + then 7 to 15 digits, no spaces or separators."),
-    Column("channel_type", Text,
-           comment="Kaleyra's channel_type for the row, opaque, as first seen."),
-    Column("added_at", UtcTime, nullable=False,
-           comment="detected_at of the added event that began this stretch (UTC)."),
+    Column(
+        "mobile",
+        Key,
+        primary_key=True,
+        comment="Number in canonical E.164: + then 7 to 15 digits, no spaces or separators.",
+    ),
+    Column("channel_type", Text, comment="Kaleyra's channel_type for the row, opaque, as first seen."),
+    Column(
+        "added_at",
+        UtcTime,
+        nullable=False,
+        comment="detected_at of the added event that began this stretch (UTC).",
+    ),
     # No foreign key (migration 0006): it cost seconds per million rows written, and the run
     # row is always written in the same transaction.
-    Column("added_run_id", Id, nullable=False,
-           comment="Run that detected the addition."),
+    Column("added_run_id", Id, nullable=False, comment="Run that detected the addition."),
     Index("ix_blocklist_entries_mobile", "mobile"),
     comment="The current blocklist: one row per number blocklisted now, per account and channel.",
 )
@@ -106,39 +140,58 @@ blocklist_events = Table(
     Column("id", Id, primary_key=True, autoincrement=True, comment="Event id, in commit order."),
     Column("account_sid", Key, nullable=False, comment="Kaleyra account SID."),
     Column("channel", Key, nullable=False, comment="Channel of the change."),
-    Column("mobile", Key, nullable=False,
-           comment="Number in canonical E.164: + then 7 to 15 digits, no spaces or separators."),
+    Column(
+        "mobile",
+        Key,
+        nullable=False,
+        comment="Number in canonical E.164: + then 7 to 15 digits, no spaces or separators.",
+    ),
     Column("change", Text, nullable=False, comment="added or removed."),
-    Column("detected_at", UtcTime, nullable=False,
-           comment="When the sweep that saw the change committed (UTC): the change happened "
-                   "no later than this."),
-    Column("not_before", UtcTime,
-           comment="Start of the previous succeeded sweep (UTC): the change happened after "
-                   "this. NULL on the first sweep of a channel."),
-    Column("initial_load", Boolean, nullable=False,
-           comment="True for rows of the first succeeded sweep of a channel: they were "
-                   "blocklisted before the sync began, not added then."),
+    Column(
+        "detected_at",
+        UtcTime,
+        nullable=False,
+        comment="When the sweep that saw the change committed (UTC): the change happened no later than this.",
+    ),
+    Column(
+        "not_before",
+        UtcTime,
+        comment="Start of the previous succeeded sweep (UTC): the change happened after "
+        "this. NULL on the first sweep of a channel.",
+    ),
+    Column(
+        "initial_load",
+        Boolean,
+        nullable=False,
+        comment="True for rows of the first succeeded sweep of a channel: they were "
+        "blocklisted before the sync began, not added then.",
+    ),
     Column("run_id", Id, nullable=False, comment="Run that detected the change."),
     CheckConstraint(sql_in("change", Change), name="change"),
     Index("ix_blocklist_events_account_channel_detected", "account_sid", "channel", "detected_at"),
     Index("ix_blocklist_events_mobile", "mobile", "detected_at"),
     # PostgreSQL only (migration 0005): an account's events by the UTC day the BI views use.
-    Index("ix_blocklist_events_account_day", "account_sid",
-          text("((detected_at AT TIME ZONE 'UTC')::date)")),
+    Index("ix_blocklist_events_account_day", "account_sid", text("((detected_at AT TIME ZONE 'UTC')::date)")),
     comment="Append-only history of additions and removals; never updated or deleted.",
 )
 
 phone_prefixes = Table(
     "phone_prefixes",
     metadata,
-    Column("prefix", Text, primary_key=True,
-           comment="E.164 prefix: '+', the calling code, and for a shared calling code "
-                   "the national digits that decide the country."),
-    Column("calling_code", Integer, nullable=False,
-           comment="Country calling code the prefix belongs to."),
-    Column("region", Text,
-           comment="ISO 3166 region of numbers whose longest matching prefix this is; "
-                   "NULL for non-geographic calling codes."),
+    Column(
+        "prefix",
+        Text,
+        primary_key=True,
+        comment="E.164 prefix: '+', the calling code, and for a shared calling code "
+        "the national digits that decide the country.",
+    ),
+    Column("calling_code", Integer, nullable=False, comment="Country calling code the prefix belongs to."),
+    Column(
+        "region",
+        Text,
+        comment="ISO 3166 region of numbers whose longest matching prefix this is; "
+        "NULL for non-geographic calling codes.",
+    ),
     comment="Reference data generated from phonenumbers' metadata (sync/regions.py): a "
-            "number belongs to the region of its longest matching prefix.",
+    "number belongs to the region of its longest matching prefix.",
 )

@@ -85,10 +85,13 @@ class AccountSource:
     def load(self, env: Mapping[str, str], *, need_keys: bool = True) -> list[Account]:
         """Every configured account (each key registered for redaction as it is read)."""
         if self.config_file and any((self.sid, self.api_key_file, self.base_url, self.region)):
-            raise ConfigError("--sid, --api-key-file, --base-url and --region configure a single "
-                              "account; with a config file, set them in the file instead")
-        merged = with_overrides(env, sid=self.sid, api_key_file=self.api_key_file,
-                                base_url=self.base_url, region=self.region)
+            raise ConfigError(
+                "--sid, --api-key-file, --base-url and --region configure a single "
+                "account; with a config file, set them in the file instead"
+            )
+        merged = with_overrides(
+            env, sid=self.sid, api_key_file=self.api_key_file, base_url=self.base_url, region=self.region
+        )
         return load_accounts(self.config_file, merged, need_keys=need_keys)
 
     def selected(self, accounts: list[Account]) -> list[Account]:
@@ -115,13 +118,13 @@ def resolve_base_url(base_url: str | None, region: str | None, setting: str) -> 
             return REGIONS[region.strip().lower()]
         except KeyError:
             raise ConfigError(
-                f"{setting}: unknown region {region!r}; use one of {', '.join(REGIONS)} "
-                "or set the base URL"
+                f"{setting}: unknown region {region!r}; use one of {', '.join(REGIONS)} or set the base URL"
             ) from None
     url = (base_url or DEFAULT_BASE_URL).strip().rstrip("/")
     try:
         valid = bool(re.match(r"^https?://[^/\s]+(/\S*)?$", url)) and (
-            urlsplit(url).port is not None or True)  # .port raises on a bad port or IPv6 host
+            urlsplit(url).port is not None or True
+        )  # .port raises on a bad port or IPv6 host
     except ValueError:
         valid = False
     if not valid:
@@ -149,8 +152,10 @@ def _check_sid(sid: str | None, setting: str) -> str:
     if not isinstance(sid, str) or not _SID.fullmatch(sid):
         # Not echoed: a SID with a newline or a control character is no SID, and could be a key
         # pasted into the wrong place.
-        raise ConfigError(f"{setting} is not a Kaleyra SID (letters, digits, - and _ only, no "
-                          "spaces or line breaks); copy it from the console")
+        raise ConfigError(
+            f"{setting} is not a Kaleyra SID (letters, digits, - and _ only, no "
+            "spaces or line breaks); copy it from the console"
+        )
     return sid
 
 
@@ -161,9 +166,11 @@ def _check_key(key: object, setting: str) -> str:
     register_secret(text)  # before anything can fail and print it
     text = text.strip()
     if not _API_KEY.fullmatch(text):
-        raise ConfigError(f"{setting}: the API key has spaces, line breaks or control characters "
-                          "inside (a key file must hold the key alone on one line); copy it again "
-                          "from the Kaleyra console")
+        raise ConfigError(
+            f"{setting}: the API key has spaces, line breaks or control characters "
+            "inside (a key file must hold the key alone on one line); copy it again "
+            "from the Kaleyra console"
+        )
     register_secret(text)
     return text
 
@@ -195,11 +202,11 @@ def account_from_env(env: Mapping[str, str], *, need_key: bool = True) -> Accoun
 def accounts_from_toml(path: Path, env: Mapping[str, str], *, need_keys: bool = True) -> list[Account]:
     """Accounts from a config file::
 
-        [[accounts]]
-        sid = "HXXXXXXX071US"
-        api_key_file = "/run/credentials/blocklist-sync.service/kaleyra"  # or api_key, api_key_env
-        region = "in"                      # or base_url = "https://api.in.kaleyra.io/v1"
-        channels = ["sms", "whatsapp"]     # default: all three
+    [[accounts]]
+    sid = "HXXXXXXX071US"
+    api_key_file = "/run/credentials/blocklist-sync.service/kaleyra"  # or api_key, api_key_env
+    region = "in"                      # or base_url = "https://api.in.kaleyra.io/v1"
+    channels = ["sms", "whatsapp"]     # default: all three
     """
     try:
         doc = tomllib.loads(path.read_text())
@@ -213,8 +220,15 @@ def accounts_from_toml(path: Path, env: Mapping[str, str], *, need_keys: bool = 
     accounts: list[Account] = []
     for i, table in enumerate(tables, start=1):
         where = f"{path} account {i}"
-        unknown = set(table) - {"sid", "api_key", "api_key_file", "api_key_env", "base_url",
-                                "region", "channels"}
+        unknown = set(table) - {
+            "sid",
+            "api_key",
+            "api_key_file",
+            "api_key_env",
+            "base_url",
+            "region",
+            "channels",
+        }
         if unknown:
             raise ConfigError(f"{where}: unknown key {', '.join(sorted(unknown))}; check spelling")
         sid = _check_sid(table.get("sid"), f"{where}: sid")
@@ -245,9 +259,14 @@ def accounts_from_toml(path: Path, env: Mapping[str, str], *, need_keys: bool = 
     return accounts
 
 
-def with_overrides(env: Mapping[str, str], *, sid: str | None = None,
-                   api_key_file: str | None = None, base_url: str | None = None,
-                   region: str | None = None) -> dict[str, str]:
+def with_overrides(
+    env: Mapping[str, str],
+    *,
+    sid: str | None = None,
+    api_key_file: str | None = None,
+    base_url: str | None = None,
+    region: str | None = None,
+) -> dict[str, str]:
     """``env`` with command-line flags laid over it: a flag wins over its variable, and over
     the variable it excludes (a key file over a key, a base URL over a region and back)."""
     merged = dict(env)
@@ -265,8 +284,9 @@ def with_overrides(env: Mapping[str, str], *, sid: str | None = None,
     return merged
 
 
-def load_accounts(config: str | None, env: Mapping[str, str] | None = None, *,
-                  need_keys: bool = True) -> list[Account]:
+def load_accounts(
+    config: str | None, env: Mapping[str, str] | None = None, *, need_keys: bool = True
+) -> list[Account]:
     """The accounts to sweep: from the ``config`` file when given (the CLI reads
     ``BLOCKLIST_SYNC_CONFIG`` into it, in that one place), otherwise the one account in the
     ``KALEYRA_*`` environment variables."""
@@ -284,8 +304,7 @@ def select_accounts(accounts: list[Account], sids: Sequence[str]) -> list[Accoun
     known = {a.sid for a in accounts}
     unknown = [sid for sid in dict.fromkeys(sids) if sid not in known]
     if unknown:
-        raise ConfigError(f"--account {unknown[0]} is not configured; configured: "
-                          f"{', '.join(sorted(known))}")
+        raise ConfigError(f"--account {unknown[0]} is not configured; configured: {', '.join(sorted(known))}")
     return [a for a in accounts if a.sid in set(sids)]
 
 
@@ -316,18 +335,22 @@ def parse_shard(value: str, env: Mapping[str, str], setting: str = "--shard") ->
     taken from ``JOB_COMPLETION_INDEX``, which an Indexed Job sets in every pod."""
     match = _SHARD.match(value)
     if not match:
-        raise ConfigError(f"{setting}: {value!r} is not a shard; write K/N (K from 0 to N-1), "
-                          "or N inside an Indexed Job")
+        raise ConfigError(
+            f"{setting}: {value!r} is not a shard; write K/N (K from 0 to N-1), or N inside an Indexed Job"
+        )
     index_text, count = match.group(1), int(match.group(2))
     if index_text is None:
         index_text = env.get("JOB_COMPLETION_INDEX", "").strip()
         if not index_text.isdigit():
-            raise ConfigError(f"{setting} {value}: JOB_COMPLETION_INDEX is not set (not an "
-                              "Indexed Job pod); write K/N instead")
+            raise ConfigError(
+                f"{setting} {value}: JOB_COMPLETION_INDEX is not set (not an "
+                "Indexed Job pod); write K/N instead"
+            )
     index = int(index_text)
     if count < 1 or index >= count:
-        raise ConfigError(f"{setting}: shard {index}/{count} does not exist; K runs from 0 to "
-                          "N-1 and N is at least 1")
+        raise ConfigError(
+            f"{setting}: shard {index}/{count} does not exist; K runs from 0 to N-1 and N is at least 1"
+        )
     return Shard(index, count)
 
 

@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 __all__ = ["CHANNELS", "VENDOR_ERRORS", "Simulator", "generate_numbers", "parse_latency"]
@@ -40,38 +41,82 @@ MAX_LIMIT = 100
 CHANNEL_TYPES = {"sms": "1", "voice": "2", "whatsapp": "3"}
 
 
-def _vendor(status: int, code: str, message: str, data: object, error: dict[str, str]):
+# (status, headers, body): None as the status hangs up without answering (the "drop" fault).
+_Response = tuple[int | None, dict[str, str], "bytes | _Trickle"]
+
+
+def _vendor(
+    status: int, code: str, message: str, data: object, error: dict[str, str]
+) -> tuple[int, dict[str, object]]:
     return status, {"code": code, "message": message, "data": data, "error": error}
 
 
 # Every failure body on the vendor's page, verbatim, by a short name.
 VENDOR_ERRORS: dict[str, tuple[int, dict[str, object]]] = {
-    "RBC001": _vendor(401, "RBC001", "Incorrect SID or API key.", [],
-                      {"error": "Incorrect SID or API key."}),
-    "WA401": _vendor(401, "WA401", "Phone number is not present or does not belong to the account.",
-                     {}, {"phone_number": "Phone number is not present or does not belong to the "
-                                           "account."}),
-    "WA400": _vendor(400, "WA400", "Refer to correct payload format", {},
-                     {"payload": "Incorrect payload format"}),
+    "RBC001": _vendor(401, "RBC001", "Incorrect SID or API key.", [], {"error": "Incorrect SID or API key."}),
+    "WA401": _vendor(
+        401,
+        "WA401",
+        "Phone number is not present or does not belong to the account.",
+        {},
+        {"phone_number": "Phone number is not present or does not belong to the account."},
+    ),
+    "WA400": _vendor(
+        400, "WA400", "Refer to correct payload format", {}, {"payload": "Incorrect payload format"}
+    ),
     "WA500": _vendor(500, "WA500", "Please try again later", {}, {"error": "Internal server error"}),
-    "E110": _vendor(400, "E110", "Please check your balance, You have a low balance!", {},
-                    {"balance": "Please check your balance, You have a low balance!"}),
-    "WA-401": _vendor(401, "WA-401", "API is not available for given customer.Please contact "
-                      "support for more info", {}, {"account": "API is not available for given "
-                      "customer.Please contact support for more info"}),
-    "WA-401-version": _vendor(401, "WA-401", "The phone number you're using is associated with "
-                              "different Version of our WA API. Please use the appropriate "
-                              "endpoint.", {}, {"phone_number": "The phone number you're using "
-                              "is associated with different Version of our WA API. Please use "
-                              "the appropriate endpoint."}),
-    "CNT195": _vendor(200, "CNT195", "Unable to fetch the blocklisted number", [],
-                      {"description": "Unable to fetch the blocklisted number"}),
+    "E110": _vendor(
+        400,
+        "E110",
+        "Please check your balance, You have a low balance!",
+        {},
+        {"balance": "Please check your balance, You have a low balance!"},
+    ),
+    "WA-401": _vendor(
+        401,
+        "WA-401",
+        "API is not available for given customer.Please contact support for more info",
+        {},
+        {"account": "API is not available for given customer.Please contact support for more info"},
+    ),
+    "WA-401-version": _vendor(
+        401,
+        "WA-401",
+        "The phone number you're using is associated with "
+        "different Version of our WA API. Please use the appropriate "
+        "endpoint.",
+        {},
+        {
+            "phone_number": "The phone number you're using "
+            "is associated with different Version of our WA API. Please use "
+            "the appropriate endpoint."
+        },
+    ),
+    "CNT195": _vendor(
+        200,
+        "CNT195",
+        "Unable to fetch the blocklisted number",
+        [],
+        {"description": "Unable to fetch the blocklisted number"},
+    ),
     "WA202": _vendor(202, "WA202", "Request Accepted", {"message_id": "AXXXXXXXXXXXXXXXXXXX"}, {}),
 }
 # Faults that are not vendor bodies: what proxies and broken servers send.
-OTHER_FAULTS = ("html500", "malformed", "slow", "429", "503", "drop", "redirect",
-                # hostile: what an attacker, a broken proxy or a broken vendor could send
-                "trickle", "gzip_bomb", "oversize", "echo_key", "raw")
+OTHER_FAULTS = (
+    "html500",
+    "malformed",
+    "slow",
+    "429",
+    "503",
+    "drop",
+    "redirect",
+    # hostile: what an attacker, a broken proxy or a broken vendor could send
+    "trickle",
+    "gzip_bomb",
+    "oversize",
+    "echo_key",
+    "raw",
+)
 
 
 def generate_numbers(count: int, *, seed: int, channel: str) -> list[str]:
@@ -154,8 +199,9 @@ class Simulator:
         self.sid = sid
         self.api_key = api_key
         self.lists = {
-            ch: _Blocklist(generate_numbers(numbers, seed=seed, channel=ch) if numbers else [],
-                           CHANNEL_TYPES[ch])
+            ch: _Blocklist(
+                generate_numbers(numbers, seed=seed, channel=ch) if numbers else [], CHANNEL_TYPES[ch]
+            )
             for ch in channels
         }
         self.rows_per_page: int | None = None  # a server that returns fewer rows than asked
@@ -183,7 +229,7 @@ class Simulator:
 
     @classmethod
     @contextmanager
-    def start(cls, *, host: str = "127.0.0.1", port: int = 0, **kwargs) -> Iterator[Simulator]:
+    def start(cls, *, host: str = "127.0.0.1", port: int = 0, **kwargs: Any) -> Iterator[Simulator]:
         """Serve a new simulator in a background thread for the duration of the block."""
         sim = cls(**kwargs)
         sim.serve_in_thread(host=host, port=port)
@@ -195,8 +241,7 @@ class Simulator:
     def serve_in_thread(self, *, host: str = "127.0.0.1", port: int = 0) -> None:
         self._server = _Server((host, port), _Handler)
         self._server.simulator = self
-        self._thread = threading.Thread(target=self._server.serve_forever, name="kaleyra-sim",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="kaleyra-sim", daemon=True)
         self._thread.start()
 
     def serve_forever(self, *, host: str = "127.0.0.1", port: int = 8099) -> None:
@@ -215,7 +260,7 @@ class Simulator:
         if self._server is None:
             raise RuntimeError("the simulator is not serving")
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}/v1"
+        return f"http://{host!s}:{port}/v1"
 
     # -- state ---------------------------------------------------------------------------
 
@@ -239,9 +284,17 @@ class Simulator:
 
     # -- faults --------------------------------------------------------------------------
 
-    def inject(self, kind: str, *, at: int | None = None, times: int = 1,
-               channel: str | None = None, seconds: float = 0.0, size: int = 0,
-               body: bytes = b"") -> None:
+    def inject(
+        self,
+        kind: str,
+        *,
+        at: int | None = None,
+        times: int = 1,
+        channel: str | None = None,
+        seconds: float = 0.0,
+        size: int = 0,
+        body: bytes = b"",
+    ) -> None:
         """Answer ``times`` GET requests with fault ``kind``, starting at request number ``at``
         (1-based; None: the next request), optionally only requests for one channel.
 
@@ -269,8 +322,9 @@ class Simulator:
             return True
         with self._lock:
             now = time.monotonic()
-            self._tokens = min(max(self.rate_limit, 1.0),
-                               self._tokens + (now - self._refilled) * self.rate_limit)
+            self._tokens = min(
+                max(self.rate_limit, 1.0), self._tokens + (now - self._refilled) * self.rate_limit
+            )
             self._refilled = now
             if self._tokens >= 1.0:
                 self._tokens -= 1.0
@@ -290,7 +344,7 @@ class Simulator:
 
     # -- the API -------------------------------------------------------------------------
 
-    def get_blocklist(self, sid: str, api_key: str | None, query: dict[str, str]):
+    def get_blocklist(self, sid: str, api_key: str | None, query: dict[str, str]) -> _Response:
         """Answer a Get Blocklist request: (status, headers, body bytes)."""
         channel = query.get("channel", "sms")
         with self._lock:
@@ -329,7 +383,7 @@ class Simulator:
                     return _json(*VENDOR_ERRORS["WA400"])
                 rows = [m for m in dict.fromkeys(asked) if m in blocklist]
                 if self.rows_per_page is not None:  # the cap holds for every response; this
-                    rows = rows[-self.rows_per_page:]  # server keeps the last rows it found
+                    rows = rows[-self.rows_per_page :]  # server keeps the last rows it found
             else:
                 if self.rows_per_page is not None:
                     limit = min(limit, self.rows_per_page)
@@ -339,51 +393,72 @@ class Simulator:
             if "mobile" in query and self.lying_filter:
                 rows = []
         data = [{"mobile": m, "channel_type": kind} for m in rows]
-        status, headers, body = _json(200, {
-            "code": "CNT196", "message": "Successfully fetched blocklisted number(s)",
-            "data": data, "error": {}})
+        body = json.dumps(
+            {
+                "code": "CNT196",
+                "message": "Successfully fetched blocklisted number(s)",
+                "data": data,
+                "error": {},
+            }
+        ).encode()
+        headers = {"Content-Type": "application/json"}
         if fault is not None and fault.kind == "trickle":
-            return status, headers, _Trickle(body, fault.seconds)
-        return status, headers, body
+            return 200, headers, _Trickle(body, fault.seconds)
+        return 200, headers, body
 
-    def change_blocklist(self, sid: str, api_key: str | None, body: object):
+    def change_blocklist(self, sid: str, api_key: str | None, body: object) -> _Response:
         """Change Blocklist Status (POST). Its response body is not documented; this one is
         shaped like the others, with code CNT200 (our invention)."""
         if sid != self.sid or api_key != self.api_key:
             return _json(*VENDOR_ERRORS["RBC001"])
         try:
-            channel = body["channel"]  # type: ignore[index]
+            channel = body["channel"]  # type: ignore[index]  # any JSON: a miss is WA400
             contacts = body["contacts"]  # type: ignore[index]
             changes = [(int(c["blocklist_status"]), list(c["numbers"])) for c in contacts]
         except (KeyError, TypeError, ValueError):
             return _json(*VENDOR_ERRORS["WA400"])
-        if channel not in self.lists or any(s not in (0, 1) for s, _ in changes) or \
-                sum(len(n) for _, n in changes) > MAX_LIMIT:
+        if (
+            channel not in self.lists
+            or any(s not in (0, 1) for s, _ in changes)
+            or sum(len(n) for _, n in changes) > MAX_LIMIT
+        ):
             return _json(*VENDOR_ERRORS["WA400"])
         for status, numbers in changes:
             (self.add if status == 1 else self.remove)(channel, numbers)
-        return _json(200, {"code": "CNT200", "message": "Blocklist status updated", "data": [],
-                           "error": {}})
+        return _json(200, {"code": "CNT200", "message": "Blocklist status updated", "data": [], "error": {}})
 
-    def _fault_response(self, fault: _Fault, api_key: str | None):
+    def _fault_response(self, fault: _Fault, api_key: str | None) -> _Response:
         if fault.kind in VENDOR_ERRORS:
             return _json(*VENDOR_ERRORS[fault.kind])
         if fault.kind == "echo_key":  # a proxy that "helpfully" quotes the request back
-            return _json(*_vendor(401, "RBC001", f"Incorrect SID or API key: {api_key!r}", [],
-                                  {"error": f"api-key {api_key} was refused"}))
+            return _json(
+                *_vendor(
+                    401,
+                    "RBC001",
+                    f"Incorrect SID or API key: {api_key!r}",
+                    [],
+                    {"error": f"api-key {api_key} was refused"},
+                )
+            )
         if fault.kind == "raw":
             return 200, {"Content-Type": "application/json"}, fault.body
         if fault.kind == "gzip_bomb":
-            return 200, {"Content-Type": "application/json", "Content-Encoding": "gzip"}, \
-                _gzip_of_zeros(fault.size)
+            return (
+                200,
+                {"Content-Type": "application/json", "Content-Encoding": "gzip"},
+                _gzip_of_zeros(fault.size),
+            )
         if fault.kind == "html500":
             page = b"<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>"
             return 502, {"Content-Type": "text/html"}, page
         if fault.kind == "malformed":
             return 200, {"Content-Type": "application/json"}, b'{"code": "CNT196", "data": [{"mo'
         if fault.kind == "429":
-            return 429, {"Content-Type": "application/json",
-                         "Retry-After": f"{fault.seconds:g}"}, b'{"message": "Too Many Requests"}'
+            return (
+                429,
+                {"Content-Type": "application/json", "Retry-After": f"{fault.seconds:g}"},
+                b'{"message": "Too Many Requests"}',
+            )
         if fault.kind == "redirect":  # a proxy or a moved API sending us elsewhere
             return 302, {"Location": "http://127.0.0.2:9/elsewhere"}, b""
         if fault.kind == "503":
@@ -394,8 +469,9 @@ class Simulator:
 def parse_latency(value: str) -> float:
     """``100ms``, ``0.25s`` or ``0`` as seconds, for ``simulate --latency``."""
     text = value.strip().lower()
-    number, scale = (text[:-2], 0.001) if text.endswith("ms") else \
-        (text[:-1], 1.0) if text.endswith("s") else (text, 1.0)
+    number, scale = (
+        (text[:-2], 0.001) if text.endswith("ms") else (text[:-1], 1.0) if text.endswith("s") else (text, 1.0)
+    )
     try:
         seconds = float(number) * scale
     except ValueError:
@@ -416,7 +492,7 @@ def _gzip_of_zeros(size: int) -> bytes:
     return b"".join(parts)
 
 
-def _json(status: int, body: object):
+def _json(status: int, body: object) -> _Response:
     return status, {"Content-Type": "application/json"}, json.dumps(body).encode()
 
 

@@ -90,12 +90,12 @@ class ChannelStatus:
             return f"last sweep {self.last_status} (run {self.last_run_id})"
         if max_age_seconds is not None:
             if self.last_success_at is None:
-                return ("never swept" if self.last_status is None else "never succeeded") + \
-                    f", and --max-age is {age_text(max_age_seconds)}"
+                return (
+                    "never swept" if self.last_status is None else "never succeeded"
+                ) + f", and --max-age is {age_text(max_age_seconds)}"
             age = (now - self.last_success_at).total_seconds()
             if age > max_age_seconds:
-                return (f"last success {age_text(age)} ago, older than --max-age "
-                        f"{age_text(max_age_seconds)}")
+                return f"last success {age_text(age)} ago, older than --max-age {age_text(max_age_seconds)}"
         return None
 
 
@@ -185,12 +185,20 @@ class Store:
                    h.last_run_error AS last_error, h.last_success_at
             FROM blocklist_sync_health h JOIN sync_runs r ON r.id = h.last_run_id
             ORDER BY h.account_sid, h.channel""").columns(
-            last_started_at=UtcTime, last_finished_at=UtcTime, last_success_at=UtcTime)
+            last_started_at=UtcTime, last_finished_at=UtcTime, last_success_at=UtcTime
+        )
         with self.engine.connect() as connection:
             rows = connection.execute(query).mappings().all()
         times = ("last_started_at", "last_finished_at", "last_success_at")
-        return [ChannelStatus(**{k: _as_utc(v) if k in times else v for k, v in r.items()})
-                for r in rows]
+        return [
+            ChannelStatus(
+                **{
+                    str(k): _as_utc(v) if k in times else v  # type: ignore[arg-type]
+                    for k, v in r.items()
+                }
+            )
+            for r in rows
+        ]
 
 
 @contextmanager
@@ -211,8 +219,7 @@ def _file_lock(path: Path) -> Iterator[bool]:
 class ChannelSweep:
     """One locked sweep of one (account, channel), on one held connection."""
 
-    def __init__(self, connection: Connection, account_sid: str, channel: str,
-                 is_postgres: bool) -> None:
+    def __init__(self, connection: Connection, account_sid: str, channel: str, is_postgres: bool) -> None:
         self.connection = connection
         self.account_sid = account_sid
         self.channel = channel
@@ -234,8 +241,11 @@ class ChannelSweep:
         """Mark runs left ``running`` as failed. We hold the lock, so their process is gone."""
         result = self.connection.execute(
             sync_runs.update()
-            .where(sync_runs.c.account_sid == self.account_sid,
-                   sync_runs.c.channel == self.channel, sync_runs.c.status == "running")
+            .where(
+                sync_runs.c.account_sid == self.account_sid,
+                sync_runs.c.channel == self.channel,
+                sync_runs.c.status == "running",
+            )
             .values(status="failed", finished_at=utcnow(), error=_ABANDONED)
         )
         self.connection.commit()
@@ -246,11 +256,15 @@ class ChannelSweep:
         without ``count_failures``, failed and cancelled sweeps are left out too, so a retry
         after a failure or a stop is not mistaken for a sweep done moments ago)."""
         ignored = ["dry_run"] if count_failures else ["dry_run", "failed", "cancelled"]
-        last = _as_utc(self.connection.execute(
-            select(func.max(sync_runs.c.started_at)).where(
-                sync_runs.c.account_sid == self.account_sid,
-                sync_runs.c.channel == self.channel, sync_runs.c.status.not_in(ignored))
-        ).scalar_one())
+        last = _as_utc(
+            self.connection.execute(
+                select(func.max(sync_runs.c.started_at)).where(
+                    sync_runs.c.account_sid == self.account_sid,
+                    sync_runs.c.channel == self.channel,
+                    sync_runs.c.status.not_in(ignored),
+                )
+            ).scalar_one()
+        )
         self.connection.commit()
         return None if last is None else (utcnow() - last).total_seconds()
 
@@ -262,10 +276,11 @@ class ChannelSweep:
             .returning(sync_runs.c.id)
         ).scalar_one()
         self.connection.commit()
-        return run_id
+        return int(run_id)
 
-    def finish_run(self, run_id: int, status: str, *, pages: int = 0, diff: Diff | None = None,
-                   error: str | None = None) -> None:
+    def finish_run(
+        self, run_id: int, status: str, *, pages: int = 0, diff: Diff | None = None, error: str | None = None
+    ) -> None:
         """Record how a run ended that applied nothing (failed, held, dry_run)."""
         if self.connection.in_transaction():
             self.connection.rollback()
@@ -273,18 +288,21 @@ class ChannelSweep:
             sync_runs.update()
             # Only a run still going: never rewrite one whose changes were already committed.
             .where(sync_runs.c.id == run_id, sync_runs.c.status == "running")
-            .values(status=status, finished_at=utcnow(), pages_fetched=pages, error=error,
-                    **_counts(diff))
+            .values(status=status, finished_at=utcnow(), pages_fetched=pages, error=error, **_counts(diff))
         )
         self.connection.commit()
 
     def previous_success_start(self) -> dt.datetime | None:
         """Start of the last succeeded sweep: every change we detect now happened after it."""
-        return _as_utc(self.connection.execute(
-            select(func.max(sync_runs.c.started_at)).where(
-                sync_runs.c.account_sid == self.account_sid,
-                sync_runs.c.channel == self.channel, sync_runs.c.status == "succeeded")
-        ).scalar_one())
+        return _as_utc(
+            self.connection.execute(
+                select(func.max(sync_runs.c.started_at)).where(
+                    sync_runs.c.account_sid == self.account_sid,
+                    sync_runs.c.channel == self.channel,
+                    sync_runs.c.status == "succeeded",
+                )
+            ).scalar_one()
+        )
 
     # -- staging and diff --------------------------------------------------------------
 
@@ -345,9 +363,13 @@ class ChannelSweep:
         c = self.connection
         self._current = self._count_current()
         if self._current == 0:
-            c.execute(text(f"INSERT INTO {self._added} (mobile, channel_type) "
-                           f"SELECT mobile, MAX(channel_type) FROM {self._seen} GROUP BY mobile "
-                           "ORDER BY mobile"))
+            c.execute(
+                text(
+                    f"INSERT INTO {self._added} (mobile, channel_type) "
+                    f"SELECT mobile, MAX(channel_type) FROM {self._seen} GROUP BY mobile "
+                    "ORDER BY mobile"
+                )
+            )
         elif self.is_postgres:
             # A whole-set comparison: a hash join in memory is right whatever the statistics
             # say (stale ones, right after a large first load, once picked a nested loop over
@@ -358,7 +380,8 @@ class ChannelSweep:
             # hashed or merged, and the planner sizes the hash from the table's pages.
             # A listed number repeated by the paging is unmatched once per repeat, so the
             # additions are grouped; an entry is unmatched at most once.
-            c.execute(text(f"""
+            c.execute(
+                text(f"""
                 WITH unmatched AS (
                     SELECT s.mobile AS listed, s.channel_type, e.mobile AS held
                     FROM {self._seen} s
@@ -372,31 +395,42 @@ class ChannelSweep:
                     GROUP BY listed ORDER BY listed
                 )
                 INSERT INTO {self._removed} (mobile)
-                SELECT held FROM unmatched WHERE listed IS NULL"""), self._where)
+                SELECT held FROM unmatched WHERE listed IS NULL"""),
+                self._where,
+            )
         else:  # SQLite only loops, so it needs the index
-            c.execute(text(f"CREATE INDEX temp.{_STAGING_PREFIX}seen_mobile "
-                           f"ON {_STAGING_PREFIX}seen (mobile)"))
-            c.execute(text(f"""
+            c.execute(
+                text(f"CREATE INDEX temp.{_STAGING_PREFIX}seen_mobile ON {_STAGING_PREFIX}seen (mobile)")
+            )
+            c.execute(
+                text(f"""
                 INSERT INTO {self._added} (mobile, channel_type)
                 SELECT s.mobile, MAX(s.channel_type) FROM {self._seen} s
                 WHERE NOT EXISTS (SELECT 1 FROM blocklist_entries e
                                   WHERE e.account_sid = :account_sid AND e.channel = :channel
                                     AND e.mobile = s.mobile)
-                GROUP BY s.mobile"""), self._where)
-            c.execute(text(f"""
+                GROUP BY s.mobile"""),
+                self._where,
+            )
+            c.execute(
+                text(f"""
                 INSERT INTO {self._removed} (mobile)
                 SELECT e.mobile FROM blocklist_entries e
                 WHERE e.account_sid = :account_sid AND e.channel = :channel
                   AND NOT EXISTS (SELECT 1 FROM {self._seen} s WHERE s.mobile = e.mobile)"""),
-                self._where)
+                self._where,
+            )
         c.commit()
         return self.counts(listed)
 
     def _count_current(self) -> int:
         return self.connection.execute(
-            select(func.count()).select_from(blocklist_entries).where(
+            select(func.count())
+            .select_from(blocklist_entries)
+            .where(
                 blocklist_entries.c.account_sid == self.account_sid,
-                blocklist_entries.c.channel == self.channel)
+                blocklist_entries.c.channel == self.channel,
+            )
         ).scalar_one()
 
     def counts(self, listed: int) -> Diff:
@@ -404,18 +438,16 @@ class ChannelSweep:
         lock, so nobody changes them before :meth:`apply`, which checks its row counts anyway."""
         if self._current is None:
             self._current = self._count_current()
-        added, removed = self.connection.execute(text(
-            f"SELECT (SELECT COUNT(*) FROM {self._added}), (SELECT COUNT(*) FROM {self._removed})"
-        )).one()
+        added, removed = self.connection.execute(
+            text(f"SELECT (SELECT COUNT(*) FROM {self._added}), (SELECT COUNT(*) FROM {self._removed})")
+        ).one()
         return Diff(current=self._current, listed=listed, added=added, removed=removed)
 
     def removal_candidates(self, batch: int) -> Iterator[list[str]]:
         """Removal candidates in batches, by keyset paging so memory stays flat."""
         after = ""
-        query = text(f"SELECT mobile FROM {self._removed} WHERE mobile > :after "
-                     "ORDER BY mobile LIMIT :batch")
-        while mobiles := list(self.connection.execute(query, {"after": after, "batch": batch})
-                              .scalars()):
+        query = text(f"SELECT mobile FROM {self._removed} WHERE mobile > :after ORDER BY mobile LIMIT :batch")
+        while mobiles := list(self.connection.execute(query, {"after": after, "batch": batch}).scalars()):
             yield mobiles
             after = mobiles[-1]
 
@@ -423,21 +455,31 @@ class ChannelSweep:
         """Up to ``size`` numbers this sweep's listing held, picked at random: numbers a
         working ``mobile`` filter must confirm, asked alongside the removal candidates."""
         if not self.is_postgres:
-            return list(self.connection.execute(
-                text(f"SELECT mobile FROM {self._seen} ORDER BY random() LIMIT :size"),
-                {"size": size}).scalars())
+            return list(
+                self.connection.execute(
+                    text(f"SELECT mobile FROM {self._seen} ORDER BY random() LIMIT :size"), {"size": size}
+                ).scalars()
+            )
         # ORDER BY random() reads and sorts the whole listing (0.2 s at a million rows, paid
         # by every sweep). Random pages hold random numbers just as well: a block sample
         # sized for about 20 times the numbers needed reads a few pages; a small table is read
         # whole. Block sampling can miss on a tiny table, so an empty sample reads it all.
         percent = min(100.0, 100.0 * 20 * size / max(self._staged, 1))
-        sample = list(self.connection.execute(text(
-            f"SELECT mobile FROM {self._seen} TABLESAMPLE SYSTEM (:percent) "
-            "ORDER BY random() LIMIT :size"), {"percent": percent, "size": size}).scalars())
+        sample = list(
+            self.connection.execute(
+                text(
+                    f"SELECT mobile FROM {self._seen} TABLESAMPLE SYSTEM (:percent) "
+                    "ORDER BY random() LIMIT :size"
+                ),
+                {"percent": percent, "size": size},
+            ).scalars()
+        )
         if len(sample) < size and percent < 100:
-            sample = list(self.connection.execute(
-                text(f"SELECT mobile FROM {self._seen} ORDER BY random() LIMIT :size"),
-                {"size": size}).scalars())
+            sample = list(
+                self.connection.execute(
+                    text(f"SELECT mobile FROM {self._seen} ORDER BY random() LIMIT :size"), {"size": size}
+                ).scalars()
+            )
         return sample
 
     def keep(self, present: Iterable[str]) -> None:
@@ -449,10 +491,13 @@ class ChannelSweep:
 
     def changes(self) -> Iterator[tuple[str, str]]:
         """Every ('added' | 'removed', mobile) this sweep would apply, streamed."""
-        yield from self.connection.execute(text(
-            f"SELECT 'added', mobile FROM {self._added} UNION ALL "
-            f"SELECT 'removed', mobile FROM {self._removed} ORDER BY 1, 2"),
-            execution_options={"yield_per": 5000})
+        yield from self.connection.execute(
+            text(
+                f"SELECT 'added', mobile FROM {self._added} UNION ALL "
+                f"SELECT 'removed', mobile FROM {self._removed} ORDER BY 1, 2"
+            ),
+            execution_options={"yield_per": 5000},
+        )
 
     # -- apply -------------------------------------------------------------------------
 
@@ -468,7 +513,10 @@ class ChannelSweep:
         c = self.connection
         not_before = self.previous_success_start()
         params = {
-            **self._where, "run_id": run_id, "detected_at": utcnow(), "not_before": not_before,
+            **self._where,
+            "run_id": run_id,
+            "detected_at": utcnow(),
+            "not_before": not_before,
             "initial_load": not_before is None,
         }
         if c.in_transaction():
@@ -477,29 +525,53 @@ class ChannelSweep:
             if self.is_postgres:  # room to sort in memory: see ORDER BY below
                 c.execute(text("SET LOCAL work_mem = '256MB'"))
             if diff.added:
-                _expect(diff.added, "added", c.execute(text(f"""
+                _expect(
+                    diff.added,
+                    "added",
+                    c.execute(
+                        text(f"""
                     INSERT INTO blocklist_entries
                         (account_sid, channel, mobile, channel_type, added_at, added_run_id)
                     SELECT :account_sid, :channel, mobile, channel_type, :detected_at, :run_id
-                    FROM {self._added}""").bindparams(_DETECTED_AT), params).rowcount)
+                    FROM {self._added}""").bindparams(_DETECTED_AT),
+                        params,
+                    ).rowcount,
+                )
             if diff.removed:
-                _expect(diff.removed, "removed", c.execute(text(f"""
+                _expect(
+                    diff.removed,
+                    "removed",
+                    c.execute(
+                        text(f"""
                     DELETE FROM blocklist_entries
                     WHERE account_sid = :account_sid AND channel = :channel
-                      AND mobile IN (SELECT mobile FROM {self._removed})"""), params).rowcount)
+                      AND mobile IN (SELECT mobile FROM {self._removed})"""),
+                        params,
+                    ).rowcount,
+                )
             for change, table in (("added", self._added), ("removed", self._removed)):
                 if getattr(diff, change):
-                    c.execute(text(f"""
+                    c.execute(
+                        text(f"""
                         INSERT INTO blocklist_events (account_sid, channel, mobile, change,
                             detected_at, not_before, initial_load, run_id)
                         SELECT :account_sid, :channel, mobile, '{change}', :detected_at,
                             :not_before, :initial_load, :run_id
-                        FROM {table}{'' if table == self._added else ' ORDER BY mobile'}""")
-                        .bindparams(_DETECTED_AT, _NOT_BEFORE), params)
+                        FROM {table}{"" if table == self._added else " ORDER BY mobile"}""").bindparams(
+                            _DETECTED_AT, _NOT_BEFORE
+                        ),
+                        params,
+                    )
             c.execute(
-                sync_runs.update().where(sync_runs.c.id == run_id).values(
-                    status="succeeded", finished_at=params["detected_at"], pages_fetched=pages,
-                    error=None, **_counts(diff))
+                sync_runs.update()
+                .where(sync_runs.c.id == run_id)
+                .values(
+                    status="succeeded",
+                    finished_at=params["detected_at"],
+                    pages_fetched=pages,
+                    error=None,
+                    **_counts(diff),
+                )
             )
         if diff.added + diff.removed > max(10_000, diff.seen // 10):
             # Autovacuum analyzes eventually; the next sweep's diff plans with these numbers.
@@ -508,8 +580,7 @@ class ChannelSweep:
                 c.execute(text("ANALYZE blocklist_entries"))
                 c.commit()
             except Exception:
-                log.warning("ANALYZE blocklist_entries failed; autovacuum will do it",
-                            exc_info=True)
+                log.warning("ANALYZE blocklist_entries failed; autovacuum will do it", exc_info=True)
                 c.rollback()
 
 
@@ -519,13 +590,18 @@ class ApplyMismatch(Exception):
 
 def _expect(expected: int, change: str, rowcount: int) -> None:
     if rowcount != expected:
-        raise ApplyMismatch(f"{change} {rowcount} entries where the diff said {expected}; "
-                            "another writer changed the table during the sweep")
+        raise ApplyMismatch(
+            f"{change} {rowcount} entries where the diff said {expected}; "
+            "another writer changed the table during the sweep"
+        )
 
 
 def _counts(diff: Diff | None) -> dict[str, int]:
     if diff is None:
         return {}
-    return {"entries_seen": diff.seen, "added": diff.added, "removed": diff.removed,
-            "rejected": diff.rejected}
-
+    return {
+        "entries_seen": diff.seen,
+        "added": diff.added,
+        "removed": diff.removed,
+        "rejected": diff.rejected,
+    }

@@ -33,9 +33,25 @@ from sync.store import ChannelStatus
 __all__ = ["JSON_FIELDS", "LOG_LEVELS", "LogSettings", "Metrics", "ProgressBars", "configure_logging"]
 
 # Context fields a log call may carry (``extra=``), in the order text lines show them.
-_FIELDS = ("run_id", "account", "channel", "outcome", "pages", "entries", "added", "removed",
-           "seconds", "fetch_seconds", "diff_seconds", "verify_seconds", "apply_seconds",
-           "offset", "attempt", "attempts", "wait_seconds")
+_FIELDS = (
+    "run_id",
+    "account",
+    "channel",
+    "outcome",
+    "pages",
+    "entries",
+    "added",
+    "removed",
+    "seconds",
+    "fetch_seconds",
+    "diff_seconds",
+    "verify_seconds",
+    "apply_seconds",
+    "offset",
+    "attempt",
+    "attempts",
+    "wait_seconds",
+)
 # Every key a JSON log line can have. Stable across releases: add, never rename or remove.
 JSON_FIELDS = ("time", "level", "logger", "message", *_FIELDS, "error")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -78,10 +94,16 @@ class _TextFormatter(logging.Formatter):
 class _JsonFormatter(JsonFormatter):
     """One JSON object per line with exactly the keys in :data:`JSON_FIELDS` (those set)."""
 
-    def add_fields(self, log_record: dict[str, object], record: logging.LogRecord,
-                   message_dict: dict[str, object]) -> None:
-        log_record.update(time=_utc_millis(record), level=record.levelname, logger=record.name,
-                          message=record.getMessage(), **_fields(record))
+    def add_fields(
+        self, log_record: dict[str, object], record: logging.LogRecord, message_dict: dict[str, object]
+    ) -> None:
+        log_record.update(
+            time=_utc_millis(record),
+            level=record.levelname,
+            logger=record.name,
+            message=record.getMessage(),
+            **_fields(record),
+        )
         if record.exc_info or record.exc_text:
             log_record["error"] = record.exc_text or self.formatException(record.exc_info)
 
@@ -172,8 +194,12 @@ class Metrics:
     """
 
     STATUSES = ("running", "succeeded", "failed", "held", "cancelled")
-    DEPRECATED: ClassVar[dict[str, str]] = {"added": "last_run_added", "removed": "last_run_removed",
-                  "pages": "last_run_pages", "duration_seconds": "last_run_duration_seconds"}
+    DEPRECATED: ClassVar[dict[str, str]] = {
+        "added": "last_run_added",
+        "removed": "last_run_removed",
+        "pages": "last_run_pages",
+        "duration_seconds": "last_run_duration_seconds",
+    }
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -182,27 +208,36 @@ class Metrics:
         def gauge(name: str, doc: str, extra: tuple[str, ...] = ()) -> Gauge:
             return Gauge(f"blocklist_sync_{name}", doc, labels + extra, registry=self.registry)
 
-        self.last_success = gauge("last_success_timestamp_seconds",
-                                  "Unix time the last succeeded sweep finished.")
+        self.last_success = gauge(
+            "last_success_timestamp_seconds", "Unix time the last succeeded sweep finished."
+        )
         self.last_run = gauge("last_run_timestamp_seconds", "Unix time the last sweep finished.")
-        self.last_run_started = gauge("last_run_started_timestamp_seconds",
-                                      "Unix time the last sweep started (also while it runs).")
+        self.last_run_started = gauge(
+            "last_run_started_timestamp_seconds", "Unix time the last sweep started (also while it runs)."
+        )
         self.last_run_success = gauge(
-            "last_run_success", "1 if the last sweep succeeded, 0 if it failed or was held; not "
-            "exported after a cancelled sweep (dry runs do not count).")
+            "last_run_success",
+            "1 if the last sweep succeeded, 0 if it failed or was held; not "
+            "exported after a cancelled sweep (dry runs do not count).",
+        )
         self.last_run_status = gauge(
-            "last_run_status", "1 for the status of the last sweep (running, succeeded, failed, "
-            "held, cancelled), 0 for the others.", ("status",))
+            "last_run_status",
+            "1 for the status of the last sweep (running, succeeded, failed, "
+            "held, cancelled), 0 for the others.",
+            ("status",),
+        )
         self.last_run_duration = gauge("last_run_duration_seconds", "Duration of the last sweep.")
         self.last_run_added = gauge("last_run_added", "Numbers the last sweep added.")
         self.last_run_removed = gauge("last_run_removed", "Numbers the last sweep removed.")
         self.last_run_pages = gauge("last_run_pages", "Listing pages the last sweep fetched.")
         self.entries = gauge("entries", "Numbers currently blocklisted.")
-        self.deprecated = {old: gauge(old, f"Deprecated (removed in 0.3): use "
-                                           f"blocklist_sync_{new}.")
-                           for old, new in self.DEPRECATED.items()}
-        self.last_run_rejected = gauge("last_run_rejected",
-                                       "Listed rows the last sweep rejected as no phone number.")
+        self.deprecated = {
+            old: gauge(old, f"Deprecated (removed in 0.3): use blocklist_sync_{new}.")
+            for old, new in self.DEPRECATED.items()
+        }
+        self.last_run_rejected = gauge(
+            "last_run_rejected", "Listed rows the last sweep rejected as no phone number."
+        )
 
     def update(self, statuses: Iterable[ChannelStatus]) -> None:
         for s in statuses:
@@ -227,14 +262,16 @@ class Metrics:
             applied = s.last_status == "succeeded"  # a held run's counts were not applied
             values = {
                 "duration_seconds": (s.last_finished_at - s.last_started_at).total_seconds()
-                if s.last_started_at is not None else 0.0,
+                if s.last_started_at is not None
+                else 0.0,
                 "added": s.last_added or 0 if applied else 0,
                 "removed": s.last_removed or 0 if applied else 0,
                 "pages": s.last_pages or 0,
             }
             for name, value in values.items():
-                getattr(self, f"last_run_{name}" if name != "duration_seconds"
-                        else "last_run_duration").labels(*labels).set(value)
+                getattr(
+                    self, f"last_run_{name}" if name != "duration_seconds" else "last_run_duration"
+                ).labels(*labels).set(value)
                 self.deprecated[name].labels(*labels).set(value)
             self.last_run_rejected.labels(*labels).set(s.last_rejected or 0)
 

@@ -83,8 +83,15 @@ class Outcome(enum.Enum):
 
 
 # Worst first: a failure outranks a stop, a hold, and "someone else is on it".
-SEVERITY = (Outcome.FAILED, Outcome.CANCELLED, Outcome.HELD, Outcome.LOCKED, Outcome.DRY_RUN,
-            Outcome.SKIPPED, Outcome.SUCCEEDED)
+SEVERITY = (
+    Outcome.FAILED,
+    Outcome.CANCELLED,
+    Outcome.HELD,
+    Outcome.LOCKED,
+    Outcome.DRY_RUN,
+    Outcome.SKIPPED,
+    Outcome.SUCCEEDED,
+)
 
 # The vendor's regional hosts (each key's "API Domain" in the console). The API version lives
 # in the base URL, never in code.

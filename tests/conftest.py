@@ -31,8 +31,18 @@ REPO = Path(__file__).resolve().parent.parent
 # The password tests put into DATABASE_URLs (trust auth ignores it), and every API key tests
 # use: each must never appear in any output.
 TEST_PASSWORD = "pw-Zq8!secret:42"
-SECRETS = re.compile("|".join([r"key-[0-9a-f]{32}", "sim-key-0{25}", "good-key-1234",
-                               "bad-key-5678", "wrong-key-123", re.escape(TEST_PASSWORD)]))
+SECRETS = re.compile(
+    "|".join(
+        [
+            r"key-[0-9a-f]{32}",
+            "sim-key-0{25}",
+            "good-key-1234",
+            "bad-key-5678",
+            "wrong-key-123",
+            re.escape(TEST_PASSWORD),
+        ]
+    )
+)
 
 
 def leaked_secret(text: str) -> str | None:
@@ -77,8 +87,7 @@ def make_database() -> Iterator[Callable[[], str]]:
     for name in made:
         try:
             with psycopg.connect(f"{PG_SERVER}/{name}") as conn:
-                errors = [r[0] for r in conn.execute(
-                    "SELECT error FROM sync_runs WHERE error IS NOT NULL")]
+                errors = [r[0] for r in conn.execute("SELECT error FROM sync_runs WHERE error IS NOT NULL")]
         except psycopg.Error:  # a database a test left without the tables
             errors = []
         leaks += [name for e in errors if leaked_secret(e)]
@@ -146,8 +155,11 @@ def rows(engine: Engine, sql: str, **params: object) -> list[tuple]:
 
 def cli_env(sim: Simulator | None, db_url: str | None, **extra: str) -> dict[str, str]:
     """The environment an operator would set, for running the CLI as a subprocess."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("KALEYRA_", "BLOCKLIST_SYNC_", "DATABASE_URL"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("KALEYRA_", "BLOCKLIST_SYNC_", "DATABASE_URL"))
+    }
     if sim is not None:
         env.update(KALEYRA_SID=sim.sid, KALEYRA_API_KEY=sim.api_key, KALEYRA_BASE_URL=sim.base_url)
     if db_url is not None:
@@ -156,13 +168,20 @@ def cli_env(sim: Simulator | None, db_url: str | None, **extra: str) -> dict[str
     return env
 
 
-def run_cli(*args: str, env: dict[str, str], cwd: Path | None = None,
-            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, env: dict[str, str], cwd: Path | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     """``blocklist-sync ARGS`` as a real process, the way cron or systemd would run it. Its
     output is checked for test secrets (``simulate`` prints its own key by design)."""
-    result = subprocess.run([sys.executable, "-m", "sync", *args], env=env, cwd=cwd or REPO,
-                            capture_output=True, text=True, timeout=timeout,
-                            errors="backslashreplace")
+    result = subprocess.run(
+        [sys.executable, "-m", "sync", *args],
+        env=env,
+        cwd=cwd or REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        errors="backslashreplace",
+    )
     if "simulate" not in args:
         secret = leaked_secret(result.stdout + result.stderr)
         assert secret is None, f"blocklist-sync {' '.join(args)} printed a secret: {secret[:6]}…"

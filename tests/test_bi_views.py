@@ -92,29 +92,39 @@ def date_the_rounds(engine: Engine, sid: str) -> Scenario:
         now = c.execute(text("SELECT now()")).scalar_one().astimezone(dt.UTC)
         today = now.date()
         finishes = [
-            now if days == 0 else
-            dt.datetime.combine(today - dt.timedelta(days=days), dt.time(12, SWEEP_MINUTES), dt.UTC)
+            now
+            if days == 0
+            else dt.datetime.combine(today - dt.timedelta(days=days), dt.time(12, SWEEP_MINUTES), dt.UTC)
             for days in DAYS_AGO
         ]
         starts = [t - dt.timedelta(minutes=SWEEP_MINUTES) for t in finishes]
-        runs = c.execute(text("SELECT id, channel FROM sync_runs WHERE account_sid = :a ORDER BY id"),
-                         {"a": sid}).all()
+        runs = c.execute(
+            text("SELECT id, channel FROM sync_runs WHERE account_sid = :a ORDER BY id"), {"a": sid}
+        ).all()
         round_of: dict[str, int] = {}
         for run_id, channel in runs:
             k = round_of[channel] = round_of.get(channel, -1) + 1
-            c.execute(text("UPDATE sync_runs SET started_at = :s, finished_at = :f WHERE id = :id"),
-                      {"s": starts[k], "f": finishes[k], "id": run_id})
-        c.execute(text("""
+            c.execute(
+                text("UPDATE sync_runs SET started_at = :s, finished_at = :f WHERE id = :id"),
+                {"s": starts[k], "f": finishes[k], "id": run_id},
+            )
+        c.execute(
+            text("""
             UPDATE blocklist_events e
             SET detected_at = r.finished_at,
                 not_before = (SELECT MAX(p.started_at) FROM sync_runs p
                               WHERE p.account_sid = e.account_sid AND p.channel = e.channel
                                 AND p.status = 'succeeded' AND p.id < e.run_id)
             FROM sync_runs r
-            WHERE r.id = e.run_id AND e.account_sid = :a"""), {"a": sid})
-        c.execute(text("""
+            WHERE r.id = e.run_id AND e.account_sid = :a"""),
+            {"a": sid},
+        )
+        c.execute(
+            text("""
             UPDATE blocklist_entries e SET added_at = r.finished_at
-            FROM sync_runs r WHERE r.id = e.added_run_id AND e.account_sid = :a"""), {"a": sid})
+            FROM sync_runs r WHERE r.id = e.added_run_id AND e.account_sid = :a"""),
+            {"a": sid},
+        )
     return Scenario(sid=sid, starts=starts, finishes=finishes, today=today)
 
 
@@ -127,8 +137,15 @@ def scenario(sim: Simulator, store: Store) -> Scenario:
 # -- the README's queries ------------------------------------------------------------------
 
 README = REPO / "README.md"
-QUERY_NAMES = {"was-blocklisted-on-date", "added-this-week", "blocklisted-on-every-channel",
-               "daily-trend", "size-per-channel", "entries-by-country", "additions-by-country"}
+QUERY_NAMES = {
+    "was-blocklisted-on-date",
+    "added-this-week",
+    "blocklisted-on-every-channel",
+    "daily-trend",
+    "size-per-channel",
+    "entries-by-country",
+    "additions-by-country",
+}
 _QUERY = re.compile(r"<!-- query: ([\w-]+) -->\s*```sql\n(.*?)```", re.S)
 _PSQL_VARIABLE = re.compile(r":'(\w+)'")
 
@@ -156,31 +173,40 @@ def test_readme_has_every_query() -> None:
     assert set(readme_queries()) == QUERY_NAMES
 
 
-@pytest.mark.parametrize("mobile, days_ago, expected", [
-    # N[1] on sms: initial load, removed by round 2, re-added by round 3, removed by round 4.
-    # On whatsapp it stays from the initial load on; on voice it is added by round 3.
-    (N[1], 20, [("sms", "yes"), ("whatsapp", "yes")]),  # round 1's sweep saw it that day
-    (N[1], 15, [("sms", "maybe"), ("whatsapp", "yes")]),  # removed from sms between rounds 1-2
-    (N[1], 25, [("sms", "maybe"), ("whatsapp", "maybe")]),  # before the sync began
-    (N[1], 10, [("sms", "maybe"), ("voice", "maybe"), ("whatsapp", "yes")]),  # re-added later
-    (N[1], 0, [("sms", "maybe"), ("voice", "yes"), ("whatsapp", "yes")]),
-    (N[3], 13, [("voice", "maybe")]),  # removed from voice by round 2, which ran that day
-    (N[3], 5, []),  # long gone
-    (N[5], 1, [("sms", "maybe")]),  # added by round 4 (today), after round 3 started
-    (N[5], 0, [("sms", "yes")]),
-])
-def test_readme_was_blocklisted_on_date(scenario: Scenario, engine: Engine, mobile: str,
-                                        days_ago: int, expected: list[tuple[str, str]]) -> None:
-    found = run_readme_query(engine, "was-blocklisted-on-date", account=scenario.sid,
-                             mobile=mobile, day=scenario.day(days_ago).isoformat())
+@pytest.mark.parametrize(
+    "mobile, days_ago, expected",
+    [
+        # N[1] on sms: initial load, removed by round 2, re-added by round 3, removed by round 4.
+        # On whatsapp it stays from the initial load on; on voice it is added by round 3.
+        (N[1], 20, [("sms", "yes"), ("whatsapp", "yes")]),  # round 1's sweep saw it that day
+        (N[1], 15, [("sms", "maybe"), ("whatsapp", "yes")]),  # removed from sms between rounds 1-2
+        (N[1], 25, [("sms", "maybe"), ("whatsapp", "maybe")]),  # before the sync began
+        (N[1], 10, [("sms", "maybe"), ("voice", "maybe"), ("whatsapp", "yes")]),  # re-added later
+        (N[1], 0, [("sms", "maybe"), ("voice", "yes"), ("whatsapp", "yes")]),
+        (N[3], 13, [("voice", "maybe")]),  # removed from voice by round 2, which ran that day
+        (N[3], 5, []),  # long gone
+        (N[5], 1, [("sms", "maybe")]),  # added by round 4 (today), after round 3 started
+        (N[5], 0, [("sms", "yes")]),
+    ],
+)
+def test_readme_was_blocklisted_on_date(
+    scenario: Scenario, engine: Engine, mobile: str, days_ago: int, expected: list[tuple[str, str]]
+) -> None:
+    found = run_readme_query(
+        engine,
+        "was-blocklisted-on-date",
+        account=scenario.sid,
+        mobile=mobile,
+        day=scenario.day(days_ago).isoformat(),
+    )
     assert [(r[0], r[1]) for r in found] == expected
 
 
-def test_readme_was_blocklisted_on_date_gives_the_windows(scenario: Scenario,
-                                                          engine: Engine) -> None:
+def test_readme_was_blocklisted_on_date_gives_the_windows(scenario: Scenario, engine: Engine) -> None:
     s = scenario
-    found = run_readme_query(engine, "was-blocklisted-on-date", account=s.sid, mobile=N[1],
-                             day=s.day(0).isoformat())
+    found = run_readme_query(
+        engine, "was-blocklisted-on-date", account=s.sid, mobile=N[1], day=s.day(0).isoformat()
+    )
     # sms: re-added by round 3 (after round 2 started), removed by round 4 (after round 3 started)
     assert found[0] == ("sms", "maybe", s.starts[1], s.finishes[2], s.starts[2], s.finishes[3])
 
@@ -200,9 +226,15 @@ def test_readme_daily_trend(scenario: Scenario, engine: Engine) -> None:
     d13, d8, today = scenario.day(13), scenario.day(8), scenario.day(0)
     found = run_readme_query(engine, "daily-trend", account=scenario.sid)
     assert found == [  # the initial load (20 days ago) is not a change
-        (d13, "sms", 1, 1, 0), (d13, "voice", 0, 1, -1), (d13, "whatsapp", 1, 0, 1),
-        (d8, "sms", 1, 0, 1), (d8, "voice", 1, 0, 1), (d8, "whatsapp", 0, 1, -1),
-        (today, "sms", 1, 1, 0), (today, "voice", 2, 0, 2), (today, "whatsapp", 1, 0, 1),
+        (d13, "sms", 1, 1, 0),
+        (d13, "voice", 0, 1, -1),
+        (d13, "whatsapp", 1, 0, 1),
+        (d8, "sms", 1, 0, 1),
+        (d8, "voice", 1, 0, 1),
+        (d8, "whatsapp", 0, 1, -1),
+        (today, "sms", 1, 1, 0),
+        (today, "voice", 2, 0, 2),
+        (today, "whatsapp", 1, 0, 1),
     ]
 
 
@@ -214,10 +246,28 @@ def test_readme_queries_run_in_psql(scenario: Scenario, pg_url: str, engine: Eng
     for name, query in readme_queries().items():
         variables = [arg for key, value in params.items() for arg in ("-v", f"{key}={value}")]
         out = subprocess.run(
-            ["psql", "-X", "-q", "-A", "-t", "-F", "\t", "-v", "ON_ERROR_STOP=1", *variables,
-             "-d", plain_url, "-f", "-"],
-            input=query, capture_output=True, text=True, timeout=60,
-            env={**os.environ, "PGTZ": "Asia/Kolkata"})
+            [
+                "psql",
+                "-X",
+                "-q",
+                "-A",
+                "-t",
+                "-F",
+                "\t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                *variables,
+                "-d",
+                plain_url,
+                "-f",
+                "-",
+            ],
+            input=query,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "PGTZ": "Asia/Kolkata"},
+        )
         assert out.returncode == 0, out.stderr
         in_psql = [line.split("\t")[:2] for line in out.stdout.splitlines() if line]
         expected = run_readme_query(engine, name, **params)
@@ -227,10 +277,14 @@ def test_readme_queries_run_in_psql(scenario: Scenario, pg_url: str, engine: Eng
 
 # -- the views against the events ----------------------------------------------------------
 
+
 def events_of(engine: Engine, sid: str) -> list[tuple]:
-    return rows(engine, "SELECT channel, mobile, change, detected_at, not_before, initial_load "
-                        "FROM blocklist_events WHERE account_sid = :a ORDER BY detected_at, id",
-                a=sid)
+    return rows(
+        engine,
+        "SELECT channel, mobile, change, detected_at, not_before, initial_load "
+        "FROM blocklist_events WHERE account_sid = :a ORDER BY detected_at, id",
+        a=sid,
+    )
 
 
 def intervals_from_events(events: list[tuple]) -> list[tuple]:
@@ -240,8 +294,7 @@ def intervals_from_events(events: list[tuple]) -> list[tuple]:
     for channel, mobile, change, detected_at, not_before, initial_load in events:
         if change == "added":
             assert (channel, mobile) not in open_, "added twice without a removal"
-            open_[channel, mobile] = [channel, mobile, detected_at, not_before, None, None,
-                                      initial_load]
+            open_[channel, mobile] = [channel, mobile, detected_at, not_before, None, None, initial_load]
             stretches.append(open_[channel, mobile])
         else:
             stretch = open_.pop((channel, mobile))
@@ -250,18 +303,20 @@ def intervals_from_events(events: list[tuple]) -> list[tuple]:
 
 
 def intervals_of(engine: Engine, sid: str) -> list[tuple]:
-    return rows(engine, "SELECT channel, mobile, blocked_from, blocked_from_not_before, "
-                        "unblocked_at, unblocked_not_before, initial_load FROM blocklist_intervals "
-                        "WHERE account_sid = :a ORDER BY channel, mobile, blocked_from", a=sid)
+    return rows(
+        engine,
+        "SELECT channel, mobile, blocked_from, blocked_from_not_before, "
+        "unblocked_at, unblocked_not_before, initial_load FROM blocklist_intervals "
+        "WHERE account_sid = :a ORDER BY channel, mobile, blocked_from",
+        a=sid,
+    )
 
 
 def test_intervals_agree_with_the_events(scenario: Scenario, engine: Engine) -> None:
-    assert intervals_of(engine, scenario.sid) == intervals_from_events(
-        events_of(engine, scenario.sid))
+    assert intervals_of(engine, scenario.sid) == intervals_from_events(events_of(engine, scenario.sid))
 
 
-def test_intervals_of_a_number_removed_and_added_again(scenario: Scenario,
-                                                       engine: Engine) -> None:
+def test_intervals_of_a_number_removed_and_added_again(scenario: Scenario, engine: Engine) -> None:
     s = scenario
     sms_n1 = [r[2:] for r in intervals_of(engine, s.sid) if r[:2] == ("sms", N[1])]
     assert sms_n1 == [
@@ -278,17 +333,24 @@ def test_intervals_say_what_each_sweep_saw(scenario: Scenario, engine: Engine) -
     for k, wanted in enumerate(ROUNDS):
         at = scenario.finishes[k]
         for channel in CHANNELS:
-            open_then = {r[1] for r in stretches
-                         if r[0] == channel and r[2] <= at and (r[4] is None or r[4] > at)}
+            open_then = {
+                r[1] for r in stretches if r[0] == channel and r[2] <= at and (r[4] is None or r[4] > at)
+            }
             assert open_then == {N[i] for i in wanted[channel]}, (k, channel)
 
 
 def test_open_intervals_are_the_current_entries(scenario: Scenario, engine: Engine) -> None:
-    open_now = rows(engine, "SELECT channel, mobile, blocked_from FROM blocklist_intervals "
-                            "WHERE account_sid = :a AND unblocked_at IS NULL ORDER BY 1, 2",
-                    a=scenario.sid)
-    entries = rows(engine, "SELECT channel, mobile, added_at FROM blocklist_entries "
-                           "WHERE account_sid = :a ORDER BY 1, 2", a=scenario.sid)
+    open_now = rows(
+        engine,
+        "SELECT channel, mobile, blocked_from FROM blocklist_intervals "
+        "WHERE account_sid = :a AND unblocked_at IS NULL ORDER BY 1, 2",
+        a=scenario.sid,
+    )
+    entries = rows(
+        engine,
+        "SELECT channel, mobile, added_at FROM blocklist_entries WHERE account_sid = :a ORDER BY 1, 2",
+        a=scenario.sid,
+    )
     assert open_now == entries
 
 
@@ -299,28 +361,48 @@ def test_daily_changes_agree_with_the_events(scenario: Scenario, engine: Engine)
             continue
         counts = expected.setdefault((detected_at.astimezone(dt.UTC).date(), channel), [0, 0])
         counts[change == "removed"] += 1
-    found = rows(engine, "SELECT day, channel, added, removed, net FROM blocklist_daily_changes "
-                         "WHERE account_sid = :a ORDER BY day, channel", a=scenario.sid)
+    found = rows(
+        engine,
+        "SELECT day, channel, added, removed, net FROM blocklist_daily_changes "
+        "WHERE account_sid = :a ORDER BY day, channel",
+        a=scenario.sid,
+    )
     assert found == [(day, channel, a, r, a - r) for (day, channel), (a, r) in sorted(expected.items())]
 
 
 def health_of(engine: Engine, sid: str) -> dict[str, tuple]:
-    found = rows(engine, """
+    found = rows(
+        engine,
+        """
         SELECT channel, last_run_id, last_run_status, last_run_started_at, last_run_finished_at,
                last_run_error, last_success_run_id, last_success_at,
                last_success_age = now() - last_success_at, entries
-        FROM blocklist_sync_health WHERE account_sid = :a""", a=sid)
+        FROM blocklist_sync_health WHERE account_sid = :a""",
+        a=sid,
+    )
     return {r[0]: r[1:] for r in found}
 
 
 def test_sync_health(scenario: Scenario, sim: Simulator, store: Store, engine: Engine) -> None:
     s = scenario
-    last_runs = dict(rows(engine, "SELECT channel, MAX(id) FROM sync_runs WHERE account_sid = :a "
-                                  "GROUP BY channel", a=s.sid))
+    last_runs = dict(
+        rows(
+            engine, "SELECT channel, MAX(id) FROM sync_runs WHERE account_sid = :a GROUP BY channel", a=s.sid
+        )
+    )
     entries = {"sms": 4, "whatsapp": 3, "voice": 4}
     assert health_of(engine, s.sid) == {
-        channel: (last_runs[channel], "succeeded", s.starts[3], s.finishes[3], None,
-                  last_runs[channel], s.finishes[3], True, entries[channel])
+        channel: (
+            last_runs[channel],
+            "succeeded",
+            s.starts[3],
+            s.finishes[3],
+            None,
+            last_runs[channel],
+            s.finishes[3],
+            True,
+            entries[channel],
+        )
         for channel in CHANNELS
     }
     # The view and `blocklist-sync status` must tell the same story.
@@ -328,42 +410,67 @@ def test_sync_health(scenario: Scenario, sim: Simulator, store: Store, engine: E
         if status.account_sid == s.sid:
             row = health_of(engine, s.sid)[status.channel]
             assert (row[0], row[1], row[2], row[3], row[4], row[6], row[8]) == (
-                status.last_run_id, status.last_status, status.last_started_at,
-                status.last_finished_at, status.last_error, status.last_success_at, status.entries)
+                status.last_run_id,
+                status.last_status,
+                status.last_started_at,
+                status.last_finished_at,
+                status.last_error,
+                status.last_success_at,
+                status.entries,
+            )
 
     # Kaleyra suddenly lists nothing on voice: held, so the last run differs from the last success.
     sim.remove("voice", sim.numbers("voice"))
     held = sweep(sim, store, "voice")
     assert held.outcome is Outcome.HELD
-    run_id, status, _, finished_at, error, success_id, success_at, age_ok, count = (
-        health_of(engine, s.sid)["voice"])
+    run_id, status, _, finished_at, error, success_id, success_at, age_ok, count = health_of(engine, s.sid)[
+        "voice"
+    ]
     assert (run_id, status, success_id, success_at, age_ok, count) == (
-        held.run_id, "held", last_runs["voice"], s.finishes[3], True, 4)
+        held.run_id,
+        "held",
+        last_runs["voice"],
+        s.finishes[3],
+        True,
+        4,
+    )
     assert finished_at > s.finishes[3] and error.startswith("held by the safety guard")
-    age = rows(engine, "SELECT last_success_age FROM blocklist_sync_health "
-                       "WHERE account_sid = :a AND channel = 'voice'", a=s.sid)[0][0]
+    age = rows(
+        engine,
+        "SELECT last_success_age FROM blocklist_sync_health WHERE account_sid = :a AND channel = 'voice'",
+        a=s.sid,
+    )[0][0]
     assert isinstance(age, dt.timedelta) and age >= dt.timedelta(0)
 
 
 def test_views_and_their_columns_are_commented(engine: Engine) -> None:
     for view in VIEWS:
-        found = rows(engine, """
+        found = rows(
+            engine,
+            """
             SELECT a.attname, col_description(c.oid, a.attnum), obj_description(c.oid, 'pg_class')
             FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid
             WHERE c.oid = CAST(:view AS regclass) AND a.attnum > 0 AND NOT a.attisdropped""",
-                     view=view)
+            view=view,
+        )
         assert found and all(r[1] and r[2] for r in found), view
-    comments = dict(r[:2] for r in rows(engine, """
+    comments = dict(
+        r[:2]
+        for r in rows(
+            engine,
+            """
         SELECT a.attname, col_description(a.attrelid, a.attnum) FROM pg_attribute a
-        WHERE a.attrelid = 'blocklist_intervals'::regclass AND a.attnum > 0"""))
+        WHERE a.attrelid = 'blocklist_intervals'::regclass AND a.attnum > 0""",
+        )
+    )
     assert "after blocked_from_not_before and no later than" in comments["blocked_from"]
     assert "after unblocked_not_before and no later than" in comments["unblocked_at"]
 
 
 # -- the migration -------------------------------------------------------------------------
 
-def test_migration_downgrades_and_upgrades(make_database: Callable[[], str],
-                                           tmp_path: Path) -> None:
+
+def test_migration_downgrades_and_upgrades(make_database: Callable[[], str], tmp_path: Path) -> None:
     for url in (database.resolve_database_url(make_database()), f"sqlite:///{tmp_path / 'm.db'}"):
         engine = database.make_engine(url)
         database.upgrade(engine)
@@ -381,18 +488,29 @@ def test_views_on_sqlite_agree_with_the_events(sim: Simulator, sqlite_store: Sto
     engine = sqlite_store.engine
     assert intervals_of(engine, sim.sid) == intervals_from_events(events_of(engine, sim.sid))
     # One day (all sweeps just ran): the day's counts are all changes after the initial load.
-    daily = rows(engine, "SELECT channel, added, removed, net FROM blocklist_daily_changes "
-                         "WHERE account_sid = :a ORDER BY channel", a=sim.sid)
+    daily = rows(
+        engine,
+        "SELECT channel, added, removed, net FROM blocklist_daily_changes "
+        "WHERE account_sid = :a ORDER BY channel",
+        a=sim.sid,
+    )
     assert daily == [("sms", 3, 2, 1), ("voice", 3, 1, 2), ("whatsapp", 2, 1, 1)]
-    health = rows(engine, "SELECT channel, last_run_status, last_success_age, entries "
-                          "FROM blocklist_sync_health WHERE account_sid = :a ORDER BY channel",
-                  a=sim.sid)
+    health = rows(
+        engine,
+        "SELECT channel, last_run_status, last_success_age, entries "
+        "FROM blocklist_sync_health WHERE account_sid = :a ORDER BY channel",
+        a=sim.sid,
+    )
     assert [(r[0], r[1], r[3]) for r in health] == [
-        ("sms", "succeeded", 4), ("voice", "succeeded", 4), ("whatsapp", "succeeded", 3)]
+        ("sms", "succeeded", 4),
+        ("voice", "succeeded", 4),
+        ("whatsapp", "succeeded", 3),
+    ]
     assert all(0 <= r[2] < 600 for r in health)  # seconds: SQLite has no interval type
 
 
 # -- the read-only role --------------------------------------------------------------------
+
 
 def _plain(url: str, **parts: str) -> str:
     """A libpq URL (for psycopg and psql) from a SQLAlchemy one, with parts replaced."""
@@ -452,8 +570,11 @@ def test_read_only_role_reads_and_cannot_write(reader: tuple[str, str], sim: Sim
         if c.info.server_version >= 150000:  # before 15, PUBLIC itself may create in public
             with pytest.raises(pg_errors.InsufficientPrivilege):
                 c.execute("CREATE VIEW kbs_mine AS SELECT 1")
-    granted = rows(engine, "SELECT DISTINCT privilege_type FROM information_schema.role_table_grants "
-                           "WHERE grantee = :r", r=role)
+    granted = rows(
+        engine,
+        "SELECT DISTINCT privilege_type FROM information_schema.role_table_grants WHERE grantee = :r",
+        r=role,
+    )
     assert granted == [("SELECT",)]
 
     # A later migration adds a table and a view: the role can read them at once, not write.
@@ -467,8 +588,9 @@ def test_read_only_role_reads_and_cannot_write(reader: tuple[str, str], sim: Sim
             c.execute("INSERT INTO kbs_later VALUES (1)")
 
 
-def test_grant_read_command(reader: tuple[str, str], make_database: Callable[[], str],
-                            tmp_path: Path) -> None:
+def test_grant_read_command(
+    reader: tuple[str, str], make_database: Callable[[], str], tmp_path: Path
+) -> None:
     url, role = reader
     with connect_as(url, role) as c, pytest.raises(pg_errors.InsufficientPrivilege):
         c.execute("SELECT 1 FROM blocklist_intervals")  # nothing before the grant

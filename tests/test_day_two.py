@@ -35,13 +35,15 @@ def fresh_db(make_database: Callable[[], str]) -> tuple[str, Engine]:
 
 
 def run_rows(engine: Engine, sid: str) -> list[tuple]:
-    return rows(engine, "SELECT channel, status, error FROM sync_runs WHERE account_sid = :a "
-                        "ORDER BY id", a=sid)
+    return rows(
+        engine, "SELECT channel, status, error FROM sync_runs WHERE account_sid = :a ORDER BY id", a=sid
+    )
 
 
 def row_count(engine: Engine) -> int:
-    return rows(engine, "SELECT (SELECT COUNT(*) FROM sync_runs) + "
-                        "(SELECT COUNT(*) FROM blocklist_events)")[0][0]
+    return rows(engine, "SELECT (SELECT COUNT(*) FROM sync_runs) + (SELECT COUNT(*) FROM blocklist_events)")[
+        0
+    ][0]
 
 
 @pytest.fixture
@@ -53,9 +55,12 @@ def other_sim() -> Iterator[Simulator]:
 
 def two_accounts(tmp_path: Path, *sims: Simulator) -> Path:
     config = tmp_path / "accounts.toml"
-    config.write_text("".join(
-        f'[[accounts]]\nsid = "{s.sid}"\napi_key = "{s.api_key}"\nbase_url = "{s.base_url}"\n\n'
-        for s in sims))
+    config.write_text(
+        "".join(
+            f'[[accounts]]\nsid = "{s.sid}"\napi_key = "{s.api_key}"\nbase_url = "{s.base_url}"\n\n'
+            for s in sims
+        )
+    )
     return config
 
 
@@ -76,24 +81,32 @@ def test_check_passes_one_line_per_check_and_writes_nothing(sim: Simulator, make
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     assert [line.split(":")[0] for line in lines] == [
-        "ok    configuration", "ok    database", "ok    schema",
-        *(f"ok    kaleyra {sim.sid} {c}" for c in CHANNELS)]
+        "ok    configuration",
+        "ok    database",
+        "ok    schema",
+        *(f"ok    kaleyra {sim.sid} {c}" for c in CHANNELS),
+    ]
     assert f"kaleyra {sim.sid} sms: {sim.base_url} answered the listing" in result.stdout
     assert row_count(engine) == before  # no run row, no event
     # Exactly one limit=1 request per channel.
     assert sorted((q["channel"], q["limit"]) for _, _, q in sim.request_log) == sorted(
-        (c, "1") for c in CHANNELS)
+        (c, "1") for c in CHANNELS
+    )
     assert sim.api_key not in result.stdout + result.stderr
 
 
-def test_check_names_what_is_wrong_and_what_to_do(sim: Simulator, make_database,  # type: ignore[no-untyped-def]
-                                                  tmp_path: Path) -> None:
+def test_check_names_what_is_wrong_and_what_to_do(
+    sim: Simulator,
+    make_database,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+) -> None:
     empty = database.resolve_database_url(make_database())  # not migrated
     env = cli_env(sim, empty, KALEYRA_API_KEY="wrong-key-123")
     result = run_cli("check", env=env)
     assert result.returncode == 1
-    assert f"FAIL  schema: empty, not {database.head_revision()}; run `blocklist-sync migrate`" \
-        in result.stdout
+    assert (
+        f"FAIL  schema: empty, not {database.head_revision()}; run `blocklist-sync migrate`" in result.stdout
+    )
     assert f"FAIL  kaleyra {sim.sid} sms: Kaleyra answered HTTP 401 RBC001" in result.stdout
     assert f"FAIL  kaleyra {sim.sid} voice: skipped: sms failed account-wide" in result.stdout
     assert "wrong-key-123" not in result.stdout + result.stderr
@@ -101,8 +114,7 @@ def test_check_names_what_is_wrong_and_what_to_do(sim: Simulator, make_database,
     started = time.monotonic()
     dead = run_cli("check", env=cli_env(sim, empty, KALEYRA_BASE_URL="http://127.0.0.1:9/v1"))
     assert time.monotonic() - started < 20
-    assert f"FAIL  kaleyra {sim.sid} sms: cannot connect to 127.0.0.1:9: connection refused" \
-        in dead.stdout
+    assert f"FAIL  kaleyra {sim.sid} sms: cannot connect to 127.0.0.1:9: connection refused" in dead.stdout
     # No database file is created by looking for it.
     missing = run_cli("check", env=cli_env(sim, None), cwd=tmp_path)
     assert "FAIL  database: blocklist-sync.db does not exist" in missing.stdout
@@ -110,15 +122,20 @@ def test_check_names_what_is_wrong_and_what_to_do(sim: Simulator, make_database,
     # A configuration error: one line, exit 2.
     bad = run_cli("check", env=cli_env(None, empty))
     assert (bad.returncode, bad.stdout, bad.stderr.strip()) == (
-        2, "", "blocklist-sync: error: KALEYRA_SID is not set; set it to the account SID from "
-               "the Kaleyra console")
+        2,
+        "",
+        "blocklist-sync: error: KALEYRA_SID is not set; set it to the account SID from the Kaleyra console",
+    )
 
 
 # --- 2. interrupted runs -----------------------------------------------------------------------
 
 
-def test_a_cancelled_run_is_neither_success_nor_failure(sim: Simulator, make_database,  # type: ignore[no-untyped-def]
-                                                        tmp_path: Path) -> None:
+def test_a_cancelled_run_is_neither_success_nor_failure(
+    sim: Simulator,
+    make_database,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+) -> None:
     url, engine = fresh_db(make_database)
     sim.add("sms", numbers(5000))
     env = cli_env(sim, url, KALEYRA_CHANNELS="sms,voice", BLOCKLIST_SYNC_CONCURRENCY="1")
@@ -126,19 +143,26 @@ def test_a_cancelled_run_is_neither_success_nor_failure(sim: Simulator, make_dat
     sim.inject("slow", times=100_000, seconds=0.02)
     metrics = tmp_path / "m.prom"
     served = sim.requests
-    proc = subprocess.Popen([sys.executable, "-m", "sync", "run", "--metrics-file", str(metrics)],
-                            env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sync", "run", "--metrics-file", str(metrics)],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 30
     while sim.requests < served + 5 and time.monotonic() < deadline:
         time.sleep(0.02)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
-    assert f"{sim.sid} voice: cancelled: not started: cancelled by SIGINT; nothing was applied" \
-        in out
+    assert f"{sim.sid} voice: cancelled: not started: cancelled by SIGINT; nothing was applied" in out
     assert [r[:2] for r in run_rows(engine, sim.sid)] == [
-        ("sms", "succeeded"), ("voice", "succeeded"), ("sms", "cancelled")]
+        ("sms", "succeeded"),
+        ("voice", "succeeded"),
+        ("sms", "cancelled"),
+    ]
     status = run_cli("status", env=env)
     assert status.returncode == 0, status.stdout  # not a failure ...
     assert re.search(rf"{sim.sid}\s+sms\s+\S+ ago\s+cancelled", status.stdout)
@@ -150,9 +174,12 @@ def test_a_cancelled_run_is_neither_success_nor_failure(sim: Simulator, make_dat
     assert f'blocklist_sync_last_run_status{{{labels},status="cancelled"}} 1.0' in text
     assert f"blocklist_sync_last_run_success{{{labels}}}" not in text  # neither 1 nor 0
     assert f"blocklist_sync_last_success_timestamp_seconds{{{labels}}}" in text
-    health = rows(engine, "SELECT channel, last_run_status, last_success_at IS NOT NULL "
-                          "FROM blocklist_sync_health WHERE account_sid = :a ORDER BY channel",
-                  a=sim.sid)
+    health = rows(
+        engine,
+        "SELECT channel, last_run_status, last_success_at IS NOT NULL "
+        "FROM blocklist_sync_health WHERE account_sid = :a ORDER BY channel",
+        a=sim.sid,
+    )
     assert health == [("sms", "cancelled", True), ("voice", "succeeded", True)]
 
 
@@ -160,7 +187,8 @@ def test_a_cancelled_run_is_neither_success_nor_failure(sim: Simulator, make_dat
 
 
 def test_status_and_metrics_judge_only_the_configured_accounts(
-        sim: Simulator, other_sim: Simulator, make_database, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    sim: Simulator, other_sim: Simulator, make_database, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     url, _ = fresh_db(make_database)
     other_sim.add("sms", numbers(5))
     other_env = cli_env(other_sim, url, KALEYRA_CHANNELS="sms")
@@ -179,15 +207,18 @@ def test_status_and_metrics_judge_only_the_configured_accounts(
     assert other_sim.sid not in metrics.read_text() and sim.sid in metrics.read_text()
     records = json.loads(run_cli("status", "--json", env=env).stdout)["channels"]
     assert {(r["account_sid"], r["configured"], r["ok"]) for r in records} == {
-        (sim.sid, True, True), (other_sim.sid, False, True)}
+        (sim.sid, True, True),
+        (other_sim.sid, False, True),
+    }
     # A configured channel never swept is judged: --max-age fails on it, naming it.
     never = run_cli("status", "--max-age", "2h", env=cli_env(sim, url, KALEYRA_CHANNELS="sms,voice"))
     assert never.returncode == 1
     assert f"PROBLEM {sim.sid} voice: never swept, and --max-age is 2h" in never.stdout
 
 
-def test_account_flag_scopes_run_status_and_check(sim: Simulator, other_sim: Simulator,
-                                                  make_database, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_account_flag_scopes_run_status_and_check(
+    sim: Simulator, other_sim: Simulator, make_database, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     url, engine = fresh_db(make_database)
     for s in (sim, other_sim):
         s.add("sms", numbers(5))
@@ -214,7 +245,8 @@ def test_account_flag_scopes_run_status_and_check(sim: Simulator, other_sim: Sim
 
 
 def test_an_unreachable_host_is_named_with_its_cause_and_every_channel_gets_a_line(
-        sim: Simulator, make_database) -> None:  # type: ignore[no-untyped-def]
+    sim: Simulator, make_database
+) -> None:  # type: ignore[no-untyped-def]
     url, engine = fresh_db(make_database)
     env = cli_env(sim, url, KALEYRA_BASE_URL="http://127.0.0.1:9/v1")
     started = time.monotonic()
@@ -222,25 +254,37 @@ def test_an_unreachable_host_is_named_with_its_cause_and_every_channel_gets_a_li
     assert result.returncode == 1
     assert time.monotonic() - started < 30
     retries = [line for line in result.stderr.splitlines() if "sync.kaleyra" in line]
-    assert [re.search(r"attempt (\d) of 5 failed: cannot connect to 127\.0\.0\.1:9: connection "
-                      r"refused; retrying in [\d.]+s", line).group(1)  # type: ignore[union-attr]
-            for line in retries[:-1]] == ["1", "2", "3", "4"]
-    assert re.search(r"ERROR sync\.kaleyra: gave up after 5 attempt\(s\) in [\d.]+s: cannot "
-                     r"connect to 127\.0\.0\.1:9: connection refused", retries[-1])
+    assert (
+        [
+            re.search(
+                r"attempt (\d) of 5 failed: cannot connect to 127\.0\.0\.1:9: connection "
+                r"refused; retrying in [\d.]+s",
+                line,
+            ).group(1)  # type: ignore[union-attr]
+            for line in retries[:-1]
+        ]
+        == ["1", "2", "3", "4"]
+    )
+    assert re.search(
+        r"ERROR sync\.kaleyra: gave up after 5 attempt\(s\) in [\d.]+s: cannot "
+        r"connect to 127\.0\.0\.1:9: connection refused",
+        retries[-1],
+    )
     assert "stamina" not in result.stderr
     out = result.stdout.splitlines()
     assert out[0].startswith(f"{sim.sid} sms: failed, ")
     assert "cannot connect to 127.0.0.1:9: connection refused" in out[1]
     for channel in ("whatsapp", "voice"):
-        assert f"{sim.sid} {channel}: skipped: not tried, because sms failed with an error for " \
-               "the whole account (above)" in out
+        assert (
+            f"{sim.sid} {channel}: skipped: not tried, because sms failed with an error for "
+            "the whole account (above)" in out
+        )
     assert [r[:2] for r in run_rows(engine, sim.sid)] == [("sms", "failed")]
 
 
 def test_a_name_that_does_not_resolve_says_so(sim: Simulator, make_database) -> None:  # type: ignore[no-untyped-def]
     url, _ = fresh_db(make_database)
-    env = cli_env(sim, url, KALEYRA_BASE_URL="http://no-such-host.invalid/v1",
-                  KALEYRA_CHANNELS="sms")
+    env = cli_env(sim, url, KALEYRA_BASE_URL="http://no-such-host.invalid/v1", KALEYRA_CHANNELS="sms")
     result = run_cli("check", env=env)
     assert "cannot resolve no-such-host.invalid: name not resolved" in result.stdout
 
@@ -252,25 +296,31 @@ def test_status_max_age_names_each_stale_channel_in_text(sim: Simulator, make_da
     assert run_cli("run", env=env).returncode == 0
     with engine.begin() as conn:
         from sqlalchemy import text
-        conn.execute(text("UPDATE sync_runs SET finished_at = finished_at - interval '3 hours' "
-                          "WHERE account_sid = :a"), {"a": sim.sid})
+
+        conn.execute(
+            text(
+                "UPDATE sync_runs SET finished_at = finished_at - interval '3 hours' WHERE account_sid = :a"
+            ),
+            {"a": sim.sid},
+        )
     result = run_cli("status", "--max-age", "2h", env=env)
     assert result.returncode == 1
     problems = [line for line in result.stdout.splitlines() if line.startswith("PROBLEM")]
     assert problems == [
         f"PROBLEM {sim.sid} sms: last success 3h ago, older than --max-age 2h",
-        f"PROBLEM {sim.sid} whatsapp: last success 3h ago, older than --max-age 2h"]
+        f"PROBLEM {sim.sid} whatsapp: last success 3h ago, older than --max-age 2h",
+    ]
 
 
 # --- 5. logs ---------------------------------------------------------------------------------
 
 
 def test_json_logs_have_millisecond_utc_times_and_only_documented_flat_keys(
-        sim: Simulator, pg_url: str) -> None:
+    sim: Simulator, pg_url: str
+) -> None:
     sim.add("sms", numbers(150))
     sim.inject("WA500", at=1, times=1)  # one retry: the retry line's fields too
-    result = run_cli("run", "--log-format", "json", "-v",
-                     env=cli_env(sim, pg_url, KALEYRA_CHANNELS="sms"))
+    result = run_cli("run", "--log-format", "json", "-v", env=cli_env(sim, pg_url, KALEYRA_CHANNELS="sms"))
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
     assert any(r["message"].startswith("attempt 1 of 5 failed") for r in records)
@@ -300,39 +350,47 @@ def test_log_lines_never_land_inside_the_progress_bar(sim: Simulator, pg_url: st
     sim.inject("WA500", at=10, times=1)  # a retry line while the bar is drawn
     env = cli_env(sim, pg_url, KALEYRA_CHANNELS="sms", BLOCKLIST_SYNC_CONCURRENCY="1")
     command = f"stty cols 120 rows 40; {sys.executable} -m sync run"
-    tty = subprocess.run(["script", "-qec", command, "/dev/null"], env=env, cwd=REPO,
-                         capture_output=True, text=True, timeout=60)
+    tty = subprocess.run(
+        ["script", "-qec", command, "/dev/null"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert tty.returncode == 0, tty.stdout
     assert " rows" in tty.stdout  # the bar was drawn
     # Every log line starts a line of its own: after a newline or a carriage return that
     # cleared the bar, never glued behind the bar's text.
     screen = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", tty.stdout)
     for match in re.finditer(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (INFO|WARNING)", screen):
-        before = screen[:match.start()].rstrip(" ")
-        assert before == "" or before[-1] in "\r\n", repr(screen[match.start() - 80:match.end()])
+        before = screen[: match.start()].rstrip(" ")
+        assert before == "" or before[-1] in "\r\n", repr(screen[match.start() - 80 : match.end()])
     assert "attempt 1 of 5 failed" in screen
 
 
 # --- 6. metrics and alerts -------------------------------------------------------------------
 
 
-def test_last_run_gauges_and_their_deprecated_names(sim: Simulator, pg_url: str,
-                                                    tmp_path: Path) -> None:
+def test_last_run_gauges_and_their_deprecated_names(sim: Simulator, pg_url: str, tmp_path: Path) -> None:
     sim.add("sms", numbers(150))
     metrics = tmp_path / "m.prom"
     env = cli_env(sim, pg_url, KALEYRA_CHANNELS="sms")
     assert run_cli("run", "--metrics-file", str(metrics), env=env).returncode == 0
     text = metrics.read_text()
     labels = f'{{account="{sim.sid}",channel="sms"}}'
-    for new, old, value in (("last_run_added", "added", "150.0"), ("last_run_pages", "pages", "2.0"),
-                            ("last_run_removed", "removed", "0.0")):
+    for new, old, value in (
+        ("last_run_added", "added", "150.0"),
+        ("last_run_pages", "pages", "2.0"),
+        ("last_run_removed", "removed", "0.0"),
+    ):
         assert f"blocklist_sync_{new}{labels} {value}" in text
         assert f"blocklist_sync_{old}{labels} {value}" in text
-        assert f"# HELP blocklist_sync_{old} Deprecated (removed in 0.3): use blocklist_sync_{new}." \
-            in text
+        assert f"# HELP blocklist_sync_{old} Deprecated (removed in 0.3): use blocklist_sync_{new}." in text
     assert f"blocklist_sync_last_run_duration_seconds{labels}" in text
-    assert f'blocklist_sync_last_run_status{{account="{sim.sid}",channel="sms",status="succeeded"}} 1.0' \
-        in text
+    assert (
+        f'blocklist_sync_last_run_status{{account="{sim.sid}",channel="sms",status="succeeded"}} 1.0' in text
+    )
 
 
 def listening_addresses(pid: int, port: int) -> set[str]:
@@ -346,15 +404,21 @@ def listening_addresses(pid: int, port: int) -> set[str]:
     return found
 
 
-@pytest.mark.parametrize(("flags", "expected"), [([], "127.0.0.1"),
-                                                 (["--metrics-address", "0.0.0.0"], "0.0.0.0")])
-def test_metrics_port_listens_on_loopback_unless_told(sim: Simulator, pg_url: str,
-                                                      flags: list[str], expected: str) -> None:
+@pytest.mark.parametrize(
+    ("flags", "expected"), [([], "127.0.0.1"), (["--metrics-address", "0.0.0.0"], "0.0.0.0")]
+)
+def test_metrics_port_listens_on_loopback_unless_told(
+    sim: Simulator, pg_url: str, flags: list[str], expected: str
+) -> None:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "sync", "schedule", "--every", "1h",
-                             "--metrics-port", str(port), *flags],
-                            env=cli_env(sim, pg_url, KALEYRA_CHANNELS="sms"), cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sync", "schedule", "--every", "1h", "--metrics-port", str(port), *flags],
+        env=cli_env(sim, pg_url, KALEYRA_CHANNELS="sms"),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 30
         while not listening_addresses(proc.pid, port) and time.monotonic() < deadline:
@@ -371,18 +435,30 @@ def promtool() -> str:
 
     path = shutil.which("promtool")
     if path is None:
-        pytest.fail("promtool is not installed, so the alerting rules cannot be tested; install "
-                    "it (Debian/Ubuntu: apt-get install prometheus) and run the tests again")
+        pytest.fail(
+            "promtool is not installed, so the alerting rules cannot be tested; install "
+            "it (Debian/Ubuntu: apt-get install prometheus) and run the tests again"
+        )
     return path
 
 
 def test_alerting_rules_pass_promtool() -> None:
-    check = subprocess.run([promtool(), "check", "rules", "blocklist-sync-alerts.yaml"],
-                           cwd=REPO / "cron", capture_output=True, text=True, timeout=60)
+    check = subprocess.run(
+        [promtool(), "check", "rules", "blocklist-sync-alerts.yaml"],
+        cwd=REPO / "cron",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert check.returncode == 0, check.stdout + check.stderr
     assert "SUCCESS: 5 rules found" in check.stdout
-    test = subprocess.run([promtool(), "test", "rules", "blocklist-sync-alerts.test.yaml"],
-                          cwd=REPO / "cron", capture_output=True, text=True, timeout=60)
+    test = subprocess.run(
+        [promtool(), "test", "rules", "blocklist-sync-alerts.test.yaml"],
+        cwd=REPO / "cron",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert test.returncode == 0, test.stdout + test.stderr
     assert "SUCCESS" in test.stdout
 
@@ -393,20 +469,27 @@ def test_promtool_would_catch_a_wrong_threshold(tmp_path: Path) -> None:
         (tmp_path / name).write_text((REPO / "cron" / name).read_text())
     rules = tmp_path / "blocklist-sync-alerts.yaml"
     rules.write_text(rules.read_text().replace("> 2 * 3600", "> 3 * 3600"))
-    test = subprocess.run([promtool(), "test", "rules", "blocklist-sync-alerts.test.yaml"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    test = subprocess.run(
+        [promtool(), "test", "rules", "blocklist-sync-alerts.test.yaml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert test.returncode != 0 and "BlocklistSyncStale" in test.stdout + test.stderr
 
 
-def test_every_metric_the_alerts_read_is_published(sim: Simulator, pg_url: str,
-                                                   tmp_path: Path) -> None:
+def test_every_metric_the_alerts_read_is_published(sim: Simulator, pg_url: str, tmp_path: Path) -> None:
     sim.add("sms", numbers(5))
     metrics = tmp_path / "m.prom"
-    assert run_cli("run", "--metrics-file", str(metrics),
-                   env=cli_env(sim, pg_url, KALEYRA_CHANNELS="sms")).returncode == 0
+    assert (
+        run_cli(
+            "run", "--metrics-file", str(metrics), env=cli_env(sim, pg_url, KALEYRA_CHANNELS="sms")
+        ).returncode
+        == 0
+    )
     published = set(re.findall(r"^# TYPE (\w+) ", metrics.read_text(), re.MULTILINE))
-    read = set(re.findall(r"\bblocklist_sync_\w+", (REPO / "cron/blocklist-sync-alerts.yaml")
-                          .read_text()))
+    read = set(re.findall(r"\bblocklist_sync_\w+", (REPO / "cron/blocklist-sync-alerts.yaml").read_text()))
     assert read - published == set()
 
 
@@ -414,8 +497,7 @@ def test_every_metric_the_alerts_read_is_published(sim: Simulator, pg_url: str,
 
 
 def accounts(count: int) -> list[Account]:
-    return [Account(sid=f"HX{i:04d}", api_key="k", channels=CHANNELS[: 1 + i % 3])
-            for i in range(count)]
+    return [Account(sid=f"HX{i:04d}", api_key="k", channels=CHANNELS[: 1 + i % 3]) for i in range(count)]
 
 
 @pytest.mark.parametrize("count", [1, 2, 3, 5, 8])
@@ -423,11 +505,16 @@ def accounts(count: int) -> list[Account]:
 def test_n_shards_cover_every_pair_exactly_once(count: int, size: int) -> None:
     configured = accounts(size)
     every = sorted((a.sid, c) for a in configured for c in a.channels)
-    swept = [(a.sid, c) for k in range(count)
-             for a, chans in job.pairs_to_sweep(configured, shard=Shard(k, count)) for c in chans]
+    swept = [
+        (a.sid, c)
+        for k in range(count)
+        for a, chans in job.pairs_to_sweep(configured, shard=Shard(k, count))
+        for c in chans
+    ]
     assert sorted(swept) == every  # each pair once: no gap, no overlap
-    shares = [sum(len(c) for _, c in job.pairs_to_sweep(configured, shard=Shard(k, count)))
-              for k in range(count)]
+    shares = [
+        sum(len(c) for _, c in job.pairs_to_sweep(configured, shard=Shard(k, count))) for k in range(count)
+    ]
     assert max(shares) - min(shares) <= 1
 
 
@@ -439,27 +526,37 @@ def test_shard_settings() -> None:
             parse_shard(bad, env)
 
 
-def test_shards_in_parallel_sweep_every_pair_once(sim: Simulator, other_sim: Simulator,
-                                                  make_database, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_shards_in_parallel_sweep_every_pair_once(
+    sim: Simulator, other_sim: Simulator, make_database, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     url, engine = fresh_db(make_database)
     for s in (sim, other_sim):
         for channel in CHANNELS:
             s.add(channel, numbers(150))
-    env = cli_env(None, url, BLOCKLIST_SYNC_CONFIG=str(two_accounts(tmp_path, sim, other_sim)),
-                  BLOCKLIST_SYNC_SHARD="4")
+    env = cli_env(
+        None, url, BLOCKLIST_SYNC_CONFIG=str(two_accounts(tmp_path, sim, other_sim)), BLOCKLIST_SYNC_SHARD="4"
+    )
     # Four pods of an Indexed Job: the index comes from JOB_COMPLETION_INDEX.
-    procs = [subprocess.Popen([sys.executable, "-m", "sync", "run"],
-                              env={**env, "JOB_COMPLETION_INDEX": str(k)}, cwd=REPO,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for k in range(4)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "sync", "run"],
+            env={**env, "JOB_COMPLETION_INDEX": str(k)},
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for k in range(4)
+    ]
     outs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0, 0], outs
     swept = rows(engine, "SELECT account_sid, channel, status FROM sync_runs ORDER BY 1, 2")
     assert swept == sorted((s.sid, c, "succeeded") for s in (sim, other_sim) for c in CHANNELS)
 
 
-def test_overlapping_shards_never_sweep_a_pair_twice(sim: Simulator, other_sim: Simulator,
-                                                     make_database, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_overlapping_shards_never_sweep_a_pair_twice(
+    sim: Simulator, other_sim: Simulator, make_database, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     url, engine = fresh_db(make_database)
     for s in (sim, other_sim):
         for channel in CHANNELS:
@@ -470,14 +567,25 @@ def test_overlapping_shards_never_sweep_a_pair_twice(sim: Simulator, other_sim: 
     # A pod of an older rollout that thinks it is the only shard: it overlaps shard 0/2 ...
     sim.inject("slow", times=100_000, seconds=0.01)
     other_sim.inject("slow", times=100_000, seconds=0.01)
-    both = [subprocess.Popen([sys.executable, "-m", "sync", "run", "--shard", shard], env=env,
-                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            for shard in ("0/1", "1/2")]
+    both = [
+        subprocess.Popen(
+            [sys.executable, "-m", "sync", "run", "--shard", shard],
+            env=env,
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for shard in ("0/1", "1/2")
+    ]
     outs = [p.communicate(timeout=120) for p in both]
     assert [p.returncode for p in both] == [0, 0], outs
     # ... and yet every pair was swept exactly once, by whichever shard got there first.
-    swept = rows(engine, "SELECT account_sid, channel, COUNT(*) FROM sync_runs "
-                         "WHERE status <> 'skipped' GROUP BY 1, 2 ORDER BY 1, 2")
+    swept = rows(
+        engine,
+        "SELECT account_sid, channel, COUNT(*) FROM sync_runs "
+        "WHERE status <> 'skipped' GROUP BY 1, 2 ORDER BY 1, 2",
+    )
     assert swept == sorted((s.sid, c, 1) for s in (sim, other_sim) for c in CHANNELS)
     assert "skipped" in outs[0][0]
 
@@ -491,7 +599,7 @@ def test_the_configuration_table_names_every_setting() -> None:
     from sync.cli import cli
 
     readme = (REPO / "README.md").read_text()
-    table = readme[readme.index("## Configuration"):readme.index("## Commands")]
+    table = readme[readme.index("## Configuration") : readme.index("## Commands")]
     for name, command in cli.commands.items():
         for param in command.params:
             if isinstance(param, click.Option) and param.envvar:
@@ -504,11 +612,14 @@ def test_the_configuration_table_names_every_setting() -> None:
 def test_the_documented_shell_completion_line_prints_a_completion_script() -> None:
     readme = (REPO / "README.md").read_text()
     assert 'eval "$(_BLOCKLIST_SYNC_COMPLETE=bash_source blocklist-sync)"' in readme
-    script = subprocess.run([str(Path(sys.executable).parent / "blocklist-sync")],
-                            env={**cli_env(None, None), "_BLOCKLIST_SYNC_COMPLETE": "bash_source"},
-                            capture_output=True, text=True, timeout=60)
-    assert script.returncode == 0 and "complete -o nosort -F _blocklist_sync_completion" \
-        in script.stdout
+    script = subprocess.run(
+        [str(Path(sys.executable).parent / "blocklist-sync")],
+        env={**cli_env(None, None), "_BLOCKLIST_SYNC_COMPLETE": "bash_source"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert script.returncode == 0 and "complete -o nosort -F _blocklist_sync_completion" in script.stdout
 
 
 def test_the_simulator_example_shows_a_real_diff(tmp_path: Path) -> None:
@@ -516,13 +627,16 @@ def test_the_simulator_example_shows_a_real_diff(tmp_path: Path) -> None:
     swapped for a free one, so parallel test runs do not collide)."""
     readme = (REPO / "README.md").read_text()
     start = readme.index("<!-- example: simulator-diff -->")
-    block = readme[readme.index("```sh\n", start) + 6:readme.index("```", readme.index("```sh\n", start) + 6)]
+    block = readme[
+        readme.index("```sh\n", start) + 6 : readme.index("```", readme.index("```sh\n", start) + 6)
+    ]
     port = str(free_port())
     lines = block.replace("8099", port).replace("\\\n", " ").splitlines()
     simulate = lines[0].split("&")[0].split()
     env = {**cli_env(None, None), "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"}
-    server = subprocess.Popen(simulate, env=env, cwd=tmp_path, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        simulate, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -530,8 +644,14 @@ def test_the_simulator_example_shows_a_real_diff(tmp_path: Path) -> None:
                 if s.connect_ex(("127.0.0.1", int(port))) == 0:
                     break
             time.sleep(0.1)
-        result = subprocess.run(["bash", "-ec", "\n".join(lines[1:])], env=env, cwd=tmp_path,
-                                capture_output=True, text=True, timeout=120)
+        result = subprocess.run(
+            ["bash", "-ec", "\n".join(lines[1:])],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     finally:
         server.terminate()
         printed, _ = server.communicate(timeout=30)
@@ -550,5 +670,7 @@ def test_a_wrong_key_gives_every_channel_a_summary_line(sim: Simulator, pg_url: 
     assert "RBC001" in lines[1] and "check KALEYRA_SID and the API key" in lines[2]
     assert lines[3:] == [
         f"{sim.sid} {channel}: skipped: not tried, because sms failed with an error for the "
-        "whole account (above)" for channel in ("whatsapp", "voice")]
+        "whole account (above)"
+        for channel in ("whatsapp", "voice")
+    ]
     assert "wrong-key-123" not in result.stdout + result.stderr

@@ -53,15 +53,19 @@ UnitFile = dict[str, dict[str, list[str]]]
 def systemd_analyze() -> str:
     path = shutil.which("systemd-analyze")
     if path is None:
-        pytest.fail("systemd-analyze is not installed, so the systemd units cannot be checked; "
-                    "install it (Debian/Ubuntu: apt-get install systemd) and run the tests again")
+        pytest.fail(
+            "systemd-analyze is not installed, so the systemd units cannot be checked; "
+            "install it (Debian/Ubuntu: apt-get install systemd) and run the tests again"
+        )
     return path
 
 
 def console_script() -> Path:
     if not CONSOLE_SCRIPT.is_file():
-        pytest.fail(f"{CONSOLE_SCRIPT} does not exist; install the project into this interpreter's "
-                    "environment (pip install -e .) so the blocklist-sync console script exists")
+        pytest.fail(
+            f"{CONSOLE_SCRIPT} does not exist; install the project into this interpreter's "
+            "environment (pip install -e .) so the blocklist-sync console script exists"
+        )
     return CONSOLE_SCRIPT
 
 
@@ -149,8 +153,11 @@ def env_of(c: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def bare_env(**extra: str) -> dict[str, str]:
     """This process's environment without any of the job's settings."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("KALEYRA_", "BLOCKLIST_SYNC_", "DATABASE_URL"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("KALEYRA_", "BLOCKLIST_SYNC_", "DATABASE_URL"))
+    }
     env.update(extra)
     return env
 
@@ -159,11 +166,18 @@ def assert_cli_accepts(argv: list[str], where: str) -> None:
     """``argv`` gets past argument parsing: with no settings at all, the job stops at its first
     setting (exit 2, "KALEYRA_SID is not set"), not at an unknown option or a bad choice."""
     assert Path(argv[0]).name == "blocklist-sync", f"{where}: runs {argv[0]}, not blocklist-sync"
-    result = subprocess.run([str(console_script()), *argv[1:]], env=bare_env(), cwd=REPO,
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [str(console_script()), *argv[1:]],
+        env=bare_env(),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert (result.returncode, result.stderr.strip()) == (
-        2, "blocklist-sync: error: KALEYRA_SID is not set; set it to the account SID from the "
-           "Kaleyra console"), f"{where}: {argv[1:]} -> {result.returncode}: {result.stderr}"
+        2,
+        "blocklist-sync: error: KALEYRA_SID is not set; set it to the account SID from the Kaleyra console",
+    ), f"{where}: {argv[1:]} -> {result.returncode}: {result.stderr}"
 
 
 def fire_times(expression: str, first: dt.datetime, count: int) -> list[dt.datetime]:
@@ -182,10 +196,15 @@ def calendar_elapses(expression: str, count: int) -> list[dt.datetime]:
     """When systemd would elapse ``OnCalendar=expression`` next, in UTC."""
     result = subprocess.run(
         [systemd_analyze(), "calendar", f"--iterations={count}", expression],
-        env={**os.environ, "TZ": "UTC"}, capture_output=True, text=True, timeout=60)
+        env={**os.environ, "TZ": "UTC"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, f"systemd-analyze calendar rejects {expression!r}: {result.stderr}"
-    found = re.findall(r"(?:Next elapse|Iter\. #\d+): \w+ (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) UTC",
-                       result.stdout)
+    found = re.findall(
+        r"(?:Next elapse|Iter\. #\d+): \w+ (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) UTC", result.stdout
+    )
     assert len(found) == count, result.stdout
     return [dt.datetime.fromisoformat(f).replace(tzinfo=dt.UTC) for f in found]
 
@@ -225,12 +244,18 @@ def verify(paths: list[Path]) -> tuple[int, list[str]]:
     It may also complain about the host's own units (it loads their dependencies); those
     lines are not ours to fix and are left out.
     """
-    result = subprocess.run([systemd_analyze(), "verify", *map(str, paths)],
-                            cwd=paths[0].parent, capture_output=True, text=True, timeout=120,
-                            env={**os.environ, "SYSTEMD_LOG_COLOR": "0", "SYSTEMD_PAGER": ""})
+    result = subprocess.run(
+        [systemd_analyze(), "verify", *map(str, paths)],
+        cwd=paths[0].parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "SYSTEMD_LOG_COLOR": "0", "SYSTEMD_PAGER": ""},
+    )
     names = {p.name for p in paths}
-    ours = [line for line in (result.stdout + result.stderr).splitlines()
-            if any(name in line for name in names)]
+    ours = [
+        line for line in (result.stdout + result.stderr).splitlines() if any(name in line for name in names)
+    ]
     return result.returncode, ours
 
 
@@ -240,15 +265,23 @@ def test_systemd_analyze_verify_accepts_the_units(tmp_path: Path) -> None:
     assert returncode == 0
 
 
-@pytest.mark.parametrize(("change", "complaint"), [
-    pytest.param(("Type=oneshot\n", "Type=oneshot\nProtectSytem=strict\n"),
-                 "Unknown key 'ProtectSytem'", id="typo"),
-    pytest.param(("TimeoutStartSec=50min", "TimeoutStartSec=50 fortnights"),
-                 "Failed to parse TimeoutStartSec=", id="bad-value"),
-    pytest.param(("", ""), "is not executable", id="binary-not-installed"),
-])
+@pytest.mark.parametrize(
+    ("change", "complaint"),
+    [
+        pytest.param(
+            ("Type=oneshot\n", "Type=oneshot\nProtectSytem=strict\n"), "Unknown key 'ProtectSytem'", id="typo"
+        ),
+        pytest.param(
+            ("TimeoutStartSec=50min", "TimeoutStartSec=50 fortnights"),
+            "Failed to parse TimeoutStartSec=",
+            id="bad-value",
+        ),
+        pytest.param(("", ""), "is not executable", id="binary-not-installed"),
+    ],
+)
 def test_systemd_analyze_verify_would_catch_a_broken_unit(
-        tmp_path: Path, change: tuple[str, str], complaint: str) -> None:
+    tmp_path: Path, change: tuple[str, str], complaint: str
+) -> None:
     """The check above is not vacuous: verify reports such mistakes on lines we look at."""
     (copy,) = installable_copies(tmp_path, (SERVICE,))
     old, new = change
@@ -308,7 +341,8 @@ def seeded_sim() -> Iterator[Simulator]:
 
 
 def test_crontab_command_syncs_under_crons_bare_environment(
-        tmp_path: Path, seeded_sim: Simulator, pg_url: str) -> None:
+    tmp_path: Path, seeded_sim: Simulator, pg_url: str
+) -> None:
     """The crontab line, run by /bin/sh with only what cron provides, sweeps for real: it
     exports the env file (including a quoted DATABASE_URL holding `&`), reads the key from
     KALEYRA_API_KEY_FILE and appends its output to the log file."""
@@ -323,20 +357,30 @@ def test_crontab_command_syncs_under_crons_bare_environment(
         f"KALEYRA_SID={seeded_sim.sid}\n"
         f"KALEYRA_BASE_URL={seeded_sim.base_url}\n"
         "KALEYRA_CHANNELS=sms,whatsapp,voice\n"
-        f"DATABASE_URL='{pg_url}?application_name=blocklist-sync&connect_timeout=10'\n")
+        f"DATABASE_URL='{pg_url}?application_name=blocklist-sync&connect_timeout=10'\n"
+    )
 
     def installed(text: str) -> str:
-        return (text.replace(INSTALLED_BINARY, str(console_script()))
-                .replace(CONFIG_DIR, f"{etc}/").replace("/var/log/blocklist-sync/", f"{log_dir}/"))
+        return (
+            text.replace(INSTALLED_BINARY, str(console_script()))
+            .replace(CONFIG_DIR, f"{etc}/")
+            .replace("/var/log/blocklist-sync/", f"{log_dir}/")
+        )
 
     cron_env, entries = cron_lines()
     env = {name: installed(value) for name, value in cron_env.items()}
     env.update(HOME=str(tmp_path), LOGNAME="blocklist-sync")
-    (_, command), = entries
+    ((_, command),) = entries
     log_file = log_dir / "blocklist-sync.log"
     for _ in range(2):  # the second run finds nothing new
-        result = subprocess.run([env.get("SHELL", "/bin/sh"), "-c", installed(command)], env=env,
-                                cwd=tmp_path, capture_output=True, text=True, timeout=180)
+        result = subprocess.run(
+            [env.get("SHELL", "/bin/sh"), "-c", installed(command)],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
         log = log_file.read_text() if log_file.exists() else "(no log file)"
         assert (result.returncode, result.stdout, result.stderr) == (0, "", ""), log
 
@@ -344,9 +388,12 @@ def test_crontab_command_syncs_under_crons_bare_environment(
         assert f"{seeded_sim.sid} {channel}: succeeded, 120 blocklisted, +120 -0" in log
         assert f"{seeded_sim.sid} {channel}: succeeded, 120 blocklisted, +0 -0" in log
     assert seeded_sim.api_key not in log
-    counted = rows(database.make_engine(pg_url),
-                   "SELECT channel, count(*) FROM blocklist_entries WHERE account_sid = :sid "
-                   "GROUP BY channel ORDER BY channel", sid=seeded_sim.sid)
+    counted = rows(
+        database.make_engine(pg_url),
+        "SELECT channel, count(*) FROM blocklist_entries WHERE account_sid = :sid "
+        "GROUP BY channel ORDER BY channel",
+        sid=seeded_sim.sid,
+    )
     assert counted == [("sms", 120), ("voice", 120), ("whatsapp", 120)]
 
 
@@ -367,8 +414,12 @@ def test_kubernetes_cronjob_is_hourly_forbids_overlap_and_bounds_retries() -> No
     assert 0 < job_spec["activeDeadlineSeconds"] < 3600
     assert pod_spec(job_spec)["restartPolicy"] == "Never"
     rules = job_spec.get("podFailurePolicy", {}).get("rules", [])
-    no_retry = {code for rule in rules if rule["action"] == "FailJob"
-                for code in rule.get("onExitCodes", {}).get("values", [])}
+    no_retry = {
+        code
+        for rule in rules
+        if rule["action"] == "FailJob"
+        for code in rule.get("onExitCodes", {}).get("values", [])
+    }
     assert {2, 3} <= no_retry  # configuration errors and held sweeps are not retried
     assert "75" in MANIFEST.read_text() and "another run" in MANIFEST.read_text()
 
@@ -402,13 +453,16 @@ def test_kubernetes_key_comes_from_a_mounted_secret(which: str) -> None:
 
     key_file = env["KALEYRA_API_KEY_FILE"]["value"]
     secret_volumes = {v["name"]: v["secret"] for v in spec["volumes"] if "secret" in v}
-    mounts = [m for m in c["volumeMounts"] if m["name"] in secret_volumes
-              and key_file.startswith(m["mountPath"].rstrip("/") + "/")]
+    mounts = [
+        m
+        for m in c["volumeMounts"]
+        if m["name"] in secret_volumes and key_file.startswith(m["mountPath"].rstrip("/") + "/")
+    ]
     assert len(mounts) == 1, f"KALEYRA_API_KEY_FILE={key_file} is not inside a mounted Secret"
     mount = mounts[0]
     assert mount.get("readOnly") is True
     secret = secret_volumes[mount["name"]]
-    file_name = key_file[len(mount["mountPath"].rstrip("/")) + 1:]
+    file_name = key_file[len(mount["mountPath"].rstrip("/")) + 1 :]
     assert file_name in [item["path"] for item in secret.get("items", [])] or not secret.get("items")
 
     db = env["DATABASE_URL"]
@@ -425,8 +479,9 @@ def test_kubernetes_manifest_holds_no_secret_material() -> None:
     assert backfill_job()["kind"] != "Secret"
     text = MANIFEST.read_text()
     assert not re.search(r"^\s*(stringData|data):", text, re.MULTILINE)
-    assert not re.search(r"postgres(ql)?://[^\s'\"]*:[^\s'\"@]+@(?!db\.example\.com)", text), \
+    assert not re.search(r"postgres(ql)?://[^\s'\"]*:[^\s'\"@]+@(?!db\.example\.com)", text), (
         "a database URL with a password outside the example"
+    )
 
 
 # --- (d) the systemd units' settings ---------------------------------------------------------
@@ -438,13 +493,20 @@ def test_service_is_a_hardened_oneshot_with_75_as_success() -> None:
     assert one(unit, "Service", "Type") == "oneshot"
     assert "75" in " ".join(service["SuccessExitStatus"]).split()
     assert one(unit, "Service", "TimeoutStartSec")
-    expected = {"DynamicUser": "yes", "ProtectSystem": "strict", "ProtectHome": "yes",
-                "NoNewPrivileges": "yes", "PrivateTmp": "yes", "PrivateDevices": "yes",
-                "ProtectKernelTunables": "yes", "ProtectControlGroups": "yes",
-                "LockPersonality": "yes", "StateDirectory": "blocklist-sync"}
+    expected = {
+        "DynamicUser": "yes",
+        "ProtectSystem": "strict",
+        "ProtectHome": "yes",
+        "NoNewPrivileges": "yes",
+        "PrivateTmp": "yes",
+        "PrivateDevices": "yes",
+        "ProtectKernelTunables": "yes",
+        "ProtectControlGroups": "yes",
+        "LockPersonality": "yes",
+        "StateDirectory": "blocklist-sync",
+    }
     assert {key: one(unit, "Service", key) for key in expected} == expected
-    assert set(one(unit, "Service", "RestrictAddressFamilies").split()) == {
-        "AF_INET", "AF_INET6", "AF_UNIX"}
+    assert set(one(unit, "Service", "RestrictAddressFamilies").split()) == {"AF_INET", "AF_INET6", "AF_UNIX"}
 
 
 def test_units_take_the_key_as_a_credential_never_as_a_value() -> None:
@@ -498,9 +560,23 @@ def test_scheduler_is_a_restarting_long_running_hardened_service() -> None:
     assert one(unit, "Service", "KillSignal") == "SIGTERM"
     assert one(unit, "Service", "TimeoutStopSec") == "2min"
     assert one(unit, "Install", "WantedBy") == "multi-user.target"
-    service_hardening = {key: values for key, values in parse_unit(SERVICE)["Service"].items()
-                         if key.startswith(("Protect", "Private", "Restrict", "NoNew", "Lock",
-                                            "Memory", "SystemCall", "Capability", "DynamicUser"))}
+    service_hardening = {
+        key: values
+        for key, values in parse_unit(SERVICE)["Service"].items()
+        if key.startswith(
+            (
+                "Protect",
+                "Private",
+                "Restrict",
+                "NoNew",
+                "Lock",
+                "Memory",
+                "SystemCall",
+                "Capability",
+                "DynamicUser",
+            )
+        )
+    }
     assert {key: unit["Service"].get(key) for key in service_hardening} == service_hardening
 
 
@@ -514,8 +590,11 @@ SHARDED = CRON / "kubernetes-cronjob-sharded.yaml"
 def dockerfile() -> list[tuple[str, str]]:
     """The Dockerfile as (INSTRUCTION, arguments), continuation lines joined."""
     text = re.sub(r"\\\n\s*", " ", DOCKERFILE.read_text())
-    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1].strip())
-            for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    return [
+        (line.split(None, 1)[0].upper(), line.split(None, 1)[1].strip())
+        for line in text.splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
 
 
 def one_yaml(path: Path) -> dict[str, Any]:
@@ -525,8 +604,7 @@ def one_yaml(path: Path) -> dict[str, Any]:
 
 
 def version() -> str:
-    return re.search(r'^version = "([^"]+)"', (REPO / "pyproject.toml").read_text(),
-                     re.MULTILINE).group(1)  # type: ignore[union-attr]
+    return re.search(r'^version = "([^"]+)"', (REPO / "pyproject.toml").read_text(), re.MULTILINE).group(1)  # type: ignore[union-attr]
 
 
 def test_dockerfile_is_slim_non_root_with_blocklist_sync_as_entrypoint() -> None:
@@ -544,16 +622,16 @@ def test_dockerfile_is_slim_non_root_with_blocklist_sync_as_entrypoint() -> None
 def test_every_manifest_runs_the_image_the_dockerfile_builds() -> None:
     built = re.search(r"docker build -t (\S+) \.", DOCKERFILE.read_text()).group(1)  # type: ignore[union-attr]
     assert built.endswith(f":{version()}")
-    specs = {"CronJob": pod_spec(cronjob()["spec"]["jobTemplate"]["spec"]),
-             "backfill": pod_spec(backfill_job()["spec"]),
-             "migrate": pod_spec(one_yaml(MIGRATE_JOB)["spec"]),
-             "sharded": pod_spec(one_yaml(SHARDED)["spec"]["jobTemplate"]["spec"])}
-    assert {where: container(spec)["image"] for where, spec in specs.items()} == dict.fromkeys(
-        specs, built)
+    specs = {
+        "CronJob": pod_spec(cronjob()["spec"]["jobTemplate"]["spec"]),
+        "backfill": pod_spec(backfill_job()["spec"]),
+        "migrate": pod_spec(one_yaml(MIGRATE_JOB)["spec"]),
+        "sharded": pod_spec(one_yaml(SHARDED)["spec"]["jobTemplate"]["spec"]),
+    }
+    assert {where: container(spec)["image"] for where, spec in specs.items()} == dict.fromkeys(specs, built)
 
 
-def test_the_image_install_and_entrypoint_work_in_a_fresh_venv(
-        tmp_path: Path, make_database: Any) -> None:
+def test_the_image_install_and_entrypoint_work_in_a_fresh_venv(tmp_path: Path, make_database: Any) -> None:
     """What `docker build` does, minus Docker: the COPY steps into /src, the pip install, and
     then the entrypoint, from a directory outside the checkout (the migrations must travel)."""
     src = tmp_path / "src"
@@ -564,8 +642,7 @@ def test_the_image_install_and_entrypoint_work_in_a_fresh_venv(
             *sources, dest = args.split()
             for source in sources:
                 origin = REPO / source
-                target = (src / origin.name if dest.endswith("/")
-                          else src / Path(dest).relative_to("/src"))
+                target = src / origin.name if dest.endswith("/") else src / Path(dest).relative_to("/src")
                 if origin.is_dir():
                     shutil.copytree(origin, target, ignore=shutil.ignore_patterns("__pycache__"))
                 else:
@@ -574,22 +651,25 @@ def test_the_image_install_and_entrypoint_work_in_a_fresh_venv(
     assert installs == ["pip install /src && rm -rf /src"]
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    pip = subprocess.run([str(venv / "bin/pip"), "install", "-q", str(src)],
-                         capture_output=True, text=True, timeout=600)
+    pip = subprocess.run(
+        [str(venv / "bin/pip"), "install", "-q", str(src)], capture_output=True, text=True, timeout=600
+    )
     assert pip.returncode == 0, pip.stderr
     entrypoint = str(venv / "bin/blocklist-sync")
     work = tmp_path / "work"
     work.mkdir()
 
     def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([entrypoint, *args], env=bare_env(**env), cwd=work,
-                              capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            [entrypoint, *args], env=bare_env(**env), cwd=work, capture_output=True, text=True, timeout=120
+        )
 
     assert run("--version").stdout.strip() == f"blocklist-sync, version {version()}"
     url = make_database()
     migrated = run("migrate", DATABASE_URL=url)
     assert migrated.returncode == 0 and migrated.stdout.strip().endswith(
-        f"schema upgraded from empty to {database.head_revision()}"), migrated.stderr
+        f"schema upgraded from empty to {database.head_revision()}"
+    ), migrated.stderr
     assert run("check").returncode == 2  # no settings: a configuration error, as the pod would see
 
 
@@ -601,14 +681,24 @@ def test_the_migrate_job_is_a_real_manifest_that_migrates(make_database: Any) ->
     c = container(spec)
     assert c["command"] == ["blocklist-sync", "migrate"]
     assert env_of(c)["DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {
-        "name": "blocklist-sync", "key": "database-url"}
+        "name": "blocklist-sync",
+        "key": "database-url",
+    }
     assert spec["restartPolicy"] == "Never" and spec["securityContext"]["runAsNonRoot"] is True
     url = make_database()
-    result = subprocess.run([str(console_script()), *c["command"][1:]], env=bare_env(DATABASE_URL=url),
-                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [str(console_script()), *c["command"][1:]],
+        env=bare_env(DATABASE_URL=url),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
-    assert "# apiVersion: batch/v1\n# kind: Job\n# metadata:\n#   generateName: blocklist-sync-migrate" \
+    assert (
+        "# apiVersion: batch/v1\n# kind: Job\n# metadata:\n#   generateName: blocklist-sync-migrate"
         not in MANIFEST.read_text()
+    )
 
 
 def test_the_sharded_cronjob_is_an_indexed_job_whose_shards_cover_the_pairs() -> None:
@@ -623,8 +713,10 @@ def test_the_sharded_cronjob_is_an_indexed_job_whose_shards_cover_the_pairs() ->
     assert job_spec["completions"] == job_spec["parallelism"] == count > 1
     # Every index Kubernetes will give is a shard the CLI accepts.
     from sync.settings import Shard, parse_shard
+
     assert [parse_shard(str(count), {"JOB_COMPLETION_INDEX": str(k)}) for k in range(count)] == [
-        Shard(k, count) for k in range(count)]
+        Shard(k, count) for k in range(count)
+    ]
     assert_cli_accepts(c["command"], "sharded CronJob")
     config = env["BLOCKLIST_SYNC_CONFIG"]["value"]
     mounts = {m["mountPath"] for m in c["volumeMounts"]}
@@ -635,10 +727,13 @@ def test_the_sharded_cronjob_is_an_indexed_job_whose_shards_cover_the_pairs() ->
 
 def test_a_stop_is_not_a_failure_for_systemd_or_kubernetes() -> None:
     assert "143" in one(parse_unit(SERVICE), "Service", "SuccessExitStatus").split()
-    for spec in (cronjob()["spec"]["jobTemplate"]["spec"],
-                 one_yaml(SHARDED)["spec"]["jobTemplate"]["spec"]):
-        ignored = {code for rule in spec["podFailurePolicy"]["rules"] if rule["action"] == "Ignore"
-                   for code in rule.get("onExitCodes", {}).get("values", [])}
+    for spec in (cronjob()["spec"]["jobTemplate"]["spec"], one_yaml(SHARDED)["spec"]["jobTemplate"]["spec"]):
+        ignored = {
+            code
+            for rule in spec["podFailurePolicy"]["rules"]
+            if rule["action"] == "Ignore"
+            for code in rule.get("onExitCodes", {}).get("values", [])
+        }
         assert 143 in ignored
 
 

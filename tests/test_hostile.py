@@ -40,46 +40,74 @@ from tests.conftest import (
 
 
 def entries(engine: Engine, sim: Simulator, channel: str = "sms") -> set[str]:
-    return {r[0] for r in rows(engine, "SELECT mobile FROM blocklist_entries WHERE account_sid = :a "
-                                       "AND channel = :c", a=sim.sid, c=channel)}
+    return {
+        r[0]
+        for r in rows(
+            engine,
+            "SELECT mobile FROM blocklist_entries WHERE account_sid = :a AND channel = :c",
+            a=sim.sid,
+            c=channel,
+        )
+    }
 
 
 def events(engine: Engine, sim: Simulator) -> list[tuple[str, str]]:
-    return [(r[0], r[1]) for r in rows(engine, "SELECT mobile, change FROM blocklist_events "
-                                               "WHERE account_sid = :a ORDER BY id", a=sim.sid)]
+    return [
+        (r[0], r[1])
+        for r in rows(
+            engine,
+            "SELECT mobile, change FROM blocklist_events WHERE account_sid = :a ORDER BY id",
+            a=sim.sid,
+        )
+    ]
 
 
 def last_run(engine: Engine, sim: Simulator) -> tuple:
-    return rows(engine, "SELECT status, rejected, error, added, removed FROM sync_runs "
-                        "WHERE account_sid = :a ORDER BY id DESC LIMIT 1", a=sim.sid)[0]
+    return rows(
+        engine,
+        "SELECT status, rejected, error, added, removed FROM sync_runs "
+        "WHERE account_sid = :a ORDER BY id DESC LIMIT 1",
+        a=sim.sid,
+    )[0]
 
 
 def sweep(sim: Simulator, store: Store, **options: object):
     client_options = {k: options.pop(k) for k in list(options) if k in ("response_timeout",)}
-    return sweep_channel(make_client(sim, **client_options), store, "sms",
-                         SweepOptions(**options))  # type: ignore[arg-type]
+    return sweep_channel(make_client(sim, **client_options), store, "sms", SweepOptions(**options))  # type: ignore[arg-type]
 
 
 # -- 1. canonical numbers -------------------------------------------------------------------
 
-@pytest.mark.parametrize(("raw", "expected"), [
-    ("+919800000001", "+919800000001"),
-    (" +919800000001", "+919800000001"),
-    ("+91 98000-00001\n", "+919800000001"),
-    ("+1 (415) 555.0100", "+14155550100"),
-    ("+6834002", "+6834002"),  # Niue: 7 digits is a real number
-    ("919800000001", None),  # no country is guessed
-    ("+091980000000", None),
-    ("+", None), ("abc", None), ("<script>", None), ("+91\n9800000001", None),
-    ("+9198000000011234", None), ("+91980000\x0001", None), ("＋９１９８００００００００１", None),
-    ("+" + "9" * 3000, None), (919800000001, None), (None, None),
-])
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("+919800000001", "+919800000001"),
+        (" +919800000001", "+919800000001"),
+        ("+91 98000-00001\n", "+919800000001"),
+        ("+1 (415) 555.0100", "+14155550100"),
+        ("+6834002", "+6834002"),  # Niue: 7 digits is a real number
+        ("919800000001", None),  # no country is guessed
+        ("+091980000000", None),
+        ("+", None),
+        ("abc", None),
+        ("<script>", None),
+        ("+91\n9800000001", None),
+        ("+9198000000011234", None),
+        ("+91980000\x0001", None),
+        ("＋９１９８００００００００１", None),
+        ("+" + "9" * 3000, None),
+        (919800000001, None),
+        (None, None),
+    ],
+)
 def test_canonical_form(raw: object, expected: str | None) -> None:
     assert canonical(raw) == expected
 
 
 def test_variants_of_one_number_are_one_entry_with_one_history(
-        sim: Simulator, store: Store, engine: Engine) -> None:
+    sim: Simulator, store: Store, engine: Engine
+) -> None:
     sim.add("sms", ["+919800000001", " +919800000001", "+91 9800000001", "+919800000002"])
     first = sweep(sim, store)
     assert first.outcome is Outcome.SUCCEEDED
@@ -95,7 +123,8 @@ def test_variants_of_one_number_are_one_entry_with_one_history(
 
 
 def test_rows_that_are_no_number_are_counted_never_stored(
-        sim: Simulator, store: Store, engine: Engine, caplog: pytest.LogCaptureFixture) -> None:
+    sim: Simulator, store: Store, engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
     sim.add("sms", numbers(150))
     garbage = ["abc", "<script>alert(1)</script>", "+", "+" + "1" * 3000, "+91\x1b[2J98"]
     sim.add("sms", garbage)
@@ -109,11 +138,12 @@ def test_rows_that_are_no_number_are_counted_never_stored(
     assert len(warning) < 400  # a few short, escaped examples, not the 3,000-character row
 
 
-def test_bytes_that_are_not_utf8_reject_their_row_only(sim: Simulator, store: Store,
-                                                       engine: Engine) -> None:
-    body = (b'{"code":"CNT196","message":"ok","error":{},"data":['
-            b'{"mobile":"+91\xff\xfe9800000001","channel_type":"1"},'
-            b'{"mobile":"+919800000009","channel_type":"1"}]}')
+def test_bytes_that_are_not_utf8_reject_their_row_only(sim: Simulator, store: Store, engine: Engine) -> None:
+    body = (
+        b'{"code":"CNT196","message":"ok","error":{},"data":['
+        b'{"mobile":"+91\xff\xfe9800000001","channel_type":"1"},'
+        b'{"mobile":"+919800000009","channel_type":"1"}]}'
+    )
     sim.inject("raw", at=1, body=body)
     result = sweep(sim, store)
     assert result.outcome is Outcome.SUCCEEDED
@@ -132,15 +162,17 @@ def test_status_shows_rejected_rows(sim: Simulator, pg_url: str) -> None:
     assert f"{sim.sid} sms: the last sweep rejected 1 listed row(s)" in text_status
 
 
-def test_removal_checks_send_and_compare_canonical_forms(sim: Simulator, store: Store,
-                                                         engine: Engine) -> None:
+def test_removal_checks_send_and_compare_canonical_forms(
+    sim: Simulator, store: Store, engine: Engine
+) -> None:
     sim.add("sms", numbers(200))
     sweep(sim, store)
     # The listing skips 10 numbers (a shifting list), but they are still blocklisted.
     skipped = numbers(10)
     original = sim.lists["sms"].page
     sim.lists["sms"].page = lambda offset, limit: [  # type: ignore[method-assign]
-        m for m in original(offset, limit) if m not in skipped]
+        m for m in original(offset, limit) if m not in skipped
+    ]
     result = sweep(sim, store)
     assert result.diff and result.diff.removed == 0
     asked = {m for _, _, q in sim.request_log if "mobile" in q for m in q["mobile"].split(",")}
@@ -149,12 +181,15 @@ def test_removal_checks_send_and_compare_canonical_forms(sim: Simulator, store: 
 
 # -- 2. secrets ---------------------------------------------------------------------------
 
+
 def test_a_key_file_with_a_second_line_is_refused_without_printing_it(
-        sim: Simulator, pg_url: str, tmp_path: Path) -> None:
+    sim: Simulator, pg_url: str, tmp_path: Path
+) -> None:
     key_file = tmp_path / "key"
     key_file.write_text(f"{sim.api_key}\nsecond-line-of-the-file\n")
-    env = cli_env(None, pg_url, KALEYRA_SID=sim.sid, KALEYRA_API_KEY_FILE=str(key_file),
-                  KALEYRA_BASE_URL=sim.base_url)
+    env = cli_env(
+        None, pg_url, KALEYRA_SID=sim.sid, KALEYRA_API_KEY_FILE=str(key_file), KALEYRA_BASE_URL=sim.base_url
+    )
     result = run_cli("run", env=env)
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "line breaks" in result.stderr
@@ -169,8 +204,9 @@ def test_a_sid_with_whitespace_or_control_characters_is_refused(sid: str, pg_url
     assert result.stderr.count("\n") == 1
 
 
-def test_an_error_body_echoing_the_key_is_blanked_everywhere(sim: Simulator, pg_url: str,
-                                                            engine: Engine) -> None:
+def test_an_error_body_echoing_the_key_is_blanked_everywhere(
+    sim: Simulator, pg_url: str, engine: Engine
+) -> None:
     sim.add("sms", numbers(5))
     sim.inject("echo_key", at=1, times=10)
     env = cli_env(sim, pg_url, KALEYRA_CHANNELS="sms", BLOCKLIST_SYNC_LOG_FORMAT="json")
@@ -195,20 +231,31 @@ def test_a_query_password_in_database_url_is_never_printed(sim: Simulator, make_
 
 def test_a_traceback_is_redacted_too(sim: Simulator) -> None:
     """Even an uncaught exception's traceback goes through the redaction."""
-    code = ("from sync import redaction; redaction.install(); "
-            f"redaction.register_secret({sim.api_key!r}); "
-            f"raise RuntimeError('key was ' + {json.dumps(sim.api_key)!s})")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            cwd=REPO, timeout=30)
+    code = (
+        "from sync import redaction; redaction.install(); "
+        f"redaction.register_secret({sim.api_key!r}); "
+        f"raise RuntimeError('key was ' + {json.dumps(sim.api_key)!s})"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=30
+    )
     assert "RuntimeError: key was ***" in result.stderr and sim.api_key not in result.stderr
 
 
 # -- 3. only our own tables ---------------------------------------------------------------
 
-def test_a_users_tables_with_the_staging_names_survive_sweeps(sim: Simulator, store: Store,
-                                                              engine: Engine) -> None:
-    names = ("sweep_seen", "sweep_added", "sweep_removed", "kbs_staging_seen",
-             "kbs_staging_added", "kbs_staging_removed")
+
+def test_a_users_tables_with_the_staging_names_survive_sweeps(
+    sim: Simulator, store: Store, engine: Engine
+) -> None:
+    names = (
+        "sweep_seen",
+        "sweep_added",
+        "sweep_removed",
+        "kbs_staging_seen",
+        "kbs_staging_added",
+        "kbs_staging_removed",
+    )
     with engine.begin() as c:
         for name in names:
             c.execute(text(f"CREATE TABLE IF NOT EXISTS {name} (mobile TEXT, channel_type TEXT)"))
@@ -218,8 +265,9 @@ def test_a_users_tables_with_the_staging_names_survive_sweeps(sim: Simulator, st
     sim.remove("sms", numbers(3))
     assert sweep(sim, store).outcome is Outcome.SUCCEEDED
     for name in names:
-        assert rows(engine, f"SELECT mobile FROM {name} WHERE channel_type = :sid",
-                    sid=sim.sid) == [("user data",)]
+        assert rows(engine, f"SELECT mobile FROM {name} WHERE channel_type = :sid", sid=sim.sid) == [
+            ("user data",)
+        ]
 
 
 def test_sqlite_staging_leaves_a_users_tables_alone(sim: Simulator, sqlite_store: Store) -> None:
@@ -233,8 +281,10 @@ def test_sqlite_staging_leaves_a_users_tables_alone(sim: Simulator, sqlite_store
 
 # -- 4. checks that prove themselves ------------------------------------------------------
 
-def test_a_filter_that_denies_everything_confirms_no_removal(sim: Simulator, store: Store,
-                                                            engine: Engine) -> None:
+
+def test_a_filter_that_denies_everything_confirms_no_removal(
+    sim: Simulator, store: Store, engine: Engine
+) -> None:
     sim.add("sms", numbers(300))
     sweep(sim, store)
     before = (entries(engine, sim), events(engine, sim))
@@ -242,7 +292,8 @@ def test_a_filter_that_denies_everything_confirms_no_removal(sim: Simulator, sto
     skipped = set(numbers(30, start=100))
     original = sim.lists["sms"].page
     sim.lists["sms"].page = lambda offset, limit: [  # type: ignore[method-assign]
-        m for m in original(offset, limit) if m not in skipped]
+        m for m in original(offset, limit) if m not in skipped
+    ]
     sim.lying_filter = True
     result = sweep(sim, store)
     assert result.outcome is Outcome.FAILED
@@ -254,8 +305,8 @@ def test_a_filter_that_denies_everything_confirms_no_removal(sim: Simulator, sto
 
 # -- 5. bounded in time and memory --------------------------------------------------------
 
-def test_a_trickling_server_meets_the_response_deadline(sim: Simulator, store: Store,
-                                                        engine: Engine) -> None:
+
+def test_a_trickling_server_meets_the_response_deadline(sim: Simulator, store: Store, engine: Engine) -> None:
     sim.add("sms", numbers(10))
     sim.inject("trickle", at=1, times=10, seconds=0.2)
     started = time.monotonic()
@@ -273,8 +324,7 @@ def test_the_client_reports_a_trickle_as_a_transport_error(sim: Simulator) -> No
         list(make_client(sim, response_timeout=0.5).sweep("sms"))
 
 
-def test_the_sweep_deadline_stops_a_slow_sweep(sim: Simulator, store: Store,
-                                               engine: Engine) -> None:
+def test_the_sweep_deadline_stops_a_slow_sweep(sim: Simulator, store: Store, engine: Engine) -> None:
     sim.add("sms", numbers(500))
     sim.inject("slow", at=2, times=100, seconds=0.5)
     started = time.monotonic()
@@ -285,13 +335,20 @@ def test_the_sweep_deadline_stops_a_slow_sweep(sim: Simulator, store: Store,
 
 
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
-def test_a_signal_ends_a_trickled_sweep_within_seconds(sim: Simulator, pg_url: str,
-                                                       engine: Engine, stop: int) -> None:
+def test_a_signal_ends_a_trickled_sweep_within_seconds(
+    sim: Simulator, pg_url: str, engine: Engine, stop: int
+) -> None:
     sim.add("sms", numbers(50))
     sim.inject("trickle", at=1, times=100, seconds=0.5)
     env = cli_env(sim, pg_url, KALEYRA_CHANNELS="sms")
-    process = subprocess.Popen([sys.executable, "-m", "sync", "run"], env=env, cwd=REPO,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sync", "run"],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 20
     while not rows(engine, "SELECT 1 FROM sync_runs WHERE account_sid = :a", a=sim.sid):
         assert time.monotonic() < deadline, "the run never started"
@@ -306,8 +363,9 @@ def test_a_signal_ends_a_trickled_sweep_within_seconds(sim: Simulator, pg_url: s
     assert status[0] != "running" and entries(engine, sim) == set()
 
 
-def test_a_gzip_bomb_is_stopped_at_the_cap_in_flat_memory(sim: Simulator, pg_url: str,
-                                                          engine: Engine) -> None:
+def test_a_gzip_bomb_is_stopped_at_the_cap_in_flat_memory(
+    sim: Simulator, pg_url: str, engine: Engine
+) -> None:
     sim.add("sms", numbers(5))
     sim.inject("gzip_bomb", at=1, times=10, size=1 << 30)  # inflates to 1 GiB
     env = cli_env(sim, pg_url, KALEYRA_CHANNELS="sms")
@@ -327,8 +385,7 @@ def test_a_huge_body_is_refused_before_it_is_read(sim: Simulator) -> None:
 
 def test_a_gzipped_honest_page_is_read(sim: Simulator) -> None:
     rows_ = [{"mobile": m, "channel_type": "1"} for m in numbers(3)]
-    body = gzip.compress(json.dumps({"code": "CNT196", "message": "ok", "data": rows_,
-                                     "error": {}}).encode())
+    body = gzip.compress(json.dumps({"code": "CNT196", "message": "ok", "data": rows_, "error": {}}).encode())
     original = sim.get_blocklist
 
     def gzipped(sid, key, query):  # type: ignore[no-untyped-def]
@@ -340,8 +397,9 @@ def test_a_gzipped_honest_page_is_read(sim: Simulator) -> None:
     assert [e.mobile for p in make_client(sim).sweep("sms") for e in p.entries] == numbers(3)
 
 
-def test_a_page_with_more_rows_than_asked_is_a_protocol_error(sim: Simulator, store: Store,
-                                                             engine: Engine) -> None:
+def test_a_page_with_more_rows_than_asked_is_a_protocol_error(
+    sim: Simulator, store: Store, engine: Engine
+) -> None:
     sim.add("sms", numbers(300))
     sim.inject("oversize", at=2)
     with pytest.raises(ProtocolError, match="101 rows where 100 were asked"):
@@ -353,9 +411,11 @@ def test_a_page_with_more_rows_than_asked_is_a_protocol_error(sim: Simulator, st
 
 # -- 6. loop detection without false alarms -----------------------------------------------
 
+
 @pytest.mark.parametrize("concurrency", [1, 4])
 def test_a_short_last_page_repeated_by_a_front_insert_ends_in_a_correct_sweep(
-        sim: Simulator, store: Store, engine: Engine, concurrency: int) -> None:
+    sim: Simulator, store: Store, engine: Engine, concurrency: int
+) -> None:
     sim.add("sms", numbers(230))  # pages of 100, 100, 30
     front = numbers(30, prefix="+9170000")
 
@@ -380,6 +440,7 @@ def test_a_short_last_page_repeated_by_a_front_insert_ends_in_a_correct_sweep(
     sim.get_blocklist = record  # type: ignore[method-assign]
     client = make_client(sim, concurrency=concurrency)
     from sync.job import sweep_channel as run_sweep
+
     result = run_sweep(client, store, "sms", SweepOptions())
     assert result.outcome is Outcome.SUCCEEDED, result.message
     assert "260" in served  # the page at 230 repeated the one at 200, and the sweep went on
@@ -397,12 +458,16 @@ def test_a_server_ignoring_offset_still_fails_fast(sim: Simulator) -> None:
 
 # -- 7. small ones ------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("url", "says"), [
-    (f"{PG_SERVER.replace('5432', 'abc')}/x", "port"),
-    (f"{PG_SERVER.replace('5432', '99999')}/x", "out of range"),
-    (f"{PG_SERVER}/x?sslmod=require", "unknown connection option sslmod"),
-    ("mysql://u@h/db", "not supported"),
-])
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        (f"{PG_SERVER.replace('5432', 'abc')}/x", "port"),
+        (f"{PG_SERVER.replace('5432', '99999')}/x", "out of range"),
+        (f"{PG_SERVER}/x?sslmod=require", "unknown connection option sslmod"),
+        ("mysql://u@h/db", "not supported"),
+    ],
+)
 def test_a_malformed_database_url_is_one_line_and_exit_2(url: str, says: str) -> None:
     result = run_cli("migrate", env=cli_env(None, url))
     assert result.returncode == 2 and says in result.stderr
@@ -417,62 +482,88 @@ def test_canonical_costs_little_per_row() -> None:
 
 # -- the migration that repairs stored rows -----------------------------------------------
 
-def test_migration_0003_merges_variants_and_drops_garbage_without_inventing_events(
-        make_database) -> None:  # type: ignore[no-untyped-def]
+
+def test_migration_0003_merges_variants_and_drops_garbage_without_inventing_events(make_database) -> None:  # type: ignore[no-untyped-def]
     url = database.resolve_database_url(make_database())
     engine = database.make_engine(url)
     from alembic import command
+
     command.upgrade(database.alembic_config(engine), "0002")
     a, ch = "HXREPAIR", "sms"
     history = [  # (run, mobile, change): what the old code recorded
-        (1, "+919800000001", "added"), (1, " +919800000001", "added"),  # two spellings, one sweep
-        (1, "abc", "added"), (1, "+919800000002", "added"),
-        (2, "+919800000002", "added"), (2, "+919800000002", "removed"),  # wrong: fixed below
+        (1, "+919800000001", "added"),
+        (1, " +919800000001", "added"),  # two spellings, one sweep
+        (1, "abc", "added"),
+        (1, "+919800000002", "added"),
+        (2, "+919800000002", "added"),
+        (2, "+919800000002", "removed"),  # wrong: fixed below
         (3, "+91 9800000003", "added"),
-        (4, "+919800000003", "added"), (4, "+91 9800000003", "removed"),  # re-spelled listing
-        (5, "+919800000004", "added"), (6, "+919800000004", "removed"),
+        (4, "+919800000003", "added"),
+        (4, "+91 9800000003", "removed"),  # re-spelled listing
+        (5, "+919800000004", "added"),
+        (6, "+919800000004", "removed"),
         (7, "+91 9800000004", "added"),  # truly re-added, in another spelling
     ]
     history = [h for h in history if h[0] != 2]
-    present = {"+919800000001", " +919800000001", "abc", "+919800000002", "+919800000003",
-               "+91 9800000004"}
+    present = {"+919800000001", " +919800000001", "abc", "+919800000002", "+919800000003", "+91 9800000004"}
     with engine.begin() as c:
         for run in range(1, 8):
-            c.execute(text("INSERT INTO sync_runs (id, account_sid, channel, trigger, status, "
-                           "started_at, finished_at) VALUES (:id, :a, :ch, 'manual', 'succeeded', "
-                           "now() - make_interval(days => 10 - :id), "
-                           "now() - make_interval(days => 10 - :id))"),
-                      {"id": run, "a": a, "ch": ch})
+            c.execute(
+                text(
+                    "INSERT INTO sync_runs (id, account_sid, channel, trigger, status, "
+                    "started_at, finished_at) VALUES (:id, :a, :ch, 'manual', 'succeeded', "
+                    "now() - make_interval(days => 10 - :id), "
+                    "now() - make_interval(days => 10 - :id))"
+                ),
+                {"id": run, "a": a, "ch": ch},
+            )
         for run, mobile, change in history:
-            c.execute(text("INSERT INTO blocklist_events (account_sid, channel, mobile, change, "
-                           "detected_at, initial_load, run_id) VALUES (:a, :ch, :m, :c, "
-                           "now() - make_interval(days => 10 - :r), :r = 1, :r)"),
-                      {"a": a, "ch": ch, "m": mobile, "c": change, "r": run})
+            c.execute(
+                text(
+                    "INSERT INTO blocklist_events (account_sid, channel, mobile, change, "
+                    "detected_at, initial_load, run_id) VALUES (:a, :ch, :m, :c, "
+                    "now() - make_interval(days => 10 - :r), :r = 1, :r)"
+                ),
+                {"a": a, "ch": ch, "m": mobile, "c": change, "r": run},
+            )
         for mobile in present:
             run = max(r for r, m, c in history if m == mobile and c == "added")
-            c.execute(text("INSERT INTO blocklist_entries (account_sid, channel, mobile, "
-                           "channel_type, added_at, added_run_id) VALUES (:a, :ch, :m, '1', "
-                           "now() - make_interval(days => 10 - :r), :r)"),
-                      {"a": a, "ch": ch, "m": mobile, "r": run})
+            c.execute(
+                text(
+                    "INSERT INTO blocklist_entries (account_sid, channel, mobile, "
+                    "channel_type, added_at, added_run_id) VALUES (:a, :ch, :m, '1', "
+                    "now() - make_interval(days => 10 - :r), :r)"
+                ),
+                {"a": a, "ch": ch, "m": mobile, "r": run},
+            )
     command.upgrade(database.alembic_config(engine), "head")
     got_events = rows(engine, "SELECT run_id, mobile, change FROM blocklist_events ORDER BY id")
     assert got_events == [
-        (1, "+919800000001", "added"), (1, "+919800000002", "added"),
+        (1, "+919800000001", "added"),
+        (1, "+919800000002", "added"),
         (3, "+919800000003", "added"),
-        (5, "+919800000004", "added"), (6, "+919800000004", "removed"),
+        (5, "+919800000004", "added"),
+        (6, "+919800000004", "removed"),
         (7, "+919800000004", "added"),
     ]
-    got_entries = rows(engine, "SELECT mobile, added_run_id, channel_type FROM blocklist_entries "
-                               "ORDER BY mobile")
-    assert got_entries == [("+919800000001", 1, "1"), ("+919800000002", 1, "1"),
-                           ("+919800000003", 3, "1"), ("+919800000004", 7, "1")]
+    got_entries = rows(
+        engine, "SELECT mobile, added_run_id, channel_type FROM blocklist_entries ORDER BY mobile"
+    )
+    assert got_entries == [
+        ("+919800000001", 1, "1"),
+        ("+919800000002", 1, "1"),
+        ("+919800000003", 3, "1"),
+        ("+919800000004", 7, "1"),
+    ]
     assert all(re.fullmatch(r"\+[1-9]\d{6,14}", m) for _, m, _ in got_events)
 
 
 # -- found by review ----------------------------------------------------------------------
 
+
 def test_a_server_capping_every_response_confirms_no_false_removal(
-        sim: Simulator, store: Store, engine: Engine) -> None:
+    sim: Simulator, store: Store, engine: Engine
+) -> None:
     sim.add("sms", numbers(500))
     sim.rows_per_page = 40  # listing pages and check answers alike
     sweep(sim, store)
@@ -481,7 +572,8 @@ def test_a_server_capping_every_response_confirms_no_false_removal(
     skipped = set(numbers(60, start=200))
     original = sim.lists["sms"].page
     sim.lists["sms"].page = lambda offset, limit: [  # type: ignore[method-assign]
-        m for m in original(offset, limit) if m not in skipped]
+        m for m in original(offset, limit) if m not in skipped
+    ]
     result = sweep(sim, store)
     assert result.outcome is Outcome.SUCCEEDED, result.message
     assert result.diff and result.diff.removed == 0
@@ -491,14 +583,16 @@ def test_a_server_capping_every_response_confirms_no_false_removal(
 
 
 def test_a_few_controls_unblocked_meanwhile_do_not_fail_the_sweep(
-        sim: Simulator, store: Store, engine: Engine) -> None:
+    sim: Simulator, store: Store, engine: Engine
+) -> None:
     sim.add("sms", numbers(1000))
     sweep(sim, store)
     listed = sim.numbers("sms")
     skipped = set(numbers(150, start=300))  # removal candidates that are still blocklisted
     original = sim.lists["sms"].page
     sim.lists["sms"].page = lambda offset, limit: [  # type: ignore[method-assign]
-        m for m in original(offset, limit) if m not in skipped]
+        m for m in original(offset, limit) if m not in skipped
+    ]
     first_check = True
 
     def unblock_some(request_number: int, channel: str, query: dict[str, str]) -> None:
@@ -525,10 +619,16 @@ def test_a_failed_shard_sweep_is_retried_not_skipped(sim: Simulator, store: Stor
 
 def test_a_slow_status_line_is_bounded_by_the_request_budget(sim: Simulator) -> None:
     from sync.kaleyra import RetryPolicy
+
     sim.add("sms", numbers(3))
     sim.inject("slow", times=5, seconds=20)  # nothing at all for 20 s, within the read timeout
-    client = make_client(sim, retry=RetryPolicy(attempts=1, timeout=0.5), response_timeout=0.5,
-                         connect_timeout=0.5, read_timeout=30.0)
+    client = make_client(
+        sim,
+        retry=RetryPolicy(attempts=1, timeout=0.5),
+        response_timeout=0.5,
+        connect_timeout=0.5,
+        read_timeout=30.0,
+    )
     started = time.monotonic()
     with pytest.raises(TransportError, match="no complete answer"):
         client.probe("sms")
@@ -542,8 +642,13 @@ def test_json_nested_too_deep_is_a_protocol_error(sim: Simulator) -> None:
 
 
 def test_a_base_url_with_a_bad_port_is_one_line_and_exit_2(pg_url: str) -> None:
-    env = cli_env(None, pg_url, KALEYRA_SID="HXSIM0001", KALEYRA_API_KEY="some-key-value",
-                  KALEYRA_BASE_URL="http://127.0.0.1:99999/v1")
+    env = cli_env(
+        None,
+        pg_url,
+        KALEYRA_SID="HXSIM0001",
+        KALEYRA_API_KEY="some-key-value",
+        KALEYRA_BASE_URL="http://127.0.0.1:99999/v1",
+    )
     result = run_cli("check", env=env)
     assert result.returncode == 2 and "KALEYRA_BASE_URL" in result.stderr
     assert result.stderr.count("\n") == 1

@@ -163,9 +163,14 @@ def test_rows_without_a_mobile_are_rejected_not_entries(sim: Simulator) -> None:
     def bad_rows(sid, key, query):  # type: ignore[no-untyped-def]
         if query.get("offset") != "0":
             return original(sid, key, query)
-        return 200, {"Content-Type": "application/json"}, (
-            b'{"code":"CNT196","message":"ok","data":[{"number":"+91"}, "+919800000001", '
-            b'{"mobile": 919800000002}, {"mobile": "+919800000003"}],"error":{}}')
+        return (
+            200,
+            {"Content-Type": "application/json"},
+            (
+                b'{"code":"CNT196","message":"ok","data":[{"number":"+91"}, "+919800000001", '
+                b'{"mobile": 919800000002}, {"mobile": "+919800000003"}],"error":{}}'
+            ),
+        )
 
     sim.get_blocklist = bad_rows  # type: ignore[method-assign]
     pages = list(make_client(sim).sweep("sms"))
@@ -183,8 +188,9 @@ def test_a_retryable_error_that_clears_on_retry_loses_no_rows(sim: Simulator) ->
 def test_a_retryable_error_that_never_clears_gives_up_after_the_bound(sim: Simulator) -> None:
     sim.add("sms", numbers(250))
     sim.inject("WA500", times=1000)
-    client = make_client(sim, retry=RetryPolicy(attempts=4, timeout=10, wait_initial=0.01,
-                                                wait_max=0.02, wait_jitter=0))
+    client = make_client(
+        sim, retry=RetryPolicy(attempts=4, timeout=10, wait_initial=0.01, wait_max=0.02, wait_jitter=0)
+    )
     with pytest.raises(ServerError):
         swept(client)
     assert sim.requests == 4
@@ -249,8 +255,13 @@ def test_the_api_key_never_appears_in_logs_errors_or_reprs(
 
 def test_change_blocklist_post_updates_the_simulator(sim: Simulator) -> None:
     url = f"{sim.base_url}/{sim.sid}/contacts/blocklisted"
-    body = {"channel": "sms", "contacts": [{"blocklist_status": 1, "numbers": numbers(3)},
-                                           {"blocklist_status": 0, "numbers": numbers(1)}]}
+    body = {
+        "channel": "sms",
+        "contacts": [
+            {"blocklist_status": 1, "numbers": numbers(3)},
+            {"blocklist_status": 0, "numbers": numbers(1)},
+        ],
+    }
     answer = requests.post(url, json=body, headers={"api-key": sim.api_key}, timeout=5)
     assert answer.status_code == 200
     assert sim.numbers("sms") == numbers(3)[1:]
@@ -296,8 +307,7 @@ def test_look_ahead_pages_past_the_end_stop_retrying_once_abandoned(sim: Simulat
             sim.inject("WA500", at=request_number)
 
     sim.on_request(fail_past_the_end)
-    slow_retries = RetryPolicy(attempts=5, timeout=30, wait_initial=1.0, wait_max=1.0,
-                               wait_jitter=0)
+    slow_retries = RetryPolicy(attempts=5, timeout=30, wait_initial=1.0, wait_max=1.0, wait_jitter=0)
     started = time.monotonic()
     assert swept(make_client(sim, concurrency=4, retry=slow_retries)) == numbers(250)
     assert time.monotonic() - started < 3  # not 4 retries x 1 s for pages nobody needs
@@ -309,8 +319,9 @@ def test_a_cancel_stops_a_sweep_without_waiting_out_its_retries(sim: Simulator) 
     sim.add("sms", numbers(500))
     sim.inject("WA500", at=3, times=1000)
     cancel = threading.Event()
-    client = make_client(sim, retry=RetryPolicy(attempts=10, timeout=60, wait_initial=0.5,
-                                                wait_max=0.5, wait_jitter=0))
+    client = make_client(
+        sim, retry=RetryPolicy(attempts=10, timeout=60, wait_initial=0.5, wait_max=0.5, wait_jitter=0)
+    )
     threading.Timer(0.3, cancel.set).start()
     started = time.monotonic()
     with pytest.raises(Cancelled):

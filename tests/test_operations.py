@@ -24,8 +24,14 @@ from tests.conftest import REPO, cli_env, make_client, numbers, rows, run_cli
 
 
 def start_schedule(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "sync", "schedule", *args], env=env, cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "sync", "schedule", *args],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def wait_for(condition, timeout: float = 30) -> None:  # type: ignore[no-untyped-def]
@@ -37,25 +43,30 @@ def wait_for(condition, timeout: float = 30) -> None:  # type: ignore[no-untyped
 
 
 def run_rows(engine: Engine, sid: str) -> list[tuple]:
-    return rows(engine, "SELECT channel, status, started_at, error FROM sync_runs "
-                        "WHERE account_sid = :a ORDER BY id", a=sid)
+    return rows(
+        engine,
+        "SELECT channel, status, started_at, error FROM sync_runs WHERE account_sid = :a ORDER BY id",
+        a=sid,
+    )
 
 
 def consistent(engine: Engine, sid: str) -> bool:
     """Entries are exactly what the events say is blocklisted now."""
-    from_events = rows(engine, """
+    from_events = rows(
+        engine,
+        """
         SELECT channel, mobile FROM (
             SELECT channel, mobile, change,
                    ROW_NUMBER() OVER (PARTITION BY channel, mobile ORDER BY id DESC) AS n
             FROM blocklist_events WHERE account_sid = :a) last
-        WHERE n = 1 AND change = 'added'""", a=sid)
-    current = rows(engine, "SELECT channel, mobile FROM blocklist_entries WHERE account_sid = :a",
-                   a=sid)
+        WHERE n = 1 AND change = 'added'""",
+        a=sid,
+    )
+    current = rows(engine, "SELECT channel, mobile FROM blocklist_entries WHERE account_sid = :a", a=sid)
     return sorted(from_events) == sorted(current)
 
 
-def test_sigterm_stops_the_scheduler_mid_sweep_cleanly(sim: Simulator, engine: Engine,
-                                                       pg_url: str) -> None:
+def test_sigterm_stops_the_scheduler_mid_sweep_cleanly(sim: Simulator, engine: Engine, pg_url: str) -> None:
     sim.add("sms", numbers(20_000))  # 200 slow pages: SIGTERM surely lands mid-sweep
     sim.inject("slow", times=100_000, seconds=0.01)
     env = cli_env(sim, pg_url, KALEYRA_CHANNELS="sms", BLOCKLIST_SYNC_CONCURRENCY="1")
@@ -70,12 +81,10 @@ def test_sigterm_stops_the_scheduler_mid_sweep_cleanly(sim: Simulator, engine: E
     assert statuses[-1] == "cancelled"
     assert run_rows(engine, sim.sid)[-1][3] == "cancelled by SIGTERM; nothing was applied"
     assert consistent(engine, sim.sid)
-    assert rows(engine, "SELECT COUNT(*) FROM blocklist_entries WHERE account_sid = :a",
-                a=sim.sid) == [(0,)]
+    assert rows(engine, "SELECT COUNT(*) FROM blocklist_entries WHERE account_sid = :a", a=sim.sid) == [(0,)]
 
 
-def test_the_scheduler_keeps_going_after_a_failed_sweep(sim: Simulator, engine: Engine,
-                                                        pg_url: str) -> None:
+def test_the_scheduler_keeps_going_after_a_failed_sweep(sim: Simulator, engine: Engine, pg_url: str) -> None:
     sim.add("sms", numbers(50))
     sim.inject("E110", at=1, times=1)
     env = cli_env(sim, pg_url, KALEYRA_CHANNELS="sms", BLOCKLIST_SYNC_CONCURRENCY="1")
@@ -89,8 +98,7 @@ def test_the_scheduler_keeps_going_after_a_failed_sweep(sim: Simulator, engine: 
     assert [r[1] for r in run_rows(engine, sim.sid)][:2] == ["failed", "succeeded"]
 
 
-def test_two_schedulers_sweep_each_channel_once_per_tick(sim: Simulator, engine: Engine,
-                                                         pg_url: str) -> None:
+def test_two_schedulers_sweep_each_channel_once_per_tick(sim: Simulator, engine: Engine, pg_url: str) -> None:
     for channel in ("sms", "whatsapp"):
         sim.add(channel, numbers(400))
     env = cli_env(sim, pg_url, KALEYRA_CHANNELS="sms,whatsapp")
@@ -113,8 +121,7 @@ def test_two_schedulers_sweep_each_channel_once_per_tick(sim: Simulator, engine:
     assert all(r[1] in ("succeeded", "cancelled") for r in runs), runs
 
 
-def test_metrics_file_after_success_and_after_failure(sim: Simulator, pg_url: str,
-                                                      tmp_path: Path) -> None:
+def test_metrics_file_after_success_and_after_failure(sim: Simulator, pg_url: str, tmp_path: Path) -> None:
     sim.add("sms", numbers(150))
     metrics = tmp_path / "blocklist_sync.prom"
     env = cli_env(sim, pg_url, KALEYRA_CHANNELS="sms")
@@ -143,14 +150,13 @@ def _metric(text: str, name: str, labels: str) -> str:
     prefix = f"{name}{{{labels}}} "
     lines = [line for line in text.splitlines() if line.startswith(prefix)]
     assert lines, f"{prefix} missing from:\n{text}"
-    return lines[0][len(prefix):]
+    return lines[0][len(prefix) :]
 
 
 def test_json_logs_parse_carry_fields_and_never_the_key(sim: Simulator, pg_url: str) -> None:
     sim.add("sms", numbers(120))
     sim.inject("WA500", at=2)
-    result = run_cli("run", "--log-format", "json",
-                     env=cli_env(sim, pg_url, KALEYRA_CHANNELS="sms"))
+    result = run_cli("run", "--log-format", "json", env=cli_env(sim, pg_url, KALEYRA_CHANNELS="sms"))
     assert result.returncode == 0
     lines = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
     assert lines and len(lines) == len([x for x in result.stderr.splitlines() if x.strip()])
@@ -160,10 +166,11 @@ def test_json_logs_parse_carry_fields_and_never_the_key(sim: Simulator, pg_url: 
     assert sim.api_key not in result.stderr + result.stdout
 
 
-def test_two_accounts_one_failing_the_other_still_syncs(tmp_path: Path, engine: Engine,
-                                                        pg_url: str) -> None:
-    with Simulator.start(sid="HXGOOD0000001", api_key="good-key-1234") as good, \
-            Simulator.start(sid="HXBAD00000001", api_key="bad-key-5678") as bad:
+def test_two_accounts_one_failing_the_other_still_syncs(tmp_path: Path, engine: Engine, pg_url: str) -> None:
+    with (
+        Simulator.start(sid="HXGOOD0000001", api_key="good-key-1234") as good,
+        Simulator.start(sid="HXBAD00000001", api_key="bad-key-5678") as bad,
+    ):
         good.add("sms", numbers(10))
         bad.inject("RBC001", times=100)
         key_file = tmp_path / "good.key"
@@ -182,16 +189,16 @@ api_key_file = "{key_file}"
 base_url = "{good.base_url}"
 channels = ["sms"]
 """)
-        result = run_cli("run", "--config", str(config),
-                         env=cli_env(None, pg_url, BAD_KEY="bad-key-5678"))
+        result = run_cli("run", "--config", str(config), env=cli_env(None, pg_url, BAD_KEY="bad-key-5678"))
         assert result.returncode == 1
         assert "HXGOOD0000001 sms: succeeded" in result.stdout
         assert "HXBAD00000001 sms: failed" in result.stdout
         # Wrong credentials: the account's other channel is not tried.
         assert {channel for _, channel, _ in bad.request_log} == {"sms"}
         assert "bad-key-5678" not in result.stdout + result.stderr
-        assert rows(engine, "SELECT COUNT(*) FROM blocklist_entries WHERE account_sid = :a",
-                    a=good.sid) == [(10,)]
+        assert rows(engine, "SELECT COUNT(*) FROM blocklist_entries WHERE account_sid = :a", a=good.sid) == [
+            (10,)
+        ]
 
 
 def test_bad_config_file_is_one_line(tmp_path: Path, pg_url: str) -> None:
@@ -199,8 +206,9 @@ def test_bad_config_file_is_one_line(tmp_path: Path, pg_url: str) -> None:
     config.write_text('[[accounts]]\nsid = "HX1"\napi_key = "k"\nchanels = ["sms"]\n')
     result = run_cli("run", "--config", str(config), env=cli_env(None, pg_url))
     assert result.returncode == 2
-    assert result.stderr.strip() == (f"blocklist-sync: error: {config} account 1: unknown key "
-                                     "chanels; check spelling")
+    assert result.stderr.strip() == (
+        f"blocklist-sync: error: {config} account 1: unknown key chanels; check spelling"
+    )
 
 
 def test_status_json_and_max_age(sim: Simulator, make_database) -> None:  # type: ignore[no-untyped-def]
@@ -218,8 +226,13 @@ def test_status_json_and_max_age(sim: Simulator, make_database) -> None:  # type
     # Age the last success past the limit: --max-age must notice.
     with engine.begin() as conn:
         from sqlalchemy import text
-        conn.execute(text("UPDATE sync_runs SET finished_at = finished_at - interval '3 hours' "
-                          "WHERE account_sid = :a"), {"a": sim.sid})
+
+        conn.execute(
+            text(
+                "UPDATE sync_runs SET finished_at = finished_at - interval '3 hours' WHERE account_sid = :a"
+            ),
+            {"a": sim.sid},
+        )
     stale = run_cli("status", "--json", "--max-age", "2h", env=env)
     assert stale.returncode == 1
     mine = [c for c in json.loads(stale.stdout)["channels"] if c["account_sid"] == sim.sid]
@@ -250,7 +263,8 @@ def test_cron_weekdays_mean_what_they_mean_in_crontab(expr: str, expected: str) 
 
 
 @pytest.mark.parametrize(
-    "expr", ["*/5 * * * 1/2", "0 9 1 * 1", "0 9 * *", "61 * * * *", "0 9 * * 5-1", "0 9 * * 8"])
+    "expr", ["*/5 * * * 1/2", "0 9 1 * 1", "0 9 * *", "61 * * * *", "0 9 * * 5-1", "0 9 * * 8"]
+)
 def test_cron_expressions_that_cannot_keep_their_meaning_are_rejected(expr: str) -> None:
     with pytest.raises(ConfigError, match="--cron"):
         crontab_trigger(expr)
@@ -262,8 +276,14 @@ def test_progress_bar_only_on_a_terminal(sim: Simulator, pg_url: str) -> None:
     plain = run_cli("run", env=env)
     assert plain.returncode == 0 and "rows" not in plain.stderr  # not a terminal: no bar
     command = f"stty cols 120 rows 40; {sys.executable} -m sync run"  # a terminal has a size
-    tty = subprocess.run(["script", "-qec", command, "/dev/null"], env=env, cwd=REPO,
-                         capture_output=True, text=True, timeout=60)
+    tty = subprocess.run(
+        ["script", "-qec", command, "/dev/null"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert tty.returncode == 0, tty.stdout
     assert "sms:" in tty.stdout and " rows" in tty.stdout  # tqdm drew the bar on the terminal
 
@@ -273,8 +293,14 @@ def test_schedule_serves_metrics_over_http(sim: Simulator, engine: Engine, pg_ur
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     sim.add("whatsapp", numbers(42))
-    proc = start_schedule(cli_env(sim, pg_url, KALEYRA_CHANNELS="whatsapp"), "--every", "1h",
-                          "--run-now", "--metrics-port", str(port))
+    proc = start_schedule(
+        cli_env(sim, pg_url, KALEYRA_CHANNELS="whatsapp"),
+        "--every",
+        "1h",
+        "--run-now",
+        "--metrics-port",
+        str(port),
+    )
     try:
         wait_for(lambda: "succeeded" in [r[1] for r in run_rows(engine, sim.sid)])
 

@@ -18,7 +18,8 @@ def swept(client: KaleyraClient) -> list[str]:
 
 
 def test_a_429_slows_every_request_so_a_rate_limited_sweep_completes(
-        sim: Simulator, caplog: pytest.LogCaptureFixture) -> None:
+    sim: Simulator, caplog: pytest.LogCaptureFixture
+) -> None:
     sim.add("sms", numbers(600))
     sim.rate_limit = 20  # requests/s; eight threads unpaced ask for hundreds
     caplog.set_level(logging.INFO, logger="sync.kaleyra")
@@ -31,14 +32,18 @@ def test_a_429_slows_every_request_so_a_rate_limited_sweep_completes(
 
 
 def test_max_rps_is_the_ceiling_the_pace_recovers_to(
-        sim: Simulator, caplog: pytest.LogCaptureFixture) -> None:
+    sim: Simulator, caplog: pytest.LogCaptureFixture
+) -> None:
     sim.add("sms", numbers(300))
     sim.inject("429", at=5, seconds=0)
     caplog.set_level(logging.INFO, logger="sync.kaleyra")
     client = make_client(sim, concurrency=4, page_size=10, max_rps=8)
     assert swept(client) == numbers(300)
-    paces = [r.requests_per_second for r in caplog.records  # type: ignore[attr-defined]
-             if hasattr(r, "requests_per_second")]
+    paces = [
+        r.requests_per_second
+        for r in caplog.records  # type: ignore[attr-defined]
+        if hasattr(r, "requests_per_second")
+    ]
     assert paces[0] == 4.0  # halved from the ceiling, not from the unlimited rate observed
     assert max(paces) <= 8
     assert paces[-1] == 8  # back at the ceiling, and said so

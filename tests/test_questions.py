@@ -37,9 +37,15 @@ from tests.test_bi_views import (  # noqa: F401 - reader is a fixture
     run_readme_query,
 )
 
-IN0, IN1, CA, JM, US, JE, KZ = M = ["+919876500000", "+919876500001", "+14165550123",
-                                    "+18762101234", "+12015550123", "+447797712345",
-                                    "+77012345678"]
+IN0, IN1, CA, JM, US, JE, KZ = M = [
+    "+919876500000",
+    "+919876500001",
+    "+14165550123",
+    "+18762101234",
+    "+12015550123",
+    "+447797712345",
+    "+77012345678",
+]
 # What Kaleyra lists at each round (indexes into M). IN1 on sms: initial load, removed by
 # round 2, added back by round 3, removed again by round 4.
 ROUNDS: list[dict[str, set[int]]] = [
@@ -58,8 +64,7 @@ def play(sim: Simulator, store: Store) -> None:
             sim.add(channel, [M[i] for i in sorted(now - listed[channel])])
             sim.remove(channel, [M[i] for i in sorted(listed[channel] - now)])
             listed[channel] = set(now)
-            result = sweep_channel(make_client(sim), store, channel,
-                                   SweepOptions(trigger="scheduled"))
+            result = sweep_channel(make_client(sim), store, channel, SweepOptions(trigger="scheduled"))
             assert result.outcome is Outcome.SUCCEEDED, result.message
 
 
@@ -93,6 +98,7 @@ def expected_sizes(s: Scenario) -> dict[str, dict[dt.date, tuple[int, bool]]]:
 
 # -- lookup --------------------------------------------------------------------------------
 
+
 def lookup(*args: str, db_url: str) -> tuple[int, dict | str, str]:
     done = run_cli("lookup", *args, env=cli_env(None, db_url))
     out = json.loads(done.stdout) if "--json" in args and done.returncode < 2 else done.stdout
@@ -101,16 +107,19 @@ def lookup(*args: str, db_url: str) -> tuple[int, dict | str, str]:
 
 def test_lookup_accepts_numbers_as_people_write_them(history: Scenario, pg_url: str) -> None:
     s = history
-    code, out, _ = lookup("+91 98765 00001", "0091 98765-00001", "919876500001", "--json",
-                          db_url=pg_url)
+    code, out, _ = lookup("+91 98765 00001", "0091 98765-00001", "919876500001", "--json", db_url=pg_url)
     assert code == 0
     code, national, _ = lookup("098765 00001", "--region", "in", "--json", db_url=pg_url)
     assert code == 0
     answers = out["numbers"] + national["numbers"]
     assert {a["mobile"] for a in answers} == {IN1}
     for answer in answers:
-        assert (answer["region"], answer["calling_code"], answer["found"],
-                answer["blocklisted_now"]) == ("IN", 91, True, False)
+        assert (answer["region"], answer["calling_code"], answer["found"], answer["blocklisted_now"]) == (
+            "IN",
+            91,
+            True,
+            False,
+        )
         mine = {c["channel"]: c for c in answer["channels"] if c["account_sid"] == s.sid}
         assert set(mine) == {"sms", "voice"}  # every channel swept, found there or not
         assert mine["voice"]["intervals"] == [] and not mine["voice"]["blocklisted_now"]
@@ -118,10 +127,20 @@ def test_lookup_accepts_numbers_as_people_write_them(history: Scenario, pg_url: 
         starts, finishes = iso[:4], iso[4:]
         assert mine["sms"]["as_of"] == finishes[3]
         assert mine["sms"]["intervals"] == [
-            {"added_not_before": None, "added_by": finishes[0], "removed_not_before": starts[0],
-             "removed_by": finishes[1], "initial_load": True},
-            {"added_not_before": starts[1], "added_by": finishes[2],
-             "removed_not_before": starts[2], "removed_by": finishes[3], "initial_load": False},
+            {
+                "added_not_before": None,
+                "added_by": finishes[0],
+                "removed_not_before": starts[0],
+                "removed_by": finishes[1],
+                "initial_load": True,
+            },
+            {
+                "added_not_before": starts[1],
+                "added_by": finishes[2],
+                "removed_not_before": starts[2],
+                "removed_by": finishes[3],
+                "initial_load": False,
+            },
         ]
 
 
@@ -132,9 +151,11 @@ def test_lookup_prints_the_windows(history: Scenario, pg_url: str) -> None:
     assert isinstance(out, str)
     assert out.splitlines()[0] == f"{JE} (JE, +44): blocklisted now"
     stamp = "{:%Y-%m-%d %H:%M:%S} UTC".format
-    assert (f"  {s.sid} sms: blocklisted (as of the last sweep, {stamp(s.finishes[3])})\n"
-            f"    added between {stamp(s.starts[0])} and {stamp(s.finishes[1])}; "
-            "still blocklisted\n") in out
+    assert (
+        f"  {s.sid} sms: blocklisted (as of the last sweep, {stamp(s.finishes[3])})\n"
+        f"    added between {stamp(s.starts[0])} and {stamp(s.finishes[1])}; "
+        "still blocklisted\n"
+    ) in out
     assert f"  {s.sid} voice: not blocklisted" in out
 
 
@@ -167,27 +188,33 @@ def test_lookup_on_sqlite(sim: Simulator, sqlite_store: Store) -> None:
 
 # -- size over time ------------------------------------------------------------------------
 
+
 def sizes_of(engine: Engine, sid: str) -> dict[str, dict[dt.date, tuple[int, bool]]]:
     out: dict[str, dict[dt.date, tuple[int, bool]]] = {}
     with engine.connect() as c:
         c.execute(text("SET TIME ZONE 'Asia/Kolkata'"))
-        for day, channel, entries, swept in c.execute(text(
+        for day, channel, entries, swept in c.execute(
+            text(
                 "SELECT day, channel, entries, swept FROM blocklist_daily_size "
-                "WHERE account_sid = :a ORDER BY channel, day"), {"a": sid}):
+                "WHERE account_sid = :a ORDER BY channel, day"
+            ),
+            {"a": sid},
+        ):
             out.setdefault(channel, {})[day] = (entries, swept)
     return out
 
 
-def test_daily_size_is_gap_free_and_carries_days_without_a_sweep(history: Scenario,
-                                                                  engine: Engine) -> None:
+def test_daily_size_is_gap_free_and_carries_days_without_a_sweep(history: Scenario, engine: Engine) -> None:
     assert sizes_of(engine, history.sid) == expected_sizes(history)
 
 
 def test_daily_size_agrees_with_the_events(history: Scenario, engine: Engine) -> None:
     net: Counter[tuple[str, dt.date]] = Counter()
-    for channel, change, at in rows(engine, "SELECT channel, change, detected_at FROM "
-                                            "blocklist_events WHERE account_sid = :a",
-                                    a=history.sid):
+    for channel, change, at in rows(
+        engine,
+        "SELECT channel, change, detected_at FROM blocklist_events WHERE account_sid = :a",
+        a=history.sid,
+    ):
         net[channel, at.astimezone(dt.UTC).date()] += 1 if change == "added" else -1
     for channel, days in sizes_of(engine, history.sid).items():
         for day, (entries, _) in days.items():
@@ -197,11 +224,13 @@ def test_daily_size_agrees_with_the_events(history: Scenario, engine: Engine) ->
 def test_readme_size_per_channel(history: Scenario, engine: Engine) -> None:
     found = run_readme_query(engine, "size-per-channel", account=history.sid)
     expected = expected_sizes(history)
-    assert found == sorted((day, channel, entries) for channel, days in expected.items()
-                           for day, (entries, _) in days.items())
+    assert found == sorted(
+        (day, channel, entries) for channel, days in expected.items() for day, (entries, _) in days.items()
+    )
 
 
 # -- country -------------------------------------------------------------------------------
+
 
 def test_prefix_table_agrees_with_phonenumbers() -> None:
     """Every example number phonenumbers knows, shared calling codes included, lands where
@@ -224,8 +253,10 @@ def test_prefix_table_agrees_with_phonenumbers() -> None:
 def by_country(engine: Engine, sid: str) -> dict[str, dict[tuple[str, int], int]]:
     out: dict[str, dict[tuple[str, int], int]] = {}
     for channel, region, code, entries in rows(
-            engine, "SELECT channel, region, calling_code, entries FROM blocklist_by_country "
-                    "WHERE account_sid = :a", a=sid):
+        engine,
+        "SELECT channel, region, calling_code, entries FROM blocklist_by_country WHERE account_sid = :a",
+        a=sid,
+    ):
         out.setdefault(channel, {})[region, code] = entries
     return out
 
@@ -243,34 +274,40 @@ def test_entries_by_country_split_shared_calling_codes(history: Scenario, engine
 def test_changes_by_country_agree_with_phonenumbers(history: Scenario, engine: Engine) -> None:
     expected: Counter[tuple] = Counter()
     for day, channel, mobile, change in rows(
-            engine, "SELECT detected_at, channel, mobile, change FROM blocklist_events "
-                    "WHERE account_sid = :a AND NOT (change = 'added' AND initial_load)",
-            a=history.sid):
+        engine,
+        "SELECT detected_at, channel, mobile, change FROM blocklist_events "
+        "WHERE account_sid = :a AND NOT (change = 'added' AND initial_load)",
+        a=history.sid,
+    ):
         number = phonenumbers.parse(mobile)
-        expected[day.astimezone(dt.UTC).date(), channel, regions.region_of(number),
-                 number.country_code, change] += 1
+        expected[
+            day.astimezone(dt.UTC).date(), channel, regions.region_of(number), number.country_code, change
+        ] += 1
     found: Counter[tuple] = Counter()
     for day, channel, region, code, added, removed, net in rows(
-            engine, "SELECT day, channel, region, calling_code, added, removed, net FROM "
-                    "blocklist_daily_changes_by_country WHERE account_sid = :a", a=history.sid):
+        engine,
+        "SELECT day, channel, region, calling_code, added, removed, net FROM "
+        "blocklist_daily_changes_by_country WHERE account_sid = :a",
+        a=history.sid,
+    ):
         assert net == added - removed
-        found.update({(day, channel, region, code, "added"): added,
-                      (day, channel, region, code, "removed"): removed})
+        found.update(
+            {(day, channel, region, code, "added"): added, (day, channel, region, code, "removed"): removed}
+        )
     assert +found == expected and ("JE" in {k[2] for k in expected})
 
 
 def test_readme_country_queries(history: Scenario, engine: Engine) -> None:
     now = run_readme_query(engine, "entries-by-country", account=history.sid)
-    assert now == [("CA", 1, 2), ("IN", 91, 2), ("JE", 44, 1), ("JM", 1, 1), ("KZ", 7, 1),
-                   ("US", 1, 1)]
+    assert now == [("CA", 1, 2), ("IN", 91, 2), ("JE", 44, 1), ("JM", 1, 1), ("KZ", 7, 1), ("US", 1, 1)]
     # Last 30 days, initial load excluded: sms -IN1 +JE +KZ, +IN1, -IN1 +US -KZ; voice +KZ,
     # -US, +CA. Most additions first.
     added = run_readme_query(engine, "additions-by-country", account=history.sid)
-    assert added == [("KZ", 7, 2, 1), ("CA", 1, 1, 0), ("IN", 91, 1, 2), ("JE", 44, 1, 0),
-                     ("US", 1, 1, 1)]
+    assert added == [("KZ", 7, 2, 1), ("CA", 1, 1, 0), ("IN", 91, 1, 2), ("JE", 44, 1, 0), ("US", 1, 1, 1)]
 
 
 # -- the views on SQLite, comments, grant-read ---------------------------------------------
+
 
 def test_views_on_sqlite(sim: Simulator, sqlite_store: Store) -> None:
     """The SQLite default has the same views; a day without a sweep carries the size there too."""
@@ -279,35 +316,50 @@ def test_views_on_sqlite(sim: Simulator, sqlite_store: Store) -> None:
     today = dt.datetime.now(dt.UTC).date()
     with engine.begin() as c:  # move each channel's sweeps to DAYS_AGO, at noon UTC
         for channel in ("sms", "voice"):
-            ids = c.execute(text("SELECT id FROM sync_runs WHERE channel = :c ORDER BY id"),
-                            {"c": channel}).scalars().all()
+            ids = (
+                c.execute(text("SELECT id FROM sync_runs WHERE channel = :c ORDER BY id"), {"c": channel})
+                .scalars()
+                .all()
+            )
             for run_id, ago in zip(ids, DAYS_AGO, strict=True):
                 at = dt.datetime.combine(today - dt.timedelta(days=ago), dt.time(12), dt.UTC)
-                c.execute(sync_runs.update().where(sync_runs.c.id == run_id)
-                          .values(started_at=at, finished_at=at))
-    found = {(ch, dt.date.fromisoformat(d)): (n, bool(s)) for d, ch, n, s in rows(
-        engine, "SELECT day, channel, entries, swept FROM blocklist_daily_size")}
+                c.execute(
+                    sync_runs.update().where(sync_runs.c.id == run_id).values(started_at=at, finished_at=at)
+                )
+    found = {
+        (ch, dt.date.fromisoformat(d)): (n, bool(s))
+        for d, ch, n, s in rows(engine, "SELECT day, channel, entries, swept FROM blocklist_daily_size")
+    }
     scenario = Scenario(sid=sim.sid, starts=[], finishes=[], today=today)
-    assert found == {(ch, d): v for ch, days in expected_sizes(scenario).items()
-                     for d, v in days.items()}
+    assert found == {(ch, d): v for ch, days in expected_sizes(scenario).items() for d, v in days.items()}
     assert by_country(engine, sim.sid) == NOW_BY_COUNTRY
-    changes = rows(engine, "SELECT channel, region, SUM(added), SUM(removed) FROM "
-                           "blocklist_daily_changes_by_country GROUP BY channel, region "
-                           "ORDER BY channel, region")
+    changes = rows(
+        engine,
+        "SELECT channel, region, SUM(added), SUM(removed) FROM "
+        "blocklist_daily_changes_by_country GROUP BY channel, region "
+        "ORDER BY channel, region",
+    )
     assert ("sms", "IN", 1, 2) in changes and ("voice", "US", 0, 1) in changes
 
 
-NEW_RELATIONS = ("blocklist_daily_size", "blocklist_by_country",
-                 "blocklist_daily_changes_by_country", "phone_prefixes")
+NEW_RELATIONS = (
+    "blocklist_daily_size",
+    "blocklist_by_country",
+    "blocklist_daily_changes_by_country",
+    "phone_prefixes",
+)
 
 
 def test_new_views_are_commented(engine: Engine) -> None:
     for view in NEW_RELATIONS:
-        found = rows(engine, """
+        found = rows(
+            engine,
+            """
             SELECT a.attname, col_description(c.oid, a.attnum), obj_description(c.oid, 'pg_class')
             FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid
             WHERE c.oid = CAST(:view AS regclass) AND a.attnum > 0 AND NOT a.attisdropped""",
-                     view=view)
+            view=view,
+        )
         assert found and all(r[1] and r[2] for r in found), view
     comment = rows(engine, "SELECT col_description('blocklist_daily_size'::regclass, 4)")[0][0]
     assert "carried forward" in comment
@@ -325,6 +377,7 @@ def test_grant_read_covers_the_new_views(reader: tuple[str, str], sim: Simulator
 
 # -- the report ----------------------------------------------------------------------------
 
+
 def test_report_content(own_database: tuple[str, Scenario], tmp_path: Path) -> None:
     pg_url, s = own_database
     out = tmp_path / "report.html"
@@ -332,25 +385,27 @@ def test_report_content(own_database: tuple[str, Scenario], tmp_path: Path) -> N
     assert done.returncode == 0, done.stderr
     page = out.read_text()
     # Fewer than 30 days of data: the period starts at the first sweep.
-    assert (f"Period covered: {s.day(20).isoformat()} to {s.day(0).isoformat()} "
-            "(UTC days, 21 days)") in page
+    assert (f"Period covered: {s.day(20).isoformat()} to {s.day(0).isoformat()} (UTC days, 21 days)") in page
     for channel, entries in (("sms", 5), ("voice", 3)):
-        assert (f"<tr><td>{s.sid}</td><td>{channel}</td><td>succeeded</td>"
-                f"<td>{s.finishes[3]:%Y-%m-%d %H:%M} UTC</td>") in page
+        assert (
+            f"<tr><td>{s.sid}</td><td>{channel}</td><td>succeeded</td>"
+            f"<td>{s.finishes[3]:%Y-%m-%d %H:%M} UTC</td>"
+        ) in page
         assert f"<td>{entries}</td>" in page
-        for legend in (f"{s.sid} {channel}<", f"{s.sid} {channel} added<",
-                       f"{s.sid} {channel} removed<"):
+        for legend in (f"{s.sid} {channel}<", f"{s.sid} {channel} added<", f"{s.sid} {channel} removed<"):
             assert legend in page
     assert page.count("<svg") == 2
     # Self-contained: nothing is fetched, no script is loaded from anywhere.
     assert "<script src" not in page and " src=" not in page and "@import" not in page
     assert "href=" not in page.replace('xlink:href="#', "")
 
-    nowhere = run_cli("report", "--out", str(tmp_path / "no" / "such" / "dir.html"),
-                      env=cli_env(None, pg_url))
+    nowhere = run_cli(
+        "report", "--out", str(tmp_path / "no" / "such" / "dir.html"), env=cli_env(None, pg_url)
+    )
     assert nowhere.returncode == 2 and nowhere.stderr.strip().splitlines() == [
         f"blocklist-sync: error: cannot write {tmp_path}/no/such/dir.html: No such file or "
-        "directory; choose another --out"]
+        "directory; choose another --out"
+    ]
 
     short = run_cli("report", "--out", str(out), "--days", "5", env=cli_env(None, pg_url))
     assert short.returncode == 0
@@ -361,18 +416,19 @@ def test_report_without_the_charting_extra(tmp_path: Path, pg_url: str) -> None:
     blocker = tmp_path / "no_pygal"
     (blocker / "pygal").mkdir(parents=True)
     (blocker / "pygal" / "__init__.py").write_text("raise ImportError('pygal is not installed')\n")
-    done = run_cli("report", "--out", str(tmp_path / "r.html"),
-                   env=cli_env(None, pg_url, PYTHONPATH=str(blocker)))
+    done = run_cli(
+        "report", "--out", str(tmp_path / "r.html"), env=cli_env(None, pg_url, PYTHONPATH=str(blocker))
+    )
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         "blocklist-sync: error: the report needs the charting extra: pip install "
-        "'kaleyra-blocklist-sync[report]' (or pip install pygal)"]
+        "'kaleyra-blocklist-sync[report]' (or pip install pygal)"
+    ]
     assert not (tmp_path / "r.html").exists()
 
 
 def _browser() -> str | None:
-    return next((b for b in ("chromium", "chromium-browser", "google-chrome")
-                 if shutil.which(b)), None)
+    return next((b for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
 
 
 def png_pixels(data: bytes) -> tuple[int, int, list[bytes]]:
@@ -380,8 +436,8 @@ def png_pixels(data: bytes) -> tuple[int, int, list[bytes]]:
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     pos, idat, header = 8, b"", b""
     while pos < len(data):
-        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
-        chunk = data[pos + 8:pos + 8 + length]
+        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
+        chunk = data[pos + 8 : pos + 8 + length]
         header = chunk if kind == b"IHDR" else header
         idat += chunk if kind == b"IDAT" else b""
         pos += 12 + length
@@ -390,7 +446,7 @@ def png_pixels(data: bytes) -> tuple[int, int, list[bytes]]:
     bpp = 3 if colour == 2 else 4
     raw, stride, lines, previous = zlib.decompress(idat), width * bpp, [], bytearray(width * bpp)
     for y in range(height):
-        kind, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
+        kind, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1 : (y + 1) * (stride + 1)])
         for i in range(stride):
             left = line[i - bpp] if i >= bpp else 0
             up, corner = previous[i], previous[i - bpp] if i >= bpp else 0
@@ -402,14 +458,20 @@ def png_pixels(data: bytes) -> tuple[int, int, list[bytes]]:
                 line[i] = (line[i] + (left + up) // 2) & 0xFF
             elif kind == 4:
                 p = left + up - corner
-                near = min((abs(p - left), left), (abs(p - up), up), (abs(p - corner), corner),
-                           key=lambda t: t[0])
+                near = min(
+                    (abs(p - left), left), (abs(p - up), up), (abs(p - corner), corner), key=lambda t: t[0]
+                )
                 line[i] = (line[i] + near[1]) & 0xFF
         lines.append(bytes(line))
         previous = line
-    return width, height, [bytes(x) for x in (lines if bpp == 3 else
-                                              [bytes(b for j, b in enumerate(r) if j % 4 != 3)
-                                               for r in lines])]
+    return (
+        width,
+        height,
+        [
+            bytes(x)
+            for x in (lines if bpp == 3 else [bytes(b for j, b in enumerate(r) if j % 4 != 3) for r in lines])
+        ],
+    )
 
 
 def test_report_renders_in_a_browser(own_database: tuple[str, Scenario], tmp_path: Path) -> None:
@@ -419,12 +481,24 @@ def test_report_renders_in_a_browser(own_database: tuple[str, Scenario], tmp_pat
         pytest.skip("no Chromium: .ci/run installs Debian's chromium package")
     out, shot = tmp_path / "report.html", tmp_path / "report.png"
     assert run_cli("report", "--out", str(out), env=cli_env(None, pg_url)).returncode == 0
-    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                    f"--screenshot={shot}", "--window-size=1100,1300", out.as_uri()],
-                   capture_output=True, timeout=120, check=True)
+    subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            f"--screenshot={shot}",
+            "--window-size=1100,1300",
+            out.as_uri(),
+        ],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
     width, height, lines = png_pixels(shot.read_bytes())
     assert (width, height) == (1100, 1300)
-    pixels = Counter(line[i:i + 3] for line in lines for i in range(0, len(line), 3))
+    pixels = Counter(line[i : i + 3] for line in lines for i in range(0, len(line), 3))
     # pygal's first series colour (CleanStyle: dark blue, drawn at 70% opacity) is nowhere
     # else on the page: blue pixels are the chart lines and legend boxes. And much is not blank.
     assert sum(n for (r, g, b), n in pixels.items() if b - r > 60 and b - g > 30) > 200

@@ -16,32 +16,50 @@ from sync.store import Store
 from sync.vocabulary import Change, Channel, RunStatus, Trigger
 from tests.conftest import account_of, make_client, numbers
 
-CHECKED = [("sync_runs", "channel", Channel), ("sync_runs", "trigger", Trigger),
-           ("sync_runs", "status", RunStatus), ("blocklist_events", "change", Change)]
+CHECKED = [
+    ("sync_runs", "channel", Channel),
+    ("sync_runs", "trigger", Trigger),
+    ("sync_runs", "status", RunStatus),
+    ("blocklist_events", "change", Change),
+]
 
 
 @pytest.mark.parametrize(("table", "column", "words"), CHECKED)
-def test_each_check_constraint_allows_exactly_the_enum(engine: Engine, table: str, column: str,
-                                                       words: type[enum.StrEnum]) -> None:
+def test_each_check_constraint_allows_exactly_the_enum(
+    engine: Engine, table: str, column: str, words: type[enum.StrEnum]
+) -> None:
     with engine.connect() as c:
-        definition = c.execute(text(
-            "SELECT pg_get_constraintdef(oid) FROM pg_constraint "
-            "WHERE conname = :name"), {"name": f"ck_{table}_{column}"}).scalar_one()
+        definition = c.execute(
+            text("SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = :name"),
+            {"name": f"ck_{table}_{column}"},
+        ).scalar_one()
     assert set(re.findall(r"'([^']+)'::text", definition)) == {w.value for w in words}
     # And the database really enforces it: every value goes in, anything else does not.
     with engine.connect() as c:
-        c.execute(text("INSERT INTO sync_runs (id, account_sid, channel, trigger, status, "
-                       "started_at) VALUES (-1, 'HXCHECK', 'sms', 'manual', 'running', now())"))
+        c.execute(
+            text(
+                "INSERT INTO sync_runs (id, account_sid, channel, trigger, status, "
+                "started_at) VALUES (-1, 'HXCHECK', 'sms', 'manual', 'running', now())"
+            )
+        )
         for value in [*(w.value for w in words), "not-a-word"]:
-            row = {"account_sid": "HXCHECK", "channel": "sms", "trigger": "manual",
-                   "status": "failed", "mobile": "+919800000001", "change": "added",
-                   column: value}
+            row = {
+                "account_sid": "HXCHECK",
+                "channel": "sms",
+                "trigger": "manual",
+                "status": "failed",
+                "mobile": "+919800000001",
+                "change": "added",
+                column: value,
+            }
             statement = (
                 "INSERT INTO sync_runs (account_sid, channel, trigger, status, started_at) "
-                "VALUES (:account_sid, :channel, :trigger, :status, now())" if table == "sync_runs"
+                "VALUES (:account_sid, :channel, :trigger, :status, now())"
+                if table == "sync_runs"
                 else "INSERT INTO blocklist_events (account_sid, channel, mobile, change, "
-                     "detected_at, initial_load, run_id) VALUES (:account_sid, :channel, :mobile, "
-                     ":change, now(), false, -1)")
+                "detected_at, initial_load, run_id) VALUES (:account_sid, :channel, :mobile, "
+                ":change, now(), false, -1)"
+            )
             c.execute(text("SAVEPOINT one"))
             try:
                 c.execute(text(statement), row)
@@ -54,15 +72,17 @@ def test_each_check_constraint_allows_exactly_the_enum(engine: Engine, table: st
         c.rollback()
 
 
-def test_a_whatsapp_only_refusal_does_not_skip_the_other_channels(sim: Simulator,
-                                                                  store: Store) -> None:
+def test_a_whatsapp_only_refusal_does_not_skip_the_other_channels(sim: Simulator, store: Store) -> None:
     for channel in ("sms", "voice", "whatsapp"):
         sim.add(channel, numbers(5))
     sim.inject("WA401", channel="whatsapp", times=10)
     account = account_of(sim, ("whatsapp", "sms", "voice"))
     results = sweep_accounts([account], store, SweepOptions(), lambda _: make_client(sim))
     assert [(r.channel, r.outcome) for r in results] == [
-        ("whatsapp", Outcome.FAILED), ("sms", Outcome.SUCCEEDED), ("voice", Outcome.SUCCEEDED)]
+        ("whatsapp", Outcome.FAILED),
+        ("sms", Outcome.SUCCEEDED),
+        ("voice", Outcome.SUCCEEDED),
+    ]
 
 
 def test_a_low_balance_skips_the_rest_of_the_account(sim: Simulator, store: Store) -> None:
@@ -71,11 +91,15 @@ def test_a_low_balance_skips_the_rest_of_the_account(sim: Simulator, store: Stor
     account = account_of(sim, ("sms", "whatsapp", "voice"))
     results = sweep_accounts([account], store, SweepOptions(), lambda _: make_client(sim))
     assert [(r.channel, r.outcome) for r in results] == [
-        ("sms", Outcome.FAILED), ("whatsapp", Outcome.SKIPPED), ("voice", Outcome.SKIPPED)]
+        ("sms", Outcome.FAILED),
+        ("whatsapp", Outcome.SKIPPED),
+        ("voice", Outcome.SKIPPED),
+    ]
 
 
 def test_status_metrics_and_the_health_view_agree_through_every_outcome(
-        sim: Simulator, store: Store, engine: Engine, pg_url: str) -> None:
+    sim: Simulator, store: Store, engine: Engine, pg_url: str
+) -> None:
     """One definition of health: after each step, ``status --json`` says what the
     ``blocklist_sync_health`` view says, row by row."""
     import json
@@ -85,21 +109,23 @@ def test_status_metrics_and_the_health_view_agree_through_every_outcome(
     from tests.conftest import cli_env, run_cli
 
     def sweep(**options: object) -> Outcome:
-        return sweep_channel(make_client(sim), store, "sms",
-                             SweepOptions(**options)).outcome  # type: ignore[arg-type]
+        return sweep_channel(make_client(sim), store, "sms", SweepOptions(**options)).outcome  # type: ignore[arg-type]
 
     def agree(expected_status: str | None) -> None:
-        shown = json.loads(run_cli("status", "--all", "--json",
-                                   env=cli_env(None, pg_url)).stdout)["channels"]
+        shown = json.loads(run_cli("status", "--all", "--json", env=cli_env(None, pg_url)).stdout)["channels"]
         mine = [c for c in shown if c["account_sid"] == sim.sid]
         with engine.connect() as c:
-            view = c.execute(text(
-                "SELECT channel, last_run_id, last_run_status, last_success_at, entries "
-                "FROM blocklist_sync_health WHERE account_sid = :a ORDER BY channel"),
-                {"a": sim.sid}).all()
-        assert [(c["channel"], c["last_run"]["id"], c["last_run"]["status"],
-                 c["last_success_at"], c["entries"]) for c in mine] == [
-            (ch, run, status, at.isoformat() if at else None, n) for ch, run, status, at, n in view]
+            view = c.execute(
+                text(
+                    "SELECT channel, last_run_id, last_run_status, last_success_at, entries "
+                    "FROM blocklist_sync_health WHERE account_sid = :a ORDER BY channel"
+                ),
+                {"a": sim.sid},
+            ).all()
+        assert [
+            (c["channel"], c["last_run"]["id"], c["last_run"]["status"], c["last_success_at"], c["entries"])
+            for c in mine
+        ] == [(ch, run, status, at.isoformat() if at else None, n) for ch, run, status, at, n in view]
         assert (view[0][2] if view else None) == expected_status
 
     sim.add("sms", numbers(200))

@@ -55,14 +55,16 @@ def free_port() -> int:
 
 
 def serve(port: int, entries: int, latency: float = 0.0) -> None:
-    Simulator(numbers=entries, sid=SID, api_key=KEY, channels=("sms",),
-              latency=latency).serve_forever(port=port)
+    Simulator(numbers=entries, sid=SID, api_key=KEY, channels=("sms",), latency=latency).serve_forever(
+        port=port
+    )
 
 
 def start_simulator(entries: int, latency: float = 0.0) -> tuple[multiprocessing.Process, str]:
     port = free_port()
     process = multiprocessing.get_context("fork").Process(
-        target=serve, args=(port, entries, latency), daemon=True)
+        target=serve, args=(port, entries, latency), daemon=True
+    )
     process.start()
     return process, f"http://127.0.0.1:{port}/v1"
 
@@ -71,8 +73,12 @@ def wait_until_up(base_url: str) -> None:
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         try:
-            requests.get(f"{base_url}/{SID}/contacts/blocklisted", headers={"api-key": KEY},
-                         params={"channel": "sms", "limit": 1}, timeout=2)
+            requests.get(
+                f"{base_url}/{SID}/contacts/blocklisted",
+                headers={"api-key": KEY},
+                params={"channel": "sms", "limit": 1},
+                timeout=2,
+            )
             return
         except requests.RequestException:
             time.sleep(0.2)
@@ -83,9 +89,25 @@ def sweep(env: dict[str, str], concurrency: int) -> dict[str, object]:
     """One ``blocklist-sync run`` as a child process: wall seconds, peak RSS, its log fields."""
     started = time.monotonic()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sync", "run", "--channel", "sms", "--log-format", "json",
-         "--concurrency", str(concurrency), "--force"],
-        env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "sync",
+            "run",
+            "--channel",
+            "sms",
+            "--log-format",
+            "json",
+            "--concurrency",
+            str(concurrency),
+            "--force",
+        ],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     stderr_lines: list[str] = []
     reader = threading.Thread(target=lambda: stderr_lines.extend(proc.stderr or []))
     reader.start()
@@ -95,13 +117,28 @@ def sweep(env: dict[str, str], concurrency: int) -> dict[str, object]:
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise SystemExit(f"sweep failed ({proc.returncode}):\n{''.join(stderr_lines)[-2000:]}")
-    done = next(json.loads(line) for line in stderr_lines
-                if line.startswith("{") and '"sweep succeeded' in line)
-    return {"seconds": round(seconds, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
-            "sweep_seconds": done["seconds"],
-            **{k: done[k] for k in ("pages", "entries", "added", "removed", "fetch_seconds",
-                                    "diff_seconds", "verify_seconds", "apply_seconds")
-               if k in done}}
+    done = next(
+        json.loads(line) for line in stderr_lines if line.startswith("{") and '"sweep succeeded' in line
+    )
+    return {
+        "seconds": round(seconds, 2),
+        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+        "sweep_seconds": done["seconds"],
+        **{
+            k: done[k]
+            for k in (
+                "pages",
+                "entries",
+                "added",
+                "removed",
+                "fetch_seconds",
+                "diff_seconds",
+                "verify_seconds",
+                "apply_seconds",
+            )
+            if k in done
+        },
+    }
 
 
 def churn(base_url: str, entries: int) -> None:
@@ -114,15 +151,18 @@ def churn(base_url: str, entries: int) -> None:
     removed: list[str] = []
     for i in range(pages):  # whole pages spread over the list
         offset = i * (entries // pages)
-        page = session.get(url, params={"channel": "sms", "limit": 100, "offset": offset},
-                           timeout=10).json()["data"]
+        page = session.get(url, params={"channel": "sms", "limit": 100, "offset": offset}, timeout=10).json()[
+            "data"
+        ]
         removed += [row["mobile"] for row in page]
     removed = removed[:count]
     added = [f"+1555{i:07d}" for i in range(count)]
     for status, numbers in ((0, removed), (1, added)):
         for start in range(0, len(numbers), 100):
-            body = {"channel": "sms", "contacts": [
-                {"blocklist_status": status, "numbers": numbers[start:start + 100]}]}
+            body = {
+                "channel": "sms",
+                "contacts": [{"blocklist_status": status, "numbers": numbers[start : start + 100]}],
+            }
             session.post(url, json=body, timeout=30).raise_for_status()
 
 
@@ -162,8 +202,9 @@ def bare_serving_rate(base_url: str, pages: int, concurrency: int) -> float:
                 offset = next(offsets, None)
             if offset is None:
                 return
-            session.get(url, params={"channel": "sms", "limit": 100, "offset": offset},
-                        timeout=30).raise_for_status()
+            session.get(
+                url, params={"channel": "sms", "limit": 100, "offset": offset}, timeout=30
+            ).raise_for_status()
 
     threads = [threading.Thread(target=worker) for _ in range(concurrency)]
     started = time.monotonic()
@@ -194,7 +235,9 @@ def latency_bound(pg: str, entries: int, latency: float, concurrency: int) -> di
     requests_made = -(-entries // 100)
     ideal = requests_made * latency / concurrency
     return {
-        "entries": entries, "latency_seconds": latency, "concurrency": concurrency,
+        "entries": entries,
+        "latency_seconds": latency,
+        "concurrency": concurrency,
         "ideal_seconds": round(ideal, 2),
         "first_sweep_seconds": first["sweep_seconds"],
         "no_change_sweep": no_change,
@@ -207,10 +250,10 @@ def latency_bound(pg: str, entries: int, latency: float, concurrency: int) -> di
 
 def sweep_env(base_url: str, dsn: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KALEYRA_", "BLOCKLIST_"))}
-    env.update(KALEYRA_SID=SID, KALEYRA_API_KEY=KEY, KALEYRA_BASE_URL=base_url,
-               DATABASE_URL=dsn)
-    subprocess.run([sys.executable, "-m", "sync", "migrate"], env=env, cwd=REPO, check=True,
-                   capture_output=True)
+    env.update(KALEYRA_SID=SID, KALEYRA_API_KEY=KEY, KALEYRA_BASE_URL=base_url, DATABASE_URL=dsn)
+    subprocess.run(
+        [sys.executable, "-m", "sync", "migrate"], env=env, cwd=REPO, check=True, capture_output=True
+    )
     return env
 
 
@@ -218,22 +261,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--entries", type=int, default=1_000_000)
     parser.add_argument("--concurrency", type=int, default=4)
-    parser.add_argument("--no-history", action="store_true",
-                        help="skip the year of synthetic history and its query timings")
-    parser.add_argument("--initial-only", action="store_true",
-                        help="only the first sweep (its time and peak RSS), for 10M entries")
-    parser.add_argument("--latency", type=float, default=0.1,
-                        help="seconds per request in the latency-bound sweep (0 skips it)")
+    parser.add_argument(
+        "--no-history", action="store_true", help="skip the year of synthetic history and its query timings"
+    )
+    parser.add_argument(
+        "--initial-only",
+        action="store_true",
+        help="only the first sweep (its time and peak RSS), for 10M entries",
+    )
+    parser.add_argument(
+        "--latency",
+        type=float,
+        default=0.1,
+        help="seconds per request in the latency-bound sweep (0 skips it)",
+    )
     parser.add_argument("--latency-entries", type=int, default=100_000)
     parser.add_argument("--latency-concurrency", type=int, default=8)
-    parser.add_argument("--pg", default=os.environ.get("KBS_TEST_PG",
-                                                       "postgresql://postgres@127.0.0.1:5432"))
+    parser.add_argument("--pg", default=os.environ.get("KBS_TEST_PG", "postgresql://postgres@127.0.0.1:5432"))
     args = parser.parse_args()
 
     # First, while this process is small: Linux carries a process's peak RSS across exec, so
     # a sweep started after the history below was built would report this process's peak.
-    latency = None if not args.latency or args.initial_only else latency_bound(
-        args.pg, args.latency_entries, args.latency, args.latency_concurrency)
+    latency = (
+        None
+        if not args.latency or args.initial_only
+        else latency_bound(args.pg, args.latency_entries, args.latency, args.latency_concurrency)
+    )
     simulator, base_url = start_simulator(args.entries)
     name = f"kbs_bench_{uuid.uuid4().hex[:10]}"
     admin = psycopg.connect(f"{args.pg}/postgres", autocommit=True)
@@ -262,37 +315,43 @@ def main() -> None:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
 
-
     def diff_apply(s: dict[str, object]) -> float:
         """The database work of a sweep: diff, verify (the removal checks' requests are few
         and instant here) and apply."""
         return sum(float(s.get(f"{k}_seconds", 0)) for k in ("diff", "verify", "apply"))
 
     fetch_rate = int(initial["pages"]) / float(initial["fetch_seconds"])
-    print(json.dumps({
-        "entries": args.entries,
-        "concurrency": args.concurrency,
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
-        "initial_sweep": initial,
-        "churn_sweep": after_churn,
-        "no_change_sweep": no_change,
-        "database_work": {  # diff + verify + apply
-            "bare_copy_seconds": round(copy_seconds, 2),
-            "initial_seconds": round(diff_apply(initial), 2),
-            "initial_ratio_to_copy": round(diff_apply(initial) / copy_seconds, 2),
-            "churn_seconds": round(diff_apply(after_churn), 2),
-            "churn_ratio_to_copy": round(diff_apply(after_churn) / copy_seconds, 2),
-            "no_change_seconds": round(diff_apply(no_change), 2),
-            "no_change_ratio_to_copy": round(diff_apply(no_change) / copy_seconds, 2),
-        },
-        "fetch": {
-            "sweep_pages_per_second": round(fetch_rate, 1),
-            "bare_client_pages_per_second": round(bare_rate, 1),
-            "ratio": round(fetch_rate / bare_rate, 2),
-        },
-        "latency_bound": latency,
-        "questions_on_a_year_of_history": questions,
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "entries": args.entries,
+                "concurrency": args.concurrency,
+                "machine": (
+                    f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+                ),
+                "initial_sweep": initial,
+                "churn_sweep": after_churn,
+                "no_change_sweep": no_change,
+                "database_work": {  # diff + verify + apply
+                    "bare_copy_seconds": round(copy_seconds, 2),
+                    "initial_seconds": round(diff_apply(initial), 2),
+                    "initial_ratio_to_copy": round(diff_apply(initial) / copy_seconds, 2),
+                    "churn_seconds": round(diff_apply(after_churn), 2),
+                    "churn_ratio_to_copy": round(diff_apply(after_churn) / copy_seconds, 2),
+                    "no_change_seconds": round(diff_apply(no_change), 2),
+                    "no_change_ratio_to_copy": round(diff_apply(no_change) / copy_seconds, 2),
+                },
+                "fetch": {
+                    "sweep_pages_per_second": round(fetch_rate, 1),
+                    "bare_client_pages_per_second": round(bare_rate, 1),
+                    "ratio": round(fetch_rate / bare_rate, 2),
+                },
+                "latency_bound": latency,
+                "questions_on_a_year_of_history": questions,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -49,7 +49,8 @@ def build(engine: Engine) -> str:
     """Write the history; returns a number that was blocklisted and removed, for lookups."""
     total = INITIAL + DAYS * DAILY
     with engine.begin() as c:
-        c.execute(text("""
+        c.execute(
+            text("""
             INSERT INTO sync_runs (account_sid, channel, trigger, status, started_at,
                                    finished_at, pages_fetched, entries_seen, added, removed)
             SELECT :sid, :channel, 'scheduled', 'succeeded', t, t + interval '5 minutes', 10000,
@@ -58,19 +59,26 @@ def build(engine: Engine) -> str:
             FROM generate_series(0, :days) AS k,
                  LATERAL (SELECT date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
                           - (:days - k) * interval '1 day' + interval '12 hours' AS t) AS day"""),
-            {"sid": SID, "channel": CHANNEL, "initial": INITIAL, "daily": DAILY, "days": DAYS})
-        c.execute(text("""
+            {"sid": SID, "channel": CHANNEL, "initial": INITIAL, "daily": DAILY, "days": DAYS},
+        )
+        c.execute(
+            text("""
             CREATE TEMP TABLE runs AS
             SELECT id, ROW_NUMBER() OVER (ORDER BY started_at) - 1 AS k, started_at, finished_at,
                    LAG(started_at) OVER (ORDER BY started_at) AS previous_start
             FROM sync_runs WHERE account_sid = :sid AND channel = :channel"""),
-            {"sid": SID, "channel": CHANNEL})
+            {"sid": SID, "channel": CHANNEL},
+        )
         c.execute(text("CREATE UNIQUE INDEX ON runs (k)"))
-        c.execute(text(f"""
+        c.execute(
+            text(f"""
             CREATE TEMP TABLE numbers AS
             SELECT s, {MOBILE} AS mobile, {ADDED_DAY} AS added_day, {REMOVED_DAY} AS removed_day
-            FROM generate_series(0, :last) AS s"""), {"last": total - 1})
-        c.execute(text("""
+            FROM generate_series(0, :last) AS s"""),
+            {"last": total - 1},
+        )
+        c.execute(
+            text("""
             INSERT INTO blocklist_events (account_sid, channel, mobile, change, detected_at,
                                           not_before, initial_load, run_id)
             SELECT :sid, :channel, n.mobile, e.change, r.finished_at, r.previous_start,
@@ -79,17 +87,21 @@ def build(engine: Engine) -> str:
             CROSS JOIN LATERAL (VALUES ('added', n.added_day), ('removed', n.removed_day))
                 AS e(change, day)
             JOIN runs r ON r.k = e.day
-            ORDER BY r.k, e.change, n.mobile"""), {"sid": SID, "channel": CHANNEL})
-        c.execute(text("""
+            ORDER BY r.k, e.change, n.mobile"""),
+            {"sid": SID, "channel": CHANNEL},
+        )
+        c.execute(
+            text("""
             INSERT INTO blocklist_entries (account_sid, channel, mobile, channel_type, added_at,
                                            added_run_id)
             SELECT :sid, :channel, n.mobile, '1', r.finished_at, r.id
             FROM numbers n JOIN runs r ON r.k = n.added_day
             WHERE n.removed_day > :days
-            ORDER BY n.mobile"""), {"sid": SID, "channel": CHANNEL, "days": DAYS})
+            ORDER BY n.mobile"""),
+            {"sid": SID, "channel": CHANNEL, "days": DAYS},
+        )
         # Added on day 1, removed on day 201: one stretch with both ends.
-        removed = c.execute(text(f"SELECT {MOBILE} FROM (SELECT {INITIAL + 123} AS s) AS x")
-                            ).scalar_one()
+        removed = c.execute(text(f"SELECT {MOBILE} FROM (SELECT {INITIAL + 123} AS s) AS x")).scalar_one()
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
         c.execute(text("VACUUM ANALYZE"))
     return removed
@@ -109,22 +121,25 @@ def _timed(engine: Engine, sql: str, params: dict[str, object]) -> tuple[float, 
 
 VIEWS_90_DAYS = {
     "blocklist_daily_size": "SELECT * FROM blocklist_daily_size WHERE account_sid = :account "
-                            "AND day > (now() AT TIME ZONE 'UTC')::date - 90",
+    "AND day > (now() AT TIME ZONE 'UTC')::date - 90",
     "blocklist_daily_changes": "SELECT * FROM blocklist_daily_changes WHERE account_sid = :account "
-                               "AND day > (now() AT TIME ZONE 'UTC')::date - 90",
+    "AND day > (now() AT TIME ZONE 'UTC')::date - 90",
     "blocklist_daily_changes_by_country": "SELECT * FROM blocklist_daily_changes_by_country "
-                                          "WHERE account_sid = :account "
-                                          "AND day > (now() AT TIME ZONE 'UTC')::date - 90",
+    "WHERE account_sid = :account "
+    "AND day > (now() AT TIME ZONE 'UTC')::date - 90",
     "blocklist_by_country": "SELECT * FROM blocklist_by_country WHERE account_sid = :account",
     "blocklist_intervals": "SELECT * FROM blocklist_intervals WHERE account_sid = :account "
-                           "AND blocked_from > now() - interval '90 days'",
+    "AND blocked_from > now() - interval '90 days'",
     "blocklist_sync_health": "SELECT * FROM blocklist_sync_health",
 }
 
 
 def timings(engine: Engine, mobile: str) -> dict[str, object]:
-    params = {"account": SID, "mobile": mobile,
-              "day": (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=200)).isoformat()}
+    params = {
+        "account": SID,
+        "mobile": mobile,
+        "day": (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=200)).isoformat(),
+    }
     out: dict[str, object] = {}
     for name, query in _QUERY.findall(README.read_text()):
         out[f"readme:{name}"] = _timed(engine, re.sub(r":'(\w+)'", r":\1", query), params)
@@ -145,16 +160,15 @@ def run(dsn: str) -> dict[str, object]:
     mobile = build(engine)
     built = time.monotonic() - started
     with engine.connect() as c:
-        events = c.execute(text("SELECT COUNT(*) FROM blocklist_events WHERE account_sid = :a"),
-                           {"a": SID}).scalar_one()
-    return {"events": events, "build_seconds": round(built, 1),
-            "seconds_and_rows": timings(engine, mobile)}
+        events = c.execute(
+            text("SELECT COUNT(*) FROM blocklist_events WHERE account_sid = :a"), {"a": SID}
+        ).scalar_one()
+    return {"events": events, "build_seconds": round(built, 1), "seconds_and_rows": timings(engine, mobile)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--pg", default=os.environ.get("KBS_TEST_PG",
-                                                       "postgresql://postgres@127.0.0.1:5432"))
+    parser.add_argument("--pg", default=os.environ.get("KBS_TEST_PG", "postgresql://postgres@127.0.0.1:5432"))
     parser.add_argument("--keep", action="store_true", help="keep the database (prints its URL)")
     args = parser.parse_args()
     name = f"kbs_bench_{uuid.uuid4().hex[:10]}"
