@@ -39,7 +39,7 @@ from sync.kaleyra_errors import Cancelled, KaleyraError
 from sync.numbers import describe_rejected
 from sync.redaction import redact
 from sync.settings import Account, Shard, Tuning
-from sync.store import ChannelSweep, Diff, LockHeld, Store
+from sync.store import Diff, LockedChannel, LockHeld, Store
 from sync.vocabulary import SEVERITY, Outcome, RunStatus, Trigger
 
 __all__ = [
@@ -192,7 +192,7 @@ def sweep_channel(
     started = time.monotonic()
     context: dict[str, object] = {"account": client.sid, "channel": channel}
     try:
-        with store.sweep(client.sid, channel) as session:
+        with store.lock_channel(client.sid, channel) as session:
             if options.skip_if_swept_within is not None:
                 # Shards retry a failed or stopped pair (their Job's retry, a pod restarted
                 # after SIGTERM): only a sweep that did not fail counts as done moments ago.
@@ -259,7 +259,7 @@ def sweep_channel(
 
 def _sweep_locked(
     client: KaleyraClient,
-    session: ChannelSweep,
+    session: LockedChannel,
     run_id: int,
     channel: str,
     options: SweepOptions,
@@ -269,7 +269,7 @@ def _sweep_locked(
     on_change: ChangeCallback | None,
 ) -> SweepResult:
     def rows() -> Iterator[Entry]:
-        for page in client.sweep(channel, cancel=halt):
+        for page in client.pages(channel, cancel=halt):
             halt.check("paging")
             progress.pages += 1
             progress.rows += len(page.entries)
@@ -337,7 +337,7 @@ def _sweep_locked(
     return result(outcome=Outcome.SUCCEEDED)
 
 
-def _confirm_removals(client: KaleyraClient, session: ChannelSweep, channel: str, halt: _Halt) -> None:
+def _confirm_removals(client: KaleyraClient, session: LockedChannel, channel: str, halt: _Halt) -> None:
     """Ask Kaleyra about every removal candidate directly and keep those it still lists.
 
     Each request also names a few numbers this listing showed (controls). A working filter

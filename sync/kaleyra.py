@@ -2,7 +2,7 @@
 
 Two operations:
 
-- :meth:`KaleyraClient.sweep` pages one channel's whole blocklist with ``limit``/``offset``.
+- :meth:`KaleyraClient.pages` pages one channel's whole blocklist with ``limit``/``offset``.
   The offset advances by the rows actually received, so a server that returns fewer rows than
   asked never makes us skip any; the sweep ends on an empty page. Several pages may be in flight
   at once (``concurrency``): pages are requested ahead at the offsets a full page would lead to
@@ -170,7 +170,7 @@ class KaleyraClient:
 
     # -- public operations -------------------------------------------------------------
 
-    def sweep(self, channel: str, *, cancel: Stoppable | None = None) -> Iterator[Page]:
+    def pages(self, channel: str, *, cancel: Stoppable | None = None) -> Iterator[Page]:
         """Yield every page of ``channel``'s blocklist in order, ending on the first empty page.
 
         Rows repeated from the previous page (the list shifted under the offset) are dropped

@@ -1,7 +1,7 @@
 """The database side of a sweep: lock, run rows, staging, set-based diff, one-transaction apply.
 
 Knows nothing of HTTP: rows arrive as ``(mobile, channel_type)`` tuples. One
-:class:`ChannelSweep` holds one connection for the whole sweep of an (account, channel); the
+:class:`LockedChannel` holds one connection for the whole sweep of an (account, channel); the
 advisory lock, the temporary staging tables and the apply transaction all live on it, so
 closing it (or the process dying) releases everything at once.
 
@@ -28,7 +28,7 @@ from sqlalchemy.exc import DBAPIError
 
 from sync.schema import UtcTime, blocklist_entries, sync_runs
 
-__all__ = ["ChannelStatus", "ChannelSweep", "Diff", "LockHeld", "Store", "age_text"]
+__all__ = ["ChannelStatus", "Diff", "LockHeld", "LockedChannel", "Store", "age_text"]
 
 Row = tuple[str, str | None]
 log = logging.getLogger("sync.store")
@@ -125,11 +125,11 @@ class Store:
         self.is_postgres = engine.dialect.name == "postgresql"
 
     @contextmanager
-    def sweep(self, account_sid: str, channel: str) -> Iterator[ChannelSweep]:
+    def lock_channel(self, account_sid: str, channel: str) -> Iterator[LockedChannel]:
         """Lock (account, channel) for one sweep, or raise :class:`LockHeld` at once."""
         with self.engine.connect() as connection:
             with self._lock(connection, account_sid, channel):
-                yield ChannelSweep(connection, account_sid, channel, self.is_postgres)
+                yield LockedChannel(connection, account_sid, channel, self.is_postgres)
 
     @contextmanager
     def _lock(self, connection: Connection, account_sid: str, channel: str) -> Iterator[None]:
@@ -216,7 +216,7 @@ def _file_lock(path: Path) -> Iterator[bool]:
         handle.close()
 
 
-class ChannelSweep:
+class LockedChannel:
     """One locked sweep of one (account, channel), on one held connection."""
 
     def __init__(self, connection: Connection, account_sid: str, channel: str, is_postgres: bool) -> None:

@@ -321,7 +321,7 @@ def test_the_client_reports_a_trickle_as_a_transport_error(sim: Simulator) -> No
     sim.add("sms", numbers(3))
     sim.inject("trickle", at=1, times=10, seconds=0.1)
     with pytest.raises(TransportError, match="deadline"):
-        list(make_client(sim, response_timeout=0.5).sweep("sms"))
+        list(make_client(sim, response_timeout=0.5).pages("sms"))
 
 
 def test_the_sweep_deadline_stops_a_slow_sweep(sim: Simulator, store: Store, engine: Engine) -> None:
@@ -380,7 +380,7 @@ def test_a_huge_body_is_refused_before_it_is_read(sim: Simulator) -> None:
     body = json.dumps({"code": "CNT196", "message": "x" * (2 << 20), "data": [], "error": {}})
     sim.inject("raw", at=1, body=body.encode())
     with pytest.raises(ProtocolError, match="byte cap"):
-        list(make_client(sim).sweep("sms"))
+        list(make_client(sim).pages("sms"))
 
 
 def test_a_gzipped_honest_page_is_read(sim: Simulator) -> None:
@@ -394,7 +394,7 @@ def test_a_gzipped_honest_page_is_read(sim: Simulator) -> None:
         return original(sid, key, query)
 
     sim.get_blocklist = gzipped  # type: ignore[method-assign]
-    assert [e.mobile for p in make_client(sim).sweep("sms") for e in p.entries] == numbers(3)
+    assert [e.mobile for p in make_client(sim).pages("sms") for e in p.entries] == numbers(3)
 
 
 def test_a_page_with_more_rows_than_asked_is_a_protocol_error(
@@ -403,7 +403,7 @@ def test_a_page_with_more_rows_than_asked_is_a_protocol_error(
     sim.add("sms", numbers(300))
     sim.inject("oversize", at=2)
     with pytest.raises(ProtocolError, match="101 rows where 100 were asked"):
-        list(make_client(sim).sweep("sms"))
+        list(make_client(sim).pages("sms"))
     sim.inject("oversize", at=sim.requests + 2)
     assert sweep(sim, store).outcome is Outcome.FAILED
     assert entries(engine, sim) == set()
@@ -452,7 +452,7 @@ def test_a_server_ignoring_offset_still_fails_fast(sim: Simulator) -> None:
     sim.add("sms", numbers(30))  # one short page, served at every offset
     sim.ignore_offset = True
     with pytest.raises(PagingError, match="ignoring offset"):
-        list(make_client(sim).sweep("sms"))
+        list(make_client(sim).pages("sms"))
     assert len([q for _, _, q in sim.request_log]) == 3
 
 
@@ -638,7 +638,7 @@ def test_a_slow_status_line_is_bounded_by_the_request_budget(sim: Simulator) -> 
 def test_json_nested_too_deep_is_a_protocol_error(sim: Simulator) -> None:
     sim.inject("raw", at=1, body=b"[" * 200_000)
     with pytest.raises(ProtocolError, match="not JSON"):
-        list(make_client(sim).sweep("sms"))
+        list(make_client(sim).pages("sms"))
 
 
 def test_a_base_url_with_a_bad_port_is_one_line_and_exit_2(pg_url: str) -> None:

@@ -29,7 +29,7 @@ from tests.conftest import make_client, numbers
 
 
 def swept(client: KaleyraClient, channel: str = "sms") -> list[str]:
-    return [e.mobile for page in client.sweep(channel) for e in page.entries]
+    return [e.mobile for page in client.pages(channel) for e in page.entries]
 
 
 @pytest.mark.parametrize("count", [0, 1, 99, 100, 101, 10_000])
@@ -173,7 +173,7 @@ def test_rows_without_a_mobile_are_rejected_not_entries(sim: Simulator) -> None:
         )
 
     sim.get_blocklist = bad_rows  # type: ignore[method-assign]
-    pages = list(make_client(sim).sweep("sms"))
+    pages = list(make_client(sim).pages("sms"))
     assert [e.mobile for e in pages[0].entries] == ["+919800000003"]
     assert pages[0].rejected == [{"number": "+91"}, "+919800000001", 919800000002]
 
@@ -330,4 +330,4 @@ def test_a_cancel_stops_a_sweep_without_waiting_out_its_retries(sim: Simulator) 
 
 
 def swept_with(client: KaleyraClient, cancel: object) -> list[str]:
-    return [e.mobile for page in client.sweep("sms", cancel=cancel) for e in page.entries]  # type: ignore[arg-type]
+    return [e.mobile for page in client.pages("sms", cancel=cancel) for e in page.entries]  # type: ignore[arg-type]

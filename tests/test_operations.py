@@ -321,7 +321,7 @@ def test_schedule_serves_metrics_over_http(sim: Simulator, engine: Engine, pg_ur
 def test_max_rps_spaces_requests(sim: Simulator) -> None:
     sim.add("sms", numbers(900))
     client = make_client(sim, concurrency=4, max_rps=20)
-    assert sum(len(p.entries) for p in client.sweep("sms")) == 900
+    assert sum(len(p.entries) for p in client.pages("sms")) == 900
     starts = sorted(t for t, _, _ in sim.request_log)
     assert len(starts) >= 10
     # 20 per second: ten requests cannot fit in less than nine intervals of 50 ms.

@@ -14,7 +14,7 @@ PATIENT = RetryPolicy(attempts=10, timeout=60, wait_initial=0.01, wait_max=0.05,
 
 
 def swept(client: KaleyraClient) -> list[str]:
-    return [e.mobile for page in client.sweep("sms") for e in page.entries]
+    return [e.mobile for page in client.pages("sms") for e in page.entries]
 
 
 def test_a_429_slows_every_request_so_a_rate_limited_sweep_completes(

@@ -139,7 +139,7 @@ def test_status_metrics_and_the_health_view_agree_through_every_outcome(
     agree("held")
     assert sweep(dry_run=True) is Outcome.DRY_RUN
     agree("held")  # a review does not make a held channel look healthy
-    with store.sweep(sim.sid, "sms"):
+    with store.lock_channel(sim.sid, "sms"):
         assert sweep() is Outcome.LOCKED
     agree("held")  # a locked run writes nothing
     assert sweep(force=True, guard=GuardLimits(max_removal_fraction=1.0)) is Outcome.SUCCEEDED

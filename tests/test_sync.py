@@ -217,7 +217,7 @@ def test_a_held_lock_makes_the_other_run_exit_75_writing_nothing(
     sim: Simulator, store: Store, engine: Engine, pg_url: str
 ) -> None:
     sim.add("sms", numbers(10))
-    with store.sweep(sim.sid, "sms"):
+    with store.lock_channel(sim.sid, "sms"):
         result = run_cli("run", "--channel", "sms", env=cli_env(sim, pg_url))
     assert result.returncode == 75, result.stderr
     assert "another blocklist-sync process" in result.stdout
@@ -380,7 +380,7 @@ def test_the_same_sweep_works_on_embedded_sqlite(sim: Simulator, sqlite_store: S
     engine = sqlite_store.engine
     assert len(entries(engine, sim)) == 296
     assert [r[2] for r in runs(engine, sim)] == ["succeeded", "succeeded"]
-    with sqlite_store.sweep(sim.sid, "sms"):  # the file lock stands in for the advisory lock
+    with sqlite_store.lock_channel(sim.sid, "sms"):  # the file lock stands in for the advisory lock
         assert sweep(sim, sqlite_store).outcome is Outcome.LOCKED
 
 
@@ -448,7 +448,7 @@ def test_a_failure_after_commit_never_rewrites_a_succeeded_run(
 ) -> None:
     sim.add("sms", numbers(5))
     result = sweep(sim, store)
-    with store.sweep(sim.sid, "sms") as session:
+    with store.lock_channel(sim.sid, "sms") as session:
         session.finish_run(result.run_id, "failed", error="late failure")  # type: ignore[arg-type]
     assert runs(engine, sim)[-1][2] == "succeeded"
 
