@@ -148,6 +148,19 @@ def numbers(count: int, start: int = 0, prefix: str = "+9190000") -> list[str]:
     return [f"{prefix}{i:05d}" for i in range(start, start + count)]
 
 
+def entries(engine: Engine, sim: Simulator, channel: str = "sms") -> set[str]:
+    """The numbers ``sim``'s account holds on ``channel`` in the database now."""
+    return {
+        r[0]
+        for r in rows(
+            engine,
+            "SELECT mobile FROM blocklist_entries WHERE account_sid = :a AND channel = :c",
+            a=sim.sid,
+            c=channel,
+        )
+    }
+
+
 def rows(engine: Engine, sql: str, **params: object) -> list[tuple]:
     with engine.connect() as conn:
         return [tuple(r) for r in conn.execute(text(sql), params)]

@@ -32,23 +32,12 @@ from tests.conftest import (
     REPO,
     TEST_PASSWORD,
     cli_env,
+    entries,
     make_client,
     numbers,
     rows,
     run_cli,
 )
-
-
-def entries(engine: Engine, sim: Simulator, channel: str = "sms") -> set[str]:
-    return {
-        r[0]
-        for r in rows(
-            engine,
-            "SELECT mobile FROM blocklist_entries WHERE account_sid = :a AND channel = :c",
-            a=sim.sid,
-            c=channel,
-        )
-    }
 
 
 def events(engine: Engine, sim: Simulator) -> list[tuple[str, str]]:

@@ -18,23 +18,11 @@ from sync.guard import GuardLimits
 from sync.job import Outcome, SweepOptions, SweepResult, sweep_channel
 from sync.simulator import Simulator
 from sync.store import Store
-from tests.conftest import REPO, cli_env, make_client, numbers, rows, run_cli
+from tests.conftest import REPO, cli_env, entries, make_client, numbers, rows, run_cli
 
 
 def sweep(sim: Simulator, store: Store, channel: str = "sms", **options: object) -> SweepResult:
     return sweep_channel(make_client(sim), store, channel, SweepOptions(**options))  # type: ignore[arg-type]
-
-
-def entries(engine: Engine, sim: Simulator, channel: str = "sms") -> set[str]:
-    return {
-        r[0]
-        for r in rows(
-            engine,
-            "SELECT mobile FROM blocklist_entries WHERE account_sid = :a AND channel = :c",
-            a=sim.sid,
-            c=channel,
-        )
-    }
 
 
 def events(engine: Engine, sim: Simulator) -> list[tuple]:
