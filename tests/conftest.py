@@ -161,6 +161,30 @@ def entries(engine: Engine, sim: Simulator, channel: str = "sms") -> set[str]:
     }
 
 
+def column_comments(engine: Engine, relation: str) -> list[tuple]:
+    """(column, its comment, the relation's comment) for every column of ``relation``."""
+    return rows(
+        engine,
+        """
+        SELECT a.attname, col_description(c.oid, a.attnum), obj_description(c.oid, 'pg_class')
+        FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid
+        WHERE c.oid = CAST(:view AS regclass) AND a.attnum > 0 AND NOT a.attisdropped""",
+        view=relation,
+    )
+
+
+def run_on_a_terminal(command: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``command`` under script(1): stdout and stderr are a terminal, as for an operator."""
+    return subprocess.run(
+        ["script", "-qec", command, "/dev/null"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 def rows(engine: Engine, sql: str, **params: object) -> list[tuple]:
     with engine.connect() as conn:
         return [tuple(r) for r in conn.execute(text(sql), params)]

@@ -30,7 +30,7 @@ from sync import database
 from sync.job import Outcome, SweepOptions, SweepResult, sweep_channel
 from sync.simulator import Simulator
 from sync.store import Store
-from tests.conftest import PG_SERVER, REPO, cli_env, make_client, numbers, rows, run_cli
+from tests.conftest import PG_SERVER, REPO, cli_env, column_comments, make_client, numbers, rows, run_cli
 
 VIEWS = ("blocklist_intervals", "blocklist_daily_changes", "blocklist_sync_health")
 TABLES = ("sync_runs", "blocklist_entries", "blocklist_events")
@@ -445,14 +445,7 @@ def test_sync_health(scenario: Scenario, sim: Simulator, store: Store, engine: E
 
 def test_views_and_their_columns_are_commented(engine: Engine) -> None:
     for view in VIEWS:
-        found = rows(
-            engine,
-            """
-            SELECT a.attname, col_description(c.oid, a.attnum), obj_description(c.oid, 'pg_class')
-            FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid
-            WHERE c.oid = CAST(:view AS regclass) AND a.attnum > 0 AND NOT a.attisdropped""",
-            view=view,
-        )
+        found = column_comments(engine, view)
         assert found and all(r[1] and r[2] for r in found), view
     comments = dict(
         r[:2]

@@ -21,7 +21,7 @@ from sync import database, job
 from sync.settings import Account, ConfigError, Shard, parse_shard
 from sync.simulator import Simulator
 from sync.telemetry import JSON_FIELDS
-from tests.conftest import REPO, cli_env, numbers, rows, run_cli
+from tests.conftest import REPO, cli_env, numbers, rows, run_cli, run_on_a_terminal
 
 CHANNELS = ("sms", "whatsapp", "voice")
 
@@ -350,14 +350,7 @@ def test_log_lines_never_land_inside_the_progress_bar(sim: Simulator, pg_url: st
     sim.inject("WA500", at=10, times=1)  # a retry line while the bar is drawn
     env = cli_env(sim, pg_url, KALEYRA_CHANNELS="sms", BLOCKLIST_SYNC_CONCURRENCY="1")
     command = f"stty cols 120 rows 40; {sys.executable} -m sync run"
-    tty = subprocess.run(
-        ["script", "-qec", command, "/dev/null"],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    tty = run_on_a_terminal(command, env)
     assert tty.returncode == 0, tty.stdout
     assert " rows" in tty.stdout  # the bar was drawn
     # Every log line starts a line of its own: after a newline or a carriage return that

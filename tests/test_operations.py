@@ -20,7 +20,7 @@ from sync import database
 from sync.scheduler import crontab_trigger
 from sync.settings import ConfigError
 from sync.simulator import Simulator
-from tests.conftest import REPO, cli_env, make_client, numbers, rows, run_cli
+from tests.conftest import REPO, cli_env, make_client, numbers, rows, run_cli, run_on_a_terminal
 
 
 def start_schedule(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
@@ -276,14 +276,7 @@ def test_progress_bar_only_on_a_terminal(sim: Simulator, pg_url: str) -> None:
     plain = run_cli("run", env=env)
     assert plain.returncode == 0 and "rows" not in plain.stderr  # not a terminal: no bar
     command = f"stty cols 120 rows 40; {sys.executable} -m sync run"  # a terminal has a size
-    tty = subprocess.run(
-        ["script", "-qec", command, "/dev/null"],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    tty = run_on_a_terminal(command, env)
     assert tty.returncode == 0, tty.stdout
     assert "sms:" in tty.stdout and " rows" in tty.stdout  # tqdm drew the bar on the terminal
 

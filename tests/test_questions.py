@@ -27,7 +27,7 @@ from sync.job import Outcome, SweepOptions, sweep_channel
 from sync.schema import sync_runs
 from sync.simulator import Simulator
 from sync.store import Store
-from tests.conftest import cli_env, make_client, rows, run_cli
+from tests.conftest import cli_env, column_comments, make_client, rows, run_cli
 from tests.test_bi_views import (  # noqa: F401 - reader is a fixture
     Scenario,
     connect_as,
@@ -352,14 +352,7 @@ NEW_RELATIONS = (
 
 def test_new_views_are_commented(engine: Engine) -> None:
     for view in NEW_RELATIONS:
-        found = rows(
-            engine,
-            """
-            SELECT a.attname, col_description(c.oid, a.attnum), obj_description(c.oid, 'pg_class')
-            FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid
-            WHERE c.oid = CAST(:view AS regclass) AND a.attnum > 0 AND NOT a.attisdropped""",
-            view=view,
-        )
+        found = column_comments(engine, view)
         assert found and all(r[1] and r[2] for r in found), view
     comment = rows(engine, "SELECT col_description('blocklist_daily_size'::regclass, 4)")[0][0]
     assert "carried forward" in comment
