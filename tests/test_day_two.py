@@ -435,23 +435,15 @@ def promtool() -> str:
     return path
 
 
+def run_promtool(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([promtool(), *args], cwd=REPO / "cron", capture_output=True, text=True, timeout=60)
+
+
 def test_alerting_rules_pass_promtool() -> None:
-    check = subprocess.run(
-        [promtool(), "check", "rules", "blocklist-sync-alerts.yaml"],
-        cwd=REPO / "cron",
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    check = run_promtool("check", "rules", "blocklist-sync-alerts.yaml")
     assert check.returncode == 0, check.stdout + check.stderr
     assert "SUCCESS: 5 rules found" in check.stdout
-    test = subprocess.run(
-        [promtool(), "test", "rules", "blocklist-sync-alerts.test.yaml"],
-        cwd=REPO / "cron",
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    test = run_promtool("test", "rules", "blocklist-sync-alerts.test.yaml")
     assert test.returncode == 0, test.stdout + test.stderr
     assert "SUCCESS" in test.stdout
 
@@ -462,13 +454,7 @@ def test_promtool_would_catch_a_wrong_threshold(tmp_path: Path) -> None:
         (tmp_path / name).write_text((REPO / "cron" / name).read_text())
     rules = tmp_path / "blocklist-sync-alerts.yaml"
     rules.write_text(rules.read_text().replace("> 2 * 3600", "> 3 * 3600"))
-    test = subprocess.run(
-        [promtool(), "test", "rules", "blocklist-sync-alerts.test.yaml"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    test = run_promtool("test", "rules", "blocklist-sync-alerts.test.yaml", cwd=tmp_path)
     assert test.returncode != 0 and "BlocklistSyncStale" in test.stdout + test.stderr
 
 
