@@ -435,8 +435,8 @@ def promtool() -> str:
     return path
 
 
-def run_promtool(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([promtool(), *args], cwd=REPO / "cron", capture_output=True, text=True, timeout=60)
+def run_promtool(*args: str, cwd: Path = REPO / "cron") -> subprocess.CompletedProcess[str]:
+    return subprocess.run([promtool(), *args], cwd=cwd, capture_output=True, text=True, timeout=60)
 
 
 def test_alerting_rules_pass_promtool() -> None:
