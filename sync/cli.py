@@ -22,7 +22,7 @@ import click
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
-from sync import __version__, database, health, job, preflight, redaction
+from sync import __version__, database, health, preflight, redaction
 from sync.guard import GuardLimits
 from sync.kaleyra import KaleyraClient, RetryPolicy
 from sync.kaleyra_errors import (
@@ -46,6 +46,15 @@ from sync.settings import (
     parse_shard,
 )
 from sync.store import ChannelStatus, Store, age_text
+from sync.sweep import (
+    StopRequest,
+    SweepOptions,
+    SweepResult,
+    client_for,
+    stop_on_signals,
+    sweep_accounts,
+    worst_exit_code,
+)
 from sync.telemetry import LOG_LEVELS, LogSettings, Metrics, ProgressBars, configure_logging
 from sync.vocabulary import REGIONS, Channel, ExitCode, Outcome, Trigger
 
@@ -302,7 +311,7 @@ def prepare(source: AccountSource, database_url: str | None, log: LogSettings) -
 
 
 def client_maker(tuning: Tuning) -> Callable[[Account], KaleyraClient]:
-    return functools.partial(job.client_for, tuning=tuning)
+    return functools.partial(client_for, tuning=tuning)
 
 
 def configured_metrics(store: Store, accounts: list[Account]) -> Metrics:
@@ -405,7 +414,7 @@ def run(
     )
     # Shards may overlap (a rollout, two Jobs): a pair another shard is sweeping or swept
     # moments ago is that shard's, so no pair is swept twice.
-    options = job.SweepOptions(
+    options = SweepOptions(
         trigger=Trigger(trigger),
         dry_run=dry_run,
         force=force,
@@ -414,15 +423,15 @@ def run(
         skip_if_swept_within=skip_within,
         lock_held_is_skip=bool(share),
     )
-    stop = job.StopRequest()
-    job.stop_on_signals(stop)
+    stop = StopRequest()
+    stop_on_signals(stop)
     bars = ProgressBars()
 
     def print_change(account_sid: str, channel: str, change: str, mobile: str) -> None:
         click.echo(f"would-be-{change}\t{account_sid}\t{channel}\t{mobile}")
 
     try:
-        results = job.sweep_accounts(
+        results = sweep_accounts(
             ready.accounts,
             ready.store,
             options,
@@ -445,17 +454,15 @@ def run(
         click.echo(summary_line(result))
     if metrics_file:
         configured_metrics(ready.store, ready.configured).write_textfile(metrics_file)
-    code = job.worst_exit_code(results)
+    code = worst_exit_code(results)
     if stop.signum is not None:  # the shell's convention: 128 + the signal's number
         code = 128 + stop.signum
     sys.exit(code)
 
 
-def summary_line(result: job.SweepResult) -> str:
+def summary_line(result: SweepResult) -> str:
     if (
-        result.run_id is None
-        and result.message
-        and result.outcome in (job.Outcome.SKIPPED, job.Outcome.CANCELLED)
+        result.run_id is None and result.message and result.outcome in (Outcome.SKIPPED, Outcome.CANCELLED)
     ):  # never started: one line says why
         return f"{result.account_sid} {result.channel}: {result.outcome.label}: {result.message}"
     parts = [f"{result.account_sid} {result.channel}: {result.outcome.label}"]
@@ -638,9 +645,7 @@ def check(source: AccountSource, database_url: str | None, log: LogSettings) -> 
     ]
     url = database.resolve_database_url(database_url)  # registers its passwords for redaction
     checks += preflight.check_database(database.make_engine(url), database.describe_url(url))
-    checks += preflight.check_accounts(
-        accounts, functools.partial(job.client_for, retry=RetryPolicy(attempts=1))
-    )
+    checks += preflight.check_accounts(accounts, functools.partial(client_for, retry=RetryPolicy(attempts=1)))
     for item in checks:
         click.echo(item.line())
     sys.exit(ExitCode.OK if all(item.ok for item in checks) else ExitCode.FAILED)
@@ -784,7 +789,7 @@ def schedule(
     )
     ready = prepare(source, database_url, log)
     accounts, store = ready.accounts, ready.store
-    options = job.SweepOptions(trigger=Trigger.SCHEDULED, guard=guard, timeout=tuning.sweep_timeout)
+    options = SweepOptions(trigger=Trigger.SCHEDULED, guard=guard, timeout=tuning.sweep_timeout)
     make_client = client_maker(tuning)
     metrics = Metrics()
 

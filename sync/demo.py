@@ -14,11 +14,12 @@ from collections.abc import Callable
 
 from sqlalchemy import select
 
-from sync import database, job
+from sync import database
 from sync.schema import blocklist_events
 from sync.settings import CHANNELS, Account
 from sync.simulator import Simulator
 from sync.store import Store
+from sync.sweep import SweepOptions, SweepResult, client_for, sweep_accounts, worst_exit_code
 from sync.vocabulary import Trigger
 
 NUMBERS_PER_CHANNEL = 5000
@@ -35,8 +36,8 @@ def run_demo(store: Store, where: str, *, echo: Callable[[str], None]) -> int:
             f"{NUMBERS_PER_CHANNEL} numbers per channel"
         )
 
-        def sweep(trigger: Trigger) -> list[job.SweepResult]:
-            results = job.sweep_accounts([account], store, job.SweepOptions(trigger=trigger), job.client_for)
+        def sweep(trigger: Trigger) -> list[SweepResult]:
+            results = sweep_accounts([account], store, SweepOptions(trigger=trigger), client_for)
             for r in results:
                 diff = r.diff
                 counts = f"{diff.seen} blocklisted, +{diff.added} -{diff.removed}" if diff else ""
@@ -80,4 +81,4 @@ def run_demo(store: Store, where: str, *, echo: Callable[[str], None]) -> int:
         f"(history), sync_runs (every sweep); try `blocklist-sync status --all "
         f"--database-url '{where}'`."
     )
-    return job.worst_exit_code(first + second)
+    return worst_exit_code(first + second)

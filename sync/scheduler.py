@@ -23,9 +23,9 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from sync import job
 from sync.settings import Account, ConfigError, parse_duration
 from sync.store import Store
+from sync.sweep import StopRequest, SweepOptions, sweep_accounts
 from sync.vocabulary import Trigger
 
 __all__ = ["crontab_trigger", "every_trigger", "period_seconds", "run_scheduler"]
@@ -116,7 +116,7 @@ def period_seconds(trigger: BaseTrigger) -> float:
 def run_scheduler(
     accounts: list[Account],
     store: Store,
-    options: job.SweepOptions,
+    options: SweepOptions,
     make_client: Callable[[Account], object],
     trigger: BaseTrigger,
     *,
@@ -124,7 +124,7 @@ def run_scheduler(
     after_tick: Callable[[], None] | None = None,
 ) -> None:
     """Run until SIGTERM or SIGINT; returns once any sweep in progress has stopped."""
-    stop = job.StopRequest()
+    stop = StopRequest()
     scheduler = BlockingScheduler(timezone=dt.UTC)
     # A replica that sweeps a channel right after another did the same tick would sweep it
     # twice; half a period apart is "the same tick".
@@ -135,7 +135,7 @@ def run_scheduler(
     def tick(account: Account) -> None:
         running.add(threading.current_thread())
         try:
-            job.sweep_accounts(
+            sweep_accounts(
                 [account],
                 store,
                 options,

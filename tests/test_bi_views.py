@@ -27,9 +27,9 @@ from sqlalchemy import Engine, inspect, text
 from sqlalchemy.engine import make_url
 
 from sync import database
-from sync.job import Outcome, SweepOptions, SweepResult, sweep_channel
 from sync.simulator import Simulator
 from sync.store import Store
+from sync.sweep import Outcome, SweepOptions, SweepResult, sweep_channel
 from tests.conftest import PG_SERVER, REPO, cli_env, column_comments, make_client, numbers, rows, run_cli
 
 VIEWS = ("blocklist_intervals", "blocklist_daily_changes", "blocklist_sync_health")

@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from sync import database, job
+from sync import database
 from sync.settings import Account, ConfigError, Shard, parse_shard
 from sync.simulator import Simulator
+from sync.sweep import pairs_to_sweep
 from sync.telemetry import JSON_FIELDS
 from tests.conftest import REPO, cli_env, numbers, rows, run_cli, run_on_a_terminal
 
@@ -487,13 +488,11 @@ def test_n_shards_cover_every_pair_exactly_once(count: int, size: int) -> None:
     swept = [
         (a.sid, c)
         for k in range(count)
-        for a, chans in job.pairs_to_sweep(configured, shard=Shard(k, count))
+        for a, chans in pairs_to_sweep(configured, shard=Shard(k, count))
         for c in chans
     ]
     assert sorted(swept) == every  # each pair once: no gap, no overlap
-    shares = [
-        sum(len(c) for _, c in job.pairs_to_sweep(configured, shard=Shard(k, count))) for k in range(count)
-    ]
+    shares = [sum(len(c) for _, c in pairs_to_sweep(configured, shard=Shard(k, count))) for k in range(count)]
     assert max(shares) - min(shares) <= 1
 
 

@@ -22,11 +22,11 @@ import pytest
 from sqlalchemy import Engine, text
 
 from sync import database
-from sync.job import Outcome, SweepOptions, sweep_channel
 from sync.kaleyra_errors import PagingError, ProtocolError, TransportError
 from sync.numbers import canonical
 from sync.simulator import Simulator
 from sync.store import Store
+from sync.sweep import Outcome, SweepOptions, sweep_channel
 from tests.conftest import (
     PG_SERVER,
     REPO,
@@ -428,7 +428,7 @@ def test_a_short_last_page_repeated_by_a_front_insert_ends_in_a_correct_sweep(
 
     sim.get_blocklist = record  # type: ignore[method-assign]
     client = make_client(sim, concurrency=concurrency)
-    from sync.job import sweep_channel as run_sweep
+    from sync.sweep import sweep_channel as run_sweep
 
     result = run_sweep(client, store, "sms", SweepOptions())
     assert result.outcome is Outcome.SUCCEEDED, result.message

@@ -23,10 +23,10 @@ import pytest
 from sqlalchemy import Engine, text
 
 from sync import database, regions
-from sync.job import Outcome, SweepOptions, sweep_channel
 from sync.schema import sync_runs
 from sync.simulator import Simulator
 from sync.store import Store
+from sync.sweep import Outcome, SweepOptions, sweep_channel
 from tests.conftest import cli_env, column_comments, make_client, rows, run_cli
 from tests.test_bi_views import (  # noqa: F401 - reader is a fixture
     Scenario,

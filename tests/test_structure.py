@@ -10,9 +10,9 @@ import psycopg
 import pytest
 from sqlalchemy import Engine, text
 
-from sync.job import Outcome, SweepOptions, sweep_accounts
 from sync.simulator import Simulator
 from sync.store import Store
+from sync.sweep import Outcome, SweepOptions, sweep_accounts
 from sync.vocabulary import Change, Channel, RunStatus, Trigger
 from tests.conftest import account_of, make_client, numbers
 
@@ -105,7 +105,7 @@ def test_status_metrics_and_the_health_view_agree_through_every_outcome(
     import json
 
     from sync.guard import GuardLimits
-    from sync.job import sweep_channel
+    from sync.sweep import sweep_channel
     from tests.conftest import cli_env, run_cli
 
     def sweep(**options: object) -> Outcome:

@@ -15,9 +15,9 @@ from sqlalchemy import Engine, text
 from sync import database
 from sync.cli import summary_line
 from sync.guard import GuardLimits
-from sync.job import Outcome, SweepOptions, SweepResult, sweep_channel
 from sync.simulator import Simulator
 from sync.store import Store
+from sync.sweep import Outcome, SweepOptions, SweepResult, sweep_channel
 from tests.conftest import REPO, cli_env, entries, make_client, numbers, rows, run_cli
 
 

@@ -56,6 +56,8 @@ __all__ = [
     "worst_exit_code",
 ]
 
+# Named for the module this code first lived in (sync/job.py): operators' log queries and
+# alerts match on the logger name, so it stays.
 log = logging.getLogger("sync.job")
 
 
