@@ -6,6 +6,7 @@ application's loggers (alembic issues 714, 795).
 
 from alembic import context
 
+from sync import views  # noqa: F401 - registers op.create_view, op.drop_view, op.replace_view
 from sync.database import make_engine, resolve_database_url
 from sync.schema import metadata
 

@@ -171,20 +171,19 @@ class Store:
     def channel_statuses(self) -> list[ChannelStatus]:
         """The last sweep, last success and entry count of every (account, channel) swept.
 
-        Read from the ``blocklist_sync_health`` view, the one definition of a channel's health:
-        ``status``, the metrics and the dashboards that query the view cannot disagree. (Dry
-        runs are reviews, not sweeps: the view never counts one as the last sweep, so a dry run
-        of a held sweep cannot make its channel look healthy.) The last run's counts come from
-        its row.
+        Read from the ``blocklist_sync_health`` view alone, the one definition of a channel's
+        health: ``status``, the metrics and the dashboards that query the view cannot disagree.
+        (Dry runs are reviews, not sweeps: the view never counts one as the last sweep, so a dry
+        run of a held sweep cannot make its channel look healthy.)
         """
         query = text("""
-            SELECT h.account_sid, h.channel, h.entries, h.last_run_id,
-                   h.last_run_status AS last_status, h.last_run_started_at AS last_started_at,
-                   h.last_run_finished_at AS last_finished_at, r.pages_fetched AS last_pages,
-                   r.added AS last_added, r.removed AS last_removed, r.rejected AS last_rejected,
-                   h.last_run_error AS last_error, h.last_success_at
-            FROM blocklist_sync_health h JOIN sync_runs r ON r.id = h.last_run_id
-            ORDER BY h.account_sid, h.channel""").columns(
+            SELECT account_sid, channel, entries, last_run_id, last_run_status AS last_status,
+                   last_run_started_at AS last_started_at, last_run_finished_at AS last_finished_at,
+                   last_run_pages AS last_pages, last_run_added AS last_added,
+                   last_run_removed AS last_removed, last_run_rejected AS last_rejected,
+                   last_run_error AS last_error, last_success_at
+            FROM blocklist_sync_health
+            ORDER BY account_sid, channel""").columns(
             last_started_at=UtcTime, last_finished_at=UtcTime, last_success_at=UtcTime
         )
         with self.engine.connect() as connection:

@@ -5,16 +5,24 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
 
 import psycopg
 import pytest
+from alembic import command
+from alembic.operations import Operations
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, text
 
+from sync import database
 from sync.simulator import Simulator
 from sync.store import Store
 from sync.sweep import Outcome, SweepOptions, sweep_accounts
+from sync.views import View
 from sync.vocabulary import Change, Channel, RunStatus, Trigger
-from tests.conftest import account_of, make_client, numbers
+from tests.conftest import account_of, column_comments, make_client, numbers
 
 CHECKED = [
     ("sync_runs", "channel", Channel),
@@ -117,15 +125,24 @@ def test_status_metrics_and_the_health_view_agree_through_every_outcome(
         with engine.connect() as c:
             view = c.execute(
                 text(
-                    "SELECT channel, last_run_id, last_run_status, last_success_at, entries "
+                    "SELECT channel, last_run_id, last_run_status, last_success_at, entries, "
+                    "last_run_pages, last_run_added, last_run_removed, last_run_rejected "
                     "FROM blocklist_sync_health WHERE account_sid = :a ORDER BY channel"
                 ),
                 {"a": sim.sid},
             ).all()
+        counts = ("pages", "added", "removed", "rejected")
         assert [
-            (c["channel"], c["last_run"]["id"], c["last_run"]["status"], c["last_success_at"], c["entries"])
+            (
+                c["channel"],
+                c["last_run"]["id"],
+                c["last_run"]["status"],
+                c["last_success_at"],
+                c["entries"],
+                *(c["last_run"][k] for k in counts),
+            )
             for c in mine
-        ] == [(ch, run, status, at.isoformat() if at else None, n) for ch, run, status, at, n in view]
+        ] == [(ch, run, status, at.isoformat() if at else None, *rest) for ch, run, status, at, *rest in view]
         assert (view[0][2] if view else None) == expected_status
 
     sim.add("sms", numbers(200))
@@ -144,3 +161,64 @@ def test_status_metrics_and_the_health_view_agree_through_every_outcome(
     agree("held")  # a locked run writes nothing
     assert sweep(force=True, guard=GuardLimits(max_removal_fraction=1.0)) is Outcome.SUCCEEDED
     agree("succeeded")
+
+
+# -- views are replaceable objects -----------------------------------------------------------
+
+
+def _views_as_stored(engine: Engine) -> dict[str, object]:
+    """Every view's definition and comments, as the database holds them."""
+    with engine.connect() as c:
+        if engine.dialect.name == "sqlite":
+            return dict(c.execute(text("SELECT name, sql FROM sqlite_master WHERE type = 'view'")).all())
+        return {
+            name: (definition, comment, column_comments(engine, name))
+            for name, definition, comment in c.execute(
+                text(
+                    "SELECT c.relname, pg_get_viewdef(c.oid), obj_description(c.oid, 'pg_class') "
+                    "FROM pg_class c WHERE c.relkind = 'v' AND pg_table_is_visible(c.oid)"
+                )
+            ).all()
+        }
+
+
+def test_replacing_a_view_by_name_downgrades_to_its_exact_previous_version(
+    make_database: Callable[[], str], tmp_path: Path
+) -> None:
+    """0007 names the health view it replaces; downgrading restores that version as it was,
+    definition and comments, on both dialects, and leaves every other view alone."""
+    for url in (database.resolve_database_url(make_database()), f"sqlite:///{tmp_path / 'v.db'}"):
+        engine = database.make_engine(url)
+        config = database.alembic_config(engine)
+        command.upgrade(config, "0006")
+        before = _views_as_stored(engine)
+        database.upgrade(engine)
+        after = _views_as_stored(engine)
+        assert {name for name in after if after[name] != before[name]} == {"blocklist_sync_health"}
+        with engine.connect() as c:
+            columns = c.execute(text("SELECT * FROM blocklist_sync_health")).keys()
+        counts = ["last_run_pages", "last_run_added", "last_run_removed", "last_run_rejected"]
+        assert list(columns)[-4:] == counts
+        command.downgrade(config, "0006")
+        assert _views_as_stored(engine) == before
+        engine.dispose()
+
+
+def test_a_view_with_an_undocumented_column_is_refused(
+    make_database: Callable[[], str], tmp_path: Path
+) -> None:
+    """Every column a BI tool sees is documented: a view whose columns differ from its
+    documented ones fails its migration, on both dialects, instead of shipping."""
+    select = "SELECT 1 AS documented, 2 AS forgotten"
+    undocumented = View("kbs_example", select, "An example.", {"documented": "x"})
+    documented = replace(undocumented, columns={"documented": "x", "forgotten": "y"})
+    for url in (database.resolve_database_url(make_database()), f"sqlite:///{tmp_path / 'v.db'}"):
+        engine = database.make_engine(url)
+        with engine.connect() as c:
+            op = Operations(MigrationContext.configure(c))
+            with pytest.raises(ValueError, match="document every column"):
+                op.create_view(undocumented)  # type: ignore[attr-defined]
+            c.rollback()
+            op.create_view(documented)  # type: ignore[attr-defined]
+            assert c.execute(text("SELECT forgotten FROM kbs_example")).scalar_one() == 2
+        engine.dispose()

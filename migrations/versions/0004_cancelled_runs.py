@@ -15,6 +15,9 @@ look healthy. Its columns are unchanged.
 SQLite: the views name ``sync_runs``, and Alembic's batch mode (copy, drop, rename) fails the
 rename while they exist (see 0002), so all three are dropped and recreated around the change,
 from 0002's own SQL.
+
+SYNC_HEALTH is the health view as this migration leaves it, a replaceable object (see
+sync/views.py) that a later migration replaces by name: ``replaces="0004.SYNC_HEALTH"``.
 """
 from __future__ import annotations
 
@@ -22,6 +25,8 @@ import importlib.util
 from pathlib import Path
 
 from alembic import op
+
+from sync.views import View
 
 revision = '0004'
 down_revision = '0003'
@@ -62,6 +67,26 @@ def _health_sql(views, *, skip_dry_runs: bool) -> str:
     return sql
 
 
+def _health_columns(views, *, forward: bool) -> dict[str, str]:
+    columns = dict(views.COMMENTS['blocklist_sync_health'][1])
+    if forward:
+        columns['last_run_status'] = LAST_RUN_STATUS_COMMENT
+    return columns
+
+
+_0002 = _views_0002()
+SYNC_HEALTH = View(
+    'blocklist_sync_health',
+    _health_sql(_0002, skip_dry_runs=True).removeprefix("\nCREATE VIEW blocklist_sync_health AS\n"),
+    comment=_0002.COMMENTS['blocklist_sync_health'][0],
+    columns=_health_columns(_0002, forward=True),
+    expressions={
+        'postgresql': {'age': "now() - ok.finished_at"},
+        'sqlite': {'age': "(julianday('now') - julianday(ok.finished_at)) * 86400.0"},
+    },
+)
+
+
 def _migrate(*, forward: bool) -> None:
     views = _views_0002()
     bind = op.get_bind()
@@ -80,10 +105,8 @@ def _migrate(*, forward: bool) -> None:
                    + views._quote(STATUS_COMMENT if forward else STATUS_COMMENT_BEFORE))
         op.execute("DROP VIEW blocklist_sync_health")
         op.execute(health)
-        comment, columns = views.COMMENTS['blocklist_sync_health']
-        columns = dict(columns)
-        if forward:
-            columns['last_run_status'] = LAST_RUN_STATUS_COMMENT
+        comment = views.COMMENTS['blocklist_sync_health'][0]
+        columns = _health_columns(views, forward=forward)
         op.execute(f"COMMENT ON VIEW blocklist_sync_health IS {views._quote(comment)}")
         for column, text in columns.items():
             op.execute(f"COMMENT ON COLUMN blocklist_sync_health.{column} IS {views._quote(text)}")

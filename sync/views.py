@@ -1,0 +1,163 @@
+"""BI views as replaceable objects: how a migration creates, drops and replaces a view.
+
+This is Alembic's cookbook recipe "Replaceable Objects". A view is created and dropped whole,
+so each version of a view is one :class:`View` constant in the migration that introduced it,
+and a migration that changes a view states only its new version and names the one it
+replaces::
+
+    SYNC_HEALTH = View("blocklist_sync_health", "SELECT ...", comment="...", columns={...})
+
+    def upgrade() -> None:
+        op.replace_view(SYNC_HEALTH, replaces="0004.SYNC_HEALTH")
+
+    def downgrade() -> None:
+        op.replace_view(SYNC_HEALTH, replace_with="0004.SYNC_HEALTH")
+
+Downgrading finds the old version in its own migration file, so no SQL is copied from one
+migration into another, and the DROP, CREATE and COMMENT ON statements are written once, here.
+
+The views are public contract for dashboards, and their comments are part of them: on
+PostgreSQL every CREATE is followed by COMMENT ON for the view and each of its columns (SQLite
+has no comments), and a view whose columns are not exactly the documented ones is refused, so
+no column reaches a BI tool undocumented. Expressions that differ by dialect are
+``{placeholders}`` in the SELECT, filled from :attr:`View.expressions`.
+
+Importing this module registers ``op.create_view``, ``op.drop_view`` and ``op.replace_view``;
+``migrations/env.py`` imports it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from alembic.operations import MigrateOperation, Operations
+from sqlalchemy import text
+
+__all__ = ["CreateViewOp", "DropViewOp", "View", "sql_literal"]
+
+
+def sql_literal(value: str) -> str:
+    """A SQL string literal. The comments are ours, but an apostrophe must not break them."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+@dataclass(frozen=True)
+class View:
+    """One version of a view: its SELECT and its documentation, for every dialect."""
+
+    name: str
+    select: str
+    comment: str
+    columns: Mapping[str, str]  # every column, in order, with its comment
+    # Per dialect name, the values of the SELECT's {placeholders}.
+    expressions: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+
+    def statements(self, dialect: str) -> list[str]:
+        """CREATE VIEW, then (on PostgreSQL) its comments."""
+        select = self.select
+        if self.expressions:
+            if dialect not in self.expressions:
+                raise ValueError(f"view {self.name} has no expressions for the {dialect} dialect")
+            select = select.format(**self.expressions[dialect])
+        statements = [f"CREATE VIEW {self.name} AS\n{select.strip()}"]
+        if dialect == "postgresql":
+            statements.append(f"COMMENT ON VIEW {self.name} IS {sql_literal(self.comment)}")
+            statements += [
+                f"COMMENT ON COLUMN {self.name}.{column} IS {sql_literal(comment)}"
+                for column, comment in self.columns.items()
+            ]
+        return statements
+
+
+class _ViewOp(MigrateOperation):
+    """An operation on one version of a view, which knows its reverse (the cookbook's
+    ``ReversibleOp``)."""
+
+    def __init__(self, view: View) -> None:
+        self.view = view
+
+    @classmethod
+    def invoke_for_target(cls, operations: Operations, view: View) -> Any:
+        return operations.invoke(cls(view))
+
+    def reverse(self) -> _ViewOp:
+        raise NotImplementedError
+
+
+@Operations.register_operation("create_view", "invoke_for_target")
+@Operations.register_operation("replace_view", "replace")
+class CreateViewOp(_ViewOp):
+    def reverse(self) -> DropViewOp:
+        return DropViewOp(self.view)
+
+    @classmethod
+    def replace(
+        cls,
+        operations: Operations,
+        view: View,
+        *,
+        replaces: str | None = None,
+        replace_with: str | None = None,
+    ) -> None:
+        """Drop one version of a view and create another. ``replaces="0004.SYNC_HEALTH"``
+        (in an upgrade) names the version ``view`` takes over from; ``replace_with`` (in a
+        downgrade) names the version that takes over from ``view``."""
+        if (replaces is None) == (replace_with is None):
+            raise TypeError("replace_view takes exactly one of replaces= or replace_with=")
+        if replaces is not None:
+            old, new = _version(operations, replaces), view
+        else:
+            assert replace_with is not None
+            old, new = view, _version(operations, replace_with)
+        if old.name != new.name:
+            raise ValueError(f"{old.name} cannot be replaced by {new.name}: a view keeps its name")
+        operations.invoke(DropViewOp(old))
+        operations.invoke(cls(new))
+
+
+@Operations.register_operation("drop_view", "invoke_for_target")
+class DropViewOp(_ViewOp):
+    def reverse(self) -> CreateViewOp:
+        return CreateViewOp(self.view)
+
+
+@Operations.implementation_for(CreateViewOp)
+def _create_view(operations: Operations, operation: CreateViewOp) -> None:
+    view = operation.view
+    bind = operations.get_bind()
+    for statement in view.statements(bind.dialect.name):
+        operations.execute(statement)
+    if bind.dialect.name == "postgresql":
+        query = (
+            "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(:name) "
+            "AND attnum > 0 AND NOT attisdropped ORDER BY attnum"
+        )
+    else:
+        query = "SELECT name FROM pragma_table_info(:name) ORDER BY cid"
+    actual = list(bind.execute(text(query), {"name": view.name}).scalars())
+    if actual != list(view.columns):
+        # SQLite does not roll DDL back with the migration: leave no half-made view behind.
+        operations.execute(f"DROP VIEW {view.name}")
+        raise ValueError(
+            f"view {view.name} has the columns {actual}, but its documented columns are "
+            f"{list(view.columns)}: document every column, in order"
+        )
+
+
+@Operations.implementation_for(DropViewOp)
+def _drop_view(operations: Operations, operation: DropViewOp) -> None:
+    operations.execute(f"DROP VIEW {operation.view.name}")
+
+
+def _version(operations: Operations, reference: str) -> View:
+    """The view a migration defines, by ``"revision.NAME"``."""
+    revision, _, name = reference.partition(".")
+    script = operations.get_context().script
+    if script is None:
+        raise RuntimeError(f"cannot look up {reference}: no migration scripts in this context")
+    view = getattr(script.get_revision(revision).module, name, None)
+    if not isinstance(view, View):
+        raise LookupError(f"migration {revision} defines no view named {name}")
+    return view
