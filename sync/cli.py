@@ -45,8 +45,9 @@ from sync.settings import (
     parse_duration,
     parse_shard,
 )
-from sync.store import ChannelStatus, Store, age_text
+from sync.store import ChannelStatus, Store
 from sync.sweep import (
+    DeadlinePassed,
     StopRequest,
     SweepOptions,
     SweepResult,
@@ -83,6 +84,11 @@ ADVICE: tuple[tuple[type[BaseException], str], ...] = (
     (TransportError, "check network access to the Kaleyra base URL; it was retried and gave up"),
     (RetryableAPIError, "Kaleyra failed; it was retried and will be tried again next run"),
     (PagingError, "the server's paging cannot be trusted for a full sweep; report it to Kaleyra"),
+    (
+        DeadlinePassed,
+        "if the list is that long, raise --sweep-timeout (BLOCKLIST_SYNC_SWEEP_TIMEOUT); "
+        "if the server is that slow, check the Kaleyra service status",
+    ),
     (ProtocolError, "if this persists, check KALEYRA_BASE_URL and report it"),
 )
 
@@ -520,7 +526,7 @@ def status(
     database.require_current_schema(store.engine)
     scoped = health.scope(store.channel_statuses(), accounts, source.only)
     now = dt.datetime.now(dt.UTC)
-    problems = {(s.account_sid, s.channel): s.problem(now, limit) for s in scoped.judged}
+    problems = {(s.account_sid, s.channel): health.problem(s, now, limit) for s in scoped.judged}
     if as_json:
         click.echo(
             json.dumps(
@@ -570,7 +576,7 @@ def status_record(
 
 
 def _age(now: dt.datetime, then: dt.datetime | None) -> str:
-    return "never" if then is None else f"{age_text((now - then).total_seconds())} ago"
+    return "never" if then is None else f"{health.age_text((now - then).total_seconds())} ago"
 
 
 def _table(statuses: list[ChannelStatus], now: dt.datetime) -> list[str]:

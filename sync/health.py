@@ -11,13 +11,15 @@ before.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sync.settings import Account
 from sync.store import ChannelStatus
+from sync.vocabulary import RunStatus
 
-__all__ = ["Scoped", "scope"]
+__all__ = ["Scoped", "age_text", "problem", "scope"]
 
 
 @dataclass(frozen=True)
@@ -58,3 +60,30 @@ def scope(statuses: list[ChannelStatus], accounts: list[Account] | None, only: S
     known = {(s.account_sid, s.channel): s for s in statuses}
     judged = [known.get(pair) or _never_swept(*pair) for pair in sorted(configured)]
     return Scoped(judged, [s for s in statuses if (s.account_sid, s.channel) not in configured])
+
+
+def problem(status: ChannelStatus, now: dt.datetime, max_age_seconds: float | None = None) -> str | None:
+    """Why a judged channel needs an operator, if it does, in words for the status line: its
+    last sweep failed or was held, or (given ``--max-age``) its last success is older than
+    that. A cancelled sweep is neither a success nor a failure: only its age can make it a
+    problem."""
+    if status.last_status in (RunStatus.FAILED, RunStatus.HELD):
+        return f"last sweep {status.last_status} (run {status.last_run_id})"
+    if max_age_seconds is not None:
+        limit = age_text(max_age_seconds)
+        if status.last_success_at is None:
+            never = "never swept" if status.last_status is None else "never succeeded"
+            return f"{never}, and --max-age is {limit}"
+        age = (now - status.last_success_at).total_seconds()
+        if age > max_age_seconds:
+            return f"last success {age_text(age)} ago, older than --max-age {limit}"
+    return None
+
+
+def age_text(seconds: float) -> str:
+    """``2h``, ``3d``, ``45m``, ``30s``: the largest whole unit, as durations are written."""
+    seconds = int(seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"

@@ -725,7 +725,7 @@ class _Pacer:
             log.info(
                 "no 429 for a while: requests back up to %.1f/s%s",
                 rate,
-                " (the --max-rps ceiling)" if rate == self._ceiling else "",
+                " (the configured ceiling)" if rate == self._ceiling else "",
                 extra={"requests_per_second": round(rate, 2)},
             )
 

@@ -28,7 +28,7 @@ from sqlalchemy.exc import DBAPIError
 
 from sync.schema import UtcTime, blocklist_entries, sync_runs
 
-__all__ = ["ChannelStatus", "Diff", "LockHeld", "LockedChannel", "Store", "age_text"]
+__all__ = ["ChannelStatus", "Diff", "LockHeld", "LockedChannel", "Store"]
 
 Row = tuple[str, str | None]
 log = logging.getLogger("sync.store")
@@ -80,32 +80,6 @@ class ChannelStatus:
     last_rejected: int | None
     last_error: str | None
     last_success_at: dt.datetime | None  # finished_at of the last succeeded sweep
-
-    def problem(self, now: dt.datetime, max_age_seconds: float | None = None) -> str | None:
-        """Why this channel needs an operator, if it does, in words for the status line: its
-        last sweep failed or was held, or (given ``max_age_seconds``) its last success is
-        older than that. A cancelled sweep is neither a success nor a failure: only its age
-        can make it a problem."""
-        if self.last_status in ("failed", "held"):
-            return f"last sweep {self.last_status} (run {self.last_run_id})"
-        if max_age_seconds is not None:
-            if self.last_success_at is None:
-                return (
-                    "never swept" if self.last_status is None else "never succeeded"
-                ) + f", and --max-age is {age_text(max_age_seconds)}"
-            age = (now - self.last_success_at).total_seconds()
-            if age > max_age_seconds:
-                return f"last success {age_text(age)} ago, older than --max-age {age_text(max_age_seconds)}"
-        return None
-
-
-def age_text(seconds: float) -> str:
-    """``2h``, ``3d``, ``45m``, ``30s``: the largest whole unit, as durations are written."""
-    seconds = int(seconds)
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
 
 
 def utcnow() -> dt.datetime:

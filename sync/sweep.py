@@ -43,6 +43,7 @@ from sync.store import Diff, LockedChannel, LockHeld, Store
 from sync.vocabulary import SEVERITY, Outcome, RunStatus, Trigger
 
 __all__ = [
+    "DeadlinePassed",
     "Outcome",
     "StopRequest",
     "Stopped",
@@ -64,6 +65,10 @@ log = logging.getLogger("sync.job")
 class Stopped(Exception):
     """A stop was requested (SIGTERM, SIGINT), or the sweep's deadline passed, before the sweep
     could apply anything."""
+
+
+class DeadlinePassed(Stopped):
+    """The sweep ran longer than its timeout: a list that long, or a server that slow."""
 
 
 class UntrustedCheck(Exception):
@@ -89,15 +94,17 @@ class _Halt:
         self._deadline = time.monotonic() + seconds
 
     def is_set(self) -> bool:
-        return self._stop.is_set() or time.monotonic() > self._deadline
+        return self._stop.is_set() or self.deadline_passed()
+
+    def deadline_passed(self) -> bool:
+        return time.monotonic() > self._deadline
 
     def check(self, during: str) -> None:
         if self._stop.is_set():
             raise Stopped(f"stopped by a signal while {during}; nothing was applied")
         if time.monotonic() > self._deadline:
-            raise Stopped(
-                f"the sweep passed its deadline of {self._seconds:.0f}s while {during}; "
-                "nothing was applied (raise --sweep-timeout if the list is that long)"
+            raise DeadlinePassed(
+                f"the sweep passed its deadline of {self._seconds:.0f}s while {during}; nothing was applied"
             )
 
 
@@ -246,7 +253,10 @@ def sweep_channel(
                     run_id=run_id,
                     pages=progress.pages,
                     message=reason,
-                    error_type=type(exc),
+                    # The client only learns that it must stop; the halt knows it was the deadline.
+                    error_type=(
+                        DeadlinePassed if isinstance(exc, Cancelled) and halt.deadline_passed() else type(exc)
+                    ),
                     account_wide=getattr(exc, "account_wide", False),
                 )
     except LockHeld:

@@ -22,6 +22,7 @@ import pytest
 from sqlalchemy import Engine, text
 
 from sync import database
+from sync.cli import summary_line
 from sync.kaleyra_errors import PagingError, ProtocolError, TransportError
 from sync.numbers import canonical
 from sync.simulator import Simulator
@@ -321,6 +322,12 @@ def test_the_sweep_deadline_stops_a_slow_sweep(sim: Simulator, store: Store, eng
     assert time.monotonic() - started < 5
     assert result.outcome is Outcome.FAILED and "deadline of 1s" in (result.message or "")
     assert last_run(engine, sim)[0] == "failed" and entries(engine, sim) == set()
+    # The run row says what happened; which setting to raise is the CLI's advice, not history.
+    with engine.connect() as c:
+        query = text("SELECT error FROM sync_runs WHERE id = :id")
+        error = c.execute(query, {"id": result.run_id}).scalar_one()
+    assert "deadline of 1s" in error and "--" not in error
+    assert "raise --sweep-timeout" in summary_line(result)
 
 
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
