@@ -23,6 +23,7 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from sync.kaleyra import KaleyraClient
 from sync.settings import Account, ConfigError, parse_duration
 from sync.store import Store
 from sync.sweep import StopRequest, SweepOptions, sweep_accounts
@@ -117,7 +118,7 @@ def run_scheduler(
     accounts: list[Account],
     store: Store,
     options: SweepOptions,
-    make_client: Callable[[Account], object],
+    make_client: Callable[[Account], KaleyraClient],
     trigger: BaseTrigger,
     *,
     run_now: bool = False,
@@ -139,7 +140,7 @@ def run_scheduler(
                 [account],
                 store,
                 options,
-                make_client,  # type: ignore[arg-type]
+                make_client,
                 stop=stop,
             )
         except Exception:  # the process stays up; the next tick tries again
