@@ -5,32 +5,28 @@ Knows nothing of HTTP: rows arrive as ``(mobile, channel_type)`` tuples. One
 advisory lock, the temporary staging tables and the apply transaction all live on it, so
 closing it (or the process dying) releases everything at once.
 
-The diff is a handful of statements over temporary tables — one hash full join on PostgreSQL,
-two anti-joins on SQLite — so memory in Python stays flat however long the blocklist. The same statements
-run on SQLite; only the bulk load (COPY vs. executemany) and the lock (advisory lock vs. a
-file lock) differ, each in one small method.
+The diff is a handful of statements over temporary tables, so memory in Python stays flat
+however long the blocklist. The SQL here is portable: it runs as written on PostgreSQL and
+SQLite. What differs — the lock, the staging tables' schema and key type, the bulk load, the
+comparison itself, the random sample and the room to sort — is one member each of the
+connection's :class:`~sync.dialect.Dialect` (:mod:`sync.dialect`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
-import itertools
 import logging
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
-from typing import IO, Any
 
 from sqlalchemy import Connection, Engine, bindparam, func, select, text
-from sqlalchemy.exc import DBAPIError
 
+from sync.dialect import Dialect, Row, dialect_for
 from sync.schema import UtcTime, blocklist_entries, sync_runs
 
 __all__ = ["ChannelStatus", "Diff", "LockHeld", "LockedChannel", "Store"]
 
-Row = tuple[str, str | None]
 log = logging.getLogger("sync.store")
 
 # Typed, so each dialect stores them as timestamps (SQLite included), not driver-chosen strings.
@@ -39,10 +35,6 @@ _NOT_BEFORE = bindparam("not_before", type_=UtcTime)
 
 _STAGING_PREFIX = "kbs_staging_"
 _ABANDONED = "the process ended before the sweep finished (crash, kill or restart); nothing was applied"
-
-
-class _ListingFailed(Exception):
-    """Stands in for the listing's own error while the COPY is abandoned."""
 
 
 class LockHeld(Exception):
@@ -96,49 +88,17 @@ def _as_utc(value: dt.datetime | None) -> dt.datetime | None:
 class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self.is_postgres = engine.dialect.name == "postgresql"
+        self.dialect = dialect_for(engine)
 
     @contextmanager
     def lock_channel(self, account_sid: str, channel: str) -> Iterator[LockedChannel]:
         """Lock (account, channel) for one sweep, or raise :class:`LockHeld` at once."""
-        with self.engine.connect() as connection:
-            with self._lock(connection, account_sid, channel):
-                yield LockedChannel(connection, account_sid, channel, self.is_postgres)
-
-    @contextmanager
-    def _lock(self, connection: Connection, account_sid: str, channel: str) -> Iterator[None]:
         key = f"kaleyra-blocklist-sync:{account_sid}:{channel}"
-        if self.is_postgres:
-            got = connection.execute(
-                text("SELECT pg_try_advisory_lock(hashtextextended(:key, 0))"), {"key": key}
-            ).scalar_one()
-            connection.commit()
-            if not got:
-                raise LockHeld(key)
-            try:
-                yield
-            finally:
-                # The connection closes right after (no pool), which also releases the lock;
-                # unlocking explicitly keeps that true if pooling is ever turned on.
-                try:
-                    connection.rollback()
-                    connection.execute(
-                        text("SELECT pg_advisory_unlock(hashtextextended(:key, 0))"), {"key": key}
-                    )
-                    connection.commit()
-                except DBAPIError:  # a dead connection holds no lock any more
-                    log.warning("could not unlock %s; the closed connection released it", key)
-            return
-        # SQLite: the nearest equivalent is an exclusive, non-blocking lock on a file beside
-        # the database, one per account and channel; the kernel drops it when the process dies.
-        with _file_lock(self._lock_path(account_sid, channel)) as got:
-            if not got:
-                raise LockHeld(key)
-            yield
-
-    def _lock_path(self, account_sid: str, channel: str) -> Path:
-        database = self.engine.url.database or "blocklist-sync.db"
-        return Path(f"{database}.locks") / f"{account_sid}.{channel}.lock"
+        with self.engine.connect() as connection:
+            with self.dialect.lock(connection, key=key, account_sid=account_sid, channel=channel) as got:
+                if not got:
+                    raise LockHeld(key)
+                yield LockedChannel(connection, account_sid, channel, self.dialect)
 
     # -- reading, for `status` and the metrics -----------------------------------------
 
@@ -174,34 +134,19 @@ class Store:
         ]
 
 
-@contextmanager
-def _file_lock(path: Path) -> Iterator[bool]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle: IO[Any] = open(path, "a")  # noqa: SIM115 - held for the whole block
-    try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        yield True
-    finally:
-        handle.close()
-
-
 class LockedChannel:
     """One locked sweep of one (account, channel), on one held connection."""
 
-    def __init__(self, connection: Connection, account_sid: str, channel: str, is_postgres: bool) -> None:
+    def __init__(self, connection: Connection, account_sid: str, channel: str, dialect: Dialect) -> None:
         self.connection = connection
         self.account_sid = account_sid
         self.channel = channel
-        self.is_postgres = is_postgres
+        self.dialect = dialect
         self._where = {"account_sid": account_sid, "channel": channel}
         # Staging tables are always named with their temporary schema, so no statement here —
         # the DROP before a CREATE least of all — can reach a user's permanent table that
         # happens to share a name.
-        schema = "pg_temp" if is_postgres else "temp"
+        schema = dialect.temp_schema
         self._seen = f"{schema}.{_STAGING_PREFIX}seen"
         self._added = f"{schema}.{_STAGING_PREFIX}added"
         self._removed = f"{schema}.{_STAGING_PREFIX}removed"
@@ -282,44 +227,19 @@ class LockedChannel:
     def stage(self, rows: Iterable[Row]) -> int:
         """Load the listing into a temporary table as it streams in; returns rows loaded.
 
-        PostgreSQL: one COPY for the whole sweep. SQLite: batched inserts. If ``rows`` raises
-        (a page failed), the load is abandoned and nothing outside the temp table changed.
+        The dialect loads it (:meth:`~sync.dialect.Dialect.load`): one COPY for the whole sweep
+        on PostgreSQL, batched inserts on SQLite. If ``rows`` raises (a page failed), the load
+        is abandoned and nothing outside the temp table changed.
         """
         c = self.connection
         for name in (self._seen, self._added, self._removed):
             c.execute(text(f"DROP TABLE IF EXISTS {name}"))
-        # Numbers compare as bytes on PostgreSQL, as the tables' key columns do (migration
-        # 0006); a join between two collations would not even be allowed.
-        key = 'TEXT COLLATE "C"' if self.is_postgres else "TEXT"
+        key = self.dialect.key_type
         c.execute(text(f"CREATE TEMPORARY TABLE {self._seen} (mobile {key} NOT NULL, channel_type TEXT)"))
         # The added table is unique by construction (GROUP BY); the removed one's key serves keep().
         c.execute(text(f"CREATE TEMPORARY TABLE {self._added} (mobile {key} NOT NULL, channel_type TEXT)"))
         c.execute(text(f"CREATE TEMPORARY TABLE {self._removed} (mobile {key} PRIMARY KEY)"))
-        loaded = 0
-        if self.is_postgres:
-            cursor = c.connection.driver_connection.cursor()  # type: ignore[union-attr]
-            failure: BaseException | None = None
-            try:
-                with cursor.copy(f"COPY {self._seen} (mobile, channel_type) FROM STDIN") as copy:
-                    try:
-                        for row in rows:
-                            copy.write_row(row)
-                            loaded += 1
-                    except BaseException as exc:
-                        # psycopg tells the server why the COPY failed, and the server logs it:
-                        # say it in fixed words, never the error's own text (which may quote
-                        # what a vendor or proxy sent, a key included).
-                        failure = exc
-                        raise _ListingFailed("the listing failed; the load was abandoned") from None
-            except _ListingFailed:
-                assert failure is not None
-                raise failure from None
-        else:
-            insert = text(f"INSERT INTO {self._seen} (mobile, channel_type) VALUES (:m, :t)")
-            iterator = iter(rows)
-            while batch := list(itertools.islice(iterator, 5000)):
-                c.execute(insert, [{"m": m, "t": t} for m, t in batch])
-                loaded += len(batch)
+        loaded = self.dialect.load(c, self._seen, rows)
         c.commit()
         self._staged = loaded
         return loaded
@@ -328,10 +248,9 @@ class LockedChannel:
         """Compute additions and removal candidates into temp tables, set-based.
 
         A channel with no entries (a first load) skips the comparison: every distinct listed
-        number is an addition. Otherwise PostgreSQL compares the two sets in one pass, a hash
-        full join whose unmatched rows on each side are the additions and the removal
-        candidates (two anti-joins would hash and scan both sides twice). SQLite, which has no
-        FULL JOIN before 3.39 nor writing CTEs, runs the two anti-joins.
+        number is an addition. Otherwise the dialect compares the two sets
+        (:meth:`~sync.dialect.Dialect.compare`): one hash full join on PostgreSQL, two
+        anti-joins on SQLite.
         """
         c = self.connection
         self._current = self._count_current()
@@ -343,55 +262,9 @@ class LockedChannel:
                     "ORDER BY mobile"
                 )
             )
-        elif self.is_postgres:
-            # A whole-set comparison: a hash join in memory is right whatever the statistics
-            # say (stale ones, right after a large first load, once picked a nested loop over
-            # the staging table: 10 s instead of 1 s at a million rows).
-            c.execute(text("SET LOCAL enable_nestloop = off"))
-            c.execute(text("SET LOCAL work_mem = '256MB'"))
-            # No ANALYZE of the staging table (0.1 s a million rows): a full join can only be
-            # hashed or merged, and the planner sizes the hash from the table's pages.
-            # A listed number repeated by the paging is unmatched once per repeat, so the
-            # additions are grouped; an entry is unmatched at most once.
-            c.execute(
-                text(f"""
-                WITH unmatched AS (
-                    SELECT s.mobile AS listed, s.channel_type, e.mobile AS held
-                    FROM {self._seen} s
-                    FULL JOIN (SELECT mobile FROM blocklist_entries
-                               WHERE account_sid = :account_sid AND channel = :channel) e
-                      ON e.mobile = s.mobile
-                    WHERE s.mobile IS NULL OR e.mobile IS NULL
-                ), added AS (
-                    INSERT INTO {self._added} (mobile, channel_type)
-                    SELECT listed, MAX(channel_type) FROM unmatched WHERE held IS NULL
-                    GROUP BY listed ORDER BY listed
-                )
-                INSERT INTO {self._removed} (mobile)
-                SELECT held FROM unmatched WHERE listed IS NULL"""),
-                self._where,
-            )
-        else:  # SQLite only loops, so it needs the index
-            c.execute(
-                text(f"CREATE INDEX temp.{_STAGING_PREFIX}seen_mobile ON {_STAGING_PREFIX}seen (mobile)")
-            )
-            c.execute(
-                text(f"""
-                INSERT INTO {self._added} (mobile, channel_type)
-                SELECT s.mobile, MAX(s.channel_type) FROM {self._seen} s
-                WHERE NOT EXISTS (SELECT 1 FROM blocklist_entries e
-                                  WHERE e.account_sid = :account_sid AND e.channel = :channel
-                                    AND e.mobile = s.mobile)
-                GROUP BY s.mobile"""),
-                self._where,
-            )
-            c.execute(
-                text(f"""
-                INSERT INTO {self._removed} (mobile)
-                SELECT e.mobile FROM blocklist_entries e
-                WHERE e.account_sid = :account_sid AND e.channel = :channel
-                  AND NOT EXISTS (SELECT 1 FROM {self._seen} s WHERE s.mobile = e.mobile)"""),
-                self._where,
+        else:
+            self.dialect.compare(
+                c, seen=self._seen, added=self._added, removed=self._removed, where=self._where
             )
         c.commit()
         return self.counts(listed)
@@ -427,27 +300,8 @@ class LockedChannel:
     def listed_sample(self, size: int) -> list[str]:
         """Up to ``size`` numbers this sweep's listing held, picked at random: numbers a
         working ``mobile`` filter must confirm, asked alongside the removal candidates."""
-        if not self.is_postgres:
-            return list(
-                self.connection.execute(
-                    text(f"SELECT mobile FROM {self._seen} ORDER BY random() LIMIT :size"), {"size": size}
-                ).scalars()
-            )
-        # ORDER BY random() reads and sorts the whole listing (0.2 s at a million rows, paid
-        # by every sweep). Random pages hold random numbers just as well: a block sample
-        # sized for about 20 times the numbers needed reads a few pages; a small table is read
-        # whole. Block sampling can miss on a tiny table, so an empty sample reads it all.
-        percent = min(100.0, 100.0 * 20 * size / max(self._staged, 1))
-        sample = list(
-            self.connection.execute(
-                text(
-                    f"SELECT mobile FROM {self._seen} TABLESAMPLE SYSTEM (:percent) "
-                    "ORDER BY random() LIMIT :size"
-                ),
-                {"percent": percent, "size": size},
-            ).scalars()
-        )
-        if len(sample) < size and percent < 100:
+        sample = self.dialect.sample(self.connection, self._seen, size, self._staged)
+        if sample is None:
             sample = list(
                 self.connection.execute(
                     text(f"SELECT mobile FROM {self._seen} ORDER BY random() LIMIT :size"), {"size": size}
@@ -495,8 +349,7 @@ class LockedChannel:
         if c.in_transaction():
             c.commit()
         with c.begin():
-            if self.is_postgres:  # room to sort in memory: see ORDER BY below
-                c.execute(text("SET LOCAL work_mem = '256MB'"))
+            self.dialect.make_room_to_sort(c)  # see ORDER BY below
             if diff.added:
                 _expect(
                     diff.added,
