@@ -22,20 +22,25 @@ has no comments), and a view whose columns are not exactly the documented ones i
 no column reaches a BI tool undocumented. Expressions that differ by dialect are
 ``{placeholders}`` in the SELECT, filled from :attr:`View.expressions`.
 
+A migration that alters a table the views read wraps the change in :func:`views_set_aside`:
+PostgreSQL refuses to change the type of a column a view uses, and on SQLite Alembic's batch
+mode (copy, drop, rename) fails the rename while a view names the table.
+
 Importing this module registers ``op.create_view``, ``op.drop_view`` and ``op.replace_view``;
 ``migrations/env.py`` imports it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from alembic.operations import MigrateOperation, Operations
 from sqlalchemy import text
 
-__all__ = ["CreateViewOp", "DropViewOp", "View", "sql_literal"]
+__all__ = ["CreateViewOp", "DropViewOp", "View", "sql_literal", "views_set_aside"]
 
 
 def sql_literal(value: str) -> str:
@@ -161,3 +166,49 @@ def _version(operations: Operations, reference: str) -> View:
     if not isinstance(view, View):
         raise LookupError(f"migration {revision} defines no view named {name}")
     return view
+
+
+@contextmanager
+def views_set_aside(operations: Operations) -> Iterator[None]:
+    """Drop every view for the block, then recreate each as it was, comments included.
+
+    The definitions are read from the database itself, so whatever version of each view is
+    current comes back, without the migration naming them. Views are dropped newest first and
+    recreated oldest first, the order they were made in, so one view may read another."""
+    bind = operations.get_bind()
+    statements: list[str] = []
+    if bind.dialect.name == "postgresql":
+        views = bind.execute(
+            text(
+                "SELECT c.oid, c.relname, pg_get_viewdef(c.oid), obj_description(c.oid, 'pg_class') "
+                "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE c.relkind = 'v' AND n.nspname = current_schema() ORDER BY c.oid"
+            )
+        ).all()
+        for oid, name, definition, comment in views:
+            statements.append(f"CREATE VIEW {name} AS {definition}")
+            if comment is not None:
+                statements.append(f"COMMENT ON VIEW {name} IS {sql_literal(comment)}")
+            columns = bind.execute(
+                text(
+                    "SELECT attname, col_description(attrelid, attnum) FROM pg_attribute "
+                    "WHERE attrelid = :oid AND attnum > 0 AND NOT attisdropped ORDER BY attnum"
+                ),
+                {"oid": oid},
+            ).all()
+            statements += [
+                f"COMMENT ON COLUMN {name}.{column} IS {sql_literal(note)}"
+                for column, note in columns
+                if note is not None
+            ]
+        names = [name for _, name, _, _ in views]
+    else:
+        query = "SELECT name, sql FROM sqlite_master WHERE type = 'view' ORDER BY rowid"
+        rows = bind.execute(text(query)).all()
+        statements = [sql for _, sql in rows]
+        names = [name for name, _ in rows]
+    for name in reversed(names):
+        operations.execute(f"DROP VIEW {name}")
+    yield
+    for statement in statements:
+        operations.execute(statement)

@@ -103,31 +103,34 @@ def test_check_sends_plus_encoded_in_batches_of_100_and_reports_who_is_blocklist
 
 
 # Every vendor error body -> the class the caller acts on.
-VENDOR_CASES = {
-    "RBC001": AuthenticationError,
-    "WA401": NotAllowedError,
-    "WA-401": NotAllowedError,
-    "WA-401-version": NotAllowedError,
-    "WA400": BadRequestError,
-    "E110": LowBalanceError,
-    "WA500": ServerError,
-    "CNT195": ServerError,
+# Each code, what it is, and whether it leaves the account's other channels unusable too.
+VENDOR_CASES: dict[str, tuple[type[Exception], bool]] = {
+    "RBC001": (AuthenticationError, True),
+    "WA401": (NotAllowedError, False),
+    "WA-401": (NotAllowedError, False),
+    "WA-401-version": (NotAllowedError, False),
+    "WA400": (BadRequestError, False),
+    "E110": (LowBalanceError, True),
+    "WA500": (ServerError, False),
+    "CNT195": (ServerError, False),
 }
 
 
 @pytest.mark.parametrize("fault", sorted(VENDOR_CASES))
-def test_each_vendor_error_maps_to_its_class_and_retry_behaviour(sim: Simulator, fault: str) -> None:
+def test_each_vendor_error_maps_to_its_class_retry_behaviour_and_scope(sim: Simulator, fault: str) -> None:
     sim.add("sms", numbers(10))
     sim.inject(fault, times=100)
     client = make_client(sim)
-    with pytest.raises(VENDOR_CASES[fault]) as caught:
+    expected, account_wide = VENDOR_CASES[fault]
+    with pytest.raises(expected) as caught:
         swept(client)
     error = caught.value
     code = VENDOR_ERRORS[fault][1]["code"]
     assert error.code == code and error.channel == "sms" and error.offset == 0
     assert code in str(error) and "offset 0" in str(error)
-    retryable = issubclass(VENDOR_CASES[fault], RetryableAPIError)
+    retryable = issubclass(expected, RetryableAPIError)
     assert sim.requests == (client.retry.attempts if retryable else 1)
+    assert error.account_wide is account_wide
     assert isinstance(error, FatalAPIError) != retryable
 
 

@@ -18,7 +18,7 @@ BI tools no longer discover the join from a constraint: join run_id to sync_runs
 
 PostgreSQL will not change the type of a column a view reads, so the views (whatever their
 definition and comments are at this revision) are saved from the catalog, dropped, and
-recreated as they were. SQLite has no "C" collation (its default, BINARY, already compares
+recreated as they were (sync.views.views_set_aside). SQLite has no "C" collation (its default, BINARY, already compares
 bytes), so there only the foreign keys go, by batch mode, around the same save and restore.
 """
 from __future__ import annotations
@@ -26,14 +26,13 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from sync.views import views_set_aside
+
 revision = '0006'
 down_revision = '0005'
 branch_labels = None
 depends_on = None
 
-# In the order they were created, which is their dependency order.
-VIEWS = ('blocklist_intervals', 'blocklist_daily_changes', 'blocklist_sync_health',
-         'blocklist_daily_size', 'blocklist_by_country', 'blocklist_daily_changes_by_country')
 KEY_COLUMNS = ('account_sid', 'channel', 'mobile')
 FOREIGN_KEYS = (('blocklist_entries', 'added_run_id'), ('blocklist_events', 'run_id'))
 # Extended statistics name mobile in an expression; they are dropped and recreated around it.
@@ -44,30 +43,6 @@ def _fk_name(table: str, column: str) -> str:
     return f'fk_{table}_{column}_sync_runs'
 
 
-def _save_views() -> list[str]:
-    """Every view's CREATE and COMMENT statements, read from the catalog."""
-    bind = op.get_bind()
-    statements: list[str] = []
-    if bind.dialect.name != 'postgresql':
-        rows = dict(bind.execute(sa.text(
-            "SELECT name, sql FROM sqlite_master WHERE type = 'view'")).all())
-        return [rows[v] for v in VIEWS if v in rows]
-    for view in VIEWS:
-        definition, comment = bind.execute(sa.text(
-            "SELECT pg_get_viewdef(c.oid), obj_description(c.oid, 'pg_class') FROM pg_class c "
-            "WHERE c.oid = to_regclass(:v)"), {'v': view}).one()
-        statements.append(f"CREATE VIEW {view} AS {definition}")
-        if comment is not None:
-            statements.append(f"COMMENT ON VIEW {view} IS {_quote(comment)}")
-        for column, text in bind.execute(sa.text(
-                "SELECT a.attname, col_description(a.attrelid, a.attnum) FROM pg_attribute a "
-                "WHERE a.attrelid = to_regclass(:v) AND a.attnum > 0 ORDER BY a.attnum"),
-                {'v': view}).all():
-            if text is not None:
-                statements.append(f"COMMENT ON COLUMN {view}.{column} IS {_quote(text)}")
-    return statements
-
-
 def _statistics() -> dict[str, str]:
     """CREATE STATISTICS of the objects that name mobile (PostgreSQL 14+ made them)."""
     rows = op.get_bind().execute(sa.text(
@@ -76,41 +51,33 @@ def _statistics() -> dict[str, str]:
     return dict(rows)
 
 
-def _quote(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 def _migrate(*, forward: bool) -> None:
     postgres = op.get_bind().dialect.name == 'postgresql'
-    views = _save_views()
-    for view in reversed(VIEWS):
-        op.execute(f"DROP VIEW IF EXISTS {view}")
-    if postgres:
-        statistics = _statistics()
-        for name in statistics:
-            op.execute(f"DROP STATISTICS {name}")
-        collate = ' COLLATE "C"' if forward else ''
-        for table in ('blocklist_entries', 'blocklist_events'):
-            op.execute(f"ALTER TABLE {table} " + ", ".join(
-                f"ALTER COLUMN {c} TYPE text{collate}" for c in KEY_COLUMNS))
-        for table, column in FOREIGN_KEYS:
-            if forward:
-                op.drop_constraint(_fk_name(table, column), table, type_='foreignkey')
-            else:
-                op.create_foreign_key(_fk_name(table, column), table, 'sync_runs',
-                                      [column], ['id'])
-        for definition in statistics.values():
-            op.execute(definition)
-    else:
-        for table, column in FOREIGN_KEYS:
-            with op.batch_alter_table(table) as batch:
+    with views_set_aside(op):
+        if postgres:
+            statistics = _statistics()
+            for name in statistics:
+                op.execute(f"DROP STATISTICS {name}")
+            collate = ' COLLATE "C"' if forward else ''
+            for table in ('blocklist_entries', 'blocklist_events'):
+                op.execute(f"ALTER TABLE {table} " + ", ".join(
+                    f"ALTER COLUMN {c} TYPE text{collate}" for c in KEY_COLUMNS))
+            for table, column in FOREIGN_KEYS:
                 if forward:
-                    batch.drop_constraint(_fk_name(table, column), type_='foreignkey')
+                    op.drop_constraint(_fk_name(table, column), table, type_='foreignkey')
                 else:
-                    batch.create_foreign_key(_fk_name(table, column), 'sync_runs',
-                                             [column], ['id'])
-    for statement in views:
-        op.execute(statement)
+                    op.create_foreign_key(_fk_name(table, column), table, 'sync_runs',
+                                          [column], ['id'])
+            for definition in statistics.values():
+                op.execute(definition)
+        else:
+            for table, column in FOREIGN_KEYS:
+                with op.batch_alter_table(table) as batch:
+                    if forward:
+                        batch.drop_constraint(_fk_name(table, column), type_='foreignkey')
+                    else:
+                        batch.create_foreign_key(_fk_name(table, column), 'sync_runs',
+                                                 [column], ['id'])
 
 
 def upgrade() -> None:
