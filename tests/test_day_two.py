@@ -22,9 +22,11 @@ from sync.settings import Account, ConfigError, Shard, parse_shard
 from sync.simulator import Simulator
 from sync.sweep import pairs_to_sweep
 from sync.telemetry import JSON_FIELDS
+from sync.vocabulary import Channel
 from tests.conftest import REPO, cli_env, numbers, rows, run_cli, run_on_a_terminal
 
-CHANNELS = ("sms", "whatsapp", "voice")
+# The default: every channel the vocabulary names, in its order.
+CHANNELS = tuple(Channel)
 
 
 def fresh_db(make_database: Callable[[], str]) -> tuple[str, Engine]:
