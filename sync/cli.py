@@ -1,4 +1,4 @@
-"""``blocklist-sync``: parses arguments and settings, calls ``job`` and friends, sets exit codes.
+"""``blocklist-sync``: parses arguments and settings, calls ``sweep`` and friends, sets exit codes.
 
 No sync logic lives here. Exit codes (README, "Exit codes"): 0 success, 1 failed, 2 usage or
 configuration error (including a schema behind head), 3 held by the safety guard, 75 another

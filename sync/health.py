@@ -1,4 +1,4 @@
-"""Which channels ``status``, the metrics and ``--max-age`` judge: the configured ones.
+"""Which channels ``status``, the metrics and ``--max-age`` judge, and what makes one a problem.
 
 One rule, read by every consumer: a channel is judged when its (account, channel) pair is in
 the configuration. Pairs the database knows but the configuration does not (an account
@@ -6,7 +6,7 @@ removed from the config, the demo's ``HXDEMO…`` account) are listed as not con
 never change an exit code or an alert. A configured pair that was never swept is judged too:
 it appears as "never swept", and ``--max-age`` fails on it. With nothing configured at all
 (only ``DATABASE_URL`` set, say on a laptop), or with ``--all``, every pair is judged, as
-before.
+before. :func:`problem` says, in the status line's words, why a judged channel needs an operator.
 """
 
 from __future__ import annotations

@@ -255,7 +255,9 @@ def sweep_channel(
                     message=reason,
                     # The client only learns that it must stop; the halt knows it was the deadline.
                     error_type=(
-                        DeadlinePassed if isinstance(exc, Cancelled) and halt.deadline_passed() else type(exc)
+                        DeadlinePassed
+                        if not cancelled and isinstance(exc, Cancelled) and halt.deadline_passed()
+                        else type(exc)
                     ),
                     account_wide=getattr(exc, "account_wide", False),
                 )

@@ -43,6 +43,9 @@ from sqlalchemy import text
 __all__ = ["CreateViewOp", "DropViewOp", "View", "sql_literal", "views_set_aside"]
 
 
+PREFIX = "blocklist_"
+
+
 def sql_literal(value: str) -> str:
     """A SQL string literal. The comments are ours, but an apostrophe must not break them."""
     return "'" + value.replace("'", "''") + "'"
@@ -50,7 +53,9 @@ def sql_literal(value: str) -> str:
 
 @dataclass(frozen=True)
 class View:
-    """One version of a view: its SELECT and its documentation, for every dialect."""
+    """One version of a view: its SELECT and its documentation, for every dialect. Every view
+    the project makes is named ``blocklist_…``: that is how :func:`views_set_aside` tells them
+    from views that are not ours."""
 
     name: str
     select: str
@@ -58,6 +63,10 @@ class View:
     columns: Mapping[str, str]  # every column, in order, with its comment
     # Per dialect name, the values of the SELECT's {placeholders}.
     expressions: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.name.startswith(PREFIX):
+            raise ValueError(f"view {self.name}: the project's views are named {PREFIX}…")
 
     def statements(self, dialect: str) -> list[str]:
         """CREATE VIEW, then (on PostgreSQL) its comments."""
@@ -170,11 +179,14 @@ def _version(operations: Operations, reference: str) -> View:
 
 @contextmanager
 def views_set_aside(operations: Operations) -> Iterator[None]:
-    """Drop every view for the block, then recreate each as it was, comments included.
+    """Drop the project's views for the block, then recreate each as it was, comments included.
 
     The definitions are read from the database itself, so whatever version of each view is
-    current comes back, without the migration naming them. Views are dropped newest first and
-    recreated oldest first, the order they were made in, so one view may read another."""
+    current comes back, without the migration naming them. Only our views (named
+    ``blocklist_…``) are touched: not an extension's, nor one an analyst made beside them; a
+    view of theirs that reads one of ours makes the DROP fail, loudly, before anything changed.
+    They are dropped newest first and recreated oldest first; no view of ours reads another
+    today, and a migration that makes one do so must check that this order still serves."""
     bind = operations.get_bind()
     statements: list[str] = []
     if bind.dialect.name == "postgresql":
@@ -182,8 +194,10 @@ def views_set_aside(operations: Operations) -> Iterator[None]:
             text(
                 "SELECT c.oid, c.relname, pg_get_viewdef(c.oid), obj_description(c.oid, 'pg_class') "
                 "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                "WHERE c.relkind = 'v' AND n.nspname = current_schema() ORDER BY c.oid"
-            )
+                "WHERE c.relkind = 'v' AND n.nspname = current_schema() "
+                "AND starts_with(c.relname, :prefix) ORDER BY c.oid"
+            ),
+            {"prefix": PREFIX},
         ).all()
         for oid, name, definition, comment in views:
             statements.append(f"CREATE VIEW {name} AS {definition}")
@@ -203,8 +217,11 @@ def views_set_aside(operations: Operations) -> Iterator[None]:
             ]
         names = [name for _, name, _, _ in views]
     else:
-        query = "SELECT name, sql FROM sqlite_master WHERE type = 'view' ORDER BY rowid"
-        rows = bind.execute(text(query)).all()
+        query = (
+            "SELECT name, sql FROM sqlite_master WHERE type = 'view' "
+            "AND substr(name, 1, length(:prefix)) = :prefix ORDER BY rowid"
+        )
+        rows = bind.execute(text(query), {"prefix": PREFIX}).all()
         statements = [sql for _, sql in rows]
         names = [name for name, _ in rows]
     for name in reversed(names):

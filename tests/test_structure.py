@@ -210,7 +210,7 @@ def test_a_view_with_an_undocumented_column_is_refused(
     """Every column a BI tool sees is documented: a view whose columns differ from its
     documented ones fails its migration, on both dialects, instead of shipping."""
     select = "SELECT 1 AS documented, 2 AS forgotten"
-    undocumented = View("kbs_example", select, "An example.", {"documented": "x"})
+    undocumented = View("blocklist_example", select, "An example.", {"documented": "x"})
     documented = replace(undocumented, columns={"documented": "x", "forgotten": "y"})
     for url in (database.resolve_database_url(make_database()), f"sqlite:///{tmp_path / 'v.db'}"):
         engine = database.make_engine(url)
@@ -220,5 +220,31 @@ def test_a_view_with_an_undocumented_column_is_refused(
                 op.create_view(undocumented)  # type: ignore[attr-defined]
             c.rollback()
             op.create_view(documented)  # type: ignore[attr-defined]
-            assert c.execute(text("SELECT forgotten FROM kbs_example")).scalar_one() == 2
+            assert c.execute(text("SELECT forgotten FROM blocklist_example")).scalar_one() == 2
+        engine.dispose()
+
+
+def test_a_migration_that_sets_the_views_aside_leaves_other_views_alone(
+    make_database: Callable[[], str], tmp_path: Path
+) -> None:
+    """0006 alters tables our views read, so it drops and recreates them; a view an analyst
+    made beside them is neither dropped nor recreated (it keeps its identity and its grants)."""
+    for url in (database.resolve_database_url(make_database()), f"sqlite:///{tmp_path / 'v.db'}"):
+        engine = database.make_engine(url)
+        config = database.alembic_config(engine)
+        command.upgrade(config, "0005")
+        identity = (
+            "SELECT to_regclass('my_dashboard')::oid"
+            if engine.dialect.name == "postgresql"
+            else "SELECT rowid FROM sqlite_master WHERE name = 'my_dashboard'"
+        )
+        with engine.begin() as c:
+            c.execute(text("CREATE VIEW my_dashboard AS SELECT 1 AS one"))
+            made = c.execute(text(identity)).scalar_one()
+        command.upgrade(config, "head")
+        with engine.connect() as c:
+            assert c.execute(text(identity)).scalar_one() == made
+        command.downgrade(config, "0005")
+        with engine.connect() as c:
+            assert c.execute(text(identity)).scalar_one() == made
         engine.dispose()
