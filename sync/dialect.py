@@ -160,7 +160,7 @@ class PostgreSQL(Dialect):
         # say (stale ones, right after a large first load, once picked a nested loop over
         # the staging table: 10 s instead of 1 s at a million rows).
         c.execute(text("SET LOCAL enable_nestloop = off"))
-        c.execute(text("SET LOCAL work_mem = '256MB'"))
+        self.make_room_to_sort(c)  # and to hash both sides in memory
         # No ANALYZE of the staging table (0.1 s a million rows): a full join can only be
         # hashed or merged, and the planner sizes the hash from the table's pages.
         # A listed number repeated by the paging is unmatched once per repeat, so the
