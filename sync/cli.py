@@ -474,6 +474,8 @@ def summary_line(result: SweepResult) -> str:
     parts = [f"{result.account_sid} {result.channel}: {result.outcome.label}"]
     if result.diff is not None:
         parts.append(f"{result.diff.seen} blocklisted, +{result.diff.added} -{result.diff.removed}")
+        if result.diff.unconfirmed:
+            parts.append(f"{result.diff.unconfirmed} unconfirmed (kept)")
     if result.pages:
         parts.append(f"{result.pages} pages")
     parts.append(f"{result.seconds:.1f}s")
@@ -525,7 +527,7 @@ def status(
     store, where = open_store(database_url)
     database.require_current_schema(store.engine)
     scoped = health.scope(store.channel_statuses(), accounts, source.only)
-    now = dt.datetime.now(dt.UTC)
+    now = store.now()  # the clock every stored time was read from, not this host's
     problems = {(s.account_sid, s.channel): health.problem(s, now, limit) for s in scoped.judged}
     if as_json:
         click.echo(

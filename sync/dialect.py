@@ -13,6 +13,7 @@ tuples.
 
 from __future__ import annotations
 
+import datetime as dt
 import fcntl
 import itertools
 import logging
@@ -95,6 +96,15 @@ class Dialect:
 
         PostgreSQL's default ``work_mem`` spills a large sort to disk, and can be raised for one
         transaction; on SQLite nothing is set."""
+        raise NotImplementedError
+
+    def now(self, connection: Connection) -> dt.datetime:
+        """The database's current time, in UTC: the one clock every stored time is read from.
+        Sweeps may run on hosts whose clocks disagree; the database they write to is one.
+
+        PostgreSQL's ``clock_timestamp()`` is the server's clock at the moment of asking (not the
+        transaction's start, as ``now()`` is); SQLite has no server, and reads the clock of the
+        process that opened it, to the millisecond."""
         raise NotImplementedError
 
 
@@ -207,6 +217,11 @@ class PostgreSQL(Dialect):
         """``work_mem`` for this transaction only: the default spills a large sort to disk."""
         connection.execute(text("SET LOCAL work_mem = '256MB'"))
 
+    def now(self, connection: Connection) -> dt.datetime:
+        """The server's clock: ``clock_timestamp()``."""
+        value: dt.datetime = connection.execute(text("SELECT clock_timestamp()")).scalar_one()
+        return value.astimezone(dt.UTC)
+
 
 class SQLite(Dialect):
     # A temporary table lives in the schema named temp.
@@ -267,6 +282,11 @@ class SQLite(Dialect):
 
     def make_room_to_sort(self, connection: Connection) -> None:
         """Nothing is set: ``work_mem`` is PostgreSQL's own."""
+
+    def now(self, connection: Connection) -> dt.datetime:
+        """SQLite's ``'now'``, which it reads from the clock of the process that opened it."""
+        value = connection.execute(text("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')")).scalar_one()
+        return dt.datetime.fromisoformat(str(value)).replace(tzinfo=dt.UTC)
 
 
 def dialect_for(engine_or_connection: Engine | Connection) -> Dialect:

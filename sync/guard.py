@@ -6,15 +6,23 @@ it with ``--force``.
 
 1. An empty listing over a non-empty channel: an outage, a wrong account or a vendor bug looks
    exactly like an emptied blocklist, so it is held before any request is spent confirming it.
-2. A sweep that would remove more than ``max_removal_fraction`` of a channel holding more than
+2. A listing whose rows say they belong to another channel: a ``channel_type`` code another
+   channel of the account carries, or a mix of codes this channel has not shown before (its
+   first sweep included). A server that ignores ``channel`` answers every channel with the
+   same rows, and would fill each with the others' numbers. The codes are not documented
+   (shared/api/NOTES.md), so nothing maps them: each channel's are learned from the listings
+   applied (``blocklist_channel_types``), and ``--force`` accepts new ones. One code per
+   channel, whatever it is, is never held; a row without a code is accepted.
+3. A sweep that would remove more than ``max_removal_fraction`` of a channel holding more than
    ``min_entries`` numbers (after every removal was confirmed one by one).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-__all__ = ["GuardLimits", "empty_listing_hold", "removal_hold"]
+__all__ = ["GuardLimits", "channel_type_hold", "empty_listing_hold", "removal_hold"]
 
 
 @dataclass(frozen=True)
@@ -39,5 +47,31 @@ def removal_hold(held: int, removed: int, limits: GuardLimits) -> str | None:
         return (
             f"it would remove {removed} of {held} entries ({removed / held:.0%}, over the "
             f"{limits.max_removal_fraction:.0%} limit)"
+        )
+    return None
+
+
+def channel_type_hold(channel: str, listed: Mapping[str, int], learned: Mapping[str, set[str]]) -> str | None:
+    """Why a listing whose rows carry the ``channel_type`` codes ``listed`` (code -> rows) is
+    held, given the codes each channel of the account has carried (``learned``), or None."""
+    own = learned.get(channel, set())
+    foreign = {
+        code: sorted(other for other, codes in learned.items() if other != channel and code in codes)
+        for code in listed
+    }
+    foreign = {code: others for code, others in foreign.items() if others}
+    if foreign:
+        said = "; ".join(
+            f"{listed[code]} row(s) carry channel_type {code!r}, which the account's "
+            f"{' and '.join(others)} channel carries"
+            for code, others in sorted(foreign.items())
+        )
+        return f"{said}: is the server ignoring the channel asked for?"
+    if len(listed) > 1 and not set(listed) <= own:
+        counts = ", ".join(f"{code!r} ({rows})" for code, rows in sorted(listed.items()))
+        shown = ", ".join(repr(code) for code in sorted(own)) or "none yet"
+        return (
+            f"the listing mixes channel_type codes {counts}, which this channel has not shown "
+            f"before (it has carried: {shown}); is the server ignoring the channel asked for?"
         )
     return None

@@ -9,7 +9,8 @@ Two operations:
   and consumed strictly in order, and the moment a page is not full the look-ahead is thrown
   away and re-planned from the real offset, so the result is the one a sequential sweep gives.
 - :meth:`KaleyraClient.check` asks which of up to 100 given numbers are blocklisted (the
-  ``mobile`` filter), used to confirm removals before they are recorded.
+  ``mobile`` filter), used to confirm removals before they are recorded. What an answer
+  proves is the sweep's to judge (:mod:`sync.sweep`): the client only reads it.
 
 Only one page request is ever retried, never a sweep (a retried generator would restart).
 
@@ -112,6 +113,9 @@ class Page(NamedTuple):
     offset: int
     entries: list[Entry]
     rejected: list[object]  # rows that cannot be a phone number, as the server sent them
+    # Rows dropped as repeats of the previous page: the list shifted under the offset while it
+    # was paged, so this listing may have skipped rows elsewhere.
+    repeated: int = 0
 
 
 class _Listing(NamedTuple):
@@ -162,7 +166,6 @@ class KaleyraClient:
         )
         self._local = threading.local()
         self._pacer = _Pacer(self.max_rps)
-        self.rows_per_response = 0  # the largest page the last sweep received
         # The longest one request may take, retries included. The response deadline is kept
         # while the body is read; this bound, kept by the waiting side, also covers a server
         # that trickles its status line and headers (the thread left reading is a daemon).
@@ -188,12 +191,10 @@ class KaleyraClient:
         previous: _Listing | None = None
         repeats = 0
         pages = 0
-        self.rows_per_response = 0
         for offset, listing in self._pages_in_order(channel, cancel):
             if not listing.entries and not listing.rejected:
                 return
             pages += 1
-            self.rows_per_response = max(self.rows_per_response, len(listing.entries) + len(listing.rejected))
             if pages > self.max_pages:
                 raise PagingError(
                     f"the sweep passed the page cap of {self.max_pages} pages",
@@ -211,28 +212,22 @@ class KaleyraClient:
             if previous is not None:
                 seen_before = {e.mobile for e in previous.entries}
                 fresh = [e for e in fresh if e.mobile not in seen_before]
-            yield Page(offset, fresh, [] if repeats else listing.rejected)
+            dropped = len(listing.entries) - len(fresh) + (len(listing.rejected) if repeats else 0)
+            yield Page(offset, fresh, [] if repeats else listing.rejected, dropped)
             previous = listing
-
-    @property
-    def check_size(self) -> int:
-        """How many numbers one check request may ask about. A server that caps its responses
-        below ``limit`` (the listing showed it: no page had more rows) would cut a longer
-        answer short, and a number cut off would look absent — a false removal. So a check
-        never asks about more numbers than the largest page the last sweep received."""
-        return min(MAX_LIMIT, self.rows_per_response or MAX_LIMIT)
 
     def check(self, channel: str, mobiles: Sequence[str], *, cancel: Stoppable | None = None) -> set[str]:
         """Which of ``mobiles`` (canonical) are blocklisted on ``channel`` now, one request per
-        :attr:`check_size` numbers. Answers are compared in canonical form; an answer naming a
-        number that was not asked about, or a row that is no number, is a
-        :class:`ProtocolError`: a server that ignores the filter must never confirm a removal."""
+        :data:`MAX_LIMIT` numbers. Answers are compared in canonical form. An answer that names
+        a number not asked about, or a row that is no number, cannot be read as an answer to
+        this question: :class:`ProtocolError` (a server that ignores the filter must never
+        confirm a removal). Whether an answer is complete is not the client's to judge: the
+        sweep asks questions whose answers show it (:mod:`sync.sweep`)."""
         found: set[str] = set()
         workers = _Workers(1, "kaleyra-check")
-        size = self.check_size
         try:
-            for start in range(0, len(mobiles), size):
-                chunk = mobiles[start : start + size]
+            for start in range(0, len(mobiles), MAX_LIMIT):
+                chunk = mobiles[start : start + MAX_LIMIT]
                 params = {"channel": channel, "mobile": ",".join(chunk), "limit": MAX_LIMIT}
                 answer = _wait(
                     workers.submit(self._request, channel, None, params, cancel),
@@ -241,11 +236,10 @@ class KaleyraClient:
                     self._request_budget,
                 )
                 asked = set(chunk)
-                strangers = [e.mobile for e in answer.entries if e.mobile not in asked]
-                strangers += [str(row) for row in answer.rejected]
+                strangers = sum(e.mobile not in asked for e in answer.entries) + len(answer.rejected)
                 if strangers:
                     raise ProtocolError(
-                        f"the mobile check answered {len(strangers)} number(s) it was not asked "
+                        f"the mobile check answered {strangers} number(s) it was not asked "
                         "about; is the mobile filter ignored?",
                         channel=channel,
                     )

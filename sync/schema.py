@@ -24,7 +24,14 @@ from sqlalchemy import (
 
 from sync.vocabulary import Change, Channel, RunStatus, Trigger, sql_in
 
-__all__ = ["blocklist_entries", "blocklist_events", "metadata", "phone_prefixes", "sync_runs"]
+__all__ = [
+    "blocklist_channel_types",
+    "blocklist_entries",
+    "blocklist_events",
+    "metadata",
+    "phone_prefixes",
+    "sync_runs",
+]
 
 # Stable constraint names, so later migrations can name what they alter (Alembic cookbook).
 metadata = MetaData(
@@ -99,6 +106,31 @@ sync_runs = Table(
         comment="Rows the listing returned that cannot be a phone number (letters, control "
         "characters, too long); never stored, counted here.",
     ),
+    Column(
+        "unconfirmed",
+        BigInteger,
+        nullable=False,
+        server_default="0",
+        comment="Numbers held but not listed whose removal the mobile filter could not prove "
+        "(an answer cut short, a control missing, an unreadable answer): kept as blocklisted, "
+        "counted here, checked again by the next sweep.",
+    ),
+    Column(
+        "rescued",
+        BigInteger,
+        nullable=False,
+        server_default="0",
+        comment="Numbers held but not listed that the mobile filter showed still blocklisted: "
+        "the listing skipped them (the list moved while it was paged).",
+    ),
+    Column(
+        "listing_complete",
+        Boolean,
+        comment="True when nothing shows the listing skipped a row (none rescued, none "
+        "unconfirmed, no page repeated); only such a sweep proves a number absent, so the "
+        "not_before of later additions is the start of the last one. NULL for runs that "
+        "ended before their listing was judged, and for runs before migration 0008.",
+    ),
     CheckConstraint(sql_in("channel", Channel), name="channel"),
     CheckConstraint(sql_in("trigger", Trigger), name="trigger"),
     CheckConstraint(
@@ -130,7 +162,23 @@ blocklist_entries = Table(
     # No foreign key (migration 0006): it cost seconds per million rows written, and the run
     # row is always written in the same transaction.
     Column("added_run_id", Id, nullable=False, comment="Run that detected the addition."),
+    Column(
+        "proven_present_at",
+        UtcTime,
+        comment="NULL when the last succeeded sweep showed the number blocklisted. Otherwise "
+        "that sweep could not prove it either way (see sync_runs.unconfirmed) and this is the "
+        "start of the last sweep that did: a removal found later happened after this.",
+    ),
     Index("ix_blocklist_entries_mobile", "mobile"),
+    # Only the few numbers a sweep could not prove are indexed: clearing them costs nothing
+    # on a sweep where every number was proven.
+    Index(
+        "ix_blocklist_entries_unproven",
+        "account_sid",
+        "channel",
+        postgresql_where=text("proven_present_at IS NOT NULL"),
+        sqlite_where=text("proven_present_at IS NOT NULL"),
+    ),
     comment="The current blocklist: one row per number blocklisted now, per account and channel.",
 )
 
@@ -168,11 +216,33 @@ blocklist_events = Table(
     ),
     Column("run_id", Id, nullable=False, comment="Run that detected the change."),
     CheckConstraint(sql_in("change", Change), name="change"),
+    # Both ends come from the database's clock (migration 0008): a window that ends before it
+    # begins is a clock fault, never history.
+    CheckConstraint("not_before IS NULL OR not_before <= detected_at", name="window"),
     Index("ix_blocklist_events_account_channel_detected", "account_sid", "channel", "detected_at"),
     Index("ix_blocklist_events_mobile", "mobile", "detected_at"),
     # PostgreSQL only (migration 0005): an account's events by the UTC day the BI views use.
     Index("ix_blocklist_events_account_day", "account_sid", text("((detected_at AT TIME ZONE 'UTC')::date)")),
     comment="Append-only history of additions and removals; never updated or deleted.",
+)
+
+blocklist_channel_types = Table(
+    "blocklist_channel_types",
+    metadata,
+    Column("account_sid", Key, primary_key=True, comment="Kaleyra account SID."),
+    Column("channel", Key, primary_key=True, comment="Channel swept: sms, whatsapp or voice."),
+    Column(
+        "channel_type",
+        Key,
+        primary_key=True,
+        comment="A channel_type code this channel's listing carried (opaque: the vendor does "
+        "not document the codes, so they are learned, never assumed).",
+    ),
+    Column("first_run_id", Id, nullable=False, comment="Run that first applied a listing with this code."),
+    Column("first_seen_at", UtcTime, nullable=False, comment="detected_at of that run (UTC)."),
+    comment="The channel_type codes each channel of an account has carried. A listing whose "
+    "rows carry another channel's code, or a mix of codes this channel has not shown, is held "
+    "for review: a server that ignores the channel asked for looks exactly like that.",
 )
 
 phone_prefixes = Table(

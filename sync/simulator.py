@@ -211,6 +211,12 @@ class Simulator:
         self.ignore_offset = False  # a server that always serves the first page
         self.ignore_mobile_filter = False  # a server that answers a check with a listing page
         self.lying_filter = False  # a server that answers every mobile check with no rows
+        # A mobile filter that answers at most this many rows whatever was asked, keeping the
+        # first it finds in the order asked: a truncating filter. None: no such cap.
+        self.filter_cap: int | None = None
+        # A server that ignores ``channel``: every channel is answered with all channels' rows,
+        # each carrying its own channel's channel_type.
+        self.ignore_channel = False
         self.requests = 0  # GET requests served so far (the number faults are keyed on)
         # Seconds every GET waits before it is answered, as a distant API does (the real one:
         # 100-300 ms); requests wait side by side, so only concurrency hides it.
@@ -245,7 +251,10 @@ class Simulator:
         self._server = _Server((host, port), _Handler)
         self._server.simulator = self
         self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": _POLL}, name="kaleyra-sim", daemon=True
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": _POLL},
+            name="kaleyra-sim",
+            daemon=True,
         )
         self._thread.start()
 
@@ -389,15 +398,27 @@ class Simulator:
                 rows = [m for m in dict.fromkeys(asked) if m in blocklist]
                 if self.rows_per_page is not None:  # the cap holds for every response; this
                     rows = rows[-self.rows_per_page :]  # server keeps the last rows it found
+                if self.filter_cap is not None:
+                    rows = rows[: self.filter_cap]
+                kinds = [kind] * len(rows)
             else:
                 if self.rows_per_page is not None:
                     limit = min(limit, self.rows_per_page)
                 if fault is not None and fault.kind == "oversize":
                     limit += 1
-                rows = blocklist.page(0 if self.ignore_offset else offset, limit)
+                start = 0 if self.ignore_offset else offset
+                if self.ignore_channel:
+                    merged = [(m, b.channel_type) for b in self.lists.values() for m in b]
+                    rows, kinds = (
+                        [m for m, _ in merged[start : start + limit]],
+                        [k for _, k in merged[start : start + limit]],
+                    )
+                else:
+                    rows = blocklist.page(start, limit)
+                    kinds = [kind] * len(rows)
             if "mobile" in query and self.lying_filter:
                 rows = []
-        data = [{"mobile": m, "channel_type": kind} for m in rows]
+        data = [{"mobile": m, "channel_type": k} for m, k in zip(rows, kinds, strict=False)]
         body = json.dumps(
             {
                 "code": "CNT196",

@@ -5,6 +5,10 @@ Knows nothing of HTTP: rows arrive as ``(mobile, channel_type)`` tuples. One
 advisory lock, the temporary staging tables and the apply transaction all live on it, so
 closing it (or the process dying) releases everything at once.
 
+Every time it stores (a run's start and end, a change's ``detected_at`` and ``not_before``) and
+every age it judges comes from the database's clock (:meth:`~sync.dialect.Dialect.now`), never
+the host's: sweeps from hosts whose clocks disagree still write one consistent history.
+
 The diff is a handful of statements over temporary tables, so memory in Python stays flat
 however long the blocklist. The SQL here is portable: it runs as written on PostgreSQL and
 SQLite. What differs — the lock, the staging tables' schema and key type, the bulk load, the
@@ -16,14 +20,14 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, Engine, bindparam, func, select, text
 
 from sync.dialect import Dialect, Row, dialect_for
-from sync.schema import UtcTime, blocklist_entries, sync_runs
+from sync.schema import UtcTime, blocklist_channel_types, blocklist_entries, sync_runs
 
 __all__ = ["ChannelStatus", "Diff", "LockHeld", "LockedChannel", "Store"]
 
@@ -32,6 +36,7 @@ log = logging.getLogger("sync.store")
 # Typed, so each dialect stores them as timestamps (SQLite included), not driver-chosen strings.
 _DETECTED_AT = bindparam("detected_at", type_=UtcTime)
 _NOT_BEFORE = bindparam("not_before", type_=UtcTime)
+_PROVEN_AT = bindparam("proven_at", type_=UtcTime)
 
 _STAGING_PREFIX = "kbs_staging_"
 _ABANDONED = "the process ended before the sweep finished (crash, kill or restart); nothing was applied"
@@ -50,6 +55,13 @@ class Diff:
     added: int
     removed: int
     rejected: int = 0  # rows that could not be a phone number, never staged
+    # Held numbers the listing did not show, which the mobile filter could neither prove gone
+    # (kept, counted) nor still there ...
+    unconfirmed: int = 0
+    # ... and those it showed still there: the listing skipped them.
+    rescued: int = 0
+    # Nothing shows the listing skipped a row; None until the removal checks have judged it.
+    listing_complete: bool | None = None
 
     @property
     def seen(self) -> int:
@@ -74,10 +86,6 @@ class ChannelStatus:
     last_success_at: dt.datetime | None  # finished_at of the last succeeded sweep
 
 
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
 def _as_utc(value: dt.datetime | None) -> dt.datetime | None:
     """SQLite hands timestamps back naive; they were written in UTC."""
     if value is not None and value.tzinfo is None:
@@ -89,6 +97,12 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.dialect = dialect_for(engine)
+
+    def now(self) -> dt.datetime:
+        """The database's time: what every stored time was taken from, so the only clock
+        an age (``status --max-age``, the shards' skip) may be measured against."""
+        with self.engine.connect() as connection:
+            return self.dialect.now(connection)
 
     @contextmanager
     def lock_channel(self, account_sid: str, channel: str) -> Iterator[LockedChannel]:
@@ -150,8 +164,13 @@ class LockedChannel:
         self._seen = f"{schema}.{_STAGING_PREFIX}seen"
         self._added = f"{schema}.{_STAGING_PREFIX}added"
         self._removed = f"{schema}.{_STAGING_PREFIX}removed"
+        self._unconfirmed = f"{schema}.{_STAGING_PREFIX}unconfirmed"
         self._current: int | None = None  # entries held before this sweep, counted by diff()
         self._staged = 0  # rows stage() loaded
+        self._rescued = 0  # removal candidates the filter found still listed, by keep()
+
+    def now(self) -> dt.datetime:
+        return self.dialect.now(self.connection)
 
     # -- the run row -------------------------------------------------------------------
 
@@ -164,7 +183,7 @@ class LockedChannel:
                 sync_runs.c.channel == self.channel,
                 sync_runs.c.status == "running",
             )
-            .values(status="failed", finished_at=utcnow(), error=_ABANDONED)
+            .values(status="failed", finished_at=self.now(), error=_ABANDONED)
         )
         self.connection.commit()
         return result.rowcount
@@ -183,14 +202,15 @@ class LockedChannel:
                 )
             ).scalar_one()
         )
+        age = None if last is None else (self.now() - last).total_seconds()
         self.connection.commit()
-        return None if last is None else (utcnow() - last).total_seconds()
+        return age
 
     def start_run(self, trigger: str) -> int:
         """Insert and commit the ``running`` row, so even a crash leaves a trace."""
         run_id = self.connection.execute(
             sync_runs.insert()
-            .values(**self._where, trigger=trigger, status="running", started_at=utcnow())
+            .values(**self._where, trigger=trigger, status="running", started_at=self.now())
             .returning(sync_runs.c.id)
         ).scalar_one()
         self.connection.commit()
@@ -206,21 +226,36 @@ class LockedChannel:
             sync_runs.update()
             # Only a run still going: never rewrite one whose changes were already committed.
             .where(sync_runs.c.id == run_id, sync_runs.c.status == "running")
-            .values(status=status, finished_at=utcnow(), pages_fetched=pages, error=error, **_counts(diff))
+            .values(status=status, finished_at=self.now(), pages_fetched=pages, error=error, **_counts(diff))
         )
         self.connection.commit()
 
-    def previous_success_start(self) -> dt.datetime | None:
-        """Start of the last succeeded sweep: every change we detect now happened after it."""
-        return _as_utc(
-            self.connection.execute(
-                select(func.max(sync_runs.c.started_at)).where(
-                    sync_runs.c.account_sid == self.account_sid,
-                    sync_runs.c.channel == self.channel,
-                    sync_runs.c.status == "succeeded",
-                )
-            ).scalar_one()
+    def previous_success_start(self, *, complete_listing: bool = False) -> dt.datetime | None:
+        """Start of the last succeeded sweep: every number it showed was there then, so a
+        removal found now happened after it. With ``complete_listing``, of the last one whose
+        listing was complete: only such a listing proves a number absent, so an addition found
+        now happened after it. (Runs from before that was judged count as complete, as they
+        always did.)"""
+        query = select(func.max(sync_runs.c.started_at)).where(
+            sync_runs.c.account_sid == self.account_sid,
+            sync_runs.c.channel == self.channel,
+            sync_runs.c.status == "succeeded",
         )
+        if complete_listing:
+            query = query.where(sync_runs.c.listing_complete.is_not(False))
+        return _as_utc(self.connection.execute(query).scalar_one())
+
+    def channel_types(self) -> dict[str, set[str]]:
+        """The channel_type codes each channel of this account has carried, by channel."""
+        learned: dict[str, set[str]] = {}
+        for channel, code in self.connection.execute(
+            select(blocklist_channel_types.c.channel, blocklist_channel_types.c.channel_type).where(
+                blocklist_channel_types.c.account_sid == self.account_sid
+            )
+        ):
+            learned.setdefault(channel, set()).add(code)
+        self.connection.commit()
+        return learned
 
     # -- staging and diff --------------------------------------------------------------
 
@@ -232,13 +267,14 @@ class LockedChannel:
         is abandoned and nothing outside the temp table changed.
         """
         c = self.connection
-        for name in (self._seen, self._added, self._removed):
+        for name in (self._seen, self._added, self._removed, self._unconfirmed):
             c.execute(text(f"DROP TABLE IF EXISTS {name}"))
         key = self.dialect.key_type
         c.execute(text(f"CREATE TEMPORARY TABLE {self._seen} (mobile {key} NOT NULL, channel_type TEXT)"))
         # The added table is unique by construction (GROUP BY); the removed one's key serves keep().
         c.execute(text(f"CREATE TEMPORARY TABLE {self._added} (mobile {key} NOT NULL, channel_type TEXT)"))
         c.execute(text(f"CREATE TEMPORARY TABLE {self._removed} (mobile {key} PRIMARY KEY)"))
+        c.execute(text(f"CREATE TEMPORARY TABLE {self._unconfirmed} (mobile {key} PRIMARY KEY)"))
         loaded = self.dialect.load(c, self._seen, rows)
         c.commit()
         self._staged = loaded
@@ -284,10 +320,20 @@ class LockedChannel:
         lock, so nobody changes them before :meth:`apply`, which checks its row counts anyway."""
         if self._current is None:
             self._current = self._count_current()
-        added, removed = self.connection.execute(
-            text(f"SELECT (SELECT COUNT(*) FROM {self._added}), (SELECT COUNT(*) FROM {self._removed})")
+        added, removed, unconfirmed = self.connection.execute(
+            text(
+                f"SELECT (SELECT COUNT(*) FROM {self._added}), (SELECT COUNT(*) FROM {self._removed}), "
+                f"(SELECT COUNT(*) FROM {self._unconfirmed})"
+            )
         ).one()
-        return Diff(current=self._current, listed=listed, added=added, removed=removed)
+        return Diff(
+            current=self._current,
+            listed=listed,
+            added=added,
+            removed=removed,
+            unconfirmed=unconfirmed,
+            rescued=self._rescued,
+        )
 
     def removal_candidates(self, batch: int) -> Iterator[list[str]]:
         """Removal candidates in batches, by keyset paging so memory stays flat."""
@@ -310,11 +356,25 @@ class LockedChannel:
         return sample
 
     def keep(self, present: Iterable[str]) -> None:
-        """Numbers a direct check found still blocklisted: they are not removed after all."""
+        """Numbers a direct check found still blocklisted: they are not removed after all, and
+        the listing that did not show them skipped them (counted as rescued)."""
         mobiles = [{"m": m} for m in present]
         if mobiles:
-            self.connection.execute(text(f"DELETE FROM {self._removed} WHERE mobile = :m"), mobiles)
+            self._rescued += self.connection.execute(
+                text(f"DELETE FROM {self._removed} WHERE mobile = :m"), mobiles
+            ).rowcount
             self.connection.commit()
+
+    def unconfirm(self, unproven: Iterable[str]) -> None:
+        """Removal candidates whose absence could not be proven: kept as blocklisted, counted
+        as unconfirmed, and checked again by the next sweep."""
+        mobiles = [{"m": m} for m in unproven]
+        if mobiles:
+            c = self.connection
+            move = f"INSERT INTO {self._unconfirmed} SELECT mobile FROM {self._removed} WHERE mobile = :m"
+            c.execute(text(move), mobiles)
+            c.execute(text(f"DELETE FROM {self._removed} WHERE mobile = :m"), mobiles)
+            c.commit()
 
     def changes(self) -> Iterator[tuple[str, str]]:
         """Every ('added' | 'removed', mobile) this sweep would apply, streamed."""
@@ -328,9 +388,17 @@ class LockedChannel:
 
     # -- apply -------------------------------------------------------------------------
 
-    def apply(self, run_id: int, *, pages: int, diff: Diff) -> None:
-        """Apply additions and removals, append their events and finish the run row, in one
-        transaction. Writes nothing to entries or events when nothing changed.
+    def apply(self, run_id: int, *, pages: int, diff: Diff, channel_types: Iterable[str] = ()) -> None:
+        """Apply additions and removals, append their events, mark what could not be proven,
+        learn the listing's ``channel_types`` and finish the run row, in one transaction.
+        Writes nothing to entries or events when nothing changed.
+
+        The windows are honest about what each sweep proved. An addition happened after the
+        start of the last sweep whose listing was complete (an incomplete one may have skipped
+        the number, so its absence there proves nothing). A removal happened after the start of
+        the last sweep that showed the number: the previous succeeded sweep, unless that one
+        could not prove it either way (``proven_present_at``). ``detected_at`` is the database's
+        time inside this transaction.
 
         Rows go in sorted by mobile, the leading key of the indexes they land in, so a large
         load appends to index pages instead of touching them at random. :meth:`diff` wrote the
@@ -338,18 +406,48 @@ class LockedChannel:
         a second each at a million rows); the order only ever affects speed.
         """
         c = self.connection
-        not_before = self.previous_success_start()
+        previous = self.previous_success_start()
         params = {
             **self._where,
             "run_id": run_id,
-            "detected_at": utcnow(),
-            "not_before": not_before,
-            "initial_load": not_before is None,
+            "not_before": self.previous_success_start(complete_listing=True),
+            "proven_at": previous,
+            "initial_load": previous is None,
         }
         if c.in_transaction():
             c.commit()
         with c.begin():
+            params["detected_at"] = self.now()
             self.dialect.make_room_to_sort(c)  # see ORDER BY below
+            if diff.removed:
+                # The events first: their window reads the entries they end.
+                _expect(
+                    diff.removed,
+                    "removed",
+                    c.execute(
+                        text(f"""
+                    INSERT INTO blocklist_events (account_sid, channel, mobile, change,
+                        detected_at, not_before, initial_load, run_id)
+                    SELECT :account_sid, :channel, r.mobile, 'removed', :detected_at,
+                        COALESCE(e.proven_present_at, :proven_at), :initial_load, :run_id
+                    FROM {self._removed} r
+                    JOIN blocklist_entries e
+                      ON e.account_sid = :account_sid AND e.channel = :channel AND e.mobile = r.mobile
+                    ORDER BY r.mobile""").bindparams(_DETECTED_AT, _PROVEN_AT),
+                        params,
+                    ).rowcount,
+                )
+                _expect(
+                    diff.removed,
+                    "removed",
+                    c.execute(
+                        text(f"""
+                    DELETE FROM blocklist_entries
+                    WHERE account_sid = :account_sid AND channel = :channel
+                      AND mobile IN (SELECT mobile FROM {self._removed})"""),
+                        params,
+                    ).rowcount,
+                )
             if diff.added:
                 _expect(
                     diff.added,
@@ -363,31 +461,17 @@ class LockedChannel:
                         params,
                     ).rowcount,
                 )
-            if diff.removed:
-                _expect(
-                    diff.removed,
-                    "removed",
-                    c.execute(
-                        text(f"""
-                    DELETE FROM blocklist_entries
-                    WHERE account_sid = :account_sid AND channel = :channel
-                      AND mobile IN (SELECT mobile FROM {self._removed})"""),
-                        params,
-                    ).rowcount,
+                c.execute(
+                    text(f"""
+                    INSERT INTO blocklist_events (account_sid, channel, mobile, change,
+                        detected_at, not_before, initial_load, run_id)
+                    SELECT :account_sid, :channel, mobile, 'added', :detected_at,
+                        :not_before, :initial_load, :run_id
+                    FROM {self._added}""").bindparams(_DETECTED_AT, _NOT_BEFORE),
+                    params,
                 )
-            for change, table in (("added", self._added), ("removed", self._removed)):
-                if getattr(diff, change):
-                    c.execute(
-                        text(f"""
-                        INSERT INTO blocklist_events (account_sid, channel, mobile, change,
-                            detected_at, not_before, initial_load, run_id)
-                        SELECT :account_sid, :channel, mobile, '{change}', :detected_at,
-                            :not_before, :initial_load, :run_id
-                        FROM {table}{"" if table == self._added else " ORDER BY mobile"}""").bindparams(
-                            _DETECTED_AT, _NOT_BEFORE
-                        ),
-                        params,
-                    )
+            self._mark_unproven(params)
+            self._learn_channel_types(channel_types, params)
             c.execute(
                 sync_runs.update()
                 .where(sync_runs.c.id == run_id)
@@ -409,6 +493,54 @@ class LockedChannel:
                 log.warning("ANALYZE blocklist_entries failed; autovacuum will do it", exc_info=True)
                 c.rollback()
 
+    def _mark_unproven(self, params: Mapping[str, object]) -> None:
+        """Within :meth:`apply`: numbers this sweep could not prove keep (or get) the start of
+        the last sweep that did; every other held number was shown by this sweep, and is
+        proven again. Both touch only the few rows concerned (a partial index)."""
+        c = self.connection
+        if params["proven_at"] is not None:
+            c.execute(
+                text(f"""
+                UPDATE blocklist_entries SET proven_present_at = :proven_at
+                WHERE account_sid = :account_sid AND channel = :channel
+                  AND proven_present_at IS NULL
+                  AND mobile IN (SELECT mobile FROM {self._unconfirmed})""").bindparams(_PROVEN_AT),
+                params,
+            )
+        c.execute(
+            text(f"""
+            UPDATE blocklist_entries SET proven_present_at = NULL
+            WHERE account_sid = :account_sid AND channel = :channel
+              AND proven_present_at IS NOT NULL
+              AND mobile NOT IN (SELECT mobile FROM {self._unconfirmed})"""),
+            params,
+        )
+
+    def _learn_channel_types(self, channel_types: Iterable[str], params: Mapping[str, object]) -> None:
+        """Within :meth:`apply`: the codes this channel's applied listing carried."""
+        known = set(
+            self.connection.execute(
+                select(blocklist_channel_types.c.channel_type).where(
+                    blocklist_channel_types.c.account_sid == self.account_sid,
+                    blocklist_channel_types.c.channel == self.channel,
+                )
+            ).scalars()
+        )
+        new = sorted(set(channel_types) - known)
+        if new:
+            self.connection.execute(
+                blocklist_channel_types.insert(),
+                [
+                    {
+                        **self._where,
+                        "channel_type": code,
+                        "first_run_id": params["run_id"],
+                        "first_seen_at": params["detected_at"],
+                    }
+                    for code in new
+                ],
+            )
+
 
 class ApplyMismatch(Exception):
     """The entries changed between diff and apply: the lock was bypassed. Nothing is applied."""
@@ -422,7 +554,7 @@ def _expect(expected: int, change: str, rowcount: int) -> None:
         )
 
 
-def _counts(diff: Diff | None) -> dict[str, int]:
+def _counts(diff: Diff | None) -> dict[str, int | bool | None]:
     if diff is None:
         return {}
     return {
@@ -430,4 +562,7 @@ def _counts(diff: Diff | None) -> dict[str, int]:
         "added": diff.added,
         "removed": diff.removed,
         "rejected": diff.rejected,
+        "unconfirmed": diff.unconfirmed,
+        "rescued": diff.rescued,
+        "listing_complete": diff.listing_complete,
     }

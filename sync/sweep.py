@@ -9,16 +9,18 @@ The order of a sweep, and why each step is where it is:
    phone number are counted and logged, never staged. A failed page (after bounded retries), a
    protocol error, SIGTERM, the sweep's deadline or a crash abandons the sweep with nothing
    applied.
-4. Diff in SQL. Confirm every removal candidate with the ``mobile`` filter: offset paging over
-   a list that changes underneath can make a present number look absent. Each check also asks
-   about a few numbers the listing just showed; if the filter denies any of them, it is not
-   working (a filter that answers nothing would "confirm" every removal) and nothing is applied.
-5. The safety guard: an empty listing over a non-empty table, or removing more than the allowed
-   share, is held for a human (``--dry-run`` to review, ``--force`` to apply).
-6. Apply additions, removals, their events and the run row in one transaction.
+4. Diff in SQL. An empty listing over a full table, or rows that say they belong to another
+   channel (:mod:`sync.guard`), are held before any request is spent confirming them.
+5. Confirm every removal candidate with the ``mobile`` filter (:func:`_confirm_removals`):
+   offset paging over a list that changes underneath can make a present number look absent.
+   A removal is recorded only where an answer was shown complete; the rest are kept and
+   counted as unconfirmed, never a reason to fail the channel.
+6. The safety guard on the share removed; then apply additions, removals, their events and
+   the run row in one transaction.
 
 When in doubt, apply nothing and say why: every path that does not reach step 6 leaves
-``blocklist_entries`` and ``blocklist_events`` exactly as they were.
+``blocklist_entries`` and ``blocklist_events`` exactly as they were. What a vendor answer cannot
+prove is kept as it was, not guessed.
 """
 
 from __future__ import annotations
@@ -26,16 +28,18 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
+import random
 import signal
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
-from sync.guard import GuardLimits, empty_listing_hold, removal_hold
-from sync.kaleyra import Entry, KaleyraClient, RetryPolicy
-from sync.kaleyra_errors import Cancelled, KaleyraError
+from sync.guard import GuardLimits, channel_type_hold, empty_listing_hold, removal_hold
+from sync.kaleyra import MAX_LIMIT, Entry, KaleyraClient, RetryPolicy
+from sync.kaleyra_errors import Cancelled, KaleyraError, ProtocolError
 from sync.numbers import describe_rejected
 from sync.redaction import redact
 from sync.settings import Account, Shard, Tuning
@@ -71,16 +75,15 @@ class DeadlinePassed(Stopped):
     """The sweep ran longer than its timeout: a list that long, or a server that slow."""
 
 
-class UntrustedCheck(Exception):
-    """The ``mobile`` filter denied numbers the listing had just shown: its answers cannot
-    confirm a removal."""
-
-
-# Each removal check asks about this many numbers the listing just showed, drawn in turn from
-# a random sample of the listing; the rest of the request's 100 are removal candidates.
+# Each removal check asks about this many numbers the listing just showed (controls), drawn in
+# turn from a random sample of the listing, at random places among the removal candidates.
 CONTROLS_PER_CHECK = 5
-_CONTROL_SAMPLE = 50
+_CONTROL_SAMPLE = MAX_LIMIT  # one full request of controls measures what the filter honours
 _REJECTED_EXAMPLES = 3
+# A listing carries one channel_type code, or a few; past this many distinct ones the rest are
+# counted under one name that no channel carries, so a hostile listing cannot grow the count.
+_MAX_CODES = 20
+_OTHER_CODES = "(other codes)"
 DEFAULT_SWEEP_TIMEOUT = 2 * 3600.0
 
 
@@ -169,6 +172,8 @@ class _Progress:
     rows: int = 0
     rejected: int = 0
     rejected_examples: list[str] = field(default_factory=list)
+    repeated: int = 0  # rows dropped as a repeated page: the list shifted while it was paged
+    codes: Counter[str] = field(default_factory=Counter)  # listed rows by channel_type code
     phases: dict[str, float] = field(default_factory=dict)  # seconds per step, for logs and the benchmark
 
     @contextmanager
@@ -287,6 +292,8 @@ def _sweep_locked(
             halt.check("paging")
             progress.pages += 1
             progress.rows += len(page.entries)
+            progress.repeated += page.repeated
+            _count_codes(progress.codes, page.entries)
             if page.rejected:
                 progress.rejected += len(page.rejected)
                 room = _REJECTED_EXAMPLES - len(progress.rejected_examples)
@@ -318,12 +325,17 @@ def _sweep_locked(
         )
     with progress.timed("diff"):
         diff = replace(session.diff(listed), rejected=progress.rejected)
-    # An empty listing over a full table is held before spending requests on confirming it.
-    held = empty_listing_hold(listed, diff.current)
+    # Held before any request is spent confirming removals: an empty listing over a full
+    # table, or rows that say they are another channel's.
+    held = empty_listing_hold(listed, diff.current) or channel_type_hold(
+        channel, progress.codes, session.channel_types()
+    )
     if held is None or options.force or options.dry_run:
         with progress.timed("verify"):
-            _confirm_removals(client, session, channel, halt)
+            _confirm_removals(client, session, channel, halt, forced=options.force)
             diff = replace(session.counts(listed), rejected=progress.rejected)
+            diff = replace(diff, listing_complete=not (progress.repeated or diff.rescued or diff.unconfirmed))
+        _log_proof(diff, progress.repeated, {"account": client.sid, "channel": channel})
         held = held or removal_hold(diff.current, diff.removed, options.guard)
     result = functools.partial(
         SweepResult,
@@ -347,40 +359,139 @@ def _sweep_locked(
         return result(outcome=Outcome.HELD, message=message)
     halt.check("about to apply")
     with progress.timed("apply"):
-        session.apply(run_id, pages=progress.pages, diff=diff)
+        session.apply(run_id, pages=progress.pages, diff=diff, channel_types=progress.codes)
     return result(outcome=Outcome.SUCCEEDED)
 
 
-def _confirm_removals(client: KaleyraClient, session: LockedChannel, channel: str, halt: _Halt) -> None:
-    """Ask Kaleyra about every removal candidate directly and keep those it still lists.
+def _count_codes(codes: Counter[str], entries: list[Entry]) -> None:
+    for entry in entries:
+        code = entry.channel_type
+        if code is not None:
+            codes[code if code in codes or len(codes) < _MAX_CODES else _OTHER_CODES] += 1
 
-    Each request also names a few numbers this listing showed (controls). A working filter
-    confirms them; a filter that answers ``[]`` to everything would otherwise confirm every
-    removal. A control can be denied honestly (someone unblocked it since it was listed), so one
-    denial proves nothing; a request whose every control is denied, or a sweep in which more
-    than half of all controls were denied, proves the filter broken: the sweep fails and applies
-    nothing. With no controls (an empty listing, only checked under --force or --dry-run) the
-    answers cannot be proven, which is one more reason the guard holds such a sweep.
+
+def _log_proof(diff: Diff, repeated: int, context: dict[str, object]) -> None:
+    """Say what the listing could not prove: an operator reads why a count looks off."""
+    if diff.rescued or repeated:
+        log.warning(
+            "the listing skipped rows while it was paged (%d held number(s) it did not show are "
+            "still blocklisted; %d repeated row(s) dropped); it proves no number absent, so the "
+            "next additions' windows start at the last complete listing",
+            diff.rescued,
+            repeated,
+            extra=context,
+        )
+    if diff.unconfirmed:
+        log.warning(
+            "%d held number(s) the listing did not show could not be proven removed (the "
+            "mobile filter's answers were cut short, missed a control or could not be read); "
+            "they are kept as blocklisted and checked again next sweep",
+            diff.unconfirmed,
+            extra=context,
+        )
+
+
+def _confirm_removals(
+    client: KaleyraClient, session: LockedChannel, channel: str, halt: _Halt, *, forced: bool = False
+) -> None:
+    """Ask Kaleyra about every removal candidate directly; record a removal only where the
+    answer is shown complete.
+
+    An answer proves only what it shows. A filter may answer ``[]`` to everything, or cut its
+    answers at a few rows whatever was asked, and either would make present numbers look
+    absent. So:
+
+    - First, one request of up to 100 numbers this listing just showed (controls) measures how
+      many rows the filter is known to honour in one answer. Every later request asks about no
+      more numbers than that, so a filter that caps its answers cannot cut one short.
+    - Every request carries at least one control, at random places among the candidates. An
+      answer that omits a control proves nothing about the candidates it left out (a control
+      can also be unblocked honestly meanwhile: the same, it proves nothing).
+    - A filter known to honour fewer than two rows, an answer that cannot be read (numbers not
+      asked about, rows that are no number), or a listing with no number to use as a control,
+      proves nothing either.
+
+    Candidates an answer showed are kept (rescued: the listing skipped them); those a complete
+    answer left out are removed; the rest are kept and counted as unconfirmed, to be checked
+    again by the next sweep. None of this fails the channel.
+
+    One exception: an empty listing has no number to use as a control, and is held by the
+    guard; an operator who reviewed it (``--dry-run``) and applies it with ``--force`` is the
+    only proof there can be, so then the filter's plain answers decide.
     """
+    candidates = session.removal_candidates(MAX_LIMIT)
+    first = next(candidates, None)
+    if first is None:
+        return  # nothing to confirm: not one request spent
     sample = session.listed_sample(_CONTROL_SAMPLE)
-    controls = itertools.cycle(sample) if sample else None
-    size = client.check_size  # never more than one response of this server can hold
-    per_check = min(CONTROLS_PER_CHECK, len(sample), size // 2)
-    asked_total = denied_total = 0
-    for batch in session.removal_candidates(size - per_check):
+    if not sample and forced:
+        for batch in itertools.chain([first], candidates):
+            halt.check("confirming removals")
+            session.keep(client.check(channel, batch, cancel=halt))
+        return
+    honoured = _honoured_rows(client, channel, sample, halt)
+    per_check = min(CONTROLS_PER_CHECK, honoured // 2)
+    room = honoured - per_check
+    controls = _Cycle(sample)
+    for batch in _rebatch(first, candidates, max(room, 1)):
         halt.check("confirming removals")
-        asked = [next(controls) for _ in range(per_check)] if controls else []
-        found = client.check(channel, batch + asked, cancel=halt)
-        denied = [m for m in asked if m not in found]
-        asked_total += len(asked)
-        denied_total += len(denied)
-        if (asked and len(denied) == len(asked)) or denied_total * 2 > max(asked_total, 10):
-            raise UntrustedCheck(
-                f"the mobile filter denied {denied_total} of {asked_total} number(s) the listing "
-                "had just shown as blocklisted, so it cannot confirm removals; nothing was "
-                "applied. If this repeats, the API's mobile filter is broken: report it"
-            )
+        if per_check < 1 or room < 1:
+            session.unconfirm(batch)
+            continue
+        asked = [controls.next() for _ in range(per_check)]
+        question = batch + asked
+        random.shuffle(question)
+        try:
+            found = client.check(channel, question, cancel=halt)
+        except ProtocolError as exc:
+            log.warning("a removal check could not be read: %s", exc.reason, extra={"channel": channel})
+            session.unconfirm(batch)
+            continue
         session.keep(found.intersection(batch))
+        absent = [m for m in batch if m not in found]
+        if not set(asked) <= found:
+            session.unconfirm(absent)  # an answer missing a control proves no absence
+        # else: a complete answer; the absent candidates stay removal candidates
+
+
+def _honoured_rows(client: KaleyraClient, channel: str, sample: list[str], halt: _Halt) -> int:
+    """How many rows one answer of the ``mobile`` filter is known to hold: how many of up to
+    100 numbers this listing showed it confirmed at once. 0 when it cannot be told."""
+    if not sample:
+        return 0
+    halt.check("confirming removals")
+    try:
+        return len(client.check(channel, sample[:MAX_LIMIT], cancel=halt))
+    except ProtocolError as exc:
+        log.warning(
+            "the mobile filter's answer could not be read: %s", exc.reason, extra={"channel": channel}
+        )
+        return 0
+
+
+class _Cycle:
+    """The controls, drawn in turn."""
+
+    def __init__(self, items: list[str]) -> None:
+        self._items = items
+        self._at = 0
+
+    def next(self) -> str:
+        item = self._items[self._at % len(self._items)]
+        self._at += 1
+        return item
+
+
+def _rebatch(first: list[str], rest: Iterator[list[str]], size: int) -> Iterator[list[str]]:
+    """The candidates in batches of ``size``, however they were read."""
+    pending: list[str] = []
+    for batch in itertools.chain([first], rest):
+        pending += batch
+        while len(pending) >= size:
+            yield pending[:size]
+            pending = pending[size:]
+    if pending:
+        yield pending
 
 
 def pairs_to_sweep(
@@ -510,7 +621,7 @@ def _reason(exc: BaseException, halt: _Halt) -> str:
         return "stopped while sweeping; nothing was applied"
     if isinstance(exc, KaleyraError):
         return redact(f"{exc}; nothing was applied")
-    if isinstance(exc, Stopped | UntrustedCheck):
+    if isinstance(exc, Stopped):
         return redact(str(exc))
     if isinstance(exc, KeyboardInterrupt | SystemExit):
         return "interrupted before finishing; nothing was applied"

@@ -286,11 +286,12 @@ def test_a_filter_that_denies_everything_confirms_no_removal(
     ]
     sim.lying_filter = True
     result = sweep(sim, store)
-    assert result.outcome is Outcome.FAILED
-    assert result.message and "mobile filter denied" in result.message
+    # Proves nothing, so nothing is removed; and it is not a reason to fail the channel.
+    assert result.outcome is Outcome.SUCCEEDED
     assert (entries(engine, sim), events(engine, sim)) == before
-    status, _, error, _, _ = last_run(engine, sim)
-    assert status == "failed" and "nothing was applied" in error
+    assert rows(
+        engine, "SELECT unconfirmed, listing_complete FROM sync_runs WHERE id = :i", i=result.run_id
+    ) == [(30, False)]
 
 
 # -- 5. bounded in time and memory --------------------------------------------------------
@@ -574,8 +575,10 @@ def test_a_server_capping_every_response_confirms_no_false_removal(
     assert result.outcome is Outcome.SUCCEEDED, result.message
     assert result.diff and result.diff.removed == 0
     assert entries(engine, sim) == set(numbers(500))
+    # The first check measures what the filter honours (40 of 100 listed numbers); every
+    # later one asks no more than that, so no answer can be cut short.
     checks = [q["mobile"].split(",") for _, _, q in sim.request_log if "mobile" in q]
-    assert checks and max(len(c) for c in checks) <= 40
+    assert len(checks[0]) == 100 and len(checks) > 1 and max(len(c) for c in checks[1:]) <= 40
 
 
 def test_a_few_controls_unblocked_meanwhile_do_not_fail_the_sweep(
