@@ -1,0 +1,305 @@
+"""The vendor cannot make us lie: a misbehaving API never becomes history.
+
+Each test drives a simulator that misbehaves the way a real API can (a filter that truncates
+its answers, a tiny channel, a server that ignores ``channel``, offset drift that skips a new
+number, a host whose clock is off) over real HTTP into a real PostgreSQL, and asserts the
+invariant an analyst relies on: no event that did not happen, and every stored window holds the
+moment the change truly happened.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+from sqlalchemy import Engine, text
+
+from sync.simulator import Simulator
+from sync.store import Store
+from sync.sweep import Outcome, SweepOptions, SweepResult, sweep_channel
+from tests.conftest import cli_env, entries, make_client, numbers, rows, run_cli
+
+
+def sweep(sim: Simulator, store: Store, channel: str = "sms", **options: object) -> SweepResult:
+    return sweep_channel(make_client(sim), store, channel, SweepOptions(**options))  # type: ignore[arg-type]
+
+
+def events(engine: Engine, sim: Simulator, channel: str = "sms") -> list[tuple]:
+    """(mobile, change, not_before, detected_at) of ``sim``'s account on ``channel``, in order."""
+    return rows(
+        engine,
+        "SELECT mobile, change, not_before, detected_at FROM blocklist_events "
+        "WHERE account_sid = :a AND channel = :c ORDER BY id",
+        a=sim.sid,
+        c=channel,
+    )
+
+
+def run_row(engine: Engine, run_id: int | None) -> dict[str, object]:
+    found = rows(
+        engine,
+        "SELECT status, added, removed, unconfirmed, rescued, listing_complete FROM sync_runs WHERE id = :i",
+        i=run_id,
+    )
+    names = ("status", "added", "removed", "unconfirmed", "rescued", "listing_complete")
+    return dict(zip(names, found[0], strict=True))
+
+
+def db_now(engine: Engine) -> dt.datetime:
+    return rows(engine, "SELECT clock_timestamp()")[0][0]
+
+
+def skip_in_listing(sim: Simulator, channel: str, hidden: set[str]) -> None:
+    """The listing leaves out ``hidden`` (still blocklisted): as paging over a moving list can."""
+    original = sim.lists[channel].page
+    sim.lists[channel].page = lambda offset, limit: [  # type: ignore[method-assign]
+        m for m in original(offset, limit) if m not in hidden
+    ]
+
+
+# -- 1. a filter that truncates its answers ----------------------------------------------------
+
+
+@pytest.mark.parametrize("cap", [5, 20])
+def test_a_truncating_filter_records_no_false_removal_and_the_true_ones(
+    sim: Simulator, store: Store, engine: Engine, cap: int
+) -> None:
+    sim.add("sms", numbers(300))
+    sweep(sim, store)
+    hidden = set(numbers(30, start=100))  # still blocklisted, skipped by the listing
+    gone = numbers(10, start=200)  # truly unblocked
+    sim.remove("sms", gone)
+    skip_in_listing(sim, "sms", hidden)
+    sim.filter_cap = cap  # answers at most `cap` rows, whatever was asked
+    result = sweep(sim, store)
+    assert result.outcome is Outcome.SUCCEEDED, result.message
+    removed = {m for m, change, _, _ in events(engine, sim) if change == "removed"}
+    assert removed == set(gone)  # the true removals, and not one false one
+    assert hidden <= entries(engine, sim)
+    assert run_row(engine, result.run_id)["rescued"] == 30  # the listing skipped them
+    # Every check after the first asked no more than the filter had shown it answers.
+    asked = [len(q["mobile"].split(",")) for _, _, q in sim.request_log if "mobile" in q]
+    assert max(asked[1:]) <= cap
+
+
+def test_an_answer_missing_a_control_proves_no_absence(sim: Simulator, store: Store, engine: Engine) -> None:
+    sim.add("sms", numbers(300))
+    sweep(sim, store)
+    hidden = set(numbers(20, start=50))
+    skip_in_listing(sim, "sms", hidden)
+    calls = 0
+
+    def cut_every_answer_after_the_first(request_number: int, channel: str, query: dict[str, str]) -> None:
+        nonlocal calls
+        if "mobile" in query:
+            calls += 1
+            sim.filter_cap = None if calls == 1 else 3  # honest once, then cut short
+
+    sim.on_request(cut_every_answer_after_the_first)
+    result = sweep(sim, store)
+    assert result.outcome is Outcome.SUCCEEDED, result.message
+    assert not [e for e in events(engine, sim) if e[1] == "removed"]
+    assert entries(engine, sim) == set(numbers(300))
+    row = run_row(engine, result.run_id)
+    assert row["unconfirmed"] + row["rescued"] == 20 and row["listing_complete"] is False
+
+
+# -- 2. a tiny channel, or pages of one row -----------------------------------------------------
+
+
+def test_a_listing_of_one_row_over_a_small_channel_confirms_no_removal(
+    sim: Simulator, store: Store, engine: Engine
+) -> None:
+    sim.add("sms", numbers(50))
+    sweep(sim, store)
+    before = (entries(engine, sim), events(engine, sim))
+    sim.lists["sms"].page = lambda offset, limit: numbers(1)[offset : offset + limit]  # type: ignore[method-assign]
+    sim.lying_filter = True  # and the filter answers [] to everything
+    result = sweep(sim, store)
+    assert result.outcome is Outcome.SUCCEEDED, result.message
+    assert (entries(engine, sim), events(engine, sim)) == before
+    assert run_row(engine, result.run_id)["unconfirmed"] == 49
+    # Controls are asked all the same: no answer was believed without one.
+    assert all(numbers(1)[0] in q["mobile"] for _, _, q in sim.request_log if "mobile" in q)
+
+
+def test_a_server_serving_one_row_per_page_confirms_no_false_removal(
+    sim: Simulator, store: Store, engine: Engine
+) -> None:
+    sim.add("sms", numbers(60))
+    sweep(sim, store)
+    skip_in_listing(sim, "sms", set(numbers(10, start=20)))
+    sim.rows_per_page = 1  # listing pages and check answers alike
+    result = sweep(sim, store)
+    assert result.outcome is Outcome.SUCCEEDED, result.message
+    assert entries(engine, sim) == set(numbers(60))
+    assert not [e for e in events(engine, sim) if e[1] == "removed"]
+
+
+# -- 3. a server that ignores `channel` ----------------------------------------------------------
+
+
+def test_a_server_ignoring_channel_applies_nothing_from_the_first_sweep(
+    sim: Simulator, engine: Engine, pg_url: str
+) -> None:
+    for channel, count in (("sms", 300), ("whatsapp", 250), ("voice", 150)):
+        sim.add(channel, numbers(count, start=1000 * len(channel)))
+    sim.ignore_channel = True
+    result = run_cli("run", env=cli_env(sim, pg_url))
+    assert result.returncode == 3, result.stderr
+    assert "channel_type" in result.stdout and "'1' (300)" in result.stdout  # the codes, counted
+    assert rows(engine, "SELECT COUNT(*) FROM blocklist_entries WHERE account_sid = :a", a=sim.sid) == [(0,)]
+    assert rows(engine, "SELECT COUNT(*) FROM blocklist_events WHERE account_sid = :a", a=sim.sid) == [(0,)]
+
+
+def test_a_server_that_starts_ignoring_channel_is_held_and_force_learns_the_codes(
+    sim: Simulator, store: Store, engine: Engine
+) -> None:
+    for channel in ("sms", "whatsapp"):
+        sim.add(channel, numbers(50, start=100 if channel == "sms" else 500))
+    sim.lists["sms"].channel_type = "7"  # any code, one per channel: never held
+    for channel in ("sms", "whatsapp"):
+        assert sweep(sim, store, channel).outcome is Outcome.SUCCEEDED
+    sim.ignore_channel = True
+    before = (entries(engine, sim, "sms"), events(engine, sim, "sms"))
+    held = sweep(sim, store, "sms")
+    assert held.outcome is Outcome.HELD and "whatsapp channel carries" in (held.message or "")
+    assert (entries(engine, sim, "sms"), events(engine, sim, "sms")) == before
+    forced = sweep(sim, store, "sms", force=True)
+    assert forced.outcome is Outcome.SUCCEEDED
+    learned = rows(
+        engine,
+        "SELECT channel, channel_type FROM blocklist_channel_types WHERE account_sid = :a ORDER BY 1, 2",
+        a=sim.sid,
+    )
+    assert learned == [("sms", "3"), ("sms", "7"), ("whatsapp", "3")]
+
+
+def test_rows_without_a_code_are_accepted(sim: Simulator, store: Store, engine: Engine) -> None:
+    sim.add("sms", numbers(5))
+    sim.inject(
+        "raw",
+        body=b'{"code": "CNT196", "message": "ok", "error": {}, "data": '
+        b'[{"mobile": "+919000000000"}, {"mobile": "+919000000001", "channel_type": null}]}',
+    )
+    result = sweep(sim, store)
+    assert result.outcome is Outcome.SUCCEEDED, result.message
+    assert {"+919000000000", "+919000000001"} <= entries(engine, sim)
+
+
+# -- 4. honest windows under drift ----------------------------------------------------------------
+
+
+def test_a_new_number_skipped_by_drift_gets_a_window_that_holds_its_true_time(
+    sim: Simulator, store: Store, engine: Engine
+) -> None:
+    held = numbers(300)
+    sim.add("sms", held)
+    first = sweep(sim, store)
+    new = "+919111111111"
+    added_at = db_now(engine)  # the moment the number is truly blocklisted
+    # The vendor's order is not documented: here the new number sits among the old ones.
+    order = [*held[:101], new, *held[101:]]
+    sim.remove("sms", held)
+    sim.add("sms", order)
+    moved = False
+
+    def drift(request_number: int, channel: str, query: dict[str, str]) -> None:
+        nonlocal moved
+        if query.get("offset") == "100" and "mobile" not in query and not moved:
+            moved = True  # two numbers before the offset are unblocked while the sweep pages
+            sim.remove("sms", held[:2])
+
+    sim.on_request(drift)
+    drifted = sweep(sim, store)
+    assert drifted.outcome is Outcome.SUCCEEDED, drifted.message
+    assert new not in entries(engine, sim)  # the listing skipped it ...
+    row = run_row(engine, drifted.run_id)
+    assert row["rescued"] >= 1 and row["listing_complete"] is False  # ... and knows it skipped rows
+    after = sweep(sim, store)
+    assert after.outcome is Outcome.SUCCEEDED
+    [(_, change, not_before, detected_at)] = [e for e in events(engine, sim) if e[0] == new]
+    assert change == "added"
+    assert not_before <= added_at <= detected_at  # the window holds the truth
+    started = rows(engine, "SELECT started_at FROM sync_runs WHERE id = :i", i=first.run_id)[0][0]
+    assert not_before == started  # from the last complete listing, not the drifted one
+
+
+# -- 5. one clock ---------------------------------------------------------------------------------
+
+
+def _faketime() -> str:
+    path = shutil.which("faketime")
+    if path is None:
+        pytest.fail("faketime is not installed (Debian package faketime; .ci/run installs it)")
+    return path
+
+
+@pytest.mark.parametrize("offset", ["-1h", "+1h"])
+def test_a_host_clock_that_is_off_never_reaches_a_stored_time(
+    sim: Simulator, engine: Engine, pg_url: str, offset: str
+) -> None:
+    faketime = _faketime()
+    env = cli_env(sim, pg_url, KALEYRA_CHANNELS="sms", FAKETIME_DONT_FAKE_MONOTONIC="1")
+
+    def run_skewed(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [faketime, "-f", offset, *run_cli_argv(*args)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    sim.add("sms", numbers(20))
+    before = db_now(engine)
+    assert run_skewed("run").returncode == 0
+    sim.add("sms", ["+919222222222"])
+    sim.remove("sms", numbers(2))
+    second = run_skewed("run")
+    assert second.returncode == 0, second.stderr
+    after = db_now(engine)
+    stored = rows(
+        engine,
+        "SELECT started_at, finished_at FROM sync_runs WHERE account_sid = :a "
+        "UNION ALL SELECT not_before, detected_at FROM blocklist_events WHERE account_sid = :a",
+        a=sim.sid,
+    )
+    times = [t for pair in stored for t in pair if t is not None]
+    assert times and all(before <= t <= after for t in times)
+    for _, _, not_before, detected_at in events(engine, sim):
+        assert not_before is None or not_before <= detected_at
+    # Freshness is judged on the database's clock too: just swept is fresh, seen from any host,
+    # and a shard does not skip a channel for a sweep "in the future".
+    assert run_skewed("status", "--max-age", "30m").returncode == 0
+    skipped = run_skewed("run", "--skip-if-swept-within", "1s")
+    assert skipped.returncode == 0 and "-" not in _ages(skipped.stdout)
+
+
+def run_cli_argv(*args: str) -> list[str]:
+    return [sys.executable, "-m", "sync", *args]
+
+
+def _ages(output: str) -> str:
+    """The 'swept Ns ago' figures in a run's output, to look for a negative one."""
+    return " ".join(re.findall(r"swept (-?\d+)s ago", output))
+
+
+def test_a_window_that_ends_before_it_begins_cannot_be_stored(
+    sim: Simulator, store: Store, engine: Engine
+) -> None:
+    sim.add("sms", numbers(3))
+    result = sweep(sim, store)
+    with pytest.raises(Exception, match="ck_blocklist_events_window"), engine.begin() as c:
+        c.execute(
+            text(
+                "INSERT INTO blocklist_events (account_sid, channel, mobile, change, detected_at, "
+                "not_before, initial_load, run_id) VALUES (:a, 'sms', '+919000000009', 'added', "
+                "now() - interval '1 hour', now(), false, :r)"
+            ),
+            {"a": sim.sid, "r": result.run_id},
+        )
