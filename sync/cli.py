@@ -2,7 +2,8 @@
 
 No sync logic lives here. Exit codes (README, "Exit codes"): 0 success, 1 failed, 2 usage or
 configuration error (including a schema behind head), 3 held by the safety guard, 75 another
-run holds the lock, 130 / 143 stopped by SIGINT / SIGTERM (128 + the signal's number).
+run holds the lock, 130 / 143 stopped by SIGINT / SIGTERM (128 + the signal's number) when the
+stop cancelled a sweep or left a channel unstarted.
 """
 
 from __future__ import annotations
@@ -461,7 +462,9 @@ def run(
     if metrics_file:
         configured_metrics(ready.store, ready.configured).write_textfile(metrics_file)
     code = worst_exit_code(results)
-    if stop.signum is not None:  # the shell's convention: 128 + the signal's number
+    if stop.signum is not None and any(r.outcome is Outcome.CANCELLED for r in results):
+        # The shell's convention, 128 + the signal's number, for a stop that stopped something.
+        # One that landed while the last sweep was committing stopped nothing: the outcomes say.
         code = 128 + stop.signum
     sys.exit(code)
 

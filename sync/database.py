@@ -23,10 +23,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import NullPool
 
+from sync import __version__
 from sync.redaction import MASK, redact, register_secret
 from sync.settings import ConfigError
 
 __all__ = [
+    "APPLICATION_NAME",
     "SQLITE_DEFAULT",
     "SchemaNotCurrent",
     "alembic_config",
@@ -39,6 +41,9 @@ __all__ = [
 ]
 
 SQLITE_DEFAULT = "sqlite:///blocklist-sync.db"
+# How our sessions are named in pg_stat_activity, in a held lock's message and in the server's
+# log, unless DATABASE_URL (?application_name=) or PGAPPNAME names them otherwise.
+APPLICATION_NAME = f"blocklist-sync/{__version__}"
 
 
 class SchemaNotCurrent(ConfigError):
@@ -131,9 +136,17 @@ def describe_url(url: str) -> str:
 
 
 def make_engine(url: str) -> Engine:
-    # No pool: a batch job opens few connections, and a closed connection must really close,
-    # releasing its advisory lock and temporary tables with it.
-    engine = create_engine(url, poolclass=NullPool)
+    """An engine without a pool whose PostgreSQL sessions say who they are.
+
+    No pool: a batch job opens few connections, and a closed connection must really close,
+    releasing its advisory lock and temporary tables with it. Each session is named
+    :data:`APPLICATION_NAME` so a DBA, and a sweep finding a channel locked, can tell ours from
+    others; it is libpq's *fallback* name, so one the operator set in the URL or ``PGAPPNAME``
+    wins.
+    """
+    postgresql = make_url(url).get_backend_name() == "postgresql"
+    connect_args = {"fallback_application_name": APPLICATION_NAME} if postgresql else {}
+    engine = create_engine(url, poolclass=NullPool, connect_args=connect_args)
     if engine.dialect.name == "sqlite":
 
         @event.listens_for(engine, "connect")

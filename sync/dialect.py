@@ -2,10 +2,11 @@
 
 The store (:mod:`sync.store`) is portable SQL: the run rows, the staging tables, the apply
 transaction and every statement that reads the same on both databases stay there. What cannot
-read the same — how a channel is locked, how the staging tables are named and keyed, how the
-listing is loaded and compared, how a sample is drawn, how much memory a sort may take — is
-one member of :class:`Dialect` here, with one implementation per database: :class:`PostgreSQL`
-and :class:`SQLite`. :func:`dialect_for` picks one.
+read the same — how a channel is locked and who holds it, what limits a sweep's session runs
+under, how the staging tables are named and keyed, how the listing is loaded and compared, how
+a sample is drawn, how much memory a sort may take — is one member of :class:`Dialect` here,
+with one implementation per database: :class:`PostgreSQL` and :class:`SQLite`.
+:func:`dialect_for` picks one.
 
 Knows nothing of HTTP nor of the Kaleyra client: rows arrive as ``(mobile, channel_type)``
 tuples.
@@ -17,19 +18,40 @@ import datetime as dt
 import fcntl
 import itertools
 import logging
+import math
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError
 
-__all__ = ["Dialect", "PostgreSQL", "SQLite", "dialect_for"]
+__all__ = ["Dialect", "LockHolder", "PostgreSQL", "SQLite", "dialect_for"]
 
 Row = tuple[str, str | None]
+_MAX_MILLISECONDS = 2**31 - 1  # the largest value a PostgreSQL timeout setting takes
 # The store's logger: what happens here is part of the store's work, and is logged as before.
 log = logging.getLogger("sync.store")
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    """The session holding a channel's lock, as far as the database lets this role see it.
+
+    PostgreSQL does not record when a lock was granted, so ``since`` is when the holding
+    session connected: the lock can be no older. A sweep connects only to take its lock, so for
+    a sweep the two agree. Another role's session shows only its pid, role and application name
+    unless this role may read all statistics (``pg_read_all_stats``): then ``since`` is None.
+    """
+
+    pid: int
+    role: str | None
+    application_name: str | None
+    client: str | None  # the holder's address; None over a local socket, or when hidden
+    since: dt.datetime | None  # when the holding session connected
+    held_for: float | None  # seconds since then, on the database's clock
 
 
 class _ListingFailed(Exception):
@@ -49,6 +71,28 @@ class Dialect:
     PostgreSQL that key is in the ``"C"`` collation (migration 0006) and a join across two
     collations is refused, so the staging key must say so; SQLite's ``TEXT`` compares bytes
     already."""
+
+    def set_session_limits(self, connection: Connection, seconds: float | None) -> None:
+        """Make the sweep's own session wait, run and idle for up to ``seconds`` (``None``: no
+        limit), whatever defaults the role or database set; commits.
+
+        On PostgreSQL a role default meant for web traffic (``statement_timeout = '5s'``, common
+        on managed servers) would end every large sweep: its COPY lasts as long as the whole
+        listing, and the session sits idle in a transaction while Kaleyra answers a removal
+        check. The sweep's own timeout is the right bound for each limit (``statement_timeout``,
+        ``lock_timeout``, ``idle_in_transaction_session_timeout`` and, from PostgreSQL 14,
+        ``idle_session_timeout``): no statement, lock wait or idle spell of a sweep may outlast
+        the sweep, and a session whose process hangs or vanished (a lost node) is ended by the
+        server soon after, releasing the channel's lock, instead of holding it for ever. SQLite
+        has no such settings."""
+        raise NotImplementedError
+
+    def lock_holder(self, connection: Connection, *, key: str) -> LockHolder | None:
+        """Who holds the lock :meth:`lock` could not take, or None when that cannot be known
+        (SQLite's file lock does not say; the holder may also have just let go).
+
+        PostgreSQL lists advisory locks in ``pg_locks`` and sessions in ``pg_stat_activity``."""
+        raise NotImplementedError
 
     def lock(
         self, connection: Connection, *, key: str, account_sid: str, channel: str
@@ -114,6 +158,47 @@ class PostgreSQL(Dialect):
     # Numbers compare as bytes on PostgreSQL, as the tables' key columns do (migration
     # 0006); a join between two collations would not even be allowed.
     key_type = 'TEXT COLLATE "C"'
+
+    def set_session_limits(self, connection: Connection, seconds: float | None) -> None:
+        """``set_config`` for the session (not the transaction); ``statement_timeout`` first,
+        so the role's own limit, however short, never has to fit more than that one call."""
+        limit = "0" if seconds is None else f"{min(math.ceil(seconds * 1000), _MAX_MILLISECONDS)}ms"
+        names = ["statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout"]
+        if (connection.dialect.server_version_info or (0,)) >= (14,):
+            names.append("idle_session_timeout")
+        for name in names:
+            setting = {"name": name, "limit": limit}
+            connection.execute(text("SELECT set_config(:name, :limit, false)"), setting)
+        connection.commit()
+
+    def lock_holder(self, connection: Connection, *, key: str) -> LockHolder | None:
+        """A bigint advisory key shows in ``pg_locks`` as two halves, ``classid`` the high 32
+        bits and ``objid`` the low, with ``objsubid`` 1."""
+        row = connection.execute(
+            text("""
+                WITH k AS (SELECT hashtextextended(:key, 0) AS key)
+                SELECT a.pid, a.usename, a.application_name, host(a.client_addr) AS client,
+                       a.backend_start,
+                       EXTRACT(EPOCH FROM clock_timestamp() - a.backend_start)::float8 AS held_for
+                FROM k, pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+                WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+                  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                  AND l.classid = ((k.key >> 32) & 4294967295)::oid
+                  AND l.objid = (k.key & 4294967295)::oid
+                LIMIT 1"""),
+            {"key": key},
+        ).first()
+        connection.rollback()
+        if row is None:
+            return None
+        return LockHolder(
+            pid=row.pid,
+            role=row.usename,
+            application_name=row.application_name,
+            client=row.client,
+            since=row.backend_start,
+            held_for=row.held_for,
+        )
 
     @contextmanager
     def lock(self, connection: Connection, *, key: str, account_sid: str, channel: str) -> Iterator[bool]:
@@ -228,6 +313,13 @@ class SQLite(Dialect):
     temp_schema = "temp"
     # SQLite compares TEXT as bytes already (its default collation is BINARY).
     key_type = "TEXT"
+
+    def set_session_limits(self, connection: Connection, seconds: float | None) -> None:
+        """Nothing to set: SQLite has no statement or idle timeouts."""
+
+    def lock_holder(self, connection: Connection, *, key: str) -> LockHolder | None:
+        """``flock`` does not say who holds a lock."""
+        return None
 
     @contextmanager
     def lock(self, connection: Connection, *, key: str, account_sid: str, channel: str) -> Iterator[bool]:

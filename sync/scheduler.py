@@ -5,8 +5,9 @@ piles up), a misfire grace of minutes. Replicas may run side by side for failove
 ticks fall on the same wall-clock times, the advisory lock lets one sweep a channel at a time,
 and a channel swept less than half a period ago is skipped, so each channel is swept once per
 tick in total. SIGTERM/SIGINT stop the process cleanly: a sweep in progress stops at its next
-page with nothing applied (its run row says ``cancelled``), and the process exits 0: stopping
-a service is not a failure.
+page with nothing applied (its run row says ``cancelled``), unless it was already applying its
+changes, which then commit (``succeeded``); the process exits 0: stopping a service is not a
+failure.
 """
 
 from __future__ import annotations
@@ -172,7 +173,10 @@ def run_scheduler(
         # lock the interrupted main thread holds. The waiting happens after start() returns.
         if stop.is_set():
             return
-        log.info("%s received: stopping; a sweep in progress applies nothing", signal.Signals(signum).name)
+        log.info(
+            "%s received: stopping at the next page or check; each sweep's result line says what it applied",
+            signal.Signals(signum).name,
+        )
         stop.request(signum)
         scheduler.shutdown(wait=False)
 

@@ -26,10 +26,10 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, Engine, bindparam, func, select, text
 
-from sync.dialect import Dialect, Row, dialect_for
+from sync.dialect import Dialect, LockHolder, Row, dialect_for
 from sync.schema import UtcTime, blocklist_channel_types, blocklist_entries, sync_runs
 
-__all__ = ["ChannelStatus", "Diff", "LockHeld", "LockedChannel", "Store"]
+__all__ = ["ChannelStatus", "Diff", "LockHeld", "LockHolder", "LockedChannel", "Store"]
 
 log = logging.getLogger("sync.store")
 
@@ -43,7 +43,13 @@ _ABANDONED = "the process ended before the sweep finished (crash, kill or restar
 
 
 class LockHeld(Exception):
-    """Another process is sweeping this account and channel right now."""
+    """Another session holds this account and channel's lock: a sweep in progress, or one
+    that is stuck or whose host is gone. ``holder`` says who, where the database can tell."""
+
+    def __init__(self, key: str, holder: LockHolder | None) -> None:
+        super().__init__(key)
+        self.key = key
+        self.holder = holder
 
 
 @dataclass(frozen=True)
@@ -105,13 +111,23 @@ class Store:
             return self.dialect.now(connection)
 
     @contextmanager
-    def lock_channel(self, account_sid: str, channel: str) -> Iterator[LockedChannel]:
-        """Lock (account, channel) for one sweep, or raise :class:`LockHeld` at once."""
+    def lock_channel(
+        self, account_sid: str, channel: str, *, timeout: float | None = None
+    ) -> Iterator[LockedChannel]:
+        """Lock (account, channel) for one sweep, or raise :class:`LockHeld` at once, naming
+        the holder.
+
+        The session first takes the sweep's own limits (``timeout`` seconds for any statement,
+        lock wait or idle spell; ``None``: none), so a role's defaults cannot end a long sweep,
+        and a session that outlives its sweep is ended by the server, lock and all
+        (:meth:`~sync.dialect.Dialect.set_session_limits`).
+        """
         key = f"kaleyra-blocklist-sync:{account_sid}:{channel}"
         with self.engine.connect() as connection:
+            self.dialect.set_session_limits(connection, timeout)
             with self.dialect.lock(connection, key=key, account_sid=account_sid, channel=channel) as got:
                 if not got:
-                    raise LockHeld(key)
+                    raise LockHeld(key, self.dialect.lock_holder(connection, key=key))
                 yield LockedChannel(connection, account_sid, channel, self.dialect)
 
     # -- reading, for `status` and the metrics -----------------------------------------

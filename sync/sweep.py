@@ -3,8 +3,11 @@
 The order of a sweep, and why each step is where it is:
 
 1. Lock the (account, channel), or report ``locked`` and write nothing: two runs never race.
-2. Mark runs a dead process left ``running`` as failed, then commit our own ``running`` row,
-   so a crash still leaves a trace.
+   The report names the session holding the lock; one holding it longer than a sweep may run
+   is stuck or dead, and that is a failure, not someone else's sweep.
+2. Mark runs a dead process left ``running`` as failed (we hold the lock: their process is
+   gone), and only then decide whether the channel was swept moments ago; then commit our
+   own ``running`` row, so a crash still leaves a trace.
 3. Stream every page into a staging table, numbers in canonical form; rows that cannot be a
    phone number are counted and logged, never staged. A failed page (after bounded retries), a
    protocol error, SIGTERM, the sweep's deadline or a crash abandons the sweep with nothing
@@ -25,6 +28,7 @@ prove is kept as it was, not guessed.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import itertools
 import logging
@@ -43,7 +47,7 @@ from sync.kaleyra_errors import Cancelled, KaleyraError, ProtocolError
 from sync.numbers import describe_rejected
 from sync.redaction import redact
 from sync.settings import Account, Shard, Tuning
-from sync.store import Diff, LockedChannel, LockHeld, Store
+from sync.store import Diff, LockedChannel, LockHeld, LockHolder, Store
 from sync.vocabulary import SEVERITY, Outcome, RunStatus, Trigger
 
 __all__ = [
@@ -206,7 +210,13 @@ def sweep_channel(
     started = time.monotonic()
     context: dict[str, object] = {"account": client.sid, "channel": channel}
     try:
-        with store.lock_channel(client.sid, channel) as session:
+        with store.lock_channel(client.sid, channel, timeout=options.timeout) as session:
+            # We hold the lock, so a run still ``running`` is a dead process's (SIGKILL, OOM, a
+            # lost node): close it before judging when the channel was last swept, or a
+            # shard's retry would take that corpse for a sweep in progress and skip the pair.
+            abandoned = session.fail_abandoned_runs()
+            if abandoned:
+                log.warning("marked %d abandoned run(s) as failed", abandoned, extra=context)
             if options.skip_if_swept_within is not None:
                 # Shards retry a failed or stopped pair (their Job's retry, a pod restarted
                 # after SIGTERM): only a sweep that did not fail counts as done moments ago.
@@ -222,9 +232,6 @@ def sweep_channel(
                         started,
                         context,
                     )
-            abandoned = session.fail_abandoned_runs()
-            if abandoned:
-                log.warning("marked %d abandoned run(s) as failed", abandoned, extra=context)
             run_id = session.start_run(options.trigger)
             context["run_id"] = run_id
             log.info("sweep started (%s)", options.trigger, extra=context)
@@ -233,6 +240,9 @@ def sweep_channel(
                 result = _sweep_locked(
                     client, session, run_id, channel, options, halt, progress, on_page, on_change
                 )
+                if stop.is_set():
+                    # The stop came too late to stop anything: say what did happen.
+                    result = replace(result, message=_finished_despite_stop(result, stop))
             except (Exception, KeyboardInterrupt, SystemExit) as exc:
                 # A stop the operator asked for is not a failure of Kaleyra or the database.
                 cancelled = stop.is_set() and isinstance(
@@ -266,13 +276,8 @@ def sweep_channel(
                     ),
                     account_wide=getattr(exc, "account_wide", False),
                 )
-    except LockHeld:
-        result = SweepResult(
-            account_sid=client.sid,
-            channel=channel,
-            outcome=Outcome.SKIPPED if options.lock_held_is_skip else Outcome.LOCKED,
-            message="another blocklist-sync process is sweeping this channel; nothing was written",
-        )
+    except LockHeld as held:
+        result = _lock_held(held, client.sid, channel, options)
     return _finish(result, started, context)
 
 
@@ -592,11 +597,19 @@ def client_for(
 
 
 def stop_on_signals(stop: StopRequest) -> None:
-    """SIGTERM and SIGINT ask the sweep to stop at the next page, applying nothing; a second
-    SIGINT interrupts at once (the run row is still marked cancelled)."""
+    """SIGTERM and SIGINT ask the sweep to stop at its next page or check, applying nothing; a
+    second SIGINT interrupts at once (the run row is still marked cancelled).
+
+    A sweep already applying its changes is not stopped: the apply is one transaction that
+    either commits or leaves nothing, so it finishes, is recorded ``succeeded`` and says the stop
+    came after the commit; channels not yet started are ``cancelled``. The warning logged here
+    cannot know which case it is, so it promises neither."""
 
     def handler(signum: int, _frame: object) -> None:
-        log.warning("%s received: stopping; a sweep in progress applies nothing", signal.Signals(signum).name)
+        log.warning(
+            "%s received: stopping at the next page or check; each sweep's result line says what it applied",
+            signal.Signals(signum).name,
+        )
         if not stop.is_set():
             stop.request(signum)
         if signum == signal.SIGINT:
@@ -627,6 +640,75 @@ def _reason(exc: BaseException, halt: _Halt) -> str:
         return "interrupted before finishing; nothing was applied"
     first_line = str(exc).splitlines()[0][:300] if str(exc) else ""
     return redact(f"{type(exc).__name__}: {first_line}; nothing was applied")
+
+
+def _lock_held(held: LockHeld, account_sid: str, channel: str, options: SweepOptions) -> SweepResult:
+    """The result of a sweep that found its channel locked, naming the holder.
+
+    A lock held longer than a sweep may run is no sweep in progress: its process hangs, or its
+    host is gone and the server has not noticed. Calling that ``locked`` (exit 75, a success to
+    systemd) or ``skipped`` would hide it for ever, so it fails, with what to do.
+    """
+    holder = held.holder
+    outcome = Outcome.SKIPPED if options.lock_held_is_skip else Outcome.LOCKED
+    if holder is None:  # SQLite's file lock, or a holder that let go a moment ago
+        message = "another process holds this channel's lock (the database cannot say which)"
+    elif holder.held_for is not None and holder.held_for > options.timeout:
+        outcome = Outcome.FAILED
+        message = (
+            f"this channel's lock has been held for {_duration(holder.held_for)}, longer than a "
+            f"sweep may run ({_duration(options.timeout)}), by {_holder_text(holder)}"
+        )
+    elif (holder.application_name or "").startswith("blocklist-sync"):
+        message = f"another blocklist-sync process is sweeping this channel ({_holder_text(holder)})"
+    else:
+        message = f"another session holds this channel's lock ({_holder_text(holder)})"
+    message += "; nothing was written"
+    if outcome is Outcome.FAILED and holder is not None:
+        message += (
+            ". If that session is stuck or its host is gone, end it: "
+            f"SELECT pg_terminate_backend({holder.pid})"
+        )
+    return SweepResult(account_sid=account_sid, channel=channel, outcome=outcome, message=redact(message))
+
+
+def _holder_text(holder: LockHolder) -> str:
+    """``pid 4242, role sync, application 'blocklist-sync/0.1.0', from 10.0.0.7, connected
+    2025-06-01 10:00:00Z, 3h00m ago``: escaped and bounded, as another session names itself."""
+    parts = [f"pid {holder.pid}"]
+    if holder.role:
+        parts.append(f"role {ascii(holder.role)[1:-1][:63]}")
+    if holder.application_name:
+        parts.append(f"application {holder.application_name[:64]!a}")
+    if holder.client:
+        parts.append(f"from {holder.client}")
+    if holder.since is not None and holder.held_for is not None:
+        since = holder.since.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+        parts.append(f"connected {since}, {_duration(holder.held_for)} ago")
+    else:
+        parts.append("connected at a time this role may not see (grant it pg_read_all_stats)")
+    return ", ".join(parts)
+
+
+def _duration(seconds: float) -> str:
+    """``2h00m``, ``3h12m``, ``1m30s``, ``45s``, ``0.5s``: precise enough to set a lock's age
+    beside a timeout."""
+    whole = round(seconds)
+    if whole < 60:
+        return f"{seconds:.1f}s" if seconds < 10 else f"{whole}s"
+    hours, minutes = divmod(whole // 60, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{whole % 60:02d}s"
+
+
+def _finished_despite_stop(result: SweepResult, stop: threading.Event) -> str:
+    """What a stop that arrived after the last check (while applying, committing or just after)
+    leaves behind: the sweep finished, and its run row says how."""
+    name = stop.name if isinstance(stop, StopRequest) else "a stop request"
+    if result.outcome is Outcome.SUCCEEDED:
+        note = f"{name} arrived while the changes were being applied; they were committed"
+    else:
+        note = f"{name} arrived as the sweep finished; it finished"
+    return f"{result.message}; {note}" if result.message else note
 
 
 def _finish(result: SweepResult, started: float, context: dict[str, object]) -> SweepResult:
