@@ -570,6 +570,7 @@ def status_record(
             "added": s.last_added,
             "removed": s.last_removed,
             "rejected": s.last_rejected,
+            "unconfirmed": s.last_unconfirmed,
             "error": s.last_error,
         },
         "last_success_at": iso(s.last_success_at),
@@ -629,6 +630,11 @@ def status_table(
             lines.append(
                 f"{s.account_sid} {s.channel}: the last sweep rejected {s.last_rejected} "
                 "listed row(s) that cannot be a phone number (examples in its log)"
+            )
+        if s.last_unconfirmed:
+            lines.append(
+                f"{s.account_sid} {s.channel}: the last sweep could not prove {s.last_unconfirmed} "
+                "removal(s) and kept those numbers; the next sweep checks them again"
             )
     if scoped.not_configured:
         lines.append("not configured (listed, not judged; --all judges them):")

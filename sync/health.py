@@ -41,6 +41,7 @@ def _never_swept(account_sid: str, channel: str) -> ChannelStatus:
         last_added=None,
         last_removed=None,
         last_rejected=None,
+        last_unconfirmed=None,
         last_error=None,
         last_success_at=None,
     )

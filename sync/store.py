@@ -88,6 +88,7 @@ class ChannelStatus:
     last_added: int | None
     last_removed: int | None
     last_rejected: int | None
+    last_unconfirmed: int | None
     last_error: str | None
     last_success_at: dt.datetime | None  # finished_at of the last succeeded sweep
 
@@ -145,6 +146,7 @@ class Store:
                    last_run_started_at AS last_started_at, last_run_finished_at AS last_finished_at,
                    last_run_pages AS last_pages, last_run_added AS last_added,
                    last_run_removed AS last_removed, last_run_rejected AS last_rejected,
+                   last_run_unconfirmed AS last_unconfirmed,
                    last_run_error AS last_error, last_success_at
             FROM blocklist_sync_health
             ORDER BY account_sid, channel""").columns(

@@ -238,6 +238,10 @@ class Metrics:
         self.last_run_rejected = gauge(
             "last_run_rejected", "Listed rows the last sweep rejected as no phone number."
         )
+        self.last_run_unconfirmed = gauge(
+            "last_run_unconfirmed",
+            "Held numbers the last sweep did not list and could not prove removed (kept).",
+        )
 
     def update(self, statuses: Iterable[ChannelStatus]) -> None:
         for s in statuses:
@@ -274,6 +278,7 @@ class Metrics:
                 ).labels(*labels).set(value)
                 self.deprecated[name].labels(*labels).set(value)
             self.last_run_rejected.labels(*labels).set(s.last_rejected or 0)
+            self.last_run_unconfirmed.labels(*labels).set(s.last_unconfirmed or 0)
 
     def write_textfile(self, path: str) -> None:
         """Atomic: prometheus_client writes a temporary file and renames it over ``path``."""

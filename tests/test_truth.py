@@ -20,6 +20,7 @@ from sqlalchemy import Engine, text
 
 from sync.simulator import Simulator
 from sync.store import Store
+from sync.telemetry import Metrics
 from sync.sweep import Outcome, SweepOptions, SweepResult, sweep_channel
 from tests.conftest import cli_env, entries, make_client, numbers, rows, run_cli
 
@@ -123,6 +124,17 @@ def test_a_listing_of_one_row_over_a_small_channel_confirms_no_removal(
     assert result.outcome is Outcome.SUCCEEDED, result.message
     assert (entries(engine, sim), events(engine, sim)) == before
     assert run_row(engine, result.run_id)["unconfirmed"] == 49
+    # Reported where operators look: status (from the health view) and the metrics.
+    [status] = [s for s in store.channel_statuses() if s.account_sid == sim.sid]
+    assert status.last_unconfirmed == 49
+    metrics = Metrics()
+    metrics.update([status])
+    assert (
+        metrics.registry.get_sample_value(
+            "blocklist_sync_last_run_unconfirmed", {"account": sim.sid, "channel": "sms"}
+        )
+        == 49
+    )
     # Controls are asked all the same: no answer was believed without one.
     assert all(numbers(1)[0] in q["mobile"] for _, _, q in sim.request_log if "mobile" in q)
 
