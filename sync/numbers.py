@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import re
 
+from sync.vendor_text import vendor_text
+
 __all__ = ["MAX_RAW_LENGTH", "canonical", "describe_rejected"]
 
 _E164 = re.compile(r"\+[1-9][0-9]{6,14}")
@@ -45,7 +47,10 @@ def canonical(raw: object) -> str | None:
 
 
 def describe_rejected(raw: object, width: int = 32) -> str:
-    """A rejected value as it may be logged: escaped (no control character reaches a
-    terminal or a log shipper) and cut short (a 1 MB value is not printed)."""
-    text = ascii(raw)
-    return text if len(text) <= width else text[: width - 1] + "…"
+    """A rejected value as it may be logged: vendor text (:mod:`sync.vendor_text`), so a key
+    inside it is blanked before it is cut, nothing in it reaches a terminal or a log shipper
+    unescaped, and a 1 MB value is not printed. A string is quoted, anything else (a row that is
+    an object, a number) is shown as Python writes it."""
+    if isinstance(raw, str):
+        return f"'{vendor_text(raw, width - 2)}'"
+    return vendor_text(repr(raw), width)
