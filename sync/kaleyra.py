@@ -18,6 +18,9 @@ Every response is bounded before it is believed: a deadline for the whole respon
 each read), a cap on its size before and after decompression, no more rows than asked for.
 Every number is reduced to its canonical E.164 form (:mod:`sync.numbers`) as it is parsed; a row
 that cannot be a phone number is handed back as rejected, never as an entry.
+Every other string the server chose that is kept or shown (a code, a message, Content-Type,
+Content-Encoding, a row's ``channel_type``) is vendor text (:mod:`sync.vendor_text`): redacted,
+escaped and bounded here, where it enters.
 
 Requests run on daemon worker threads while the caller waits in short slices, so a stop (the
 ``cancel`` event) ends a sweep within a fraction of a second even while a server trickles a
@@ -59,13 +62,19 @@ from sync.kaleyra_errors import (
     TransportError,
     error_for_response,
     transport_error,
+    unexpected_answer,
 )
 from sync.numbers import canonical
+from sync.vendor_text import vendor_text
 
 __all__ = ["MAX_LIMIT", "Entry", "KaleyraClient", "Page", "RetryPolicy", "Stoppable"]
 
 MAX_LIMIT = 100  # the API never returns more than 100 rows, nor takes more than 100 numbers
 SUCCESS_CODE = "CNT196"
+# How much of a header the server chose (Content-Type, Content-Encoding) an error may quote.
+_HEADER_CHARS = 100
+# A row's channel_type is opaque ("3" in the sample); stored, so bounded short.
+_CHANNEL_TYPE_CHARS = 64
 # A page of 100 rows is a few kB; a megabyte is far past any honest page, before or after
 # decompression, and far below what a 512 MiB pod can hold in flight at concurrency 32.
 MAX_BODY_BYTES = 1 << 20
@@ -467,7 +476,10 @@ def _read_body(
         )
     encoding = response.headers.get("content-encoding", "identity").strip().lower()
     if encoding not in ("identity", "", "gzip", "x-gzip", "deflate"):
-        raise ProtocolError(f"the response is {encoding}-encoded, which was not asked for", **where)
+        raise ProtocolError(
+            f"the response is {vendor_text(encoding, _HEADER_CHARS)}-encoded, which was not asked for",
+            **where,
+        )
     inflate = None if encoding in ("identity", "") else zlib.decompressobj(32 + zlib.MAX_WBITS)
     wire = 0
     body = bytearray()
@@ -513,18 +525,18 @@ def _parse_listing(response: requests.Response, raw: bytes, channel: str, offset
     if error is not None:
         raise error
     if body is None:
-        kind = response.headers.get("content-type", "unknown content type")
+        kind = vendor_text(response.headers.get("content-type", "unknown content type"), _HEADER_CHARS)
         raise ProtocolError(
             f"HTTP {status} body is not JSON ({kind})", channel=channel, offset=offset, status=status
         )
     if status != 200 or code != SUCCESS_CODE:
-        raise ProtocolError(
-            f"expected HTTP 200 {SUCCESS_CODE} with a listing, got HTTP {status} {code or 'no code'}"
-            + (f" {message!r}" if message else ""),
+        raise unexpected_answer(
+            status,
+            code,
+            message,
+            expected=f"HTTP 200 {SUCCESS_CODE} with a listing",
             channel=channel,
             offset=offset,
-            status=status,
-            code=code,
         )
     data = body.get("data")
     if not isinstance(data, list):
@@ -537,7 +549,7 @@ def _parse_listing(response: requests.Response, raw: bytes, channel: str, offset
             rejected.append(row.get("mobile", row) if isinstance(row, dict) else row)
             continue
         kind = row.get("channel_type")
-        entries.append(Entry(mobile, None if kind is None else str(kind)[:64]))
+        entries.append(Entry(mobile, None if kind is None else vendor_text(str(kind), _CHANNEL_TYPE_CHARS)))
     return _Listing(entries, rejected)
 
 

@@ -14,9 +14,10 @@ class — retry, give up on this channel, stop everything — and never from mes
   unexpected code, the same page twice). Never retried, never read as data.
 
 No message built here contains the API key: messages are made from the response code, the
-vendor's message (escaped, at most 200 characters), the channel and the offset only. A server
-that echoes the key in its message is blanked at every exit by ``sync.redaction``. Nor does any
-name a flag or a variable: what the operator should change is the CLI's to say, from the class.
+vendor's message, the channel and the offset only, and the code and message are vendor text
+(:mod:`sync.vendor_text`): redacted before they are cut, so a server that echoes the key never
+leaves a piece of it behind, escaped and bounded. Nor does any message name a flag or a
+variable: what the operator should change is the CLI's to say, from the class.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ import ssl
 from typing import Any
 
 import requests
+
+from sync.vendor_text import vendor_text
 
 __all__ = [
     "AuthenticationError",
@@ -44,6 +47,7 @@ __all__ = [
     "UnreachableError",
     "error_for_response",
     "transport_error",
+    "unexpected_answer",
 ]
 
 
@@ -228,6 +232,8 @@ _BY_CODE: dict[str, type[KaleyraError]] = {
 }
 
 
+# A code is a few characters (RBC001, WA-401); a message a sentence. Anything longer is cut.
+_CODE_CHARS = 40
 _MESSAGE_CHARS = 200
 
 
@@ -262,13 +268,35 @@ def error_for_response(
     cls = _BY_CODE.get(code or "") or _by_status(status)
     if cls is None:
         return None
-    said = f"Kaleyra answered HTTP {status}"
-    if code:
-        said += f" {code}"
-    if message:
-        # Escaped and cut short: a vendor or proxy message is shown, never trusted to be small.
-        said += f" {message[:_MESSAGE_CHARS]!r}" + ("…" if len(message) > _MESSAGE_CHARS else "")
-    where: dict[str, Any] = {"channel": channel, "offset": offset, "status": status, "code": code}
+    shown_code, said = _answered(status, code, message)
+    where: dict[str, Any] = {"channel": channel, "offset": offset, "status": status, "code": shown_code}
     if issubclass(cls, RetryableAPIError):
-        return cls(said, retry_after=retry_after, **where)
-    return cls(said, **where)
+        return cls(f"Kaleyra answered {said}", retry_after=retry_after, **where)
+    return cls(f"Kaleyra answered {said}", **where)
+
+
+def unexpected_answer(
+    status: int, code: str | None, message: str | None, *, expected: str, channel: str, offset: int | None
+) -> ProtocolError:
+    """A response that is no error and no listing either (say, a 202 WA202, or a 200 with an
+    unknown code): never read as data."""
+    shown_code, said = _answered(status, code or "no code", message)
+    return ProtocolError(
+        f"expected {expected}, got {said}",
+        channel=channel,
+        offset=offset,
+        status=status,
+        code=shown_code if code else None,
+    )
+
+
+def _answered(status: int, code: str | None, message: str | None) -> tuple[str | None, str]:
+    """The vendor's code as it may be shown, and ``HTTP <status> <code> '<message>'``: the one
+    place where the code and message of a response enter our text, as vendor text."""
+    shown_code = vendor_text(code, _CODE_CHARS) if code else None
+    said = f"HTTP {status}"
+    if shown_code:
+        said += f" {shown_code}"
+    if message:
+        said += f" '{vendor_text(message, _MESSAGE_CHARS)}'"
+    return shown_code, said

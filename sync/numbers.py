@@ -6,28 +6,41 @@ Stored as given, those would be three entries and three "added" events for one n
 held number listed once with a leading space would be "removed" and "re-added". So every number
 is reduced to one form before it is staged, compared, checked or stored:
 
-- surrounding whitespace and the usual separators (space, ``-``, ``.``, ``(``, ``)``, no-break
-  space) go;
-- what remains must have E.164's shape: ``+``, then 7 to 15 ASCII digits, the first not 0
+- the usual separators (``-``, ``.``, ``(``, ``)``), any Unicode whitespace (a TAB, a no-break
+  space, an ideographic space) and any format character (zero-width space or joiner, a byte
+  order mark, bidi marks) go, wherever they are;
+- the spelling is NFKC-normalised (a fullwidth ``＋`` or ``１`` is ``+`` or ``1``) and every
+  decimal digit is replaced by its value (Arabic-Indic ``٩``, Devanagari ``९``, Bengali, Thai...
+  are ``9``): a held number the vendor spells in other digits is the same number, and would
+  otherwise be "removed", or fail the removal check as a number it was not asked about;
+- what remains must have E.164's shape: ``+``, then 7 to 15 digits, the first not 0
   (7 because some real numbers, Niue's for one, are that short).
 
 Nothing else is guessed: a number without ``+`` (national or international-prefix form) is not
 given a country. A number of the right shape that ``phonenumbers`` would call invalid is still a
 number Kaleyra blocklists, so it is kept. A row that cannot be a phone number (letters, control
-characters, too long) gets ``None``: the caller counts it and never stores it.
+characters other than whitespace, such as NUL or ESC, too long) gets ``None``: the caller counts
+it and never stores it.
 
 This sits on the fetch path of every row, so the common case — a number already canonical —
-is one compiled ``fullmatch``.
+is one compiled ``fullmatch``; a spelling longer than :data:`MAX_RAW_LENGTH` is refused before
+any normalisation is spent on it.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
+
+from sync.vendor_text import vendor_text
 
 __all__ = ["MAX_RAW_LENGTH", "canonical", "describe_rejected"]
 
 _E164 = re.compile(r"\+[1-9][0-9]{6,14}")
-_SEPARATORS = re.compile(r"[ \-.()\u00a0]")
+_SEPARATORS = frozenset(" -.()")
+# Python's isspace() also counts these four ASCII controls (file, group, record and unit
+# separators); Unicode does not call them whitespace, so they stay, and reject their row.
+_NOT_WHITESPACE = frozenset("\x1c\x1d\x1e\x1f")
 # Longer than any way of writing a 15-digit number with separators: rejected unread.
 MAX_RAW_LENGTH = 40
 
@@ -40,12 +53,23 @@ def canonical(raw: object) -> str | None:
         return raw
     if len(raw) > MAX_RAW_LENGTH:
         return None
-    cleaned = _SEPARATORS.sub("", raw.strip())
+    cleaned = "".join(_plain(ch) for ch in unicodedata.normalize("NFKC", raw))
     return cleaned if _E164.fullmatch(cleaned) else None
 
 
+def _plain(ch: str) -> str:
+    """``ch`` as it counts in a number: "" for a separator, its value for a decimal digit."""
+    if ch in _SEPARATORS or (ch.isspace() and ch not in _NOT_WHITESPACE) or unicodedata.category(ch) == "Cf":
+        return ""
+    digit = unicodedata.decimal(ch, None)
+    return ch if digit is None else str(digit)
+
+
 def describe_rejected(raw: object, width: int = 32) -> str:
-    """A rejected value as it may be logged: escaped (no control character reaches a
-    terminal or a log shipper) and cut short (a 1 MB value is not printed)."""
-    text = ascii(raw)
-    return text if len(text) <= width else text[: width - 1] + "…"
+    """A rejected value as it may be logged: vendor text (:mod:`sync.vendor_text`), so a key
+    inside it is blanked before it is cut, nothing in it reaches a terminal or a log shipper
+    unescaped, and a 1 MB value is not printed. A string is quoted, anything else (a row that is
+    an object, a number) is shown as Python writes it."""
+    if isinstance(raw, str):
+        return f"'{vendor_text(raw, width - 2)}'"
+    return vendor_text(repr(raw), width)

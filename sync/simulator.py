@@ -12,6 +12,7 @@ Used from code::
         sim.add("sms", ["+919800000001"])       # change the lists directly
         sim.inject("WA500", at=3)               # fault on the 3rd request
         sim.rows_per_page = 37                  # a server that caps rows per page
+        sim.spellings["+919800000001"] = "+٩١٩٨٠٠٠٠٠٠٠١"   # how it writes a number
 
 Faults are part of the simulator's model of a misbehaving Kaleyra, not switches inside the
 sync code: the sync code cannot tell this server from the real one.
@@ -119,6 +120,7 @@ OTHER_FAULTS = (
     "oversize",
     "echo_key",
     "raw",
+    "answer",
 )
 
 
@@ -142,6 +144,8 @@ class _Fault:
     seconds: float
     size: int = 0
     body: bytes = b""
+    status: int = 200
+    headers: dict[str, str] | None = None
 
 
 @dataclass
@@ -217,6 +221,11 @@ class Simulator:
         # A server that ignores ``channel``: every channel is answered with all channels' rows,
         # each carrying its own channel's channel_type.
         self.ignore_channel = False
+        # How this server writes a number in its answers, listing and check alike (a TAB, other
+        # digits, a fullwidth plus...); the lists keep the number as added, so a check for it
+        # still finds it. And a row's channel_type by number, instead of the channel's.
+        self.spellings: dict[str, str] = {}
+        self.row_channel_types: dict[str, object] = {}
         self.requests = 0  # GET requests served so far (the number faults are keyed on)
         # Seconds every GET waits before it is answered, as a distant API does (the real one:
         # 100-300 ms); requests wait side by side, so only concurrency hides it.
@@ -308,6 +317,8 @@ class Simulator:
         seconds: float = 0.0,
         size: int = 0,
         body: bytes = b"",
+        status: int = 200,
+        headers: dict[str, str] | None = None,
     ) -> None:
         """Answer ``times`` GET requests with fault ``kind``, starting at request number ``at``
         (1-based; None: the next request), optionally only requests for one channel.
@@ -318,12 +329,14 @@ class Simulator:
         connection without answering), ``redirect`` (a 302 to another host), ``trickle`` (a
         valid page sent one byte every ``seconds``), ``gzip_bomb`` (a gzip body inflating to
         ``size`` bytes), ``oversize`` (one row more than ``limit``), ``echo_key`` (a 401 whose
-        message quotes the ``api-key`` header it was sent), ``raw`` (HTTP 200 with ``body``).
+        message quotes the ``api-key`` header it was sent), ``raw`` (HTTP 200 with ``body``),
+        ``answer`` (HTTP ``status`` with ``headers`` and ``body``, exactly: a code or message
+        holding escapes, NUL or a lone surrogate, a Content-Type or Content-Encoding of its own).
         """
         if kind not in VENDOR_ERRORS and kind not in OTHER_FAULTS:
             raise ValueError(f"unknown fault {kind!r}")
         with self._lock:
-            self._faults.append(_Fault(kind, at, times, channel, seconds, size, body))
+            self._faults.append(_Fault(kind, at, times, channel, seconds, size, body, status, headers))
 
     def on_request(self, hook: Callable[[int, str, dict[str, str]], None]) -> None:
         """Call ``hook(request_number, channel, params)`` before each GET is answered: the way
@@ -418,7 +431,10 @@ class Simulator:
                     kinds = [kind] * len(rows)
             if "mobile" in query and self.lying_filter:
                 rows = []
-        data = [{"mobile": m, "channel_type": k} for m, k in zip(rows, kinds, strict=False)]
+        data = [
+            {"mobile": self.spellings.get(m, m), "channel_type": self.row_channel_types.get(m, k)}
+            for m, k in zip(rows, kinds, strict=False)
+        ]
         body = json.dumps(
             {
                 "code": "CNT196",
@@ -468,6 +484,8 @@ class Simulator:
             )
         if fault.kind == "raw":
             return 200, {"Content-Type": "application/json"}, fault.body
+        if fault.kind == "answer":
+            return fault.status, dict(fault.headers or {"Content-Type": "application/json"}), fault.body
         if fault.kind == "gzip_bomb":
             return (
                 200,

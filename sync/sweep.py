@@ -48,6 +48,7 @@ from sync.numbers import describe_rejected
 from sync.redaction import redact
 from sync.settings import Account, Shard, Tuning
 from sync.store import Diff, LockedChannel, LockHeld, LockHolder, Store
+from sync.vendor_text import vendor_text
 from sync.vocabulary import SEVERITY, Outcome, RunStatus, Trigger
 
 __all__ = [
@@ -638,8 +639,10 @@ def _reason(exc: BaseException, halt: _Halt) -> str:
         return redact(str(exc))
     if isinstance(exc, KeyboardInterrupt | SystemExit):
         return "interrupted before finishing; nothing was applied"
-    first_line = str(exc).splitlines()[0][:300] if str(exc) else ""
-    return redact(f"{type(exc).__name__}: {first_line}; nothing was applied")
+    # An exception's text can quote what it failed on (a row, a driver's message): vendor
+    # text, so redacted before it is cut.
+    first_line = vendor_text(str(exc).splitlines()[0], 300) if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {first_line}; nothing was applied"
 
 
 def _lock_held(held: LockHeld, account_sid: str, channel: str, options: SweepOptions) -> SweepResult:

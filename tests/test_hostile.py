@@ -82,10 +82,22 @@ def sweep(sim: Simulator, store: Store, **options: object):
         ("+", None),
         ("abc", None),
         ("<script>", None),
-        ("+91\n9800000001", None),
+        ("+91\n9800000001", "+919800000001"),  # any Unicode whitespace is a separator
+        ("+91\t9800000001", "+919800000001"),
+        ("+91\u30009800000001", "+919800000001"),  # ideographic space
+        ("\ufeff+91\u200b9800\u200d000001\u200e", "+919800000001"),  # BOM, zero-width, bidi mark
+        ("+٩١٩٨٠٠٠٠٠٠٠١", "+919800000001"),  # Arabic-Indic digits
+        ("+۹۱۹۸۰۰۰۰۰۰۰۱", "+919800000001"),  # Extended Arabic-Indic (Persian) digits
+        ("+९१९८०००००००१", "+919800000001"),  # Devanagari digits
+        ("＋９１９８０００００００１", "+919800000001"),  # fullwidth plus and digits
+        ("＋919800000001", "+919800000001"),
         ("+9198000000011234", None),
-        ("+91980000\x0001", None),
-        ("＋９１９８００００００００１", None),
+        ("+91980000\x0001", None),  # NUL, ESC and other controls still reject the row
+        ("+91\x1b9800000001", None),
+        ("+91\x1c9800000001", None),  # a file separator: Python's isspace(), not Unicode's
+        ("+91\x7f9800000001", None),
+        ("+٠٩١٩٨٠٠٠٠٠٠٠١", None),  # a leading zero in other digits is still a leading zero
+        ("+91 abc 9800000001", None),
         ("+" + "9" * 3000, None),
         (919800000001, None),
         (None, None),

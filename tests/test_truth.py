@@ -20,8 +20,8 @@ from sqlalchemy import Engine, text
 
 from sync.simulator import Simulator
 from sync.store import Store
-from sync.telemetry import Metrics
 from sync.sweep import Outcome, SweepOptions, SweepResult, sweep_channel
+from sync.telemetry import Metrics
 from tests.conftest import cli_env, entries, make_client, numbers, rows, run_cli
 
 
