@@ -30,7 +30,16 @@ from sync import database
 from sync.simulator import Simulator
 from sync.store import Store
 from sync.sweep import Outcome, SweepOptions, SweepResult, sweep_channel
-from tests.conftest import PG_SERVER, REPO, cli_env, column_comments, make_client, numbers, rows, run_cli
+from tests.conftest import (
+    PG_SERVER,
+    REPO,
+    cli_env,
+    column_comments,
+    invoke,
+    make_client,
+    numbers,
+    rows,
+)
 
 VIEWS = ("blocklist_intervals", "blocklist_daily_changes", "blocklist_sync_health")
 TABLES = ("sync_runs", "blocklist_entries", "blocklist_events")
@@ -591,14 +600,14 @@ def test_grant_read_command(
     with connect_as(url, role) as c, pytest.raises(pg_errors.InsufficientPrivilege):
         c.execute("SELECT 1 FROM blocklist_intervals")  # nothing before the grant
 
-    done = run_cli("grant-read", role, env=cli_env(None, url))
+    done = invoke("grant-read", role, env=cli_env(None, url))
     assert done.returncode == 0, done.stderr
     assert role in done.stdout
     with connect_as(url, role) as c:
         assert c.execute("SELECT COUNT(*) FROM blocklist_intervals").fetchone() == (0,)
 
     def one_error(args: tuple[str, ...], db_url: str) -> str:
-        result = run_cli(*args, env=cli_env(None, db_url))
+        result = invoke(*args, env=cli_env(None, db_url))
         assert result.returncode == 2, result.stderr
         errors = [line for line in result.stderr.splitlines() if "error" in line]
         assert len(errors) == 1 and errors[0].startswith("blocklist-sync: error: "), result.stderr

@@ -23,7 +23,7 @@ from sync.simulator import Simulator
 from sync.sweep import pairs_to_sweep
 from sync.telemetry import JSON_FIELDS
 from sync.vocabulary import Channel
-from tests.conftest import REPO, cli_env, numbers, rows, run_cli, run_on_a_terminal
+from tests.conftest import REPO, cli_env, invoke, numbers, rows, run_on_a_terminal
 
 # The default: every channel the vocabulary names, in its order.
 CHANNELS = tuple(Channel)
@@ -80,7 +80,7 @@ def test_check_passes_one_line_per_check_and_writes_nothing(sim: Simulator, make
     url, engine = fresh_db(make_database)
     sim.add("sms", numbers(3))
     before = row_count(engine)
-    result = run_cli("check", env=cli_env(sim, url))
+    result = invoke("check", env=cli_env(sim, url))
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     assert [line.split(":")[0] for line in lines] == [
@@ -105,7 +105,7 @@ def test_check_names_what_is_wrong_and_what_to_do(
 ) -> None:
     empty = database.resolve_database_url(make_database())  # not migrated
     env = cli_env(sim, empty, KALEYRA_API_KEY="wrong-key-123")
-    result = run_cli("check", env=env)
+    result = invoke("check", env=env)
     assert result.returncode == 1
     assert (
         f"FAIL  schema: empty, not {database.head_revision()}; run `blocklist-sync migrate`" in result.stdout
@@ -115,15 +115,15 @@ def test_check_names_what_is_wrong_and_what_to_do(
     assert "wrong-key-123" not in result.stdout + result.stderr
     # A host that refuses: named, with the cause, at once (no retries in a check).
     started = time.monotonic()
-    dead = run_cli("check", env=cli_env(sim, empty, KALEYRA_BASE_URL="http://127.0.0.1:9/v1"))
+    dead = invoke("check", env=cli_env(sim, empty, KALEYRA_BASE_URL="http://127.0.0.1:9/v1"))
     assert time.monotonic() - started < 20
     assert f"FAIL  kaleyra {sim.sid} sms: cannot connect to 127.0.0.1:9: connection refused" in dead.stdout
     # No database file is created by looking for it.
-    missing = run_cli("check", env=cli_env(sim, None), cwd=tmp_path)
+    missing = invoke("check", env=cli_env(sim, None), cwd=tmp_path)
     assert "FAIL  database: blocklist-sync.db does not exist" in missing.stdout
     assert not (tmp_path / "blocklist-sync.db").exists()
     # A configuration error: one line, exit 2.
-    bad = run_cli("check", env=cli_env(None, empty))
+    bad = invoke("check", env=cli_env(None, empty))
     assert (bad.returncode, bad.stdout, bad.stderr.strip()) == (
         2,
         "",
@@ -142,7 +142,7 @@ def test_a_cancelled_run_is_neither_success_nor_failure(
     url, engine = fresh_db(make_database)
     sim.add("sms", numbers(5000))
     env = cli_env(sim, url, KALEYRA_CHANNELS="sms,voice", BLOCKLIST_SYNC_CONCURRENCY="1")
-    assert run_cli("run", env=env).returncode == 0
+    assert invoke("run", env=env).returncode == 0
     sim.inject("slow", times=100_000, seconds=0.02)
     metrics = tmp_path / "m.prom"
     served = sim.requests
@@ -166,10 +166,10 @@ def test_a_cancelled_run_is_neither_success_nor_failure(
         ("voice", "succeeded"),
         ("sms", "cancelled"),
     ]
-    status = run_cli("status", env=env)
+    status = invoke("status", env=env)
     assert status.returncode == 0, status.stdout  # not a failure ...
     assert re.search(rf"{sim.sid}\s+sms\s+\S+ ago\s+cancelled", status.stdout)
-    stale = run_cli("status", "--max-age", "1s", env=env)
+    stale = invoke("status", "--max-age", "1s", env=env)
     assert stale.returncode == 1  # ... but staleness still shows
     assert f"PROBLEM {sim.sid} sms: last success " in stale.stdout
     text = metrics.read_text()
@@ -195,26 +195,26 @@ def test_status_and_metrics_judge_only_the_configured_accounts(
     url, _ = fresh_db(make_database)
     other_sim.add("sms", numbers(5))
     other_env = cli_env(other_sim, url, KALEYRA_CHANNELS="sms")
-    assert run_cli("run", env=other_env).returncode == 0
+    assert invoke("run", env=other_env).returncode == 0
     other_sim.inject("E110", times=10)
-    assert run_cli("run", env=other_env).returncode == 1  # the old account's last sweep failed
+    assert invoke("run", env=other_env).returncode == 1  # the old account's last sweep failed
     sim.add("sms", numbers(5))
     env = cli_env(sim, url, KALEYRA_CHANNELS="sms")
     metrics = tmp_path / "m.prom"
-    assert run_cli("run", "--metrics-file", str(metrics), env=env).returncode == 0
-    status = run_cli("status", "--max-age", "2h", env=env)
+    assert invoke("run", "--metrics-file", str(metrics), env=env).returncode == 0
+    status = invoke("status", "--max-age", "2h", env=env)
     assert status.returncode == 0, status.stdout
     assert "not configured (listed, not judged; --all judges them):" in status.stdout
     assert re.search(rf"^  {other_sim.sid}\s+sms\s+.*failed", status.stdout, re.MULTILINE)
-    assert run_cli("status", "--all", env=env).returncode == 1
+    assert invoke("status", "--all", env=env).returncode == 1
     assert other_sim.sid not in metrics.read_text() and sim.sid in metrics.read_text()
-    records = json.loads(run_cli("status", "--json", env=env).stdout)["channels"]
+    records = json.loads(invoke("status", "--json", env=env).stdout)["channels"]
     assert {(r["account_sid"], r["configured"], r["ok"]) for r in records} == {
         (sim.sid, True, True),
         (other_sim.sid, False, True),
     }
     # A configured channel never swept is judged: --max-age fails on it, naming it.
-    never = run_cli("status", "--max-age", "2h", env=cli_env(sim, url, KALEYRA_CHANNELS="sms,voice"))
+    never = invoke("status", "--max-age", "2h", env=cli_env(sim, url, KALEYRA_CHANNELS="sms,voice"))
     assert never.returncode == 1
     assert f"PROBLEM {sim.sid} voice: never swept, and --max-age is 2h" in never.stdout
 
@@ -227,19 +227,19 @@ def test_account_flag_scopes_run_status_and_check(
         s.add("sms", numbers(5))
     config = two_accounts(tmp_path, sim, other_sim)
     env = cli_env(None, url, BLOCKLIST_SYNC_CONFIG=str(config))
-    result = run_cli("run", "--account", sim.sid, "--channel", "sms", env=env)
+    result = invoke("run", "--account", sim.sid, "--channel", "sms", env=env)
     assert result.returncode == 0, result.stderr
     assert run_rows(engine, sim.sid) == [("sms", "succeeded", None)]
     assert run_rows(engine, other_sim.sid) == []
-    assert run_cli("status", "--account", sim.sid, env=env).returncode == 0
-    assert run_cli("status", env=env).returncode == 0
+    assert invoke("status", "--account", sim.sid, env=env).returncode == 0
+    assert invoke("status", env=env).returncode == 0
     # Everything configured is judged: the other account was never swept.
-    assert run_cli("status", "--max-age", "1h", env=env).returncode == 1
-    only = run_cli("status", "--max-age", "1h", "--account", sim.sid, "--json", env=env)
+    assert invoke("status", "--max-age", "1h", env=env).returncode == 1
+    only = invoke("status", "--max-age", "1h", "--account", sim.sid, "--json", env=env)
     assert {r["account_sid"] for r in json.loads(only.stdout)["channels"]} == {sim.sid}
-    check = run_cli("check", "--account", other_sim.sid, env=env)
+    check = invoke("check", "--account", other_sim.sid, env=env)
     assert check.returncode == 0 and sim.sid not in check.stdout
-    unknown = run_cli("run", "--account", "HXNOPE", env=env)
+    unknown = invoke("run", "--account", "HXNOPE", env=env)
     assert unknown.returncode == 2
     assert unknown.stderr.startswith("blocklist-sync: error: --account HXNOPE is not configured")
 
@@ -253,7 +253,7 @@ def test_an_unreachable_host_is_named_with_its_cause_and_every_channel_gets_a_li
     url, engine = fresh_db(make_database)
     env = cli_env(sim, url, KALEYRA_BASE_URL="http://127.0.0.1:9/v1")
     started = time.monotonic()
-    result = run_cli("run", env=env)
+    result = invoke("run", env=env)
     assert result.returncode == 1
     assert time.monotonic() - started < 30
     retries = [line for line in result.stderr.splitlines() if "sync.kaleyra" in line]
@@ -288,7 +288,7 @@ def test_an_unreachable_host_is_named_with_its_cause_and_every_channel_gets_a_li
 def test_a_name_that_does_not_resolve_says_so(sim: Simulator, make_database) -> None:  # type: ignore[no-untyped-def]
     url, _ = fresh_db(make_database)
     env = cli_env(sim, url, KALEYRA_BASE_URL="http://no-such-host.invalid/v1", KALEYRA_CHANNELS="sms")
-    result = run_cli("check", env=env)
+    result = invoke("check", env=env)
     assert "cannot resolve no-such-host.invalid: name not resolved" in result.stdout
 
 
@@ -296,7 +296,7 @@ def test_status_max_age_names_each_stale_channel_in_text(sim: Simulator, make_da
     url, engine = fresh_db(make_database)
     sim.add("sms", numbers(5))
     env = cli_env(sim, url, KALEYRA_CHANNELS="sms,whatsapp")
-    assert run_cli("run", env=env).returncode == 0
+    assert invoke("run", env=env).returncode == 0
     with engine.begin() as conn:
         from sqlalchemy import text
 
@@ -306,7 +306,7 @@ def test_status_max_age_names_each_stale_channel_in_text(sim: Simulator, make_da
             ),
             {"a": sim.sid},
         )
-    result = run_cli("status", "--max-age", "2h", env=env)
+    result = invoke("status", "--max-age", "2h", env=env)
     assert result.returncode == 1
     problems = [line for line in result.stdout.splitlines() if line.startswith("PROBLEM")]
     assert problems == [
@@ -323,7 +323,7 @@ def test_json_logs_have_millisecond_utc_times_and_only_documented_flat_keys(
 ) -> None:
     sim.add("sms", numbers(150))
     sim.inject("WA500", at=1, times=1)  # one retry: the retry line's fields too
-    result = run_cli("run", "--log-format", "json", "-v", env=cli_env(sim, pg_url, KALEYRA_CHANNELS="sms"))
+    result = invoke("run", "--log-format", "json", "-v", env=cli_env(sim, pg_url, KALEYRA_CHANNELS="sms"))
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
     assert any(r["message"].startswith("attempt 1 of 5 failed") for r in records)
@@ -339,12 +339,12 @@ def test_json_logs_have_millisecond_utc_times_and_only_documented_flat_keys(
 def test_log_level_flags(sim: Simulator, pg_url: str) -> None:
     sim.add("sms", numbers(5))
     env = cli_env(sim, pg_url, KALEYRA_CHANNELS="sms")
-    assert "INFO sync.job: sweep succeeded" in run_cli("run", env=env).stderr
+    assert "INFO sync.job: sweep succeeded" in invoke("run", env=env).stderr
     for flags in (["-q"], ["--log-level", "warning"]):
-        result = run_cli("run", *flags, env=env)
+        result = invoke("run", *flags, env=env)
         assert result.returncode == 0 and " INFO " not in result.stderr, flags
-    assert "DEBUG" in run_cli("run", "-v", env=env).stderr
-    both = run_cli("run", "-v", "--log-level", "info", env=env)
+    assert "DEBUG" in invoke("run", "-v", env=env).stderr
+    both = invoke("run", "-v", "--log-level", "info", env=env)
     assert both.returncode == 2 and "give --log-level or -v/-q, not both" in both.stderr
 
 
@@ -372,7 +372,7 @@ def test_last_run_gauges_and_their_deprecated_names(sim: Simulator, pg_url: str,
     sim.add("sms", numbers(150))
     metrics = tmp_path / "m.prom"
     env = cli_env(sim, pg_url, KALEYRA_CHANNELS="sms")
-    assert run_cli("run", "--metrics-file", str(metrics), env=env).returncode == 0
+    assert invoke("run", "--metrics-file", str(metrics), env=env).returncode == 0
     text = metrics.read_text()
     labels = f'{{account="{sim.sid}",channel="sms"}}'
     for new, old, value in (
@@ -465,7 +465,7 @@ def test_every_metric_the_alerts_read_is_published(sim: Simulator, pg_url: str, 
     sim.add("sms", numbers(5))
     metrics = tmp_path / "m.prom"
     assert (
-        run_cli(
+        invoke(
             "run", "--metrics-file", str(metrics), env=cli_env(sim, pg_url, KALEYRA_CHANNELS="sms")
         ).returncode
         == 0
@@ -542,7 +542,7 @@ def test_overlapping_shards_never_sweep_a_pair_twice(
         for channel in CHANNELS:
             s.add(channel, numbers(150))
     env = cli_env(None, url, BLOCKLIST_SYNC_CONFIG=str(two_accounts(tmp_path, sim, other_sim)))
-    first = run_cli("run", "--shard", "0/2", env=env)
+    first = invoke("run", "--shard", "0/2", env=env)
     assert first.returncode == 0, first.stderr
     # A pod of an older rollout that thinks it is the only shard: it overlaps shard 0/2 ...
     sim.inject("slow", times=100_000, seconds=0.01)
@@ -643,7 +643,7 @@ def test_the_simulator_example_shows_a_real_diff(tmp_path: Path) -> None:
 
 
 def test_a_wrong_key_gives_every_channel_a_summary_line(sim: Simulator, pg_url: str) -> None:
-    result = run_cli("run", env=cli_env(sim, pg_url, KALEYRA_API_KEY="wrong-key-123"))
+    result = invoke("run", env=cli_env(sim, pg_url, KALEYRA_API_KEY="wrong-key-123"))
     assert result.returncode == 1
     lines = result.stdout.splitlines()
     assert lines[0].startswith(f"{sim.sid} sms: failed, ")

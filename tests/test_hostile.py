@@ -34,6 +34,7 @@ from tests.conftest import (
     TEST_PASSWORD,
     cli_env,
     entries,
+    invoke,
     make_client,
     numbers,
     rows,
@@ -156,11 +157,11 @@ def test_bytes_that_are_not_utf8_reject_their_row_only(sim: Simulator, store: St
 def test_status_shows_rejected_rows(sim: Simulator, pg_url: str) -> None:
     sim.add("sms", ["+919800000001", "garbage"])
     env = cli_env(sim, pg_url, KALEYRA_CHANNELS="sms")
-    assert run_cli("run", env=env).returncode == 0
-    status = run_cli("status", "--json", env=env)
+    assert invoke("run", env=env).returncode == 0
+    status = invoke("status", "--json", env=env)
     channel = next(c for c in json.loads(status.stdout)["channels"] if c["account_sid"] == sim.sid)
     assert channel["last_run"]["rejected"] == 1
-    text_status = run_cli("status", env=env).stdout
+    text_status = invoke("status", env=env).stdout
     assert f"{sim.sid} sms: the last sweep rejected 1 listed row(s)" in text_status
 
 
@@ -192,7 +193,7 @@ def test_a_key_file_with_a_second_line_is_refused_without_printing_it(
     env = cli_env(
         None, pg_url, KALEYRA_SID=sim.sid, KALEYRA_API_KEY_FILE=str(key_file), KALEYRA_BASE_URL=sim.base_url
     )
-    result = run_cli("run", env=env)
+    result = invoke("run", env=env)
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "line breaks" in result.stderr
     assert "second-line" not in result.stderr + result.stdout
@@ -201,7 +202,7 @@ def test_a_key_file_with_a_second_line_is_refused_without_printing_it(
 @pytest.mark.parametrize("sid", ["HXSIM0001\n", "HX SIM", "HX\x07SIM"])
 def test_a_sid_with_whitespace_or_control_characters_is_refused(sid: str, pg_url: str) -> None:
     env = cli_env(None, pg_url, KALEYRA_SID=sid, KALEYRA_API_KEY="some-key-value")
-    result = run_cli("run", env=env)
+    result = invoke("run", env=env)
     assert result.returncode == 2 and result.stderr.startswith("blocklist-sync: error: KALEYRA_SID")
     assert result.stderr.count("\n") == 1
 
@@ -224,8 +225,8 @@ def test_a_query_password_in_database_url_is_never_printed(sim: Simulator, make_
     query_url = f"{make_database()}?password={TEST_PASSWORD}&application_name=kbs"
     for db_url in (url, query_url):
         env = cli_env(None, db_url)
-        migrate = run_cli("migrate", env=env)
-        status = run_cli("status", env=env)
+        migrate = invoke("migrate", env=env)
+        status = invoke("status", env=env)
         assert migrate.returncode == 0 and "schema upgraded" in migrate.stdout
         assert status.returncode == 0
         assert "***" in migrate.stdout + status.stdout
@@ -478,7 +479,7 @@ def test_a_server_ignoring_offset_still_fails_fast(sim: Simulator) -> None:
     ],
 )
 def test_a_malformed_database_url_is_one_line_and_exit_2(url: str, says: str) -> None:
-    result = run_cli("migrate", env=cli_env(None, url))
+    result = invoke("migrate", env=cli_env(None, url))
     assert result.returncode == 2 and says in result.stderr
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
 
@@ -660,7 +661,7 @@ def test_a_base_url_with_a_bad_port_is_one_line_and_exit_2(pg_url: str) -> None:
         KALEYRA_API_KEY="some-key-value",
         KALEYRA_BASE_URL="http://127.0.0.1:99999/v1",
     )
-    result = run_cli("check", env=env)
+    result = invoke("check", env=env)
     assert result.returncode == 2 and "KALEYRA_BASE_URL" in result.stderr
     assert result.stderr.count("\n") == 1
 
@@ -669,9 +670,9 @@ def test_lookup_finds_a_number_stored_as_given(sim: Simulator, tmp_path: Path) -
     sim.add("sms", ["+4407911123456"])  # E.164's shape, but phonenumbers writes it +447911…
     db = f"sqlite:///{tmp_path / 'x.db'}"
     env = cli_env(sim, db, KALEYRA_CHANNELS="sms")
-    assert run_cli("migrate", env=env).returncode == 0
-    assert run_cli("run", env=env).returncode == 0
-    found = run_cli("lookup", "+4407911123456", env=env)
+    assert invoke("migrate", env=env).returncode == 0
+    assert invoke("run", env=env).returncode == 0
+    found = invoke("lookup", "+4407911123456", env=env)
     assert found.returncode == 0 and "sms: blocklisted" in found.stdout
 
 
@@ -683,7 +684,7 @@ def test_a_failed_listing_never_reaches_the_server_log(sim: Simulator, pg_url: s
     sim.add("sms", numbers(300))
     sim.inject("echo_key", at=2, times=10)  # the first page is staged, then the key comes back
     env = cli_env(sim, pg_url, KALEYRA_CHANNELS="sms", BLOCKLIST_SYNC_CONCURRENCY="1")
-    assert run_cli("run", env=env).returncode == 1
+    assert invoke("run", env=env).returncode == 1
     time.sleep(0.5)
     tail = logs[-1].read_text(errors="replace")[-200_000:]
     assert sim.api_key not in tail

@@ -20,7 +20,7 @@ from sync import database
 from sync.scheduler import crontab_trigger
 from sync.settings import ConfigError
 from sync.simulator import Simulator
-from tests.conftest import REPO, cli_env, make_client, numbers, rows, run_cli, run_on_a_terminal
+from tests.conftest import REPO, cli_env, invoke, make_client, numbers, rows, run_on_a_terminal
 
 
 def start_schedule(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
@@ -125,7 +125,7 @@ def test_metrics_file_after_success_and_after_failure(sim: Simulator, pg_url: st
     sim.add("sms", numbers(150))
     metrics = tmp_path / "blocklist_sync.prom"
     env = cli_env(sim, pg_url, KALEYRA_CHANNELS="sms")
-    assert run_cli("run", "--metrics-file", str(metrics), env=env).returncode == 0
+    assert invoke("run", "--metrics-file", str(metrics), env=env).returncode == 0
     labels = f'account="{sim.sid}",channel="sms"'
     text = metrics.read_text()
     success = float(_metric(text, "blocklist_sync_last_success_timestamp_seconds", labels))
@@ -136,7 +136,7 @@ def test_metrics_file_after_success_and_after_failure(sim: Simulator, pg_url: st
     assert _metric(text, "blocklist_sync_pages", labels) == "2.0"
     assert float(_metric(text, "blocklist_sync_duration_seconds", labels)) > 0
     sim.inject("WA500", times=100)
-    assert run_cli("run", "--metrics-file", str(metrics), env=env).returncode == 1
+    assert invoke("run", "--metrics-file", str(metrics), env=env).returncode == 1
     text = metrics.read_text()
     assert _metric(text, "blocklist_sync_last_run_success", labels) == "0.0"
     assert float(_metric(text, "blocklist_sync_last_success_timestamp_seconds", labels)) == success
@@ -156,7 +156,7 @@ def _metric(text: str, name: str, labels: str) -> str:
 def test_json_logs_parse_carry_fields_and_never_the_key(sim: Simulator, pg_url: str) -> None:
     sim.add("sms", numbers(120))
     sim.inject("WA500", at=2)
-    result = run_cli("run", "--log-format", "json", env=cli_env(sim, pg_url, KALEYRA_CHANNELS="sms"))
+    result = invoke("run", "--log-format", "json", env=cli_env(sim, pg_url, KALEYRA_CHANNELS="sms"))
     assert result.returncode == 0
     lines = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
     assert lines and len(lines) == len([x for x in result.stderr.splitlines() if x.strip()])
@@ -189,7 +189,7 @@ api_key_file = "{key_file}"
 base_url = "{good.base_url}"
 channels = ["sms"]
 """)
-        result = run_cli("run", "--config", str(config), env=cli_env(None, pg_url, BAD_KEY="bad-key-5678"))
+        result = invoke("run", "--config", str(config), env=cli_env(None, pg_url, BAD_KEY="bad-key-5678"))
         assert result.returncode == 1
         assert "HXGOOD0000001 sms: succeeded" in result.stdout
         assert "HXBAD00000001 sms: failed" in result.stdout
@@ -204,7 +204,7 @@ channels = ["sms"]
 def test_bad_config_file_is_one_line(tmp_path: Path, pg_url: str) -> None:
     config = tmp_path / "accounts.toml"
     config.write_text('[[accounts]]\nsid = "HX1"\napi_key = "k"\nchanels = ["sms"]\n')
-    result = run_cli("run", "--config", str(config), env=cli_env(None, pg_url))
+    result = invoke("run", "--config", str(config), env=cli_env(None, pg_url))
     assert result.returncode == 2
     assert result.stderr.strip() == (
         f"blocklist-sync: error: {config} account 1: unknown key chanels; check spelling"
@@ -216,9 +216,9 @@ def test_status_json_and_max_age(sim: Simulator, make_database) -> None:  # type
     engine = database.make_engine(database.resolve_database_url(url))
     sim.add("voice", numbers(5))
     env = cli_env(sim, url, KALEYRA_CHANNELS="voice")
-    assert run_cli("migrate", env=env).returncode == 0
-    assert run_cli("run", env=env).returncode == 0
-    result = run_cli("status", "--json", "--max-age", "2h", env=env)
+    assert invoke("migrate", env=env).returncode == 0
+    assert invoke("run", env=env).returncode == 0
+    result = invoke("status", "--json", "--max-age", "2h", env=env)
     assert result.returncode == 0, result.stdout
     mine = [c for c in json.loads(result.stdout)["channels"] if c["account_sid"] == sim.sid]
     assert mine[0]["entries"] == 5 and mine[0]["last_run"]["status"] == "succeeded"
@@ -233,11 +233,11 @@ def test_status_json_and_max_age(sim: Simulator, make_database) -> None:  # type
             ),
             {"a": sim.sid},
         )
-    stale = run_cli("status", "--json", "--max-age", "2h", env=env)
+    stale = invoke("status", "--json", "--max-age", "2h", env=env)
     assert stale.returncode == 1
     mine = [c for c in json.loads(stale.stdout)["channels"] if c["account_sid"] == sim.sid]
     assert mine[0]["ok"] is False
-    assert run_cli("status", "--max-age", "soon", env=env).returncode == 2
+    assert invoke("status", "--max-age", "soon", env=env).returncode == 2
 
 
 @pytest.mark.parametrize(
@@ -273,7 +273,7 @@ def test_cron_expressions_that_cannot_keep_their_meaning_are_rejected(expr: str)
 def test_progress_bar_only_on_a_terminal(sim: Simulator, pg_url: str) -> None:
     sim.add("sms", numbers(300))
     env = cli_env(sim, pg_url, KALEYRA_CHANNELS="sms")
-    plain = run_cli("run", env=env)
+    plain = invoke("run", env=env)
     assert plain.returncode == 0 and "rows" not in plain.stderr  # not a terminal: no bar
     command = f"stty cols 120 rows 40; {sys.executable} -m sync run"  # a terminal has a size
     tty = run_on_a_terminal(command, env)

@@ -19,7 +19,7 @@ from sync.simulator import Simulator
 from sync.store import Store
 from sync.sweep import Outcome, SweepOptions, SweepResult, sweep_channel
 from sync.vocabulary import Trigger
-from tests.conftest import REPO, cli_env, entries, make_client, numbers, rows, run_cli
+from tests.conftest import REPO, cli_env, entries, invoke, make_client, numbers, rows
 
 # What a shard runs with (`run --shard`): a pair swept moments ago, or being swept, is not its.
 SHARD = {"trigger": Trigger.SCHEDULED, "skip_if_swept_within": 1800.0, "lock_held_is_skip": True}
@@ -220,7 +220,7 @@ def test_a_lock_held_longer_than_a_sweep_may_run_fails_and_names_its_holder(
         session.connection.commit()
         fresh = sweep(sim, store)  # a lock held for less than a sweep may run: someone's sweep
         time.sleep(0.6)
-        result = run_cli("run", "--channel", "sms", "--sweep-timeout", "0.5s", env=cli_env(sim, pg_url))
+        result = invoke("run", "--channel", "sms", "--sweep-timeout", "0.5s", env=cli_env(sim, pg_url))
         shard = sweep(sim, store, timeout=0.5, **SHARD)
     assert fresh.outcome is Outcome.LOCKED
     assert f"another session holds this channel's lock (pid {pid}, role postgres, " in (fresh.message or "")

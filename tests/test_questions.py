@@ -27,7 +27,7 @@ from sync.schema import sync_runs
 from sync.simulator import Simulator
 from sync.store import Store
 from sync.sweep import Outcome, SweepOptions, sweep_channel
-from tests.conftest import cli_env, column_comments, make_client, rows, run_cli
+from tests.conftest import cli_env, column_comments, invoke, make_client, rows, run_cli
 from tests.test_bi_views import (  # noqa: F401 - reader is a fixture
     Scenario,
     connect_as,
@@ -100,7 +100,7 @@ def expected_sizes(s: Scenario) -> dict[str, dict[dt.date, tuple[int, bool]]]:
 
 
 def lookup(*args: str, db_url: str) -> tuple[int, dict | str, str]:
-    done = run_cli("lookup", *args, env=cli_env(None, db_url))
+    done = invoke("lookup", *args, env=cli_env(None, db_url))
     out = json.loads(done.stdout) if "--json" in args and done.returncode < 2 else done.stdout
     return done.returncode, out, done.stderr
 
@@ -374,7 +374,7 @@ def test_grant_read_covers_the_new_views(reader: tuple[str, str], sim: Simulator
 def test_report_content(own_database: tuple[str, Scenario], tmp_path: Path) -> None:
     pg_url, s = own_database
     out = tmp_path / "report.html"
-    done = run_cli("report", "--out", str(out), "--days", "30", env=cli_env(None, pg_url))
+    done = invoke("report", "--out", str(out), "--days", "30", env=cli_env(None, pg_url))
     assert done.returncode == 0, done.stderr
     page = out.read_text()
     # Fewer than 30 days of data: the period starts at the first sweep.
@@ -392,15 +392,13 @@ def test_report_content(own_database: tuple[str, Scenario], tmp_path: Path) -> N
     assert "<script src" not in page and " src=" not in page and "@import" not in page
     assert "href=" not in page.replace('xlink:href="#', "")
 
-    nowhere = run_cli(
-        "report", "--out", str(tmp_path / "no" / "such" / "dir.html"), env=cli_env(None, pg_url)
-    )
+    nowhere = invoke("report", "--out", str(tmp_path / "no" / "such" / "dir.html"), env=cli_env(None, pg_url))
     assert nowhere.returncode == 2 and nowhere.stderr.strip().splitlines() == [
         f"blocklist-sync: error: cannot write {tmp_path}/no/such/dir.html: No such file or "
         "directory; choose another --out"
     ]
 
-    short = run_cli("report", "--out", str(out), "--days", "5", env=cli_env(None, pg_url))
+    short = invoke("report", "--out", str(out), "--days", "5", env=cli_env(None, pg_url))
     assert short.returncode == 0
     assert f"Period covered: {s.day(4).isoformat()} to {s.day(0).isoformat()}" in out.read_text()
 
@@ -473,7 +471,7 @@ def test_report_renders_in_a_browser(own_database: tuple[str, Scenario], tmp_pat
     if browser is None:
         pytest.skip("no Chromium: .ci/run installs Debian's chromium package")
     out, shot = tmp_path / "report.html", tmp_path / "report.png"
-    assert run_cli("report", "--out", str(out), env=cli_env(None, pg_url)).returncode == 0
+    assert invoke("report", "--out", str(out), env=cli_env(None, pg_url)).returncode == 0
     subprocess.run(
         [
             browser,
@@ -501,7 +499,7 @@ def test_report_renders_in_a_browser(own_database: tuple[str, Scenario], tmp_pat
 def test_report_on_sqlite(sim: Simulator, sqlite_store: Store, tmp_path: Path) -> None:
     play(sim, sqlite_store)
     out = tmp_path / "report.html"
-    done = run_cli("report", "--out", str(out), env=cli_env(None, str(sqlite_store.engine.url)))
+    done = invoke("report", "--out", str(out), env=cli_env(None, str(sqlite_store.engine.url)))
     assert done.returncode == 0, done.stderr
     page = out.read_text()
     today = dt.datetime.now(dt.UTC).date().isoformat()

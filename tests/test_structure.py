@@ -114,13 +114,13 @@ def test_status_metrics_and_the_health_view_agree_through_every_outcome(
 
     from sync.guard import GuardLimits
     from sync.sweep import sweep_channel
-    from tests.conftest import cli_env, run_cli
+    from tests.conftest import cli_env, invoke
 
     def sweep(**options: object) -> Outcome:
         return sweep_channel(make_client(sim), store, "sms", SweepOptions(**options)).outcome  # type: ignore[arg-type]
 
     def agree(expected_status: str | None) -> None:
-        shown = json.loads(run_cli("status", "--all", "--json", env=cli_env(None, pg_url)).stdout)["channels"]
+        shown = json.loads(invoke("status", "--all", "--json", env=cli_env(None, pg_url)).stdout)["channels"]
         mine = [c for c in shown if c["account_sid"] == sim.sid]
         with engine.connect() as c:
             view = c.execute(

@@ -18,7 +18,7 @@ from sync.guard import GuardLimits
 from sync.simulator import Simulator
 from sync.store import Store
 from sync.sweep import Outcome, SweepOptions, SweepResult, sweep_channel
-from tests.conftest import REPO, cli_env, entries, make_client, numbers, rows, run_cli
+from tests.conftest import REPO, cli_env, entries, invoke, make_client, numbers, rows, run_cli
 
 
 def sweep(sim: Simulator, store: Store, channel: str = "sms", **options: object) -> SweepResult:
@@ -206,7 +206,7 @@ def test_a_held_lock_makes_the_other_run_exit_75_writing_nothing(
 ) -> None:
     sim.add("sms", numbers(10))
     with store.lock_channel(sim.sid, "sms"):
-        result = run_cli("run", "--channel", "sms", env=cli_env(sim, pg_url))
+        result = invoke("run", "--channel", "sms", env=cli_env(sim, pg_url))
     assert result.returncode == 75, result.stderr
     assert "another blocklist-sync process" in result.stdout
     assert runs(engine, sim) == []
@@ -291,47 +291,47 @@ def test_run_cli_end_to_end_with_status(sim: Simulator, make_database) -> None: 
     for channel in ("sms", "whatsapp", "voice"):
         sim.add(channel, numbers(120))
     env = cli_env(sim, url)
-    assert run_cli("migrate", env=env).returncode == 0
-    result = run_cli("run", "--trigger", "backfill", env=env)
+    assert invoke("migrate", env=env).returncode == 0
+    result = invoke("run", "--trigger", "backfill", env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("succeeded, 120 blocklisted, +120 -0") == 3
     assert {r[3] for r in runs(engine, sim)} == {"backfill"}
     sim.remove("voice", numbers(2))
-    dry = run_cli("run", "--dry-run", "--channel", "voice", env=env)
+    dry = invoke("run", "--dry-run", "--channel", "voice", env=env)
     assert dry.returncode == 0
     assert f"would-be-removed\t{sim.sid}\tvoice\t{numbers(1)[0]}" in dry.stdout
-    status = run_cli("status", env=env)
+    status = invoke("status", env=env)
     assert status.returncode == 0 and sim.sid in status.stdout
     assert "dry_run" not in status.stdout  # a review is not a sweep
     sim.inject("E110", times=10, channel="sms")
-    failed = run_cli("run", "--channel", "sms", env=env)
+    failed = invoke("run", "--channel", "sms", env=env)
     assert failed.returncode == 1 and "low balance" in failed.stdout
-    status = run_cli("status", env=env)
+    status = invoke("status", env=env)
     assert status.returncode == 1 and "failed" in status.stdout
 
 
 def test_bad_configuration_is_one_line_and_exit_2(sim: Simulator, pg_url: str, tmp_path: Path) -> None:
     env = cli_env(sim, pg_url)
     del env["KALEYRA_SID"]
-    result = run_cli("run", env=env)
+    result = invoke("run", env=env)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "blocklist-sync: error: KALEYRA_SID is not set; set it to the account SID from the Kaleyra console"
     ]
-    bad = run_cli("run", env=cli_env(sim, pg_url, KALEYRA_CHANNELS="sms,fax"))
+    bad = invoke("run", env=cli_env(sim, pg_url, KALEYRA_CHANNELS="sms,fax"))
     assert bad.returncode == 2 and "KALEYRA_CHANNELS: fax is not a channel" in bad.stderr
-    missing = run_cli("run", env=cli_env(sim, pg_url, KALEYRA_API_KEY_FILE=str(tmp_path / "no")))
+    missing = invoke("run", env=cli_env(sim, pg_url, KALEYRA_API_KEY_FILE=str(tmp_path / "no")))
     assert missing.returncode == 2 and "not both" in missing.stderr
     assert sim.api_key not in bad.stderr + missing.stderr
 
 
 def test_run_refuses_a_schema_behind_head(sim: Simulator, make_database) -> None:  # type: ignore[no-untyped-def]
     url = make_database()
-    result = run_cli("run", env=cli_env(sim, url))
+    result = invoke("run", env=cli_env(sim, url))
     assert result.returncode == 2
     assert "run `blocklist-sync migrate` first" in result.stderr
-    assert run_cli("migrate", env=cli_env(None, url)).returncode == 0
-    assert run_cli("run", env=cli_env(sim, url)).returncode == 0
+    assert invoke("migrate", env=cli_env(None, url)).returncode == 0
+    assert invoke("run", env=cli_env(sim, url)).returncode == 0
 
 
 def test_database_password_never_appears_in_output(sim: Simulator) -> None:
@@ -373,7 +373,7 @@ def test_the_same_sweep_works_on_embedded_sqlite(sim: Simulator, sqlite_store: S
 
 
 def test_demo_runs_from_nothing(tmp_path: Path) -> None:
-    result = run_cli("demo", env=cli_env(None, None), cwd=tmp_path)
+    result = invoke("demo", env=cli_env(None, None), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "production should set DATABASE_URL to PostgreSQL" in result.stderr
     assert "added    sms" in result.stdout and "removed  whatsapp" in result.stdout
@@ -389,10 +389,10 @@ def test_demo_runs_from_nothing(tmp_path: Path) -> None:
 def test_demo_on_postgresql_only_when_asked(make_database, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     url, production = make_database(), make_database()
     # DATABASE_URL names "production": the demo must not write its made-up account there.
-    result = run_cli("demo", "--database-url", url, env=cli_env(None, production), cwd=tmp_path)
+    result = invoke("demo", "--database-url", url, env=cli_env(None, production), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert f"/{url.rsplit('/', 1)[1]}" in result.stdout and "postgresql+psycopg://" in result.stdout
-    result = run_cli("demo", env=cli_env(None, production), cwd=tmp_path)
+    result = invoke("demo", env=cli_env(None, production), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "sqlite:///blocklist-sync-demo.db" in result.stdout
     assert rows(
@@ -482,7 +482,7 @@ def test_flags_override_the_environment(sim: Simulator, pg_url: str, tmp_path: P
         KALEYRA_REGION="eu",
         KALEYRA_BASE_URL="",
     )
-    result = run_cli(
+    result = invoke(
         "run",
         "--channel",
         "voice",
@@ -502,7 +502,7 @@ def test_channel_flag_sweeps_a_channel_not_yet_configured(
     sim: Simulator, engine: Engine, pg_url: str
 ) -> None:
     sim.add("voice", numbers(7))
-    result = run_cli(
+    result = invoke(
         "run", "--trigger", "backfill", "--channel", "voice", env=cli_env(sim, pg_url, KALEYRA_CHANNELS="sms")
     )
     assert result.returncode == 0, result.stderr
@@ -513,7 +513,7 @@ def test_channel_flag_sweeps_a_channel_not_yet_configured(
 def test_account_flags_with_a_config_file_are_refused(sim: Simulator, pg_url: str, tmp_path: Path) -> None:
     config = tmp_path / "accounts.toml"
     config.write_text(f'[[accounts]]\nsid = "{sim.sid}"\napi_key = "k"\n')
-    result = run_cli("run", "--config", str(config), "--sid", "HXOTHER", env=cli_env(None, pg_url))
+    result = invoke("run", "--config", str(config), "--sid", "HXOTHER", env=cli_env(None, pg_url))
     assert result.returncode == 2 and "with a config file, set them in the file" in result.stderr
 
 
@@ -524,18 +524,18 @@ def test_a_held_channel_stays_unhealthy_after_a_dry_run_review(
 ) -> None:
     url = make_database()
     env = cli_env(sim, url, KALEYRA_CHANNELS="sms")
-    assert run_cli("migrate", env=env).returncode == 0
+    assert invoke("migrate", env=env).returncode == 0
     sim.add("sms", numbers(200))
-    assert run_cli("run", env=env).returncode == 0
+    assert invoke("run", env=env).returncode == 0
     sim.remove("sms", numbers(100))
     metrics = tmp_path / "m.prom"
-    assert run_cli("run", "--metrics-file", str(metrics), env=env).returncode == 3
-    assert run_cli("run", "--dry-run", "--metrics-file", str(metrics), env=env).returncode == 0
+    assert invoke("run", "--metrics-file", str(metrics), env=env).returncode == 3
+    assert invoke("run", "--dry-run", "--metrics-file", str(metrics), env=env).returncode == 0
     text_ = metrics.read_text()
     labels = f'{{account="{sim.sid}",channel="sms"}}'
     assert f"blocklist_sync_last_run_success{labels} 0.0" in text_
     assert f"blocklist_sync_removed{labels} 0.0" in text_  # held: nothing was removed
-    status = run_cli("status", "--json", env=env)
+    status = invoke("status", "--json", env=env)
     assert status.returncode == 1
     engine = database.make_engine(database.resolve_database_url(url))
     held_run = runs(engine, sim)[1][0]

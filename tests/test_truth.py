@@ -22,7 +22,7 @@ from sync.simulator import Simulator
 from sync.store import Store
 from sync.sweep import Outcome, SweepOptions, SweepResult, sweep_channel
 from sync.telemetry import Metrics
-from tests.conftest import cli_env, entries, make_client, numbers, rows, run_cli
+from tests.conftest import cli_env, entries, invoke, make_client, numbers, rows
 
 
 def sweep(sim: Simulator, store: Store, channel: str = "sms", **options: object) -> SweepResult:
@@ -161,7 +161,7 @@ def test_a_server_ignoring_channel_applies_nothing_from_the_first_sweep(
     for channel, count in (("sms", 300), ("whatsapp", 250), ("voice", 150)):
         sim.add(channel, numbers(count, start=1000 * len(channel)))
     sim.ignore_channel = True
-    result = run_cli("run", env=cli_env(sim, pg_url))
+    result = invoke("run", env=cli_env(sim, pg_url))
     assert result.returncode == 3, result.stderr
     assert "channel_type" in result.stdout and "'1' (300)" in result.stdout  # the codes, counted
     assert rows(engine, "SELECT COUNT(*) FROM blocklist_entries WHERE account_sid = :a", a=sim.sid) == [(0,)]

@@ -21,7 +21,7 @@ from sync.simulator import Simulator
 from sync.store import Store
 from sync.sweep import Outcome, SweepOptions, SweepResult, sweep_channel
 from sync.vendor_text import vendor_text
-from tests.conftest import cli_env, entries, make_client, numbers, rows, run_cli, run_on_a_terminal
+from tests.conftest import cli_env, entries, invoke, make_client, numbers, rows, run_on_a_terminal
 
 # What a run row's error, or one line of output about a vendor answer, may grow to at most.
 A_FEW_HUNDRED = 500
@@ -102,7 +102,7 @@ def test_a_hostile_code_or_message_reaches_no_terminal_log_or_row(
     sim.inject("answer", channel="sms", **vendor_answer(status, code, message))  # type: ignore[arg-type]
     env = cli_env(sim, pg_url, KALEYRA_CHANNELS="sms,whatsapp", BLOCKLIST_SYNC_CONCURRENCY="1")
 
-    run = run_cli("run", env=env)
+    run = invoke("run", env=env)
     retried = status == 503  # one failed attempt, then the page is served
     assert run.returncode == (0 if retried else 1), run.stderr
     assert "Traceback" not in run.stderr
@@ -118,8 +118,8 @@ def test_a_hostile_code_or_message_reaches_no_terminal_log_or_row(
     for _, _, error in runs:
         assert error is None or (unsafe_characters(error, allowed="") == [] and len(error) < A_FEW_HUNDRED)
 
-    status_text = run_cli("status", env=env)
-    status_json = run_cli("status", "--json", env=env)
+    status_text = invoke("status", env=env)
+    status_json = invoke("status", "--json", env=env)
     assert status_text.returncode == status_json.returncode == (0 if retried else 1)
     assert unsafe_characters(status_text.stdout + status_text.stderr) == []
     assert forged_lines(status_text.stdout) == []
@@ -160,7 +160,7 @@ def test_a_hostile_header_reaches_no_output_or_row(
     sim.add("sms", numbers(5))
     sim.inject("answer", status=200, headers=headers, body=body)
     env = cli_env(sim, pg_url, KALEYRA_CHANNELS="sms")
-    run = run_cli("run", env=env)
+    run = invoke("run", env=env)
     assert run.returncode == 1 and "Traceback" not in run.stderr
     output = run.stdout + run.stderr
     assert unsafe_characters(output) == [] and max(map(len, output.splitlines())) < A_FEW_HUNDRED
@@ -199,9 +199,9 @@ def test_a_key_anywhere_in_a_long_message_leaves_no_piece_behind(
     message = "m" * position + sim.api_key + "n" * 300
     sim.inject("answer", **vendor_answer(401, "RBC001", message))  # type: ignore[arg-type]
     env = cli_env(sim, pg_url, KALEYRA_CHANNELS="sms")
-    run = run_cli("run", env=env)
+    run = invoke("run", env=env)
     assert run.returncode == 1
-    status = run_cli("status", env=env)
+    status = invoke("status", env=env)
     [(_, _, error)] = run_errors(engine, sim)
     for shown in (run.stdout, run.stderr, status.stdout, status.stderr, error):
         assert key_pieces(shown, sim.api_key) == []
@@ -210,7 +210,7 @@ def test_a_key_anywhere_in_a_long_message_leaves_no_piece_behind(
 def test_a_key_in_the_code_leaves_no_piece_behind(sim: Simulator, pg_url: str, engine: Engine) -> None:
     sim.inject("answer", **vendor_answer(400, "E" * 10 + sim.api_key, "m"))  # type: ignore[arg-type]
     env = cli_env(sim, pg_url, KALEYRA_CHANNELS="sms")
-    run = run_cli("run", env=env)
+    run = invoke("run", env=env)
     assert run.returncode == 1
     [(_, _, error)] = run_errors(engine, sim)
     for shown in (run.stdout, run.stderr, error):
@@ -224,7 +224,7 @@ def test_a_key_inside_a_rejected_row_leaves_no_piece_behind(
     row = ("x" * position + sim.api_key).ljust(60, "y")  # 60 characters: no number, rejected
     sim.add("sms", [*numbers(3), row])
     env = cli_env(sim, pg_url, KALEYRA_CHANNELS="sms")
-    run = run_cli("run", env=env)
+    run = invoke("run", env=env)
     assert run.returncode == 0
     assert "cannot be a phone number" in run.stderr  # the row is shown as an example
     assert key_pieces(run.stdout + run.stderr, sim.api_key) == []
