@@ -17,6 +17,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psycopg
@@ -76,16 +77,18 @@ def _admin() -> psycopg.Connection:
 
 
 @pytest.fixture(scope="session")
-def make_database() -> Iterator[Callable[[], str]]:
-    """Create empty, uniquely named databases; all are dropped when the session ends."""
+def make_database() -> Iterator[Callable[..., str]]:
+    """Create empty, uniquely named databases (or copies of ``template``); all are dropped when
+    the session ends. Under pytest-xdist each worker has a session, so its own databases."""
     made: list[str] = []
 
-    def make() -> str:
+    def make(template: str | None = None) -> str:
         name = f"kbs_test_{uuid.uuid4().hex[:12]}"
         with _admin() as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
+            conn.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
             # A test database need not survive a power cut: commits return without waiting for
             # the disk, which is most of a small sweep's time. Nothing the tests assert changes.
+            # (Set on each: a copy does not inherit its template's settings.)
             conn.execute(f'ALTER DATABASE "{name}" SET synchronous_commit = off')
         made.append(name)
         return f"{PG_SERVER}/{name}"
@@ -99,18 +102,41 @@ def make_database() -> Iterator[Callable[[], str]]:
         except psycopg.Error:  # a database a test left without the tables
             errors = []
         leaks += [name for e in errors if leaked_secret(e)]
-    with _admin() as conn:
-        for name in made:
+
+    def drop(name: str) -> None:
+        with _admin() as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    # Each DROP DATABASE waits for a checkpoint (~0.6 s); drops at once share checkpoints.
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(drop, made))
     assert not leaks, f"a test secret was stored in sync_runs.error in {sorted(set(leaks))}"
 
 
 @pytest.fixture(scope="session")
-def pg_url(make_database: Callable[[], str]) -> str:
+def make_migrated_database(make_database: Callable[..., str]) -> Callable[[], str]:
+    """Databases at the head revision, each a test's own: copies of one migrated template.
+
+    Copying (``CREATE DATABASE … TEMPLATE``, ~0.06 s) gives what running every migration gives
+    (~0.8 s). The template is made on first use and never connected to again, as copying
+    requires; tests that are about migrating use :func:`make_database` and migrate themselves.
+    """
+    template: list[str] = []
+
+    def make() -> str:
+        if not template:
+            url = make_database()
+            database.upgrade(database.make_engine(database.resolve_database_url(url)))
+            template.append(url.rsplit("/", 1)[1])
+        return make_database(template=template[0])
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def pg_url(make_migrated_database: Callable[[], str]) -> str:
     """One migrated database shared by the session (tests keep apart by account SID)."""
-    url = database.resolve_database_url(make_database())
-    database.upgrade(database.make_engine(url))
-    return url
+    return database.resolve_database_url(make_migrated_database())
 
 
 @pytest.fixture

@@ -523,14 +523,13 @@ def _plain(url: str, **parts: str) -> str:
 
 
 @pytest.fixture
-def reader(make_database: Callable[[], str]) -> Iterator[tuple[str, str]]:
+def reader(make_migrated_database: Callable[[], str]) -> Iterator[tuple[str, str]]:
     """A fresh migrated database (so default privileges stay in it) and a new login role.
 
     The role is cluster-wide, so it is dropped at the end: first what it holds in that database
     (DROP OWNED also removes its privileges and default privileges), then the role.
     """
-    url = database.resolve_database_url(make_database())
-    database.upgrade(database.make_engine(url))
+    url = database.resolve_database_url(make_migrated_database())
     role = f"kbs_reader_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True) as admin:
         admin.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))

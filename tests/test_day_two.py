@@ -29,12 +29,10 @@ from tests.conftest import REPO, cli_env, invoke, numbers, rows, run_on_a_termin
 CHANNELS = tuple(Channel)
 
 
-def fresh_db(make_database: Callable[[], str]) -> tuple[str, Engine]:
+def fresh_db(make_migrated_database: Callable[[], str]) -> tuple[str, Engine]:
     """A migrated database of its own: status judges what it finds, so share nothing."""
-    url = database.resolve_database_url(make_database())
-    engine = database.make_engine(url)
-    database.upgrade(engine)
-    return url, engine
+    url = database.resolve_database_url(make_migrated_database())
+    return url, database.make_engine(url)
 
 
 def run_rows(engine: Engine, sid: str) -> list[tuple]:
@@ -76,8 +74,8 @@ def free_port() -> int:
 # --- 1. check -----------------------------------------------------------------------------
 
 
-def test_check_passes_one_line_per_check_and_writes_nothing(sim: Simulator, make_database) -> None:  # type: ignore[no-untyped-def]
-    url, engine = fresh_db(make_database)
+def test_check_passes_one_line_per_check_and_writes_nothing(sim: Simulator, make_migrated_database) -> None:  # type: ignore[no-untyped-def]
+    url, engine = fresh_db(make_migrated_database)
     sim.add("sms", numbers(3))
     before = row_count(engine)
     result = invoke("check", env=cli_env(sim, url))
@@ -136,10 +134,10 @@ def test_check_names_what_is_wrong_and_what_to_do(
 
 def test_a_cancelled_run_is_neither_success_nor_failure(
     sim: Simulator,
-    make_database,  # type: ignore[no-untyped-def]
+    make_migrated_database,  # type: ignore[no-untyped-def]
     tmp_path: Path,
 ) -> None:
-    url, engine = fresh_db(make_database)
+    url, engine = fresh_db(make_migrated_database)
     sim.add("sms", numbers(5000))
     env = cli_env(sim, url, KALEYRA_CHANNELS="sms,voice", BLOCKLIST_SYNC_CONCURRENCY="1")
     assert invoke("run", env=env).returncode == 0
@@ -190,9 +188,9 @@ def test_a_cancelled_run_is_neither_success_nor_failure(
 
 
 def test_status_and_metrics_judge_only_the_configured_accounts(
-    sim: Simulator, other_sim: Simulator, make_database, tmp_path: Path
+    sim: Simulator, other_sim: Simulator, make_migrated_database, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
-    url, _ = fresh_db(make_database)
+    url, _ = fresh_db(make_migrated_database)
     other_sim.add("sms", numbers(5))
     other_env = cli_env(other_sim, url, KALEYRA_CHANNELS="sms")
     assert invoke("run", env=other_env).returncode == 0
@@ -220,9 +218,9 @@ def test_status_and_metrics_judge_only_the_configured_accounts(
 
 
 def test_account_flag_scopes_run_status_and_check(
-    sim: Simulator, other_sim: Simulator, make_database, tmp_path: Path
+    sim: Simulator, other_sim: Simulator, make_migrated_database, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
-    url, engine = fresh_db(make_database)
+    url, engine = fresh_db(make_migrated_database)
     for s in (sim, other_sim):
         s.add("sms", numbers(5))
     config = two_accounts(tmp_path, sim, other_sim)
@@ -248,9 +246,9 @@ def test_account_flag_scopes_run_status_and_check(
 
 
 def test_an_unreachable_host_is_named_with_its_cause_and_every_channel_gets_a_line(
-    sim: Simulator, make_database
+    sim: Simulator, make_migrated_database
 ) -> None:  # type: ignore[no-untyped-def]
-    url, engine = fresh_db(make_database)
+    url, engine = fresh_db(make_migrated_database)
     env = cli_env(sim, url, KALEYRA_BASE_URL="http://127.0.0.1:9/v1")
     started = time.monotonic()
     result = invoke("run", env=env)
@@ -285,15 +283,15 @@ def test_an_unreachable_host_is_named_with_its_cause_and_every_channel_gets_a_li
     assert [r[:2] for r in run_rows(engine, sim.sid)] == [("sms", "failed")]
 
 
-def test_a_name_that_does_not_resolve_says_so(sim: Simulator, make_database) -> None:  # type: ignore[no-untyped-def]
-    url, _ = fresh_db(make_database)
+def test_a_name_that_does_not_resolve_says_so(sim: Simulator, make_migrated_database) -> None:  # type: ignore[no-untyped-def]
+    url, _ = fresh_db(make_migrated_database)
     env = cli_env(sim, url, KALEYRA_BASE_URL="http://no-such-host.invalid/v1", KALEYRA_CHANNELS="sms")
     result = invoke("check", env=env)
     assert "cannot resolve no-such-host.invalid: name not resolved" in result.stdout
 
 
-def test_status_max_age_names_each_stale_channel_in_text(sim: Simulator, make_database) -> None:  # type: ignore[no-untyped-def]
-    url, engine = fresh_db(make_database)
+def test_status_max_age_names_each_stale_channel_in_text(sim: Simulator, make_migrated_database) -> None:  # type: ignore[no-untyped-def]
+    url, engine = fresh_db(make_migrated_database)
     sim.add("sms", numbers(5))
     env = cli_env(sim, url, KALEYRA_CHANNELS="sms,whatsapp")
     assert invoke("run", env=env).returncode == 0
@@ -507,9 +505,9 @@ def test_shard_settings() -> None:
 
 
 def test_shards_in_parallel_sweep_every_pair_once(
-    sim: Simulator, other_sim: Simulator, make_database, tmp_path: Path
+    sim: Simulator, other_sim: Simulator, make_migrated_database, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
-    url, engine = fresh_db(make_database)
+    url, engine = fresh_db(make_migrated_database)
     for s in (sim, other_sim):
         for channel in CHANNELS:
             s.add(channel, numbers(150))
@@ -535,9 +533,9 @@ def test_shards_in_parallel_sweep_every_pair_once(
 
 
 def test_overlapping_shards_never_sweep_a_pair_twice(
-    sim: Simulator, other_sim: Simulator, make_database, tmp_path: Path
+    sim: Simulator, other_sim: Simulator, make_migrated_database, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
-    url, engine = fresh_db(make_database)
+    url, engine = fresh_db(make_migrated_database)
     for s in (sim, other_sim):
         for channel in CHANNELS:
             s.add(channel, numbers(150))

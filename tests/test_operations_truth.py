@@ -37,12 +37,10 @@ def runs(engine: Engine, sim: Simulator) -> list[tuple]:
     )
 
 
-def own_database(make_database: Callable[[], str]) -> tuple[str, Engine]:
+def own_database(make_migrated_database: Callable[[], str]) -> tuple[str, Engine]:
     """A migrated database of the test's own, for settings no other test may share."""
-    url = database.resolve_database_url(make_database())
-    engine = database.make_engine(url)
-    database.upgrade(engine)
-    return url, engine
+    url = database.resolve_database_url(make_migrated_database())
+    return url, database.make_engine(url)
 
 
 def libpq(url: str, **query: str) -> str:
@@ -94,9 +92,9 @@ def test_a_shard_retry_fails_the_run_a_killed_pod_left_running_and_sweeps(
     ],
 )
 def test_sigterm_while_the_changes_commit_reports_them_committed(
-    sim: Simulator, make_database: Callable[[], str], channels: tuple[str, ...], code: int
+    sim: Simulator, make_migrated_database: Callable[[], str], channels: tuple[str, ...], code: int
 ) -> None:
-    url, engine = own_database(make_database)
+    url, engine = own_database(make_migrated_database)
     with psycopg.connect(libpq(url), autocommit=True) as conn:
         # Holds the apply transaction open, inside it, long enough to signal the process there.
         conn.execute("""
@@ -142,9 +140,9 @@ def test_sigterm_while_the_changes_commit_reports_them_committed(
 
 
 def test_a_databases_short_timeouts_do_not_starve_a_sweep(
-    sim: Simulator, make_database: Callable[[], str]
+    sim: Simulator, make_migrated_database: Callable[[], str]
 ) -> None:
-    url, engine = own_database(make_database)
+    url, engine = own_database(make_migrated_database)
     name = make_url(url).database
     # What a managed server's defaults for web traffic look like; on this test's database only.
     with psycopg.connect(libpq(url), autocommit=True) as conn:

@@ -75,11 +75,10 @@ def history(sim: Simulator, store: Store) -> Scenario:
 
 
 @pytest.fixture
-def own_database(sim: Simulator, make_database: Callable[[], str]) -> tuple[str, Scenario]:
+def own_database(sim: Simulator, make_migrated_database: Callable[[], str]) -> tuple[str, Scenario]:
     """A database holding only this history: the report shows every account it finds."""
-    url = database.resolve_database_url(make_database())
+    url = database.resolve_database_url(make_migrated_database())
     engine = database.make_engine(url)
-    database.upgrade(engine)
     play(sim, Store(engine))
     return url, date_the_rounds(engine, sim.sid)
 
