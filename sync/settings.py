@@ -242,6 +242,9 @@ def _check_key(key: object, setting: str) -> str:
     return text
 
 
+_KEY_FILE_SETTING = "KALEYRA_API_KEY_FILE / --api-key-file"  # the flag overrides the variable
+
+
 def account_from_env(env: Mapping[str, str], *, need_key: bool = True) -> Account:
     """The single account configured by ``KALEYRA_*`` environment variables; without
     ``need_key`` (``status`` reads only the database) the key is neither read nor required."""
@@ -254,12 +257,12 @@ def account_from_env(env: Mapping[str, str], *, need_key: bool = True) -> Accoun
     if key and key_file:
         raise ConfigError("set KALEYRA_API_KEY or KALEYRA_API_KEY_FILE, not both")
     if key_file:
-        key = _read_key_file(key_file, "KALEYRA_API_KEY_FILE")
+        key = _read_key_file(key_file, _KEY_FILE_SETTING)
     if not key:
         raise ConfigError(
             "KALEYRA_API_KEY is not set; set it, or KALEYRA_API_KEY_FILE to a file holding the key"
         )
-    key = _check_key(key, "KALEYRA_API_KEY_FILE" if key_file else "KALEYRA_API_KEY")
+    key = _check_key(key, _KEY_FILE_SETTING if key_file else "KALEYRA_API_KEY")
     base_url = resolve_base_url(
         env.get("KALEYRA_BASE_URL"), env.get("KALEYRA_REGION"), "KALEYRA_BASE_URL/KALEYRA_REGION"
     )
