@@ -901,10 +901,11 @@ def schedule(
         publish()
         try:
             metrics.serve(metrics_port, metrics_address)
-        except OSError as exc:
+        except (OSError, UnicodeError) as exc:  # UnicodeError: a host name label over 63 characters
+            why = exc.strerror if isinstance(exc, OSError) else "not a host name"
             raise ConfigError(
-                f"--metrics-address {metrics_address} --metrics-port "
-                f"{metrics_port}: cannot listen ({exc.strerror}); pick a free "
+                f"--metrics-address {quoted(metrics_address)} --metrics-port "
+                f"{metrics_port}: cannot listen ({why}); pick a free "
                 "port or an address of this host"
             ) from None
     scheduler.run_scheduler(

@@ -60,6 +60,11 @@ def quoted(value: str, limit: int = 40) -> str:
     return repr(value) if len(value) <= limit else f"{value[:limit]!r}… ({len(value)} characters)"
 
 
+def _as_is(value: str) -> str:
+    """``value`` as typed when it is short and printable, else :func:`quoted`."""
+    return value if value.isprintable() and len(value) <= 40 else quoted(value)
+
+
 def _file_kind(mode: int) -> str | None:
     """What a file that is not a regular file is, in words; None for a regular file."""
     kinds = (
@@ -165,8 +170,8 @@ def parse_channels(value: str | Sequence[str], setting: str = "KALEYRA_CHANNELS"
     bad = [c for c in channels if c not in CHANNELS]
     if bad or not channels:
         raise ConfigError(
-            f"{setting}: {', '.join(bad) or 'empty'} is not a channel; use a comma-separated "
-            f"list of {', '.join(CHANNELS)}"
+            f"{setting}: {', '.join(_as_is(c) for c in bad) or 'empty'} is not a channel; "
+            f"use a comma-separated list of {', '.join(CHANNELS)}"
         )
     return channels
 
@@ -182,18 +187,26 @@ def resolve_base_url(base_url: str | None, region: str | None, setting: str) -> 
                 f"{setting}: unknown region {region!r}; use one of {', '.join(REGIONS)} or set the base URL"
             ) from None
     url = (base_url or DEFAULT_BASE_URL).strip().rstrip("/")
-    try:
-        valid = bool(re.match(r"^https?://[^/\s]+(/\S*)?$", url)) and (
-            urlsplit(url).port is not None or True
-        )  # .port raises on a bad port or IPv6 host
-    except ValueError:
-        valid = False
-    if not valid:
+    if not _is_http_url(url):
         raise ConfigError(
-            f"{setting}: {url!r} is not an http(s) URL (check the host and port); set it like "
+            f"{setting}: {quoted(url, 100)} is not an http(s) URL (check the host and port); set it like "
             f"{DEFAULT_BASE_URL}"
         )
     return url
+
+
+def _is_http_url(url: str) -> bool:
+    """http(s), a valid port, and a host name DNS could look up: a label longer than 63
+    characters would otherwise pass here and fail every request, retried, as a network error."""
+    if not re.match(r"^https?://[^/\s]+(/\S*)?$", url):
+        return False
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises on a bad port or IPv6 host
+        (parts.hostname or "").encode("idna")  # raises on an empty or overlong label
+    except ValueError:  # UnicodeError included
+        return False
+    return bool(parts.hostname)
 
 
 def _read_at_most(fd: int, size: int) -> bytes:
@@ -452,7 +465,9 @@ def select_accounts(accounts: list[Account], sids: Sequence[str]) -> list[Accoun
     known = {a.sid for a in accounts}
     unknown = [sid for sid in dict.fromkeys(sids) if sid not in known]
     if unknown:
-        raise ConfigError(f"--account {unknown[0]} is not configured; configured: {', '.join(sorted(known))}")
+        raise ConfigError(
+            f"--account {_as_is(unknown[0])} is not configured; configured: {', '.join(sorted(known))}"
+        )
     return [a for a in accounts if a.sid in set(sids)]
 
 

@@ -453,6 +453,33 @@ def test_other_usage_errors_are_one_line_too(
     assert nothing_applied(engine, listed)
 
 
+LONG_LABEL = "a" * 64
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("args", "extra", "says"),
+    [
+        (["run"], {"KALEYRA_BASE_URL": f"http://{LONG_LABEL}.example/v1"}, "KALEYRA_BASE_URL"),
+        (["run"], {"KALEYRA_BASE_URL": "http://api..kaleyra.io/v1"}, "KALEYRA_BASE_URL"),
+        (["run"], {"KALEYRA_CHANNELS": "sms,fo\no"}, "KALEYRA_CHANNELS: 'fo\\no'"),
+        (["run", "--account", "HX\nNOPE"], {}, "--account 'HX\\nNOPE'"),
+        (
+            ["schedule", "--every", "1h", "--metrics-port", "1", "--metrics-address", LONG_LABEL * 2],
+            {},
+            "--metrics-address",
+        ),
+    ],
+)
+def test_a_setting_that_would_fail_later_or_print_two_lines_is_one_line_now(
+    args: list[str], extra: dict[str, str], says: str, listed: Simulator, pg_url: str, engine: Engine
+) -> None:
+    """A host name DNS cannot look up failed every request, retried, as a network error
+    (exit 1); a line break in a value echoed back split the error over two lines."""
+    assert_one_line(invoke(*args, env=cli_env(listed, pg_url, **extra)), says)
+    assert nothing_applied(engine, listed)
+
+
 def test_a_good_configuration_still_sweeps(
     listed: Simulator, pg_url: str, engine: Engine, tmp_path: Path
 ) -> None:
