@@ -377,11 +377,17 @@ class Prepared:
     store: Store
 
 
-def prepare(source: AccountSource, database_url: str | None, log: LogSettings) -> Prepared:
-    """Logging, accounts, database and schema: everything a sweep needs before it starts."""
+def prepare(
+    source: AccountSource, database_url: str | None, log: LogSettings, metrics_file: str | None
+) -> Prepared:
+    """Logging, accounts, the metrics file's directory, database and schema: everything a
+    sweep needs before it starts, in that order (the database last: a setting that is wrong
+    stops the run before it touches anything)."""
     log.configure()
     configured = source.load(os.environ)  # registers every key for redaction as it reads it
     accounts = source.selected(configured)
+    if metrics_file:
+        check_output_file(metrics_file, METRICS_FILE_SETTING)
     store, _ = open_store(database_url)
     database.require_current_schema(store.engine)
     return Prepared(configured, accounts, store)
@@ -506,9 +512,7 @@ def run(
         if share
         else None
     )
-    if metrics_file:
-        check_output_file(metrics_file, METRICS_FILE_SETTING)
-    ready = prepare(source, database_url, log)
+    ready = prepare(source, database_url, log, metrics_file)
     # Shards may overlap (a rollout, two Jobs): a pair another shard is sweeping or swept
     # moments ago is that shard's, so no pair is swept twice.
     options = SweepOptions(
@@ -879,14 +883,12 @@ def schedule(
 
     if cron_expr and every:
         raise ConfigError("give --cron or --every, not both")
-    if metrics_file:
-        check_output_file(metrics_file, METRICS_FILE_SETTING)
     trigger = (
         scheduler.every_trigger(every, jitter or None)
         if every
         else scheduler.crontab_trigger(cron_expr or "15 * * * *", jitter or None)
     )
-    ready = prepare(source, database_url, log)
+    ready = prepare(source, database_url, log, metrics_file)
     accounts, store = ready.accounts, ready.store
     options = SweepOptions(trigger=Trigger.SCHEDULED, guard=guard, timeout=tuning.sweep_timeout)
     make_client = client_maker(tuning)
