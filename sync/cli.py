@@ -15,7 +15,7 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -135,7 +135,7 @@ class OneLineErrorsGroup(click.Group):
 
 
 @contextlib.contextmanager
-def _one_line_usage_errors() -> Any:
+def _one_line_usage_errors() -> Iterator[None]:
     try:
         yield
     except click.exceptions.NoArgsIsHelpError:  # no command at all: the help is the answer
