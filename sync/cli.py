@@ -14,8 +14,9 @@ import functools
 import json
 import logging
 import os
+import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -43,8 +44,10 @@ from sync.settings import (
     AccountSource,
     ConfigError,
     Tuning,
+    check_output_file,
     parse_duration,
     parse_shard,
+    quoted,
 )
 from sync.store import ChannelStatus, Store
 from sync.sweep import (
@@ -101,6 +104,73 @@ def advice_for(error_type: type[BaseException] | None) -> str | None:
 def fail(message: str, code: int = ExitCode.USAGE) -> NoReturn:
     click.echo(f"blocklist-sync: error: {message}", err=True)
     sys.exit(code)
+
+
+class OneLineUsageError(click.ClickException):
+    """A usage error shown as one line, as a configuration error is: click's own form adds
+    the usage and a hint over three more lines."""
+
+    exit_code = ExitCode.USAGE
+
+    def __init__(self, error: click.UsageError) -> None:
+        command = error.ctx.command_path if error.ctx else "blocklist-sync"
+        text = " ".join(error.format_message().split()).rstrip(".")
+        hint = f"see `{command} --help`"
+        super().__init__(f"{text} {hint.capitalize()}" if text.endswith("?") else f"{text}; {hint}")
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"blocklist-sync: error: {self.format_message()}", err=True)
+
+
+class OneLineErrorsGroup(click.Group):
+    """The command group whose usage errors (an unknown option, a value of the wrong type,
+    from a flag or from its environment variable) are one line and exit code 2."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        with _one_line_usage_errors():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with _one_line_usage_errors():
+            return super().invoke(ctx)
+
+
+@contextlib.contextmanager
+def _one_line_usage_errors() -> Iterator[None]:
+    try:
+        yield
+    except click.exceptions.NoArgsIsHelpError:  # no command at all: the help is the answer
+        raise
+    except click.UsageError as exc:
+        raise OneLineUsageError(exc) from None
+
+
+_WHOLE_NUMBER = re.compile(r"\s*[0-9]+\s*", re.ASCII)
+_DECIMAL = re.compile(r"\s*(?:[0-9]{1,9}(?:\.[0-9]*)?|\.[0-9]+)\s*", re.ASCII)
+
+
+class WholeNumber(click.IntRange):
+    """``click.IntRange`` of digits 0-9 only: ``int`` also reads "٣" as 3 and "1_000" as
+    1000, and refuses 5,000 digits with advice about Python, not about the setting."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str):
+            if not _WHOLE_NUMBER.fullmatch(value):
+                self.fail(f"{quoted(value)} is not a whole number in digits 0-9", param, ctx)
+            if len(value.strip()) > 18:
+                self.fail(f"{quoted(value)} is far too large", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+class Decimal(click.FloatRange):
+    """``click.FloatRange`` of plain decimals (``0.5``, ``10``) only: ``float`` also reads
+    "nan", which passes every range check (a guard fraction of nan would never hold a sweep),
+    "inf" and "1e999"."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and not _DECIMAL.fullmatch(value):
+            self.fail(f"{quoted(value)} is not a number like 0.5 or 10 (digits 0-9 and a point)", param, ctx)
+        return super().convert(value, param, ctx)
 
 
 def config_errors_exit(command: Callable[..., None]) -> Callable[..., None]:
@@ -203,7 +273,7 @@ tuning_options = _gathered(
     [
         click.option(
             "--concurrency",
-            type=click.IntRange(1, 32),
+            type=WholeNumber(1, 32),
             default=4,
             show_default=True,
             envvar="BLOCKLIST_SYNC_CONCURRENCY",
@@ -212,14 +282,14 @@ tuning_options = _gathered(
         ),
         click.option(
             "--max-rps",
-            type=click.FloatRange(min=0.1),
+            type=Decimal(min=0.1),
             envvar="BLOCKLIST_SYNC_MAX_RPS",
             show_envvar=True,
             help="Cap on requests per second (default: no cap).",
         ),
         click.option(
             "--max-pages",
-            type=click.IntRange(1),
+            type=WholeNumber(1),
             default=200_000,
             show_default=True,
             envvar="BLOCKLIST_SYNC_MAX_PAGES",
@@ -236,7 +306,8 @@ tuning_options = _gathered(
         ),
     ],
     lambda sweep_timeout, **values: Tuning(
-        sweep_timeout=parse_duration(sweep_timeout, "--sweep-timeout"), **values
+        sweep_timeout=parse_duration(sweep_timeout, "--sweep-timeout (BLOCKLIST_SYNC_SWEEP_TIMEOUT)"),
+        **values,
     ),
     "tuning",
     ("concurrency", "max_rps", "max_pages", "sweep_timeout"),
@@ -246,7 +317,7 @@ guard_options = _gathered(
     [
         click.option(
             "--max-removal-fraction",
-            type=click.FloatRange(0, 1),
+            type=Decimal(0, 1),
             default=0.2,
             show_default=True,
             envvar="BLOCKLIST_SYNC_MAX_REMOVAL_FRACTION",
@@ -255,7 +326,7 @@ guard_options = _gathered(
         ),
         click.option(
             "--guard-min-entries",
-            type=click.IntRange(0),
+            type=WholeNumber(0),
             default=100,
             show_default=True,
             envvar="BLOCKLIST_SYNC_GUARD_MIN_ENTRIES",
@@ -307,11 +378,17 @@ class Prepared:
     store: Store
 
 
-def prepare(source: AccountSource, database_url: str | None, log: LogSettings) -> Prepared:
-    """Logging, accounts, database and schema: everything a sweep needs before it starts."""
+def prepare(
+    source: AccountSource, database_url: str | None, log: LogSettings, metrics_file: str | None
+) -> Prepared:
+    """Logging, accounts, the metrics file's directory, database and schema: everything a
+    sweep needs before it starts, in that order (the database last: a setting that is wrong
+    stops the run before it touches anything)."""
     log.configure()
     configured = source.load(os.environ)  # registers every key for redaction as it reads it
     accounts = source.selected(configured)
+    if metrics_file:
+        check_output_file(metrics_file, METRICS_FILE_SETTING)
     store, _ = open_store(database_url)
     database.require_current_schema(store.engine)
     return Prepared(configured, accounts, store)
@@ -319,6 +396,21 @@ def prepare(source: AccountSource, database_url: str | None, log: LogSettings) -
 
 def client_maker(tuning: Tuning) -> Callable[[Account], KaleyraClient]:
     return functools.partial(client_for, tuning=tuning)
+
+
+METRICS_FILE_SETTING = "--metrics-file (BLOCKLIST_SYNC_METRICS_FILE)"
+
+
+def write_metrics_file(metrics: Metrics, path: str) -> None:
+    """Write the textfile; failing to is one warning line, never the exit code. Its directory
+    was checked at start, and what the sweeps applied stays applied whatever happens to it
+    since (exit 1 would say nothing was)."""
+    try:
+        metrics.write_textfile(path)
+    except OSError as exc:
+        logging.getLogger("sync.cli").warning(
+            "cannot write the metrics file %s (%s); the sweeps' outcomes stand", path, exc.strerror
+        )
 
 
 def configured_metrics(store: Store, accounts: list[Account]) -> Metrics:
@@ -329,7 +421,9 @@ def configured_metrics(store: Store, accounts: list[Account]) -> Metrics:
     return metrics
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(
+    cls=OneLineErrorsGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
+)
 @click.version_option(__version__, prog_name="blocklist-sync")
 def cli() -> None:
     """Sync Kaleyra blocklists (sms, whatsapp, voice) into PostgreSQL, with history."""
@@ -410,15 +504,16 @@ def run(
     metrics_file: str | None,
 ) -> None:
     """Sweep every configured account and channel once and record what changed."""
-    ready = prepare(source, database_url, log)
+    # Every setting is checked before the database is touched: a bad one applies nothing.
     share = parse_shard(shard, os.environ) if shard else None
     skip_within = (
-        parse_duration(skip_if_swept_within, "--skip-if-swept-within")
+        parse_duration(skip_if_swept_within, "--skip-if-swept-within (BLOCKLIST_SYNC_SKIP_IF_SWEPT_WITHIN)")
         if skip_if_swept_within
         else 1800.0
         if share
         else None
     )
+    ready = prepare(source, database_url, log, metrics_file)
     # Shards may overlap (a rollout, two Jobs): a pair another shard is sweeping or swept
     # moments ago is that shard's, so no pair is swept twice.
     options = SweepOptions(
@@ -460,7 +555,7 @@ def run(
     for result in results:
         click.echo(summary_line(result))
     if metrics_file:
-        configured_metrics(ready.store, ready.configured).write_textfile(metrics_file)
+        write_metrics_file(configured_metrics(ready.store, ready.configured), metrics_file)
     code = worst_exit_code(results)
     if stop.signum is not None and any(r.outcome is Outcome.CANCELLED for r in results):
         # The shell's convention, 128 + the signal's number, for a stop that stopped something.
@@ -670,10 +765,10 @@ def check(source: AccountSource, database_url: str | None, log: LogSettings) -> 
 
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=int, default=8099, show_default=True)
+@click.option("--port", type=WholeNumber(0, 65535), default=8099, show_default=True)
 @click.option(
     "--numbers",
-    type=click.IntRange(0),
+    type=WholeNumber(0, 10_000_000),
     default=5000,
     show_default=True,
     help="Blocklisted numbers generated per channel.",
@@ -750,10 +845,10 @@ def grant_read(database_url: str | None, role: str) -> None:
 @click.option("--every", help="Fixed interval instead of --cron, e.g. 30m, 2h.")
 @click.option(
     "--jitter",
-    type=click.IntRange(0),
+    type=WholeNumber(0, 86400),
     default=0,
     show_default=True,
-    help="Delay each tick by up to this many seconds.",
+    help="Delay each tick by up to this many seconds (at most a day).",
 )
 @click.option("--run-now", is_flag=True, help="Also sweep once right away.")
 @tuning_options
@@ -761,7 +856,7 @@ def grant_read(database_url: str | None, role: str) -> None:
 @logging_options
 @click.option(
     "--metrics-port",
-    type=click.IntRange(1, 65535),
+    type=WholeNumber(1, 65535),
     envvar="BLOCKLIST_SYNC_METRICS_PORT",
     show_envvar=True,
     help="Serve Prometheus metrics over HTTP on this port.",
@@ -804,7 +899,7 @@ def schedule(
         if every
         else scheduler.crontab_trigger(cron_expr or "15 * * * *", jitter or None)
     )
-    ready = prepare(source, database_url, log)
+    ready = prepare(source, database_url, log, metrics_file)
     accounts, store = ready.accounts, ready.store
     options = SweepOptions(trigger=Trigger.SCHEDULED, guard=guard, timeout=tuning.sweep_timeout)
     make_client = client_maker(tuning)
@@ -813,16 +908,17 @@ def schedule(
     def publish() -> None:
         metrics.update(health.scope(store.channel_statuses(), accounts).judged)
         if metrics_file:
-            metrics.write_textfile(metrics_file)
+            write_metrics_file(metrics, metrics_file)
 
     if metrics_port:
         publish()
         try:
             metrics.serve(metrics_port, metrics_address)
-        except OSError as exc:
+        except (OSError, UnicodeError) as exc:  # UnicodeError: a host name label over 63 characters
+            why = exc.strerror if isinstance(exc, OSError) else "not a host name"
             raise ConfigError(
-                f"--metrics-address {metrics_address} --metrics-port "
-                f"{metrics_port}: cannot listen ({exc.strerror}); pick a free "
+                f"--metrics-address {quoted(metrics_address)} --metrics-port "
+                f"{metrics_port}: cannot listen ({why}); pick a free "
                 "port or an address of this host"
             ) from None
     scheduler.run_scheduler(
@@ -881,7 +977,7 @@ def lookup(
 )
 @click.option(
     "--days",
-    type=click.IntRange(1, 3660),
+    type=WholeNumber(1, 3660),
     default=90,
     show_default=True,
     help="UTC days covered, ending today.",

@@ -25,7 +25,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from sync.kaleyra import KaleyraClient
-from sync.settings import Account, ConfigError, parse_duration
+from sync.settings import Account, ConfigError, parse_duration, quoted
 from sync.store import Store
 from sync.sweep import StopRequest, SweepOptions, sweep_accounts
 from sync.vocabulary import Trigger
@@ -68,6 +68,8 @@ def _weekday_token(token: str, expr: str) -> str:
 def _weekday_number(value: str) -> int:
     if value in _CRON_WEEKDAYS:
         return _CRON_WEEKDAYS.index(value)
+    if not (value.isascii() and value.isdigit()):  # int() would read "٣" as 3
+        raise ValueError(value)
     number = int(value)
     if not 0 <= number <= 7:
         raise ValueError(value)
@@ -76,6 +78,10 @@ def _weekday_number(value: str) -> int:
 
 def crontab_trigger(expr: str, jitter: int | None = None) -> CronTrigger:
     """A five-field crontab expression, meaning what it means in crontab, in UTC."""
+    if not expr.isascii() or len(expr) > 200:  # APScheduler would read "٣" as 3
+        raise ConfigError(
+            f'--cron {quoted(expr)}: write it in ASCII digits, names, * , - and /, like "15 * * * *"'
+        )
     fields = expr.split()
     if len(fields) != 5:
         raise ConfigError(
