@@ -12,17 +12,31 @@ it with ``--force``.
    same rows, and would fill each with the others' numbers. The codes are not documented
    (shared/api/NOTES.md), so nothing maps them: each channel's are learned from the listings
    applied (``blocklist_channel_types``), and ``--force`` accepts new ones. One code per
-   channel, whatever it is, is never held; a row without a code is accepted.
+   channel, whatever it is, is never held; a row without a code is accepted, and so is a row
+   whose ``channel_type`` is no code at all (control characters, markup, a JSON object, 17
+   characters or more: :func:`is_code`): one odd row is not another channel's listing, and
+   must not block its own.
 3. A sweep that would remove more than ``max_removal_fraction`` of a channel holding more than
    ``min_entries`` numbers (after every removal was confirmed one by one).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TypeGuard
 
-__all__ = ["GuardLimits", "channel_type_hold", "empty_listing_hold", "removal_hold"]
+__all__ = ["GuardLimits", "channel_type_hold", "empty_listing_hold", "is_code", "removal_hold"]
+
+# What a channel_type code looks like: the sample's "3", or any short token. Anything else a
+# row carries there is garbage, stored (cleaned) but never read as a channel's code.
+_CODE = re.compile(r"[A-Za-z0-9_.:-]{1,16}")
+
+
+def is_code(channel_type: str | None) -> TypeGuard[str]:
+    """Whether a row's ``channel_type`` can be a channel's code (see :func:`channel_type_hold`)."""
+    return channel_type is not None and _CODE.fullmatch(channel_type) is not None
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
-from sync.guard import GuardLimits, channel_type_hold, empty_listing_hold, removal_hold
+from sync.guard import GuardLimits, channel_type_hold, empty_listing_hold, is_code, removal_hold
 from sync.kaleyra import MAX_LIMIT, Entry, KaleyraClient, RetryPolicy
 from sync.kaleyra_errors import Cancelled, KaleyraError, ProtocolError
 from sync.numbers import describe_rejected
@@ -372,7 +372,7 @@ def _sweep_locked(
 def _count_codes(codes: Counter[str], entries: list[Entry]) -> None:
     for entry in entries:
         code = entry.channel_type
-        if code is not None:
+        if is_code(code):
             codes[code if code in codes or len(codes) < _MAX_CODES else _OTHER_CODES] += 1
 
 
