@@ -65,20 +65,33 @@ def removal_hold(held: int, removed: int, limits: GuardLimits) -> str | None:
     return None
 
 
-def channel_type_hold(channel: str, listed: Mapping[str, int], learned: Mapping[str, set[str]]) -> str | None:
+def channel_type_hold(
+    channel: str,
+    listed: Mapping[str, int],
+    learned: Mapping[str, set[str]],
+    elsewhere: Mapping[str, set[str]] | None = None,
+) -> str | None:
     """Why a listing whose rows carry the ``channel_type`` codes ``listed`` (code -> rows) is
-    held, given the codes each channel of the account has carried (``learned``), or None."""
+    held, or None. ``learned``: the codes each channel of the account has carried;
+    ``elsewhere``: those each other channel's listing carries now. A code this channel has
+    carried itself is never another's (two channels may share one, once accepted)."""
     own = learned.get(channel, set())
+    others: dict[str, set[str]] = {}
+    for source in (learned, elsewhere or {}):
+        for other, codes in source.items():
+            if other != channel:
+                others.setdefault(other, set()).update(codes)
     foreign = {
-        code: sorted(other for other, codes in learned.items() if other != channel and code in codes)
+        code: sorted(other for other, codes in others.items() if code in codes)
         for code in listed
+        if code not in own
     }
-    foreign = {code: others for code, others in foreign.items() if others}
+    foreign = {code: channels for code, channels in foreign.items() if channels}
     if foreign:
         said = "; ".join(
             f"{listed[code]} row(s) carry channel_type {code!r}, which the account's "
-            f"{' and '.join(others)} channel carries"
-            for code, others in sorted(foreign.items())
+            f"{' and '.join(channels)} {'channels carry' if len(channels) > 1 else 'channel carries'}"
+            for code, channels in sorted(foreign.items())
         )
         return f"{said}: is the server ignoring the channel asked for?"
     if len(listed) > 1 and not set(listed) <= own:
