@@ -9,18 +9,19 @@ import pytest
 import requests
 
 from sync.cli import advice_for
-from sync.kaleyra import KaleyraClient, RetryPolicy
-from sync.kaleyra_errors import (
+from sync.kaleyra import (
     AuthenticationError,
     BadRequestError,
     Cancelled,
     FatalAPIError,
+    KaleyraClient,
     LowBalanceError,
     NotAllowedError,
     PagingError,
     ProtocolError,
     RateLimitedError,
     RetryableAPIError,
+    RetryPolicy,
     ServerError,
     TransportError,
 )
