@@ -39,6 +39,7 @@ from sync.kaleyra_errors import (
     TransportError,
     UnreachableError,
 )
+from sync.run import client_for, exit_code, sweep_accounts
 from sync.settings import (
     Account,
     AccountSource,
@@ -49,17 +50,9 @@ from sync.settings import (
     parse_shard,
     quoted,
 )
+from sync.stopping import StopRequest, stop_on_signals
 from sync.store import ChannelStatus, Store
-from sync.sweep import (
-    DeadlinePassed,
-    StopRequest,
-    SweepOptions,
-    SweepResult,
-    client_for,
-    stop_on_signals,
-    sweep_accounts,
-    worst_exit_code,
-)
+from sync.sweep import DeadlinePassed, SweepOptions, SweepResult
 from sync.telemetry import LOG_LEVELS, LogSettings, Metrics, ProgressBars, configure_logging
 from sync.vocabulary import REGIONS, Channel, ExitCode, Outcome, Trigger
 
@@ -509,13 +502,9 @@ def run(
     skip_within = (
         parse_duration(skip_if_swept_within, "--skip-if-swept-within (BLOCKLIST_SYNC_SKIP_IF_SWEPT_WITHIN)")
         if skip_if_swept_within
-        else 1800.0
-        if share
         else None
     )
     ready = prepare(source, database_url, log, metrics_file)
-    # Shards may overlap (a rollout, two Jobs): a pair another shard is sweeping or swept
-    # moments ago is that shard's, so no pair is swept twice.
     options = SweepOptions(
         trigger=Trigger(trigger),
         dry_run=dry_run,
@@ -523,7 +512,6 @@ def run(
         guard=guard,
         timeout=tuning.sweep_timeout,
         skip_if_swept_within=skip_within,
-        lock_held_is_skip=bool(share),
     )
     stop = StopRequest()
     stop_on_signals(stop)
@@ -556,12 +544,7 @@ def run(
         click.echo(summary_line(result))
     if metrics_file:
         write_metrics_file(configured_metrics(ready.store, ready.configured), metrics_file)
-    code = worst_exit_code(results)
-    if stop.signum is not None and any(r.outcome is Outcome.CANCELLED for r in results):
-        # The shell's convention, 128 + the signal's number, for a stop that stopped something.
-        # One that landed while the last sweep was committing stopped nothing: the outcomes say.
-        code = 128 + stop.signum
-    sys.exit(code)
+    sys.exit(exit_code(results, stop))
 
 
 def summary_line(result: SweepResult) -> str:

@@ -33,7 +33,6 @@ import functools
 import itertools
 import logging
 import random
-import signal
 import threading
 import time
 from collections import Counter
@@ -42,28 +41,26 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
 from sync.guard import GuardLimits, channel_type_hold, empty_listing_hold, removal_hold
-from sync.kaleyra import MAX_LIMIT, Entry, KaleyraClient, RetryPolicy
+from sync.kaleyra import MAX_LIMIT, Entry, KaleyraClient
 from sync.kaleyra_errors import Cancelled, KaleyraError, ProtocolError
 from sync.numbers import describe_rejected
 from sync.redaction import redact
-from sync.settings import Account, Shard, Tuning
+from sync.settings import Tuning
+from sync.stopping import stop_name, stop_reason
 from sync.store import Diff, LockedChannel, LockHeld, LockHolder, Store
 from sync.vendor_text import vendor_text
-from sync.vocabulary import SEVERITY, Outcome, RunStatus, Trigger
+from sync.vocabulary import Outcome, RunStatus, Trigger
 
 __all__ = [
+    "ChangeCallback",
     "DeadlinePassed",
     "Outcome",
-    "StopRequest",
+    "PageCallback",
     "Stopped",
     "SweepOptions",
     "SweepResult",
-    "client_for",
-    "pairs_to_sweep",
-    "stop_on_signals",
-    "sweep_accounts",
+    "finished",
     "sweep_channel",
-    "worst_exit_code",
 ]
 
 # Named for the module this code first lived in (sync/job.py): operators' log queries and
@@ -89,7 +86,6 @@ _REJECTED_EXAMPLES = 3
 # counted under one name that no channel carries, so a hostile listing cannot grow the count.
 _MAX_CODES = 20
 _OTHER_CODES = "(other codes)"
-DEFAULT_SWEEP_TIMEOUT = 2 * 3600.0
 
 
 class _Halt:
@@ -116,21 +112,6 @@ class _Halt:
             )
 
 
-class StopRequest(threading.Event):
-    """A stop request that remembers the signal that asked for it: an interrupted run is
-    recorded as ``cancelled`` and exits 128 + that signal's number, the shell's convention."""
-
-    signum: int | None = None
-
-    def request(self, signum: int) -> None:
-        self.signum = signum
-        self.set()
-
-    @property
-    def name(self) -> str:
-        return signal.Signals(self.signum).name if self.signum else "a stop request"
-
-
 @dataclass(frozen=True, kw_only=True)
 class SweepOptions:
     trigger: Trigger = Trigger.MANUAL
@@ -140,7 +121,7 @@ class SweepOptions:
     # Scheduler replicas and shards: skip a channel whose last sweep started less than this
     # many seconds ago (by any process), so overlapping processes sweep it once.
     skip_if_swept_within: float | None = None
-    timeout: float = DEFAULT_SWEEP_TIMEOUT  # the whole sweep, paging to apply, in seconds
+    timeout: float = Tuning.sweep_timeout  # the whole sweep, paging to apply, in seconds
     # Shards: a channel another process is sweeping right now is that process's, not an error.
     lock_held_is_skip: bool = False
 
@@ -163,12 +144,6 @@ class SweepResult:
     @property
     def exit_code(self) -> int:
         return self.outcome.exit_code
-
-
-def worst_exit_code(results: list[SweepResult]) -> int:
-    if not results:
-        return 0
-    return min(results, key=lambda r: SEVERITY.index(r.outcome)).exit_code
 
 
 @dataclass
@@ -223,7 +198,7 @@ def sweep_channel(
                 # after SIGTERM): only a sweep that did not fail counts as done moments ago.
                 age = session.seconds_since_last_start(count_failures=not options.lock_held_is_skip)
                 if age is not None and age < options.skip_if_swept_within:
-                    return _finish(
+                    return finished(
                         SweepResult(
                             account_sid=client.sid,
                             channel=channel,
@@ -231,7 +206,6 @@ def sweep_channel(
                             message=f"swept {age:.0f}s ago, by this or another process; skipping this tick",
                         ),
                         started,
-                        context,
                     )
             run_id = session.start_run(options.trigger)
             context["run_id"] = run_id
@@ -249,7 +223,7 @@ def sweep_channel(
                 cancelled = stop.is_set() and isinstance(
                     exc, Stopped | Cancelled | KeyboardInterrupt | SystemExit
                 )
-                reason = _stop_reason(stop) if cancelled else _reason(exc, halt)
+                reason = stop_reason(stop) if cancelled else _reason(exc, halt)
                 status = Outcome.CANCELLED if cancelled else Outcome.FAILED
                 try:
                     session.finish_run(run_id, status.label, pages=progress.pages, error=reason)
@@ -279,7 +253,7 @@ def sweep_channel(
                 )
     except LockHeld as held:
         result = _lock_held(held, client.sid, channel, options)
-    return _finish(result, started, context)
+    return finished(result, started)
 
 
 def _sweep_locked(
@@ -500,131 +474,6 @@ def _rebatch(first: list[str], rest: Iterator[list[str]], size: int) -> Iterator
         yield pending
 
 
-def pairs_to_sweep(
-    accounts: list[Account], channels: tuple[str, ...] | None = None, shard: Shard | None = None
-) -> list[tuple[Account, tuple[str, ...]]]:
-    """Each account with the channels this process sweeps: every configured channel (or
-    exactly ``channels``: a backfill of a channel not yet configured must not silently do
-    nothing), narrowed to ``shard``'s share of the sorted (SID, channel) pairs."""
-    wanted = [(account, channels or account.channels) for account in accounts]
-    if shard is None:
-        return wanted
-    pairs = sorted((account.sid, channel) for account, chans in wanted for channel in chans)
-    mine = {pair for position, pair in enumerate(pairs) if shard.owns(position)}
-    narrowed = [(account, tuple(c for c in chans if (account.sid, c) in mine)) for account, chans in wanted]
-    return [(account, chans) for account, chans in narrowed if chans]
-
-
-def sweep_accounts(
-    accounts: list[Account],
-    store: Store,
-    options: SweepOptions,
-    make_client: Callable[[Account], KaleyraClient],
-    *,
-    channels: tuple[str, ...] | None = None,
-    shard: Shard | None = None,
-    stop: threading.Event | None = None,
-    on_page: PageCallback | None = None,
-    on_change: ChangeCallback | None = None,
-    on_result: Callable[[SweepResult], None] | None = None,
-) -> list[SweepResult]:
-    """Sweep each account's channels (:func:`pairs_to_sweep`) independently: one failing does
-    not stop the others. An account-wide error (credentials, access, balance, an unreachable
-    host) skips the account's remaining channels rather than failing each the same way, and
-    a stop skips everything not yet started; either way every channel gets a result, so the
-    operator sees a line for each."""
-    stop = stop or threading.Event()
-    results: list[SweepResult] = []
-
-    def record(result: SweepResult) -> None:
-        results.append(result)
-        if on_result:
-            on_result(result)
-
-    for account, account_channels in pairs_to_sweep(accounts, channels, shard):
-        client = make_client(account)
-        broken: SweepResult | None = None
-        try:
-            for channel in account_channels:
-                if stop.is_set():
-                    record(
-                        SweepResult(
-                            account_sid=account.sid,
-                            channel=channel,
-                            outcome=Outcome.CANCELLED,
-                            message=f"not started: {_stop_reason(stop)}",
-                        )
-                    )
-                elif broken is not None:
-                    record(
-                        _finish(
-                            SweepResult(
-                                account_sid=account.sid,
-                                channel=channel,
-                                outcome=Outcome.SKIPPED,
-                                message=f"not tried, because {broken.channel} failed with an error "
-                                "for the whole account (above)",
-                            ),
-                            time.monotonic(),
-                            {"account": account.sid, "channel": channel},
-                        )
-                    )
-                else:
-                    result = sweep_channel(
-                        client, store, channel, options, stop=stop, on_page=on_page, on_change=on_change
-                    )
-                    record(result)
-                    if result.account_wide:
-                        broken = result
-        finally:
-            client.close()
-    return results
-
-
-def client_for(
-    account: Account, tuning: Tuning | None = None, retry: RetryPolicy | None = None
-) -> KaleyraClient:
-    """The Kaleyra client for ``account``, as hard and as fast as ``tuning`` allows."""
-    tuning = tuning or Tuning()
-    return KaleyraClient(
-        sid=account.sid,
-        api_key=account.api_key,
-        base_url=account.base_url,
-        concurrency=tuning.concurrency,
-        max_rps=tuning.max_rps,
-        max_pages=tuning.max_pages,
-        retry=retry or RetryPolicy(),
-    )
-
-
-def stop_on_signals(stop: StopRequest) -> None:
-    """SIGTERM and SIGINT ask the sweep to stop at its next page or check, applying nothing; a
-    second SIGINT interrupts at once (the run row is still marked cancelled).
-
-    A sweep already applying its changes is not stopped: the apply is one transaction that
-    either commits or leaves nothing, so it finishes, is recorded ``succeeded`` and says the stop
-    came after the commit; channels not yet started are ``cancelled``. The warning logged here
-    cannot know which case it is, so it promises neither."""
-
-    def handler(signum: int, _frame: object) -> None:
-        log.warning(
-            "%s received: stopping at the next page or check; each sweep's result line says what it applied",
-            signal.Signals(signum).name,
-        )
-        if not stop.is_set():
-            stop.request(signum)
-        if signum == signal.SIGINT:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
-
-
-def _stop_reason(stop: threading.Event) -> str:
-    name = stop.name if isinstance(stop, StopRequest) else "a stop request"
-    return f"cancelled by {name}; nothing was applied"
-
-
 def _reason(exc: BaseException, halt: _Halt) -> str:
     """A readable, secret-free reason for the run row (which BI roles read) and the log."""
     if isinstance(exc, Cancelled):
@@ -706,7 +555,7 @@ def _duration(seconds: float) -> str:
 def _finished_despite_stop(result: SweepResult, stop: threading.Event) -> str:
     """What a stop that arrived after the last check (while applying, committing or just after)
     leaves behind: the sweep finished, and its run row says how."""
-    name = stop.name if isinstance(stop, StopRequest) else "a stop request"
+    name = stop_name(stop)
     if result.outcome is Outcome.SUCCEEDED:
         note = f"{name} arrived while the changes were being applied; they were committed"
     else:
@@ -714,8 +563,13 @@ def _finished_despite_stop(result: SweepResult, stop: threading.Event) -> str:
     return f"{result.message}; {note}" if result.message else note
 
 
-def _finish(result: SweepResult, started: float, context: dict[str, object]) -> SweepResult:
+def finished(result: SweepResult, started: float) -> SweepResult:
+    """``result`` with the seconds since ``started``, logged as every sweep's last line is
+    (also for a channel a run did not try)."""
     result = replace(result, seconds=time.monotonic() - started)
+    context: dict[str, object] = {"account": result.account_sid, "channel": result.channel}
+    if result.run_id is not None:
+        context["run_id"] = result.run_id
     _log_result(result, context)
     return result
 

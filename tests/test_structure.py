@@ -17,9 +17,10 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, text
 
 from sync import database
+from sync.run import sweep_accounts
 from sync.simulator import Simulator
 from sync.store import Store
-from sync.sweep import Outcome, SweepOptions, sweep_accounts
+from sync.sweep import Outcome, SweepOptions
 from sync.views import View
 from sync.vocabulary import Change, Channel, RunStatus, Trigger
 from tests.conftest import account_of, column_comments, make_client, numbers
