@@ -112,34 +112,38 @@ def sweep_accounts(
         broken: SweepResult | None = None
         try:
             for channel in account_channels:
-                if stop.is_set():
-                    record(
-                        SweepResult(
-                            account_sid=account.sid,
-                            channel=channel,
-                            outcome=Outcome.CANCELLED,
-                            message=f"not started: {stop_reason(stop)}",
-                        )
-                    )
-                elif broken is not None:
-                    skipped = SweepResult(
-                        account_sid=account.sid,
-                        channel=channel,
-                        outcome=Outcome.SKIPPED,
-                        message=f"not tried, because {broken.channel} failed with an error "
-                        "for the whole account (above)",
-                    )
-                    record(finished(skipped, time.monotonic()))
-                else:
-                    result = sweep_channel(
-                        client, store, channel, options, stop=stop, on_page=on_page, on_change=on_change
-                    )
-                    record(result)
-                    if result.account_wide:
-                        broken = result
+                result = _not_started(account.sid, channel, stop, broken) or sweep_channel(
+                    client, store, channel, options, stop=stop, on_page=on_page, on_change=on_change
+                )
+                record(result)
+                if result.account_wide:
+                    broken = result
         finally:
             client.close()
     return results
+
+
+def _not_started(
+    account_sid: str, channel: str, stop: threading.Event, broken: SweepResult | None
+) -> SweepResult | None:
+    """The result of a channel the run does not try, because a stop came first or another
+    channel of its account (``broken``) failed for the whole account; None to sweep it."""
+    if stop.is_set():
+        return SweepResult(
+            account_sid=account_sid,
+            channel=channel,
+            outcome=Outcome.CANCELLED,
+            message=f"not started: {stop_reason(stop)}",
+        )
+    if broken is not None:
+        skipped = SweepResult(
+            account_sid=account_sid,
+            channel=channel,
+            outcome=Outcome.SKIPPED,
+            message=f"not tried, because {broken.channel} failed with an error for the whole account (above)",
+        )
+        return finished(skipped, time.monotonic())
+    return None
 
 
 def worst_exit_code(results: list[SweepResult]) -> int:

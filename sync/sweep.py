@@ -29,7 +29,6 @@ prove is kept as it was, not guessed.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import itertools
 import logging
 import random
@@ -41,13 +40,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
 from sync.guard import GuardLimits, channel_type_hold, empty_listing_hold, removal_hold
-from sync.kaleyra import MAX_LIMIT, Entry, KaleyraClient
+from sync.kaleyra import MAX_LIMIT, Entry, KaleyraClient, Page
 from sync.kaleyra_errors import Cancelled, KaleyraError, ProtocolError
 from sync.numbers import describe_rejected
 from sync.redaction import redact
 from sync.settings import Tuning
 from sync.stopping import stop_name, stop_reason
-from sync.store import Diff, LockedChannel, LockHeld, LockHolder, Store
+from sync.store import Comparison, Diff, LockedChannel, LockHeld, LockHolder, Staged, Store
 from sync.vendor_text import vendor_text
 from sync.vocabulary import Outcome, RunStatus, Trigger
 
@@ -93,18 +92,18 @@ class _Halt:
     client polls :meth:`is_set` between reads, so either ends a sweep within a second."""
 
     def __init__(self, stop: threading.Event, seconds: float) -> None:
-        self._stop = stop
+        self.stop = stop
         self._seconds = seconds
         self._deadline = time.monotonic() + seconds
 
     def is_set(self) -> bool:
-        return self._stop.is_set() or self.deadline_passed()
+        return self.stop.is_set() or self.deadline_passed()
 
     def deadline_passed(self) -> bool:
         return time.monotonic() > self._deadline
 
     def check(self, during: str) -> None:
-        if self._stop.is_set():
+        if self.stop.is_set():
             raise Stopped(f"stopped by a signal while {during}; nothing was applied")
         if time.monotonic() > self._deadline:
             raise DeadlinePassed(
@@ -156,6 +155,20 @@ class _Progress:
     codes: Counter[str] = field(default_factory=Counter)  # listed rows by channel_type code
     phases: dict[str, float] = field(default_factory=dict)  # seconds per step, for logs and the benchmark
 
+    def count(self, page: Page) -> None:
+        """Count one page's rows, repeats, channel_type codes and rejected rows (a few as examples)."""
+        self.pages += 1
+        self.rows += len(page.entries)
+        self.repeated += page.repeated
+        for entry in page.entries:
+            code = entry.channel_type
+            if code is not None:
+                self.codes[code if code in self.codes or len(self.codes) < _MAX_CODES else _OTHER_CODES] += 1
+        if page.rejected:
+            self.rejected += len(page.rejected)
+            room = _REJECTED_EXAMPLES - len(self.rejected_examples)
+            self.rejected_examples += [describe_rejected(r) for r in page.rejected[:room]]
+
     @contextmanager
     def timed(self, phase: str) -> Iterator[None]:
         started = time.monotonic()
@@ -181,173 +194,212 @@ def sweep_channel(
 ) -> SweepResult:
     """Sweep one channel of ``client``'s account into ``store``; never raises for a failed
     sweep (the result says what happened), only for a stop of the whole process."""
-    stop = stop or threading.Event()
-    halt = _Halt(stop, options.timeout)
+    halt = _Halt(stop or threading.Event(), options.timeout)
     started = time.monotonic()
-    context: dict[str, object] = {"account": client.sid, "channel": channel}
     try:
         with store.lock_channel(client.sid, channel, timeout=options.timeout) as session:
-            # We hold the lock, so a run still ``running`` is a dead process's (SIGKILL, OOM, a
-            # lost node): close it before judging when the channel was last swept, or a
-            # shard's retry would take that corpse for a sweep in progress and skip the pair.
-            abandoned = session.fail_abandoned_runs()
-            if abandoned:
-                log.warning("marked %d abandoned run(s) as failed", abandoned, extra=context)
-            if options.skip_if_swept_within is not None:
-                # Shards retry a failed or stopped pair (their Job's retry, a pod restarted
-                # after SIGTERM): only a sweep that did not fail counts as done moments ago.
-                age = session.seconds_since_last_start(count_failures=not options.lock_held_is_skip)
-                if age is not None and age < options.skip_if_swept_within:
-                    return finished(
-                        SweepResult(
-                            account_sid=client.sid,
-                            channel=channel,
-                            outcome=Outcome.SKIPPED,
-                            message=f"swept {age:.0f}s ago, by this or another process; skipping this tick",
-                        ),
-                        started,
-                    )
-            run_id = session.start_run(options.trigger)
-            context["run_id"] = run_id
-            log.info("sweep started (%s)", options.trigger, extra=context)
-            progress = _Progress()
-            try:
-                result = _sweep_locked(
-                    client, session, run_id, channel, options, halt, progress, on_page, on_change
-                )
-                if stop.is_set():
-                    # The stop came too late to stop anything: say what did happen.
-                    result = replace(result, message=_finished_despite_stop(result, stop))
-            except (Exception, KeyboardInterrupt, SystemExit) as exc:
-                # A stop the operator asked for is not a failure of Kaleyra or the database.
-                cancelled = stop.is_set() and isinstance(
-                    exc, Stopped | Cancelled | KeyboardInterrupt | SystemExit
-                )
-                reason = stop_reason(stop) if cancelled else _reason(exc, halt)
-                status = Outcome.CANCELLED if cancelled else Outcome.FAILED
-                try:
-                    session.finish_run(run_id, status.label, pages=progress.pages, error=reason)
-                except Exception:  # the database itself may be what failed
-                    log.exception(
-                        "could not mark run %s %s; the next run will mark it failed",
-                        run_id,
-                        status.label,
-                        extra=context,
-                    )
-                if not isinstance(exc, Exception):
-                    raise
-                result = SweepResult(
-                    account_sid=client.sid,
-                    channel=channel,
-                    outcome=status,
-                    run_id=run_id,
-                    pages=progress.pages,
-                    message=reason,
-                    # The client only learns that it must stop; the halt knows it was the deadline.
-                    error_type=(
-                        DeadlinePassed
-                        if not cancelled and isinstance(exc, Cancelled) and halt.deadline_passed()
-                        else type(exc)
-                    ),
-                    account_wide=getattr(exc, "account_wide", False),
-                )
+            result = _Sweep(client, session, options, halt, on_page=on_page, on_change=on_change).run()
     except LockHeld as held:
         result = _lock_held(held, client.sid, channel, options)
     return finished(result, started)
 
 
-def _sweep_locked(
-    client: KaleyraClient,
-    session: LockedChannel,
-    run_id: int,
-    channel: str,
-    options: SweepOptions,
-    halt: _Halt,
-    progress: _Progress,
-    on_page: PageCallback | None,
-    on_change: ChangeCallback | None,
-) -> SweepResult:
-    def rows() -> Iterator[Entry]:
-        for page in client.pages(channel, cancel=halt):
-            halt.check("paging")
-            progress.pages += 1
-            progress.rows += len(page.entries)
-            progress.repeated += page.repeated
-            _count_codes(progress.codes, page.entries)
-            if page.rejected:
-                progress.rejected += len(page.rejected)
-                room = _REJECTED_EXAMPLES - len(progress.rejected_examples)
-                progress.rejected_examples += [describe_rejected(r) for r in page.rejected[:room]]
+class _Sweep:
+    """One sweep of a locked (account, channel): one method per step of the module's order."""
+
+    def __init__(
+        self,
+        client: KaleyraClient,
+        session: LockedChannel,
+        options: SweepOptions,
+        halt: _Halt,
+        *,
+        on_page: PageCallback | None,
+        on_change: ChangeCallback | None,
+    ) -> None:
+        self.client = client
+        self.session = session
+        self.channel = session.channel
+        self.options = options
+        self.halt = halt
+        self.on_page = on_page
+        self.on_change = on_change
+        self.progress = _Progress()
+        self.pair: dict[str, object] = {"account": client.sid, "channel": self.channel}  # for log lines
+        self.context = dict(self.pair)  # ... and, once there is one, the run's id
+
+    def run(self) -> SweepResult:
+        """Step 2, then steps 3 to 6 (:meth:`_sweep`) under a run row that says how they ended."""
+        skipped = self._close_abandoned_runs()
+        if skipped is not None:
+            return skipped
+        run_id = self.session.start_run(self.options.trigger)
+        self.context["run_id"] = run_id
+        log.info("sweep started (%s)", self.options.trigger, extra=self.context)
+        try:
+            result = self._sweep(run_id)
+        except (Exception, KeyboardInterrupt, SystemExit) as exc:
+            result = self._abandoned(run_id, exc)
+            if not isinstance(exc, Exception):
+                raise
+            return result
+        if self.halt.stop.is_set():
+            # The stop came too late to stop anything: say what did happen.
+            result = replace(result, message=_finished_despite_stop(result, self.halt.stop))
+        return result
+
+    def _close_abandoned_runs(self) -> SweepResult | None:
+        """Step 2: close the runs of dead processes; then the skip result, if the channel was
+        swept moments ago."""
+        # We hold the lock, so a run still ``running`` is a dead process's (SIGKILL, OOM, a
+        # lost node): close it before judging when the channel was last swept, or a shard's
+        # retry would take that corpse for a sweep in progress and skip the pair.
+        abandoned = self.session.fail_abandoned_runs()
+        if abandoned:
+            log.warning("marked %d abandoned run(s) as failed", abandoned, extra=self.context)
+        if self.options.skip_if_swept_within is None:
+            return None
+        # Shards retry a failed or stopped pair (their Job's retry, a pod restarted after
+        # SIGTERM): only a sweep that did not fail counts as done moments ago.
+        age = self.session.seconds_since_last_start(count_failures=not self.options.lock_held_is_skip)
+        if age is None or age >= self.options.skip_if_swept_within:
+            return None
+        return SweepResult(
+            account_sid=self.client.sid,
+            channel=self.channel,
+            outcome=Outcome.SKIPPED,
+            message=f"swept {age:.0f}s ago, by this or another process; skipping this tick",
+        )
+
+    def _sweep(self, run_id: int) -> SweepResult:
+        """Steps 3 to 6. Raises, with nothing applied, for a failed page, a stop, the deadline
+        or a crash."""
+        staged = self._stage()
+        comparison, diff = self._diff(staged)
+        held = self._held_unconfirmed(staged, diff)
+        if held is None or self.options.force or self.options.dry_run:
+            diff = self._confirm(comparison)
+            held = held or removal_hold(diff.current, diff.removed, self.options.guard)
+        if self.options.dry_run:
+            return self._review(comparison, run_id, diff, held)
+        if held and not self.options.force:
+            return self._hold(run_id, diff, held)
+        return self._apply(comparison, run_id, diff)
+
+    def _stage(self) -> Staged:
+        """Step 3: stream every page into the staging table."""
+        with self.progress.timed("fetch"):
+            staged = self.session.stage(self._rows())
+        if self.progress.rejected:
+            log.warning(
+                "%d listed row(s) cannot be a phone number and were not stored, e.g. %s",
+                self.progress.rejected,
+                ", ".join(self.progress.rejected_examples),
+                extra=self.pair,
+            )
+        return staged
+
+    def _rows(self) -> Iterator[Entry]:
+        progress = self.progress
+        for page in self.client.pages(self.channel, cancel=self.halt):
+            self.halt.check("paging")
+            progress.count(page)
             log.debug(
                 "page %d at offset %d: %d new rows",
                 progress.pages,
                 page.offset,
                 len(page.entries),
-                extra={
-                    "account": client.sid,
-                    "channel": channel,
-                    "pages": progress.pages,
-                    "offset": page.offset,
-                },
+                extra={**self.pair, "pages": progress.pages, "offset": page.offset},
             )
-            if on_page:
-                on_page(channel, progress.pages, progress.rows)
+            if self.on_page:
+                self.on_page(self.channel, progress.pages, progress.rows)
             yield from page.entries
 
-    with progress.timed("fetch"):
-        listed = session.stage(rows())
-    if progress.rejected:
-        log.warning(
-            "%d listed row(s) cannot be a phone number and were not stored, e.g. %s",
-            progress.rejected,
-            ", ".join(progress.rejected_examples),
-            extra={"account": client.sid, "channel": channel},
+    def _diff(self, staged: Staged) -> tuple[Comparison, Diff]:
+        """Step 4: additions and removal candidates, in SQL."""
+        with self.progress.timed("diff"):
+            comparison = staged.diff()
+            return comparison, replace(comparison.counts(), rejected=self.progress.rejected)
+
+    def _held_unconfirmed(self, staged: Staged, diff: Diff) -> str | None:
+        """Step 4's holds, before any request is spent confirming removals: an empty listing
+        over a full table, or rows that say they are another channel's."""
+        return empty_listing_hold(staged.rows, diff.current) or channel_type_hold(
+            self.channel, self.progress.codes, self.session.channel_types()
         )
-    with progress.timed("diff"):
-        diff = replace(session.diff(listed), rejected=progress.rejected)
-    # Held before any request is spent confirming removals: an empty listing over a full
-    # table, or rows that say they are another channel's.
-    held = empty_listing_hold(listed, diff.current) or channel_type_hold(
-        channel, progress.codes, session.channel_types()
-    )
-    if held is None or options.force or options.dry_run:
+
+    def _confirm(self, comparison: Comparison) -> Diff:
+        """Step 5: confirm the removal candidates; the diff as they left it."""
+        progress = self.progress
         with progress.timed("verify"):
-            _confirm_removals(client, session, channel, halt, forced=options.force)
-            diff = replace(session.counts(listed), rejected=progress.rejected)
+            _confirm_removals(self.client, comparison, self.channel, self.halt, forced=self.options.force)
+            diff = replace(comparison.counts(), rejected=progress.rejected)
             diff = replace(diff, listing_complete=not (progress.repeated or diff.rescued or diff.unconfirmed))
-        _log_proof(diff, progress.repeated, {"account": client.sid, "channel": channel})
-        held = held or removal_hold(diff.current, diff.removed, options.guard)
-    result = functools.partial(
-        SweepResult,
-        account_sid=client.sid,
-        channel=channel,
-        run_id=run_id,
-        pages=progress.pages,
-        diff=diff,
-        phases=progress.phases,
-    )
-    if options.dry_run:
-        if on_change:
-            for change, mobile in session.changes():
-                on_change(client.sid, channel, change, mobile)
-        note = f"would be held: {held}" if held and not options.force else None
-        session.finish_run(run_id, RunStatus.DRY_RUN, pages=progress.pages, diff=diff, error=note)
-        return result(outcome=Outcome.DRY_RUN, message=note)
-    if held and not options.force:
+        _log_proof(diff, progress.repeated, self.pair)
+        return diff
+
+    def _review(self, comparison: Comparison, run_id: int, diff: Diff, held: str | None) -> SweepResult:
+        """``--dry-run``: report each change and what the guard would do; apply nothing."""
+        if self.on_change:
+            for change, mobile in comparison.changes():
+                self.on_change(self.client.sid, self.channel, change, mobile)
+        note = f"would be held: {held}" if held and not self.options.force else None
+        self.session.finish_run(run_id, RunStatus.DRY_RUN, pages=self.progress.pages, diff=diff, error=note)
+        return self._result(Outcome.DRY_RUN, run_id, diff, note)
+
+    def _hold(self, run_id: int, diff: Diff, held: str) -> SweepResult:
+        """Step 6's guard: held, nothing applied."""
         message = f"held by the safety guard: {held}. Nothing was applied"
-        session.finish_run(run_id, RunStatus.HELD, pages=progress.pages, diff=diff, error=message)
-        return result(outcome=Outcome.HELD, message=message)
-    halt.check("about to apply")
-    with progress.timed("apply"):
-        session.apply(run_id, pages=progress.pages, diff=diff, channel_types=progress.codes)
-    return result(outcome=Outcome.SUCCEEDED)
+        self.session.finish_run(run_id, RunStatus.HELD, pages=self.progress.pages, diff=diff, error=message)
+        return self._result(Outcome.HELD, run_id, diff, message)
 
+    def _apply(self, comparison: Comparison, run_id: int, diff: Diff) -> SweepResult:
+        """Step 6: apply everything, and the run row, in one transaction."""
+        self.halt.check("about to apply")
+        with self.progress.timed("apply"):
+            comparison.apply(run_id, pages=self.progress.pages, diff=diff, channel_types=self.progress.codes)
+        return self._result(Outcome.SUCCEEDED, run_id, diff)
 
-def _count_codes(codes: Counter[str], entries: list[Entry]) -> None:
-    for entry in entries:
-        code = entry.channel_type
-        if code is not None:
-            codes[code if code in codes or len(codes) < _MAX_CODES else _OTHER_CODES] += 1
+    def _result(self, outcome: Outcome, run_id: int, diff: Diff, message: str | None = None) -> SweepResult:
+        return SweepResult(
+            account_sid=self.client.sid,
+            channel=self.channel,
+            outcome=outcome,
+            run_id=run_id,
+            pages=self.progress.pages,
+            diff=diff,
+            message=message,
+            phases=self.progress.phases,
+        )
+
+    def _abandoned(self, run_id: int, exc: BaseException) -> SweepResult:
+        """A sweep that raised applied nothing: its run row says ``cancelled`` when the stop an
+        operator asked for ended it (not a failure of Kaleyra or the database), else ``failed``."""
+        stop = self.halt.stop
+        cancelled = stop.is_set() and isinstance(exc, Stopped | Cancelled | KeyboardInterrupt | SystemExit)
+        reason = stop_reason(stop) if cancelled else _reason(exc, self.halt)
+        outcome = Outcome.CANCELLED if cancelled else Outcome.FAILED
+        try:
+            self.session.finish_run(run_id, outcome.run_status, pages=self.progress.pages, error=reason)
+        except Exception:  # the database itself may be what failed
+            log.exception(
+                "could not mark run %s %s; the next run will mark it failed",
+                run_id,
+                outcome.label,
+                extra=self.context,
+            )
+        # The client only learns that it must stop; the halt knows it was the deadline.
+        deadline = not cancelled and isinstance(exc, Cancelled) and self.halt.deadline_passed()
+        return SweepResult(
+            account_sid=self.client.sid,
+            channel=self.channel,
+            outcome=outcome,
+            run_id=run_id,
+            pages=self.progress.pages,
+            message=reason,
+            error_type=DeadlinePassed if deadline else type(exc),
+            account_wide=getattr(exc, "account_wide", False),
+        )
 
 
 def _log_proof(diff: Diff, repeated: int, context: dict[str, object]) -> None:
@@ -372,7 +424,7 @@ def _log_proof(diff: Diff, repeated: int, context: dict[str, object]) -> None:
 
 
 def _confirm_removals(
-    client: KaleyraClient, session: LockedChannel, channel: str, halt: _Halt, *, forced: bool = False
+    client: KaleyraClient, comparison: Comparison, channel: str, halt: _Halt, *, forced: bool = False
 ) -> None:
     """Ask Kaleyra about every removal candidate directly; record a removal only where the
     answer is shown complete.
@@ -399,15 +451,15 @@ def _confirm_removals(
     guard; an operator who reviewed it (``--dry-run``) and applies it with ``--force`` is the
     only proof there can be, so then the filter's plain answers decide.
     """
-    candidates = session.removal_candidates(MAX_LIMIT)
+    candidates = comparison.removal_candidates(MAX_LIMIT)
     first = next(candidates, None)
     if first is None:
         return  # nothing to confirm: not one request spent
-    sample = session.listed_sample(_CONTROL_SAMPLE)
+    sample = comparison.listed_sample(_CONTROL_SAMPLE)
     if not sample and forced:
         for batch in itertools.chain([first], candidates):
             halt.check("confirming removals")
-            session.keep(client.check(channel, batch, cancel=halt))
+            comparison.keep(client.check(channel, batch, cancel=halt))
         return
     honoured = _honoured_rows(client, channel, sample, halt)
     per_check = min(CONTROLS_PER_CHECK, honoured // 2)
@@ -416,7 +468,7 @@ def _confirm_removals(
     for batch in _rebatch(first, candidates, max(room, 1)):
         halt.check("confirming removals")
         if per_check < 1 or room < 1:
-            session.unconfirm(batch)
+            comparison.unconfirm(batch)
             continue
         asked = [controls.next() for _ in range(per_check)]
         question = batch + asked
@@ -425,12 +477,12 @@ def _confirm_removals(
             found = client.check(channel, question, cancel=halt)
         except ProtocolError as exc:
             log.warning("a removal check could not be read: %s", exc.reason, extra={"channel": channel})
-            session.unconfirm(batch)
+            comparison.unconfirm(batch)
             continue
-        session.keep(found.intersection(batch))
+        comparison.keep(found.intersection(batch))
         absent = [m for m in batch if m not in found]
         if not set(asked) <= found:
-            session.unconfirm(absent)  # an answer missing a control proves no absence
+            comparison.unconfirm(absent)  # an answer missing a control proves no absence
         # else: a complete answer; the absent candidates stay removal candidates
 
 
