@@ -121,11 +121,8 @@ class _TqdmSafeHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
 def resolve_log_level(level: str | None, verbose: int = 0, quiet: int = 0) -> int:
     """The level from ``--log-level`` or ``-v``/``-q`` (each once more lowers or raises it a
-    step from INFO). Both at once is a usage error: which one was meant?"""
-    from sync.settings import ConfigError
-
-    if level and (verbose or quiet):
-        raise ConfigError("give --log-level or -v/-q, not both")
+    step from INFO). The command line refuses both at once (which one was meant?); here the
+    level named wins."""
     if level:
         return logging.getLevelNamesMapping()[level.upper()]
     return min(max(logging.INFO + 10 * (quiet - verbose), logging.DEBUG), logging.ERROR)

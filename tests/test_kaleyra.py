@@ -8,7 +8,6 @@ import time
 import pytest
 import requests
 
-from sync.cli import advice_for
 from sync.kaleyra import KaleyraClient, RetryPolicy
 from sync.kaleyra_errors import (
     AuthenticationError,
@@ -24,6 +23,7 @@ from sync.kaleyra_errors import (
     ServerError,
     TransportError,
 )
+from sync.output import advice_for
 from sync.simulator import VENDOR_ERRORS, Simulator
 from tests.conftest import make_client, numbers
 
