@@ -26,13 +26,14 @@ from sqlalchemy.exc import OperationalError
 from sync import __version__, database, health, output, preflight, redaction
 from sync.guard import GuardLimits
 from sync.kaleyra import KaleyraClient, RetryPolicy
-from sync.run import client_for, exit_code, sweep_accounts
+from sync.run import SHARD_SKIP_IF_SWEPT_WITHIN, client_for, exit_code, sweep_accounts
 from sync.settings import (
     Account,
     AccountSource,
     ConfigError,
     Tuning,
     check_output_file,
+    duration_text,
     parse_duration,
     parse_shard,
     quoted,
@@ -44,6 +45,7 @@ from sync.telemetry import LOG_LEVELS, LogSettings, Metrics, ProgressBars, confi
 from sync.vocabulary import REGIONS, Channel, ExitCode, Trigger
 
 DEMO_DATABASE = "sqlite:///blocklist-sync-demo.db"
+DEFAULT_CRON = "15 * * * *"  # schedule's ticks when neither --cron nor --every is given
 
 
 def fail(message: str, code: int = ExitCode.USAGE) -> NoReturn:
@@ -163,7 +165,7 @@ database_option = click.option(
     "--database-url",
     envvar="DATABASE_URL",
     show_envvar=True,
-    help="SQLAlchemy URL; postgresql:// uses psycopg 3. Default: sqlite:///blocklist-sync.db.",
+    help=f"SQLAlchemy URL; postgresql:// uses psycopg 3. Default: {database.SQLITE_DEFAULT}.",
 )
 
 
@@ -227,7 +229,7 @@ tuning_options = _gathered(
         click.option(
             "--concurrency",
             type=WholeNumber(1, 32),
-            default=4,
+            default=Tuning.concurrency,
             show_default=True,
             envvar="BLOCKLIST_SYNC_CONCURRENCY",
             show_envvar=True,
@@ -243,7 +245,7 @@ tuning_options = _gathered(
         click.option(
             "--max-pages",
             type=WholeNumber(1),
-            default=200_000,
+            default=Tuning.max_pages,
             show_default=True,
             envvar="BLOCKLIST_SYNC_MAX_PAGES",
             show_envvar=True,
@@ -251,7 +253,7 @@ tuning_options = _gathered(
         ),
         click.option(
             "--sweep-timeout",
-            default="2h",
+            default=duration_text(Tuning.sweep_timeout),
             show_default=True,
             envvar="BLOCKLIST_SYNC_SWEEP_TIMEOUT",
             show_envvar=True,
@@ -271,7 +273,7 @@ guard_options = _gathered(
         click.option(
             "--max-removal-fraction",
             type=Decimal(0, 1),
-            default=0.2,
+            default=GuardLimits.max_removal_fraction,
             show_default=True,
             envvar="BLOCKLIST_SYNC_MAX_REMOVAL_FRACTION",
             show_envvar=True,
@@ -280,7 +282,7 @@ guard_options = _gathered(
         click.option(
             "--guard-min-entries",
             type=WholeNumber(0),
-            default=100,
+            default=GuardLimits.min_entries,
             show_default=True,
             envvar="BLOCKLIST_SYNC_GUARD_MIN_ENTRIES",
             show_envvar=True,
@@ -382,11 +384,13 @@ def configured_metrics(store: Store, accounts: list[Account]) -> Metrics:
 
 
 @click.group(
-    cls=OneLineErrorsGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
+    cls=OneLineErrorsGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    help=f"Sync Kaleyra blocklists ({', '.join(Channel)}) into PostgreSQL, with history.",
 )
 @click.version_option(__version__, prog_name="blocklist-sync")
 def cli() -> None:
-    """Sync Kaleyra blocklists (sms, whatsapp, voice) into PostgreSQL, with history."""
+    """The command group; its help names the channels from :class:`Channel`."""
 
 
 @cli.command()
@@ -438,7 +442,7 @@ def migrate(database_url: str | None) -> None:
     show_envvar=True,
     metavar="DURATION",
     help="Skip a channel whose last sweep, by any process, started less than this "
-    "long ago (e.g. 30m). Default: never; with --shard, 30m.",
+    f"long ago (e.g. 30m). Default: never; with --shard, {duration_text(SHARD_SKIP_IF_SWEPT_WITHIN)}.",
 )
 @tuning_options
 @guard_options
@@ -657,7 +661,7 @@ def grant_read(database_url: str | None, role: str) -> None:
 @config_errors_exit
 @account_options
 @database_option
-@click.option("--cron", "cron_expr", help='Crontab expression, UTC (default "15 * * * *").')
+@click.option("--cron", "cron_expr", help=f'Crontab expression, UTC (default "{DEFAULT_CRON}").')
 @click.option("--every", help="Fixed interval instead of --cron, e.g. 30m, 2h.")
 @click.option(
     "--jitter",
@@ -713,7 +717,7 @@ def schedule(
     trigger = (
         scheduler.every_trigger(every, jitter or None)
         if every
-        else scheduler.crontab_trigger(cron_expr or "15 * * * *", jitter or None)
+        else scheduler.crontab_trigger(cron_expr or DEFAULT_CRON, jitter or None)
     )
     ready = prepare(source, database_url, log, metrics_file)
     accounts, store = ready.accounts, ready.store

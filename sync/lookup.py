@@ -22,6 +22,7 @@ from sqlalchemy import Engine, text
 
 from sync.numbers import canonical
 from sync.regions import region_of
+from sync.vocabulary import RunStatus
 
 __all__ = [
     "Channel",
@@ -116,9 +117,10 @@ def look_up(engine: Engine, numbers: list[tuple[str, phonenumbers.PhoneNumber]])
         swept = connection.execute(
             text(
                 "SELECT account_sid, channel, MAX(finished_at) FROM sync_runs "
-                "WHERE status = 'succeeded' GROUP BY account_sid, channel "
+                "WHERE status = :status GROUP BY account_sid, channel "
                 "ORDER BY account_sid, channel"
-            )
+            ),
+            {"status": RunStatus.SUCCEEDED},
         ).all()
         for raw, number in numbers:
             mobile = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)

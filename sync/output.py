@@ -205,7 +205,7 @@ def status_table(
     for s in scoped.judged:
         problem = problems[s.account_sid, s.channel]
         if problem:
-            error = f": {s.last_error}" if s.last_status in ("failed", "held") and s.last_error else ""
+            error = f": {s.last_error}" if health.failed_or_held(s) and s.last_error else ""
             lines.append(f"PROBLEM {s.account_sid} {s.channel}: {problem}{error}")
         if s.last_rejected:
             lines.append(

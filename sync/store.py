@@ -28,6 +28,7 @@ from sqlalchemy import Connection, Engine, bindparam, func, select, text
 
 from sync.dialect import Dialect, LockHolder, Row, dialect_for
 from sync.schema import UtcTime, blocklist_channel_types, blocklist_entries, sync_runs
+from sync.vocabulary import RunStatus, Trigger
 
 __all__ = [
     "ChannelStatus",
@@ -224,9 +225,9 @@ class LockedChannel:
             .where(
                 sync_runs.c.account_sid == self.account_sid,
                 sync_runs.c.channel == self.channel,
-                sync_runs.c.status == "running",
+                sync_runs.c.status == RunStatus.RUNNING,
             )
-            .values(status="failed", finished_at=self.now(), error=_ABANDONED)
+            .values(status=RunStatus.FAILED, finished_at=self.now(), error=_ABANDONED)
         )
         self.connection.commit()
         return result.rowcount
@@ -235,7 +236,9 @@ class LockedChannel:
         """Seconds since the last sweep of this channel started (any outcome but a dry run;
         without ``count_failures``, failed and cancelled sweeps are left out too, so a retry
         after a failure or a stop is not mistaken for a sweep done moments ago)."""
-        ignored = ["dry_run"] if count_failures else ["dry_run", "failed", "cancelled"]
+        ignored = [RunStatus.DRY_RUN]
+        if not count_failures:
+            ignored += [RunStatus.FAILED, RunStatus.CANCELLED]
         last = _as_utc(
             self.connection.execute(
                 select(func.max(sync_runs.c.started_at)).where(
@@ -249,18 +252,24 @@ class LockedChannel:
         self.connection.commit()
         return age
 
-    def start_run(self, trigger: str) -> int:
+    def start_run(self, trigger: Trigger) -> int:
         """Insert and commit the ``running`` row, so even a crash leaves a trace."""
         run_id = self.connection.execute(
             sync_runs.insert()
-            .values(**self._where, trigger=trigger, status="running", started_at=self.now())
+            .values(**self._where, trigger=trigger, status=RunStatus.RUNNING, started_at=self.now())
             .returning(sync_runs.c.id)
         ).scalar_one()
         self.connection.commit()
         return int(run_id)
 
     def finish_run(
-        self, run_id: int, status: str, *, pages: int = 0, diff: Diff | None = None, error: str | None = None
+        self,
+        run_id: int,
+        status: RunStatus,
+        *,
+        pages: int = 0,
+        diff: Diff | None = None,
+        error: str | None = None,
     ) -> None:
         """Record how a run ended that applied nothing (failed, held, dry_run)."""
         if self.connection.in_transaction():
@@ -268,7 +277,7 @@ class LockedChannel:
         self.connection.execute(
             sync_runs.update()
             # Only a run still going: never rewrite one whose changes were already committed.
-            .where(sync_runs.c.id == run_id, sync_runs.c.status == "running")
+            .where(sync_runs.c.id == run_id, sync_runs.c.status == RunStatus.RUNNING)
             .values(status=status, finished_at=self.now(), pages_fetched=pages, error=error, **_counts(diff))
         )
         self.connection.commit()
@@ -282,7 +291,7 @@ class LockedChannel:
         query = select(func.max(sync_runs.c.started_at)).where(
             sync_runs.c.account_sid == self.account_sid,
             sync_runs.c.channel == self.channel,
-            sync_runs.c.status == "succeeded",
+            sync_runs.c.status == RunStatus.SUCCEEDED,
         )
         if complete_listing:
             query = query.where(sync_runs.c.listing_complete.is_not(False))
@@ -544,7 +553,7 @@ class Comparison:
                 sync_runs.update()
                 .where(sync_runs.c.id == run_id)
                 .values(
-                    status="succeeded",
+                    status=RunStatus.SUCCEEDED,
                     finished_at=params["detected_at"],
                     pages_fetched=pages,
                     error=None,

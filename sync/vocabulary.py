@@ -22,7 +22,7 @@ __all__ = [
     "Outcome",
     "RunStatus",
     "Trigger",
-    "sql_in",
+    "in_words",
 ]
 
 
@@ -111,6 +111,9 @@ REGIONS: dict[str, str] = {
 }
 
 
-def sql_in(column: str, words: type[enum.StrEnum]) -> str:
-    """``column IN ('a', 'b')`` for a CHECK constraint: the enum's values, in its order."""
-    return f"{column} IN ({', '.join(repr(str(w)) for w in words)})"
+def in_words(words: type[enum.StrEnum], last: str = "or") -> str:
+    """An enum's values as a sentence lists them, in its order: ``sms, whatsapp or voice``.
+    Help texts and column comments that name every channel (or trigger) say it so, and so
+    stay true when a member is added."""
+    values = [str(w) for w in words]
+    return f"{', '.join(values[:-1])} {last} {values[-1]}" if len(values) > 1 else "".join(values)
