@@ -230,7 +230,8 @@ class _Sweep:
 
     def run(self) -> SweepResult:
         """Step 2, then steps 3 to 6 (:meth:`_sweep`) under a run row that says how they ended."""
-        skipped = self._close_abandoned_runs()
+        self._close_abandoned_runs()
+        skipped = self._swept_moments_ago()
         if skipped is not None:
             return skipped
         run_id = self.session.start_run(self.options.trigger)
@@ -248,15 +249,18 @@ class _Sweep:
             result = replace(result, message=_finished_despite_stop(result, self.halt.stop))
         return result
 
-    def _close_abandoned_runs(self) -> SweepResult | None:
-        """Step 2: close the runs of dead processes; then the skip result, if the channel was
-        swept moments ago."""
-        # We hold the lock, so a run still ``running`` is a dead process's (SIGKILL, OOM, a
-        # lost node): close it before judging when the channel was last swept, or a shard's
-        # retry would take that corpse for a sweep in progress and skip the pair.
+    def _close_abandoned_runs(self) -> None:
+        """Step 2: we hold the lock, so a run still ``running`` is a dead process's (SIGKILL,
+        OOM, a lost node). It is closed before :meth:`_swept_moments_ago` judges when the
+        channel was last swept, or a shard's retry would take that corpse for a sweep in
+        progress and skip the pair."""
         abandoned = self.session.fail_abandoned_runs()
         if abandoned:
             log.warning("marked %d abandoned run(s) as failed", abandoned, extra=self.context)
+
+    def _swept_moments_ago(self) -> SweepResult | None:
+        """Step 2's skip (scheduler replicas, shards): the result of a channel swept moments
+        ago, by this process or another, or None to sweep it."""
         if self.options.skip_if_swept_within is None:
             return None
         # Shards retry a failed or stopped pair (their Job's retry, a pod restarted after
