@@ -22,9 +22,18 @@ from sqlalchemy import Engine, text
 
 from sync.numbers import canonical
 from sync.regions import region_of
-from sync.settings import ConfigError
+from sync.vocabulary import RunStatus
 
-__all__ = ["Channel", "Interval", "NumberReport", "as_record", "describe", "look_up", "normalise"]
+__all__ = [
+    "Channel",
+    "Interval",
+    "NumberReport",
+    "UnreadableNumber",
+    "as_record",
+    "describe",
+    "look_up",
+    "normalise",
+]
 
 
 @dataclass(frozen=True)
@@ -68,15 +77,20 @@ class NumberReport:
         return any(c.intervals for c in self.channels)
 
 
+class UnreadableNumber(ValueError):
+    """A number that cannot be a phone number, or a region to read it in that does not exist.
+    The message says how to write it instead."""
+
+
 def normalise(raw: str, region: str | None = None) -> phonenumbers.PhoneNumber:
-    """Parse a number as people write it; :class:`ConfigError` (exit 2) if it cannot be one.
+    """Parse a number as people write it; :class:`UnreadableNumber` if it cannot be one.
 
     ``+`` or ``00`` starts an international number; digits alone are international too
     (``919876543210``) unless ``region`` says how to read a national number.
     """
     text_ = raw.strip()
     if region is not None and region.upper() not in phonenumbers.SUPPORTED_REGIONS:
-        raise ConfigError(f"--region {region!r} is not an ISO 3166 region code; use e.g. IN, US, GB")
+        raise UnreadableNumber(f"--region {region!r} is not an ISO 3166 region code; use e.g. IN, US, GB")
     if text_.startswith("00") and region is None:
         text_ = "+" + text_[2:]
     elif not text_.startswith("+") and region is None:
@@ -88,7 +102,7 @@ def normalise(raw: str, region: str | None = None) -> phonenumbers.PhoneNumber:
     if number is None or not phonenumbers.is_possible_number(number):
         hint = "" if region else ", or give --region for a national number"
         shown = raw if len(raw) <= 40 else raw[:40] + "..."  # a hostile argument stays one line
-        raise ConfigError(f"{shown!r} cannot be a phone number; write it as +919876543210{hint}")
+        raise UnreadableNumber(f"{shown!r} cannot be a phone number; write it as +919876543210{hint}")
     return number
 
 
@@ -109,9 +123,10 @@ def look_up(engine: Engine, numbers: list[tuple[str, phonenumbers.PhoneNumber]])
             text(
                 "SELECT r.account_sid, r.channel, r.finished_at, r.listing_complete FROM sync_runs r "
                 "WHERE r.id = (SELECT MAX(x.id) FROM sync_runs x WHERE x.account_sid = r.account_sid "
-                "AND x.channel = r.channel AND x.status = 'succeeded') "
+                "AND x.channel = r.channel AND x.status = :status) "
                 "ORDER BY r.account_sid, r.channel"
-            )
+            ),
+            {"status": RunStatus.SUCCEEDED},
         ).all()
         for raw, number in numbers:
             mobile = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)

@@ -29,6 +29,7 @@ __all__ = [
     "Shard",
     "Tuning",
     "check_output_file",
+    "duration_text",
     "load_accounts",
     "parse_channels",
     "parse_duration",
@@ -289,7 +290,7 @@ def accounts_from_toml(path: Path, env: Mapping[str, str], *, need_keys: bool = 
     sid = "HXXXXXXX071US"
     api_key_file = "/run/credentials/blocklist-sync.service/kaleyra"  # or api_key, api_key_env
     region = "in"                      # or base_url = "https://api.in.kaleyra.io/v1"
-    channels = ["sms", "whatsapp"]     # default: all three
+    channels = ["sms", "whatsapp"]     # default: every channel
     """
     accounts = [
         _account_from_table(table, f"{path} account {i}", env, need_keys=need_keys)
@@ -551,6 +552,15 @@ def parse_duration(value: str, setting: str) -> float:
             "write a duration over 0s and at most 366d, like 90s, 30m, 2h or 1d"
         )
     return seconds
+
+
+def duration_text(seconds: float) -> str:
+    """``seconds`` as :func:`parse_duration` reads it back, in the largest unit that divides it
+    (``2h``, ``90m``, ``45s``): how a default duration is shown in help texts."""
+    for unit, size in sorted(_UNIT_SECONDS.items(), key=lambda item: -item[1]):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size:g}{unit}"
+    return f"{seconds:g}s"
 
 
 def check_output_file(path: str, setting: str) -> None:

@@ -40,15 +40,12 @@ from typing import Any
 from alembic.operations import MigrateOperation, Operations
 from sqlalchemy import text
 
-__all__ = ["CreateViewOp", "DropViewOp", "View", "sql_literal", "views_set_aside"]
+from sync.sql import sql_literal
+
+__all__ = ["CreateViewOp", "DropViewOp", "View", "views_set_aside"]
 
 
 PREFIX = "blocklist_"
-
-
-def sql_literal(value: str) -> str:
-    """A SQL string literal. The comments are ours, but an apostrophe must not break them."""
-    return "'" + value.replace("'", "''") + "'"
 
 
 @dataclass(frozen=True)

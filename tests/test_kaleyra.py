@@ -8,7 +8,6 @@ import time
 import pytest
 import requests
 
-from sync.cli import advice_for
 from sync.kaleyra import (
     AuthenticationError,
     BadRequestError,
@@ -25,6 +24,7 @@ from sync.kaleyra import (
     ServerError,
     TransportError,
 )
+from sync.output import advice_for
 from sync.simulator import VENDOR_ERRORS, Simulator
 from tests.conftest import FakeClock, make_client, numbers
 
