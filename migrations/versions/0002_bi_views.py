@@ -22,9 +22,7 @@ SQLite Alembic's batch mode (copy, drop, rename) fails the rename while a view n
 
 from __future__ import annotations
 
-from alembic import op
-
-from sync.views import View
+from sync.views import View, op
 
 revision = "0002"
 down_revision = "0001"

@@ -20,9 +20,7 @@ rename while they exist, so they are set aside around the change of the constrai
 
 from __future__ import annotations
 
-from alembic import op
-
-from sync.views import View, sql_literal, views_set_aside
+from sync.views import View, op, sql_literal, views_set_aside
 
 revision = "0004"
 down_revision = "0003"

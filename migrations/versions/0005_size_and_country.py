@@ -21,16 +21,16 @@ phonenumbers' metadata, see sync/regions.py). They first count numbers per leadi
 MAX_PREFIX_LENGTH characters, then place each distinct head once: thousands of prefix look-ups
 instead of one per number, so the sweep pays nothing and a query pays little.
 """
+
 from __future__ import annotations
 
 import sqlalchemy as sa
-from alembic import op
 
 from sync.regions import load
-from sync.views import View
+from sync.views import View, op
 
-revision = '0005'
-down_revision = '0004'
+revision = "0005"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
@@ -201,15 +201,16 @@ VIEWS = (DAILY_SIZE, BY_COUNTRY, DAILY_CHANGES_BY_COUNTRY)
 # sweep writes); and planner statistics on the groupings the
 # views use, so the planner knows a million numbers share a few thousand heads (without them it
 # expects a million groups and spends longer compiling the query than running it).
-PG_INDEX = ("CREATE INDEX ix_blocklist_events_account_day ON blocklist_events "
-            "(account_sid, ((detected_at AT TIME ZONE 'UTC')::date))")
+PG_INDEX = (
+    "CREATE INDEX ix_blocklist_events_account_day ON blocklist_events "
+    "(account_sid, ((detected_at AT TIME ZONE 'UTC')::date))"
+)
 PG_STATISTICS = {  # expressions in statistics need PostgreSQL 14
-    'st_blocklist_entries_head': "account_sid, channel, (substr(mobile, 1, {n})) "
-                                 "FROM blocklist_entries",
-    'st_blocklist_events_day': "((detected_at AT TIME ZONE 'UTC')::date), account_sid, channel "
-                               "FROM blocklist_events",
-    'st_blocklist_events_day_head': "((detected_at AT TIME ZONE 'UTC')::date), account_sid, "
-                                    "channel, (substr(mobile, 1, {n})) FROM blocklist_events",
+    "st_blocklist_entries_head": "account_sid, channel, (substr(mobile, 1, {n})) FROM blocklist_entries",
+    "st_blocklist_events_day": "((detected_at AT TIME ZONE 'UTC')::date), account_sid, channel "
+    "FROM blocklist_events",
+    "st_blocklist_events_day_head": "((detected_at AT TIME ZONE 'UTC')::date), account_sid, "
+    "channel, (substr(mobile, 1, {n})) FROM blocklist_events",
 }
 
 
@@ -246,7 +247,7 @@ def upgrade() -> None:
     bind = op.get_bind()
     if bind.dialect.name == "postgresql":
         op.execute(PG_INDEX)
-        if bind.dialect.server_version_info >= (14,):
+        if (bind.dialect.server_version_info or ()) >= (14,):
             for name, target in PG_STATISTICS.items():
                 op.execute(f"CREATE STATISTICS {name} (ndistinct) ON " + target.format(n=MAX_PREFIX_LENGTH))
 
