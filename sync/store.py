@@ -211,18 +211,24 @@ class LockedChannel:
         without ``count_failures``, failed and cancelled sweeps are left out too, so a retry
         after a failure or a stop is not mistaken for a sweep done moments ago)."""
         ignored = ["dry_run"] if count_failures else ["dry_run", "failed", "cancelled"]
+        # The last by id, not the latest time: runs are numbered in the order they started
+        # (under this lock), while a time written by a host whose clock was off may lie.
         last = _as_utc(
             self.connection.execute(
-                select(func.max(sync_runs.c.started_at)).where(
+                select(sync_runs.c.started_at)
+                .where(
                     sync_runs.c.account_sid == self.account_sid,
                     sync_runs.c.channel == self.channel,
                     sync_runs.c.status.not_in(ignored),
                 )
-            ).scalar_one()
+                .order_by(sync_runs.c.id.desc())
+                .limit(1)
+            ).scalar_one_or_none()
         )
         age = None if last is None else (self.now() - last).total_seconds()
         self.connection.commit()
-        return age
+        # A start in the future (written by such a host before 0008) says nothing of freshness.
+        return age if age is None or age >= 0 else None
 
     def start_run(self, trigger: str) -> int:
         """Insert and commit the ``running`` row, so even a crash leaves a trace."""
@@ -253,15 +259,40 @@ class LockedChannel:
         removal found now happened after it. With ``complete_listing``, of the last one whose
         listing was complete: only such a listing proves a number absent, so an addition found
         now happened after it. (Runs from before that was judged count as complete, as they
-        always did.)"""
-        query = select(func.max(sync_runs.c.started_at)).where(
-            sync_runs.c.account_sid == self.account_sid,
-            sync_runs.c.channel == self.channel,
-            sync_runs.c.status == "succeeded",
+        always did.)
+
+        The last by id, not the latest time, and never one that started in the future: a
+        time written by a host whose clock was off (before every time came from the database)
+        would otherwise make a window end before it begins."""
+        query = (
+            select(sync_runs.c.started_at)
+            .where(
+                sync_runs.c.account_sid == self.account_sid,
+                sync_runs.c.channel == self.channel,
+                sync_runs.c.status == "succeeded",
+                sync_runs.c.started_at <= self.now(),
+            )
+            .order_by(sync_runs.c.id.desc())
+            .limit(1)
         )
         if complete_listing:
             query = query.where(sync_runs.c.listing_complete.is_not(False))
-        return _as_utc(self.connection.execute(query).scalar_one())
+        return _as_utc(self.connection.execute(query).scalar_one_or_none())
+
+    def _first_success(self) -> bool:
+        """Whether no sweep of this channel has succeeded yet: this one is its initial load."""
+        return (
+            self.connection.execute(
+                select(sync_runs.c.id)
+                .where(
+                    sync_runs.c.account_sid == self.account_sid,
+                    sync_runs.c.channel == self.channel,
+                    sync_runs.c.status == "succeeded",
+                )
+                .limit(1)
+            ).first()
+            is None
+        )
 
     def channel_types(self) -> dict[str, set[str]]:
         """The channel_type codes each channel of this account has carried, by channel."""
@@ -430,7 +461,7 @@ class LockedChannel:
             "run_id": run_id,
             "not_before": self.previous_success_start(complete_listing=True),
             "proven_at": previous,
-            "initial_load": previous is None,
+            "initial_load": self._first_success(),
         }
         if c.in_transaction():
             c.commit()

@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
-from sync.guard import GuardLimits, channel_type_hold, empty_listing_hold, removal_hold
+from sync.guard import GuardLimits, channel_type_hold, empty_listing_hold, is_code, removal_hold
 from sync.kaleyra import MAX_LIMIT, Entry, KaleyraClient, RetryPolicy
 from sync.kaleyra_errors import Cancelled, KaleyraError, ProtocolError
 from sync.numbers import describe_rejected
@@ -49,7 +49,7 @@ from sync.redaction import redact
 from sync.settings import Account, Shard, Tuning
 from sync.store import Diff, LockedChannel, LockHeld, LockHolder, Store
 from sync.vendor_text import vendor_text
-from sync.vocabulary import SEVERITY, Outcome, RunStatus, Trigger
+from sync.vocabulary import SEVERITY, Channel, Outcome, RunStatus, Trigger
 
 __all__ = [
     "DeadlinePassed",
@@ -333,8 +333,8 @@ def _sweep_locked(
         diff = replace(session.diff(listed), rejected=progress.rejected)
     # Held before any request is spent confirming removals: an empty listing over a full
     # table, or rows that say they are another channel's.
-    held = empty_listing_hold(listed, diff.current) or channel_type_hold(
-        channel, progress.codes, session.channel_types()
+    held = empty_listing_hold(listed, diff.current) or _channel_type_hold(
+        client, session, channel, progress.codes, halt
     )
     if held is None or options.force or options.dry_run:
         with progress.timed("verify"):
@@ -365,14 +365,49 @@ def _sweep_locked(
         return result(outcome=Outcome.HELD, message=message)
     halt.check("about to apply")
     with progress.timed("apply"):
-        session.apply(run_id, pages=progress.pages, diff=diff, channel_types=progress.codes)
+        learned = [code for code in progress.codes if code != _OTHER_CODES]  # a count, not a code
+        session.apply(run_id, pages=progress.pages, diff=diff, channel_types=learned)
     return result(outcome=Outcome.SUCCEEDED)
+
+
+def _channel_type_hold(
+    client: KaleyraClient, session: LockedChannel, channel: str, codes: Counter[str], halt: _Halt
+) -> str | None:
+    """Why this listing's ``channel_type`` codes are held (:func:`sync.guard.channel_type_hold`).
+
+    Codes the channel has carried before need no more evidence. A code it has not (its first
+    sweep, or a change) is compared with what the account's other channels carry: the codes
+    they were learned with, and those on the first page each lists now, so that a server
+    ignoring ``channel`` is caught even before any other channel was swept. That costs one
+    request per other channel, only when a code is new.
+    """
+    learned = session.channel_types()
+    if set(codes) <= learned.get(channel, set()):
+        return None
+    listed_now = {
+        str(other): _codes_on_first_page(client, other, halt) for other in Channel if other != channel
+    }
+    return channel_type_hold(channel, codes, learned, listed_now)
+
+
+def _codes_on_first_page(client: KaleyraClient, channel: str, halt: _Halt) -> set[str]:
+    """The codes on the first page of ``channel``'s listing; none when it cannot be read (a
+    channel this account may not use, a failing page): then there is nothing to compare."""
+    try:
+        # Only the first page: the generator is dropped (and closed) at once, asking no more.
+        page = next(client.pages(channel, cancel=halt), None)
+    except Cancelled:
+        raise
+    except KaleyraError as exc:
+        log.info("could not read the %s listing to compare channel_type codes: %s", channel, exc.reason)
+        return set()
+    return {e.channel_type for e in page.entries if is_code(e.channel_type)} if page else set()
 
 
 def _count_codes(codes: Counter[str], entries: list[Entry]) -> None:
     for entry in entries:
         code = entry.channel_type
-        if code is not None:
+        if is_code(code):
             codes[code if code in codes or len(codes) < _MAX_CODES else _OTHER_CODES] += 1
 
 
@@ -421,21 +456,29 @@ def _confirm_removals(
     answer left out are removed; the rest are kept and counted as unconfirmed, to be checked
     again by the next sweep. None of this fails the channel.
 
-    One exception: an empty listing has no number to use as a control, and is held by the
-    guard; an operator who reviewed it (``--dry-run``) and applies it with ``--force`` is the
-    only proof there can be, so then the filter's plain answers decide.
+    One exception, for an operator who reviewed the sweep (``--dry-run``) and applies it with
+    ``--force``: where the listing offers no control, or the filter is known to hold fewer than
+    two rows (an emptied or shrunken channel), that review is the only proof there can be, and
+    the filter's plain answers decide (:func:`_confirm_as_forced`).
     """
     candidates = session.removal_candidates(MAX_LIMIT)
     first = next(candidates, None)
     if first is None:
         return  # nothing to confirm: not one request spent
     sample = session.listed_sample(_CONTROL_SAMPLE)
-    if not sample and forced:
-        for batch in itertools.chain([first], candidates):
-            halt.check("confirming removals")
-            session.keep(client.check(channel, batch, cancel=halt))
-        return
     honoured = _honoured_rows(client, channel, sample, halt)
+    if honoured < 2 and forced:
+        found = _confirm_as_forced(client, session, channel, halt, itertools.chain([first], candidates))
+        if not found:
+            return
+        # An answer named numbers: they are blocklisted, so they can serve as controls, and
+        # the rest is proven as always (an answer may have been cut short).
+        sample = found[:MAX_LIMIT]
+        candidates = session.removal_candidates(MAX_LIMIT)
+        first = next(candidates, None)
+        if first is None:
+            return
+        honoured = _honoured_rows(client, channel, sample, halt)
     per_check = min(CONTROLS_PER_CHECK, honoured // 2)
     room = honoured - per_check
     controls = _Cycle(sample)
@@ -447,17 +490,45 @@ def _confirm_removals(
         asked = [controls.next() for _ in range(per_check)]
         question = batch + asked
         random.shuffle(question)
-        try:
-            found = client.check(channel, question, cancel=halt)
-        except ProtocolError as exc:
-            log.warning("a removal check could not be read: %s", exc.reason, extra={"channel": channel})
+        found_now = _ask(client, channel, question, halt)
+        if found_now is None:
             session.unconfirm(batch)
             continue
-        session.keep(found.intersection(batch))
-        absent = [m for m in batch if m not in found]
-        if not set(asked) <= found:
+        session.keep(found_now.intersection(batch))
+        absent = [m for m in batch if m not in found_now]
+        if not set(asked) <= found_now:
             session.unconfirm(absent)  # an answer missing a control proves no absence
         # else: a complete answer; the absent candidates stay removal candidates
+
+
+def _confirm_as_forced(
+    client: KaleyraClient, session: LockedChannel, channel: str, halt: _Halt, batches: Iterator[list[str]]
+) -> list[str]:
+    """Under ``--force``, with no control to prove an answer: ask about the candidates plainly.
+    An answer of no rows cannot have been cut short (a cap keeps at least one row), so its
+    numbers stay removal candidates, on the operator's word. The numbers an answer names are
+    kept, and returned: being blocklisted, they can prove the remaining answers."""
+    found: list[str] = []
+    for batch in batches:
+        halt.check("confirming removals")
+        answer = _ask(client, channel, batch, halt)
+        if answer is None:
+            session.unconfirm(batch)
+            continue
+        present = sorted(answer.intersection(batch))
+        session.keep(present)
+        found += present
+    return found
+
+
+def _ask(client: KaleyraClient, channel: str, question: list[str], halt: _Halt) -> set[str] | None:
+    """The numbers of ``question`` the filter says are blocklisted; None when its answer
+    cannot be read (numbers not asked about, rows that are no number): that proves nothing."""
+    try:
+        return client.check(channel, question, cancel=halt)
+    except ProtocolError as exc:
+        log.warning("a removal check could not be read: %s", exc.reason, extra={"channel": channel})
+        return None
 
 
 def _honoured_rows(client: KaleyraClient, channel: str, sample: list[str], halt: _Halt) -> int:
@@ -466,13 +537,8 @@ def _honoured_rows(client: KaleyraClient, channel: str, sample: list[str], halt:
     if not sample:
         return 0
     halt.check("confirming removals")
-    try:
-        return len(client.check(channel, sample[:MAX_LIMIT], cancel=halt))
-    except ProtocolError as exc:
-        log.warning(
-            "the mobile filter's answer could not be read: %s", exc.reason, extra={"channel": channel}
-        )
-        return 0
+    found = _ask(client, channel, sample[:MAX_LIMIT], halt)
+    return 0 if found is None else len(found)
 
 
 class _Cycle:

@@ -20,8 +20,8 @@ Create Date: 2026-12-04 17:00:00.000000
   database's clock. On PostgreSQL the constraint is added NOT VALID: rows written before, by
   hosts whose clocks disagreed, are kept as they are (history is never rewritten) and only new
   rows are checked. SQLite cannot add a constraint in place, so the table is rebuilt (batch
-  mode) around the views, which are set aside; a row there that breaks it fails the upgrade,
-  loudly.
+  mode) around the views, which are set aside, before anything else changes: a row there that
+  breaks it stops the upgrade at once, with nothing changed and a line saying what to do.
 - ``blocklist_sync_health`` gains ``last_run_unconfirmed`` and ``last_run_listing_complete``,
   appended after the existing columns.
 """
@@ -132,6 +132,21 @@ def _key() -> sa.types.TypeEngine[str]:
 
 def upgrade() -> None:
     postgres = op.get_bind().dialect.name == "postgresql"
+    if not postgres:
+        # SQLite rebuilds the table to add the constraint, first of all, so that a row that
+        # breaks it stops the upgrade before anything changed, with what to do.
+        broken = (
+            op.get_bind()
+            .execute(sa.text(f"SELECT COUNT(*) FROM blocklist_events WHERE NOT ({WINDOW})"))
+            .scalar_one()
+        )
+        if broken:
+            raise RuntimeError(
+                f"{broken} event(s) have not_before after detected_at (written by hosts whose "
+                "clocks disagreed); set their not_before to NULL (unknown) and migrate again"
+            )
+        with views_set_aside(op), op.batch_alter_table("blocklist_events") as batch:
+            batch.create_check_constraint("window", sa.text(WINDOW))
     with op.batch_alter_table("sync_runs") as batch:
         batch.add_column(
             sa.Column(
@@ -218,9 +233,6 @@ def upgrade() -> None:
             f"ALTER TABLE blocklist_events ADD CONSTRAINT ck_blocklist_events_window "
             f"CHECK ({WINDOW}) NOT VALID"
         )
-    else:
-        with views_set_aside(op), op.batch_alter_table("blocklist_events") as batch:
-            batch.create_check_constraint("window", sa.text(WINDOW))
     op.replace_view(SYNC_HEALTH, replaces="0007.SYNC_HEALTH")
 
 
