@@ -26,16 +26,17 @@ from sqlalchemy.exc import OperationalError
 
 from sync import __version__, database, health, preflight, redaction
 from sync.guard import GuardLimits
-from sync.kaleyra import KaleyraClient, RetryPolicy
-from sync.kaleyra_errors import (
+from sync.kaleyra import (
     AuthenticationError,
     BadRequestError,
+    KaleyraClient,
     LowBalanceError,
     NotAllowedError,
     PagingError,
     ProtocolError,
     RateLimitedError,
     RetryableAPIError,
+    RetryPolicy,
     TransportError,
     UnreachableError,
 )

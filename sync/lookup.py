@@ -43,6 +43,11 @@ class Channel:
     account_sid: str
     channel: str
     last_success_at: dt.datetime | None  # the answer is true as of this moment
+    # Whether that sweep's listing was complete: if not, a number it did not show may still be
+    # blocklisted (None: not judged, a sweep before migration 0008).
+    listing_complete: bool | None = None
+    # Held, but the last sweep could not prove it still listed: proven as of this moment.
+    unproven_since: dt.datetime | None = None
     intervals: list[Interval] = field(default_factory=list)
 
     @property
@@ -102,14 +107,26 @@ def look_up(engine: Engine, numbers: list[tuple[str, phonenumbers.PhoneNumber]])
     with engine.connect() as connection:
         swept = connection.execute(
             text(
-                "SELECT account_sid, channel, MAX(finished_at) FROM sync_runs "
-                "WHERE status = 'succeeded' GROUP BY account_sid, channel "
-                "ORDER BY account_sid, channel"
+                "SELECT r.account_sid, r.channel, r.finished_at, r.listing_complete FROM sync_runs r "
+                "WHERE r.id = (SELECT MAX(x.id) FROM sync_runs x WHERE x.account_sid = r.account_sid "
+                "AND x.channel = r.channel AND x.status = 'succeeded') "
+                "ORDER BY r.account_sid, r.channel"
             )
         ).all()
         for raw, number in numbers:
             mobile = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-            channels = {(sid, channel): Channel(sid, channel, _utc(at)) for sid, channel, at in swept}
+            matching = {"mobile": mobile, "as_given": canonical(raw) or mobile}
+            channels = {
+                (sid, channel): Channel(sid, channel, _utc(at), None if complete is None else bool(complete))
+                for sid, channel, at, complete in swept
+            }
+            unproven = connection.execute(
+                text(
+                    "SELECT account_sid, channel, proven_present_at FROM blocklist_entries "
+                    "WHERE mobile IN (:mobile, :as_given) AND proven_present_at IS NOT NULL"
+                ),
+                matching,
+            ).all()
             for row in connection.execute(
                 text(
                     "SELECT account_sid, channel, blocked_from_not_before, blocked_from, "
@@ -119,7 +136,7 @@ def look_up(engine: Engine, numbers: list[tuple[str, phonenumbers.PhoneNumber]])
                 ),
                 # The sync stores any number of E.164's shape as given (canonical()), which
                 # phonenumbers may format differently (+44 07911… as +447911…): match both.
-                {"mobile": mobile, "as_given": canonical(raw) or mobile},
+                matching,
             ):
                 key = (row.account_sid, row.channel)
                 channel = channels.setdefault(key, Channel(*key, None))
@@ -132,6 +149,9 @@ def look_up(engine: Engine, numbers: list[tuple[str, phonenumbers.PhoneNumber]])
                         bool(row.initial_load),
                     )
                 )
+            for sid, channel_name, since in unproven:
+                if (sid, channel_name) in channels:
+                    channels[sid, channel_name].unproven_since = _utc(since)
             reports.append(
                 NumberReport(
                     raw,
@@ -163,9 +183,16 @@ def describe(report: NumberReport) -> list[str]:
     ]
     for channel in report.channels:
         state = "blocklisted" if channel.blocklisted_now else "not blocklisted"
+        caveat = ""
+        if channel.unproven_since is not None:
+            caveat = (
+                f"; kept: the last sweep could not confirm it, last shown {_when(channel.unproven_since)}"
+            )
+        elif not channel.blocklisted_now and channel.listing_complete is False:
+            caveat = "; that sweep's listing was incomplete: it may have missed this number"
         lines.append(
             f"  {channel.account_sid} {channel.channel}: {state} "
-            f"(as of the last sweep, {_when(channel.last_success_at)})"
+            f"(as of the last sweep, {_when(channel.last_success_at)}{caveat})"
         )
         for stretch in channel.intervals:
             added = (
@@ -201,6 +228,8 @@ def as_record(report: NumberReport) -> dict[str, object]:
                 "channel": c.channel,
                 "blocklisted_now": c.blocklisted_now,
                 "as_of": iso(c.last_success_at),
+                "listing_complete": c.listing_complete,
+                "unproven_since": iso(c.unproven_since),
                 "intervals": [
                     {
                         "added_not_before": iso(i.added_not_before),

@@ -42,8 +42,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
 from sync.guard import GuardLimits, channel_type_hold, empty_listing_hold, is_code, removal_hold
-from sync.kaleyra import MAX_LIMIT, Entry, KaleyraClient, RetryPolicy
-from sync.kaleyra_errors import Cancelled, KaleyraError, ProtocolError
+from sync.kaleyra import MAX_LIMIT, Cancelled, Entry, KaleyraClient, KaleyraError, ProtocolError, RetryPolicy
 from sync.numbers import describe_rejected
 from sync.redaction import redact
 from sync.settings import Account, Shard, Tuning

@@ -23,7 +23,7 @@ from sqlalchemy import Engine, text
 
 from sync import database
 from sync.cli import summary_line
-from sync.kaleyra_errors import PagingError, ProtocolError, TransportError
+from sync.kaleyra import PagingError, ProtocolError, TransportError
 from sync.numbers import canonical
 from sync.simulator import Simulator
 from sync.store import Store

@@ -20,7 +20,7 @@ import pytest
 from alembic import command
 from sqlalchemy import Engine, inspect, text
 
-from sync import database
+from sync import database, lookup
 from sync.simulator import Simulator
 from sync.store import Store
 from sync.sweep import Outcome, SweepOptions, SweepResult, sweep_channel
@@ -433,3 +433,27 @@ def test_a_sqlite_upgrade_that_meets_a_window_written_by_skewed_hosts_changes_no
     command.upgrade(config, "head")
     assert database.current_revision(engine) == database.head_revision()
     engine.dispose()
+
+
+def _looked_up(engine: Engine, sim: Simulator, mobile: str) -> tuple[str, dict[str, object]]:
+    [report] = lookup.look_up(engine, [(mobile, lookup.normalise(mobile))])
+    report.channels = [c for c in report.channels if c.account_sid == sim.sid]
+    [channel] = lookup.as_record(report)["channels"]  # type: ignore[misc]
+    return "\n".join(lookup.describe(report)), channel
+
+
+def test_lookup_says_when_an_answer_rests_on_what_a_sweep_could_not_prove(
+    sim: Simulator, store: Store, engine: Engine
+) -> None:
+    sim.add("sms", numbers(50))
+    sweep(sim, store)
+    sim.lists["sms"].page = lambda offset, limit: numbers(1)[offset : offset + limit]  # type: ignore[method-assign]
+    sim.lying_filter = True
+    assert sweep(sim, store).diff.unconfirmed == 49  # type: ignore[union-attr]
+    kept = numbers(1, start=7)[0]
+    said, record = _looked_up(engine, sim, kept)
+    assert "kept: the last sweep could not confirm it" in said and record["unproven_since"]
+    assert record["listing_complete"] is False
+    never = "+919555555555"  # not held; the last listing was incomplete, so it may have missed it
+    said, record = _looked_up(engine, sim, never)
+    assert "that sweep's listing was incomplete" in said and record["blocklisted_now"] is False
