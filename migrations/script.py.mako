@@ -4,9 +4,12 @@ Revision ID: ${up_revision}
 Revises: ${down_revision | comma,n}
 Create Date: ${create_date}
 """
-from alembic import op
+
+from __future__ import annotations
+
 import sqlalchemy as sa
 ${imports if imports else ""}
+from sync.views import op  # Alembic's op, typed with the view operations (sync/views.py)
 
 revision = ${repr(up_revision)}
 down_revision = ${repr(down_revision)}

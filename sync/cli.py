@@ -9,13 +9,13 @@ stop cancelled a sweep or left a channel unstarted.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import functools
 import json
 import logging
 import os
+import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -23,79 +23,29 @@ import click
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
-from sync import __version__, database, health, preflight, redaction
+from sync import __version__, database, health, output, preflight, redaction
 from sync.guard import GuardLimits
 from sync.kaleyra import KaleyraClient, RetryPolicy
-from sync.kaleyra_errors import (
-    AuthenticationError,
-    BadRequestError,
-    LowBalanceError,
-    NotAllowedError,
-    PagingError,
-    ProtocolError,
-    RateLimitedError,
-    RetryableAPIError,
-    TransportError,
-    UnreachableError,
-)
+from sync.run import SHARD_SKIP_IF_SWEPT_WITHIN, client_for, exit_code, sweep_accounts
 from sync.settings import (
     Account,
     AccountSource,
     ConfigError,
     Tuning,
+    check_output_file,
+    duration_text,
     parse_duration,
     parse_shard,
+    quoted,
 )
-from sync.store import ChannelStatus, Store
-from sync.sweep import (
-    DeadlinePassed,
-    StopRequest,
-    SweepOptions,
-    SweepResult,
-    client_for,
-    stop_on_signals,
-    sweep_accounts,
-    worst_exit_code,
-)
+from sync.stopping import StopRequest, stop_on_signals
+from sync.store import Store
+from sync.sweep import SweepOptions
 from sync.telemetry import LOG_LEVELS, LogSettings, Metrics, ProgressBars, configure_logging
-from sync.vocabulary import REGIONS, Channel, ExitCode, Outcome, Trigger
+from sync.vocabulary import REGIONS, Channel, ExitCode, Trigger
 
 DEMO_DATABASE = "sqlite:///blocklist-sync-demo.db"
-
-# What to do about a failure, by the error's class (most specific first): the HTTP layer says
-# what happened, only the CLI knows which flag or variable the operator should change.
-ADVICE: tuple[tuple[type[BaseException], str], ...] = (
-    (
-        AuthenticationError,
-        "check KALEYRA_SID and the API key (KALEYRA_API_KEY or "
-        "KALEYRA_API_KEY_FILE, or the account's entry in --config)",
-    ),
-    (LowBalanceError, "top up the Kaleyra account balance, then run again"),
-    (
-        NotAllowedError,
-        "the account may not use this API or channel; ask Kaleyra support to "
-        "enable it, or remove the channel from KALEYRA_CHANNELS",
-    ),
-    (
-        BadRequestError,
-        "the request was rejected as malformed; check the channel and KALEYRA_BASE_URL / KALEYRA_REGION",
-    ),
-    (UnreachableError, "check KALEYRA_BASE_URL or KALEYRA_REGION, DNS, the firewall and proxies"),
-    (RateLimitedError, "Kaleyra rate-limited the sweep; lower --concurrency or --max-rps"),
-    (TransportError, "check network access to the Kaleyra base URL; it was retried and gave up"),
-    (RetryableAPIError, "Kaleyra failed; it was retried and will be tried again next run"),
-    (PagingError, "the server's paging cannot be trusted for a full sweep; report it to Kaleyra"),
-    (
-        DeadlinePassed,
-        "if the list is that long, raise --sweep-timeout (BLOCKLIST_SYNC_SWEEP_TIMEOUT); "
-        "if the server is that slow, check the Kaleyra service status",
-    ),
-    (ProtocolError, "if this persists, check KALEYRA_BASE_URL and report it"),
-)
-
-
-def advice_for(error_type: type[BaseException] | None) -> str | None:
-    return next((text for cls, text in ADVICE if error_type and issubclass(error_type, cls)), None)
+DEFAULT_CRON = "15 * * * *"  # schedule's ticks when neither --cron nor --every is given
 
 
 def fail(message: str, code: int = ExitCode.USAGE) -> NoReturn:
@@ -103,16 +53,91 @@ def fail(message: str, code: int = ExitCode.USAGE) -> NoReturn:
     sys.exit(code)
 
 
+class OneLineUsageError(click.ClickException):
+    """A usage error shown as one line, as a configuration error is: click's own form adds
+    the usage and a hint over three more lines."""
+
+    exit_code = ExitCode.USAGE
+
+    def __init__(self, error: click.UsageError) -> None:
+        command = error.ctx.command_path if error.ctx else "blocklist-sync"
+        text = " ".join(error.format_message().split()).rstrip(".")
+        hint = f"see `{command} --help`"
+        super().__init__(f"{text} {hint.capitalize()}" if text.endswith("?") else f"{text}; {hint}")
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"blocklist-sync: error: {self.format_message()}", err=True)
+
+
+class OneLineErrorsGroup(click.Group):
+    """The command group whose usage errors (an unknown option, a value of the wrong type,
+    from a flag or from its environment variable) are one line and exit code 2."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        with _one_line_usage_errors():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with _one_line_usage_errors():
+            return super().invoke(ctx)
+
+
+@contextlib.contextmanager
+def _one_line_usage_errors() -> Iterator[None]:
+    try:
+        yield
+    except click.exceptions.NoArgsIsHelpError:  # no command at all: the help is the answer
+        raise
+    except click.UsageError as exc:
+        raise OneLineUsageError(exc) from None
+
+
+_WHOLE_NUMBER = re.compile(r"\s*[0-9]+\s*", re.ASCII)
+_DECIMAL = re.compile(r"\s*(?:[0-9]{1,9}(?:\.[0-9]*)?|\.[0-9]+)\s*", re.ASCII)
+
+
+class WholeNumber(click.IntRange):
+    """``click.IntRange`` of digits 0-9 only: ``int`` also reads "٣" as 3 and "1_000" as
+    1000, and refuses 5,000 digits with advice about Python, not about the setting."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str):
+            if not _WHOLE_NUMBER.fullmatch(value):
+                self.fail(f"{quoted(value)} is not a whole number in digits 0-9", param, ctx)
+            if len(value.strip()) > 18:
+                self.fail(f"{quoted(value)} is far too large", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+class Decimal(click.FloatRange):
+    """``click.FloatRange`` of plain decimals (``0.5``, ``10``) only: ``float`` also reads
+    "nan", which passes every range check (a guard fraction of nan would never hold a sweep),
+    "inf" and "1e999"."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and not _DECIMAL.fullmatch(value):
+            self.fail(f"{quoted(value)} is not a number like 0.5 or 10 (digits 0-9 and a point)", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+class UsageError(Exception):
+    """A command line that cannot mean anything: flags that exclude each other, an argument
+    that is not what it names. The CLI's own: the modules below it raise what went wrong in
+    their terms (a :class:`ConfigError` for a setting that is missing or invalid, whatever set
+    it), and only this layer knows the words a command line is written in."""
+
+
 def config_errors_exit(command: Callable[..., None]) -> Callable[..., None]:
-    """A :class:`ConfigError` becomes its one line on stderr and exit code 2; an unreachable
-    database one line and exit code 1, instead of a traceback. Goes right under
-    ``@cli.command()``, so it also covers the option decorators that build settings."""
+    """A :class:`UsageError` or a :class:`ConfigError` becomes its one line on stderr and exit
+    code 2; an unreachable database one line and exit code 1, instead of a traceback. Goes
+    right under ``@cli.command()``, so it also covers the option decorators that build
+    settings."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> None:
         try:
             command(*args, **kwargs)
-        except ConfigError as exc:
+        except (UsageError, ConfigError) as exc:
             fail(str(exc))
         except OperationalError as exc:
             cause = str(exc.orig or exc).strip().splitlines()[0]
@@ -140,7 +165,7 @@ database_option = click.option(
     "--database-url",
     envvar="DATABASE_URL",
     show_envvar=True,
-    help="SQLAlchemy URL; postgresql:// uses psycopg 3. Default: sqlite:///blocklist-sync.db.",
+    help=f"SQLAlchemy URL; postgresql:// uses psycopg 3. Default: {database.SQLITE_DEFAULT}.",
 )
 
 
@@ -203,8 +228,8 @@ tuning_options = _gathered(
     [
         click.option(
             "--concurrency",
-            type=click.IntRange(1, 32),
-            default=4,
+            type=WholeNumber(1, 32),
+            default=Tuning.concurrency,
             show_default=True,
             envvar="BLOCKLIST_SYNC_CONCURRENCY",
             show_envvar=True,
@@ -212,15 +237,15 @@ tuning_options = _gathered(
         ),
         click.option(
             "--max-rps",
-            type=click.FloatRange(min=0.1),
+            type=Decimal(min=0.1),
             envvar="BLOCKLIST_SYNC_MAX_RPS",
             show_envvar=True,
             help="Cap on requests per second (default: no cap).",
         ),
         click.option(
             "--max-pages",
-            type=click.IntRange(1),
-            default=200_000,
+            type=WholeNumber(1),
+            default=Tuning.max_pages,
             show_default=True,
             envvar="BLOCKLIST_SYNC_MAX_PAGES",
             show_envvar=True,
@@ -228,7 +253,7 @@ tuning_options = _gathered(
         ),
         click.option(
             "--sweep-timeout",
-            default="2h",
+            default=duration_text(Tuning.sweep_timeout),
             show_default=True,
             envvar="BLOCKLIST_SYNC_SWEEP_TIMEOUT",
             show_envvar=True,
@@ -236,7 +261,8 @@ tuning_options = _gathered(
         ),
     ],
     lambda sweep_timeout, **values: Tuning(
-        sweep_timeout=parse_duration(sweep_timeout, "--sweep-timeout"), **values
+        sweep_timeout=parse_duration(sweep_timeout, "--sweep-timeout (BLOCKLIST_SYNC_SWEEP_TIMEOUT)"),
+        **values,
     ),
     "tuning",
     ("concurrency", "max_rps", "max_pages", "sweep_timeout"),
@@ -246,8 +272,8 @@ guard_options = _gathered(
     [
         click.option(
             "--max-removal-fraction",
-            type=click.FloatRange(0, 1),
-            default=0.2,
+            type=Decimal(0, 1),
+            default=GuardLimits.max_removal_fraction,
             show_default=True,
             envvar="BLOCKLIST_SYNC_MAX_REMOVAL_FRACTION",
             show_envvar=True,
@@ -255,8 +281,8 @@ guard_options = _gathered(
         ),
         click.option(
             "--guard-min-entries",
-            type=click.IntRange(0),
-            default=100,
+            type=WholeNumber(0),
+            default=GuardLimits.min_entries,
             show_default=True,
             envvar="BLOCKLIST_SYNC_GUARD_MIN_ENTRIES",
             show_envvar=True,
@@ -269,6 +295,13 @@ guard_options = _gathered(
     "guard",
     ("max_removal_fraction", "guard_min_entries"),
 )
+
+
+def _log_settings(log_format: str, log_level: str | None, verbose: int, quiet: int) -> LogSettings:
+    if log_level and (verbose or quiet):
+        raise UsageError("give --log-level or -v/-q, not both")
+    return LogSettings(log_format=log_format, log_level=log_level, verbose=verbose, quiet=quiet)
+
 
 logging_options = _gathered(
     [
@@ -292,7 +325,7 @@ logging_options = _gathered(
             "-q", "--quiet", count=True, help="Fewer log lines: -q warnings and errors, -qq errors only."
         ),
     ],
-    LogSettings,
+    _log_settings,
     "log",
     ("log_format", "log_level", "verbose", "quiet"),
 )
@@ -307,11 +340,17 @@ class Prepared:
     store: Store
 
 
-def prepare(source: AccountSource, database_url: str | None, log: LogSettings) -> Prepared:
-    """Logging, accounts, database and schema: everything a sweep needs before it starts."""
+def prepare(
+    source: AccountSource, database_url: str | None, log: LogSettings, metrics_file: str | None
+) -> Prepared:
+    """Logging, accounts, the metrics file's directory, database and schema: everything a
+    sweep needs before it starts, in that order (the database last: a setting that is wrong
+    stops the run before it touches anything)."""
     log.configure()
     configured = source.load(os.environ)  # registers every key for redaction as it reads it
     accounts = source.selected(configured)
+    if metrics_file:
+        check_output_file(metrics_file, METRICS_FILE_SETTING)
     store, _ = open_store(database_url)
     database.require_current_schema(store.engine)
     return Prepared(configured, accounts, store)
@@ -319,6 +358,21 @@ def prepare(source: AccountSource, database_url: str | None, log: LogSettings) -
 
 def client_maker(tuning: Tuning) -> Callable[[Account], KaleyraClient]:
     return functools.partial(client_for, tuning=tuning)
+
+
+METRICS_FILE_SETTING = "--metrics-file (BLOCKLIST_SYNC_METRICS_FILE)"
+
+
+def write_metrics_file(metrics: Metrics, path: str) -> None:
+    """Write the textfile; failing to is one warning line, never the exit code. Its directory
+    was checked at start, and what the sweeps applied stays applied whatever happens to it
+    since (exit 1 would say nothing was)."""
+    try:
+        metrics.write_textfile(path)
+    except OSError as exc:
+        logging.getLogger("sync.cli").warning(
+            "cannot write the metrics file %s (%s); the sweeps' outcomes stand", path, exc.strerror
+        )
 
 
 def configured_metrics(store: Store, accounts: list[Account]) -> Metrics:
@@ -329,10 +383,14 @@ def configured_metrics(store: Store, accounts: list[Account]) -> Metrics:
     return metrics
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(
+    cls=OneLineErrorsGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    help=f"Sync Kaleyra blocklists ({', '.join(Channel)}) into PostgreSQL, with history.",
+)
 @click.version_option(__version__, prog_name="blocklist-sync")
 def cli() -> None:
-    """Sync Kaleyra blocklists (sms, whatsapp, voice) into PostgreSQL, with history."""
+    """The command group; its help names the channels from :class:`Channel`."""
 
 
 @cli.command()
@@ -384,7 +442,7 @@ def migrate(database_url: str | None) -> None:
     show_envvar=True,
     metavar="DURATION",
     help="Skip a channel whose last sweep, by any process, started less than this "
-    "long ago (e.g. 30m). Default: never; with --shard, 30m.",
+    f"long ago (e.g. 30m). Default: never; with --shard, {duration_text(SHARD_SKIP_IF_SWEPT_WITHIN)}.",
 )
 @tuning_options
 @guard_options
@@ -410,17 +468,14 @@ def run(
     metrics_file: str | None,
 ) -> None:
     """Sweep every configured account and channel once and record what changed."""
-    ready = prepare(source, database_url, log)
+    # Every setting is checked before the database is touched: a bad one applies nothing.
     share = parse_shard(shard, os.environ) if shard else None
     skip_within = (
-        parse_duration(skip_if_swept_within, "--skip-if-swept-within")
+        parse_duration(skip_if_swept_within, "--skip-if-swept-within (BLOCKLIST_SYNC_SKIP_IF_SWEPT_WITHIN)")
         if skip_if_swept_within
-        else 1800.0
-        if share
         else None
     )
-    # Shards may overlap (a rollout, two Jobs): a pair another shard is sweeping or swept
-    # moments ago is that shard's, so no pair is swept twice.
+    ready = prepare(source, database_url, log, metrics_file)
     options = SweepOptions(
         trigger=Trigger(trigger),
         dry_run=dry_run,
@@ -428,14 +483,13 @@ def run(
         guard=guard,
         timeout=tuning.sweep_timeout,
         skip_if_swept_within=skip_within,
-        lock_held_is_skip=bool(share),
     )
     stop = StopRequest()
     stop_on_signals(stop)
     bars = ProgressBars()
 
     def print_change(account_sid: str, channel: str, change: str, mobile: str) -> None:
-        click.echo(f"would-be-{change}\t{account_sid}\t{channel}\t{mobile}")
+        click.echo(output.change_line(account_sid, channel, change, mobile))
 
     try:
         results = sweep_accounts(
@@ -456,45 +510,12 @@ def run(
     finally:
         bars.close()
     if share and not results:
-        click.echo(f"shard {share}: no (account, channel) pair falls to this shard")
+        click.echo(output.no_pairs_line(share))
     for result in results:
-        click.echo(summary_line(result))
+        click.echo(output.summary_line(result))
     if metrics_file:
-        configured_metrics(ready.store, ready.configured).write_textfile(metrics_file)
-    code = worst_exit_code(results)
-    if stop.signum is not None and any(r.outcome is Outcome.CANCELLED for r in results):
-        # The shell's convention, 128 + the signal's number, for a stop that stopped something.
-        # One that landed while the last sweep was committing stopped nothing: the outcomes say.
-        code = 128 + stop.signum
-    sys.exit(code)
-
-
-def summary_line(result: SweepResult) -> str:
-    if (
-        result.run_id is None and result.message and result.outcome in (Outcome.SKIPPED, Outcome.CANCELLED)
-    ):  # never started: one line says why
-        return f"{result.account_sid} {result.channel}: {result.outcome.label}: {result.message}"
-    parts = [f"{result.account_sid} {result.channel}: {result.outcome.label}"]
-    if result.diff is not None:
-        parts.append(f"{result.diff.seen} blocklisted, +{result.diff.added} -{result.diff.removed}")
-        if result.diff.unconfirmed:
-            parts.append(f"{result.diff.unconfirmed} unconfirmed (kept)")
-    if result.pages:
-        parts.append(f"{result.pages} pages")
-    parts.append(f"{result.seconds:.1f}s")
-    if result.run_id is not None:
-        parts.append(f"run {result.run_id}")
-    line = ", ".join(parts)
-    if result.outcome is Outcome.HELD:
-        where = f"--account {result.account_sid} --channel {result.channel}"
-        return (
-            f"{line}\n  {result.message}\n  review it with `blocklist-sync run --dry-run "
-            f"{where}`, apply it with `blocklist-sync run --force {where}`"
-        )
-    advice = advice_for(result.error_type)
-    if advice:
-        return f"{line}\n  {result.message}\n  {advice}"
-    return f"{line}\n  {result.message}" if result.message else line
+        write_metrics_file(configured_metrics(ready.store, ready.configured), metrics_file)
+    sys.exit(exit_code(results, stop))
 
 
 @cli.command()
@@ -532,114 +553,8 @@ def status(
     scoped = health.scope(store.channel_statuses(), accounts, source.only)
     now = store.now()  # the clock every stored time was read from, not this host's
     problems = {(s.account_sid, s.channel): health.problem(s, now, limit) for s in scoped.judged}
-    if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "database": where,
-                    "channels": [
-                        status_record(s, now, problems[s.account_sid, s.channel], configured=True)
-                        for s in scoped.judged
-                    ]
-                    + [status_record(s, now, None, configured=False) for s in scoped.not_configured],
-                },
-                indent=2,
-            )
-        )
-    else:
-        click.echo(status_table(scoped, now, where, problems))
+    click.echo((output.status_json if as_json else output.status_table)(scoped, now, where, problems))
     sys.exit(ExitCode.FAILED if any(problems.values()) else ExitCode.OK)
-
-
-def status_record(
-    s: ChannelStatus, now: dt.datetime, problem: str | None, *, configured: bool
-) -> dict[str, Any]:
-    def iso(t: dt.datetime | None) -> str | None:
-        return t.isoformat() if t else None
-
-    return {
-        "account_sid": s.account_sid,
-        "channel": s.channel,
-        "entries": s.entries,
-        "last_run": {
-            "id": s.last_run_id,
-            "status": s.last_status,
-            "started_at": iso(s.last_started_at),
-            "finished_at": iso(s.last_finished_at),
-            "pages": s.last_pages,
-            "added": s.last_added,
-            "removed": s.last_removed,
-            "rejected": s.last_rejected,
-            "unconfirmed": s.last_unconfirmed,
-            "error": s.last_error,
-        },
-        "last_success_at": iso(s.last_success_at),
-        "last_success_age_seconds": (now - s.last_success_at).total_seconds() if s.last_success_at else None,
-        "configured": configured,
-        "ok": problem is None,
-        "problem": problem,
-    }
-
-
-def _age(now: dt.datetime, then: dt.datetime | None) -> str:
-    return "never" if then is None else f"{health.age_text((now - then).total_seconds())} ago"
-
-
-def _table(statuses: list[ChannelStatus], now: dt.datetime) -> list[str]:
-    header = (
-        "ACCOUNT",
-        "CHANNEL",
-        "LAST RUN",
-        "STATUS",
-        "ADDED",
-        "REMOVED",
-        "REJECTED",
-        "ENTRIES",
-        "LAST SUCCESS",
-    )
-    rows = [header] + [
-        (
-            s.account_sid,
-            s.channel,
-            _age(now, s.last_finished_at or s.last_started_at),
-            s.last_status or "never swept",
-            str(s.last_added or 0),
-            str(s.last_removed or 0),
-            str(s.last_rejected or 0),
-            str(s.entries),
-            _age(now, s.last_success_at),
-        )
-        for s in statuses
-    ]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    return ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows]
-
-
-def status_table(
-    scoped: health.Scoped, now: dt.datetime, where: str, problems: dict[tuple[str, str], str | None]
-) -> str:
-    if not scoped.judged and not scoped.not_configured:
-        return f"{where}: no sweeps yet; run `blocklist-sync run`"
-    lines = [where, *(_table(scoped.judged, now) if scoped.judged else [])]
-    for s in scoped.judged:
-        problem = problems[s.account_sid, s.channel]
-        if problem:
-            error = f": {s.last_error}" if s.last_status in ("failed", "held") and s.last_error else ""
-            lines.append(f"PROBLEM {s.account_sid} {s.channel}: {problem}{error}")
-        if s.last_rejected:
-            lines.append(
-                f"{s.account_sid} {s.channel}: the last sweep rejected {s.last_rejected} "
-                "listed row(s) that cannot be a phone number (examples in its log)"
-            )
-        if s.last_unconfirmed:
-            lines.append(
-                f"{s.account_sid} {s.channel}: the last sweep could not prove {s.last_unconfirmed} "
-                "removal(s) and kept those numbers; the next sweep checks them again"
-            )
-    if scoped.not_configured:
-        lines.append("not configured (listed, not judged; --all judges them):")
-        lines.extend("  " + line for line in _table(scoped.not_configured, now))
-    return "\n".join(lines)
 
 
 @cli.command()
@@ -670,10 +585,10 @@ def check(source: AccountSource, database_url: str | None, log: LogSettings) -> 
 
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=int, default=8099, show_default=True)
+@click.option("--port", type=WholeNumber(0, 65535), default=8099, show_default=True)
 @click.option(
     "--numbers",
-    type=click.IntRange(0),
+    type=WholeNumber(0, 10_000_000),
     default=5000,
     show_default=True,
     help="Blocklisted numbers generated per channel.",
@@ -746,14 +661,14 @@ def grant_read(database_url: str | None, role: str) -> None:
 @config_errors_exit
 @account_options
 @database_option
-@click.option("--cron", "cron_expr", help='Crontab expression, UTC (default "15 * * * *").')
+@click.option("--cron", "cron_expr", help=f'Crontab expression, UTC (default "{DEFAULT_CRON}").')
 @click.option("--every", help="Fixed interval instead of --cron, e.g. 30m, 2h.")
 @click.option(
     "--jitter",
-    type=click.IntRange(0),
+    type=WholeNumber(0, 86400),
     default=0,
     show_default=True,
-    help="Delay each tick by up to this many seconds.",
+    help="Delay each tick by up to this many seconds (at most a day).",
 )
 @click.option("--run-now", is_flag=True, help="Also sweep once right away.")
 @tuning_options
@@ -761,7 +676,7 @@ def grant_read(database_url: str | None, role: str) -> None:
 @logging_options
 @click.option(
     "--metrics-port",
-    type=click.IntRange(1, 65535),
+    type=WholeNumber(1, 65535),
     envvar="BLOCKLIST_SYNC_METRICS_PORT",
     show_envvar=True,
     help="Serve Prometheus metrics over HTTP on this port.",
@@ -798,13 +713,13 @@ def schedule(
     from sync import scheduler
 
     if cron_expr and every:
-        raise ConfigError("give --cron or --every, not both")
+        raise UsageError("give --cron or --every, not both")
     trigger = (
         scheduler.every_trigger(every, jitter or None)
         if every
-        else scheduler.crontab_trigger(cron_expr or "15 * * * *", jitter or None)
+        else scheduler.crontab_trigger(cron_expr or DEFAULT_CRON, jitter or None)
     )
-    ready = prepare(source, database_url, log)
+    ready = prepare(source, database_url, log, metrics_file)
     accounts, store = ready.accounts, ready.store
     options = SweepOptions(trigger=Trigger.SCHEDULED, guard=guard, timeout=tuning.sweep_timeout)
     make_client = client_maker(tuning)
@@ -813,16 +728,17 @@ def schedule(
     def publish() -> None:
         metrics.update(health.scope(store.channel_statuses(), accounts).judged)
         if metrics_file:
-            metrics.write_textfile(metrics_file)
+            write_metrics_file(metrics, metrics_file)
 
     if metrics_port:
         publish()
         try:
             metrics.serve(metrics_port, metrics_address)
-        except OSError as exc:
+        except (OSError, UnicodeError) as exc:  # UnicodeError: a host name label over 63 characters
+            why = exc.strerror if isinstance(exc, OSError) else "not a host name"
             raise ConfigError(
-                f"--metrics-address {metrics_address} --metrics-port "
-                f"{metrics_port}: cannot listen ({exc.strerror}); pick a free "
+                f"--metrics-address {quoted(metrics_address)} --metrics-port "
+                f"{metrics_port}: cannot listen ({why}); pick a free "
                 "port or an address of this host"
             ) from None
     scheduler.run_scheduler(
@@ -858,7 +774,10 @@ def lookup(
     """
     from sync import lookup as lookups
 
-    parsed = [(raw, lookups.normalise(raw, default_region)) for raw in numbers]
+    try:
+        parsed = [(raw, lookups.normalise(raw, default_region)) for raw in numbers]
+    except lookups.UnreadableNumber as exc:
+        raise UsageError(str(exc)) from None
     store, _ = open_store(database_url)
     database.require_current_schema(store.engine)
     reports = lookups.look_up(store.engine, parsed)
@@ -881,7 +800,7 @@ def lookup(
 )
 @click.option(
     "--days",
-    type=click.IntRange(1, 3660),
+    type=WholeNumber(1, 3660),
     default=90,
     show_default=True,
     help="UTC days covered, ending today.",

@@ -12,17 +12,31 @@ it with ``--force``.
    same rows, and would fill each with the others' numbers. The codes are not documented
    (shared/api/NOTES.md), so nothing maps them: each channel's are learned from the listings
    applied (``blocklist_channel_types``), and ``--force`` accepts new ones. One code per
-   channel, whatever it is, is never held; a row without a code is accepted.
+   channel, whatever it is, is never held; a row without a code is accepted, and so is a row
+   whose ``channel_type`` is no code at all (control characters, markup, a JSON object, 17
+   characters or more: :func:`is_code`): one odd row is not another channel's listing, and
+   must not block its own.
 3. A sweep that would remove more than ``max_removal_fraction`` of a channel holding more than
    ``min_entries`` numbers (after every removal was confirmed one by one).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TypeGuard
 
-__all__ = ["GuardLimits", "channel_type_hold", "empty_listing_hold", "removal_hold"]
+__all__ = ["GuardLimits", "channel_type_hold", "empty_listing_hold", "is_code", "removal_hold"]
+
+# What a channel_type code looks like: the sample's "3", or any short token. Anything else a
+# row carries there is garbage, stored (cleaned) but never read as a channel's code.
+_CODE = re.compile(r"[A-Za-z0-9_.:-]{1,16}")
+
+
+def is_code(channel_type: str | None) -> TypeGuard[str]:
+    """Whether a row's ``channel_type`` can be a channel's code (see :func:`channel_type_hold`)."""
+    return channel_type is not None and _CODE.fullmatch(channel_type) is not None
 
 
 @dataclass(frozen=True)
@@ -51,20 +65,33 @@ def removal_hold(held: int, removed: int, limits: GuardLimits) -> str | None:
     return None
 
 
-def channel_type_hold(channel: str, listed: Mapping[str, int], learned: Mapping[str, set[str]]) -> str | None:
+def channel_type_hold(
+    channel: str,
+    listed: Mapping[str, int],
+    learned: Mapping[str, set[str]],
+    elsewhere: Mapping[str, set[str]] | None = None,
+) -> str | None:
     """Why a listing whose rows carry the ``channel_type`` codes ``listed`` (code -> rows) is
-    held, given the codes each channel of the account has carried (``learned``), or None."""
+    held, or None. ``learned``: the codes each channel of the account has carried;
+    ``elsewhere``: those each other channel's listing carries now. A code this channel has
+    carried itself is never another's (two channels may share one, once accepted)."""
     own = learned.get(channel, set())
+    others: dict[str, set[str]] = {}
+    for source in (learned, elsewhere or {}):
+        for other, codes in source.items():
+            if other != channel:
+                others.setdefault(other, set()).update(codes)
     foreign = {
-        code: sorted(other for other, codes in learned.items() if other != channel and code in codes)
+        code: sorted(other for other, codes in others.items() if code in codes)
         for code in listed
+        if code not in own
     }
-    foreign = {code: others for code, others in foreign.items() if others}
+    foreign = {code: channels for code, channels in foreign.items() if channels}
     if foreign:
         said = "; ".join(
             f"{listed[code]} row(s) carry channel_type {code!r}, which the account's "
-            f"{' and '.join(others)} channel carries"
-            for code, others in sorted(foreign.items())
+            f"{' and '.join(channels)} {'channels carry' if len(channels) > 1 else 'channel carries'}"
+            for code, channels in sorted(foreign.items())
         )
         return f"{said}: is the server ignoring the channel asked for?"
     if len(listed) > 1 and not set(listed) <= own:

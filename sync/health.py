@@ -19,7 +19,7 @@ from sync.settings import Account
 from sync.store import ChannelStatus
 from sync.vocabulary import RunStatus
 
-__all__ = ["Scoped", "age_text", "problem", "scope"]
+__all__ = ["Scoped", "age_text", "failed_or_held", "problem", "scope"]
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ def problem(status: ChannelStatus, now: dt.datetime, max_age_seconds: float | No
     last sweep failed or was held, or (given ``--max-age``) its last success is older than
     that. A cancelled sweep is neither a success nor a failure: only its age can make it a
     problem."""
-    if status.last_status in (RunStatus.FAILED, RunStatus.HELD):
+    if failed_or_held(status):
         return f"last sweep {status.last_status} (run {status.last_run_id})"
     if max_age_seconds is not None:
         limit = age_text(max_age_seconds)
@@ -79,6 +79,13 @@ def problem(status: ChannelStatus, now: dt.datetime, max_age_seconds: float | No
         if age > max_age_seconds:
             return f"last success {age_text(age)} ago, older than --max-age {limit}"
     return None
+
+
+def failed_or_held(status: ChannelStatus) -> bool:
+    """The rule's first half: the channel's last sweep failed or was held, so nothing was
+    applied and nothing will be until someone looks. (``status`` shows that sweep's error for
+    the same reason.)"""
+    return status.last_status in (RunStatus.FAILED, RunStatus.HELD)
 
 
 def age_text(seconds: float) -> str:

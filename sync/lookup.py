@@ -22,9 +22,18 @@ from sqlalchemy import Engine, text
 
 from sync.numbers import canonical
 from sync.regions import region_of
-from sync.settings import ConfigError
+from sync.vocabulary import RunStatus
 
-__all__ = ["Channel", "Interval", "NumberReport", "as_record", "describe", "look_up", "normalise"]
+__all__ = [
+    "Channel",
+    "Interval",
+    "NumberReport",
+    "UnreadableNumber",
+    "as_record",
+    "describe",
+    "look_up",
+    "normalise",
+]
 
 
 @dataclass(frozen=True)
@@ -43,6 +52,11 @@ class Channel:
     account_sid: str
     channel: str
     last_success_at: dt.datetime | None  # the answer is true as of this moment
+    # Whether that sweep's listing was complete: if not, a number it did not show may still be
+    # blocklisted (None: not judged, a sweep before migration 0008).
+    listing_complete: bool | None = None
+    # Held, but the last sweep could not prove it still listed: proven as of this moment.
+    unproven_since: dt.datetime | None = None
     intervals: list[Interval] = field(default_factory=list)
 
     @property
@@ -63,15 +77,20 @@ class NumberReport:
         return any(c.intervals for c in self.channels)
 
 
+class UnreadableNumber(ValueError):
+    """A number that cannot be a phone number, or a region to read it in that does not exist.
+    The message says how to write it instead."""
+
+
 def normalise(raw: str, region: str | None = None) -> phonenumbers.PhoneNumber:
-    """Parse a number as people write it; :class:`ConfigError` (exit 2) if it cannot be one.
+    """Parse a number as people write it; :class:`UnreadableNumber` if it cannot be one.
 
     ``+`` or ``00`` starts an international number; digits alone are international too
     (``919876543210``) unless ``region`` says how to read a national number.
     """
     text_ = raw.strip()
     if region is not None and region.upper() not in phonenumbers.SUPPORTED_REGIONS:
-        raise ConfigError(f"--region {region!r} is not an ISO 3166 region code; use e.g. IN, US, GB")
+        raise UnreadableNumber(f"--region {region!r} is not an ISO 3166 region code; use e.g. IN, US, GB")
     if text_.startswith("00") and region is None:
         text_ = "+" + text_[2:]
     elif not text_.startswith("+") and region is None:
@@ -83,7 +102,7 @@ def normalise(raw: str, region: str | None = None) -> phonenumbers.PhoneNumber:
     if number is None or not phonenumbers.is_possible_number(number):
         hint = "" if region else ", or give --region for a national number"
         shown = raw if len(raw) <= 40 else raw[:40] + "..."  # a hostile argument stays one line
-        raise ConfigError(f"{shown!r} cannot be a phone number; write it as +919876543210{hint}")
+        raise UnreadableNumber(f"{shown!r} cannot be a phone number; write it as +919876543210{hint}")
     return number
 
 
@@ -102,14 +121,27 @@ def look_up(engine: Engine, numbers: list[tuple[str, phonenumbers.PhoneNumber]])
     with engine.connect() as connection:
         swept = connection.execute(
             text(
-                "SELECT account_sid, channel, MAX(finished_at) FROM sync_runs "
-                "WHERE status = 'succeeded' GROUP BY account_sid, channel "
-                "ORDER BY account_sid, channel"
-            )
+                "SELECT r.account_sid, r.channel, r.finished_at, r.listing_complete FROM sync_runs r "
+                "WHERE r.id = (SELECT MAX(x.id) FROM sync_runs x WHERE x.account_sid = r.account_sid "
+                "AND x.channel = r.channel AND x.status = :status) "
+                "ORDER BY r.account_sid, r.channel"
+            ),
+            {"status": RunStatus.SUCCEEDED},
         ).all()
         for raw, number in numbers:
             mobile = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-            channels = {(sid, channel): Channel(sid, channel, _utc(at)) for sid, channel, at in swept}
+            matching = {"mobile": mobile, "as_given": canonical(raw) or mobile}
+            channels = {
+                (sid, channel): Channel(sid, channel, _utc(at), None if complete is None else bool(complete))
+                for sid, channel, at, complete in swept
+            }
+            unproven = connection.execute(
+                text(
+                    "SELECT account_sid, channel, proven_present_at FROM blocklist_entries "
+                    "WHERE mobile IN (:mobile, :as_given) AND proven_present_at IS NOT NULL"
+                ),
+                matching,
+            ).all()
             for row in connection.execute(
                 text(
                     "SELECT account_sid, channel, blocked_from_not_before, blocked_from, "
@@ -119,7 +151,7 @@ def look_up(engine: Engine, numbers: list[tuple[str, phonenumbers.PhoneNumber]])
                 ),
                 # The sync stores any number of E.164's shape as given (canonical()), which
                 # phonenumbers may format differently (+44 07911… as +447911…): match both.
-                {"mobile": mobile, "as_given": canonical(raw) or mobile},
+                matching,
             ):
                 key = (row.account_sid, row.channel)
                 channel = channels.setdefault(key, Channel(*key, None))
@@ -132,6 +164,9 @@ def look_up(engine: Engine, numbers: list[tuple[str, phonenumbers.PhoneNumber]])
                         bool(row.initial_load),
                     )
                 )
+            for sid, channel_name, since in unproven:
+                if (sid, channel_name) in channels:
+                    channels[sid, channel_name].unproven_since = _utc(since)
             reports.append(
                 NumberReport(
                     raw,
@@ -163,9 +198,16 @@ def describe(report: NumberReport) -> list[str]:
     ]
     for channel in report.channels:
         state = "blocklisted" if channel.blocklisted_now else "not blocklisted"
+        caveat = ""
+        if channel.unproven_since is not None:
+            caveat = (
+                f"; kept: the last sweep could not confirm it, last shown {_when(channel.unproven_since)}"
+            )
+        elif not channel.blocklisted_now and channel.listing_complete is False:
+            caveat = "; that sweep's listing was incomplete: it may have missed this number"
         lines.append(
             f"  {channel.account_sid} {channel.channel}: {state} "
-            f"(as of the last sweep, {_when(channel.last_success_at)})"
+            f"(as of the last sweep, {_when(channel.last_success_at)}{caveat})"
         )
         for stretch in channel.intervals:
             added = (
@@ -201,6 +243,8 @@ def as_record(report: NumberReport) -> dict[str, object]:
                 "channel": c.channel,
                 "blocklisted_now": c.blocklisted_now,
                 "as_of": iso(c.last_success_at),
+                "listing_complete": c.listing_complete,
+                "unproven_since": iso(c.unproven_since),
                 "intervals": [
                     {
                         "added_not_before": iso(i.added_not_before),

@@ -17,8 +17,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from sync import database
-from sync.kaleyra import KaleyraClient
-from sync.kaleyra_errors import KaleyraError
+from sync.kaleyra import KaleyraClient, KaleyraError
 from sync.settings import Account
 
 __all__ = ["Check", "check_accounts", "check_database"]

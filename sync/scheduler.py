@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import signal
 import threading
 from collections.abc import Callable
 from dataclasses import replace
@@ -25,9 +24,11 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from sync.kaleyra import KaleyraClient
-from sync.settings import Account, ConfigError, parse_duration
+from sync.run import sweep_accounts
+from sync.settings import Account, ConfigError, parse_duration, quoted
+from sync.stopping import StopRequest, stop_on_signals
 from sync.store import Store
-from sync.sweep import StopRequest, SweepOptions, sweep_accounts
+from sync.sweep import SweepOptions
 from sync.vocabulary import Trigger
 
 __all__ = ["crontab_trigger", "every_trigger", "period_seconds", "run_scheduler"]
@@ -68,6 +69,8 @@ def _weekday_token(token: str, expr: str) -> str:
 def _weekday_number(value: str) -> int:
     if value in _CRON_WEEKDAYS:
         return _CRON_WEEKDAYS.index(value)
+    if not (value.isascii() and value.isdigit()):  # int() would read "٣" as 3
+        raise ValueError(value)
     number = int(value)
     if not 0 <= number <= 7:
         raise ValueError(value)
@@ -76,6 +79,10 @@ def _weekday_number(value: str) -> int:
 
 def crontab_trigger(expr: str, jitter: int | None = None) -> CronTrigger:
     """A five-field crontab expression, meaning what it means in crontab, in UTC."""
+    if not expr.isascii() or len(expr) > 200:  # APScheduler would read "٣" as 3
+        raise ConfigError(
+            f'--cron {quoted(expr)}: write it in ASCII digits, names, * , - and /, like "15 * * * *"'
+        )
     fields = expr.split()
     if len(fields) != 5:
         raise ConfigError(
@@ -168,20 +175,7 @@ def run_scheduler(
             **({"next_run_time": first} if first else {}),
         )
 
-    def shutdown(signum: int, _frame: object) -> None:
-        # Only flag and return: waiting here, inside a signal handler, could deadlock on a
-        # lock the interrupted main thread holds. The waiting happens after start() returns.
-        if stop.is_set():
-            return
-        log.info(
-            "%s received: stopping at the next page or check; each sweep's result line says what it applied",
-            signal.Signals(signum).name,
-        )
-        stop.request(signum)
-        scheduler.shutdown(wait=False)
-
-    signal.signal(signal.SIGTERM, shutdown)
-    signal.signal(signal.SIGINT, shutdown)
+    stop_on_signals(stop, service=lambda: scheduler.shutdown(wait=False))
     log.info("scheduler started: %d account(s), %s", len(accounts), trigger)
     scheduler.start()
     for thread in list(running):  # sweeps stop at their next page, applying nothing

@@ -22,7 +22,8 @@ from sqlalchemy import (
     text,
 )
 
-from sync.vocabulary import Change, Channel, RunStatus, Trigger, sql_in
+from sync.sql import sql_in
+from sync.vocabulary import Change, Channel, RunStatus, Trigger, in_words
 
 __all__ = [
     "blocklist_channel_types",
@@ -57,8 +58,8 @@ sync_runs = Table(
     metadata,
     Column("id", Id, primary_key=True, autoincrement=True, comment="Run id, referenced by events."),
     Column("account_sid", Text, nullable=False, comment="Kaleyra account SID swept."),
-    Column("channel", Text, nullable=False, comment="Channel swept: sms, whatsapp or voice."),
-    Column("trigger", Text, nullable=False, comment="What started the run: scheduled, manual or backfill."),
+    Column("channel", Text, nullable=False, comment=f"Channel swept: {in_words(Channel)}."),
+    Column("trigger", Text, nullable=False, comment=f"What started the run: {in_words(Trigger)}."),
     Column(
         "status",
         Text,
@@ -230,7 +231,7 @@ blocklist_channel_types = Table(
     "blocklist_channel_types",
     metadata,
     Column("account_sid", Key, primary_key=True, comment="Kaleyra account SID."),
-    Column("channel", Key, primary_key=True, comment="Channel swept: sms, whatsapp or voice."),
+    Column("channel", Key, primary_key=True, comment=f"Channel swept: {in_words(Channel)}."),
     Column(
         "channel_type",
         Key,

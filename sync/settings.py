@@ -7,8 +7,10 @@ program before any work with one line naming the setting and how to fix it
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
+import stat
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,10 +28,13 @@ __all__ = [
     "ConfigError",
     "Shard",
     "Tuning",
+    "check_output_file",
+    "duration_text",
     "load_accounts",
     "parse_channels",
     "parse_duration",
     "parse_shard",
+    "quoted",
     "select_accounts",
     "with_overrides",
 ]
@@ -40,10 +45,72 @@ _SID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # Printable ASCII, no space: anything else is a second line of a key file, a pasted quote or
 # a control character, and would reach an HTTP header (or the HTTP library's error) as is.
 _API_KEY = re.compile(r"[!-~]{1,512}")
+# A key is a line of at most 512 characters; a config file lists accounts. Anything larger is
+# the wrong file (a log, a disk image, /dev/zero), refused before it is read into memory.
+MAX_KEY_FILE_BYTES = 4 * 1024
+MAX_CONFIG_FILE_BYTES = 1024 * 1024
 
 
 class ConfigError(Exception):
     """A setting is missing or invalid. The message is one line that says how to fix it."""
+
+
+def quoted(value: str, limit: int = 40) -> str:
+    """``value`` for a one-line message: quoted, escaped (a line break stays on the line) and
+    cut to ``limit`` characters, so a 400-digit or binary value cannot flood the terminal."""
+    return repr(value) if len(value) <= limit else f"{value[:limit]!r}… ({len(value)} characters)"
+
+
+def _as_is(value: str) -> str:
+    """``value`` as typed when it is short and printable, else :func:`quoted`."""
+    return value if value.isprintable() and len(value) <= 40 else quoted(value)
+
+
+def _file_kind(mode: int) -> str | None:
+    """What a file that is not a regular file is, in words; None for a regular file."""
+    kinds = (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    )
+    if stat.S_ISREG(mode):
+        return None
+    return next((name for is_kind, name in kinds if is_kind(mode)), "not a regular file")
+
+
+def _read_regular_file(path: str, setting: str, limit: int, holding: str) -> bytes:
+    """The bytes of ``path``, refused unless it is a regular file of at most ``limit`` bytes.
+
+    Opened without blocking and judged by ``fstat`` of what was opened (a symlink, as systemd
+    credentials and Kubernetes Secrets are, is judged by its target): a FIFO would otherwise
+    block the read forever, and ``/dev/zero`` would be read until memory runs out. ``holding``
+    names what the file should hold, for the message.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ConfigError(f"{setting}: cannot read {path} ({exc.strerror}); check the path") from None
+    except ValueError:  # a NUL byte, possible in a TOML string
+        raise ConfigError(f"{setting}: {quoted(path)} is no file name; check the path") from None
+    try:
+        kind = _file_kind(os.fstat(fd).st_mode)
+        if kind:
+            raise ConfigError(
+                f"{setting}: {path} is {kind}, not a regular file; point it at a file holding {holding}"
+            )
+        data = _read_at_most(fd, limit + 1)
+    except OSError as exc:
+        raise ConfigError(f"{setting}: cannot read {path} ({exc.strerror}); check the path") from None
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise ConfigError(
+            f"{setting}: {path} is larger than {limit // 1024} KiB, too large to hold {holding}; "
+            "check the path"
+        )
+    return data
 
 
 @dataclass(frozen=True)
@@ -104,8 +171,8 @@ def parse_channels(value: str | Sequence[str], setting: str = "KALEYRA_CHANNELS"
     bad = [c for c in channels if c not in CHANNELS]
     if bad or not channels:
         raise ConfigError(
-            f"{setting}: {', '.join(bad) or 'empty'} is not a channel; use a comma-separated "
-            f"list of {', '.join(CHANNELS)}"
+            f"{setting}: {', '.join(_as_is(c) for c in bad) or 'empty'} is not a channel; "
+            f"use a comma-separated list of {', '.join(CHANNELS)}"
         )
     return channels
 
@@ -121,25 +188,39 @@ def resolve_base_url(base_url: str | None, region: str | None, setting: str) -> 
                 f"{setting}: unknown region {region!r}; use one of {', '.join(REGIONS)} or set the base URL"
             ) from None
     url = (base_url or DEFAULT_BASE_URL).strip().rstrip("/")
-    try:
-        valid = bool(re.match(r"^https?://[^/\s]+(/\S*)?$", url)) and (
-            urlsplit(url).port is not None or True
-        )  # .port raises on a bad port or IPv6 host
-    except ValueError:
-        valid = False
-    if not valid:
+    if not _is_http_url(url):
         raise ConfigError(
-            f"{setting}: {url!r} is not an http(s) URL (check the host and port); set it like "
+            f"{setting}: {quoted(url, 100)} is not an http(s) URL (check the host and port); set it like "
             f"{DEFAULT_BASE_URL}"
         )
     return url
 
 
-def _read_key_file(path: str, setting: str) -> str:
+def _is_http_url(url: str) -> bool:
+    """http(s), a valid port, and a host name DNS could look up: a label longer than 63
+    characters would otherwise pass here and fail every request, retried, as a network error."""
+    if not re.match(r"^https?://[^/\s]+(/\S*)?$", url):
+        return False
     try:
-        key = Path(path).read_text(errors="replace")
-    except OSError as exc:
-        raise ConfigError(f"{setting}: cannot read {path} ({exc.strerror}); check the path") from None
+        parts = urlsplit(url)
+        _ = parts.port  # raises on a bad port or IPv6 host
+        (parts.hostname or "").encode("idna")  # raises on an empty or overlong label
+    except ValueError:  # UnicodeError included
+        return False
+    return bool(parts.hostname)
+
+
+def _read_at_most(fd: int, size: int) -> bytes:
+    chunks: list[bytes] = []
+    while size > 0 and (chunk := os.read(fd, size)):
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+
+
+def _read_key_file(path: str, setting: str) -> str:
+    data = _read_regular_file(path, setting, MAX_KEY_FILE_BYTES, "the Kaleyra API key alone")
+    key = data.decode(errors="replace")  # what is not UTF-8 fails the key's own check, unprinted
     register_secret(key)
     if not key.strip():
         raise ConfigError(f"{setting}: {path} is empty; put the Kaleyra API key in it")
@@ -175,6 +256,9 @@ def _check_key(key: object, setting: str) -> str:
     return text
 
 
+_KEY_FILE_SETTING = "KALEYRA_API_KEY_FILE / --api-key-file"  # the flag overrides the variable
+
+
 def account_from_env(env: Mapping[str, str], *, need_key: bool = True) -> Account:
     """The single account configured by ``KALEYRA_*`` environment variables; without
     ``need_key`` (``status`` reads only the database) the key is neither read nor required."""
@@ -187,12 +271,12 @@ def account_from_env(env: Mapping[str, str], *, need_key: bool = True) -> Accoun
     if key and key_file:
         raise ConfigError("set KALEYRA_API_KEY or KALEYRA_API_KEY_FILE, not both")
     if key_file:
-        key = _read_key_file(key_file, "KALEYRA_API_KEY_FILE")
+        key = _read_key_file(key_file, _KEY_FILE_SETTING)
     if not key:
         raise ConfigError(
             "KALEYRA_API_KEY is not set; set it, or KALEYRA_API_KEY_FILE to a file holding the key"
         )
-    key = _check_key(key, "KALEYRA_API_KEY_FILE" if key_file else "KALEYRA_API_KEY")
+    key = _check_key(key, _KEY_FILE_SETTING if key_file else "KALEYRA_API_KEY")
     base_url = resolve_base_url(
         env.get("KALEYRA_BASE_URL"), env.get("KALEYRA_REGION"), "KALEYRA_BASE_URL/KALEYRA_REGION"
     )
@@ -206,57 +290,135 @@ def accounts_from_toml(path: Path, env: Mapping[str, str], *, need_keys: bool = 
     sid = "HXXXXXXX071US"
     api_key_file = "/run/credentials/blocklist-sync.service/kaleyra"  # or api_key, api_key_env
     region = "in"                      # or base_url = "https://api.in.kaleyra.io/v1"
-    channels = ["sms", "whatsapp"]     # default: all three
+    channels = ["sms", "whatsapp"]     # default: every channel
     """
-    try:
-        doc = tomllib.loads(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"config file {path}: {exc.strerror}; check --config") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-    tables = doc.get("accounts")
-    if not isinstance(tables, list) or not tables:
-        raise ConfigError(f"config file {path} has no [[accounts]] table; add one per account")
-    accounts: list[Account] = []
-    for i, table in enumerate(tables, start=1):
-        where = f"{path} account {i}"
-        unknown = set(table) - {
-            "sid",
-            "api_key",
-            "api_key_file",
-            "api_key_env",
-            "base_url",
-            "region",
-            "channels",
-        }
-        if unknown:
-            raise ConfigError(f"{where}: unknown key {', '.join(sorted(unknown))}; check spelling")
-        sid = _check_sid(table.get("sid"), f"{where}: sid")
-        sources = [k for k in ("api_key", "api_key_file", "api_key_env") if table.get(k)]
-        if len(sources) != 1:
-            raise ConfigError(f"{where}: set exactly one of api_key, api_key_file, api_key_env")
-        if not need_keys:
-            key = ""
-        elif sources == ["api_key_file"]:
-            key = _read_key_file(table["api_key_file"], f"{where}: api_key_file")
-        elif sources == ["api_key_env"]:
-            key = env.get(table["api_key_env"], "")
-            if not key:
-                raise ConfigError(f"{where}: environment variable {table['api_key_env']} is empty")
-        else:
-            key = table["api_key"]
-        accounts.append(
-            Account(
-                sid=sid,
-                api_key=_check_key(key, f"{where}: api key") if need_keys else "",
-                base_url=resolve_base_url(table.get("base_url"), table.get("region"), where),
-                channels=parse_channels(table.get("channels", list(CHANNELS)), f"{where}: channels"),
-            )
-        )
+    accounts = [
+        _account_from_table(table, f"{path} account {i}", env, need_keys=need_keys)
+        for i, table in enumerate(_account_tables(_read_toml(path), path), start=1)
+    ]
     sids = [a.sid for a in accounts]
     if len(set(sids)) != len(sids):
         raise ConfigError(f"config file {path} lists an account twice; give each SID once")
     return accounts
+
+
+_CONFIG_SETTING = "--config / BLOCKLIST_SYNC_CONFIG"
+_ACCOUNT_KEYS = ("sid", "api_key", "api_key_file", "api_key_env", "base_url", "region", "channels")
+
+
+def _read_toml(path: Path) -> dict[str, object]:
+    """The parsed config file; whatever is wrong with it, one line naming the file.
+
+    tomllib raises more than its own error: ``RecursionError`` for brackets nested a few
+    thousand deep, ``ValueError`` for an integer longer than Python converts.
+    """
+    data = _read_regular_file(str(path), _CONFIG_SETTING, MAX_CONFIG_FILE_BYTES, "[[accounts]] tables")
+    try:
+        text = data.decode()
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config file {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8"
+        ) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    except ValueError:
+        raise ConfigError(f"config file {path} is not valid TOML: a number in it is too long") from None
+    except RecursionError:
+        raise ConfigError(
+            f"config file {path} is nested too deeply to read; an account is one [[accounts]] table of keys"
+        ) from None
+
+
+def _account_tables(doc: Mapping[str, object], path: Path) -> list[Mapping[str, object]]:
+    tables = doc.get("accounts")
+    if tables is None or tables == []:
+        raise ConfigError(f"config file {path} has no [[accounts]] table; add one per account")
+    if not isinstance(tables, list):
+        raise ConfigError(
+            f"config file {path}: accounts is {_toml_kind(tables)}, not a list of tables; "
+            "write one [[accounts]] table per account"
+        )
+    for i, table in enumerate(tables, start=1):
+        if not isinstance(table, dict):
+            raise ConfigError(
+                f"{path} account {i} is {_toml_kind(table)}, not a table; "
+                "write one [[accounts]] table per account"
+            )
+    return tables
+
+
+def _account_from_table(
+    table: Mapping[str, object], where: str, env: Mapping[str, str], *, need_keys: bool
+) -> Account:
+    unknown = set(table) - set(_ACCOUNT_KEYS)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {', '.join(sorted(unknown))}; check spelling")
+    text = {key: _toml_string(table, key, where) for key in _ACCOUNT_KEYS if key != "channels"}
+    sid = _check_sid(text["sid"], f"{where}: sid")
+    sources = [k for k in ("api_key", "api_key_file", "api_key_env") if text[k]]
+    if len(sources) != 1:
+        raise ConfigError(f"{where}: set exactly one of api_key, api_key_file, api_key_env")
+    return Account(
+        sid=sid,
+        api_key=_table_key(text, where, env) if need_keys else "",
+        base_url=resolve_base_url(text["base_url"], text["region"], where),
+        channels=parse_channels(_toml_channels(table, where), f"{where}: channels"),
+    )
+
+
+def _table_key(text: Mapping[str, str | None], where: str, env: Mapping[str, str]) -> str:
+    """The key from whichever of ``api_key_file``, ``api_key_env`` or ``api_key`` is set."""
+    if text["api_key_file"]:
+        key = _read_key_file(text["api_key_file"], f"{where}: api_key_file")
+    elif text["api_key_env"]:
+        key = env.get(text["api_key_env"], "")
+        if not key:
+            raise ConfigError(f"{where}: environment variable {quoted(text['api_key_env'])} is empty")
+    else:
+        key = text["api_key"] or ""
+    return _check_key(key, f"{where}: api key")
+
+
+def _toml_kind(value: object) -> str:
+    """A TOML value's type, in the words of the TOML spec a user would look up."""
+    kinds: tuple[tuple[type | tuple[type, ...], str], ...] = (
+        (bool, "a boolean"),
+        ((int, float), "a number"),
+        (str, "a string"),
+        (list, "an array"),
+        (dict, "a table"),
+        ((dt.date, dt.time), "a date or time"),
+    )
+    return next((name for types, name in kinds if isinstance(value, types)), type(value).__name__)
+
+
+def _toml_string(table: Mapping[str, object], key: str, where: str) -> str | None:
+    """``table[key]`` when it is a string, None when absent; anything else is refused rather
+    than guessed at (``base_url = []`` would otherwise quietly mean the default URL)."""
+    value = table.get(key)
+    if value is None or isinstance(value, str):
+        return value
+    raise ConfigError(
+        f'{where}: {key} must be a string in quotes, not {_toml_kind(value)}; write {key} = "…"'
+    )
+
+
+def _toml_channels(table: Mapping[str, object], where: str) -> str | list[str]:
+    """``channels``: an array of channel names (``"sms,voice"``, as in KALEYRA_CHANNELS, is
+    accepted too)."""
+    value = table.get("channels", list(CHANNELS))
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        odd = next((item for item in value if not isinstance(item, str)), None)
+        if odd is None:
+            return value
+        found = f"an array holding {_toml_kind(odd)}"
+    else:
+        found = _toml_kind(value)
+    raise ConfigError(f'{where}: channels must be an array of names like ["sms", "whatsapp"], not {found}')
 
 
 def with_overrides(
@@ -304,7 +466,9 @@ def select_accounts(accounts: list[Account], sids: Sequence[str]) -> list[Accoun
     known = {a.sid for a in accounts}
     unknown = [sid for sid in dict.fromkeys(sids) if sid not in known]
     if unknown:
-        raise ConfigError(f"--account {unknown[0]} is not configured; configured: {', '.join(sorted(known))}")
+        raise ConfigError(
+            f"--account {_as_is(unknown[0])} is not configured; configured: {', '.join(sorted(known))}"
+        )
     return [a for a in accounts if a.sid in set(sids)]
 
 
@@ -327,25 +491,25 @@ class Shard:
         return position % self.count == self.index
 
 
-_SHARD = re.compile(r"^\s*(?:(\d+)\s*/\s*)?(\d+)\s*$")
+# ASCII digits only, in every number read from a setting: ``str.isdigit`` accepts "²" (which
+# ``int`` then refuses) and ``\d`` accepts "٣" (which ``int`` reads as 3). Six digits are more
+# shards than Kubernetes lets an Indexed Job have.
+_SHARD = re.compile(r"\s*(?:([0-9]{1,6})\s*/\s*)?([0-9]{1,6})\s*", re.ASCII)
+_INDEX = re.compile(r"\s*([0-9]{1,6})\s*", re.ASCII)
 
 
 def parse_shard(value: str, env: Mapping[str, str], setting: str = "--shard") -> Shard:
     """``K/N`` (0-based K, as Kubernetes numbers an Indexed Job's pods), or ``N`` alone with K
     taken from ``JOB_COMPLETION_INDEX``, which an Indexed Job sets in every pod."""
-    match = _SHARD.match(value)
+    match = _SHARD.fullmatch(value)
     if not match:
         raise ConfigError(
-            f"{setting}: {value!r} is not a shard; write K/N (K from 0 to N-1), or N inside an Indexed Job"
+            f"{setting}: {quoted(value)} is not a shard; write K/N (K from 0 to N-1, in digits 0-9), "
+            "or N inside an Indexed Job"
         )
     index_text, count = match.group(1), int(match.group(2))
     if index_text is None:
-        index_text = env.get("JOB_COMPLETION_INDEX", "").strip()
-        if not index_text.isdigit():
-            raise ConfigError(
-                f"{setting} {value}: JOB_COMPLETION_INDEX is not set (not an "
-                "Indexed Job pod); write K/N instead"
-            )
+        index_text = _job_completion_index(env, f"{setting} {value.strip()}")
     index = int(index_text)
     if count < 1 or index >= count:
         raise ConfigError(
@@ -354,13 +518,70 @@ def parse_shard(value: str, env: Mapping[str, str], setting: str = "--shard") ->
     return Shard(index, count)
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
+def _job_completion_index(env: Mapping[str, str], setting: str) -> str:
+    raw = env.get("JOB_COMPLETION_INDEX", "")
+    if not raw.strip():
+        raise ConfigError(
+            f"{setting}: JOB_COMPLETION_INDEX is not set (not an Indexed Job pod); write K/N instead"
+        )
+    match = _INDEX.fullmatch(raw)
+    if not match:
+        raise ConfigError(
+            f"{setting}: JOB_COMPLETION_INDEX is {quoted(raw)}, not a pod index in digits 0-9; "
+            "unset it, or write K/N instead"
+        )
+    return match.group(1)
+
+
+_DURATION = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([smhd])\s*", re.ASCII)
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+# Longer than any sensible timeout, interval or age, and short enough for every consumer:
+# APScheduler's interval and datetime arithmetic overflow long before a 400-digit number.
+MAX_DURATION_SECONDS = 366 * 86400
 
 
 def parse_duration(value: str, setting: str) -> float:
-    """``90s``, ``30m``, ``2h``, ``1d`` as seconds."""
-    match = _DURATION.match(value)
-    if not match or float(match.group(1)) <= 0:
-        raise ConfigError(f"{setting}: {value!r} is not a duration; write it like 90s, 30m, 2h or 1d")
-    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    """``90s``, ``30m``, ``2h``, ``1d`` as seconds: more than zero, at most 366 days."""
+    match = _DURATION.fullmatch(value)
+    if not match:
+        raise ConfigError(f"{setting}: {quoted(value)} is not a duration; write it like 90s, 30m, 2h or 1d")
+    seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]  # inf for 400 digits, never an error
+    if not 0 < seconds <= MAX_DURATION_SECONDS:
+        raise ConfigError(
+            f"{setting}: {quoted(value)} is {'zero' if seconds == 0 else 'longer than 366d'}; "
+            "write a duration over 0s and at most 366d, like 90s, 30m, 2h or 1d"
+        )
+    return seconds
+
+
+def duration_text(seconds: float) -> str:
+    """``seconds`` as :func:`parse_duration` reads it back, in the largest unit that divides it
+    (``2h``, ``90m``, ``45s``): how a default duration is shown in help texts."""
+    for unit, size in sorted(_UNIT_SECONDS.items(), key=lambda item: -item[1]):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size:g}{unit}"
+    return f"{seconds:g}s"
+
+
+def check_output_file(path: str, setting: str) -> None:
+    """Refuse, at start, a file that could not be written at the end: its directory must
+    exist and be writable (the file is written there as a temporary one, then renamed).
+
+    Checked before any sweep, because a run whose sweeps were applied must not end in a
+    traceback and exit 1, which says nothing was applied.
+    """
+    target = Path(path)
+    folder = target.parent
+    if target.is_dir():
+        raise ConfigError(
+            f"{setting}: {path} is a directory; name a file in it, like {target / 'blocklist_sync.prom'}"
+        )
+    if not folder.is_dir():
+        raise ConfigError(
+            f"{setting}: the directory {folder} does not exist or is not a directory; "
+            "create it or choose another path"
+        )
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"{setting}: this user cannot write in {folder}; let it write there or choose another path"
+        )

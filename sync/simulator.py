@@ -203,6 +203,7 @@ class Simulator:
         channels: Iterable[str] = CHANNELS,
         latency: float = 0.0,
         rate_limit: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.sid = sid
         self.api_key = api_key
@@ -235,8 +236,11 @@ class Simulator:
         # without Retry-After, as the vendor documents none. None: no limit.
         self.rate_limit = rate_limit
         self.rate_limited = 0  # GETs answered 429 by the rate limit so far
+        # The time the rate limit refills by and the request log is stamped with: a test that
+        # runs the client on a clock of its own gives the server the same one.
+        self._clock = clock
         self._tokens = 0.0
-        self._refilled = time.monotonic()
+        self._refilled = clock()
         self._request_log: deque[tuple[float, str, dict[str, str]]] = deque(maxlen=100_000)
         self._on_request: list[Callable[[int, str, dict[str, str]], None]] = []
         self._faults: list[_Fault] = []
@@ -298,7 +302,7 @@ class Simulator:
 
     @property
     def request_log(self) -> list[tuple[float, str, dict[str, str]]]:
-        """(monotonic time, channel, query) of the GET requests served so far, oldest first."""
+        """(time on the clock, channel, query) of the GET requests served so far, oldest first."""
         with self._lock:
             return list(self._request_log)
 
@@ -349,7 +353,7 @@ class Simulator:
         if self.rate_limit is None:
             return True
         with self._lock:
-            now = time.monotonic()
+            now = self._clock()
             self._tokens = min(
                 max(self.rate_limit, 1.0), self._tokens + (now - self._refilled) * self.rate_limit
             )
@@ -378,7 +382,7 @@ class Simulator:
         with self._lock:
             self.requests += 1
             number = self.requests
-            self._request_log.append((time.monotonic(), channel, dict(query)))
+            self._request_log.append((self._clock(), channel, dict(query)))
         for hook in self._on_request:
             hook(number, channel, query)
         if self.latency:

@@ -28,8 +28,18 @@ from sqlalchemy import Connection, Engine, bindparam, func, select, text
 
 from sync.dialect import Dialect, LockHolder, Row, dialect_for
 from sync.schema import UtcTime, blocklist_channel_types, blocklist_entries, sync_runs
+from sync.vocabulary import RunStatus, Trigger
 
-__all__ = ["ChannelStatus", "Diff", "LockHeld", "LockHolder", "LockedChannel", "Store"]
+__all__ = [
+    "ChannelStatus",
+    "Comparison",
+    "Diff",
+    "LockHeld",
+    "LockHolder",
+    "LockedChannel",
+    "Staged",
+    "Store",
+]
 
 log = logging.getLogger("sync.store")
 
@@ -166,8 +176,34 @@ class Store:
         ]
 
 
+@dataclass(frozen=True)
+class _Staging:
+    """The names of one sweep's temporary tables, always with their temporary schema, so no
+    statement here — the DROP before a CREATE least of all — can reach a user's permanent
+    table that happens to share a name."""
+
+    seen: str  # the listing, as loaded
+    added: str  # listed, not held: additions
+    removed: str  # held, not listed: removal candidates, until proven
+    unconfirmed: str  # removal candidates whose absence could not be proven
+
+    @classmethod
+    def in_schema(cls, schema: str) -> _Staging:
+        names = ("seen", "added", "removed", "unconfirmed")
+        return cls(*(f"{schema}.{_STAGING_PREFIX}{name}" for name in names))
+
+    def all(self) -> tuple[str, ...]:
+        return (self.seen, self.added, self.removed, self.unconfirmed)
+
+
 class LockedChannel:
-    """One locked sweep of one (account, channel), on one held connection."""
+    """One locked sweep of one (account, channel), on one held connection.
+
+    The sweep's data passes through three objects, each made only by the one before, so the
+    order of the calls is in their types: :meth:`stage` loads the listing and returns a
+    :class:`Staged` listing, whose :meth:`~Staged.diff` returns the :class:`Comparison` that
+    counts, confirms and applies.
+    """
 
     def __init__(self, connection: Connection, account_sid: str, channel: str, dialect: Dialect) -> None:
         self.connection = connection
@@ -175,17 +211,7 @@ class LockedChannel:
         self.channel = channel
         self.dialect = dialect
         self._where = {"account_sid": account_sid, "channel": channel}
-        # Staging tables are always named with their temporary schema, so no statement here —
-        # the DROP before a CREATE least of all — can reach a user's permanent table that
-        # happens to share a name.
-        schema = dialect.temp_schema
-        self._seen = f"{schema}.{_STAGING_PREFIX}seen"
-        self._added = f"{schema}.{_STAGING_PREFIX}added"
-        self._removed = f"{schema}.{_STAGING_PREFIX}removed"
-        self._unconfirmed = f"{schema}.{_STAGING_PREFIX}unconfirmed"
-        self._current: int | None = None  # entries held before this sweep, counted by diff()
-        self._staged = 0  # rows stage() loaded
-        self._rescued = 0  # removal candidates the filter found still listed, by keep()
+        self._staging = _Staging.in_schema(dialect.temp_schema)
 
     def now(self) -> dt.datetime:
         return self.dialect.now(self.connection)
@@ -199,9 +225,9 @@ class LockedChannel:
             .where(
                 sync_runs.c.account_sid == self.account_sid,
                 sync_runs.c.channel == self.channel,
-                sync_runs.c.status == "running",
+                sync_runs.c.status == RunStatus.RUNNING,
             )
-            .values(status="failed", finished_at=self.now(), error=_ABANDONED)
+            .values(status=RunStatus.FAILED, finished_at=self.now(), error=_ABANDONED)
         )
         self.connection.commit()
         return result.rowcount
@@ -210,32 +236,46 @@ class LockedChannel:
         """Seconds since the last sweep of this channel started (any outcome but a dry run;
         without ``count_failures``, failed and cancelled sweeps are left out too, so a retry
         after a failure or a stop is not mistaken for a sweep done moments ago)."""
-        ignored = ["dry_run"] if count_failures else ["dry_run", "failed", "cancelled"]
+        ignored = [RunStatus.DRY_RUN]
+        if not count_failures:
+            ignored += [RunStatus.FAILED, RunStatus.CANCELLED]
+        # The last by id, not the latest time: runs are numbered in the order they started
+        # (under this lock), while a time written by a host whose clock was off may lie.
         last = _as_utc(
             self.connection.execute(
-                select(func.max(sync_runs.c.started_at)).where(
+                select(sync_runs.c.started_at)
+                .where(
                     sync_runs.c.account_sid == self.account_sid,
                     sync_runs.c.channel == self.channel,
                     sync_runs.c.status.not_in(ignored),
                 )
-            ).scalar_one()
+                .order_by(sync_runs.c.id.desc())
+                .limit(1)
+            ).scalar_one_or_none()
         )
         age = None if last is None else (self.now() - last).total_seconds()
         self.connection.commit()
-        return age
+        # A start in the future (written by such a host before 0008) says nothing of freshness.
+        return age if age is None or age >= 0 else None
 
-    def start_run(self, trigger: str) -> int:
+    def start_run(self, trigger: Trigger) -> int:
         """Insert and commit the ``running`` row, so even a crash leaves a trace."""
         run_id = self.connection.execute(
             sync_runs.insert()
-            .values(**self._where, trigger=trigger, status="running", started_at=self.now())
+            .values(**self._where, trigger=trigger, status=RunStatus.RUNNING, started_at=self.now())
             .returning(sync_runs.c.id)
         ).scalar_one()
         self.connection.commit()
         return int(run_id)
 
     def finish_run(
-        self, run_id: int, status: str, *, pages: int = 0, diff: Diff | None = None, error: str | None = None
+        self,
+        run_id: int,
+        status: RunStatus,
+        *,
+        pages: int = 0,
+        diff: Diff | None = None,
+        error: str | None = None,
     ) -> None:
         """Record how a run ended that applied nothing (failed, held, dry_run)."""
         if self.connection.in_transaction():
@@ -243,7 +283,7 @@ class LockedChannel:
         self.connection.execute(
             sync_runs.update()
             # Only a run still going: never rewrite one whose changes were already committed.
-            .where(sync_runs.c.id == run_id, sync_runs.c.status == "running")
+            .where(sync_runs.c.id == run_id, sync_runs.c.status == RunStatus.RUNNING)
             .values(status=status, finished_at=self.now(), pages_fetched=pages, error=error, **_counts(diff))
         )
         self.connection.commit()
@@ -253,15 +293,40 @@ class LockedChannel:
         removal found now happened after it. With ``complete_listing``, of the last one whose
         listing was complete: only such a listing proves a number absent, so an addition found
         now happened after it. (Runs from before that was judged count as complete, as they
-        always did.)"""
-        query = select(func.max(sync_runs.c.started_at)).where(
-            sync_runs.c.account_sid == self.account_sid,
-            sync_runs.c.channel == self.channel,
-            sync_runs.c.status == "succeeded",
+        always did.)
+
+        The last by id, not the latest time, and never one that started in the future: a
+        time written by a host whose clock was off (before every time came from the database)
+        would otherwise make a window end before it begins."""
+        query = (
+            select(sync_runs.c.started_at)
+            .where(
+                sync_runs.c.account_sid == self.account_sid,
+                sync_runs.c.channel == self.channel,
+                sync_runs.c.status == RunStatus.SUCCEEDED,
+                sync_runs.c.started_at <= self.now(),
+            )
+            .order_by(sync_runs.c.id.desc())
+            .limit(1)
         )
         if complete_listing:
             query = query.where(sync_runs.c.listing_complete.is_not(False))
-        return _as_utc(self.connection.execute(query).scalar_one())
+        return _as_utc(self.connection.execute(query).scalar_one_or_none())
+
+    def _first_success(self) -> bool:
+        """Whether no sweep of this channel has succeeded yet: this one is its initial load."""
+        return (
+            self.connection.execute(
+                select(sync_runs.c.id)
+                .where(
+                    sync_runs.c.account_sid == self.account_sid,
+                    sync_runs.c.channel == self.channel,
+                    sync_runs.c.status == RunStatus.SUCCEEDED,
+                )
+                .limit(1)
+            ).first()
+            is None
+        )
 
     def channel_types(self) -> dict[str, set[str]]:
         """The channel_type codes each channel of this account has carried, by channel."""
@@ -277,28 +342,36 @@ class LockedChannel:
 
     # -- staging and diff --------------------------------------------------------------
 
-    def stage(self, rows: Iterable[Row]) -> int:
-        """Load the listing into a temporary table as it streams in; returns rows loaded.
+    def stage(self, rows: Iterable[Row]) -> Staged:
+        """Load the listing into a temporary table as it streams in.
 
         The dialect loads it (:meth:`~sync.dialect.Dialect.load`): one COPY for the whole sweep
         on PostgreSQL, batched inserts on SQLite. If ``rows`` raises (a page failed), the load
         is abandoned and nothing outside the temp table changed.
         """
-        c = self.connection
-        for name in (self._seen, self._added, self._removed, self._unconfirmed):
+        c, t = self.connection, self._staging
+        for name in t.all():
             c.execute(text(f"DROP TABLE IF EXISTS {name}"))
         key = self.dialect.key_type
-        c.execute(text(f"CREATE TEMPORARY TABLE {self._seen} (mobile {key} NOT NULL, channel_type TEXT)"))
+        c.execute(text(f"CREATE TEMPORARY TABLE {t.seen} (mobile {key} NOT NULL, channel_type TEXT)"))
         # The added table is unique by construction (GROUP BY); the removed one's key serves keep().
-        c.execute(text(f"CREATE TEMPORARY TABLE {self._added} (mobile {key} NOT NULL, channel_type TEXT)"))
-        c.execute(text(f"CREATE TEMPORARY TABLE {self._removed} (mobile {key} PRIMARY KEY)"))
-        c.execute(text(f"CREATE TEMPORARY TABLE {self._unconfirmed} (mobile {key} PRIMARY KEY)"))
-        loaded = self.dialect.load(c, self._seen, rows)
+        c.execute(text(f"CREATE TEMPORARY TABLE {t.added} (mobile {key} NOT NULL, channel_type TEXT)"))
+        c.execute(text(f"CREATE TEMPORARY TABLE {t.removed} (mobile {key} PRIMARY KEY)"))
+        c.execute(text(f"CREATE TEMPORARY TABLE {t.unconfirmed} (mobile {key} PRIMARY KEY)"))
+        loaded = self.dialect.load(c, t.seen, rows)
         c.commit()
-        self._staged = loaded
-        return loaded
+        return Staged(self, loaded)
 
-    def diff(self, listed: int) -> Diff:
+
+class Staged:
+    """A listing loaded into the staging table by :meth:`LockedChannel.stage`: all there is to
+    do with it is compare it with the channel's entries (:meth:`diff`)."""
+
+    def __init__(self, session: LockedChannel, rows: int) -> None:
+        self._session = session
+        self.rows = rows  # rows loaded: the listing, before de-duplication
+
+    def diff(self) -> Comparison:
         """Compute additions and removal candidates into temp tables, set-based.
 
         A channel with no entries (a first load) skips the comparison: every distinct listed
@@ -306,47 +379,62 @@ class LockedChannel:
         (:meth:`~sync.dialect.Dialect.compare`): one hash full join on PostgreSQL, two
         anti-joins on SQLite.
         """
-        c = self.connection
-        self._current = self._count_current()
-        if self._current == 0:
+        session = self._session
+        c, t = session.connection, session._staging
+        current = self._count_current()
+        if current == 0:
             c.execute(
                 text(
-                    f"INSERT INTO {self._added} (mobile, channel_type) "
-                    f"SELECT mobile, MAX(channel_type) FROM {self._seen} GROUP BY mobile "
+                    f"INSERT INTO {t.added} (mobile, channel_type) "
+                    f"SELECT mobile, MAX(channel_type) FROM {t.seen} GROUP BY mobile "
                     "ORDER BY mobile"
                 )
             )
         else:
-            self.dialect.compare(
-                c, seen=self._seen, added=self._added, removed=self._removed, where=self._where
-            )
+            session.dialect.compare(c, seen=t.seen, added=t.added, removed=t.removed, where=session._where)
         c.commit()
-        return self.counts(listed)
+        return Comparison(session, listed=self.rows, current=current)
 
     def _count_current(self) -> int:
-        return self.connection.execute(
+        session = self._session
+        return session.connection.execute(
             select(func.count())
             .select_from(blocklist_entries)
             .where(
-                blocklist_entries.c.account_sid == self.account_sid,
-                blocklist_entries.c.channel == self.channel,
+                blocklist_entries.c.account_sid == session.account_sid,
+                blocklist_entries.c.channel == session.channel,
             )
         ).scalar_one()
 
-    def counts(self, listed: int) -> Diff:
-        """The diff as it stands. The entries are counted once, by :meth:`diff`: we hold the
-        lock, so nobody changes them before :meth:`apply`, which checks its row counts anyway."""
-        if self._current is None:
-            self._current = self._count_current()
+
+class Comparison:
+    """The listing against the channel's entries, made by :meth:`Staged.diff`: additions and
+    removal candidates in temporary tables. The removal checks narrow the candidates
+    (:meth:`keep`, :meth:`unconfirm`); :meth:`counts` says where they stand; :meth:`apply`
+    writes them."""
+
+    def __init__(self, session: LockedChannel, *, listed: int, current: int) -> None:
+        self._session = session
+        self._t = session._staging
+        self.connection = session.connection
+        self.listed = listed  # rows the listing returned
+        # The entries are counted once, by the diff: we hold the lock, so nobody changes them
+        # before apply(), which checks its row counts anyway.
+        self.current = current
+        self._rescued = 0  # removal candidates the filter found still listed, by keep()
+
+    def counts(self) -> Diff:
+        """The diff as it stands."""
+        t = self._t
         added, removed, unconfirmed = self.connection.execute(
             text(
-                f"SELECT (SELECT COUNT(*) FROM {self._added}), (SELECT COUNT(*) FROM {self._removed}), "
-                f"(SELECT COUNT(*) FROM {self._unconfirmed})"
+                f"SELECT (SELECT COUNT(*) FROM {t.added}), (SELECT COUNT(*) FROM {t.removed}), "
+                f"(SELECT COUNT(*) FROM {t.unconfirmed})"
             )
         ).one()
         return Diff(
-            current=self._current,
-            listed=listed,
+            current=self.current,
+            listed=self.listed,
             added=added,
             removed=removed,
             unconfirmed=unconfirmed,
@@ -356,7 +444,9 @@ class LockedChannel:
     def removal_candidates(self, batch: int) -> Iterator[list[str]]:
         """Removal candidates in batches, by keyset paging so memory stays flat."""
         after = ""
-        query = text(f"SELECT mobile FROM {self._removed} WHERE mobile > :after ORDER BY mobile LIMIT :batch")
+        query = text(
+            f"SELECT mobile FROM {self._t.removed} WHERE mobile > :after ORDER BY mobile LIMIT :batch"
+        )
         while mobiles := list(self.connection.execute(query, {"after": after, "batch": batch}).scalars()):
             yield mobiles
             after = mobiles[-1]
@@ -364,11 +454,11 @@ class LockedChannel:
     def listed_sample(self, size: int) -> list[str]:
         """Up to ``size`` numbers this sweep's listing held, picked at random: numbers a
         working ``mobile`` filter must confirm, asked alongside the removal candidates."""
-        sample = self.dialect.sample(self.connection, self._seen, size, self._staged)
+        sample = self._session.dialect.sample(self.connection, self._t.seen, size, self.listed)
         if sample is None:
             sample = list(
                 self.connection.execute(
-                    text(f"SELECT mobile FROM {self._seen} ORDER BY random() LIMIT :size"), {"size": size}
+                    text(f"SELECT mobile FROM {self._t.seen} ORDER BY random() LIMIT :size"), {"size": size}
                 ).scalars()
             )
         return sample
@@ -379,7 +469,7 @@ class LockedChannel:
         mobiles = [{"m": m} for m in present]
         if mobiles:
             self._rescued += self.connection.execute(
-                text(f"DELETE FROM {self._removed} WHERE mobile = :m"), mobiles
+                text(f"DELETE FROM {self._t.removed} WHERE mobile = :m"), mobiles
             ).rowcount
             self.connection.commit()
 
@@ -388,18 +478,18 @@ class LockedChannel:
         as unconfirmed, and checked again by the next sweep."""
         mobiles = [{"m": m} for m in unproven]
         if mobiles:
-            c = self.connection
-            move = f"INSERT INTO {self._unconfirmed} SELECT mobile FROM {self._removed} WHERE mobile = :m"
+            c, t = self.connection, self._t
+            move = f"INSERT INTO {t.unconfirmed} SELECT mobile FROM {t.removed} WHERE mobile = :m"
             c.execute(text(move), mobiles)
-            c.execute(text(f"DELETE FROM {self._removed} WHERE mobile = :m"), mobiles)
+            c.execute(text(f"DELETE FROM {t.removed} WHERE mobile = :m"), mobiles)
             c.commit()
 
     def changes(self) -> Iterator[tuple[str, str]]:
         """Every ('added' | 'removed', mobile) this sweep would apply, streamed."""
         yield from self.connection.execute(
             text(
-                f"SELECT 'added', mobile FROM {self._added} UNION ALL "
-                f"SELECT 'removed', mobile FROM {self._removed} ORDER BY 1, 2"
+                f"SELECT 'added', mobile FROM {self._t.added} UNION ALL "
+                f"SELECT 'removed', mobile FROM {self._t.removed} ORDER BY 1, 2"
             ),
             execution_options={"yield_per": 5000},
         )
@@ -419,24 +509,24 @@ class LockedChannel:
         time inside this transaction.
 
         Rows go in sorted by mobile, the leading key of the indexes they land in, so a large
-        load appends to index pages instead of touching them at random. :meth:`diff` wrote the
-        additions in that order, so they are read as stored rather than sorted again (twice,
-        a second each at a million rows); the order only ever affects speed.
+        load appends to index pages instead of touching them at random. :meth:`Staged.diff`
+        wrote the additions in that order, so they are read as stored rather than sorted again
+        (twice, a second each at a million rows); the order only ever affects speed.
         """
-        c = self.connection
-        previous = self.previous_success_start()
+        c, t, session = self.connection, self._t, self._session
+        previous = session.previous_success_start()
         params = {
-            **self._where,
+            **session._where,
             "run_id": run_id,
-            "not_before": self.previous_success_start(complete_listing=True),
+            "not_before": session.previous_success_start(complete_listing=True),
             "proven_at": previous,
-            "initial_load": previous is None,
+            "initial_load": session._first_success(),
         }
         if c.in_transaction():
             c.commit()
         with c.begin():
-            params["detected_at"] = self.now()
-            self.dialect.make_room_to_sort(c)  # see ORDER BY below
+            params["detected_at"] = session.now()
+            session.dialect.make_room_to_sort(c)  # see ORDER BY below
             if diff.removed:
                 # The events first: their window reads the entries they end.
                 _expect(
@@ -448,7 +538,7 @@ class LockedChannel:
                         detected_at, not_before, initial_load, run_id)
                     SELECT :account_sid, :channel, r.mobile, 'removed', :detected_at,
                         COALESCE(e.proven_present_at, :proven_at), :initial_load, :run_id
-                    FROM {self._removed} r
+                    FROM {t.removed} r
                     JOIN blocklist_entries e
                       ON e.account_sid = :account_sid AND e.channel = :channel AND e.mobile = r.mobile
                     ORDER BY r.mobile""").bindparams(_DETECTED_AT, _PROVEN_AT),
@@ -462,7 +552,7 @@ class LockedChannel:
                         text(f"""
                     DELETE FROM blocklist_entries
                     WHERE account_sid = :account_sid AND channel = :channel
-                      AND mobile IN (SELECT mobile FROM {self._removed})"""),
+                      AND mobile IN (SELECT mobile FROM {t.removed})"""),
                         params,
                     ).rowcount,
                 )
@@ -475,7 +565,7 @@ class LockedChannel:
                     INSERT INTO blocklist_entries
                         (account_sid, channel, mobile, channel_type, added_at, added_run_id)
                     SELECT :account_sid, :channel, mobile, channel_type, :detected_at, :run_id
-                    FROM {self._added}""").bindparams(_DETECTED_AT),
+                    FROM {t.added}""").bindparams(_DETECTED_AT),
                         params,
                     ).rowcount,
                 )
@@ -485,7 +575,7 @@ class LockedChannel:
                         detected_at, not_before, initial_load, run_id)
                     SELECT :account_sid, :channel, mobile, 'added', :detected_at,
                         :not_before, :initial_load, :run_id
-                    FROM {self._added}""").bindparams(_DETECTED_AT, _NOT_BEFORE),
+                    FROM {t.added}""").bindparams(_DETECTED_AT, _NOT_BEFORE),
                     params,
                 )
             self._mark_unproven(params)
@@ -494,7 +584,7 @@ class LockedChannel:
                 sync_runs.update()
                 .where(sync_runs.c.id == run_id)
                 .values(
-                    status="succeeded",
+                    status=RunStatus.SUCCEEDED,
                     finished_at=params["detected_at"],
                     pages_fetched=pages,
                     error=None,
@@ -522,7 +612,7 @@ class LockedChannel:
                 UPDATE blocklist_entries SET proven_present_at = :proven_at
                 WHERE account_sid = :account_sid AND channel = :channel
                   AND proven_present_at IS NULL
-                  AND mobile IN (SELECT mobile FROM {self._unconfirmed})""").bindparams(_PROVEN_AT),
+                  AND mobile IN (SELECT mobile FROM {self._t.unconfirmed})""").bindparams(_PROVEN_AT),
                 params,
             )
         c.execute(
@@ -530,7 +620,7 @@ class LockedChannel:
             UPDATE blocklist_entries SET proven_present_at = NULL
             WHERE account_sid = :account_sid AND channel = :channel
               AND proven_present_at IS NOT NULL
-              AND mobile NOT IN (SELECT mobile FROM {self._unconfirmed})"""),
+              AND mobile NOT IN (SELECT mobile FROM {self._t.unconfirmed})"""),
             params,
         )
 
@@ -539,8 +629,8 @@ class LockedChannel:
         known = set(
             self.connection.execute(
                 select(blocklist_channel_types.c.channel_type).where(
-                    blocklist_channel_types.c.account_sid == self.account_sid,
-                    blocklist_channel_types.c.channel == self.channel,
+                    blocklist_channel_types.c.account_sid == self._session.account_sid,
+                    blocklist_channel_types.c.channel == self._session.channel,
                 )
             ).scalars()
         )
@@ -550,7 +640,7 @@ class LockedChannel:
                 blocklist_channel_types.insert(),
                 [
                     {
-                        **self._where,
+                        **self._session._where,
                         "channel_type": code,
                         "first_run_id": params["run_id"],
                         "first_seen_at": params["detected_at"],

@@ -29,11 +29,9 @@ prove is kept as it was, not guessed.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import itertools
 import logging
 import random
-import signal
 import threading
 import time
 from collections import Counter
@@ -41,29 +39,26 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
-from sync.guard import GuardLimits, channel_type_hold, empty_listing_hold, removal_hold
-from sync.kaleyra import MAX_LIMIT, Entry, KaleyraClient, RetryPolicy
-from sync.kaleyra_errors import Cancelled, KaleyraError, ProtocolError
+from sync.guard import GuardLimits, channel_type_hold, empty_listing_hold, is_code, removal_hold
+from sync.kaleyra import MAX_LIMIT, Cancelled, Entry, KaleyraClient, KaleyraError, Page, ProtocolError
 from sync.numbers import describe_rejected
 from sync.redaction import redact
-from sync.settings import Account, Shard, Tuning
-from sync.store import Diff, LockedChannel, LockHeld, LockHolder, Store
+from sync.settings import Tuning
+from sync.stopping import stop_name, stop_reason
+from sync.store import Comparison, Diff, LockedChannel, LockHeld, LockHolder, Staged, Store
 from sync.vendor_text import vendor_text
-from sync.vocabulary import SEVERITY, Outcome, RunStatus, Trigger
+from sync.vocabulary import Channel, Outcome, RunStatus, Trigger
 
 __all__ = [
+    "ChangeCallback",
     "DeadlinePassed",
     "Outcome",
-    "StopRequest",
+    "PageCallback",
     "Stopped",
     "SweepOptions",
     "SweepResult",
-    "client_for",
-    "pairs_to_sweep",
-    "stop_on_signals",
-    "sweep_accounts",
+    "finished",
     "sweep_channel",
-    "worst_exit_code",
 ]
 
 # Named for the module this code first lived in (sync/job.py): operators' log queries and
@@ -89,7 +84,6 @@ _REJECTED_EXAMPLES = 3
 # counted under one name that no channel carries, so a hostile listing cannot grow the count.
 _MAX_CODES = 20
 _OTHER_CODES = "(other codes)"
-DEFAULT_SWEEP_TIMEOUT = 2 * 3600.0
 
 
 class _Halt:
@@ -97,38 +91,23 @@ class _Halt:
     client polls :meth:`is_set` between reads, so either ends a sweep within a second."""
 
     def __init__(self, stop: threading.Event, seconds: float) -> None:
-        self._stop = stop
+        self.stop = stop
         self._seconds = seconds
         self._deadline = time.monotonic() + seconds
 
     def is_set(self) -> bool:
-        return self._stop.is_set() or self.deadline_passed()
+        return self.stop.is_set() or self.deadline_passed()
 
     def deadline_passed(self) -> bool:
         return time.monotonic() > self._deadline
 
     def check(self, during: str) -> None:
-        if self._stop.is_set():
+        if self.stop.is_set():
             raise Stopped(f"stopped by a signal while {during}; nothing was applied")
         if time.monotonic() > self._deadline:
             raise DeadlinePassed(
                 f"the sweep passed its deadline of {self._seconds:.0f}s while {during}; nothing was applied"
             )
-
-
-class StopRequest(threading.Event):
-    """A stop request that remembers the signal that asked for it: an interrupted run is
-    recorded as ``cancelled`` and exits 128 + that signal's number, the shell's convention."""
-
-    signum: int | None = None
-
-    def request(self, signum: int) -> None:
-        self.signum = signum
-        self.set()
-
-    @property
-    def name(self) -> str:
-        return signal.Signals(self.signum).name if self.signum else "a stop request"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -140,7 +119,7 @@ class SweepOptions:
     # Scheduler replicas and shards: skip a channel whose last sweep started less than this
     # many seconds ago (by any process), so overlapping processes sweep it once.
     skip_if_swept_within: float | None = None
-    timeout: float = DEFAULT_SWEEP_TIMEOUT  # the whole sweep, paging to apply, in seconds
+    timeout: float = Tuning.sweep_timeout  # the whole sweep, paging to apply, in seconds
     # Shards: a channel another process is sweeping right now is that process's, not an error.
     lock_held_is_skip: bool = False
 
@@ -165,12 +144,6 @@ class SweepResult:
         return self.outcome.exit_code
 
 
-def worst_exit_code(results: list[SweepResult]) -> int:
-    if not results:
-        return 0
-    return min(results, key=lambda r: SEVERITY.index(r.outcome)).exit_code
-
-
 @dataclass
 class _Progress:
     pages: int = 0
@@ -180,6 +153,20 @@ class _Progress:
     repeated: int = 0  # rows dropped as a repeated page: the list shifted while it was paged
     codes: Counter[str] = field(default_factory=Counter)  # listed rows by channel_type code
     phases: dict[str, float] = field(default_factory=dict)  # seconds per step, for logs and the benchmark
+
+    def count(self, page: Page) -> None:
+        """Count one page's rows, repeats, channel_type codes and rejected rows (a few as examples)."""
+        self.pages += 1
+        self.rows += len(page.entries)
+        self.repeated += page.repeated
+        for entry in page.entries:
+            code = entry.channel_type
+            if is_code(code):
+                self.codes[code if code in self.codes or len(self.codes) < _MAX_CODES else _OTHER_CODES] += 1
+        if page.rejected:
+            self.rejected += len(page.rejected)
+            room = _REJECTED_EXAMPLES - len(self.rejected_examples)
+            self.rejected_examples += [describe_rejected(r) for r in page.rejected[:room]]
 
     @contextmanager
     def timed(self, phase: str) -> Iterator[None]:
@@ -206,174 +193,251 @@ def sweep_channel(
 ) -> SweepResult:
     """Sweep one channel of ``client``'s account into ``store``; never raises for a failed
     sweep (the result says what happened), only for a stop of the whole process."""
-    stop = stop or threading.Event()
-    halt = _Halt(stop, options.timeout)
+    halt = _Halt(stop or threading.Event(), options.timeout)
     started = time.monotonic()
-    context: dict[str, object] = {"account": client.sid, "channel": channel}
     try:
         with store.lock_channel(client.sid, channel, timeout=options.timeout) as session:
-            # We hold the lock, so a run still ``running`` is a dead process's (SIGKILL, OOM, a
-            # lost node): close it before judging when the channel was last swept, or a
-            # shard's retry would take that corpse for a sweep in progress and skip the pair.
-            abandoned = session.fail_abandoned_runs()
-            if abandoned:
-                log.warning("marked %d abandoned run(s) as failed", abandoned, extra=context)
-            if options.skip_if_swept_within is not None:
-                # Shards retry a failed or stopped pair (their Job's retry, a pod restarted
-                # after SIGTERM): only a sweep that did not fail counts as done moments ago.
-                age = session.seconds_since_last_start(count_failures=not options.lock_held_is_skip)
-                if age is not None and age < options.skip_if_swept_within:
-                    return _finish(
-                        SweepResult(
-                            account_sid=client.sid,
-                            channel=channel,
-                            outcome=Outcome.SKIPPED,
-                            message=f"swept {age:.0f}s ago, by this or another process; skipping this tick",
-                        ),
-                        started,
-                        context,
-                    )
-            run_id = session.start_run(options.trigger)
-            context["run_id"] = run_id
-            log.info("sweep started (%s)", options.trigger, extra=context)
-            progress = _Progress()
-            try:
-                result = _sweep_locked(
-                    client, session, run_id, channel, options, halt, progress, on_page, on_change
-                )
-                if stop.is_set():
-                    # The stop came too late to stop anything: say what did happen.
-                    result = replace(result, message=_finished_despite_stop(result, stop))
-            except (Exception, KeyboardInterrupt, SystemExit) as exc:
-                # A stop the operator asked for is not a failure of Kaleyra or the database.
-                cancelled = stop.is_set() and isinstance(
-                    exc, Stopped | Cancelled | KeyboardInterrupt | SystemExit
-                )
-                reason = _stop_reason(stop) if cancelled else _reason(exc, halt)
-                status = Outcome.CANCELLED if cancelled else Outcome.FAILED
-                try:
-                    session.finish_run(run_id, status.label, pages=progress.pages, error=reason)
-                except Exception:  # the database itself may be what failed
-                    log.exception(
-                        "could not mark run %s %s; the next run will mark it failed",
-                        run_id,
-                        status.label,
-                        extra=context,
-                    )
-                if not isinstance(exc, Exception):
-                    raise
-                result = SweepResult(
-                    account_sid=client.sid,
-                    channel=channel,
-                    outcome=status,
-                    run_id=run_id,
-                    pages=progress.pages,
-                    message=reason,
-                    # The client only learns that it must stop; the halt knows it was the deadline.
-                    error_type=(
-                        DeadlinePassed
-                        if not cancelled and isinstance(exc, Cancelled) and halt.deadline_passed()
-                        else type(exc)
-                    ),
-                    account_wide=getattr(exc, "account_wide", False),
-                )
+            result = _Sweep(client, session, options, halt, on_page=on_page, on_change=on_change).run()
     except LockHeld as held:
         result = _lock_held(held, client.sid, channel, options)
-    return _finish(result, started, context)
+    return finished(result, started)
 
 
-def _sweep_locked(
-    client: KaleyraClient,
-    session: LockedChannel,
-    run_id: int,
-    channel: str,
-    options: SweepOptions,
-    halt: _Halt,
-    progress: _Progress,
-    on_page: PageCallback | None,
-    on_change: ChangeCallback | None,
-) -> SweepResult:
-    def rows() -> Iterator[Entry]:
-        for page in client.pages(channel, cancel=halt):
-            halt.check("paging")
-            progress.pages += 1
-            progress.rows += len(page.entries)
-            progress.repeated += page.repeated
-            _count_codes(progress.codes, page.entries)
-            if page.rejected:
-                progress.rejected += len(page.rejected)
-                room = _REJECTED_EXAMPLES - len(progress.rejected_examples)
-                progress.rejected_examples += [describe_rejected(r) for r in page.rejected[:room]]
+class _Sweep:
+    """One sweep of a locked (account, channel): one method per step of the module's order."""
+
+    def __init__(
+        self,
+        client: KaleyraClient,
+        session: LockedChannel,
+        options: SweepOptions,
+        halt: _Halt,
+        *,
+        on_page: PageCallback | None,
+        on_change: ChangeCallback | None,
+    ) -> None:
+        self.client = client
+        self.session = session
+        self.channel = session.channel
+        self.options = options
+        self.halt = halt
+        self.on_page = on_page
+        self.on_change = on_change
+        self.progress = _Progress()
+        self.pair: dict[str, object] = {"account": client.sid, "channel": self.channel}  # for log lines
+        self.context = dict(self.pair)  # ... and, once there is one, the run's id
+
+    def run(self) -> SweepResult:
+        """Step 2, then steps 3 to 6 (:meth:`_sweep`) under a run row that says how they ended."""
+        self._close_abandoned_runs()
+        skipped = self._swept_moments_ago()
+        if skipped is not None:
+            return skipped
+        run_id = self.session.start_run(self.options.trigger)
+        self.context["run_id"] = run_id
+        log.info("sweep started (%s)", self.options.trigger, extra=self.context)
+        try:
+            result = self._sweep(run_id)
+        except (Exception, KeyboardInterrupt, SystemExit) as exc:
+            result = self._abandoned(run_id, exc)
+            if not isinstance(exc, Exception):
+                raise
+            return result
+        if self.halt.stop.is_set():
+            # The stop came too late to stop anything: say what did happen.
+            result = replace(result, message=_finished_despite_stop(result, self.halt.stop))
+        return result
+
+    def _close_abandoned_runs(self) -> None:
+        """Step 2: we hold the lock, so a run still ``running`` is a dead process's (SIGKILL,
+        OOM, a lost node). It is closed before :meth:`_swept_moments_ago` judges when the
+        channel was last swept, or a shard's retry would take that corpse for a sweep in
+        progress and skip the pair."""
+        abandoned = self.session.fail_abandoned_runs()
+        if abandoned:
+            log.warning("marked %d abandoned run(s) as failed", abandoned, extra=self.context)
+
+    def _swept_moments_ago(self) -> SweepResult | None:
+        """Step 2's skip (scheduler replicas, shards): the result of a channel swept moments
+        ago, by this process or another, or None to sweep it."""
+        if self.options.skip_if_swept_within is None:
+            return None
+        # Shards retry a failed or stopped pair (their Job's retry, a pod restarted after
+        # SIGTERM): only a sweep that did not fail counts as done moments ago.
+        age = self.session.seconds_since_last_start(count_failures=not self.options.lock_held_is_skip)
+        if age is None or age >= self.options.skip_if_swept_within:
+            return None
+        return SweepResult(
+            account_sid=self.client.sid,
+            channel=self.channel,
+            outcome=Outcome.SKIPPED,
+            message=f"swept {age:.0f}s ago, by this or another process; skipping this tick",
+        )
+
+    def _sweep(self, run_id: int) -> SweepResult:
+        """Steps 3 to 6. Raises, with nothing applied, for a failed page, a stop, the deadline
+        or a crash."""
+        staged = self._stage()
+        comparison, diff = self._diff(staged)
+        held = self._held_unconfirmed(staged, diff)
+        if held is None or self.options.force or self.options.dry_run:
+            diff = self._confirm(comparison)
+            held = held or removal_hold(diff.current, diff.removed, self.options.guard)
+        if self.options.dry_run:
+            return self._review(comparison, run_id, diff, held)
+        if held and not self.options.force:
+            return self._hold(run_id, diff, held)
+        return self._apply(comparison, run_id, diff)
+
+    def _stage(self) -> Staged:
+        """Step 3: stream every page into the staging table."""
+        with self.progress.timed("fetch"):
+            staged = self.session.stage(self._rows())
+        if self.progress.rejected:
+            log.warning(
+                "%d listed row(s) cannot be a phone number and were not stored, e.g. %s",
+                self.progress.rejected,
+                ", ".join(self.progress.rejected_examples),
+                extra=self.pair,
+            )
+        return staged
+
+    def _rows(self) -> Iterator[Entry]:
+        progress = self.progress
+        for page in self.client.pages(self.channel, cancel=self.halt):
+            self.halt.check("paging")
+            progress.count(page)
             log.debug(
                 "page %d at offset %d: %d new rows",
                 progress.pages,
                 page.offset,
                 len(page.entries),
-                extra={
-                    "account": client.sid,
-                    "channel": channel,
-                    "pages": progress.pages,
-                    "offset": page.offset,
-                },
+                extra={**self.pair, "pages": progress.pages, "offset": page.offset},
             )
-            if on_page:
-                on_page(channel, progress.pages, progress.rows)
+            if self.on_page:
+                self.on_page(self.channel, progress.pages, progress.rows)
             yield from page.entries
 
-    with progress.timed("fetch"):
-        listed = session.stage(rows())
-    if progress.rejected:
-        log.warning(
-            "%d listed row(s) cannot be a phone number and were not stored, e.g. %s",
-            progress.rejected,
-            ", ".join(progress.rejected_examples),
-            extra={"account": client.sid, "channel": channel},
+    def _diff(self, staged: Staged) -> tuple[Comparison, Diff]:
+        """Step 4: additions and removal candidates, in SQL."""
+        with self.progress.timed("diff"):
+            comparison = staged.diff()
+            return comparison, replace(comparison.counts(), rejected=self.progress.rejected)
+
+    def _held_unconfirmed(self, staged: Staged, diff: Diff) -> str | None:
+        """Step 4's holds, before any request is spent confirming removals: an empty listing
+        over a full table, or rows that say they are another channel's."""
+        return empty_listing_hold(staged.rows, diff.current) or _channel_type_hold(
+            self.client, self.session, self.channel, self.progress.codes, self.halt
         )
-    with progress.timed("diff"):
-        diff = replace(session.diff(listed), rejected=progress.rejected)
-    # Held before any request is spent confirming removals: an empty listing over a full
-    # table, or rows that say they are another channel's.
-    held = empty_listing_hold(listed, diff.current) or channel_type_hold(
-        channel, progress.codes, session.channel_types()
-    )
-    if held is None or options.force or options.dry_run:
+
+    def _confirm(self, comparison: Comparison) -> Diff:
+        """Step 5: confirm the removal candidates; the diff as they left it."""
+        progress = self.progress
         with progress.timed("verify"):
-            _confirm_removals(client, session, channel, halt, forced=options.force)
-            diff = replace(session.counts(listed), rejected=progress.rejected)
+            _confirm_removals(self.client, comparison, self.channel, self.halt, forced=self.options.force)
+            diff = replace(comparison.counts(), rejected=progress.rejected)
             diff = replace(diff, listing_complete=not (progress.repeated or diff.rescued or diff.unconfirmed))
-        _log_proof(diff, progress.repeated, {"account": client.sid, "channel": channel})
-        held = held or removal_hold(diff.current, diff.removed, options.guard)
-    result = functools.partial(
-        SweepResult,
-        account_sid=client.sid,
-        channel=channel,
-        run_id=run_id,
-        pages=progress.pages,
-        diff=diff,
-        phases=progress.phases,
-    )
-    if options.dry_run:
-        if on_change:
-            for change, mobile in session.changes():
-                on_change(client.sid, channel, change, mobile)
-        note = f"would be held: {held}" if held and not options.force else None
-        session.finish_run(run_id, RunStatus.DRY_RUN, pages=progress.pages, diff=diff, error=note)
-        return result(outcome=Outcome.DRY_RUN, message=note)
-    if held and not options.force:
+        _log_proof(diff, progress.repeated, self.pair)
+        return diff
+
+    def _review(self, comparison: Comparison, run_id: int, diff: Diff, held: str | None) -> SweepResult:
+        """``--dry-run``: report each change and what the guard would do; apply nothing."""
+        if self.on_change:
+            for change, mobile in comparison.changes():
+                self.on_change(self.client.sid, self.channel, change, mobile)
+        note = f"would be held: {held}" if held and not self.options.force else None
+        self.session.finish_run(run_id, RunStatus.DRY_RUN, pages=self.progress.pages, diff=diff, error=note)
+        return self._result(Outcome.DRY_RUN, run_id, diff, note)
+
+    def _hold(self, run_id: int, diff: Diff, held: str) -> SweepResult:
+        """Step 6's guard: held, nothing applied."""
         message = f"held by the safety guard: {held}. Nothing was applied"
-        session.finish_run(run_id, RunStatus.HELD, pages=progress.pages, diff=diff, error=message)
-        return result(outcome=Outcome.HELD, message=message)
-    halt.check("about to apply")
-    with progress.timed("apply"):
-        session.apply(run_id, pages=progress.pages, diff=diff, channel_types=progress.codes)
-    return result(outcome=Outcome.SUCCEEDED)
+        self.session.finish_run(run_id, RunStatus.HELD, pages=self.progress.pages, diff=diff, error=message)
+        return self._result(Outcome.HELD, run_id, diff, message)
+
+    def _apply(self, comparison: Comparison, run_id: int, diff: Diff) -> SweepResult:
+        """Step 6: apply everything, and the run row, in one transaction."""
+        self.halt.check("about to apply")
+        with self.progress.timed("apply"):
+            learned = [code for code in self.progress.codes if code != _OTHER_CODES]  # a count, not a code
+            comparison.apply(run_id, pages=self.progress.pages, diff=diff, channel_types=learned)
+        return self._result(Outcome.SUCCEEDED, run_id, diff)
+
+    def _result(self, outcome: Outcome, run_id: int, diff: Diff, message: str | None = None) -> SweepResult:
+        return SweepResult(
+            account_sid=self.client.sid,
+            channel=self.channel,
+            outcome=outcome,
+            run_id=run_id,
+            pages=self.progress.pages,
+            diff=diff,
+            message=message,
+            phases=self.progress.phases,
+        )
+
+    def _abandoned(self, run_id: int, exc: BaseException) -> SweepResult:
+        """A sweep that raised applied nothing: its run row says ``cancelled`` when the stop an
+        operator asked for ended it (not a failure of Kaleyra or the database), else ``failed``."""
+        stop = self.halt.stop
+        cancelled = stop.is_set() and isinstance(exc, Stopped | Cancelled | KeyboardInterrupt | SystemExit)
+        reason = stop_reason(stop) if cancelled else _reason(exc, self.halt)
+        outcome = Outcome.CANCELLED if cancelled else Outcome.FAILED
+        try:
+            self.session.finish_run(run_id, outcome.run_status, pages=self.progress.pages, error=reason)
+        except Exception:  # the database itself may be what failed
+            log.exception(
+                "could not mark run %s %s; the next run will mark it failed",
+                run_id,
+                outcome.label,
+                extra=self.context,
+            )
+        # The client only learns that it must stop; the halt knows it was the deadline.
+        deadline = not cancelled and isinstance(exc, Cancelled) and self.halt.deadline_passed()
+        return SweepResult(
+            account_sid=self.client.sid,
+            channel=self.channel,
+            outcome=outcome,
+            run_id=run_id,
+            pages=self.progress.pages,
+            message=reason,
+            error_type=DeadlinePassed if deadline else type(exc),
+            account_wide=getattr(exc, "account_wide", False),
+        )
 
 
-def _count_codes(codes: Counter[str], entries: list[Entry]) -> None:
-    for entry in entries:
-        code = entry.channel_type
-        if code is not None:
-            codes[code if code in codes or len(codes) < _MAX_CODES else _OTHER_CODES] += 1
+def _channel_type_hold(
+    client: KaleyraClient, session: LockedChannel, channel: str, codes: Counter[str], halt: _Halt
+) -> str | None:
+    """Why this listing's ``channel_type`` codes are held (:func:`sync.guard.channel_type_hold`).
+
+    Codes the channel has carried before need no more evidence. A code it has not (its first
+    sweep, or a change) is compared with what the account's other channels carry: the codes
+    they were learned with, and those on the first page each lists now, so that a server
+    ignoring ``channel`` is caught even before any other channel was swept. That costs one
+    request per other channel, only when a code is new.
+    """
+    learned = session.channel_types()
+    if set(codes) <= learned.get(channel, set()):
+        return None
+    listed_now = {
+        str(other): _codes_on_first_page(client, other, halt) for other in Channel if other != channel
+    }
+    return channel_type_hold(channel, codes, learned, listed_now)
+
+
+def _codes_on_first_page(client: KaleyraClient, channel: str, halt: _Halt) -> set[str]:
+    """The codes on the first page of ``channel``'s listing; none when it cannot be read (a
+    channel this account may not use, a failing page): then there is nothing to compare."""
+    try:
+        # Only the first page: the generator is dropped (and closed) at once, asking no more.
+        page = next(client.pages(channel, cancel=halt), None)
+    except Cancelled:
+        raise
+    except KaleyraError as exc:
+        log.info("could not read the %s listing to compare channel_type codes: %s", channel, exc.reason)
+        return set()
+    return {e.channel_type for e in page.entries if is_code(e.channel_type)} if page else set()
 
 
 def _log_proof(diff: Diff, repeated: int, context: dict[str, object]) -> None:
@@ -398,7 +462,7 @@ def _log_proof(diff: Diff, repeated: int, context: dict[str, object]) -> None:
 
 
 def _confirm_removals(
-    client: KaleyraClient, session: LockedChannel, channel: str, halt: _Halt, *, forced: bool = False
+    client: KaleyraClient, comparison: Comparison, channel: str, halt: _Halt, *, forced: bool = False
 ) -> None:
     """Ask Kaleyra about every removal candidate directly; record a removal only where the
     answer is shown complete.
@@ -421,43 +485,79 @@ def _confirm_removals(
     answer left out are removed; the rest are kept and counted as unconfirmed, to be checked
     again by the next sweep. None of this fails the channel.
 
-    One exception: an empty listing has no number to use as a control, and is held by the
-    guard; an operator who reviewed it (``--dry-run``) and applies it with ``--force`` is the
-    only proof there can be, so then the filter's plain answers decide.
+    One exception, for an operator who reviewed the sweep (``--dry-run``) and applies it with
+    ``--force``: where the listing offers no control, or the filter is known to hold fewer than
+    two rows (an emptied or shrunken channel), that review is the only proof there can be, and
+    the filter's plain answers decide (:func:`_confirm_as_forced`).
     """
-    candidates = session.removal_candidates(MAX_LIMIT)
+    candidates = comparison.removal_candidates(MAX_LIMIT)
     first = next(candidates, None)
     if first is None:
         return  # nothing to confirm: not one request spent
-    sample = session.listed_sample(_CONTROL_SAMPLE)
-    if not sample and forced:
-        for batch in itertools.chain([first], candidates):
-            halt.check("confirming removals")
-            session.keep(client.check(channel, batch, cancel=halt))
-        return
+    sample = comparison.listed_sample(_CONTROL_SAMPLE)
     honoured = _honoured_rows(client, channel, sample, halt)
+    if honoured < 2 and forced:
+        found = _confirm_as_forced(client, comparison, channel, halt, itertools.chain([first], candidates))
+        if not found:
+            return
+        # An answer named numbers: they are blocklisted, so they can serve as controls, and
+        # the rest is proven as always (an answer may have been cut short).
+        sample = found[:MAX_LIMIT]
+        candidates = comparison.removal_candidates(MAX_LIMIT)
+        first = next(candidates, None)
+        if first is None:
+            return
+        honoured = _honoured_rows(client, channel, sample, halt)
     per_check = min(CONTROLS_PER_CHECK, honoured // 2)
     room = honoured - per_check
     controls = _Cycle(sample)
     for batch in _rebatch(first, candidates, max(room, 1)):
         halt.check("confirming removals")
         if per_check < 1 or room < 1:
-            session.unconfirm(batch)
+            comparison.unconfirm(batch)
             continue
         asked = [controls.next() for _ in range(per_check)]
         question = batch + asked
         random.shuffle(question)
-        try:
-            found = client.check(channel, question, cancel=halt)
-        except ProtocolError as exc:
-            log.warning("a removal check could not be read: %s", exc.reason, extra={"channel": channel})
-            session.unconfirm(batch)
+        found_now = _ask(client, channel, question, halt)
+        if found_now is None:
+            comparison.unconfirm(batch)
             continue
-        session.keep(found.intersection(batch))
-        absent = [m for m in batch if m not in found]
-        if not set(asked) <= found:
-            session.unconfirm(absent)  # an answer missing a control proves no absence
+        comparison.keep(found_now.intersection(batch))
+        absent = [m for m in batch if m not in found_now]
+        if not set(asked) <= found_now:
+            comparison.unconfirm(absent)  # an answer missing a control proves no absence
         # else: a complete answer; the absent candidates stay removal candidates
+
+
+def _confirm_as_forced(
+    client: KaleyraClient, comparison: Comparison, channel: str, halt: _Halt, batches: Iterator[list[str]]
+) -> list[str]:
+    """Under ``--force``, with no control to prove an answer: ask about the candidates plainly.
+    An answer of no rows cannot have been cut short (a cap keeps at least one row), so its
+    numbers stay removal candidates, on the operator's word. The numbers an answer names are
+    kept, and returned: being blocklisted, they can prove the remaining answers."""
+    found: list[str] = []
+    for batch in batches:
+        halt.check("confirming removals")
+        answer = _ask(client, channel, batch, halt)
+        if answer is None:
+            comparison.unconfirm(batch)
+            continue
+        present = sorted(answer.intersection(batch))
+        comparison.keep(present)
+        found += present
+    return found
+
+
+def _ask(client: KaleyraClient, channel: str, question: list[str], halt: _Halt) -> set[str] | None:
+    """The numbers of ``question`` the filter says are blocklisted; None when its answer
+    cannot be read (numbers not asked about, rows that are no number): that proves nothing."""
+    try:
+        return client.check(channel, question, cancel=halt)
+    except ProtocolError as exc:
+        log.warning("a removal check could not be read: %s", exc.reason, extra={"channel": channel})
+        return None
 
 
 def _honoured_rows(client: KaleyraClient, channel: str, sample: list[str], halt: _Halt) -> int:
@@ -466,13 +566,8 @@ def _honoured_rows(client: KaleyraClient, channel: str, sample: list[str], halt:
     if not sample:
         return 0
     halt.check("confirming removals")
-    try:
-        return len(client.check(channel, sample[:MAX_LIMIT], cancel=halt))
-    except ProtocolError as exc:
-        log.warning(
-            "the mobile filter's answer could not be read: %s", exc.reason, extra={"channel": channel}
-        )
-        return 0
+    found = _ask(client, channel, sample[:MAX_LIMIT], halt)
+    return 0 if found is None else len(found)
 
 
 class _Cycle:
@@ -498,131 +593,6 @@ def _rebatch(first: list[str], rest: Iterator[list[str]], size: int) -> Iterator
             pending = pending[size:]
     if pending:
         yield pending
-
-
-def pairs_to_sweep(
-    accounts: list[Account], channels: tuple[str, ...] | None = None, shard: Shard | None = None
-) -> list[tuple[Account, tuple[str, ...]]]:
-    """Each account with the channels this process sweeps: every configured channel (or
-    exactly ``channels``: a backfill of a channel not yet configured must not silently do
-    nothing), narrowed to ``shard``'s share of the sorted (SID, channel) pairs."""
-    wanted = [(account, channels or account.channels) for account in accounts]
-    if shard is None:
-        return wanted
-    pairs = sorted((account.sid, channel) for account, chans in wanted for channel in chans)
-    mine = {pair for position, pair in enumerate(pairs) if shard.owns(position)}
-    narrowed = [(account, tuple(c for c in chans if (account.sid, c) in mine)) for account, chans in wanted]
-    return [(account, chans) for account, chans in narrowed if chans]
-
-
-def sweep_accounts(
-    accounts: list[Account],
-    store: Store,
-    options: SweepOptions,
-    make_client: Callable[[Account], KaleyraClient],
-    *,
-    channels: tuple[str, ...] | None = None,
-    shard: Shard | None = None,
-    stop: threading.Event | None = None,
-    on_page: PageCallback | None = None,
-    on_change: ChangeCallback | None = None,
-    on_result: Callable[[SweepResult], None] | None = None,
-) -> list[SweepResult]:
-    """Sweep each account's channels (:func:`pairs_to_sweep`) independently: one failing does
-    not stop the others. An account-wide error (credentials, access, balance, an unreachable
-    host) skips the account's remaining channels rather than failing each the same way, and
-    a stop skips everything not yet started; either way every channel gets a result, so the
-    operator sees a line for each."""
-    stop = stop or threading.Event()
-    results: list[SweepResult] = []
-
-    def record(result: SweepResult) -> None:
-        results.append(result)
-        if on_result:
-            on_result(result)
-
-    for account, account_channels in pairs_to_sweep(accounts, channels, shard):
-        client = make_client(account)
-        broken: SweepResult | None = None
-        try:
-            for channel in account_channels:
-                if stop.is_set():
-                    record(
-                        SweepResult(
-                            account_sid=account.sid,
-                            channel=channel,
-                            outcome=Outcome.CANCELLED,
-                            message=f"not started: {_stop_reason(stop)}",
-                        )
-                    )
-                elif broken is not None:
-                    record(
-                        _finish(
-                            SweepResult(
-                                account_sid=account.sid,
-                                channel=channel,
-                                outcome=Outcome.SKIPPED,
-                                message=f"not tried, because {broken.channel} failed with an error "
-                                "for the whole account (above)",
-                            ),
-                            time.monotonic(),
-                            {"account": account.sid, "channel": channel},
-                        )
-                    )
-                else:
-                    result = sweep_channel(
-                        client, store, channel, options, stop=stop, on_page=on_page, on_change=on_change
-                    )
-                    record(result)
-                    if result.account_wide:
-                        broken = result
-        finally:
-            client.close()
-    return results
-
-
-def client_for(
-    account: Account, tuning: Tuning | None = None, retry: RetryPolicy | None = None
-) -> KaleyraClient:
-    """The Kaleyra client for ``account``, as hard and as fast as ``tuning`` allows."""
-    tuning = tuning or Tuning()
-    return KaleyraClient(
-        sid=account.sid,
-        api_key=account.api_key,
-        base_url=account.base_url,
-        concurrency=tuning.concurrency,
-        max_rps=tuning.max_rps,
-        max_pages=tuning.max_pages,
-        retry=retry or RetryPolicy(),
-    )
-
-
-def stop_on_signals(stop: StopRequest) -> None:
-    """SIGTERM and SIGINT ask the sweep to stop at its next page or check, applying nothing; a
-    second SIGINT interrupts at once (the run row is still marked cancelled).
-
-    A sweep already applying its changes is not stopped: the apply is one transaction that
-    either commits or leaves nothing, so it finishes, is recorded ``succeeded`` and says the stop
-    came after the commit; channels not yet started are ``cancelled``. The warning logged here
-    cannot know which case it is, so it promises neither."""
-
-    def handler(signum: int, _frame: object) -> None:
-        log.warning(
-            "%s received: stopping at the next page or check; each sweep's result line says what it applied",
-            signal.Signals(signum).name,
-        )
-        if not stop.is_set():
-            stop.request(signum)
-        if signum == signal.SIGINT:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
-
-
-def _stop_reason(stop: threading.Event) -> str:
-    name = stop.name if isinstance(stop, StopRequest) else "a stop request"
-    return f"cancelled by {name}; nothing was applied"
 
 
 def _reason(exc: BaseException, halt: _Halt) -> str:
@@ -706,7 +676,7 @@ def _duration(seconds: float) -> str:
 def _finished_despite_stop(result: SweepResult, stop: threading.Event) -> str:
     """What a stop that arrived after the last check (while applying, committing or just after)
     leaves behind: the sweep finished, and its run row says how."""
-    name = stop.name if isinstance(stop, StopRequest) else "a stop request"
+    name = stop_name(stop)
     if result.outcome is Outcome.SUCCEEDED:
         note = f"{name} arrived while the changes were being applied; they were committed"
     else:
@@ -714,8 +684,13 @@ def _finished_despite_stop(result: SweepResult, stop: threading.Event) -> str:
     return f"{result.message}; {note}" if result.message else note
 
 
-def _finish(result: SweepResult, started: float, context: dict[str, object]) -> SweepResult:
+def finished(result: SweepResult, started: float) -> SweepResult:
+    """``result`` with the seconds since ``started``, logged as every sweep's last line is
+    (also for a channel a run did not try)."""
     result = replace(result, seconds=time.monotonic() - started)
+    context: dict[str, object] = {"account": result.account_sid, "channel": result.channel}
+    if result.run_id is not None:
+        context["run_id"] = result.run_id
     _log_result(result, context)
     return result
 

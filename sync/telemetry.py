@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from sync.redaction import redact
 from sync.store import ChannelStatus
+from sync.vocabulary import RunStatus
 
 __all__ = ["JSON_FIELDS", "LOG_LEVELS", "LogSettings", "Metrics", "ProgressBars", "configure_logging"]
 
@@ -121,11 +122,8 @@ class _TqdmSafeHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
 def resolve_log_level(level: str | None, verbose: int = 0, quiet: int = 0) -> int:
     """The level from ``--log-level`` or ``-v``/``-q`` (each once more lowers or raises it a
-    step from INFO). Both at once is a usage error: which one was meant?"""
-    from sync.settings import ConfigError
-
-    if level and (verbose or quiet):
-        raise ConfigError("give --log-level or -v/-q, not both")
+    step from INFO). The command line refuses both at once (which one was meant?); here the
+    level named wins."""
     if level:
         return logging.getLevelNamesMapping()[level.upper()]
     return min(max(logging.INFO + 10 * (quiet - verbose), logging.DEBUG), logging.ERROR)
@@ -193,7 +191,8 @@ class Metrics:
     gauges, kept for one release (0.2) so dashboards can move; they go in 0.3.
     """
 
-    STATUSES = ("running", "succeeded", "failed", "held", "cancelled")
+    # Every status but dry_run: a review is never a channel's last sweep.
+    STATUSES = tuple(str(s) for s in RunStatus if s is not RunStatus.DRY_RUN)
     DEPRECATED: ClassVar[dict[str, str]] = {
         "added": "last_run_added",
         "removed": "last_run_removed",
@@ -222,8 +221,7 @@ class Metrics:
         )
         self.last_run_status = gauge(
             "last_run_status",
-            "1 for the status of the last sweep (running, succeeded, failed, "
-            "held, cancelled), 0 for the others.",
+            f"1 for the status of the last sweep ({', '.join(self.STATUSES)}), 0 for the others.",
             ("status",),
         )
         self.last_run_duration = gauge("last_run_duration_seconds", "Duration of the last sweep.")
@@ -258,12 +256,12 @@ class Metrics:
             if s.last_finished_at is None:  # the last run is still going
                 continue
             self.last_run.labels(*labels).set(s.last_finished_at.timestamp())
-            if s.last_status == "cancelled":  # neither: drop a value an earlier update set
+            if s.last_status == RunStatus.CANCELLED:  # neither: drop a value an earlier update set
                 with contextlib.suppress(KeyError):
                     self.last_run_success.remove(*labels)
             else:
-                self.last_run_success.labels(*labels).set(1 if s.last_status == "succeeded" else 0)
-            applied = s.last_status == "succeeded"  # a held run's counts were not applied
+                self.last_run_success.labels(*labels).set(1 if s.last_status == RunStatus.SUCCEEDED else 0)
+            applied = s.last_status == RunStatus.SUCCEEDED  # a held run's counts were not applied
             values = {
                 "duration_seconds": (s.last_finished_at - s.last_started_at).total_seconds()
                 if s.last_started_at is not None

@@ -27,7 +27,9 @@ PostgreSQL refuses to change the type of a column a view uses, and on SQLite Ale
 mode (copy, drop, rename) fails the rename while a view names the table.
 
 Importing this module registers ``op.create_view``, ``op.drop_view`` and ``op.replace_view``;
-``migrations/env.py`` imports it.
+``migrations/env.py`` imports it. Alembic's type stub for ``op`` cannot know operations
+registered at run time, so a migration takes ``op`` from here (``from sync.views import op``):
+the same object, typed with Alembic's operations and these three.
 """
 
 from __future__ import annotations
@@ -35,20 +37,18 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
+from alembic import op as _alembic_op
 from alembic.operations import MigrateOperation, Operations
 from sqlalchemy import text
 
-__all__ = ["CreateViewOp", "DropViewOp", "View", "sql_literal", "views_set_aside"]
+from sync.sql import sql_literal
+
+__all__ = ["CreateViewOp", "DropViewOp", "View", "op", "views_set_aside"]
 
 
 PREFIX = "blocklist_"
-
-
-def sql_literal(value: str) -> str:
-    """A SQL string literal. The comments are ours, but an apostrophe must not break them."""
-    return "'" + value.replace("'", "''") + "'"
 
 
 @dataclass(frozen=True)
@@ -175,6 +175,24 @@ def _version(operations: Operations, reference: str) -> View:
     if not isinstance(view, View):
         raise LookupError(f"migration {revision} defines no view named {name}")
     return view
+
+
+if TYPE_CHECKING:
+
+    class ViewOperations(Operations):
+        """Alembic's operations and the three registered above, as a migration calls them."""
+
+        def create_view(self, view: View) -> None: ...
+
+        def drop_view(self, view: View) -> None: ...
+
+        def replace_view(
+            self, view: View, *, replaces: str | None = None, replace_with: str | None = None
+        ) -> None: ...
+
+
+# Alembic's ``op`` (a proxy for the running migration's Operations), typed with the view operations.
+op = cast("ViewOperations", _alembic_op)
 
 
 @contextmanager

@@ -22,7 +22,7 @@ __all__ = [
     "Outcome",
     "RunStatus",
     "Trigger",
-    "sql_in",
+    "in_words",
 ]
 
 
@@ -67,19 +67,27 @@ class ExitCode(enum.IntEnum):
 
 
 class Outcome(enum.Enum):
-    """How a sweep ended, with the exit code it contributes (worst first in :data:`SEVERITY`)."""
+    """How a sweep ended, with the exit code it contributes (worst first in :data:`SEVERITY`).
 
-    SUCCEEDED = ("succeeded", ExitCode.OK)
+    An outcome that wrote a run row is labelled with that row's :class:`RunStatus`; ``skipped``
+    and ``locked`` wrote none."""
+
+    SUCCEEDED = (RunStatus.SUCCEEDED, ExitCode.OK)
     SKIPPED = ("skipped", ExitCode.OK)  # swept moments ago by another process, or its account failed
-    DRY_RUN = ("dry_run", ExitCode.OK)
+    DRY_RUN = (RunStatus.DRY_RUN, ExitCode.OK)
     LOCKED = ("locked", ExitCode.LOCKED)
-    HELD = ("held", ExitCode.HELD)
-    CANCELLED = ("cancelled", ExitCode.SIGINT)  # the CLI exits 128 + the signal's number
-    FAILED = ("failed", ExitCode.FAILED)
+    HELD = (RunStatus.HELD, ExitCode.HELD)
+    CANCELLED = (RunStatus.CANCELLED, ExitCode.SIGINT)  # the CLI exits 128 + the signal's number
+    FAILED = (RunStatus.FAILED, ExitCode.FAILED)
 
     def __init__(self, label: str, exit_code: ExitCode) -> None:
         self.label = label
         self.exit_code = exit_code
+
+    @property
+    def run_status(self) -> RunStatus:
+        """The status its run row records; only outcomes that wrote one have it."""
+        return RunStatus(self.label)
 
 
 # Worst first: a failure outranks a stop, a hold, and "someone else is on it".
@@ -103,6 +111,9 @@ REGIONS: dict[str, str] = {
 }
 
 
-def sql_in(column: str, words: type[enum.StrEnum]) -> str:
-    """``column IN ('a', 'b')`` for a CHECK constraint: the enum's values, in its order."""
-    return f"{column} IN ({', '.join(repr(str(w)) for w in words)})"
+def in_words(words: type[enum.StrEnum], last: str = "or") -> str:
+    """An enum's values as a sentence lists them, in its order: ``sms, whatsapp or voice``.
+    Help texts and column comments that name every channel (or trigger) say it so, and so
+    stay true when a member is added."""
+    values = [str(w) for w in words]
+    return f"{', '.join(values[:-1])} {last} {values[-1]}" if len(values) > 1 else "".join(values)

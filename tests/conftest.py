@@ -15,13 +15,17 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
+import stamina
 from click.testing import CliRunner
 from sqlalchemy import Engine, text
 
@@ -70,6 +74,34 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
 
 # Fast but real backoff: retries still happen and still wait, just briefly.
 FAST_RETRY = RetryPolicy(attempts=3, timeout=10.0, wait_initial=0.01, wait_max=0.05, wait_jitter=0.01)
+
+
+class FakeClock:
+    """Virtual seconds, for a test of waits that should not wait: hand it to the client as
+    ``clock=clock, sleep=clock.sleep`` and to the simulator as ``clock=clock``.
+
+    ``sleep`` returns at once, having moved the clock to the moment its caller asked for: that
+    many seconds after the caller's own last reading (the pacer reads the clock, picks a start,
+    then sleeps until it), or not at all if another thread already moved it past. Threads that
+    sleep side by side so overlap, as they do in real time, instead of adding up. ``slept``
+    records every sleep asked for.
+    """
+
+    def __init__(self) -> None:
+        self._now = 0.0
+        self._lock = threading.Lock()
+        self._read = threading.local()  # the calling thread's last reading
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        with self._lock:
+            self._read.at = self._now
+            return self._now
+
+    def sleep(self, seconds: float) -> None:
+        with self._lock:
+            self.slept.append(seconds)
+            self._now = max(self._now, getattr(self._read, "at", self._now) + seconds)
 
 
 def _admin() -> psycopg.Connection:
@@ -156,10 +188,38 @@ def sqlite_store(tmp_path: Path) -> Store:
     return Store(engine)
 
 
+def serve_simulator(**kwargs: Any) -> AbstractContextManager[Simulator]:
+    """A fresh simulator serving an account of its own (a SID no other test uses)."""
+    sid = f"HXTEST{uuid.uuid4().hex[:10].upper()}"
+    return Simulator.start(numbers=0, sid=sid, api_key=f"key-{uuid.uuid4().hex}", **kwargs)
+
+
 @pytest.fixture
 def sim() -> Iterator[Simulator]:
-    sid = f"HXTEST{uuid.uuid4().hex[:10].upper()}"
-    with Simulator.start(numbers=0, sid=sid, api_key=f"key-{uuid.uuid4().hex}") as simulator:
+    with serve_simulator() as simulator:
+        yield simulator
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """Virtual time for a test of pacing or Retry-After: the waits it walks through pass at once."""
+    return FakeClock()
+
+
+@pytest.fixture
+def no_backoff() -> Iterator[None]:
+    """stamina's own waits between attempts turned off with its testing switch (attempts stay
+    the policy's; its timeout, in real seconds, is dropped), for a test whose waits are on
+    ``clock``. Restored when the test ends."""
+    with stamina.set_testing(True, attempts=1_000, cap=True):
+        yield
+
+
+@pytest.fixture
+def sim_on_clock(clock: FakeClock) -> Iterator[Simulator]:
+    """A simulator keeping time on ``clock``: its rate limit refills, and its request log is
+    stamped, in virtual seconds."""
+    with serve_simulator(clock=clock) as simulator:
         yield simulator
 
 

@@ -18,9 +18,9 @@ import pytest
 from sqlalchemy import Engine
 
 from sync import database
+from sync.run import pairs_to_sweep
 from sync.settings import Account, ConfigError, Shard, parse_shard
 from sync.simulator import Simulator
-from sync.sweep import pairs_to_sweep
 from sync.telemetry import JSON_FIELDS
 from sync.vocabulary import Channel
 from tests.conftest import REPO, cli_env, invoke, numbers, rows, run_on_a_terminal

@@ -24,9 +24,9 @@ import pytest
 from sqlalchemy import Engine, text
 
 from sync import database
-from sync.cli import summary_line
-from sync.kaleyra_errors import PagingError, ProtocolError, TransportError
+from sync.kaleyra import PagingError, ProtocolError, TransportError
 from sync.numbers import canonical
+from sync.output import summary_line
 from sync.simulator import Simulator
 from sync.store import Store
 from sync.sweep import Outcome, SweepOptions, sweep_channel

@@ -8,24 +8,25 @@ import time
 import pytest
 import requests
 
-from sync.cli import advice_for
-from sync.kaleyra import KaleyraClient, RetryPolicy
-from sync.kaleyra_errors import (
+from sync.kaleyra import (
     AuthenticationError,
     BadRequestError,
     Cancelled,
     FatalAPIError,
+    KaleyraClient,
     LowBalanceError,
     NotAllowedError,
     PagingError,
     ProtocolError,
     RateLimitedError,
     RetryableAPIError,
+    RetryPolicy,
     ServerError,
     TransportError,
 )
+from sync.output import advice_for
 from sync.simulator import VENDOR_ERRORS, Simulator
-from tests.conftest import make_client, numbers
+from tests.conftest import FakeClock, make_client, numbers
 
 
 def swept(client: KaleyraClient, channel: str = "sms") -> list[str]:
@@ -199,19 +200,21 @@ def test_a_retryable_error_that_never_clears_gives_up_after_the_bound(sim: Simul
     assert sim.requests == 4
 
 
-def test_429_waits_for_retry_after(sim: Simulator) -> None:
+@pytest.mark.usefixtures("no_backoff")  # stamina would wait the same second, in real time
+def test_429_waits_for_retry_after(sim_on_clock: Simulator, clock: FakeClock) -> None:
+    sim = sim_on_clock  # its request log is stamped on the client's clock
     sim.add("sms", numbers(50))
     sim.inject("429", at=1, seconds=1)
-    client = make_client(sim)
+    client = make_client(sim, clock=clock, sleep=clock.sleep)
     assert swept(client) == numbers(50)
     first, second = sim.request_log[0][0], sim.request_log[1][0]
     assert second - first >= 0.95  # the header's one second, not the policy's 10 ms
 
 
-def test_429_that_persists_is_a_rate_limit_error(sim: Simulator) -> None:
+def test_429_that_persists_is_a_rate_limit_error(sim: Simulator, clock: FakeClock) -> None:
     sim.inject("429", times=10, seconds=0)
     with pytest.raises(RateLimitedError, match="429"):
-        swept(make_client(sim))
+        swept(make_client(sim, clock=clock, sleep=clock.sleep))
 
 
 def test_a_read_timeout_is_retried_then_reported(sim: Simulator) -> None:
@@ -296,10 +299,10 @@ def test_a_redirect_is_not_followed_with_the_key(sim: Simulator) -> None:
     assert sim.requests == 1  # nothing followed the Location header (a foreign host)
 
 
-def test_an_unreadable_retry_after_falls_back_to_backoff(sim: Simulator) -> None:
+def test_an_unreadable_retry_after_falls_back_to_backoff(sim: Simulator, clock: FakeClock) -> None:
     sim.add("sms", numbers(10))
     sim.inject("429", at=1, seconds=float("nan"))
-    assert swept(make_client(sim)) == numbers(10)
+    assert swept(make_client(sim, clock=clock, sleep=clock.sleep)) == numbers(10)
 
 
 def test_look_ahead_pages_past_the_end_stop_retrying_once_abandoned(sim: Simulator) -> None:

@@ -21,7 +21,7 @@ from sync import database
 from sync.scheduler import crontab_trigger
 from sync.settings import ConfigError
 from sync.simulator import Simulator
-from tests.conftest import REPO, cli_env, invoke, make_client, numbers, rows, run_on_a_terminal
+from tests.conftest import REPO, FakeClock, cli_env, invoke, make_client, numbers, rows, run_on_a_terminal
 
 
 def start_schedule(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
@@ -322,9 +322,10 @@ def test_schedule_serves_metrics_over_http(sim: Simulator, engine: Engine, pg_ur
     assert proc.returncode == 0
 
 
-def test_max_rps_spaces_requests(sim: Simulator) -> None:
+def test_max_rps_spaces_requests(sim_on_clock: Simulator, clock: FakeClock) -> None:
+    sim = sim_on_clock  # its request log is stamped on the client's clock
     sim.add("sms", numbers(900))
-    client = make_client(sim, concurrency=4, max_rps=20)
+    client = make_client(sim, concurrency=4, max_rps=20, clock=clock, sleep=clock.sleep)
     assert sum(len(p.entries) for p in client.pages("sms")) == 900
     starts = sorted(t for t, _, _ in sim.request_log)
     assert len(starts) >= 10

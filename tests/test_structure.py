@@ -17,12 +17,13 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, text
 
 from sync import database
+from sync.run import sweep_accounts
 from sync.simulator import Simulator
 from sync.store import Store
-from sync.sweep import Outcome, SweepOptions, sweep_accounts
+from sync.sweep import Outcome, SweepOptions
 from sync.views import View
 from sync.vocabulary import Change, Channel, RunStatus, Trigger
-from tests.conftest import account_of, column_comments, make_client, numbers
+from tests.conftest import REPO, account_of, column_comments, make_client, numbers
 
 CHECKED = [
     ("sync_runs", "channel", Channel),
@@ -78,6 +79,33 @@ def test_each_check_constraint_allows_exactly_the_enum(
             c.execute(text("ROLLBACK TO SAVEPOINT one"))
             assert accepted is (value != "not-a-word"), value
         c.rollback()
+
+
+# Where the channels may be written out as a list: the docs, the deployment files, the package
+# metadata and the code. The migrations keep the words of their day (they are history), and the
+# simulator keeps its own list on purpose (it states what the vendor serves).
+CHANNEL_TEXTS = ["README.md", "pyproject.toml", "Dockerfile", "cron/*", "sync/**/*.py"]
+NOT_CHANNEL_TEXTS = {"sync/simulator.py"}
+
+
+def test_every_list_of_the_channels_names_exactly_the_enums() -> None:
+    """A run of three or more channel names is a list of every channel (help texts, comments,
+    examples of KALEYRA_CHANNELS): each must name exactly :class:`Channel`'s members, so adding
+    a channel fails here at every text that still lists the old ones. Texts in ``sync/`` are
+    generated from the enum where they can be (``vocabulary.in_words``)."""
+    name = "|".join(re.escape(c.value) for c in Channel)
+    a_list = re.compile(rf"\b(?:{name})\b(?:(?:,\s*|\s+or\s+|\s+and\s+)(?:{name})\b){{2,}}")
+    files = sorted({path for pattern in CHANNEL_TEXTS for path in REPO.glob(pattern) if path.is_file()})
+    found = []
+    for path in files:
+        relative = path.relative_to(REPO).as_posix()
+        if relative in NOT_CHANNEL_TEXTS:
+            continue
+        for match in a_list.finditer(path.read_text()):
+            named = re.findall(rf"\b(?:{name})\b", match.group())
+            found.append((relative, match.group()))
+            assert sorted(named) == sorted(c.value for c in Channel), (relative, match.group())
+    assert len(found) >= 4, found  # README (three), the Kubernetes example, pyproject: the test sees them
 
 
 def test_a_whatsapp_only_refusal_does_not_skip_the_other_channels(sim: Simulator, store: Store) -> None:

@@ -13,8 +13,8 @@ import pytest
 from sqlalchemy import Engine, text
 
 from sync import database
-from sync.cli import summary_line
 from sync.guard import GuardLimits
+from sync.output import summary_line
 from sync.simulator import Simulator
 from sync.store import Store
 from sync.sweep import Outcome, SweepOptions, SweepResult, sweep_channel

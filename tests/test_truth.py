@@ -14,10 +14,13 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, text
+from alembic import command
+from sqlalchemy import Engine, inspect, text
 
+from sync import database, lookup
 from sync.simulator import Simulator
 from sync.store import Store
 from sync.sweep import Outcome, SweepOptions, SweepResult, sweep_channel
@@ -163,7 +166,8 @@ def test_a_server_ignoring_channel_applies_nothing_from_the_first_sweep(
     sim.ignore_channel = True
     result = invoke("run", env=cli_env(sim, pg_url))
     assert result.returncode == 3, result.stderr
-    assert "channel_type" in result.stdout and "'1' (300)" in result.stdout  # the codes, counted
+    # The codes, counted, in the message.
+    assert "300 row(s) carry channel_type '1'" in result.stdout
     assert rows(engine, "SELECT COUNT(*) FROM blocklist_entries WHERE account_sid = :a", a=sim.sid) == [(0,)]
     assert rows(engine, "SELECT COUNT(*) FROM blocklist_events WHERE account_sid = :a", a=sim.sid) == [(0,)]
 
@@ -179,7 +183,7 @@ def test_a_server_that_starts_ignoring_channel_is_held_and_force_learns_the_code
     sim.ignore_channel = True
     before = (entries(engine, sim, "sms"), events(engine, sim, "sms"))
     held = sweep(sim, store, "sms")
-    assert held.outcome is Outcome.HELD and "whatsapp channel carries" in (held.message or "")
+    assert held.outcome is Outcome.HELD and "whatsapp channels carry" in (held.message or "")
     assert (entries(engine, sim, "sms"), events(engine, sim, "sms")) == before
     forced = sweep(sim, store, "sms", force=True)
     assert forced.outcome is Outcome.SUCCEEDED
@@ -315,3 +319,141 @@ def test_a_window_that_ends_before_it_begins_cannot_be_stored(
             ),
             {"a": sim.sid, "r": result.run_id},
         )
+
+
+# -- found by review: the corners of the rules above ------------------------------------------------
+
+
+def test_a_server_ignoring_channel_is_held_even_when_one_channel_holds_every_number(
+    sim: Simulator, store: Store, engine: Engine
+) -> None:
+    sim.add("sms", numbers(50))  # the other channels are empty: every row carries sms's code
+    sim.ignore_channel = True
+    held = sweep(sim, store, "sms")
+    assert held.outcome is Outcome.HELD
+    said = "50 row(s) carry channel_type '1', which the account's voice and whatsapp channels carry"
+    assert said in (held.message or "")
+    assert entries(engine, sim) == set() and events(engine, sim) == []
+
+
+def test_an_honest_server_with_empty_channels_is_not_held(
+    sim: Simulator, store: Store, engine: Engine
+) -> None:
+    sim.add("sms", numbers(50))
+    assert sweep(sim, store, "sms").outcome is Outcome.SUCCEEDED
+    assert entries(engine, sim) == set(numbers(50))
+
+
+def test_a_channel_whose_single_code_turns_into_another_channels_is_held(
+    sim: Simulator, store: Store, engine: Engine
+) -> None:
+    sim.add("sms", numbers(20))
+    assert sweep(sim, store, "sms").outcome is Outcome.SUCCEEDED  # sms has carried '1'
+    sim.remove("sms", numbers(20))
+    sim.add("whatsapp", numbers(50, start=500))  # never swept here: nothing learned of it
+    sim.ignore_channel = True  # sms now lists whatsapp's rows only, all '3'
+    before = (entries(engine, sim), events(engine, sim))
+    held = sweep(sim, store, "sms")
+    assert held.outcome is Outcome.HELD, held.message
+    assert (entries(engine, sim), events(engine, sim)) == before
+
+
+def test_after_force_an_honest_channel_is_not_held_for_ever(sim: Simulator, store: Store) -> None:
+    for channel, start in (("sms", 100), ("whatsapp", 500)):
+        sim.add(channel, numbers(50, start=start))
+        assert sweep(sim, store, channel).outcome is Outcome.SUCCEEDED
+    sim.ignore_channel = True
+    assert sweep(sim, store, "sms", force=True).outcome is Outcome.SUCCEEDED  # sms learns '3' too
+    sim.ignore_channel = False
+    assert sweep(sim, store, "whatsapp").outcome is Outcome.SUCCEEDED, "whatsapp still carries its own '3'"
+
+
+def test_force_over_an_empty_listing_still_proves_cut_answers(
+    sim: Simulator, store: Store, engine: Engine
+) -> None:
+    sim.add("sms", numbers(300))
+    sweep(sim, store)
+    sim.lists["sms"].page = lambda offset, limit: []  # type: ignore[method-assign]  # an outage
+    sim.filter_cap = 5  # and a filter that cuts its answers
+    forced = sweep(sim, store, force=True)
+    assert forced.outcome is Outcome.SUCCEEDED, forced.message
+    assert entries(engine, sim) == set(numbers(300))  # all still blocklisted: none removed
+    assert not [e for e in events(engine, sim) if e[1] == "removed"]
+
+
+def test_force_over_an_emptied_channel_records_the_removals(
+    sim: Simulator, store: Store, engine: Engine
+) -> None:
+    sim.add("sms", numbers(30))
+    sweep(sim, store)
+    sim.remove("sms", numbers(30))
+    assert sweep(sim, store).outcome is Outcome.HELD
+    assert sweep(sim, store, force=True).diff.removed == 30  # type: ignore[union-attr]
+    assert entries(engine, sim) == set()
+
+
+def test_a_run_dated_in_the_future_by_a_skewed_host_moves_no_window(
+    sim: Simulator, store: Store, engine: Engine
+) -> None:
+    sim.add("sms", numbers(20))
+    first = sweep(sim, store)
+    with engine.begin() as c:  # as a host an hour ahead wrote it, before 0008
+        c.execute(
+            text("UPDATE sync_runs SET started_at = started_at + interval '1 hour' WHERE id = :i"),
+            {"i": first.run_id},
+        )
+    removed_at = db_now(engine)
+    sim.remove("sms", numbers(2))
+    skip = sweep(sim, store, skip_if_swept_within=1800.0, lock_held_is_skip=True)
+    assert skip.outcome is Outcome.SUCCEEDED, skip.message  # not "swept -3599s ago"
+    for _, change, not_before, detected_at in events(engine, sim):
+        if change == "removed":
+            assert not_before is None or not_before <= removed_at <= detected_at
+
+
+def test_a_sqlite_upgrade_that_meets_a_window_written_by_skewed_hosts_changes_nothing(tmp_path: Path) -> None:
+    engine = database.make_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    config = database.alembic_config(engine)
+    command.upgrade(config, "0007")
+    with engine.begin() as c:
+        c.execute(
+            text(
+                "INSERT INTO blocklist_events (account_sid, channel, mobile, change, detected_at, "
+                "not_before, initial_load, run_id) VALUES ('HX1', 'sms', '+919000000001', 'added', "
+                "'2026-01-01 10:00:00.000000', '2026-01-01 11:00:00.000000', 0, 1)"
+            )
+        )
+    with pytest.raises(RuntimeError, match="set their not_before to NULL"):
+        command.upgrade(config, "head")
+    assert database.current_revision(engine) == "0007"
+    assert "unconfirmed" not in {c["name"] for c in inspect(engine).get_columns("sync_runs")}
+    assert "blocklist_sync_health" in inspect(engine).get_view_names()
+    with engine.begin() as c:  # what the message says to do
+        c.execute(text("UPDATE blocklist_events SET not_before = NULL WHERE not_before > detected_at"))
+    command.upgrade(config, "head")
+    assert database.current_revision(engine) == database.head_revision()
+    engine.dispose()
+
+
+def _looked_up(engine: Engine, sim: Simulator, mobile: str) -> tuple[str, dict[str, object]]:
+    [report] = lookup.look_up(engine, [(mobile, lookup.normalise(mobile))])
+    report.channels = [c for c in report.channels if c.account_sid == sim.sid]
+    [channel] = lookup.as_record(report)["channels"]  # type: ignore[misc]
+    return "\n".join(lookup.describe(report)), channel
+
+
+def test_lookup_says_when_an_answer_rests_on_what_a_sweep_could_not_prove(
+    sim: Simulator, store: Store, engine: Engine
+) -> None:
+    sim.add("sms", numbers(50))
+    sweep(sim, store)
+    sim.lists["sms"].page = lambda offset, limit: numbers(1)[offset : offset + limit]  # type: ignore[method-assign]
+    sim.lying_filter = True
+    assert sweep(sim, store).diff.unconfirmed == 49  # type: ignore[union-attr]
+    kept = numbers(1, start=7)[0]
+    said, record = _looked_up(engine, sim, kept)
+    assert "kept: the last sweep could not confirm it" in said and record["unproven_since"]
+    assert record["listing_complete"] is False
+    never = "+919555555555"  # not held; the last listing was incomplete, so it may have missed it
+    said, record = _looked_up(engine, sim, never)
+    assert "that sweep's listing was incomplete" in said and record["blocklisted_now"] is False

@@ -9,33 +9,34 @@ change only with a migration and a note to analysts. They are plain views over t
 they always reflect the latest sweep and need no refresh.
 
 PostgreSQL is where dashboards read; the views also exist on SQLite (demo, trial) with the same
-names and columns, built from the same window-function SQL. Only three expressions differ, each
-chosen by dialect below: the UTC day (``date`` vs. ``AT TIME ZONE 'UTC'``), the age of the last
-success (SQLite has no interval type, so there it is a number of seconds) and the comments (SQLite
-has no COMMENT ON).
+names and columns, built from the same window-function SQL. Only two expressions differ by
+dialect: the UTC day (``date`` vs. ``AT TIME ZONE 'UTC'``) and the age of the last success
+(SQLite has no interval type, so there it is a number of seconds); SQLite has no comments.
 
-A later migration that alters a column these views read must drop and recreate the views around
-it: PostgreSQL refuses to change the type of a column a view uses, and on SQLite Alembic's batch
-mode (copy, drop, rename) fails the rename while a view names the table.
+Each view is a replaceable object (sync/views.py): the version below is the one this migration
+makes, and a later migration that changes a view names it, e.g. ``replaces="0002.SYNC_HEALTH"``.
+A later migration that alters a column these views read sets them aside around the change
+(``views_set_aside``): PostgreSQL refuses to change the type of a column a view uses, and on
+SQLite Alembic's batch mode (copy, drop, rename) fails the rename while a view names the table.
 """
+
 from __future__ import annotations
 
-from alembic import op
+from sync.views import View, op
 
-revision = '0002'
-down_revision = '0001'
+revision = "0002"
+down_revision = "0001"
 branch_labels = None
 depends_on = None
-
-VIEWS = ('blocklist_intervals', 'blocklist_daily_changes', 'blocklist_sync_health')
 
 # Each 'added' event is paired with the next event of the same (account, channel, mobile), in
 # commit order. Kaleyra's list for a channel holds a number at most once, so the next event is its
 # 'removed' (or there is none yet: still blocklisted). A number removed and added again gets a new
 # 'added' event, hence a new row here. Filters on account_sid, channel or mobile are pushed below
 # the window by PostgreSQL, so a lookup of one number uses ix_blocklist_events_mobile.
-INTERVALS = """
-CREATE VIEW blocklist_intervals AS
+INTERVALS = View(
+    "blocklist_intervals",
+    """
 SELECT account_sid,
        channel,
        mobile,
@@ -54,12 +55,42 @@ FROM (
     WINDOW w AS (PARTITION BY e.account_sid, e.channel, e.mobile ORDER BY e.detected_at, e.id)
 ) paired
 WHERE change = 'added'
-"""
+""",
+    comment=(
+        "One row per stretch of time a number was blocklisted on a channel, from "
+        "blocklist_events: each added event paired with the next removed event of the same "
+        "account, channel and mobile. A number removed and added again has one row per stretch."
+    ),
+    columns={
+        "account_sid": "Kaleyra account SID.",
+        "channel": "Channel the number was blocklisted on: sms, whatsapp or voice.",
+        "mobile": "Number in E.164, as Kaleyra gave it.",
+        "blocked_from": "detected_at of the added event: when the sweep that first saw the "
+        "number listed committed (UTC). The addition happened after "
+        "blocked_from_not_before and no later than this; the sweeps cannot "
+        "tell closer.",
+        "blocked_from_not_before": "not_before of the added event: start of the previous "
+        "succeeded sweep (UTC); the number was added after this. "
+        "NULL for the initial load: blocklisted before the sync "
+        "began, since when is unknown.",
+        "unblocked_at": "detected_at of the removed event: when the sweep that first missed "
+        "the number committed (UTC). The removal happened after "
+        "unblocked_not_before and no later than this. NULL while the "
+        "number is still blocklisted.",
+        "unblocked_not_before": "not_before of the removed event: start of the previous "
+        "succeeded sweep (UTC), which still saw the number listed; "
+        "the removal happened after this. NULL while still "
+        "blocklisted.",
+        "initial_load": "True when the stretch began with the first succeeded sweep of the "
+        "channel: the number was already blocklisted when the sync began.",
+    },
+)
 
 # Counts events, so net is exactly how much the channel's list grew or shrank that day. The
 # initial load is left out: those numbers were blocklisted before the sync began, not that day.
-DAILY_CHANGES = """
-CREATE VIEW blocklist_daily_changes AS
+DAILY_CHANGES = View(
+    "blocklist_daily_changes",
+    """
 SELECT {day} AS day,
        account_sid,
        channel,
@@ -70,11 +101,34 @@ SELECT {day} AS day,
 FROM blocklist_events
 WHERE NOT (change = 'added' AND initial_load)
 GROUP BY {day}, account_sid, channel
-"""
+""",
+    comment=(
+        "Per UTC day (of detected_at), account and channel: additions, removals and net change, "
+        "counted from blocklist_events. The initial load is not counted; days without a change "
+        "have no row."
+    ),
+    columns={
+        "day": "UTC calendar day on which the sweeps detected the changes (detected_at); a "
+        "change detected just after midnight may have happened the day before "
+        "(see not_before in blocklist_events).",
+        "account_sid": "Kaleyra account SID.",
+        "channel": "Channel: sms, whatsapp or voice.",
+        "added": "Additions detected that day, initial load excluded (a number added twice "
+        "that day counts twice).",
+        "removed": "Removals detected that day.",
+        "net": "added - removed: how much the channel's blocklist grew (negative: shrank) that day.",
+    },
+    expressions={
+        "postgresql": {"day": "(detected_at AT TIME ZONE 'UTC')::date"},
+        # SQLite: date() reads the stored UTC text ('+00:00' or naive).
+        "sqlite": {"day": "date(detected_at)"},
+    },
+)
 
 # The last run is the highest id, as in `blocklist-sync status` (sync.store.channel_statuses).
-SYNC_HEALTH = """
-CREATE VIEW blocklist_sync_health AS
+SYNC_HEALTH = View(
+    "blocklist_sync_health",
+    """
 WITH runs AS (
     SELECT id, account_sid, channel, status, started_at, finished_at, error,
            ROW_NUMBER() OVER (PARTITION BY account_sid, channel ORDER BY id DESC) AS newest
@@ -106,102 +160,43 @@ LEFT JOIN successes ok
 LEFT JOIN counts
        ON counts.account_sid = last.account_sid AND counts.channel = last.channel
 WHERE last.newest = 1
-"""
-
-COMMENTS: dict[str, tuple[str, dict[str, str]]] = {
-    'blocklist_intervals': (
-        ("One row per stretch of time a number was blocklisted on a channel, from "
-        "blocklist_events: each added event paired with the next removed event of the same "
-        "account, channel and mobile. A number removed and added again has one row per stretch."),
-        {
-            'account_sid': "Kaleyra account SID.",
-            'channel': "Channel the number was blocklisted on: sms, whatsapp or voice.",
-            'mobile': "Number in E.164, as Kaleyra gave it.",
-            'blocked_from': "detected_at of the added event: when the sweep that first saw the "
-                            "number listed committed (UTC). The addition happened after "
-                            "blocked_from_not_before and no later than this; the sweeps cannot "
-                            "tell closer.",
-            'blocked_from_not_before': "not_before of the added event: start of the previous "
-                                       "succeeded sweep (UTC); the number was added after this. "
-                                       "NULL for the initial load: blocklisted before the sync "
-                                       "began, since when is unknown.",
-            'unblocked_at': "detected_at of the removed event: when the sweep that first missed "
-                            "the number committed (UTC). The removal happened after "
-                            "unblocked_not_before and no later than this. NULL while the "
-                            "number is still blocklisted.",
-            'unblocked_not_before': "not_before of the removed event: start of the previous "
-                                    "succeeded sweep (UTC), which still saw the number listed; "
-                                    "the removal happened after this. NULL while still "
-                                    "blocklisted.",
-            'initial_load': "True when the stretch began with the first succeeded sweep of the "
-                            "channel: the number was already blocklisted when the sync began.",
-        },
-    ),
-    'blocklist_daily_changes': (
-        ("Per UTC day (of detected_at), account and channel: additions, removals and net change, "
-        "counted from blocklist_events. The initial load is not counted; days without a change "
-        "have no row."),
-        {
-            'day': "UTC calendar day on which the sweeps detected the changes (detected_at); a "
-                   "change detected just after midnight may have happened the day before "
-                   "(see not_before in blocklist_events).",
-            'account_sid': "Kaleyra account SID.",
-            'channel': "Channel: sms, whatsapp or voice.",
-            'added': "Additions detected that day, initial load excluded (a number added twice "
-                     "that day counts twice).",
-            'removed': "Removals detected that day.",
-            'net': "added - removed: how much the channel's blocklist grew (negative: shrank) "
-                   "that day.",
-        },
-    ),
-    'blocklist_sync_health': (
-        ("Per account and channel ever swept: the last sweep whatever its outcome, the last "
+""",
+    comment=(
+        "Per account and channel ever swept: the last sweep whatever its outcome, the last "
         "succeeded sweep and its age, and how many numbers are blocklisted now. For freshness "
-        "alerts and dashboard footers."),
-        {
-            'account_sid': "Kaleyra account SID.",
-            'channel': "Channel: sms, whatsapp or voice.",
-            'last_run_id': "sync_runs.id of the last sweep, whatever its status.",
-            'last_run_status': "Status of the last sweep: running, succeeded, failed, held or "
-                               "dry_run (see sync_runs.status).",
-            'last_run_started_at': "When the last sweep started (UTC).",
-            'last_run_finished_at': "When the last sweep ended (UTC); NULL while running.",
-            'last_run_error': "Why the last sweep failed or was held; NULL otherwise.",
-            'last_success_run_id': "sync_runs.id of the last succeeded sweep; NULL if none yet.",
-            'last_success_at': "When the last succeeded sweep committed (UTC): the tables are "
-                               "true as of this moment. NULL if none yet.",
-            'last_success_age': "now() - last_success_at, an interval: how stale the data is. "
-                                "NULL if no sweep has succeeded yet.",
-            'entries': "Numbers blocklisted now on this channel (rows in blocklist_entries).",
-        },
+        "alerts and dashboard footers."
     ),
-}
+    columns={
+        "account_sid": "Kaleyra account SID.",
+        "channel": "Channel: sms, whatsapp or voice.",
+        "last_run_id": "sync_runs.id of the last sweep, whatever its status.",
+        "last_run_status": "Status of the last sweep: running, succeeded, failed, held or "
+        "dry_run (see sync_runs.status).",
+        "last_run_started_at": "When the last sweep started (UTC).",
+        "last_run_finished_at": "When the last sweep ended (UTC); NULL while running.",
+        "last_run_error": "Why the last sweep failed or was held; NULL otherwise.",
+        "last_success_run_id": "sync_runs.id of the last succeeded sweep; NULL if none yet.",
+        "last_success_at": "When the last succeeded sweep committed (UTC): the tables are "
+        "true as of this moment. NULL if none yet.",
+        "last_success_age": "now() - last_success_at, an interval: how stale the data is. "
+        "NULL if no sweep has succeeded yet.",
+        "entries": "Numbers blocklisted now on this channel (rows in blocklist_entries).",
+    },
+    expressions={
+        "postgresql": {"age": "now() - ok.finished_at"},
+        # SQLite has no interval type: the age is a number of seconds there.
+        "sqlite": {"age": "(julianday('now') - julianday(ok.finished_at)) * 86400.0"},
+    },
+)
 
-
-def _quote(text: str) -> str:
-    """A SQL string literal; the comments are ours, but an apostrophe must not break them."""
-    return "'" + text.replace("'", "''") + "'"
+VIEWS = (INTERVALS, DAILY_CHANGES, SYNC_HEALTH)
 
 
 def upgrade() -> None:
-    dialect = op.get_bind().dialect.name
-    if dialect == 'postgresql':
-        day = "(detected_at AT TIME ZONE 'UTC')::date"
-        age = "now() - ok.finished_at"
-    else:
-        # SQLite: date() reads the stored UTC text ('+00:00' or naive); age is in seconds.
-        day = "date(detected_at)"
-        age = "(julianday('now') - julianday(ok.finished_at)) * 86400.0"
-    op.execute(INTERVALS)
-    op.execute(DAILY_CHANGES.format(day=day))
-    op.execute(SYNC_HEALTH.format(age=age))
-    if dialect == 'postgresql':
-        for view, (comment, columns) in COMMENTS.items():
-            op.execute(f"COMMENT ON VIEW {view} IS {_quote(comment)}")
-            for column, text in columns.items():
-                op.execute(f"COMMENT ON COLUMN {view}.{column} IS {_quote(text)}")
+    for view in VIEWS:
+        op.create_view(view)
 
 
 def downgrade() -> None:
     for view in reversed(VIEWS):
-        op.execute(f"DROP VIEW IF EXISTS {view}")
+        op.drop_view(view)

@@ -48,15 +48,28 @@ def _canonical(raw: str) -> str | None:
 
 
 def upgrade() -> None:
-    op.add_column("sync_runs", sa.Column(
-        "rejected", sa.BigInteger(), server_default="0", nullable=False,
-        comment="Rows the listing returned that cannot be a phone number (letters, control "
-                "characters, too long); never stored, counted here."))
+    op.add_column(
+        "sync_runs",
+        sa.Column(
+            "rejected",
+            sa.BigInteger(),
+            server_default="0",
+            nullable=False,
+            comment="Rows the listing returned that cannot be a phone number (letters, control "
+            "characters, too long); never stored, counted here.",
+        ),
+    )
     bind = op.get_bind()
     if bind.dialect.name == "postgresql":  # SQLite keeps no comments
         for table in ("blocklist_entries", "blocklist_events"):
-            op.alter_column(table, "mobile", existing_type=sa.Text(), existing_nullable=False,
-                            comment=_CANONICAL_MOBILE, existing_comment=_OLD_MOBILE)
+            op.alter_column(
+                table,
+                "mobile",
+                existing_type=sa.Text(),
+                existing_nullable=False,
+                comment=_CANONICAL_MOBILE,
+                existing_comment=_OLD_MOBILE,
+            )
     _repair_numbers(bind)
 
 
@@ -65,8 +78,14 @@ def downgrade() -> None:
     bind = op.get_bind()
     if bind.dialect.name == "postgresql":
         for table in ("blocklist_entries", "blocklist_events"):
-            op.alter_column(table, "mobile", existing_type=sa.Text(), existing_nullable=False,
-                            comment=_OLD_MOBILE, existing_comment=_CANONICAL_MOBILE)
+            op.alter_column(
+                table,
+                "mobile",
+                existing_type=sa.Text(),
+                existing_nullable=False,
+                comment=_OLD_MOBILE,
+                existing_comment=_CANONICAL_MOBILE,
+            )
         op.drop_column("sync_runs", "rejected")
     else:  # natively (SQLite 3.35+): batch mode's table copy would trip over the views
         op.execute("ALTER TABLE sync_runs DROP COLUMN rejected")
@@ -77,18 +96,32 @@ def _repair_numbers(bind: sa.Connection) -> None:
     tmp = "pg_temp." if postgres else "temp."
     # Only values that are not canonical already come back to Python: none, on a healthy table.
     not_canonical = (
-        r"mobile !~ '^\+[1-9][0-9]{6,14}$'" if postgres else
-        "NOT (mobile GLOB '+[1-9]*' AND substr(mobile, 2) NOT GLOB '*[^0-9]*' "
-        "AND length(mobile) BETWEEN 8 AND 16)")
-    raw_values = bind.execute(sa.text(
-        f"SELECT mobile FROM blocklist_entries WHERE {not_canonical} UNION "
-        f"SELECT mobile FROM blocklist_events WHERE {not_canonical}")).scalars().all()
+        r"mobile !~ '^\+[1-9][0-9]{6,14}$'"
+        if postgres
+        else "NOT (mobile GLOB '+[1-9]*' AND substr(mobile, 2) NOT GLOB '*[^0-9]*' "
+        "AND length(mobile) BETWEEN 8 AND 16)"
+    )
+    raw_values = (
+        bind.execute(
+            sa.text(
+                f"SELECT mobile FROM blocklist_entries WHERE {not_canonical} UNION "
+                f"SELECT mobile FROM blocklist_events WHERE {not_canonical}"
+            )
+        )
+        .scalars()
+        .all()
+    )
     if not raw_values:
         return
-    run = lambda sql, params=None: bind.execute(sa.text(sql), params or {})  # noqa: E731
+
+    def run(sql: str, params: dict[str, object] | list[dict[str, object]] | None = None) -> None:
+        bind.execute(sa.text(sql), params or {})
+
     run(f"CREATE TEMPORARY TABLE {tmp}kbs_repair_map (raw TEXT PRIMARY KEY, canon TEXT)")
-    run(f"INSERT INTO {tmp}kbs_repair_map (raw, canon) VALUES (:raw, :canon)",
-        [{"raw": raw, "canon": _canonical(raw)} for raw in raw_values])
+    run(
+        f"INSERT INTO {tmp}kbs_repair_map (raw, canon) VALUES (:raw, :canon)",
+        [{"raw": raw, "canon": _canonical(raw)} for raw in raw_values],
+    )
 
     garbage = f"SELECT raw FROM {tmp}kbs_repair_map WHERE canon IS NULL"
     run(f"DELETE FROM blocklist_entries WHERE mobile IN ({garbage})")

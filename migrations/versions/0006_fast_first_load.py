@@ -18,66 +18,75 @@ BI tools no longer discover the join from a constraint: join run_id to sync_runs
 
 PostgreSQL will not change the type of a column a view reads, so the views (whatever their
 definition and comments are at this revision) are saved from the catalog, dropped, and
-recreated as they were (sync.views.views_set_aside). SQLite has no "C" collation (its default, BINARY, already compares
-bytes), so there only the foreign keys go, by batch mode, around the same save and restore.
+recreated as they were (sync.views.views_set_aside). SQLite has no "C" collation (its default,
+BINARY, already compares bytes), so there only the foreign keys go, by batch mode, around the
+same save and restore.
 """
+
 from __future__ import annotations
 
 import sqlalchemy as sa
-from alembic import op
 
-from sync.views import views_set_aside
+from sync.views import op, views_set_aside
 
-revision = '0006'
-down_revision = '0005'
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
-KEY_COLUMNS = ('account_sid', 'channel', 'mobile')
-FOREIGN_KEYS = (('blocklist_entries', 'added_run_id'), ('blocklist_events', 'run_id'))
+KEY_COLUMNS = ("account_sid", "channel", "mobile")
+FOREIGN_KEYS = (("blocklist_entries", "added_run_id"), ("blocklist_events", "run_id"))
 # Extended statistics name mobile in an expression; they are dropped and recreated around it.
-STATISTICS = ('st_blocklist_entries_head', 'st_blocklist_events_day_head')
+STATISTICS = ("st_blocklist_entries_head", "st_blocklist_events_day_head")
 
 
 def _fk_name(table: str, column: str) -> str:
-    return f'fk_{table}_{column}_sync_runs'
+    return f"fk_{table}_{column}_sync_runs"
 
 
 def _statistics() -> dict[str, str]:
     """CREATE STATISTICS of the objects that name mobile (PostgreSQL 14+ made them)."""
-    rows = op.get_bind().execute(sa.text(
-        "SELECT stxname, pg_get_statisticsobjdef(oid) FROM pg_statistic_ext "
-        "WHERE stxname = ANY(:names)"), {'names': list(STATISTICS)}).all()
+    rows = (
+        op.get_bind()
+        .execute(
+            sa.text(
+                "SELECT stxname, pg_get_statisticsobjdef(oid) FROM pg_statistic_ext "
+                "WHERE stxname = ANY(:names)"
+            ),
+            {"names": list(STATISTICS)},
+        )
+        .all()
+    )
     return dict(rows)
 
 
 def _migrate(*, forward: bool) -> None:
-    postgres = op.get_bind().dialect.name == 'postgresql'
+    postgres = op.get_bind().dialect.name == "postgresql"
     with views_set_aside(op):
         if postgres:
             statistics = _statistics()
             for name in statistics:
                 op.execute(f"DROP STATISTICS {name}")
-            collate = ' COLLATE "C"' if forward else ''
-            for table in ('blocklist_entries', 'blocklist_events'):
-                op.execute(f"ALTER TABLE {table} " + ", ".join(
-                    f"ALTER COLUMN {c} TYPE text{collate}" for c in KEY_COLUMNS))
+            collate = ' COLLATE "C"' if forward else ""
+            for table in ("blocklist_entries", "blocklist_events"):
+                op.execute(
+                    f"ALTER TABLE {table} "
+                    + ", ".join(f"ALTER COLUMN {c} TYPE text{collate}" for c in KEY_COLUMNS)
+                )
             for table, column in FOREIGN_KEYS:
                 if forward:
-                    op.drop_constraint(_fk_name(table, column), table, type_='foreignkey')
+                    op.drop_constraint(_fk_name(table, column), table, type_="foreignkey")
                 else:
-                    op.create_foreign_key(_fk_name(table, column), table, 'sync_runs',
-                                          [column], ['id'])
+                    op.create_foreign_key(_fk_name(table, column), table, "sync_runs", [column], ["id"])
             for definition in statistics.values():
                 op.execute(definition)
         else:
             for table, column in FOREIGN_KEYS:
                 with op.batch_alter_table(table) as batch:
                     if forward:
-                        batch.drop_constraint(_fk_name(table, column), type_='foreignkey')
+                        batch.drop_constraint(_fk_name(table, column), type_="foreignkey")
                     else:
-                        batch.create_foreign_key(_fk_name(table, column), 'sync_runs',
-                                                 [column], ['id'])
+                        batch.create_foreign_key(_fk_name(table, column), "sync_runs", [column], ["id"])
 
 
 def upgrade() -> None:

@@ -18,6 +18,10 @@ vendor's message, the channel and the offset only, and the code and message are 
 (:mod:`sync.vendor_text`): redacted before they are cut, so a server that echoes the key never
 leaves a piece of it behind, escaped and bounded. Nor does any message name a flag or a
 variable: what the operator should change is the CLI's to say, from the class.
+
+The classes are the package's public API (re-exported by :mod:`sync.kaleyra`); the mappers
+below them (:func:`error_for_response`, :func:`transport_error`, :func:`unexpected_answer`) are
+what the parser and the transport call, and nothing outside the package needs them.
 """
 
 from __future__ import annotations
@@ -29,26 +33,6 @@ from typing import Any
 import requests
 
 from sync.vendor_text import vendor_text
-
-__all__ = [
-    "AuthenticationError",
-    "BadRequestError",
-    "Cancelled",
-    "FatalAPIError",
-    "KaleyraError",
-    "LowBalanceError",
-    "NotAllowedError",
-    "PagingError",
-    "ProtocolError",
-    "RateLimitedError",
-    "RetryableAPIError",
-    "ServerError",
-    "TransportError",
-    "UnreachableError",
-    "error_for_response",
-    "transport_error",
-    "unexpected_answer",
-]
 
 
 class KaleyraError(Exception):

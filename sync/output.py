@@ -1,0 +1,223 @@
+"""What the commands print: each sweep's result line with advice, a dry run's changes, and
+``status`` as a table or as JSON.
+
+Text only, built from results and statuses; the CLI decides where it goes and what the exit
+code is. Output is part of the contract: scripts parse ``run --dry-run`` and
+``status --json``, and operators grep the result lines.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+from sync import health
+from sync.kaleyra import (
+    AuthenticationError,
+    BadRequestError,
+    LowBalanceError,
+    NotAllowedError,
+    PagingError,
+    ProtocolError,
+    RateLimitedError,
+    RetryableAPIError,
+    TransportError,
+    UnreachableError,
+)
+from sync.settings import Shard
+from sync.store import ChannelStatus
+from sync.sweep import DeadlinePassed, SweepResult
+from sync.vocabulary import Outcome
+
+__all__ = [
+    "ADVICE",
+    "advice_for",
+    "change_line",
+    "no_pairs_line",
+    "status_json",
+    "status_record",
+    "status_table",
+    "summary_line",
+]
+
+# What to do about a failure, by the error's class (most specific first): the HTTP layer says
+# what happened, only the command line knows which flag or variable the operator should change.
+ADVICE: tuple[tuple[type[BaseException], str], ...] = (
+    (
+        AuthenticationError,
+        "check KALEYRA_SID and the API key (KALEYRA_API_KEY or "
+        "KALEYRA_API_KEY_FILE, or the account's entry in --config)",
+    ),
+    (LowBalanceError, "top up the Kaleyra account balance, then run again"),
+    (
+        NotAllowedError,
+        "the account may not use this API or channel; ask Kaleyra support to "
+        "enable it, or remove the channel from KALEYRA_CHANNELS",
+    ),
+    (
+        BadRequestError,
+        "the request was rejected as malformed; check the channel and KALEYRA_BASE_URL / KALEYRA_REGION",
+    ),
+    (UnreachableError, "check KALEYRA_BASE_URL or KALEYRA_REGION, DNS, the firewall and proxies"),
+    (RateLimitedError, "Kaleyra rate-limited the sweep; lower --concurrency or --max-rps"),
+    (TransportError, "check network access to the Kaleyra base URL; it was retried and gave up"),
+    (RetryableAPIError, "Kaleyra failed; it was retried and will be tried again next run"),
+    (PagingError, "the server's paging cannot be trusted for a full sweep; report it to Kaleyra"),
+    (
+        DeadlinePassed,
+        "if the list is that long, raise --sweep-timeout (BLOCKLIST_SYNC_SWEEP_TIMEOUT); "
+        "if the server is that slow, check the Kaleyra service status",
+    ),
+    (ProtocolError, "if this persists, check KALEYRA_BASE_URL and report it"),
+)
+
+
+def advice_for(error_type: type[BaseException] | None) -> str | None:
+    return next((text for cls, text in ADVICE if error_type and issubclass(error_type, cls)), None)
+
+
+def summary_line(result: SweepResult) -> str:
+    if (
+        result.run_id is None and result.message and result.outcome in (Outcome.SKIPPED, Outcome.CANCELLED)
+    ):  # never started: one line says why
+        return f"{result.account_sid} {result.channel}: {result.outcome.label}: {result.message}"
+    parts = [f"{result.account_sid} {result.channel}: {result.outcome.label}"]
+    if result.diff is not None:
+        parts.append(f"{result.diff.seen} blocklisted, +{result.diff.added} -{result.diff.removed}")
+        if result.diff.unconfirmed:
+            parts.append(f"{result.diff.unconfirmed} unconfirmed (kept)")
+    if result.pages:
+        parts.append(f"{result.pages} pages")
+    parts.append(f"{result.seconds:.1f}s")
+    if result.run_id is not None:
+        parts.append(f"run {result.run_id}")
+    line = ", ".join(parts)
+    if result.outcome is Outcome.HELD:
+        where = f"--account {result.account_sid} --channel {result.channel}"
+        return (
+            f"{line}\n  {result.message}\n  review it with `blocklist-sync run --dry-run "
+            f"{where}`, apply it with `blocklist-sync run --force {where}`"
+        )
+    advice = advice_for(result.error_type)
+    if advice:
+        return f"{line}\n  {result.message}\n  {advice}"
+    return f"{line}\n  {result.message}" if result.message else line
+
+
+def change_line(account_sid: str, channel: str, change: str, mobile: str) -> str:
+    """One change a dry run would make, tab-separated for scripts."""
+    return f"would-be-{change}\t{account_sid}\t{channel}\t{mobile}"
+
+
+def no_pairs_line(shard: Shard) -> str:
+    """Why a shard's run printed no result line."""
+    return f"shard {shard}: no (account, channel) pair falls to this shard"
+
+
+def status_json(
+    scoped: health.Scoped, now: dt.datetime, where: str, problems: dict[tuple[str, str], str | None]
+) -> str:
+    """``status --json``: every judged channel, then those listed but not configured."""
+    return json.dumps(
+        {
+            "database": where,
+            "channels": [
+                status_record(s, now, problems[s.account_sid, s.channel], configured=True)
+                for s in scoped.judged
+            ]
+            + [status_record(s, now, None, configured=False) for s in scoped.not_configured],
+        },
+        indent=2,
+    )
+
+
+def status_record(
+    s: ChannelStatus, now: dt.datetime, problem: str | None, *, configured: bool
+) -> dict[str, Any]:
+    def iso(t: dt.datetime | None) -> str | None:
+        return t.isoformat() if t else None
+
+    return {
+        "account_sid": s.account_sid,
+        "channel": s.channel,
+        "entries": s.entries,
+        "last_run": {
+            "id": s.last_run_id,
+            "status": s.last_status,
+            "started_at": iso(s.last_started_at),
+            "finished_at": iso(s.last_finished_at),
+            "pages": s.last_pages,
+            "added": s.last_added,
+            "removed": s.last_removed,
+            "rejected": s.last_rejected,
+            "unconfirmed": s.last_unconfirmed,
+            "error": s.last_error,
+        },
+        "last_success_at": iso(s.last_success_at),
+        "last_success_age_seconds": (now - s.last_success_at).total_seconds() if s.last_success_at else None,
+        "configured": configured,
+        "ok": problem is None,
+        "problem": problem,
+    }
+
+
+def _age(now: dt.datetime, then: dt.datetime | None) -> str:
+    return "never" if then is None else f"{health.age_text((now - then).total_seconds())} ago"
+
+
+def _table(statuses: list[ChannelStatus], now: dt.datetime) -> list[str]:
+    header = (
+        "ACCOUNT",
+        "CHANNEL",
+        "LAST RUN",
+        "STATUS",
+        "ADDED",
+        "REMOVED",
+        "REJECTED",
+        "ENTRIES",
+        "LAST SUCCESS",
+    )
+    rows = [header] + [
+        (
+            s.account_sid,
+            s.channel,
+            _age(now, s.last_finished_at or s.last_started_at),
+            s.last_status or "never swept",
+            str(s.last_added or 0),
+            str(s.last_removed or 0),
+            str(s.last_rejected or 0),
+            str(s.entries),
+            _age(now, s.last_success_at),
+        )
+        for s in statuses
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+
+
+def status_table(
+    scoped: health.Scoped, now: dt.datetime, where: str, problems: dict[tuple[str, str], str | None]
+) -> str:
+    if not scoped.judged and not scoped.not_configured:
+        return f"{where}: no sweeps yet; run `blocklist-sync run`"
+    lines = [where, *(_table(scoped.judged, now) if scoped.judged else [])]
+    for s in scoped.judged:
+        problem = problems[s.account_sid, s.channel]
+        if problem:
+            error = f": {s.last_error}" if health.failed_or_held(s) and s.last_error else ""
+            lines.append(f"PROBLEM {s.account_sid} {s.channel}: {problem}{error}")
+        if s.last_rejected:
+            lines.append(
+                f"{s.account_sid} {s.channel}: the last sweep rejected {s.last_rejected} "
+                "listed row(s) that cannot be a phone number (examples in its log)"
+            )
+        if s.last_unconfirmed:
+            lines.append(
+                f"{s.account_sid} {s.channel}: the last sweep could not prove {s.last_unconfirmed} "
+                "removal(s) and kept those numbers; the next sweep checks them again"
+            )
+    if scoped.not_configured:
+        lines.append("not configured (listed, not judged; --all judges them):")
+        lines.extend("  " + line for line in _table(scoped.not_configured, now))
+    return "\n".join(lines)
