@@ -60,6 +60,15 @@ def leaked_secret(text: str) -> str | None:
     return match.group(0) if match else None
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests marked ``slow`` first (otherwise in their order). pytest-xdist hands each
+    worker its next test as it finishes one (``--maxschedchunk 1``), so the long ones start at
+    once, side by side, and the short ones fill in around them, instead of one long test
+    starting last and keeping the whole run waiting. ``-m "not slow"`` leaves them out of a
+    quick local run; CI runs everything."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
     """Fail any test whose captured stdout, stderr or log shows a test secret."""

@@ -245,6 +245,7 @@ def test_account_flag_scopes_run_status_and_check(
 # --- 4. failures that explain themselves -------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_an_unreachable_host_is_named_with_its_cause_and_every_channel_gets_a_line(
     sim: Simulator, make_migrated_database
 ) -> None:  # type: ignore[no-untyped-def]
@@ -504,6 +505,7 @@ def test_shard_settings() -> None:
             parse_shard(bad, env)
 
 
+@pytest.mark.slow
 def test_shards_in_parallel_sweep_every_pair_once(
     sim: Simulator, other_sim: Simulator, make_migrated_database, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
@@ -532,6 +534,7 @@ def test_shards_in_parallel_sweep_every_pair_once(
     assert swept == sorted((s.sid, c, "succeeded") for s in (sim, other_sim) for c in CHANNELS)
 
 
+@pytest.mark.slow
 def test_overlapping_shards_never_sweep_a_pair_twice(
     sim: Simulator, other_sim: Simulator, make_migrated_database, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
@@ -600,6 +603,7 @@ def test_the_documented_shell_completion_line_prints_a_completion_script() -> No
     assert script.returncode == 0 and "complete -o nosort -F _blocklist_sync_completion" in script.stdout
 
 
+@pytest.mark.slow
 def test_the_simulator_example_shows_a_real_diff(tmp_path: Path) -> None:
     """The README's simulate + curl + run example, run line by line as written (the port
     swapped for a free one, so parallel test runs do not collide)."""

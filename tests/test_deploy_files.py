@@ -631,6 +631,7 @@ def test_every_manifest_runs_the_image_the_dockerfile_builds() -> None:
     assert {where: container(spec)["image"] for where, spec in specs.items()} == dict.fromkeys(specs, built)
 
 
+@pytest.mark.slow
 def test_the_image_install_and_entrypoint_work_in_a_fresh_venv(tmp_path: Path, make_database: Any) -> None:
     """What `docker build` does, minus Docker: the COPY steps into /src, the pip install, and
     then the entrypoint, from a directory outside the checkout (the migrations must travel)."""

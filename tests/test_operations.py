@@ -99,6 +99,7 @@ def test_the_scheduler_keeps_going_after_a_failed_sweep(sim: Simulator, engine: 
     assert [r[1] for r in run_rows(engine, sim.sid)][:2] == ["failed", "succeeded"]
 
 
+@pytest.mark.slow
 def test_two_schedulers_sweep_each_channel_once_per_tick(sim: Simulator, engine: Engine, pg_url: str) -> None:
     for channel in ("sms", "whatsapp"):
         sim.add(channel, numbers(400))
@@ -132,6 +133,7 @@ def test_two_schedulers_sweep_each_channel_once_per_tick(sim: Simulator, engine:
     assert all(r[1] in ("succeeded", "cancelled") for r in runs), runs
 
 
+@pytest.mark.slow
 def test_metrics_file_after_success_and_after_failure(sim: Simulator, pg_url: str, tmp_path: Path) -> None:
     sim.add("sms", numbers(150))
     metrics = tmp_path / "blocklist_sync.prom"

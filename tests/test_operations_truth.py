@@ -139,6 +139,7 @@ def test_sigterm_while_the_changes_commit_reports_them_committed(
 # -- role defaults meant for web traffic -----------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_databases_short_timeouts_do_not_starve_a_sweep(
     sim: Simulator, make_migrated_database: Callable[[], str]
 ) -> None:

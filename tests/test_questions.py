@@ -464,6 +464,7 @@ def png_pixels(data: bytes) -> tuple[int, int, list[bytes]]:
     )
 
 
+@pytest.mark.slow
 def test_report_renders_in_a_browser(own_database: tuple[str, Scenario], tmp_path: Path) -> None:
     pg_url, _ = own_database
     browser = _browser()

@@ -212,6 +212,7 @@ def test_a_held_lock_makes_the_other_run_exit_75_writing_nothing(
     assert runs(engine, sim) == []
 
 
+@pytest.mark.slow
 def test_two_runs_at_once_exactly_one_applies(sim: Simulator, engine: Engine, pg_url: str) -> None:
     sim.add("sms", numbers(20_000))  # 200 slow pages: the second process starts well within
     sim.inject("slow", times=100_000, seconds=0.01)

@@ -255,6 +255,7 @@ def _faketime() -> str:
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("offset", ["-1h", "+1h"])
 def test_a_host_clock_that_is_off_never_reaches_a_stored_time(
     sim: Simulator, engine: Engine, pg_url: str, offset: str

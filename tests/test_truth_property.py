@@ -231,6 +231,7 @@ class Sequence:
 BLOCKS = 8  # the sequences in blocks, so that parallel test workers can share them
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("block", range(BLOCKS))
 def test_stored_history_equals_the_truth_within_its_windows(
     store: Store, engine: Engine, monkeypatch: pytest.MonkeyPatch, block: int
