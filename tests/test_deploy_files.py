@@ -134,17 +134,21 @@ def backfill_job() -> dict[str, Any]:
     text = MANIFEST.read_text()
     start = text.index("# apiVersion: batch/v1")
     lines = [re.sub(r"^# ?", "", line) for line in text[start:].splitlines()]
-    return yaml.safe_load("\n".join(lines))
+    job = yaml.safe_load("\n".join(lines))
+    assert isinstance(job, dict)
+    return job
 
 
 def pod_spec(job_spec: dict[str, Any]) -> dict[str, Any]:
-    return job_spec["template"]["spec"]
+    spec: dict[str, Any] = job_spec["template"]["spec"]
+    return spec
 
 
 def container(spec: dict[str, Any]) -> dict[str, Any]:
     containers = spec["containers"]
     assert len(containers) == 1
-    return containers[0]
+    only: dict[str, Any] = containers[0]
+    return only
 
 
 def env_of(c: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -600,7 +604,9 @@ def dockerfile() -> list[tuple[str, str]]:
 def one_yaml(path: Path) -> dict[str, Any]:
     docs = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
     assert len(docs) == 1, path.name
-    return docs[0]
+    [doc] = docs
+    assert isinstance(doc, dict), path.name
+    return doc
 
 
 def version() -> str:

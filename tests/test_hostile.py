@@ -19,6 +19,7 @@ import time
 import timeit
 import uuid
 from pathlib import Path
+from typing import Any, Unpack
 
 import pytest
 from sqlalchemy import Engine, text
@@ -29,11 +30,12 @@ from sync.numbers import canonical
 from sync.output import summary_line
 from sync.simulator import Simulator
 from sync.store import Store
-from sync.sweep import Outcome, SweepOptions, sweep_channel
+from sync.sweep import Outcome, SweepOptions, SweepResult, sweep_channel
 from tests.conftest import (
     PG_SERVER,
     REPO,
     TEST_PASSWORD,
+    SweepOptionFields,
     cli_env,
     entries,
     invoke,
@@ -56,7 +58,7 @@ def events(engine: Engine, sim: Simulator) -> list[tuple[str, str]]:
     ]
 
 
-def last_run(engine: Engine, sim: Simulator) -> tuple:
+def last_run(engine: Engine, sim: Simulator) -> tuple[Any, ...]:
     return rows(
         engine,
         "SELECT status, rejected, error, added, removed FROM sync_runs "
@@ -65,9 +67,13 @@ def last_run(engine: Engine, sim: Simulator) -> tuple:
     )[0]
 
 
-def sweep(sim: Simulator, store: Store, **options: object):
-    client_options = {k: options.pop(k) for k in list(options) if k in ("response_timeout",)}
-    return sweep_channel(make_client(sim, **client_options), store, "sms", SweepOptions(**options))  # type: ignore[arg-type]
+def sweep(
+    sim: Simulator, store: Store, response_timeout: float | None = None, **options: Unpack[SweepOptionFields]
+) -> SweepResult:
+    client = (
+        make_client(sim) if response_timeout is None else make_client(sim, response_timeout=response_timeout)
+    )
+    return sweep_channel(client, store, "sms", SweepOptions(**options))
 
 
 # -- 1. canonical numbers -------------------------------------------------------------------
@@ -653,7 +659,7 @@ def test_a_few_controls_unblocked_meanwhile_do_not_fail_the_sweep(
 def test_a_failed_shard_sweep_is_retried_not_skipped(sim: Simulator, store: Store) -> None:
     sim.add("sms", numbers(10))
     sim.inject("503", times=3)  # every attempt of the first sweep's first page
-    shard_like = {"skip_if_swept_within": 1800.0, "lock_held_is_skip": True}
+    shard_like: SweepOptionFields = {"skip_if_swept_within": 1800.0, "lock_held_is_skip": True}
     assert sweep(sim, store, **shard_like).outcome is Outcome.FAILED
     assert sweep(sim, store, **shard_like).outcome is Outcome.SUCCEEDED
     assert sweep(sim, store, **shard_like).outcome is Outcome.SKIPPED  # done moments ago

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -43,7 +44,7 @@ def wait_for(condition, timeout: float = 30) -> None:  # type: ignore[no-untyped
         time.sleep(0.05)
 
 
-def run_rows(engine: Engine, sid: str) -> list[tuple]:
+def run_rows(engine: Engine, sid: str) -> list[tuple[Any, ...]]:
     return rows(
         engine,
         "SELECT channel, status, started_at, error FROM sync_runs WHERE account_sid = :a ORDER BY id",

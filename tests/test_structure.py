@@ -8,6 +8,7 @@ import re
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Unpack
 
 import psycopg
 import pytest
@@ -142,10 +143,10 @@ def test_status_metrics_and_the_health_view_agree_through_every_outcome(
 
     from sync.guard import GuardLimits
     from sync.sweep import sweep_channel
-    from tests.conftest import cli_env, invoke
+    from tests.conftest import SweepOptionFields, cli_env, invoke
 
-    def sweep(**options: object) -> Outcome:
-        return sweep_channel(make_client(sim), store, "sms", SweepOptions(**options)).outcome  # type: ignore[arg-type]
+    def sweep(**options: Unpack[SweepOptionFields]) -> Outcome:
+        return sweep_channel(make_client(sim), store, "sms", SweepOptions(**options)).outcome
 
     def agree(expected_status: str | None) -> None:
         shown = json.loads(invoke("status", "--all", "--json", env=cli_env(None, pg_url)).stdout)["channels"]

@@ -7,7 +7,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, Unpack
 
 import pytest
 from sqlalchemy import Engine, text
@@ -18,14 +20,26 @@ from sync.output import summary_line
 from sync.simulator import Simulator
 from sync.store import Store
 from sync.sweep import Outcome, SweepOptions, SweepResult, sweep_channel
-from tests.conftest import REPO, cli_env, entries, invoke, make_client, numbers, rows, run_cli
+from tests.conftest import (
+    REPO,
+    SweepOptionFields,
+    cli_env,
+    entries,
+    invoke,
+    make_client,
+    numbers,
+    rows,
+    run_cli,
+)
 
 
-def sweep(sim: Simulator, store: Store, channel: str = "sms", **options: object) -> SweepResult:
-    return sweep_channel(make_client(sim), store, channel, SweepOptions(**options))  # type: ignore[arg-type]
+def sweep(
+    sim: Simulator, store: Store, channel: str = "sms", **options: Unpack[SweepOptionFields]
+) -> SweepResult:
+    return sweep_channel(make_client(sim), store, channel, SweepOptions(**options))
 
 
-def events(engine: Engine, sim: Simulator) -> list[tuple]:
+def events(engine: Engine, sim: Simulator) -> list[tuple[Any, ...]]:
     return rows(
         engine,
         "SELECT channel, mobile, change, initial_load, not_before IS NULL, run_id "
@@ -34,7 +48,7 @@ def events(engine: Engine, sim: Simulator) -> list[tuple]:
     )
 
 
-def runs(engine: Engine, sim: Simulator) -> list[tuple]:
+def runs(engine: Engine, sim: Simulator) -> list[tuple[Any, ...]]:
     return rows(
         engine,
         "SELECT id, channel, status, trigger, pages_fetched, entries_seen, added, "
@@ -519,7 +533,7 @@ def test_account_flags_with_a_config_file_are_refused(sim: Simulator, pg_url: st
 
 def test_a_held_channel_stays_unhealthy_after_a_dry_run_review(
     sim: Simulator,
-    make_database,  # type: ignore[no-untyped-def]
+    make_database: Callable[..., str],
     tmp_path: Path,
 ) -> None:
     url = make_database()

@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any, Unpack
 
 import pytest
 from alembic import command
@@ -25,14 +26,16 @@ from sync.simulator import Simulator
 from sync.store import Store
 from sync.sweep import Outcome, SweepOptions, SweepResult, sweep_channel
 from sync.telemetry import Metrics
-from tests.conftest import cli_env, entries, invoke, make_client, numbers, rows
+from tests.conftest import SweepOptionFields, cli_env, entries, invoke, make_client, numbers, rows
 
 
-def sweep(sim: Simulator, store: Store, channel: str = "sms", **options: object) -> SweepResult:
-    return sweep_channel(make_client(sim), store, channel, SweepOptions(**options))  # type: ignore[arg-type]
+def sweep(
+    sim: Simulator, store: Store, channel: str = "sms", **options: Unpack[SweepOptionFields]
+) -> SweepResult:
+    return sweep_channel(make_client(sim), store, channel, SweepOptions(**options))
 
 
-def events(engine: Engine, sim: Simulator, channel: str = "sms") -> list[tuple]:
+def events(engine: Engine, sim: Simulator, channel: str = "sms") -> list[tuple[Any, ...]]:
     """(mobile, change, not_before, detected_at) of ``sim``'s account on ``channel``, in order."""
     return rows(
         engine,
@@ -43,7 +46,7 @@ def events(engine: Engine, sim: Simulator, channel: str = "sms") -> list[tuple]:
     )
 
 
-def run_row(engine: Engine, run_id: int | None) -> dict[str, object]:
+def run_row(engine: Engine, run_id: int | None) -> dict[str, Any]:
     found = rows(
         engine,
         "SELECT status, added, removed, unconfirmed, rescued, listing_complete FROM sync_runs WHERE id = :i",
@@ -54,7 +57,9 @@ def run_row(engine: Engine, run_id: int | None) -> dict[str, object]:
 
 
 def db_now(engine: Engine) -> dt.datetime:
-    return rows(engine, "SELECT clock_timestamp()")[0][0]
+    [(now,)] = rows(engine, "SELECT clock_timestamp()")
+    assert isinstance(now, dt.datetime)
+    return now
 
 
 def skip_in_listing(sim: Simulator, channel: str, hidden: set[str]) -> None:
@@ -438,7 +443,10 @@ def test_a_sqlite_upgrade_that_meets_a_window_written_by_skewed_hosts_changes_no
 def _looked_up(engine: Engine, sim: Simulator, mobile: str) -> tuple[str, dict[str, object]]:
     [report] = lookup.look_up(engine, [(mobile, lookup.normalise(mobile))])
     report.channels = [c for c in report.channels if c.account_sid == sim.sid]
-    [channel] = lookup.as_record(report)["channels"]  # type: ignore[misc]
+    channels = lookup.as_record(report)["channels"]
+    assert isinstance(channels, list)
+    [channel] = channels
+    assert isinstance(channel, dict)
     return "\n".join(lookup.describe(report)), channel
 
 

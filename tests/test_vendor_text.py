@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import sys
 import unicodedata
+from collections.abc import Callable
 
 import pytest
 from sqlalchemy import Engine
@@ -165,6 +166,7 @@ def test_a_hostile_header_reaches_no_output_or_row(
     output = run.stdout + run.stderr
     assert unsafe_characters(output) == [] and max(map(len, output.splitlines())) < A_FEW_HUNDRED
     [(_, state, error)] = run_errors(engine, sim)
+    assert error is not None
     assert state == "failed" and unsafe_characters(error, allowed="") == [] and len(error) < A_FEW_HUNDRED
 
 
@@ -203,6 +205,7 @@ def test_a_key_anywhere_in_a_long_message_leaves_no_piece_behind(
     assert run.returncode == 1
     status = invoke("status", env=env)
     [(_, _, error)] = run_errors(engine, sim)
+    assert error is not None
     for shown in (run.stdout, run.stderr, status.stdout, status.stderr, error):
         assert key_pieces(shown, sim.api_key) == []
 
@@ -213,6 +216,7 @@ def test_a_key_in_the_code_leaves_no_piece_behind(sim: Simulator, pg_url: str, e
     run = invoke("run", env=env)
     assert run.returncode == 1
     [(_, _, error)] = run_errors(engine, sim)
+    assert error is not None
     for shown in (run.stdout, run.stderr, error):
         assert key_pieces(shown, sim.api_key) == []
 
@@ -285,8 +289,8 @@ SPELLINGS = {
 
 @pytest.mark.parametrize("spell", SPELLINGS.values(), ids=SPELLINGS.keys())
 def test_a_held_number_spelled_otherwise_in_the_listing_is_still_held(
-    sim: Simulator, store: Store, engine: Engine, spell
-) -> None:  # type: ignore[no-untyped-def]
+    sim: Simulator, store: Store, engine: Engine, spell: Callable[[str], str]
+) -> None:
     held = numbers(100)
     sim.add("sms", held)
     assert sweep(sim, store).outcome is Outcome.SUCCEEDED
@@ -309,8 +313,8 @@ def test_a_held_number_spelled_otherwise_in_the_listing_is_still_held(
 
 @pytest.mark.parametrize("spell", SPELLINGS.values(), ids=SPELLINGS.keys())
 def test_a_held_number_the_check_answers_in_another_spelling_is_still_held(
-    sim: Simulator, store: Store, engine: Engine, spell
-) -> None:  # type: ignore[no-untyped-def]
+    sim: Simulator, store: Store, engine: Engine, spell: Callable[[str], str]
+) -> None:
     held = numbers(100)
     sim.add("sms", held)
     assert sweep(sim, store).outcome is Outcome.SUCCEEDED
