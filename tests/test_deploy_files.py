@@ -610,7 +610,9 @@ def one_yaml(path: Path) -> dict[str, Any]:
 
 
 def version() -> str:
-    return re.search(r'^version = "([^"]+)"', (REPO / "pyproject.toml").read_text(), re.MULTILINE).group(1)  # type: ignore[union-attr]
+    found = re.search(r'^version = "([^"]+)"', (REPO / "pyproject.toml").read_text(), re.MULTILINE)
+    assert found is not None
+    return found.group(1)
 
 
 def test_dockerfile_is_slim_non_root_with_blocklist_sync_as_entrypoint() -> None:
@@ -626,7 +628,9 @@ def test_dockerfile_is_slim_non_root_with_blocklist_sync_as_entrypoint() -> None
 
 
 def test_every_manifest_runs_the_image_the_dockerfile_builds() -> None:
-    built = re.search(r"docker build -t (\S+) \.", DOCKERFILE.read_text()).group(1)  # type: ignore[union-attr]
+    build = re.search(r"docker build -t (\S+) \.", DOCKERFILE.read_text())
+    assert build is not None
+    built = build.group(1)
     assert built.endswith(f":{version()}")
     specs = {
         "CronJob": pod_spec(cronjob()["spec"]["jobTemplate"]["spec"]),

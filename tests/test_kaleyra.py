@@ -180,7 +180,7 @@ def test_rows_without_a_mobile_are_rejected_not_entries(sim: Simulator) -> None:
             ),
         )
 
-    sim.get_blocklist = bad_rows  # type: ignore[method-assign]  # the vendor answers otherwise
+    sim.get_blocklist = bad_rows  # type: ignore[method-assign]  # patched: another answer
     pages = list(make_client(sim).pages("sms"))
     assert [e.mobile for e in pages[0].entries] == ["+919800000003"]
     assert pages[0].rejected == [{"number": "+91"}, "+919800000001", 919800000002]

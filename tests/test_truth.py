@@ -65,6 +65,7 @@ def db_now(engine: Engine) -> dt.datetime:
 def skip_in_listing(sim: Simulator, channel: str, hidden: set[str]) -> None:
     """The listing leaves out ``hidden`` (still blocklisted): as paging over a moving list can."""
     original = sim.lists[channel].page
+    # The simulator's listing, patched to move or lie as a vendor's (mypy forbids assigning a method).
     sim.lists[channel].page = lambda offset, limit: [  # type: ignore[method-assign]
         m for m in original(offset, limit) if m not in hidden
     ]
@@ -126,6 +127,7 @@ def test_a_listing_of_one_row_over_a_small_channel_confirms_no_removal(
     sim.add("sms", numbers(50))
     sweep(sim, store)
     before = (entries(engine, sim), events(engine, sim))
+    # The simulator's listing, patched to move or lie as a vendor's (mypy forbids assigning a method).
     sim.lists["sms"].page = lambda offset, limit: numbers(1)[offset : offset + limit]  # type: ignore[method-assign]
     sim.lying_filter = True  # and the filter answers [] to everything
     result = sweep(sim, store)
@@ -378,7 +380,7 @@ def test_force_over_an_empty_listing_still_proves_cut_answers(
 ) -> None:
     sim.add("sms", numbers(300))
     sweep(sim, store)
-    sim.lists["sms"].page = lambda offset, limit: []  # type: ignore[method-assign]  # an outage
+    sim.lists["sms"].page = lambda offset, limit: []  # type: ignore[method-assign]  # patched: an outage
     sim.filter_cap = 5  # and a filter that cuts its answers
     forced = sweep(sim, store, force=True)
     assert forced.outcome is Outcome.SUCCEEDED, forced.message
@@ -393,7 +395,8 @@ def test_force_over_an_emptied_channel_records_the_removals(
     sweep(sim, store)
     sim.remove("sms", numbers(30))
     assert sweep(sim, store).outcome is Outcome.HELD
-    assert sweep(sim, store, force=True).diff.removed == 30  # type: ignore[union-attr]
+    diff = sweep(sim, store, force=True).diff
+    assert diff is not None and diff.removed == 30
     assert entries(engine, sim) == set()
 
 
@@ -455,9 +458,11 @@ def test_lookup_says_when_an_answer_rests_on_what_a_sweep_could_not_prove(
 ) -> None:
     sim.add("sms", numbers(50))
     sweep(sim, store)
+    # The simulator's listing, patched to move or lie as a vendor's (mypy forbids assigning a method).
     sim.lists["sms"].page = lambda offset, limit: numbers(1)[offset : offset + limit]  # type: ignore[method-assign]
     sim.lying_filter = True
-    assert sweep(sim, store).diff.unconfirmed == 49  # type: ignore[union-attr]
+    diff = sweep(sim, store).diff
+    assert diff is not None and diff.unconfirmed == 49
     kept = numbers(1, start=7)[0]
     said, record = _looked_up(engine, sim, kept)
     assert "kept: the last sweep could not confirm it" in said and record["unproven_since"]
