@@ -17,12 +17,13 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
+import pluggy
 import psycopg
 import pytest
 import stamina
@@ -31,10 +32,12 @@ from sqlalchemy import Engine, text
 
 from sync import cli as blocklist_sync
 from sync import database, redaction
+from sync.guard import GuardLimits
 from sync.kaleyra import KaleyraClient, RetryPolicy
 from sync.settings import Account
 from sync.simulator import Simulator
 from sync.store import Store
+from sync.vocabulary import Trigger
 
 PG_SERVER = os.environ.get("KBS_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
 REPO = Path(__file__).resolve().parent.parent
@@ -70,7 +73,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pluggy.Result[pytest.TestReport], None]:
     """Fail any test whose captured stdout, stderr or log shows a test secret."""
     outcome = yield
     report = outcome.get_result()
@@ -237,10 +242,40 @@ def client(sim: Simulator) -> KaleyraClient:
     return make_client(sim)
 
 
-def make_client(sim: Simulator, **kwargs: object) -> KaleyraClient:
-    kwargs.setdefault("retry", FAST_RETRY)
-    kwargs.setdefault("read_timeout", 5.0)
-    return KaleyraClient(sid=sim.sid, api_key=sim.api_key, base_url=sim.base_url, **kwargs)  # type: ignore[arg-type]
+class ClientOptions(TypedDict, total=False):
+    """What a test may set on :class:`KaleyraClient` besides the account: named and typed here
+    so that mypy checks each keyword a test passes against the client's own field."""
+
+    page_size: int
+    max_pages: int
+    concurrency: int
+    max_rps: float | None
+    connect_timeout: float
+    read_timeout: float
+    response_timeout: float
+    max_body_bytes: int
+    retry: RetryPolicy
+    clock: Callable[[], float]
+    sleep: Callable[[float], None]
+
+
+class SweepOptionFields(TypedDict, total=False):
+    """The keywords of :class:`SweepOptions`, for the tests' ``sweep(..., **options)`` helpers:
+    mypy then checks each one a test passes against the dataclass's field."""
+
+    trigger: Trigger
+    dry_run: bool
+    force: bool
+    guard: GuardLimits
+    skip_if_swept_within: float | None
+    timeout: float
+    lock_held_is_skip: bool
+
+
+def make_client(sim: Simulator, **options: Unpack[ClientOptions]) -> KaleyraClient:
+    options.setdefault("retry", FAST_RETRY)
+    options.setdefault("read_timeout", 5.0)
+    return KaleyraClient(sid=sim.sid, api_key=sim.api_key, base_url=sim.base_url, **options)
 
 
 def account_of(sim: Simulator, channels: tuple[str, ...] = ("sms", "whatsapp", "voice")) -> Account:
@@ -264,7 +299,7 @@ def entries(engine: Engine, sim: Simulator, channel: str = "sms") -> set[str]:
     }
 
 
-def column_comments(engine: Engine, relation: str) -> list[tuple]:
+def column_comments(engine: Engine, relation: str) -> list[tuple[Any, ...]]:
     """(column, its comment, the relation's comment) for every column of ``relation``."""
     return rows(
         engine,
@@ -288,7 +323,7 @@ def run_on_a_terminal(command: str, env: dict[str, str]) -> subprocess.Completed
     )
 
 
-def rows(engine: Engine, sql: str, **params: object) -> list[tuple]:
+def rows(engine: Engine, sql: str, **params: object) -> list[tuple[Any, ...]]:
     with engine.connect() as conn:
         return [tuple(r) for r in conn.execute(text(sql), params)]
 
@@ -381,8 +416,8 @@ def _as_a_fresh_process() -> Iterator[None]:
         root.setLevel(level)
         for name, logger_level in tuned.items():
             logging.getLogger(name).setLevel(logger_level)
-        for sig, handler in handlers_by_signal.items():
-            signal.signal(sig, handler)
+        for sig, signal_handler in handlers_by_signal.items():
+            signal.signal(sig, signal_handler)
 
 
 def invoke(*args: str, env: dict[str, str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

@@ -17,6 +17,7 @@ import subprocess
 import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
@@ -83,7 +84,7 @@ def run_bounded(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[
     return result
 
 
-def sweeps(engine: Engine, sim: Simulator) -> list[tuple]:
+def sweeps(engine: Engine, sim: Simulator) -> list[tuple[Any, ...]]:
     return rows(engine, "SELECT id FROM sync_runs WHERE account_sid = :a", a=sim.sid)
 
 

@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -30,6 +31,7 @@ from sync import database
 from sync.simulator import Simulator
 from sync.store import Store
 from sync.sweep import Outcome, SweepOptions, SweepResult, sweep_channel
+from sync.vocabulary import Trigger
 from tests.conftest import (
     PG_SERVER,
     REPO,
@@ -75,7 +77,7 @@ class Scenario:
 
 
 def sweep(sim: Simulator, store: Store, channel: str) -> SweepResult:
-    return sweep_channel(make_client(sim), store, channel, SweepOptions(trigger="scheduled"))
+    return sweep_channel(make_client(sim), store, channel, SweepOptions(trigger=Trigger.SCHEDULED))
 
 
 def play_rounds(sim: Simulator, store: Store, rounds: list[dict[str, set[int]]]) -> None:
@@ -170,7 +172,7 @@ def readme_queries() -> dict[str, str]:
     return dict(found)
 
 
-def run_readme_query(engine: Engine, name: str, **params: object) -> list[tuple]:
+def run_readme_query(engine: Engine, name: str, **params: object) -> list[tuple[Any, ...]]:
     """Run a README query as written, its psql variables (``:'x'``) bound as parameters.
 
     The session runs in India's time zone: the queries must mean UTC whatever the session's.
@@ -290,7 +292,7 @@ def test_readme_queries_run_in_psql(scenario: Scenario, pg_url: str, engine: Eng
 # -- the views against the events ----------------------------------------------------------
 
 
-def events_of(engine: Engine, sid: str) -> list[tuple]:
+def events_of(engine: Engine, sid: str) -> list[tuple[Any, ...]]:
     return rows(
         engine,
         "SELECT channel, mobile, change, detected_at, not_before, initial_load "
@@ -299,7 +301,7 @@ def events_of(engine: Engine, sid: str) -> list[tuple]:
     )
 
 
-def intervals_from_events(events: list[tuple]) -> list[tuple]:
+def intervals_from_events(events: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     """Stretches computed the slow, obvious way: walk the events in order, per number."""
     open_: dict[tuple[str, str], list[object]] = {}
     stretches: list[list[object]] = []
@@ -314,7 +316,7 @@ def intervals_from_events(events: list[tuple]) -> list[tuple]:
     return sorted((tuple(s) for s in stretches), key=lambda s: (s[0], s[1], s[2]))
 
 
-def intervals_of(engine: Engine, sid: str) -> list[tuple]:
+def intervals_of(engine: Engine, sid: str) -> list[tuple[Any, ...]]:
     return rows(
         engine,
         "SELECT channel, mobile, blocked_from, blocked_from_not_before, "
@@ -382,7 +384,7 @@ def test_daily_changes_agree_with_the_events(scenario: Scenario, engine: Engine)
     assert found == [(day, channel, a, r, a - r) for (day, channel), (a, r) in sorted(expected.items())]
 
 
-def health_of(engine: Engine, sid: str) -> dict[str, tuple]:
+def health_of(engine: Engine, sid: str) -> dict[str, tuple[Any, ...]]:
     found = rows(
         engine,
         """
@@ -517,9 +519,9 @@ def test_views_on_sqlite_agree_with_the_events(sim: Simulator, sqlite_store: Sto
 # -- the read-only role --------------------------------------------------------------------
 
 
-def _plain(url: str, **parts: str) -> str:
-    """A libpq URL (for psycopg and psql) from a SQLAlchemy one, with parts replaced."""
-    return make_url(url).set(drivername="postgresql", **parts).render_as_string(hide_password=False)
+def _plain(url: str, username: str | None = None) -> str:
+    """A libpq URL (for psycopg and psql) from a SQLAlchemy one, with the user replaced."""
+    return make_url(url).set(drivername="postgresql", username=username).render_as_string(hide_password=False)
 
 
 @pytest.fixture
@@ -564,7 +566,8 @@ def test_read_only_role_reads_and_cannot_write(reader: tuple[str, str], sim: Sim
     with connect_as(url, role) as c:
         assert c.execute("SELECT current_user").fetchone() == (role,)
         for relation in (*TABLES, *VIEWS):
-            assert c.execute(f"SELECT COUNT(*) FROM {relation}").fetchone()[0] > 0, relation
+            counted = c.execute(f"SELECT COUNT(*) FROM {relation}").fetchone()
+            assert counted is not None and counted[0] > 0, relation
         for table in TABLES:
             for write in WRITES:
                 with pytest.raises(pg_errors.InsufficientPrivilege):

@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine
@@ -35,16 +36,18 @@ def fresh_db(make_migrated_database: Callable[[], str]) -> tuple[str, Engine]:
     return url, database.make_engine(url)
 
 
-def run_rows(engine: Engine, sid: str) -> list[tuple]:
+def run_rows(engine: Engine, sid: str) -> list[tuple[Any, ...]]:
     return rows(
         engine, "SELECT channel, status, error FROM sync_runs WHERE account_sid = :a ORDER BY id", a=sid
     )
 
 
 def row_count(engine: Engine) -> int:
-    return rows(engine, "SELECT (SELECT COUNT(*) FROM sync_runs) + (SELECT COUNT(*) FROM blocklist_events)")[
-        0
-    ][0]
+    [(count,)] = rows(
+        engine, "SELECT (SELECT COUNT(*) FROM sync_runs) + (SELECT COUNT(*) FROM blocklist_events)"
+    )
+    assert isinstance(count, int)
+    return count
 
 
 @pytest.fixture
@@ -68,13 +71,16 @@ def two_accounts(tmp_path: Path, *sims: Simulator) -> Path:
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 # --- 1. check -----------------------------------------------------------------------------
 
 
-def test_check_passes_one_line_per_check_and_writes_nothing(sim: Simulator, make_migrated_database) -> None:  # type: ignore[no-untyped-def]
+def test_check_passes_one_line_per_check_and_writes_nothing(
+    sim: Simulator, make_migrated_database: Callable[[], str]
+) -> None:
     url, engine = fresh_db(make_migrated_database)
     sim.add("sms", numbers(3))
     before = row_count(engine)
@@ -98,7 +104,7 @@ def test_check_passes_one_line_per_check_and_writes_nothing(sim: Simulator, make
 
 def test_check_names_what_is_wrong_and_what_to_do(
     sim: Simulator,
-    make_database,  # type: ignore[no-untyped-def]
+    make_database: Callable[..., str],
     tmp_path: Path,
 ) -> None:
     empty = database.resolve_database_url(make_database())  # not migrated
@@ -134,7 +140,7 @@ def test_check_names_what_is_wrong_and_what_to_do(
 
 def test_a_cancelled_run_is_neither_success_nor_failure(
     sim: Simulator,
-    make_migrated_database,  # type: ignore[no-untyped-def]
+    make_migrated_database: Callable[[], str],
     tmp_path: Path,
 ) -> None:
     url, engine = fresh_db(make_migrated_database)
@@ -188,8 +194,8 @@ def test_a_cancelled_run_is_neither_success_nor_failure(
 
 
 def test_status_and_metrics_judge_only_the_configured_accounts(
-    sim: Simulator, other_sim: Simulator, make_migrated_database, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+    sim: Simulator, other_sim: Simulator, make_migrated_database: Callable[[], str], tmp_path: Path
+) -> None:
     url, _ = fresh_db(make_migrated_database)
     other_sim.add("sms", numbers(5))
     other_env = cli_env(other_sim, url, KALEYRA_CHANNELS="sms")
@@ -218,8 +224,8 @@ def test_status_and_metrics_judge_only_the_configured_accounts(
 
 
 def test_account_flag_scopes_run_status_and_check(
-    sim: Simulator, other_sim: Simulator, make_migrated_database, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+    sim: Simulator, other_sim: Simulator, make_migrated_database: Callable[[], str], tmp_path: Path
+) -> None:
     url, engine = fresh_db(make_migrated_database)
     for s in (sim, other_sim):
         s.add("sms", numbers(5))
@@ -247,8 +253,8 @@ def test_account_flag_scopes_run_status_and_check(
 
 @pytest.mark.slow
 def test_an_unreachable_host_is_named_with_its_cause_and_every_channel_gets_a_line(
-    sim: Simulator, make_migrated_database
-) -> None:  # type: ignore[no-untyped-def]
+    sim: Simulator, make_migrated_database: Callable[[], str]
+) -> None:
     url, engine = fresh_db(make_migrated_database)
     env = cli_env(sim, url, KALEYRA_BASE_URL="http://127.0.0.1:9/v1")
     started = time.monotonic()
@@ -256,17 +262,15 @@ def test_an_unreachable_host_is_named_with_its_cause_and_every_channel_gets_a_li
     assert result.returncode == 1
     assert time.monotonic() - started < 30
     retries = [line for line in result.stderr.splitlines() if "sync.kaleyra" in line]
-    assert (
-        [
-            re.search(
-                r"attempt (\d) of 5 failed: cannot connect to 127\.0\.0\.1:9: connection "
-                r"refused; retrying in [\d.]+s",
-                line,
-            ).group(1)  # type: ignore[union-attr]
-            for line in retries[:-1]
-        ]
-        == ["1", "2", "3", "4"]
-    )
+    attempts = [
+        re.search(
+            r"attempt (\d) of 5 failed: cannot connect to 127\.0\.0\.1:9: connection "
+            r"refused; retrying in [\d.]+s",
+            line,
+        )
+        for line in retries[:-1]
+    ]
+    assert [a.group(1) if a else None for a in attempts] == ["1", "2", "3", "4"]
     assert re.search(
         r"ERROR sync\.kaleyra: gave up after 5 attempt\(s\) in [\d.]+s: cannot "
         r"connect to 127\.0\.0\.1:9: connection refused",
@@ -284,14 +288,18 @@ def test_an_unreachable_host_is_named_with_its_cause_and_every_channel_gets_a_li
     assert [r[:2] for r in run_rows(engine, sim.sid)] == [("sms", "failed")]
 
 
-def test_a_name_that_does_not_resolve_says_so(sim: Simulator, make_migrated_database) -> None:  # type: ignore[no-untyped-def]
+def test_a_name_that_does_not_resolve_says_so(
+    sim: Simulator, make_migrated_database: Callable[[], str]
+) -> None:
     url, _ = fresh_db(make_migrated_database)
     env = cli_env(sim, url, KALEYRA_BASE_URL="http://no-such-host.invalid/v1", KALEYRA_CHANNELS="sms")
     result = invoke("check", env=env)
     assert "cannot resolve no-such-host.invalid: name not resolved" in result.stdout
 
 
-def test_status_max_age_names_each_stale_channel_in_text(sim: Simulator, make_migrated_database) -> None:  # type: ignore[no-untyped-def]
+def test_status_max_age_names_each_stale_channel_in_text(
+    sim: Simulator, make_migrated_database: Callable[[], str]
+) -> None:
     url, engine = fresh_db(make_migrated_database)
     sim.add("sms", numbers(5))
     env = cli_env(sim, url, KALEYRA_CHANNELS="sms,whatsapp")
@@ -500,15 +508,16 @@ def test_n_shards_cover_every_pair_exactly_once(count: int, size: int) -> None:
 def test_shard_settings() -> None:
     assert parse_shard("2/4", {}) == Shard(2, 4)
     assert parse_shard("4", {"JOB_COMPLETION_INDEX": "3"}) == Shard(3, 4)
-    for bad, env in (("4/4", {}), ("1/0", {}), ("x", {}), ("4", {})):
+    bad_shards: list[tuple[str, dict[str, str]]] = [("4/4", {}), ("1/0", {}), ("x", {}), ("4", {})]
+    for bad, env in bad_shards:
         with pytest.raises(ConfigError, match="--shard"):
             parse_shard(bad, env)
 
 
 @pytest.mark.slow
 def test_shards_in_parallel_sweep_every_pair_once(
-    sim: Simulator, other_sim: Simulator, make_migrated_database, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+    sim: Simulator, other_sim: Simulator, make_migrated_database: Callable[[], str], tmp_path: Path
+) -> None:
     url, engine = fresh_db(make_migrated_database)
     for s in (sim, other_sim):
         for channel in CHANNELS:
@@ -536,8 +545,8 @@ def test_shards_in_parallel_sweep_every_pair_once(
 
 @pytest.mark.slow
 def test_overlapping_shards_never_sweep_a_pair_twice(
-    sim: Simulator, other_sim: Simulator, make_migrated_database, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+    sim: Simulator, other_sim: Simulator, make_migrated_database: Callable[[], str], tmp_path: Path
+) -> None:
     url, engine = fresh_db(make_migrated_database)
     for s in (sim, other_sim):
         for channel in CHANNELS:

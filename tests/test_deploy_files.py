@@ -134,17 +134,21 @@ def backfill_job() -> dict[str, Any]:
     text = MANIFEST.read_text()
     start = text.index("# apiVersion: batch/v1")
     lines = [re.sub(r"^# ?", "", line) for line in text[start:].splitlines()]
-    return yaml.safe_load("\n".join(lines))
+    job = yaml.safe_load("\n".join(lines))
+    assert isinstance(job, dict)
+    return job
 
 
 def pod_spec(job_spec: dict[str, Any]) -> dict[str, Any]:
-    return job_spec["template"]["spec"]
+    spec: dict[str, Any] = job_spec["template"]["spec"]
+    return spec
 
 
 def container(spec: dict[str, Any]) -> dict[str, Any]:
     containers = spec["containers"]
     assert len(containers) == 1
-    return containers[0]
+    only: dict[str, Any] = containers[0]
+    return only
 
 
 def env_of(c: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -600,11 +604,15 @@ def dockerfile() -> list[tuple[str, str]]:
 def one_yaml(path: Path) -> dict[str, Any]:
     docs = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
     assert len(docs) == 1, path.name
-    return docs[0]
+    [doc] = docs
+    assert isinstance(doc, dict), path.name
+    return doc
 
 
 def version() -> str:
-    return re.search(r'^version = "([^"]+)"', (REPO / "pyproject.toml").read_text(), re.MULTILINE).group(1)  # type: ignore[union-attr]
+    found = re.search(r'^version = "([^"]+)"', (REPO / "pyproject.toml").read_text(), re.MULTILINE)
+    assert found is not None
+    return found.group(1)
 
 
 def test_dockerfile_is_slim_non_root_with_blocklist_sync_as_entrypoint() -> None:
@@ -620,7 +628,9 @@ def test_dockerfile_is_slim_non_root_with_blocklist_sync_as_entrypoint() -> None
 
 
 def test_every_manifest_runs_the_image_the_dockerfile_builds() -> None:
-    built = re.search(r"docker build -t (\S+) \.", DOCKERFILE.read_text()).group(1)  # type: ignore[union-attr]
+    build = re.search(r"docker build -t (\S+) \.", DOCKERFILE.read_text())
+    assert build is not None
+    built = build.group(1)
     assert built.endswith(f":{version()}")
     specs = {
         "CronJob": pod_spec(cronjob()["spec"]["jobTemplate"]["spec"]),

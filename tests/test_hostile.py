@@ -18,7 +18,9 @@ import tempfile
 import time
 import timeit
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, Unpack
 
 import pytest
 from sqlalchemy import Engine, text
@@ -28,12 +30,14 @@ from sync.kaleyra import PagingError, ProtocolError, TransportError
 from sync.numbers import canonical
 from sync.output import summary_line
 from sync.simulator import Simulator
+from sync.simulator import _Response as SimulatorAnswer
 from sync.store import Store
-from sync.sweep import Outcome, SweepOptions, sweep_channel
+from sync.sweep import Outcome, SweepOptions, SweepResult, sweep_channel
 from tests.conftest import (
     PG_SERVER,
     REPO,
     TEST_PASSWORD,
+    SweepOptionFields,
     cli_env,
     entries,
     invoke,
@@ -56,7 +60,7 @@ def events(engine: Engine, sim: Simulator) -> list[tuple[str, str]]:
     ]
 
 
-def last_run(engine: Engine, sim: Simulator) -> tuple:
+def last_run(engine: Engine, sim: Simulator) -> tuple[Any, ...]:
     return rows(
         engine,
         "SELECT status, rejected, error, added, removed FROM sync_runs "
@@ -65,9 +69,13 @@ def last_run(engine: Engine, sim: Simulator) -> tuple:
     )[0]
 
 
-def sweep(sim: Simulator, store: Store, **options: object):
-    client_options = {k: options.pop(k) for k in list(options) if k in ("response_timeout",)}
-    return sweep_channel(make_client(sim, **client_options), store, "sms", SweepOptions(**options))  # type: ignore[arg-type]
+def sweep(
+    sim: Simulator, store: Store, response_timeout: float | None = None, **options: Unpack[SweepOptionFields]
+) -> SweepResult:
+    client = (
+        make_client(sim) if response_timeout is None else make_client(sim, response_timeout=response_timeout)
+    )
+    return sweep_channel(client, store, "sms", SweepOptions(**options))
 
 
 # -- 1. canonical numbers -------------------------------------------------------------------
@@ -176,6 +184,7 @@ def test_removal_checks_send_and_compare_canonical_forms(
     # The listing skips 10 numbers (a shifting list), but they are still blocklisted.
     skipped = numbers(10)
     original = sim.lists["sms"].page
+    # The simulator's listing, patched to move or lie as a vendor's (mypy forbids assigning a method).
     sim.lists["sms"].page = lambda offset, limit: [  # type: ignore[method-assign]
         m for m in original(offset, limit) if m not in skipped
     ]
@@ -223,7 +232,9 @@ def test_an_error_body_echoing_the_key_is_blanked_everywhere(
     assert "***" in stored and sim.api_key not in stored
 
 
-def test_a_query_password_in_database_url_is_never_printed(sim: Simulator, make_database) -> None:  # type: ignore[no-untyped-def]
+def test_a_query_password_in_database_url_is_never_printed(
+    sim: Simulator, make_database: Callable[..., str]
+) -> None:
     url = make_database().replace("postgresql://postgres@", f"postgresql://postgres:{TEST_PASSWORD}@")
     query_url = f"{make_database()}?password={TEST_PASSWORD}&application_name=kbs"
     for db_url in (url, query_url):
@@ -297,6 +308,7 @@ def test_a_filter_that_denies_everything_confirms_no_removal(
     # The listing skips 30 rows (under the 20% guard), and the filter answers [] to everything.
     skipped = set(numbers(30, start=100))
     original = sim.lists["sms"].page
+    # The simulator's listing, patched to move or lie as a vendor's (mypy forbids assigning a method).
     sim.lists["sms"].page = lambda offset, limit: [  # type: ignore[method-assign]
         m for m in original(offset, limit) if m not in skipped
     ]
@@ -428,12 +440,12 @@ def test_a_gzipped_honest_page_is_read(sim: Simulator) -> None:
     body = gzip.compress(json.dumps({"code": "CNT196", "message": "ok", "data": rows_, "error": {}}).encode())
     original = sim.get_blocklist
 
-    def gzipped(sid, key, query):  # type: ignore[no-untyped-def]
+    def gzipped(sid: str, api_key: str | None, query: dict[str, str]) -> SimulatorAnswer:
         if query.get("offset") == "0":
             return 200, {"Content-Type": "application/json", "Content-Encoding": "gzip"}, body
-        return original(sid, key, query)
+        return original(sid, api_key, query)
 
-    sim.get_blocklist = gzipped  # type: ignore[method-assign]
+    sim.get_blocklist = gzipped  # type: ignore[method-assign]  # patched: another answer
     assert [e.mobile for p in make_client(sim).pages("sms") for e in p.entries] == numbers(3)
 
 
@@ -471,13 +483,13 @@ def test_a_short_last_page_repeated_by_a_front_insert_ends_in_a_correct_sweep(
     original = sim.get_blocklist
     served: list[str] = []
 
-    def record(sid, key, query):  # type: ignore[no-untyped-def]
-        answer = original(sid, key, query)
+    def record(sid: str, api_key: str | None, query: dict[str, str]) -> SimulatorAnswer:
+        answer = original(sid, api_key, query)
         if "offset" in query:
             served.append(query["offset"])
         return answer
 
-    sim.get_blocklist = record  # type: ignore[method-assign]
+    sim.get_blocklist = record  # type: ignore[method-assign]  # patched: another answer
     client = make_client(sim, concurrency=concurrency)
     from sync.sweep import sweep_channel as run_sweep
 
@@ -485,7 +497,8 @@ def test_a_short_last_page_repeated_by_a_front_insert_ends_in_a_correct_sweep(
     assert result.outcome is Outcome.SUCCEEDED, result.message
     assert "260" in served  # the page at 230 repeated the one at 200, and the sweep went on
     assert entries(engine, sim) == set(numbers(230))  # the 30 new ones come next sweep
-    assert sweep(sim, store).diff.added == 30  # type: ignore[union-attr]
+    diff = sweep(sim, store).diff
+    assert diff is not None and diff.added == 30
 
 
 def test_a_server_ignoring_offset_still_fails_fast(sim: Simulator) -> None:
@@ -523,7 +536,9 @@ def test_canonical_costs_little_per_row() -> None:
 # -- the migration that repairs stored rows -----------------------------------------------
 
 
-def test_migration_0003_merges_variants_and_drops_garbage_without_inventing_events(make_database) -> None:  # type: ignore[no-untyped-def]
+def test_migration_0003_merges_variants_and_drops_garbage_without_inventing_events(
+    make_database: Callable[..., str],
+) -> None:
     url = database.resolve_database_url(make_database())
     engine = database.make_engine(url)
     from alembic import command
@@ -611,6 +626,7 @@ def test_a_server_capping_every_response_confirms_no_false_removal(
     # than one capped answer can hold.
     skipped = set(numbers(60, start=200))
     original = sim.lists["sms"].page
+    # The simulator's listing, patched to move or lie as a vendor's (mypy forbids assigning a method).
     sim.lists["sms"].page = lambda offset, limit: [  # type: ignore[method-assign]
         m for m in original(offset, limit) if m not in skipped
     ]
@@ -632,6 +648,7 @@ def test_a_few_controls_unblocked_meanwhile_do_not_fail_the_sweep(
     listed = sim.numbers("sms")
     skipped = set(numbers(150, start=300))  # removal candidates that are still blocklisted
     original = sim.lists["sms"].page
+    # The simulator's listing, patched to move or lie as a vendor's (mypy forbids assigning a method).
     sim.lists["sms"].page = lambda offset, limit: [  # type: ignore[method-assign]
         m for m in original(offset, limit) if m not in skipped
     ]
@@ -653,7 +670,7 @@ def test_a_few_controls_unblocked_meanwhile_do_not_fail_the_sweep(
 def test_a_failed_shard_sweep_is_retried_not_skipped(sim: Simulator, store: Store) -> None:
     sim.add("sms", numbers(10))
     sim.inject("503", times=3)  # every attempt of the first sweep's first page
-    shard_like = {"skip_if_swept_within": 1800.0, "lock_held_is_skip": True}
+    shard_like: SweepOptionFields = {"skip_if_swept_within": 1800.0, "lock_held_is_skip": True}
     assert sweep(sim, store, **shard_like).outcome is Outcome.FAILED
     assert sweep(sim, store, **shard_like).outcome is Outcome.SUCCEEDED
     assert sweep(sim, store, **shard_like).outcome is Outcome.SKIPPED  # done moments ago

@@ -11,7 +11,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -35,7 +37,7 @@ def start_schedule(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
     )
 
 
-def wait_for(condition, timeout: float = 30) -> None:  # type: ignore[no-untyped-def]
+def wait_for(condition: Callable[[], object], timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
@@ -43,7 +45,7 @@ def wait_for(condition, timeout: float = 30) -> None:  # type: ignore[no-untyped
         time.sleep(0.05)
 
 
-def run_rows(engine: Engine, sid: str) -> list[tuple]:
+def run_rows(engine: Engine, sid: str) -> list[tuple[Any, ...]]:
     return rows(
         engine,
         "SELECT channel, status, started_at, error FROM sync_runs WHERE account_sid = :a ORDER BY id",
@@ -224,7 +226,7 @@ def test_bad_config_file_is_one_line(tmp_path: Path, pg_url: str) -> None:
     )
 
 
-def test_status_json_and_max_age(sim: Simulator, make_database) -> None:  # type: ignore[no-untyped-def]
+def test_status_json_and_max_age(sim: Simulator, make_database: Callable[..., str]) -> None:
     url = make_database()  # status reports every account: give it a database of its own
     engine = database.make_engine(database.resolve_database_url(url))
     sim.add("voice", numbers(5))

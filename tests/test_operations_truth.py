@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from typing import Any, Unpack
 
 import psycopg
 import pytest
@@ -19,17 +20,23 @@ from sync.simulator import Simulator
 from sync.store import Store
 from sync.sweep import Outcome, SweepOptions, SweepResult, sweep_channel
 from sync.vocabulary import Trigger
-from tests.conftest import REPO, cli_env, entries, invoke, make_client, numbers, rows
+from tests.conftest import REPO, SweepOptionFields, cli_env, entries, invoke, make_client, numbers, rows
 
 # What a shard runs with (`run --shard`): a pair swept moments ago, or being swept, is not its.
-SHARD = {"trigger": Trigger.SCHEDULED, "skip_if_swept_within": 1800.0, "lock_held_is_skip": True}
+SHARD: SweepOptionFields = {
+    "trigger": Trigger.SCHEDULED,
+    "skip_if_swept_within": 1800.0,
+    "lock_held_is_skip": True,
+}
 
 
-def sweep(sim: Simulator, store: Store, channel: str = "sms", **options: object) -> SweepResult:
-    return sweep_channel(make_client(sim), store, channel, SweepOptions(**options))  # type: ignore[arg-type]
+def sweep(
+    sim: Simulator, store: Store, channel: str = "sms", **options: Unpack[SweepOptionFields]
+) -> SweepResult:
+    return sweep_channel(make_client(sim), store, channel, SweepOptions(**options))
 
 
-def runs(engine: Engine, sim: Simulator) -> list[tuple]:
+def runs(engine: Engine, sim: Simulator) -> list[tuple[Any, ...]]:
     return rows(
         engine,
         "SELECT channel, status, error FROM sync_runs WHERE account_sid = :a ORDER BY id",
@@ -229,7 +236,8 @@ def test_a_lock_held_longer_than_a_sweep_may_run_fails_and_names_its_holder(
         fresh = sweep(sim, store)  # a lock held for less than a sweep may run: someone's sweep
         time.sleep(0.6)
         result = invoke("run", "--channel", "sms", "--sweep-timeout", "0.5s", env=cli_env(sim, pg_url))
-        shard = sweep(sim, store, timeout=0.5, **SHARD)
+        shard_in_time: SweepOptionFields = {**SHARD, "timeout": 0.5}
+        shard = sweep(sim, store, **shard_in_time)
     assert fresh.outcome is Outcome.LOCKED
     assert f"another session holds this channel's lock (pid {pid}, role postgres, " in (fresh.message or "")
     assert "application 'kbs-stuck-holder'" in (fresh.message or "")

@@ -45,11 +45,7 @@ def test_max_rps_is_the_ceiling_the_pace_recovers_to(
     caplog.set_level(logging.INFO, logger="sync.kaleyra")
     client = make_client(sim, concurrency=4, page_size=10, max_rps=8, clock=clock, sleep=clock.sleep)
     assert swept(client) == numbers(300)
-    paces = [
-        r.requests_per_second
-        for r in caplog.records  # type: ignore[attr-defined]
-        if hasattr(r, "requests_per_second")
-    ]
+    paces = [r.requests_per_second for r in caplog.records if hasattr(r, "requests_per_second")]
     assert paces[0] == 4.0  # halved from the ceiling, not from the unlimited rate observed
     assert max(paces) <= 8
     assert paces[-1] == 8  # back at the ceiling, and said so

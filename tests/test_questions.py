@@ -17,6 +17,7 @@ import zlib
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import phonenumbers
 import pytest
@@ -27,6 +28,7 @@ from sync.schema import sync_runs
 from sync.simulator import Simulator
 from sync.store import Store
 from sync.sweep import Outcome, SweepOptions, sweep_channel
+from sync.vocabulary import Trigger
 from tests.conftest import cli_env, column_comments, invoke, make_client, rows, run_cli
 from tests.test_bi_views import (  # noqa: F401 - reader is a fixture
     Scenario,
@@ -64,7 +66,7 @@ def play(sim: Simulator, store: Store) -> None:
             sim.add(channel, [M[i] for i in sorted(now - listed[channel])])
             sim.remove(channel, [M[i] for i in sorted(listed[channel] - now)])
             listed[channel] = set(now)
-            result = sweep_channel(make_client(sim), store, channel, SweepOptions(trigger="scheduled"))
+            result = sweep_channel(make_client(sim), store, channel, SweepOptions(trigger=Trigger.SCHEDULED))
             assert result.outcome is Outcome.SUCCEEDED, result.message
 
 
@@ -98,17 +100,23 @@ def expected_sizes(s: Scenario) -> dict[str, dict[dt.date, tuple[int, bool]]]:
 # -- lookup --------------------------------------------------------------------------------
 
 
-def lookup(*args: str, db_url: str) -> tuple[int, dict | str, str]:
+def lookup(*args: str, db_url: str) -> tuple[int, str, str]:
     done = invoke("lookup", *args, env=cli_env(None, db_url))
-    out = json.loads(done.stdout) if "--json" in args and done.returncode < 2 else done.stdout
-    return done.returncode, out, done.stderr
+    return done.returncode, done.stdout, done.stderr
+
+
+def lookup_json(*args: str, db_url: str) -> tuple[int, Any, str]:
+    """``lookup ARGS --json``: its exit code, its answer parsed (unless it failed on usage, 2)
+    and its stderr. The answer is a JSON tree: a test indexes it as it expects it to be."""
+    code, out, err = lookup(*args, "--json", db_url=db_url)
+    return code, json.loads(out) if code < 2 else out, err
 
 
 def test_lookup_accepts_numbers_as_people_write_them(history: Scenario, pg_url: str) -> None:
     s = history
-    code, out, _ = lookup("+91 98765 00001", "0091 98765-00001", "919876500001", "--json", db_url=pg_url)
+    code, out, _ = lookup_json("+91 98765 00001", "0091 98765-00001", "919876500001", db_url=pg_url)
     assert code == 0
-    code, national, _ = lookup("098765 00001", "--region", "in", "--json", db_url=pg_url)
+    code, national, _ = lookup_json("098765 00001", "--region", "in", db_url=pg_url)
     assert code == 0
     answers = out["numbers"] + national["numbers"]
     assert {a["mobile"] for a in answers} == {IN1}
@@ -173,14 +181,14 @@ def test_lookup_exit_codes(history: Scenario, pg_url: str) -> None:
 def test_lookup_on_sqlite(sim: Simulator, sqlite_store: Store) -> None:
     play(sim, sqlite_store)
     url = str(sqlite_store.engine.url)
-    code, out, _ = lookup("+1 416 555 0123", "--json", db_url=url)
+    code, out, _ = lookup_json("+1 416 555 0123", db_url=url)
     assert code == 0
     [answer] = out["numbers"]
     assert (answer["mobile"], answer["region"]) == (CA, "CA")
     channels = {c["channel"]: c for c in answer["channels"]}
     assert channels["voice"]["blocklisted_now"] and len(channels["voice"]["intervals"]) == 1
     assert channels["sms"]["blocklisted_now"] and channels["sms"]["intervals"][0]["initial_load"]
-    code, out, _ = lookup("91 98765 00001", "--json", db_url=url)
+    code, out, _ = lookup_json("91 98765 00001", db_url=url)
     channels = {c["channel"]: c for c in out["numbers"][0]["channels"]}
     assert code == 0 and len(channels["sms"]["intervals"]) == 2 and not channels["voice"]["intervals"]
 
@@ -234,7 +242,10 @@ def test_readme_size_per_channel(history: Scenario, engine: Engine) -> None:
 def test_prefix_table_agrees_with_phonenumbers() -> None:
     """Every example number phonenumbers knows, shared calling codes included, lands where
     phonenumbers puts it, by the longest prefix in the committed table."""
-    table = {r["prefix"]: r["region"] for r in regions.load()}
+    table: dict[str, object] = {}
+    for row in regions.load():
+        assert isinstance(row["prefix"], str)
+        table[row["prefix"]] = row["region"]
     assert max(map(len, table)) <= regions.MAX_PREFIX_LENGTH == 10  # the views compare 10
     checked = 0
     for region in phonenumbers.SUPPORTED_REGIONS:
@@ -271,7 +282,7 @@ def test_entries_by_country_split_shared_calling_codes(history: Scenario, engine
 
 
 def test_changes_by_country_agree_with_phonenumbers(history: Scenario, engine: Engine) -> None:
-    expected: Counter[tuple] = Counter()
+    expected: Counter[tuple[Any, ...]] = Counter()
     for day, channel, mobile, change in rows(
         engine,
         "SELECT detected_at, channel, mobile, change FROM blocklist_events "
@@ -282,7 +293,7 @@ def test_changes_by_country_agree_with_phonenumbers(history: Scenario, engine: E
         expected[
             day.astimezone(dt.UTC).date(), channel, regions.region_of(number), number.country_code, change
         ] += 1
-    found: Counter[tuple] = Counter()
+    found: Counter[tuple[Any, ...]] = Counter()
     for day, channel, region, code, added, removed, net in rows(
         engine,
         "SELECT day, channel, region, calling_code, added, removed, net FROM "
@@ -364,7 +375,8 @@ def test_grant_read_covers_the_new_views(reader: tuple[str, str], sim: Simulator
     database.grant_read(engine, role)
     with connect_as(url, role) as c:
         for relation in NEW_RELATIONS:
-            assert c.execute(f"SELECT COUNT(*) FROM {relation}").fetchone()[0] > 0, relation
+            counted = c.execute(f"SELECT COUNT(*) FROM {relation}").fetchone()
+            assert counted is not None and counted[0] > 0, relation
 
 
 # -- the report ----------------------------------------------------------------------------

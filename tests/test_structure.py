@@ -8,6 +8,7 @@ import re
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Unpack, cast
 
 import psycopg
 import pytest
@@ -24,6 +25,9 @@ from sync.sweep import Outcome, SweepOptions
 from sync.views import View
 from sync.vocabulary import Change, Channel, RunStatus, Trigger
 from tests.conftest import REPO, account_of, column_comments, make_client, numbers
+
+if TYPE_CHECKING:
+    from sync.views import ViewOperations
 
 CHECKED = [
     ("sync_runs", "channel", Channel),
@@ -142,10 +146,10 @@ def test_status_metrics_and_the_health_view_agree_through_every_outcome(
 
     from sync.guard import GuardLimits
     from sync.sweep import sweep_channel
-    from tests.conftest import cli_env, invoke
+    from tests.conftest import SweepOptionFields, cli_env, invoke
 
-    def sweep(**options: object) -> Outcome:
-        return sweep_channel(make_client(sim), store, "sms", SweepOptions(**options)).outcome  # type: ignore[arg-type]
+    def sweep(**options: Unpack[SweepOptionFields]) -> Outcome:
+        return sweep_channel(make_client(sim), store, "sms", SweepOptions(**options)).outcome
 
     def agree(expected_status: str | None) -> None:
         shown = json.loads(invoke("status", "--all", "--json", env=cli_env(None, pg_url)).stdout)["channels"]
@@ -243,11 +247,11 @@ def test_a_view_with_an_undocumented_column_is_refused(
     for url in (database.resolve_database_url(make_database()), f"sqlite:///{tmp_path / 'v.db'}"):
         engine = database.make_engine(url)
         with engine.connect() as c:
-            op = Operations(MigrationContext.configure(c))
+            op = cast("ViewOperations", Operations(MigrationContext.configure(c)))
             with pytest.raises(ValueError, match="document every column"):
-                op.create_view(undocumented)  # type: ignore[attr-defined]
+                op.create_view(undocumented)
             c.rollback()
-            op.create_view(documented)  # type: ignore[attr-defined]
+            op.create_view(documented)
             assert c.execute(text("SELECT forgotten FROM blocklist_example")).scalar_one() == 2
         engine.dispose()
 

@@ -7,7 +7,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, Unpack
 
 import pytest
 from sqlalchemy import Engine, text
@@ -18,14 +20,27 @@ from sync.output import summary_line
 from sync.simulator import Simulator
 from sync.store import Store
 from sync.sweep import Outcome, SweepOptions, SweepResult, sweep_channel
-from tests.conftest import REPO, cli_env, entries, invoke, make_client, numbers, rows, run_cli
+from sync.vocabulary import RunStatus
+from tests.conftest import (
+    REPO,
+    SweepOptionFields,
+    cli_env,
+    entries,
+    invoke,
+    make_client,
+    numbers,
+    rows,
+    run_cli,
+)
 
 
-def sweep(sim: Simulator, store: Store, channel: str = "sms", **options: object) -> SweepResult:
-    return sweep_channel(make_client(sim), store, channel, SweepOptions(**options))  # type: ignore[arg-type]
+def sweep(
+    sim: Simulator, store: Store, channel: str = "sms", **options: Unpack[SweepOptionFields]
+) -> SweepResult:
+    return sweep_channel(make_client(sim), store, channel, SweepOptions(**options))
 
 
-def events(engine: Engine, sim: Simulator) -> list[tuple]:
+def events(engine: Engine, sim: Simulator) -> list[tuple[Any, ...]]:
     return rows(
         engine,
         "SELECT channel, mobile, change, initial_load, not_before IS NULL, run_id "
@@ -34,7 +49,7 @@ def events(engine: Engine, sim: Simulator) -> list[tuple]:
     )
 
 
-def runs(engine: Engine, sim: Simulator) -> list[tuple]:
+def runs(engine: Engine, sim: Simulator) -> list[tuple[Any, ...]]:
     return rows(
         engine,
         "SELECT id, channel, status, trigger, pages_fetched, entries_seen, added, "
@@ -286,7 +301,7 @@ def test_a_signal_mid_sweep_cancels_applies_nothing_and_exits_128_plus_it(
     assert f"{sim.sid} sms: cancelled, " in out
 
 
-def test_run_cli_end_to_end_with_status(sim: Simulator, make_database) -> None:  # type: ignore[no-untyped-def]
+def test_run_cli_end_to_end_with_status(sim: Simulator, make_database: Callable[..., str]) -> None:
     url = make_database()  # status reports every account: give it a database of its own
     engine = database.make_engine(database.resolve_database_url(url))
     for channel in ("sms", "whatsapp", "voice"):
@@ -326,7 +341,7 @@ def test_bad_configuration_is_one_line_and_exit_2(sim: Simulator, pg_url: str, t
     assert sim.api_key not in bad.stderr + missing.stderr
 
 
-def test_run_refuses_a_schema_behind_head(sim: Simulator, make_database) -> None:  # type: ignore[no-untyped-def]
+def test_run_refuses_a_schema_behind_head(sim: Simulator, make_database: Callable[..., str]) -> None:
     url = make_database()
     result = invoke("run", env=cli_env(sim, url))
     assert result.returncode == 2
@@ -342,7 +357,9 @@ def test_database_password_never_appears_in_output(sim: Simulator) -> None:
     assert "s3cret-pass" not in result.stdout + result.stderr
 
 
-def test_alembic_check_finds_no_difference_between_models_and_migrations(make_database) -> None:  # type: ignore[no-untyped-def]
+def test_alembic_check_finds_no_difference_between_models_and_migrations(
+    make_database: Callable[..., str],
+) -> None:
     env = cli_env(None, make_database())
     upgrade = subprocess.run(
         [sys.executable, "-m", "alembic", "upgrade", "head"],
@@ -361,7 +378,8 @@ def test_alembic_check_finds_no_difference_between_models_and_migrations(make_da
 
 def test_the_same_sweep_works_on_embedded_sqlite(sim: Simulator, sqlite_store: Store) -> None:
     sim.add("sms", numbers(300))
-    assert sweep(sim, sqlite_store).diff.added == 300  # type: ignore[union-attr]
+    diff = sweep(sim, sqlite_store).diff
+    assert diff is not None and diff.added == 300
     sim.remove("sms", numbers(5))
     sim.add("sms", ["+917777700001"])
     result = sweep(sim, sqlite_store)
@@ -387,7 +405,7 @@ def test_demo_runs_from_nothing(tmp_path: Path) -> None:
     assert counts == [("added", 0, 12), ("added", 1, 15000), ("removed", 0, 10)]
 
 
-def test_demo_on_postgresql_only_when_asked(make_database, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_demo_on_postgresql_only_when_asked(make_database: Callable[..., str], tmp_path: Path) -> None:
     url, production = make_database(), make_database()
     # DATABASE_URL names "production": the demo must not write its made-up account there.
     result = invoke("demo", "--database-url", url, env=cli_env(None, production), cwd=tmp_path)
@@ -434,7 +452,8 @@ def test_a_check_ignoring_the_mobile_filter_records_no_removal(
     assert result.diff and (result.diff.removed, result.diff.unconfirmed) == (0, 3)
     assert (entries(engine, sim), events(engine, sim)) == before
     sim.ignore_mobile_filter = False  # the filter works again: the next sweep proves them gone
-    assert sweep(sim, store).diff.removed == 3  # type: ignore[union-attr]
+    diff = sweep(sim, store).diff
+    assert diff is not None and diff.removed == 3
 
 
 def test_a_failure_after_commit_never_rewrites_a_succeeded_run(
@@ -443,7 +462,8 @@ def test_a_failure_after_commit_never_rewrites_a_succeeded_run(
     sim.add("sms", numbers(5))
     result = sweep(sim, store)
     with store.lock_channel(sim.sid, "sms") as session:
-        session.finish_run(result.run_id, "failed", error="late failure")  # type: ignore[arg-type]
+        assert result.run_id is not None
+        session.finish_run(result.run_id, RunStatus.FAILED, error="late failure")
     assert runs(engine, sim)[-1][2] == "succeeded"
 
 
@@ -520,7 +540,7 @@ def test_account_flags_with_a_config_file_are_refused(sim: Simulator, pg_url: st
 
 def test_a_held_channel_stays_unhealthy_after_a_dry_run_review(
     sim: Simulator,
-    make_database,  # type: ignore[no-untyped-def]
+    make_database: Callable[..., str],
     tmp_path: Path,
 ) -> None:
     url = make_database()

@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any, Unpack
 
 import pytest
 from alembic import command
@@ -25,14 +26,16 @@ from sync.simulator import Simulator
 from sync.store import Store
 from sync.sweep import Outcome, SweepOptions, SweepResult, sweep_channel
 from sync.telemetry import Metrics
-from tests.conftest import cli_env, entries, invoke, make_client, numbers, rows
+from tests.conftest import SweepOptionFields, cli_env, entries, invoke, make_client, numbers, rows
 
 
-def sweep(sim: Simulator, store: Store, channel: str = "sms", **options: object) -> SweepResult:
-    return sweep_channel(make_client(sim), store, channel, SweepOptions(**options))  # type: ignore[arg-type]
+def sweep(
+    sim: Simulator, store: Store, channel: str = "sms", **options: Unpack[SweepOptionFields]
+) -> SweepResult:
+    return sweep_channel(make_client(sim), store, channel, SweepOptions(**options))
 
 
-def events(engine: Engine, sim: Simulator, channel: str = "sms") -> list[tuple]:
+def events(engine: Engine, sim: Simulator, channel: str = "sms") -> list[tuple[Any, ...]]:
     """(mobile, change, not_before, detected_at) of ``sim``'s account on ``channel``, in order."""
     return rows(
         engine,
@@ -43,7 +46,7 @@ def events(engine: Engine, sim: Simulator, channel: str = "sms") -> list[tuple]:
     )
 
 
-def run_row(engine: Engine, run_id: int | None) -> dict[str, object]:
+def run_row(engine: Engine, run_id: int | None) -> dict[str, Any]:
     found = rows(
         engine,
         "SELECT status, added, removed, unconfirmed, rescued, listing_complete FROM sync_runs WHERE id = :i",
@@ -54,12 +57,15 @@ def run_row(engine: Engine, run_id: int | None) -> dict[str, object]:
 
 
 def db_now(engine: Engine) -> dt.datetime:
-    return rows(engine, "SELECT clock_timestamp()")[0][0]
+    [(now,)] = rows(engine, "SELECT clock_timestamp()")
+    assert isinstance(now, dt.datetime)
+    return now
 
 
 def skip_in_listing(sim: Simulator, channel: str, hidden: set[str]) -> None:
     """The listing leaves out ``hidden`` (still blocklisted): as paging over a moving list can."""
     original = sim.lists[channel].page
+    # The simulator's listing, patched to move or lie as a vendor's (mypy forbids assigning a method).
     sim.lists[channel].page = lambda offset, limit: [  # type: ignore[method-assign]
         m for m in original(offset, limit) if m not in hidden
     ]
@@ -121,6 +127,7 @@ def test_a_listing_of_one_row_over_a_small_channel_confirms_no_removal(
     sim.add("sms", numbers(50))
     sweep(sim, store)
     before = (entries(engine, sim), events(engine, sim))
+    # The simulator's listing, patched to move or lie as a vendor's (mypy forbids assigning a method).
     sim.lists["sms"].page = lambda offset, limit: numbers(1)[offset : offset + limit]  # type: ignore[method-assign]
     sim.lying_filter = True  # and the filter answers [] to everything
     result = sweep(sim, store)
@@ -374,7 +381,7 @@ def test_force_over_an_empty_listing_still_proves_cut_answers(
 ) -> None:
     sim.add("sms", numbers(300))
     sweep(sim, store)
-    sim.lists["sms"].page = lambda offset, limit: []  # type: ignore[method-assign]  # an outage
+    sim.lists["sms"].page = lambda offset, limit: []  # type: ignore[method-assign]  # patched: an outage
     sim.filter_cap = 5  # and a filter that cuts its answers
     forced = sweep(sim, store, force=True)
     assert forced.outcome is Outcome.SUCCEEDED, forced.message
@@ -389,7 +396,8 @@ def test_force_over_an_emptied_channel_records_the_removals(
     sweep(sim, store)
     sim.remove("sms", numbers(30))
     assert sweep(sim, store).outcome is Outcome.HELD
-    assert sweep(sim, store, force=True).diff.removed == 30  # type: ignore[union-attr]
+    diff = sweep(sim, store, force=True).diff
+    assert diff is not None and diff.removed == 30
     assert entries(engine, sim) == set()
 
 
@@ -439,7 +447,10 @@ def test_a_sqlite_upgrade_that_meets_a_window_written_by_skewed_hosts_changes_no
 def _looked_up(engine: Engine, sim: Simulator, mobile: str) -> tuple[str, dict[str, object]]:
     [report] = lookup.look_up(engine, [(mobile, lookup.normalise(mobile))])
     report.channels = [c for c in report.channels if c.account_sid == sim.sid]
-    [channel] = lookup.as_record(report)["channels"]  # type: ignore[misc]
+    channels = lookup.as_record(report)["channels"]
+    assert isinstance(channels, list)
+    [channel] = channels
+    assert isinstance(channel, dict)
     return "\n".join(lookup.describe(report)), channel
 
 
@@ -448,9 +459,11 @@ def test_lookup_says_when_an_answer_rests_on_what_a_sweep_could_not_prove(
 ) -> None:
     sim.add("sms", numbers(50))
     sweep(sim, store)
+    # The simulator's listing, patched to move or lie as a vendor's (mypy forbids assigning a method).
     sim.lists["sms"].page = lambda offset, limit: numbers(1)[offset : offset + limit]  # type: ignore[method-assign]
     sim.lying_filter = True
-    assert sweep(sim, store).diff.unconfirmed == 49  # type: ignore[union-attr]
+    diff = sweep(sim, store).diff
+    assert diff is not None and diff.unconfirmed == 49
     kept = numbers(1, start=7)[0]
     said, record = _looked_up(engine, sim, kept)
     assert "kept: the last sweep could not confirm it" in said and record["unproven_since"]

@@ -75,7 +75,8 @@ def _shifted_clock(offset: dt.timedelta) -> types.SimpleNamespace:
 
     class Shifted(dt.datetime):
         @classmethod
-        def now(cls, tz: dt.tzinfo | None = None) -> Shifted:  # type: ignore[override]
+        def now(cls, tz: dt.tzinfo | None = None) -> Shifted:
+            # A plain datetime, not a Shifted: the code under test only reads the moment.
             return dt.datetime.now(tz) + offset  # type: ignore[return-value]
 
     return types.SimpleNamespace(**{**vars(dt), "datetime": Shifted})
@@ -103,7 +104,9 @@ class Sequence:
         sim._on_request.clear()
 
     def now(self) -> dt.datetime:
-        return self.db.execute(text("SELECT clock_timestamp()")).scalar_one()
+        now = self.db.execute(text("SELECT clock_timestamp()")).scalar_one()
+        assert isinstance(now, dt.datetime)
+        return now
 
     def change(self, add: list[str], remove: list[str]) -> None:
         when = self.now()

@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import sys
 import unicodedata
+from collections.abc import Callable
+from typing import TypedDict
 
 import pytest
 from sqlalchemy import Engine
@@ -60,7 +62,12 @@ def events(engine: Engine, sim: Simulator) -> list[tuple[str, str]]:
     )
 
 
-def vendor_answer(status: int, code: str, message: str) -> dict[str, object]:
+class VendorAnswer(TypedDict):
+    status: int
+    body: bytes
+
+
+def vendor_answer(status: int, code: str, message: str) -> VendorAnswer:
     """A response the simulator sends exactly as given (JSON escapes NUL and surrogates)."""
     body = json.dumps({"code": code, "message": message, "data": [], "error": {}}).encode()
     return {"status": status, "body": body}
@@ -99,7 +106,7 @@ def test_a_hostile_code_or_message_reaches_no_terminal_log_or_row(
 ) -> None:
     sim.add("sms", numbers(5))
     sim.add("whatsapp", numbers(7, prefix="+9191000"))
-    sim.inject("answer", channel="sms", **vendor_answer(status, code, message))  # type: ignore[arg-type]
+    sim.inject("answer", channel="sms", **vendor_answer(status, code, message))
     env = cli_env(sim, pg_url, KALEYRA_CHANNELS="sms,whatsapp", BLOCKLIST_SYNC_CONCURRENCY="1")
 
     run = invoke("run", env=env)
@@ -133,7 +140,7 @@ def test_a_hostile_code_or_message_reaches_no_terminal_log_or_row(
 
 def test_a_hostile_answer_shown_on_a_terminal_drives_nothing(sim: Simulator, pg_url: str) -> None:
     sim.add("sms", numbers(5))
-    sim.inject("answer", **vendor_answer(400, "\x1b]0;pwned\x07\x1b[2J", "\x1b[31m\x00\ud800\u202e"))  # type: ignore[arg-type]
+    sim.inject("answer", **vendor_answer(400, "\x1b]0;pwned\x07\x1b[2J", "\x1b[31m\x00\ud800\u202e"))
     env = cli_env(sim, pg_url, KALEYRA_CHANNELS="sms")
     tty = run_on_a_terminal(f"stty cols 120 rows 40; {sys.executable} -m sync run", env)
     assert tty.returncode == 1
@@ -165,6 +172,7 @@ def test_a_hostile_header_reaches_no_output_or_row(
     output = run.stdout + run.stderr
     assert unsafe_characters(output) == [] and max(map(len, output.splitlines())) < A_FEW_HUNDRED
     [(_, state, error)] = run_errors(engine, sim)
+    assert error is not None
     assert state == "failed" and unsafe_characters(error, allowed="") == [] and len(error) < A_FEW_HUNDRED
 
 
@@ -197,22 +205,24 @@ def test_a_key_anywhere_in_a_long_message_leaves_no_piece_behind(
     sim: Simulator, pg_url: str, engine: Engine, position: int
 ) -> None:
     message = "m" * position + sim.api_key + "n" * 300
-    sim.inject("answer", **vendor_answer(401, "RBC001", message))  # type: ignore[arg-type]
+    sim.inject("answer", **vendor_answer(401, "RBC001", message))
     env = cli_env(sim, pg_url, KALEYRA_CHANNELS="sms")
     run = invoke("run", env=env)
     assert run.returncode == 1
     status = invoke("status", env=env)
     [(_, _, error)] = run_errors(engine, sim)
+    assert error is not None
     for shown in (run.stdout, run.stderr, status.stdout, status.stderr, error):
         assert key_pieces(shown, sim.api_key) == []
 
 
 def test_a_key_in_the_code_leaves_no_piece_behind(sim: Simulator, pg_url: str, engine: Engine) -> None:
-    sim.inject("answer", **vendor_answer(400, "E" * 10 + sim.api_key, "m"))  # type: ignore[arg-type]
+    sim.inject("answer", **vendor_answer(400, "E" * 10 + sim.api_key, "m"))
     env = cli_env(sim, pg_url, KALEYRA_CHANNELS="sms")
     run = invoke("run", env=env)
     assert run.returncode == 1
     [(_, _, error)] = run_errors(engine, sim)
+    assert error is not None
     for shown in (run.stdout, run.stderr, error):
         assert key_pieces(shown, sim.api_key) == []
 
@@ -285,8 +295,8 @@ SPELLINGS = {
 
 @pytest.mark.parametrize("spell", SPELLINGS.values(), ids=SPELLINGS.keys())
 def test_a_held_number_spelled_otherwise_in_the_listing_is_still_held(
-    sim: Simulator, store: Store, engine: Engine, spell
-) -> None:  # type: ignore[no-untyped-def]
+    sim: Simulator, store: Store, engine: Engine, spell: Callable[[str], str]
+) -> None:
     held = numbers(100)
     sim.add("sms", held)
     assert sweep(sim, store).outcome is Outcome.SUCCEEDED
@@ -309,8 +319,8 @@ def test_a_held_number_spelled_otherwise_in_the_listing_is_still_held(
 
 @pytest.mark.parametrize("spell", SPELLINGS.values(), ids=SPELLINGS.keys())
 def test_a_held_number_the_check_answers_in_another_spelling_is_still_held(
-    sim: Simulator, store: Store, engine: Engine, spell
-) -> None:  # type: ignore[no-untyped-def]
+    sim: Simulator, store: Store, engine: Engine, spell: Callable[[str], str]
+) -> None:
     held = numbers(100)
     sim.add("sms", held)
     assert sweep(sim, store).outcome is Outcome.SUCCEEDED
@@ -318,6 +328,7 @@ def test_a_held_number_the_check_answers_in_another_spelling_is_still_held(
     # answers in another spelling. One number is really removed in the same sweep.
     skipped, gone = held[10], held[20]
     listing = sim.lists["sms"].page
+    # The simulator's listing, patched to move or lie as a vendor's (mypy forbids assigning a method).
     sim.lists["sms"].page = lambda offset, limit: [m for m in listing(offset, limit) if m != skipped]  # type: ignore[method-assign]
     sim.spellings[skipped] = spell(skipped)
     sim.remove("sms", [gone])

@@ -36,13 +36,14 @@ import sys
 import threading
 import time
 import uuid
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 
-import history  # beside this script
 import psycopg
 import requests
 
 from sync.simulator import Simulator
+from tests.bench import history
 
 REPO = Path(__file__).resolve().parents[2]
 SID, KEY = "HXBENCH0000001", "bench-key-000000000000"
@@ -51,7 +52,8 @@ SID, KEY = "HXBENCH0000001", "bench-key-000000000000"
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 def serve(port: int, entries: int, latency: float = 0.0) -> None:
@@ -60,7 +62,7 @@ def serve(port: int, entries: int, latency: float = 0.0) -> None:
     )
 
 
-def start_simulator(entries: int, latency: float = 0.0) -> tuple[multiprocessing.Process, str]:
+def start_simulator(entries: int, latency: float = 0.0) -> tuple[BaseProcess, str]:
     port = free_port()
     process = multiprocessing.get_context("fork").Process(
         target=serve, args=(port, entries, latency), daemon=True
@@ -76,7 +78,7 @@ def wait_until_up(base_url: str) -> None:
             requests.get(
                 f"{base_url}/{SID}/contacts/blocklisted",
                 headers={"api-key": KEY},
-                params={"channel": "sms", "limit": 1},
+                params={"channel": "sms", "limit": "1"},
                 timeout=2,
             )
             return
@@ -85,8 +87,9 @@ def wait_until_up(base_url: str) -> None:
     raise SystemExit("the simulator did not start")
 
 
-def sweep(env: dict[str, str], concurrency: int) -> dict[str, object]:
-    """One ``blocklist-sync run`` as a child process: wall seconds, peak RSS, its log fields."""
+def sweep(env: dict[str, str], concurrency: int) -> dict[str, float]:
+    """One ``blocklist-sync run`` as a child process: wall seconds, peak RSS, its log fields
+    (all numbers: seconds, MiB, counts)."""
     started = time.monotonic()
     proc = subprocess.Popen(
         [
@@ -151,9 +154,9 @@ def churn(base_url: str, entries: int) -> None:
     removed: list[str] = []
     for i in range(pages):  # whole pages spread over the list
         offset = i * (entries // pages)
-        page = session.get(url, params={"channel": "sms", "limit": 100, "offset": offset}, timeout=10).json()[
-            "data"
-        ]
+        page = session.get(
+            url, params={"channel": "sms", "limit": "100", "offset": str(offset)}, timeout=10
+        ).json()["data"]
         removed += [row["mobile"] for row in page]
     removed = removed[:count]
     added = [f"+1555{i:07d}" for i in range(count)]
@@ -168,9 +171,11 @@ def churn(base_url: str, entries: int) -> None:
 
 def written_rows(dsn: str) -> int:
     with psycopg.connect(dsn) as conn:
-        return conn.execute("""
+        found = conn.execute("""
             SELECT COALESCE(SUM(n_tup_ins + n_tup_upd + n_tup_del), 0)::bigint FROM pg_stat_user_tables
-            WHERE relname IN ('blocklist_entries', 'blocklist_events')""").fetchone()[0]
+            WHERE relname IN ('blocklist_entries', 'blocklist_events')""").fetchone()
+    assert found is not None and isinstance(found[0], int)
+    return found[0]
 
 
 def bare_copy_seconds(dsn: str, entries: int) -> float:
@@ -203,7 +208,7 @@ def bare_serving_rate(base_url: str, pages: int, concurrency: int) -> float:
             if offset is None:
                 return
             session.get(
-                url, params={"channel": "sms", "limit": 100, "offset": offset}, timeout=30
+                url, params={"channel": "sms", "limit": "100", "offset": str(offset)}, timeout=30
             ).raise_for_status()
 
     threads = [threading.Thread(target=worker) for _ in range(concurrency)]
@@ -315,7 +320,7 @@ def main() -> None:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
 
-    def diff_apply(s: dict[str, object]) -> float:
+    def diff_apply(s: dict[str, float]) -> float:
         """The database work of a sweep: diff, verify (the removal checks' requests are few
         and instant here) and apply."""
         return sum(float(s.get(f"{k}_seconds", 0)) for k in ("diff", "verify", "apply"))

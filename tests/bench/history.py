@@ -19,6 +19,7 @@ import os
 import re
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 
 import psycopg
@@ -102,12 +103,13 @@ def build(engine: Engine) -> str:
         )
         # Added on day 1, removed on day 201: one stretch with both ends.
         removed = c.execute(text(f"SELECT {MOBILE} FROM (SELECT {INITIAL + 123} AS s) AS x")).scalar_one()
+        assert isinstance(removed, str)
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
         c.execute(text("VACUUM ANALYZE"))
     return removed
 
 
-def _timed(engine: Engine, sql: str, params: dict[str, object]) -> tuple[float, int]:
+def _timed(engine: Engine, sql: str, params: Mapping[str, object]) -> tuple[float, int]:
     """Best of three, in a non-UTC session, as an analyst's tool would run it."""
     best, count = float("inf"), 0
     for _ in range(3):
