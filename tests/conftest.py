@@ -37,6 +37,7 @@ from sync.kaleyra import KaleyraClient, RetryPolicy
 from sync.settings import Account
 from sync.simulator import Simulator
 from sync.store import Store
+from sync.sweep import SweepOptions, SweepResult, sweep_channel
 from sync.vocabulary import Trigger
 
 PG_SERVER = os.environ.get("KBS_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
@@ -270,6 +271,13 @@ class SweepOptionFields(TypedDict, total=False):
     skip_if_swept_within: float | None
     timeout: float
     lock_held_is_skip: bool
+
+
+def sweep(
+    sim: Simulator, store: Store, channel: str = "sms", **options: Unpack[SweepOptionFields]
+) -> SweepResult:
+    """One sweep of ``sim``'s account on ``channel``, in this process, as the job runs it."""
+    return sweep_channel(make_client(sim), store, channel, SweepOptions(**options))
 
 
 def make_client(sim: Simulator, **options: Unpack[ClientOptions]) -> KaleyraClient:

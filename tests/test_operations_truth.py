@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from typing import Any, Unpack
+from typing import Any
 
 import psycopg
 import pytest
@@ -18,9 +18,18 @@ from sqlalchemy.engine import make_url
 from sync import database
 from sync.simulator import Simulator
 from sync.store import Store
-from sync.sweep import Outcome, SweepOptions, SweepResult, sweep_channel
+from sync.sweep import Outcome
 from sync.vocabulary import Trigger
-from tests.conftest import REPO, SweepOptionFields, cli_env, entries, invoke, make_client, numbers, rows
+from tests.conftest import (
+    REPO,
+    SweepOptionFields,
+    cli_env,
+    entries,
+    invoke,
+    numbers,
+    rows,
+    sweep,
+)
 
 # What a shard runs with (`run --shard`): a pair swept moments ago, or being swept, is not its.
 SHARD: SweepOptionFields = {
@@ -28,12 +37,6 @@ SHARD: SweepOptionFields = {
     "skip_if_swept_within": 1800.0,
     "lock_held_is_skip": True,
 }
-
-
-def sweep(
-    sim: Simulator, store: Store, channel: str = "sms", **options: Unpack[SweepOptionFields]
-) -> SweepResult:
-    return sweep_channel(make_client(sim), store, channel, SweepOptions(**options))
 
 
 def runs(engine: Engine, sim: Simulator) -> list[tuple[Any, ...]]:

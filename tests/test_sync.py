@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Unpack
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, text
@@ -19,11 +19,10 @@ from sync.guard import GuardLimits
 from sync.output import summary_line
 from sync.simulator import Simulator
 from sync.store import Store
-from sync.sweep import Outcome, SweepOptions, SweepResult, sweep_channel
+from sync.sweep import Outcome, SweepOptions, sweep_channel
 from sync.vocabulary import RunStatus
 from tests.conftest import (
     REPO,
-    SweepOptionFields,
     cli_env,
     entries,
     invoke,
@@ -31,13 +30,8 @@ from tests.conftest import (
     numbers,
     rows,
     run_cli,
+    sweep,
 )
-
-
-def sweep(
-    sim: Simulator, store: Store, channel: str = "sms", **options: Unpack[SweepOptionFields]
-) -> SweepResult:
-    return sweep_channel(make_client(sim), store, channel, SweepOptions(**options))
 
 
 def events(engine: Engine, sim: Simulator) -> list[tuple[Any, ...]]:

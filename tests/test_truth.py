@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Unpack
+from typing import Any
 
 import pytest
 from alembic import command
@@ -24,15 +24,9 @@ from sqlalchemy import Engine, inspect, text
 from sync import database, lookup
 from sync.simulator import Simulator
 from sync.store import Store
-from sync.sweep import Outcome, SweepOptions, SweepResult, sweep_channel
+from sync.sweep import Outcome
 from sync.telemetry import Metrics
-from tests.conftest import SweepOptionFields, cli_env, entries, invoke, make_client, numbers, rows
-
-
-def sweep(
-    sim: Simulator, store: Store, channel: str = "sms", **options: Unpack[SweepOptionFields]
-) -> SweepResult:
-    return sweep_channel(make_client(sim), store, channel, SweepOptions(**options))
+from tests.conftest import cli_env, entries, invoke, numbers, rows, sweep
 
 
 def events(engine: Engine, sim: Simulator, channel: str = "sms") -> list[tuple[Any, ...]]:

@@ -21,9 +21,9 @@ from sqlalchemy import Engine
 
 from sync.simulator import Simulator
 from sync.store import Store
-from sync.sweep import Outcome, SweepOptions, SweepResult, sweep_channel
+from sync.sweep import Outcome
 from sync.vendor_text import vendor_text
-from tests.conftest import cli_env, entries, invoke, make_client, numbers, rows, run_on_a_terminal
+from tests.conftest import cli_env, entries, invoke, numbers, rows, run_on_a_terminal, sweep
 
 # What a run row's error, or one line of output about a vendor answer, may grow to at most.
 A_FEW_HUNDRED = 500
@@ -71,10 +71,6 @@ def vendor_answer(status: int, code: str, message: str) -> VendorAnswer:
     """A response the simulator sends exactly as given (JSON escapes NUL and surrogates)."""
     body = json.dumps({"code": code, "message": message, "data": [], "error": {}}).encode()
     return {"status": status, "body": body}
-
-
-def sweep(sim: Simulator, store: Store) -> SweepResult:
-    return sweep_channel(make_client(sim), store, "sms", SweepOptions())
 
 
 # -- 6. vendor text: escaped and bounded where it enters --------------------------------------
