@@ -396,36 +396,27 @@ def _as_a_fresh_process() -> Iterator[None]:
     new process, and all of it is restored afterwards.
     """
     root = logging.getLogger()
+    root_handlers, root_level = list(root.handlers), root.level
     tuned = {name: logging.getLogger(name).level for name in _LOGGERS_THE_CLI_TUNES}
-    saved = (
-        set(redaction._forms),
-        redaction._pattern,
-        sys.excepthook,
-        sys.argv,
-        list(root.handlers),
-        root.level,
-        {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)},
-    )
+    forms, pattern = set(redaction._forms), redaction._pattern
+    excepthook, argv = sys.excepthook, sys.argv
+    on_signal = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     redaction._forms.clear()
     redaction._pattern = None
     try:
         yield
     finally:
-        forms, pattern, excepthook, argv, handlers, level, handlers_by_signal = saved
         redaction._forms.clear()
         redaction._forms.update(forms)
         redaction._pattern = pattern
-        sys.excepthook = excepthook
-        sys.argv = argv
-        for handler in list(root.handlers):
-            root.removeHandler(handler)
-        for handler in handlers:
-            root.addHandler(handler)
-        root.setLevel(level)
-        for name, logger_level in tuned.items():
-            logging.getLogger(name).setLevel(logger_level)
-        for sig, signal_handler in handlers_by_signal.items():
-            signal.signal(sig, signal_handler)
+        sys.excepthook, sys.argv = excepthook, argv
+        root.handlers[:] = root_handlers
+        root.setLevel(root_level)
+        for name, level in tuned.items():
+            logging.getLogger(name).setLevel(level)
+        for sig, handler in on_signal.items():
+            if handler is not None:  # None: not set from Python, so not changed from Python either
+                signal.signal(sig, handler)
 
 
 def invoke(*args: str, env: dict[str, str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
