@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -329,6 +330,15 @@ def run_on_a_terminal(command: str, env: dict[str, str]) -> subprocess.Completed
         text=True,
         timeout=60,
     )
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 30) -> None:
+    """Poll ``condition`` until it holds: a test waits for what it needs, never a fixed time."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.05)
 
 
 def rows(engine: Engine, sql: str, **params: object) -> list[tuple[Any, ...]]:

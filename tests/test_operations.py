@@ -23,7 +23,17 @@ from sync import database
 from sync.scheduler import crontab_trigger
 from sync.settings import ConfigError
 from sync.simulator import Simulator
-from tests.conftest import REPO, FakeClock, cli_env, invoke, make_client, numbers, rows, run_on_a_terminal
+from tests.conftest import (
+    REPO,
+    FakeClock,
+    cli_env,
+    invoke,
+    make_client,
+    numbers,
+    rows,
+    run_on_a_terminal,
+    wait_for,
+)
 
 
 def start_schedule(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
@@ -35,14 +45,6 @@ def start_schedule(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
     )
-
-
-def wait_for(condition: Callable[[], object], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.05)
 
 
 def run_rows(engine: Engine, sid: str) -> list[tuple[Any, ...]]:

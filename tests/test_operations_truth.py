@@ -29,6 +29,7 @@ from tests.conftest import (
     numbers,
     rows,
     sweep,
+    wait_for,
 )
 
 # What a shard runs with (`run --shard`): a pair swept moments ago, or being swept, is not its.
@@ -57,14 +58,6 @@ def libpq(url: str, **query: str) -> str:
     """``url`` as psycopg and libpq take it, with ``query`` options added."""
     parsed = make_url(url).set(drivername="postgresql").update_query_dict(query)
     return parsed.render_as_string(hide_password=False)
-
-
-def wait_for(condition: Callable[[], object], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.05)
 
 
 # -- a pod killed mid-sweep ------------------------------------------------------------------
