@@ -545,14 +545,19 @@ class Comparison:
                         params,
                     ).rowcount,
                 )
+                # The stretch ends: its removal's window begins where the last sweep that
+                # showed the number began.
                 _expect(
                     diff.removed,
                     "removed",
                     c.execute(
                         text(f"""
-                    DELETE FROM blocklist_entries
-                    WHERE account_sid = :account_sid AND channel = :channel
-                      AND mobile IN (SELECT mobile FROM {t.removed})"""),
+                    UPDATE blocklist_periods
+                    SET removed_at = :detected_at,
+                        removed_not_before = COALESCE(proven_present_at, :proven_at),
+                        removed_run_id = :run_id, proven_present_at = NULL
+                    WHERE account_sid = :account_sid AND channel = :channel AND removed_at IS NULL
+                      AND mobile IN (SELECT mobile FROM {t.removed})""").bindparams(_DETECTED_AT, _PROVEN_AT),
                         params,
                     ).rowcount,
                 )
@@ -562,10 +567,12 @@ class Comparison:
                     "added",
                     c.execute(
                         text(f"""
-                    INSERT INTO blocklist_entries
-                        (account_sid, channel, mobile, channel_type, added_at, added_run_id)
-                    SELECT :account_sid, :channel, mobile, channel_type, :detected_at, :run_id
-                    FROM {t.added}""").bindparams(_DETECTED_AT),
+                    INSERT INTO blocklist_periods
+                        (account_sid, channel, mobile, channel_type, added_at, added_not_before,
+                         initial_load, added_run_id)
+                    SELECT :account_sid, :channel, mobile, channel_type, :detected_at,
+                        :not_before, :initial_load, :run_id
+                    FROM {t.added}""").bindparams(_DETECTED_AT, _NOT_BEFORE),
                         params,
                     ).rowcount,
                 )
@@ -595,10 +602,10 @@ class Comparison:
             # Autovacuum analyzes eventually; the next sweep's diff plans with these numbers.
             # The changes are committed: nothing here may turn the run into a failure.
             try:
-                c.execute(text("ANALYZE blocklist_entries"))
+                c.execute(text("ANALYZE blocklist_periods"))
                 c.commit()
             except Exception:
-                log.warning("ANALYZE blocklist_entries failed; autovacuum will do it", exc_info=True)
+                log.warning("ANALYZE blocklist_periods failed; autovacuum will do it", exc_info=True)
                 c.rollback()
 
     def _mark_unproven(self, params: Mapping[str, object]) -> None:
@@ -609,16 +616,16 @@ class Comparison:
         if params["proven_at"] is not None:
             c.execute(
                 text(f"""
-                UPDATE blocklist_entries SET proven_present_at = :proven_at
-                WHERE account_sid = :account_sid AND channel = :channel
+                UPDATE blocklist_periods SET proven_present_at = :proven_at
+                WHERE account_sid = :account_sid AND channel = :channel AND removed_at IS NULL
                   AND proven_present_at IS NULL
                   AND mobile IN (SELECT mobile FROM {self._t.unconfirmed})""").bindparams(_PROVEN_AT),
                 params,
             )
         c.execute(
             text(f"""
-            UPDATE blocklist_entries SET proven_present_at = NULL
-            WHERE account_sid = :account_sid AND channel = :channel
+            UPDATE blocklist_periods SET proven_present_at = NULL
+            WHERE account_sid = :account_sid AND channel = :channel AND removed_at IS NULL
               AND proven_present_at IS NOT NULL
               AND mobile NOT IN (SELECT mobile FROM {self._t.unconfirmed})"""),
             params,
