@@ -761,10 +761,21 @@ def schedule(
     metavar="CC",
     help="ISO 3166 region for national numbers (e.g. IN for 98765 43210).",
 )
+@click.option(
+    "--at",
+    "instant",
+    metavar="TIME",
+    help="Also say whether each number was blocklisted at this instant (ISO 8601 with a zone, "
+    "e.g. 2026-12-03T09:00+05:30): yes, no or uncertain, with the runs that prove it.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @config_errors_exit
 def lookup(
-    database_url: str | None, numbers: tuple[str, ...], default_region: str | None, as_json: bool
+    database_url: str | None,
+    numbers: tuple[str, ...],
+    default_region: str | None,
+    instant: str | None,
+    as_json: bool,
 ) -> None:
     """Is each NUMBER blocklisted, on which account and channel, and since when.
 
@@ -776,11 +787,12 @@ def lookup(
 
     try:
         parsed = [(raw, lookups.normalise(raw, default_region)) for raw in numbers]
+        at = None if instant is None else lookups.parse_instant(instant)
     except lookups.UnreadableNumber as exc:
         raise UsageError(str(exc)) from None
     store, _ = open_store(database_url)
     database.require_current_schema(store.engine)
-    reports = lookups.look_up(store.engine, parsed)
+    reports = lookups.look_up(store.engine, parsed, at=at)
     if as_json:
         click.echo(json.dumps({"numbers": [lookups.as_record(r) for r in reports]}, indent=2))
     else:

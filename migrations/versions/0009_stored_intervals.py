@@ -450,15 +450,21 @@ GROUP BY placed.day, placed.account_sid, placed.channel, p.region, p.calling_cod
 # overlap (each begins after the previous one was proven gone), so the yes rows are unique; a
 # number uncertain in several stretches, or uncertain in one and yes in another, is one row:
 # yes wins, else its latest stretch. LANGUAGE sql, one SELECT: the planner inlines it, so a
-# filter on account_sid or mobile reaches the scans.
+# filter on account_sid or mobile reaches the scans. The keys are returned as blocklist_key
+# (text in the "C" collation, like the columns): as plain text they would compare in the
+# database's collation, and `WHERE mobile = '+91…'` could not use the primary key.
+KEY_DOMAIN = 'CREATE DOMAIN blocklist_key AS text COLLATE "C"'
+
 AS_OF = """
 CREATE FUNCTION blocklist_as_of(at timestamptz)
-RETURNS TABLE (account_sid text, channel text, mobile text, state text, added_at timestamptz,
+RETURNS TABLE (account_sid blocklist_key, channel blocklist_key, mobile blocklist_key,
+               state text, added_at timestamptz,
                added_not_before timestamptz, removed_not_before timestamptz,
                removed_at timestamptz, initial_load boolean, added_run_id bigint,
                removed_run_id bigint)
 LANGUAGE sql STABLE PARALLEL SAFE AS $$
-SELECT p.account_sid, p.channel, p.mobile, 'yes', p.added_at, p.added_not_before,
+SELECT p.account_sid::blocklist_key, p.channel::blocklist_key, p.mobile::blocklist_key, 'yes',
+       p.added_at, p.added_not_before,
        p.removed_not_before, p.removed_at, p.initial_load, p.added_run_id, p.removed_run_id
 FROM blocklist_periods p
 WHERE p.added_at <= at
@@ -467,7 +473,8 @@ WHERE p.added_at <= at
 UNION ALL
 SELECT * FROM (
     SELECT DISTINCT ON (u.account_sid, u.channel, u.mobile)
-           u.account_sid, u.channel, u.mobile, 'uncertain', u.added_at, u.added_not_before,
+           u.account_sid::blocklist_key, u.channel::blocklist_key, u.mobile::blocklist_key,
+           'uncertain', u.added_at, u.added_not_before,
            u.removed_not_before, u.removed_at, u.initial_load, u.added_run_id, u.removed_run_id
     FROM blocklist_periods u
     WHERE COALESCE(u.added_not_before, '-infinity') <= at
@@ -568,6 +575,7 @@ def upgrade() -> None:
             "CREATE STATISTICS st_blocklist_periods_head (ndistinct) ON account_sid, channel, "
             f"(substr(mobile, 1, {MAX_PREFIX_LENGTH})) FROM blocklist_periods"
         )
+        op.execute(KEY_DOMAIN)
         for signature, (definition, comment) in FUNCTIONS.items():
             op.execute(definition)
             op.execute(f"COMMENT ON FUNCTION {signature} IS {sql_literal(comment)}")
@@ -589,6 +597,7 @@ def downgrade() -> None:
     if postgres:
         for signature in FUNCTIONS:
             op.execute(f"DROP FUNCTION {signature}")
+        op.execute("DROP DOMAIN blocklist_key")
         op.execute("DROP STATISTICS IF EXISTS st_blocklist_periods_head")
     op.drop_index("ix_blocklist_events_detected", table_name="blocklist_events")
     c = _ENTRIES_COMMENTS

@@ -314,11 +314,11 @@ def main() -> None:
         no_change["rows_written"] = written_rows(dsn) - before
         copy_seconds = bare_copy_seconds(dsn, args.entries)
         bare_rate = bare_serving_rate(base_url, int(initial["pages"]), args.concurrency)
-        questions = None if args.no_history else history.run(dsn)
     finally:
         simulator.terminate()
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
+    questions = None if args.no_history else history.measure(args.pg)
 
     def diff_apply(s: dict[str, float]) -> float:
         """The database work of a sweep: diff, verify (the removal checks' requests are few
