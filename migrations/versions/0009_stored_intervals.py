@@ -115,8 +115,17 @@ def _time() -> sa.DateTime:
     return sa.DateTime(timezone=True)
 
 
-def _create_periods() -> None:
+_PRIMARY_KEY = ("mobile", "account_sid", "channel", "added_run_id")
+
+
+def _create_periods(*, with_primary_key: bool) -> None:
+    """The table; on PostgreSQL its primary key is added after the load (one sorted build)."""
     c = _COMMENTS
+    key = (
+        [sa.PrimaryKeyConstraint(*_PRIMARY_KEY, name=op.f("pk_blocklist_periods"))]
+        if with_primary_key
+        else []
+    )
     op.create_table(
         "blocklist_periods",
         sa.Column("account_sid", _key(), nullable=False, comment=c["account_sid"]),
@@ -131,9 +140,7 @@ def _create_periods() -> None:
         sa.Column("added_run_id", _id(), nullable=False, comment=c["added_run_id"]),
         sa.Column("removed_run_id", _id(), nullable=True, comment=c["removed_run_id"]),
         sa.Column("proven_present_at", _time(), nullable=True, comment=c["proven_present_at"]),
-        sa.PrimaryKeyConstraint(
-            "mobile", "account_sid", "channel", "added_run_id", name=op.f("pk_blocklist_periods")
-        ),
+        *key,
         comment="History as stretches: one row per account, channel, number and stretch of "
         "being blocklisted, with honest bounds on both ends. The open rows (removed_at IS NULL) "
         "are the current blocklist (the view blocklist_entries). Written by every sweep in the "
@@ -141,9 +148,11 @@ def _create_periods() -> None:
     )
 
 
-def _create_periods_indexes() -> None:
+def _create_periods_indexes(*, primary_key: bool) -> None:
     # After the bulk load: one sorted build instead of a million inserts. The unique index is
     # the rule "one open stretch per number" and serves the sweep's comparison and counts.
+    if primary_key:
+        op.create_primary_key("pk_blocklist_periods", "blocklist_periods", list(_PRIMARY_KEY))
     op.create_index(
         "ux_blocklist_periods_open",
         "blocklist_periods",
@@ -192,7 +201,7 @@ def _fill_periods() -> None:
         LEFT JOIN blocklist_entries e
           ON p.removed_at IS NULL AND e.account_sid = p.account_sid
          AND e.channel = p.channel AND e.mobile = p.mobile
-        ORDER BY p.mobile, p.account_sid, p.channel, p.added_run_id""")
+        ORDER BY p.added_at""")  # in time order, as the sweeps append them
 
 
 # -- views ---------------------------------------------------------------------------------
@@ -556,9 +565,9 @@ def upgrade() -> None:
     op.drop_view(_revision("0005").DAILY_SIZE)
     op.drop_view(_revision("0002").DAILY_CHANGES)
     op.drop_view(_revision("0002").INTERVALS)
-    _create_periods()
+    _create_periods(with_primary_key=not postgres)
     _fill_periods()
-    _create_periods_indexes()
+    _create_periods_indexes(primary_key=postgres)
     if postgres:
         for name in ("st_blocklist_entries_head", "st_blocklist_events_day", "st_blocklist_events_day_head"):
             op.execute(f"DROP STATISTICS IF EXISTS {name}")
