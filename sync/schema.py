@@ -223,6 +223,23 @@ blocklist_periods = Table(
         postgresql_where=text("removed_at IS NULL"),
         sqlite_where=text("removed_at IS NULL"),
     ),
+    # "What changed on these days", by time; partial, so a first load writes no entry in either.
+    Index(
+        "ix_blocklist_periods_added",
+        "account_sid",
+        "channel",
+        "added_at",
+        postgresql_where=text("NOT initial_load"),
+        sqlite_where=text("NOT initial_load"),
+    ),
+    Index(
+        "ix_blocklist_periods_removed",
+        "account_sid",
+        "channel",
+        "removed_at",
+        postgresql_where=text("removed_at IS NOT NULL"),
+        sqlite_where=text("removed_at IS NOT NULL"),
+    ),
     # Only the few numbers a sweep could not prove are indexed: clearing them costs nothing
     # on a sweep where every number was proven.
     Index(

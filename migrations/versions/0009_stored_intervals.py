@@ -161,6 +161,23 @@ def _create_periods_indexes(*, primary_key: bool) -> None:
         postgresql_where=sa.text(_OPEN),
         sqlite_where=sa.text(_OPEN),
     )
+    # "What changed on these days": the stretches begun (initial load left out: it is a
+    # channel's first million, never counted as additions) and ended, by time. Partial, so a
+    # first load writes no entry in either.
+    op.create_index(
+        "ix_blocklist_periods_added",
+        "blocklist_periods",
+        ["account_sid", "channel", "added_at"],
+        postgresql_where=sa.text("NOT initial_load"),
+        sqlite_where=sa.text("NOT initial_load"),
+    )
+    op.create_index(
+        "ix_blocklist_periods_removed",
+        "blocklist_periods",
+        ["account_sid", "channel", "removed_at"],
+        postgresql_where=sa.text("removed_at IS NOT NULL"),
+        sqlite_where=sa.text("removed_at IS NOT NULL"),
+    )
     op.create_index(
         "ix_blocklist_periods_unproven",
         "blocklist_periods",
@@ -260,21 +277,33 @@ FROM blocklist_periods
     },
 )
 
-# Additions (initial load left out) and removals per day; one scan of the stretches each.
-_CHANGES_PG = """
-SELECT day, account_sid, channel, CAST(SUM(added) AS bigint) AS added,
-       CAST(SUM(removed) AS bigint) AS removed, CAST(SUM(added) - SUM(removed) AS bigint) AS net
-FROM (
-    SELECT (added_at AT TIME ZONE {tz})::date AS day, account_sid, channel,
-           COUNT(*) AS added, 0 AS removed
-    FROM blocklist_periods WHERE NOT initial_load
-    GROUP BY 1, 2, 3
-    UNION ALL
-    SELECT (removed_at AT TIME ZONE {tz})::date, account_sid, channel, 0, COUNT(*)
-    FROM blocklist_periods WHERE removed_at IS NOT NULL
-    GROUP BY 1, 2, 3
-) changes
-GROUP BY day, account_sid, channel
+# The calendar of each channel, from the day of its first succeeded sweep to today, in the
+# zone {tz}. A filter on day or account_sid reaches it (a subquery, not a CTE), so the counts
+# below run only for the days asked about.
+_CALENDAR_PG = """
+SELECT f.account_sid, f.channel, CAST(d AS date) AS day,
+       CAST(d AS date)::timestamp AT TIME ZONE {tz} AS day_start,
+       (CAST(d AS date) + 1)::timestamp AT TIME ZONE {tz} AS day_end
+FROM (SELECT account_sid, channel, MIN(finished_at) AS first_at FROM sync_runs
+      WHERE status = 'succeeded' GROUP BY account_sid, channel) f
+CROSS JOIN LATERAL generate_series((f.first_at AT TIME ZONE {tz})::date,
+                                   (now() AT TIME ZONE {tz})::date, interval '1 day') AS d
+"""
+
+# Per calendar day: the stretches that began (initial load left out) and ended in it, each a
+# range read of an index on (account_sid, channel, time). Days without a change have no row.
+_CHANGES_PG = f"""
+SELECT c.day, c.account_sid::text, c.channel::text, a.added, r.removed, a.added - r.removed AS net
+FROM ({_CALENDAR_PG}) c
+CROSS JOIN LATERAL (
+    SELECT COUNT(*) AS added FROM blocklist_periods p
+    WHERE p.account_sid = c.account_sid AND p.channel = c.channel AND NOT p.initial_load
+      AND p.added_at >= c.day_start AND p.added_at < c.day_end) a
+CROSS JOIN LATERAL (
+    SELECT COUNT(*) AS removed FROM blocklist_periods p
+    WHERE p.account_sid = c.account_sid AND p.channel = c.channel AND p.removed_at IS NOT NULL
+      AND p.removed_at >= c.day_start AND p.removed_at < c.day_end) r
+WHERE a.added > 0 OR r.removed > 0
 """
 
 _CHANGES_SQLITE = """
@@ -290,64 +319,28 @@ FROM (
 GROUP BY day, account_sid, channel
 """
 
-# Size at the end of each day: the running sum of each day's additions (initial load
-# included) less its removals, over a gap-free calendar from the channel's first succeeded
-# sweep to today.
+# Size at the end of each day: the count the last succeeded sweep committed that day made of
+# the channel's open stretches (sync_runs.entries_seen, checked against the rows it applied),
+# carried over days without one: exactly the stretches begun by then and not ended (a test
+# counts them), read from one row per sweep instead of millions of stretches.
 _SIZE_PG = """
-WITH daily AS (
-    SELECT day, account_sid, channel, SUM(delta) AS delta
-    FROM (
-        SELECT (added_at AT TIME ZONE {tz})::date AS day, account_sid, channel, COUNT(*) AS delta
-        FROM blocklist_periods GROUP BY 1, 2, 3
-        UNION ALL
-        SELECT (removed_at AT TIME ZONE {tz})::date, account_sid, channel, -COUNT(*)
-        FROM blocklist_periods WHERE removed_at IS NOT NULL GROUP BY 1, 2, 3
-    ) changes
-    GROUP BY day, account_sid, channel
-), swept AS (
-    SELECT DISTINCT (finished_at AT TIME ZONE {tz})::date AS day, account_sid, channel
-    FROM sync_runs WHERE status = 'succeeded'
-), firsts AS (
-    SELECT account_sid, channel, MIN(day) AS day FROM swept GROUP BY account_sid, channel
+WITH swept AS (
+    SELECT account_sid, channel, (finished_at AT TIME ZONE {tz})::date AS day, entries_seen,
+           ROW_NUMBER() OVER (PARTITION BY account_sid, channel, (finished_at AT TIME ZONE {tz})::date
+                              ORDER BY finished_at DESC, id DESC) AS newest
+    FROM sync_runs
+    WHERE status = 'succeeded'
+), spans AS (
+    SELECT account_sid, channel, day, entries_seen,
+           LEAD(day) OVER (PARTITION BY account_sid, channel ORDER BY day) AS next_day
+    FROM swept
+    WHERE newest = 1
 )
-SELECT CAST(d AS date) AS day, f.account_sid, f.channel,
-       CAST(SUM(COALESCE(daily.delta, 0)) OVER (PARTITION BY f.account_sid, f.channel ORDER BY d)
-            AS bigint) AS entries,
-       swept.day IS NOT NULL AS swept
-FROM firsts f
-CROSS JOIN LATERAL generate_series(f.day, (now() AT TIME ZONE {tz})::date, interval '1 day') AS d
-LEFT JOIN daily ON daily.account_sid = f.account_sid AND daily.channel = f.channel
-               AND daily.day = CAST(d AS date)
-LEFT JOIN swept ON swept.account_sid = f.account_sid AND swept.channel = f.channel
-               AND swept.day = CAST(d AS date)
-"""
-
-_SIZE_SQLITE = """
-WITH RECURSIVE daily AS (
-    SELECT day, account_sid, channel, SUM(delta) AS delta
-    FROM (
-        SELECT date(added_at) AS day, account_sid, channel, 1 AS delta FROM blocklist_periods
-        UNION ALL
-        SELECT date(removed_at), account_sid, channel, -1
-        FROM blocklist_periods WHERE removed_at IS NOT NULL
-    ) changes
-    GROUP BY day, account_sid, channel
-), swept AS (
-    SELECT DISTINCT date(finished_at) AS day, account_sid, channel
-    FROM sync_runs WHERE status = 'succeeded'
-), calendar(day, account_sid, channel) AS (
-    SELECT MIN(day), account_sid, channel FROM swept GROUP BY account_sid, channel
-    UNION ALL
-    SELECT date(day, '+1 day'), account_sid, channel FROM calendar
-    WHERE date(day, '+1 day') <= date('now')
-)
-SELECT c.day, c.account_sid, c.channel,
-       (SELECT COALESCE(SUM(delta), 0) FROM daily
-        WHERE daily.account_sid = c.account_sid AND daily.channel = c.channel
-          AND daily.day <= c.day) AS entries,
-       EXISTS (SELECT 1 FROM swept WHERE swept.account_sid = c.account_sid
-               AND swept.channel = c.channel AND swept.day = c.day) AS swept
-FROM calendar c
+SELECT CAST(d AS date) AS day, s.account_sid, s.channel, s.entries_seen AS entries,
+       CAST(d AS date) = s.day AS swept
+FROM spans s
+CROSS JOIN LATERAL generate_series(
+    s.day, COALESCE(s.next_day - 1, (now() AT TIME ZONE {tz})::date), interval '1 day') AS d
 """
 
 DAILY_CHANGES = View(
@@ -372,23 +365,20 @@ DAILY_CHANGES = View(
 
 DAILY_SIZE = View(
     "blocklist_daily_size",
-    "{select}",
+    "SELECT * FROM blocklist_daily_size_in('UTC')",
     comment="Per account, channel and UTC day, from the day of the channel's first succeeded "
-    "sweep to today, gap-free: how many numbers were blocklisted at the end of the day, from "
-    "blocklist_periods. Other time zones: blocklist_daily_size_in('Asia/Kolkata') on PostgreSQL.",
+    "sweep to today, gap-free: how many numbers were blocklisted at the end of the day. Other "
+    "time zones: blocklist_daily_size_in('Asia/Kolkata').",
     columns={
         "day": "UTC calendar day.",
         "account_sid": "Kaleyra account SID.",
         "channel": "Channel: sms, whatsapp or voice.",
-        "entries": "Numbers blocklisted at the end of the day: stretches begun (added_at) by then "
-        "and not ended (removed_at). On a day without a succeeded sweep (swept false) no change "
-        "was detected, so the last known size is carried forward; the list may have changed "
-        "unseen.",
-        "swept": "True when a succeeded sweep committed that day.",
-    },
-    expressions={
-        "postgresql": {"select": "SELECT * FROM blocklist_daily_size_in('UTC')"},
-        "sqlite": {"select": _SIZE_SQLITE},
+        "entries": "Numbers blocklisted at the end of the day: the stretches of blocklist_periods "
+        "begun by then and not ended, as the last succeeded sweep committed by then counted them "
+        "(sync_runs.entries_seen). On a day without a succeeded sweep (swept false) no change was "
+        "detected, so the last known size is carried forward; the list may have changed unseen.",
+        "swept": "True when a succeeded sweep committed that day; false when entries is carried "
+        "forward from an earlier day.",
     },
 )
 
@@ -398,6 +388,42 @@ _PREFIX_JOINS = "\n    ".join(
     f"LEFT JOIN phone_prefixes p{n} ON p{n}.prefix = substr(h.head, 1, {n})" for n in _LENGTHS
 )
 
+# Per day and head (a number's first MAX_PREFIX_LENGTH characters): on PostgreSQL from the
+# calendar, each day a range read of the time indexes, as blocklist_daily_changes_in.
+_HEADS_PG = f"""
+SELECT c.day, c.account_sid::text AS account_sid, c.channel::text AS channel, x.head, x.added,
+       x.removed
+FROM ({_CALENDAR_PG.format(tz="'UTC'")}) c
+CROSS JOIN LATERAL (
+    SELECT head, SUM(added) AS added, SUM(removed) AS removed
+    FROM (
+        SELECT substr(p.mobile, 1, {MAX_PREFIX_LENGTH}) AS head, 1 AS added, 0 AS removed
+        FROM blocklist_periods p
+        WHERE p.account_sid = c.account_sid AND p.channel = c.channel AND NOT p.initial_load
+          AND p.added_at >= c.day_start AND p.added_at < c.day_end
+        UNION ALL
+        SELECT substr(p.mobile, 1, {MAX_PREFIX_LENGTH}), 0, 1
+        FROM blocklist_periods p
+        WHERE p.account_sid = c.account_sid AND p.channel = c.channel
+          AND p.removed_at IS NOT NULL AND p.removed_at >= c.day_start AND p.removed_at < c.day_end
+    ) changes
+    GROUP BY head
+) x
+"""
+
+_HEADS_SQLITE = f"""
+SELECT day, account_sid, channel, head, SUM(added) AS added, SUM(removed) AS removed
+FROM (
+    SELECT date(added_at) AS day, account_sid, channel,
+           substr(mobile, 1, {MAX_PREFIX_LENGTH}) AS head, 1 AS added, 0 AS removed
+    FROM blocklist_periods WHERE NOT initial_load
+    UNION ALL
+    SELECT date(removed_at), account_sid, channel, substr(mobile, 1, {MAX_PREFIX_LENGTH}), 0, 1
+    FROM blocklist_periods WHERE removed_at IS NOT NULL
+) changes
+GROUP BY day, account_sid, channel, head
+"""
+
 DAILY_CHANGES_BY_COUNTRY = View(
     "blocklist_daily_changes_by_country",
     f"""
@@ -406,19 +432,7 @@ SELECT placed.day, placed.account_sid, placed.channel, p.region, p.calling_code,
        SUM(placed.added) - SUM(placed.removed) AS net
 FROM (
     SELECT h.day, h.account_sid, h.channel, h.added, h.removed, {_LONGEST_PREFIX}
-    FROM (
-        SELECT day, account_sid, channel, head, SUM(added) AS added, SUM(removed) AS removed
-        FROM (
-            SELECT {{added_day}} AS day, account_sid, channel,
-                   substr(mobile, 1, {MAX_PREFIX_LENGTH}) AS head, 1 AS added, 0 AS removed
-            FROM blocklist_periods WHERE NOT initial_load
-            UNION ALL
-            SELECT {{removed_day}}, account_sid, channel,
-                   substr(mobile, 1, {MAX_PREFIX_LENGTH}), 0, 1
-            FROM blocklist_periods WHERE removed_at IS NOT NULL
-        ) changes
-        GROUP BY day, account_sid, channel, head
-    ) h
+    FROM ({{heads}}) h
     {_PREFIX_JOINS}
 ) placed
 LEFT JOIN phone_prefixes p ON p.prefix = placed.prefix
@@ -442,13 +456,7 @@ GROUP BY placed.day, placed.account_sid, placed.channel, p.region, p.calling_cod
         "removed": "Removals of this country's numbers detected that day.",
         "net": "added - removed.",
     },
-    expressions={
-        "postgresql": {
-            "added_day": "(added_at AT TIME ZONE 'UTC')::date",
-            "removed_day": "(removed_at AT TIME ZONE 'UTC')::date",
-        },
-        "sqlite": {"added_day": "date(added_at)", "removed_day": "date(removed_at)"},
-    },
+    expressions={"postgresql": {"heads": _HEADS_PG}, "sqlite": {"heads": _HEADS_SQLITE}},
 )
 
 # -- PostgreSQL functions ----------------------------------------------------------------------
@@ -562,7 +570,8 @@ def upgrade() -> None:
     op.drop_view(_revision("0008").SYNC_HEALTH)
     op.drop_view(_revision("0005").BY_COUNTRY)
     op.drop_view(_revision("0005").DAILY_CHANGES_BY_COUNTRY)
-    op.drop_view(_revision("0005").DAILY_SIZE)
+    if postgres:
+        op.drop_view(_revision("0005").DAILY_SIZE)
     op.drop_view(_revision("0002").DAILY_CHANGES)
     op.drop_view(_revision("0002").INTERVALS)
     _create_periods(with_primary_key=not postgres)
@@ -588,8 +597,10 @@ def upgrade() -> None:
         for signature, (definition, comment) in FUNCTIONS.items():
             op.execute(definition)
             op.execute(f"COMMENT ON FUNCTION {signature} IS {sql_literal(comment)}")
-    for view in (ENTRIES, INTERVALS, DAILY_CHANGES, DAILY_SIZE, DAILY_CHANGES_BY_COUNTRY):
+    for view in (ENTRIES, INTERVALS, DAILY_CHANGES, DAILY_CHANGES_BY_COUNTRY):
         op.create_view(view)
+    if postgres:  # SQLite keeps 0005's, which reads the same runs without the functions
+        op.create_view(DAILY_SIZE)
     op.create_view(_revision("0005").BY_COUNTRY)
     op.create_view(_revision("0008").SYNC_HEALTH)
     if postgres:
@@ -601,8 +612,10 @@ def downgrade() -> None:
     postgres = bind.dialect.name == "postgresql"
     op.drop_view(_revision("0008").SYNC_HEALTH)
     op.drop_view(_revision("0005").BY_COUNTRY)
-    for view in (DAILY_CHANGES_BY_COUNTRY, DAILY_SIZE, DAILY_CHANGES, INTERVALS, ENTRIES):
+    for view in (DAILY_CHANGES_BY_COUNTRY, DAILY_CHANGES, INTERVALS, ENTRIES):
         op.drop_view(view)
+    if postgres:
+        op.drop_view(DAILY_SIZE)
     if postgres:
         for signature in FUNCTIONS:
             op.execute(f"DROP FUNCTION {signature}")
@@ -648,7 +661,8 @@ def downgrade() -> None:
     op.drop_table("blocklist_periods")
     op.create_view(_revision("0002").INTERVALS)
     op.create_view(_revision("0002").DAILY_CHANGES)
-    op.create_view(_revision("0005").DAILY_SIZE)
+    if postgres:
+        op.create_view(_revision("0005").DAILY_SIZE)
     op.create_view(_revision("0005").BY_COUNTRY)
     op.create_view(_revision("0005").DAILY_CHANGES_BY_COUNTRY)
     op.create_view(_revision("0008").SYNC_HEALTH)
