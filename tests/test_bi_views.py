@@ -164,6 +164,9 @@ def scenario(sim: Simulator, store: Store) -> Scenario:
 
 README = REPO / "README.md"
 QUERY_NAMES = {
+    "was-blocklisted-at",
+    "blocklisted-at",
+    "daily-trend-india",
     "was-blocklisted-on-date",
     "added-this-week",
     "blocklisted-on-every-channel",
@@ -267,7 +270,10 @@ def test_readme_daily_trend(scenario: Scenario, engine: Engine) -> None:
 @pytest.mark.skipif(shutil.which("psql") is None, reason="psql is not installed")
 def test_readme_queries_run_in_psql(scenario: Scenario, pg_url: str, engine: Engine) -> None:
     """The README tells analysts to run the queries with psql -v; that must work as shown."""
-    params = {"account": scenario.sid, "mobile": N[1], "day": scenario.day(10).isoformat()}
+    at = dt.datetime.combine(
+        scenario.day(10), dt.time(17, 30), dt.timezone(dt.timedelta(hours=5, minutes=30))
+    )
+    params = {"account": scenario.sid, "mobile": N[1], "day": scenario.day(10).isoformat(), "at": str(at)}
     plain_url = make_url(pg_url).set(drivername="postgresql").render_as_string(hide_password=False)
     for name, query in readme_queries().items():
         variables = [arg for key, value in params.items() for arg in ("-v", f"{key}={value}")]

@@ -22,7 +22,16 @@ from sync import database, lookup
 from sync.simulator import Simulator
 from sync.store import Store
 from tests.conftest import cli_env, invoke, rows
-from tests.test_bi_views import CHANNELS, DAYS_AGO, ROUNDS, N, Scenario, date_the_rounds, play_rounds
+from tests.test_bi_views import (
+    CHANNELS,
+    DAYS_AGO,
+    ROUNDS,
+    N,
+    Scenario,
+    date_the_rounds,
+    play_rounds,
+    run_readme_query,
+)
 
 IST = ZoneInfo("Asia/Kolkata")
 
@@ -262,3 +271,37 @@ def test_daily_figures_in_india_count_the_days_of_india(scenario: Scenario, engi
         )
     }
     assert dict(india) == now and set(now) == set(CHANNELS)
+
+
+# -- the README's queries on the stretches ----------------------------------------------------
+
+
+def test_readme_was_blocklisted_when_we_sent(scenario: Scenario, engine: Engine) -> None:
+    # N[1], 10 days ago (between the rounds of 13 and 8 days ago): on whatsapp throughout; on sms
+    # removed before and re-added after, on voice added after: the sweeps cannot say when.
+    at = noon(scenario, 10).astimezone(IST).isoformat()
+    found = run_readme_query(engine, "was-blocklisted-at", account=scenario.sid, mobile=N[1], at=at)
+    assert [r[:2] for r in found] == [("sms", "uncertain"), ("voice", "uncertain"), ("whatsapp", "yes")]
+    assert all(r[5] is not None for r in found)  # the run that proves each
+
+
+def test_readme_how_many_were_blocklisted_at(scenario: Scenario, engine: Engine) -> None:
+    at = noon(scenario, 10).astimezone(IST).isoformat()
+    found = run_readme_query(engine, "blocklisted-at", account=scenario.sid, at=at)
+    assert found == [
+        ("sms", "uncertain", 1),  # N1
+        ("sms", "yes", 3),  # N0, N2, N4
+        ("voice", "uncertain", 1),  # N1
+        ("voice", "yes", 2),  # N0, N6 (N3 was removed 13 days ago)
+        ("whatsapp", "uncertain", 1),  # N0, removed 8 days ago
+        ("whatsapp", "yes", 2),  # N1, N2
+    ]
+
+
+def test_readme_daily_trend_in_india(scenario: Scenario, engine: Engine) -> None:
+    """The same changes as the UTC trend, on IST days: the rounds of past days ran at 12:05
+    UTC (17:35 IST, the same date); today's ran now, which may already be tomorrow in India."""
+    utc = run_readme_query(engine, "daily-trend", account=scenario.sid)
+    today_in_india = scenario.finishes[-1].astimezone(IST).date()
+    expected = [(today_in_india if d == scenario.today else d, *rest) for d, *rest in utc]
+    assert run_readme_query(engine, "daily-trend-india", account=scenario.sid) == expected
