@@ -499,7 +499,9 @@ class Comparison:
     def apply(self, run_id: int, *, pages: int, diff: Diff, channel_types: Iterable[str] = ()) -> None:
         """Apply additions and removals, append their events, mark what could not be proven,
         learn the listing's ``channel_types`` and finish the run row, in one transaction.
-        Writes nothing to entries or events when nothing changed.
+        Writes nothing to the stretches or events when nothing changed. An addition opens a
+        stretch in ``blocklist_periods`` (the current entries are its open stretches) and a
+        removal closes one, each beside its event: the history's two shapes cannot disagree.
 
         The windows are honest about what each sweep proved. An addition happened after the
         start of the last sweep whose listing was complete (an incomplete one may have skipped
@@ -528,7 +530,7 @@ class Comparison:
             params["detected_at"] = session.now()
             session.dialect.make_room_to_sort(c)  # see ORDER BY below
             if diff.removed:
-                # The events first: their window reads the entries they end.
+                # The events first: their window reads the stretches they end.
                 _expect(
                     diff.removed,
                     "removed",
