@@ -93,11 +93,9 @@ def _one_line_usage_errors() -> Iterator[None]:
         raise
     except click.UsageError as exc:
         if isinstance(exc, click.BadParameter) and exc.param is not None and exc.ctx is not None:
-            # A bad value from the environment is named by its variable alone: that is what
-            # the operator set (click names the flag, then the variable).
-            named = setting_name(exc.param.name or "", exc.ctx)
-            if not named.startswith("-"):
-                exc.param_hint = named
+            # Named as the operator set it: by its variable alone when it came from the
+            # environment, by the flag alone otherwise (click names both, the flag first).
+            exc.param_hint = setting_name(exc.param.name or "", exc.ctx)
         raise OneLineUsageError(exc) from None
 
 

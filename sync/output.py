@@ -177,7 +177,7 @@ def run_summary(
             "exit_code": exit_code,
             "results": [record(r) for r in results],
         },
-        indent=2,
+        separators=(",", ":"),  # one line: the last line of stdout is the summary (Airflow's XCom)
     )
 
 

@@ -30,7 +30,7 @@ from typing import Any
 
 from sync import __version__
 from sync.files import write_atomically
-from sync.settings import ConfigError, read_regular_file
+from sync.settings import ConfigError, duration_text, read_regular_file
 from sync.vocabulary import Change
 
 __all__ = [
@@ -132,7 +132,7 @@ class Plan:
         if age > max_age:
             raise ConfigError(
                 f"--plan {self.path}: the plan was made {_age(age)} ago, longer than --plan-max-age "
-                f"({_age(max_age)}) allows; review again with --dry-run --plan-out and apply that plan"
+                f"({duration_text(max_age)}) allows; review again with --dry-run --plan-out and apply that plan"
             )
         missing = [pair for pair in pairs if pair not in self.channels]
         if missing:

@@ -229,6 +229,7 @@ def test_summary_to_stdout_is_json_alone(sim: Simulator, pg_url: str) -> None:
     assert result.returncode == 0
     document = json.loads(result.stdout)  # the result lines went to stderr
     assert [(r["channel"], r["status"]) for r in document["results"]] == [("sms", "succeeded")]
+    assert result.stdout.count("\n") == 1  # one line: the last line of stdout is the summary
     assert f"{sim.sid} sms: succeeded" in result.stderr
 
 
