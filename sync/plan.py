@@ -132,7 +132,8 @@ class Plan:
         if age > max_age:
             raise ConfigError(
                 f"--plan {self.path}: the plan was made {_age(age)} ago, longer than --plan-max-age "
-                f"({duration_text(max_age)}) allows; review again with --dry-run --plan-out and apply that plan"
+                f"({duration_text(max_age)}) allows; review again with --dry-run --plan-out "
+                "and apply that plan"
             )
         missing = [pair for pair in pairs if pair not in self.channels]
         if missing:
