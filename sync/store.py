@@ -175,6 +175,37 @@ class Store:
             for r in rows
         ]
 
+    def run_window(self, run_id: int) -> tuple[dt.datetime | None, dt.datetime | None]:
+        """(``not_before``, ``detected_at``) of a run, for the run summary: what it found
+        changed after ``not_before`` (the start of the channel's last succeeded sweep before it
+        with a complete listing, as its additions' events record; None for an initial load) and
+        no later than ``detected_at`` (when it committed; None unless it succeeded). Removals
+        may carry an earlier ``not_before`` of their own in ``blocklist_events``."""
+        run = sync_runs.alias("run")
+        with self.engine.connect() as connection:
+            found = connection.execute(
+                select(
+                    run.c.account_sid, run.c.channel, run.c.status, run.c.started_at, run.c.finished_at
+                ).where(run.c.id == run_id)
+            ).first()
+            if found is None:
+                return None, None
+            not_before = connection.execute(
+                select(sync_runs.c.started_at)
+                .where(
+                    sync_runs.c.account_sid == found.account_sid,
+                    sync_runs.c.channel == found.channel,
+                    sync_runs.c.status == RunStatus.SUCCEEDED,
+                    sync_runs.c.listing_complete.is_not(False),
+                    sync_runs.c.id < run_id,
+                    sync_runs.c.started_at <= found.started_at,
+                )
+                .order_by(sync_runs.c.id.desc())
+                .limit(1)
+            ).scalar_one_or_none()
+        detected_at = found.finished_at if found.status == RunStatus.SUCCEEDED else None
+        return _as_utc(not_before), _as_utc(detected_at)
+
 
 @dataclass(frozen=True)
 class _Staging:
