@@ -546,14 +546,14 @@ def status(
     accounts = None
     if source.is_configured(os.environ) and not show_all:
         accounts = source.selected(source.load(os.environ, need_keys=False))
-    elif not show_all:
+    store, where = open_store(database_url, only_reads=True)
+    database.require_current_schema(store.engine)
+    if accounts is None and not show_all:
         click.echo(
             "note: no account configured (KALEYRA_SID or --config): judging every "
             "account and channel in the database",
             err=True,
         )
-    store, where = open_store(database_url, only_reads=True)
-    database.require_current_schema(store.engine)
     scoped = health.scope(store.channel_statuses(), accounts, source.only)
     now = store.now()  # the clock every stored time was read from, not this host's
     problems = {(s.account_sid, s.channel): health.problem(s, now, limit) for s in scoped.judged}
