@@ -197,7 +197,7 @@ def test_a_number_not_valid_where_it_was_read_is_never_a_silent_never_seen(
 ) -> None:
     """Without a country, ten digits are read as an international number, +98 76…: Iran, and
     not a valid number there. The answer says so and names the reading the sync has seen."""
-    code, out, err = lookup("9876500001", db_url=pg_url)
+    code, out, _ = lookup("9876500001", db_url=pg_url)
     assert code == 2, "a doubtful reading never seen must not pass for 'not blocklisted' (exit 1)"
     header, warning = out.splitlines()[:2]
     assert header == "+9876500001 (IR, +98): never seen on any channel swept"
