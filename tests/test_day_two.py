@@ -20,6 +20,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
 
 from sync import database
 from sync.run import pairs_to_sweep
@@ -27,7 +28,16 @@ from sync.settings import Account, ConfigError, Shard, parse_shard
 from sync.simulator import Simulator
 from sync.telemetry import JSON_FIELDS
 from sync.vocabulary import Channel
-from tests.conftest import REPO, TEST_PASSWORD, cli_env, invoke, numbers, rows, run_on_a_terminal
+from tests.conftest import (
+    REPO,
+    TEST_PASSWORD,
+    cli_env,
+    invoke,
+    numbers,
+    require_tool,
+    rows,
+    run_on_a_terminal,
+)
 
 # The default: every channel the vocabulary names, in its order.
 CHANNELS = tuple(Channel)
@@ -126,11 +136,12 @@ def test_commands_that_only_read_create_no_database_file(tmp_path: Path) -> None
 def test_urls_are_shown_as_psql_takes_them(pg_url: str) -> None:
     """The database URL printed for people is libpq's form, which ``psql "$URL"`` accepts, not
     SQLAlchemy's ``postgresql+psycopg://``; the password stays masked."""
-    db = pg_url.rsplit("/", 1)[1]
-    given = f"postgresql://postgres:{quote(TEST_PASSWORD, safe='')}@127.0.0.1:5432/{db}"
+    server = make_url(pg_url)
+    db, at = server.database, f"{server.host}:{server.port or 5432}"
+    given = f"postgresql://{server.username}:{quote(TEST_PASSWORD, safe='')}@{at}/{db}"
     result = invoke("status", "--all", env=cli_env(None, given))
     shown = result.stdout.splitlines()[0].removesuffix(": no sweeps yet; run `blocklist-sync run`")
-    assert shown == f"postgresql://postgres:***@127.0.0.1:5432/{db}"
+    assert shown == f"postgresql://{server.username}:***@{at}/{db}"
     assert conninfo_to_dict(shown)["dbname"] == db  # libpq's parser: it takes this form
     with pytest.raises(psycopg.ProgrammingError):
         conninfo_to_dict(f"postgresql+psycopg://postgres@127.0.0.1:5432/{db}")  # and not SQLAlchemy's
@@ -470,15 +481,7 @@ def test_metrics_port_listens_on_loopback_unless_told(
 
 
 def promtool() -> str:
-    import shutil
-
-    path = shutil.which("promtool")
-    if path is None:
-        pytest.fail(
-            "promtool is not installed, so the alerting rules cannot be tested; install "
-            "it (Debian/Ubuntu: apt-get install prometheus) and run the tests again"
-        )
-    return path
+    return require_tool("promtool", install="Debian/Ubuntu: apt-get install prometheus")
 
 
 def run_promtool(*args: str, cwd: Path = REPO / "cron") -> subprocess.CompletedProcess[str]:

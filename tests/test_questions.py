@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import shutil
 import struct
 import subprocess
 import zlib
@@ -29,7 +28,7 @@ from sync.simulator import Simulator
 from sync.store import Store
 from sync.sweep import Outcome, SweepOptions, sweep_channel
 from sync.vocabulary import Trigger
-from tests.conftest import cli_env, column_comments, invoke, make_client, rows, run_cli
+from tests.conftest import cli_env, column_comments, invoke, make_client, require_tool, rows, run_cli
 from tests.test_bi_views import (  # noqa: F401 - reader is a fixture
     Scenario,
     connect_as,
@@ -527,8 +526,10 @@ def test_report_without_the_charting_extra(tmp_path: Path, pg_url: str) -> None:
     assert not (tmp_path / "r.html").exists()
 
 
-def _browser() -> str | None:
-    return next((b for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
+def _browser() -> str:
+    return require_tool(
+        "chromium", "chromium-browser", "google-chrome", install="Debian: apt-get install chromium"
+    )
 
 
 def png_pixels(data: bytes) -> tuple[int, int, list[bytes]]:
@@ -578,8 +579,6 @@ def png_pixels(data: bytes) -> tuple[int, int, list[bytes]]:
 def test_report_renders_in_a_browser(own_database: tuple[str, Scenario], tmp_path: Path) -> None:
     pg_url, _ = own_database
     browser = _browser()
-    if browser is None:
-        pytest.skip("no Chromium: .ci/run installs Debian's chromium package")
     out, shot = tmp_path / "report.html", tmp_path / "report.png"
     assert invoke("report", "--out", str(out), env=cli_env(None, pg_url)).returncode == 0
     subprocess.run(
