@@ -171,8 +171,12 @@ def config_errors_exit(command: Callable[..., None]) -> Callable[..., None]:
     return wrapper
 
 
-def open_store(database_url: str | None) -> tuple[Store, str]:
+def open_store(database_url: str | None, *, only_reads: bool = False) -> tuple[Store, str]:
+    """The store and its URL as it may be shown. ``only_reads``: a command that only reads
+    refuses an SQLite file that does not exist, rather than leave an empty one behind."""
     url = database.resolve_database_url(database_url)  # registers its passwords for redaction
+    if only_reads:
+        database.require_database_file(url)
     engine = database.make_engine(url)
     if engine.dialect.name == "sqlite":
         click.echo(
@@ -746,14 +750,14 @@ def status(
     accounts = None
     if source.is_configured(os.environ) and not show_all:
         accounts = source.selected(source.load(os.environ, need_keys=False))
-    elif not show_all:
+    store, where = open_store(database_url, only_reads=True)
+    database.require_current_schema(store.engine)
+    if accounts is None and not show_all:
         click.echo(
             "note: no account configured (KALEYRA_SID or --config): judging every "
             "account and channel in the database",
             err=True,
         )
-    store, where = open_store(database_url)
-    database.require_current_schema(store.engine)
     scoped = health.scope(store.channel_statuses(), accounts, source.only)
     now = store.now()  # the clock every stored time was read from, not this host's
     problems = {(s.account_sid, s.channel): health.problem(s, now, limit) for s in scoped.judged}
@@ -960,10 +964,11 @@ def schedule(
 @database_option
 @click.argument("numbers", nargs=-1, required=True)
 @click.option(
-    "--region",
-    "default_region",
+    "--country",
+    envvar="BLOCKLIST_SYNC_DEFAULT_COUNTRY",
+    show_envvar=True,
     metavar="CC",
-    help="ISO 3166 region for national numbers (e.g. IN for 98765 43210).",
+    help="ISO 3166 country of numbers written without + or 00 (IN reads 98765 43210 as +919876543210).",
 )
 @click.option(
     "--at",
@@ -972,37 +977,53 @@ def schedule(
     help="Also say whether each number was blocklisted at this instant (ISO 8601 with a zone, "
     "e.g. 2026-12-03T09:00+05:30): yes, no or uncertain, with the runs that prove it.",
 )
+@click.option("--region", "old_country", metavar="CC", hidden=True, help="Deprecated name of --country.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @config_errors_exit
+@click.pass_context
 def lookup(
+    ctx: click.Context,
     database_url: str | None,
     numbers: tuple[str, ...],
-    default_region: str | None,
+    country: str | None,
+    old_country: str | None,
     instant: str | None,
     as_json: bool,
 ) -> None:
     """Is each NUMBER blocklisted, on which account and channel, and since when.
 
     Numbers as people write them: +91 98765 43210, 0091..., 919876543210, or a national
-    number with --region. Exits 0 when every number was found on some channel, 1 when one was
-    never seen, 2 when one cannot be a phone number.
+    number with --country. Each number gets its own answer. Exits with the worst of them: 0
+    found on some channel, 1 never seen, 2 cannot be a phone number, or never seen and not a
+    valid number where it was read (a warning says what may have been meant).
     """
     from sync import lookup as lookups
 
-    try:
-        parsed = [(raw, lookups.normalise(raw, default_region)) for raw in numbers]
-        at = None if instant is None else lookups.parse_instant(instant)
-    except lookups.UnreadableNumber as exc:
-        raise UsageError(str(exc)) from None
-    store, _ = open_store(database_url)
+    setting = lookups.COUNTRY_SETTING
+    if old_country is not None:
+        if ctx.get_parameter_source("country") is click.core.ParameterSource.COMMANDLINE:
+            raise UsageError("give --country, not --region too (--region is its old name)")
+        click.echo(
+            "blocklist-sync: warning: lookup --region is deprecated, use --country: "
+            "--region means the Kaleyra API region on every other command",
+            err=True,
+        )
+        country, setting = old_country, "--region"
+    readings = lookups.normalise_each(numbers, lookups.country_code(country, setting) if country else None)
+    at = None if instant is None else lookups.parse_instant(instant)
+    store, _ = open_store(database_url, only_reads=True)
     database.require_current_schema(store.engine)
-    reports = lookups.look_up(store.engine, parsed, at=at)
+    reports = lookups.look_up(store.engine, readings, at=at)
+    for report in reports:
+        if report.error:
+            click.echo(f"blocklist-sync: error: {report.error}", err=True)
     if as_json:
         click.echo(json.dumps({"numbers": [lookups.as_record(r) for r in reports]}, indent=2))
     else:
         for report in reports:
-            click.echo("\n".join(lookups.describe(report)))
-    sys.exit(ExitCode.OK if all(r.found for r in reports) else ExitCode.FAILED)
+            if report.error is None:
+                click.echo("\n".join(lookups.describe(report)))
+    sys.exit(max(lookups.exit_code(r) for r in reports))
 
 
 @cli.command()
@@ -1027,7 +1048,7 @@ def report(database_url: str | None, out: str, days: int) -> None:
     from sync import report as reports
 
     reports.require_charting()
-    store, where = open_store(database_url)
+    store, where = open_store(database_url, only_reads=True)
     database.require_current_schema(store.engine)
     document = reports.render(reports.gather(store.engine, days, where))
     try:

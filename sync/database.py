@@ -35,7 +35,9 @@ __all__ = [
     "describe_url",
     "grant_read",
     "make_engine",
+    "missing_database_file",
     "require_current_schema",
+    "require_database_file",
     "resolve_database_url",
     "upgrade",
 ]
@@ -125,9 +127,41 @@ def _register_passfile(path: str) -> None:
             register_secret(fields[4].replace("\\:", ":").replace("\\\\", "\\"))
 
 
-def describe_url(url: str) -> str:
-    """The URL as it may be shown: every password masked, in the userinfo or the query."""
+def missing_database_file(url: str) -> str | None:
+    """What to do, when ``url`` names an SQLite file that does not exist (None otherwise).
+
+    SQLite creates a missing file on connecting: a command that only reads (``status``,
+    ``lookup``, ``report``, ``check``), typed where no ``DATABASE_URL`` is set, would leave an
+    empty ``blocklist-sync.db`` in whatever directory it was typed in, and then report an empty
+    schema instead of the real problem.
+    """
     parsed = make_url(url)
+    path = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not path or path == ":memory:" or "uri" in parsed.query:
+        return None
+    if Path(path).exists():
+        return None
+    unset = "" if os.environ.get("DATABASE_URL") else " (DATABASE_URL is not set, so that is the default)"
+    return (
+        f"{path} does not exist{unset}; set DATABASE_URL to your PostgreSQL database, "
+        "or run `blocklist-sync migrate` to create it"
+    )
+
+
+def require_database_file(url: str) -> None:
+    """:func:`missing_database_file` as a one-line :class:`ConfigError` (exit 2)."""
+    missing = missing_database_file(url)
+    if missing:
+        raise ConfigError(missing)
+
+
+def describe_url(url: str) -> str:
+    """The URL as it may be shown: every password masked, in the userinfo or the query, and in
+    the form ``psql`` and libpq accept (``postgresql://``, not SQLAlchemy's
+    ``postgresql+psycopg://``), so a reader can paste it, a password added."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "postgresql":
+        parsed = parsed.set(drivername="postgresql")
     secret = {k: MASK for k in _SECRET_OPTIONS if k in parsed.query}
     if secret:
         parsed = parsed.update_query_dict(secret)

@@ -1,47 +1,75 @@
 """Is this number blocklisted, where, since when: the support desk's question, from the tables.
 
 People write numbers many ways (``+91 98765 43210``, ``0091 98765 43210``, ``919876543210``, a
-national ``98765 43210`` with a region); the tables hold E.164 exactly as ``phonenumbers``
-formats it. So :func:`normalise` turns each input into that form first (or refuses it: input
-that cannot be a phone number must not quietly answer "never seen"), and :func:`look_up`
-matches exactly, through the indexes on ``mobile``.
+national ``98765 43210`` in their own country). :func:`normalise` reads each argument on its
+own, in this order, and :func:`look_up` matches exactly, through the indexes on ``mobile``:
+
+1. Written internationally (``+`` or ``00``, or digits alone when no country is given), a
+   number is first put in the sync's own canonical form (:func:`sync.numbers.canonical`),
+   exactly what a sweep stores for it, *before* ``phonenumbers`` is asked. So every number the
+   sync can store is found as stored, even one ``phonenumbers`` calls impossible (``+1234567``,
+   ``+8001234``, ``+999123456789``: Kaleyra lists them, so they are blocklisted). Where
+   ``phonenumbers`` writes the same number otherwise (``+4407911…`` as ``+447911…``), both
+   spellings are matched.
+2. National digits with a country (``--country IN``, or ``BLOCKLIST_SYNC_DEFAULT_COUNTRY``, for
+   a support desk that writes ``9876543210``) are read by ``phonenumbers`` in that country.
+3. What neither can read is refused: that argument alone, with how to write it; the others are
+   answered all the same.
+
+A reading that is not a valid number where it was read (``9876543210`` without a country is
+``+98 76543210``, Iran) is answered with a warning and a hint: the readings that are valid,
+those the tables hold first. A silent "never seen" would be a wrong "not blocklisted" to a
+compliance question; such an answer exits 2, not 1.
 
 For every account and channel the sync has swept, the answer says whether the number is
 blocklisted now (as of that channel's last succeeded sweep) and every stretch of
 ``blocklist_periods`` with its honest window: added after ``not_before``, no later than
-``detected_at``. Asked about an instant (``at``), it says whether the number was listed then —
-yes, no or uncertain, by the same rules as the database's ``blocklist_as_of`` (:func:`state_at`)
-— and which runs prove it. Database only, no HTTP.
+``detected_at``. The number is shown as it is stored, not as ``phonenumbers`` would format it,
+so an analyst can paste it into SQL. Asked about an instant (``at``), it says whether the
+number was listed then — yes, no or uncertain, by the same rules as the database's
+``blocklist_as_of`` (:func:`state_at`) — and which runs prove it. Database only, no HTTP.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
-from collections.abc import Callable
+import functools
+import unicodedata
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
 import phonenumbers
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, bindparam, text
 
-from sync.numbers import canonical
+from sync.numbers import MAX_RAW_LENGTH, canonical
 from sync.regions import region_of
-from sync.vocabulary import RunStatus
+from sync.settings import ConfigError
+from sync.vocabulary import ExitCode, RunStatus
 
 __all__ = [
+    "COUNTRY_SETTING",
     "AsOf",
     "Channel",
     "Interval",
     "NumberReport",
+    "Reading",
     "State",
     "UnreadableNumber",
     "as_record",
+    "country_code",
     "describe",
+    "exit_code",
     "look_up",
     "normalise",
+    "normalise_each",
     "parse_instant",
     "state_at",
 ]
+
+COUNTRY_SETTING = "--country (BLOCKLIST_SYNC_DEFAULT_COUNTRY)"
+_HINTS_SHOWN = 3  # readings named in a warning's hint, so it stays one line
 
 
 @dataclass(frozen=True)
@@ -123,6 +151,7 @@ class Channel:
     # Held, but the last sweep could not prove it still listed: proven as of this moment.
     unproven_since: dt.datetime | None = None
     intervals: list[Interval] = field(default_factory=list)
+    stored_as: str | None = None  # the spelling this channel's rows hold (None: never seen here)
     first_sweep: dt.datetime | None = None  # start of the channel's first succeeded sweep
     as_of: AsOf | None = None  # the answer at the instant asked about, if one was
 
@@ -131,13 +160,31 @@ class Channel:
         return bool(self.intervals) and self.intervals[-1].removed_by is None
 
 
+@dataclass(frozen=True)
+class Reading:
+    """How one argument was read: what to look for, and what is doubtful about it."""
+
+    raw: str
+    mobile: str  # E.164 as a sweep would store this input
+    spellings: tuple[str, ...]  # every stored spelling that is this number, ``mobile`` first
+    region: str | None
+    calling_code: int | None  # None: no calling code in use (+999…)
+    # Why this reading may not be the number meant (not valid where it was read); None: valid.
+    doubt: str | None = None
+    # Other readings of the digits that are valid numbers, as (E.164, its country and how to ask
+    # for it, calling code): offered when ``doubt`` is set.
+    alternatives: tuple[tuple[str, str, int], ...] = ()
+
+
 @dataclass
 class NumberReport:
     raw: str
-    mobile: str  # E.164
+    mobile: str | None  # as stored (as a sweep would store it when never seen); None: unreadable
     region: str | None
-    calling_code: int
+    calling_code: int | None
     channels: list[Channel]
+    warning: str | None = None  # the reading is doubtful: what, and what may have been meant
+    error: str | None = None  # the argument cannot be a phone number: how to write it
 
     @property
     def found(self) -> bool:
@@ -145,45 +192,152 @@ class NumberReport:
 
 
 class UnreadableNumber(ValueError):
-    """A number that cannot be a phone number, or a region to read it in that does not exist.
-    The message says how to write it instead."""
+    """An argument that cannot be a phone number; the message says how to write it instead."""
+
+    def __init__(self, raw: str, message: str) -> None:
+        super().__init__(message)
+        self.raw = raw
 
 
-def normalise(raw: str, region: str | None = None) -> phonenumbers.PhoneNumber:
-    """Parse a number as people write it; :class:`UnreadableNumber` if it cannot be one.
+def country_code(value: str, setting: str = COUNTRY_SETTING) -> str:
+    """``value`` as an ISO 3166 code ``phonenumbers`` knows (``in`` is ``IN``), or a one-line
+    :class:`ConfigError`: a country that does not exist is the whole command's mistake."""
+    code = value.strip().upper()
+    if code not in phonenumbers.SUPPORTED_REGIONS:
+        shown = value if len(value) <= 10 else value[:10] + "..."
+        raise ConfigError(f"{setting}: {shown!r} is not an ISO 3166 country code; use e.g. IN, US, GB")
+    return code
 
-    ``+`` or ``00`` starts an international number; digits alone are international too
-    (``919876543210``) unless ``region`` says how to read a national number.
-    """
-    text_ = raw.strip()
-    if region is not None and region.upper() not in phonenumbers.SUPPORTED_REGIONS:
-        raise UnreadableNumber(f"--region {region!r} is not an ISO 3166 region code; use e.g. IN, US, GB")
-    if text_.startswith("00") and region is None:
-        text_ = "+" + text_[2:]
-    elif not text_.startswith("+") and region is None:
-        text_ = "+" + text_
+
+def _shown(raw: str) -> str:
+    """An argument as a message may quote it: one line, and short (a hostile one too)."""
+    return repr(raw) if len(raw) <= MAX_RAW_LENGTH else repr(raw[:MAX_RAW_LENGTH]) + "..."
+
+
+def _as_typed(raw: str) -> str:
+    """An argument as typed where it is short and printable, else :func:`_shown`."""
+    return raw if raw.isprintable() and len(raw) <= MAX_RAW_LENGTH else _shown(raw)
+
+
+def _parse(number: str, country: str | None) -> phonenumbers.PhoneNumber | None:
     try:
-        number = phonenumbers.parse(text_, region.upper() if region else None)
+        return phonenumbers.parse(number, country)
     except phonenumbers.NumberParseException:
-        number = None
-    if number is None or not phonenumbers.is_possible_number(number):
-        hint = "" if region else ", or give --region for a national number"
-        shown = raw if len(raw) <= 40 else raw[:40] + "..."  # a hostile argument stays one line
-        raise UnreadableNumber(f"{shown!r} cannot be a phone number; write it as +919876543210{hint}")
-    return number
+        return None
+
+
+def _e164(number: phonenumbers.PhoneNumber) -> str:
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def normalise(raw: str, country: str | None = None) -> Reading:
+    """Read one argument (see the module's docstring); :class:`UnreadableNumber` if it cannot
+    be a phone number. ``country`` (an ISO code, :func:`country_code`) reads digits written
+    without ``+`` or ``00`` as a national number there; without it they are international."""
+    # Zero-width and bidi marks pasted with a number must not hide its "+".
+    written = "".join(
+        ch for ch in unicodedata.normalize("NFKC", raw) if unicodedata.category(ch) != "Cf"
+    ).strip()
+    explicit = written.startswith(("+", "00"))
+    if explicit or country is None:
+        international = "+" + (written[2:] if written.startswith("00") else written.removeprefix("+"))
+        parsed = _parse(international, None)
+        stored = canonical(international)  # what a sweep stores: found as stored, first
+        if stored is None:
+            if parsed is None or not phonenumbers.is_possible_number(parsed):
+                hint = "" if explicit else ", or give --country for a national number"
+                raise UnreadableNumber(
+                    raw, f"{_shown(raw)} cannot be a phone number; write it as +919876543210{hint}"
+                )
+            stored = _e164(parsed)
+    else:
+        parsed = _parse(written, country)
+        if parsed is None or not phonenumbers.is_possible_number(parsed):
+            raise UnreadableNumber(
+                raw,
+                f"{_shown(raw)} cannot be a phone number in {country}; write it as +919876543210, "
+                "or with the right --country",
+            )
+        stored = _e164(parsed)
+    spellings = (stored,) if parsed is None or _e164(parsed) == stored else (stored, _e164(parsed))
+    region = region_of(parsed) if parsed is not None else None
+    reading = Reading(raw, stored, spellings, region, parsed.country_code if parsed else None)
+    if parsed is not None and phonenumbers.is_valid_number(parsed):
+        return reading
+    as_written = stored if explicit else f"{_as_typed(raw)} read as {stored}"
+    return dataclasses.replace(
+        reading,
+        doubt=f"{as_written} ({_country_name(region)}) is not a valid number there",
+        # Written with + or 00, the country code was the writer's choice: only the digits are
+        # in doubt, and reading them as another country's would be a guess.
+        alternatives=() if explicit else _valid_readings(written, stored),
+    )
+
+
+def normalise_each(numbers: Sequence[str], country: str | None = None) -> list[Reading | UnreadableNumber]:
+    """Each argument read on its own: one that cannot be a phone number is kept as its error,
+    so it is answered in its place and does not stop the others from being looked up."""
+    readings: list[Reading | UnreadableNumber] = []
+    for raw in numbers:
+        try:
+            readings.append(normalise(raw, country))
+        except UnreadableNumber as exc:
+            readings.append(exc)
+    return readings
+
+
+def _valid_readings(written: str, stored: str) -> tuple[tuple[str, str, int], ...]:
+    """Other readings of digits written without + or 00 that are valid numbers: international
+    (when they were read as national), and national in every country where they are valid."""
+    found: dict[str, tuple[str, int]] = {}
+    international = _parse("+" + written, None)
+    if international is not None and phonenumbers.is_valid_number(international):
+        found[_e164(international)] = (
+            _country_name(region_of(international)),
+            international.country_code or 0,
+        )
+    for country in sorted(phonenumbers.SUPPORTED_REGIONS):
+        national = _parse(written, country)
+        if national is not None and phonenumbers.is_valid_number_for_region(national, country):
+            # Named by the country the number belongs to: +7 987… read in KZ is Russia's.
+            owner = region_of(national) or country
+            found.setdefault(
+                _e164(national), (f"{_country_name(owner)}, --country {owner}", national.country_code or 0)
+            )
+    found.pop(stored, None)
+    return tuple((mobile, how, code) for mobile, (how, code) in found.items())
+
+
+@functools.cache
+def _country_names() -> dict[str, str]:
+    """English country names by ISO code, from ``phonenumbers``' own data (loaded only when a
+    warning needs one: it takes half a second)."""
+    from phonenumbers.geodata.locale import LOCALE_DATA
+
+    names = {}
+    for code, by_language in LOCALE_DATA.items():
+        name = by_language.get("en", "")
+        names[code] = by_language.get(name[1:], "") if name.startswith("*") else name
+    return names
+
+
+def _country_name(region: str | None) -> str:
+    if region is None:
+        return "no country"
+    return _country_names().get(region) or region
 
 
 def parse_instant(value: str) -> dt.datetime:
     """An instant as ISO 8601 with its zone (``2026-12-03T09:00+05:30``, ``...Z``): a time
     without one would be read in whatever zone this host is in, and a compliance answer must
-    not depend on that. :class:`UnreadableNumber` (a usage error) otherwise."""
+    not depend on that. A one-line :class:`ConfigError` otherwise: the whole command's mistake."""
     shown = value if len(value) <= 40 else value[:40] + "..."
     try:
         instant = dt.datetime.fromisoformat(value.strip())
     except ValueError:
         instant = None
     if instant is None or instant.tzinfo is None:
-        raise UnreadableNumber(
+        raise ConfigError(
             f"--at {shown!r} is not an ISO 8601 time with a zone; write e.g. 2026-12-03T09:00+05:30 "
             "or 2026-12-03T03:30Z"
         )
@@ -200,10 +354,11 @@ def _utc(value: dt.datetime | str | None) -> dt.datetime | None:
 
 
 def look_up(
-    engine: Engine, numbers: list[tuple[str, phonenumbers.PhoneNumber]], *, at: dt.datetime | None = None
+    engine: Engine, readings: Sequence[Reading | UnreadableNumber], *, at: dt.datetime | None = None
 ) -> list[NumberReport]:
-    """The history of each ``(raw input, parsed number)`` on every channel ever swept, and
-    with ``at``, whether it was listed at that instant."""
+    """The history of each reading on every channel ever swept, in the order given, and with
+    ``at``, whether it was listed at that instant; an :class:`UnreadableNumber` in the list is
+    answered with its error and no history."""
     reports = []
     with engine.connect() as connection:
         swept = connection.execute(
@@ -217,9 +372,13 @@ def look_up(
             ),
             {"status": RunStatus.SUCCEEDED},
         ).all()
-        for raw, number in numbers:
-            mobile = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-            matching = {"mobile": mobile, "as_given": canonical(raw) or mobile}
+        for reading in readings:
+            if isinstance(reading, UnreadableNumber):
+                reports.append(NumberReport(reading.raw, None, None, None, [], error=str(reading)))
+                continue
+            # The sync stores any number of E.164's shape as given (canonical()), which
+            # phonenumbers may format differently (+44 07911… as +447911…): match both.
+            matching = {"spellings": list(reading.spellings)}
             channels = {
                 (sid, channel): Channel(
                     sid,
@@ -233,23 +392,24 @@ def look_up(
             unproven = connection.execute(
                 text(
                     "SELECT account_sid, channel, proven_present_at FROM blocklist_entries "
-                    "WHERE mobile IN (:mobile, :as_given) AND proven_present_at IS NOT NULL"
-                ),
+                    "WHERE mobile IN :spellings AND proven_present_at IS NOT NULL"
+                ).bindparams(bindparam("spellings", expanding=True)),
                 matching,
             ).all()
+            stored: list[str] = []
             for row in connection.execute(
                 text(
-                    "SELECT account_sid, channel, added_not_before, added_at, removed_not_before, "
-                    "removed_at, initial_load, added_run_id, removed_run_id, proven_present_at "
-                    "FROM blocklist_periods WHERE mobile IN (:mobile, :as_given) "
+                    "SELECT account_sid, channel, mobile, added_not_before, added_at, "
+                    "removed_not_before, removed_at, initial_load, added_run_id, removed_run_id, "
+                    "proven_present_at FROM blocklist_periods WHERE mobile IN :spellings "
                     "ORDER BY account_sid, channel, added_at"
-                ),
-                # The sync stores any number of E.164's shape as given (canonical()), which
-                # phonenumbers may format differently (+44 07911… as +447911…): match both.
+                ).bindparams(bindparam("spellings", expanding=True)),
                 matching,
             ):
                 key = (row.account_sid, row.channel)
                 channel = channels.setdefault(key, Channel(*key, None))
+                channel.stored_as = row.mobile
+                stored += [] if row.mobile in stored else [row.mobile]
                 channel.intervals.append(
                     Interval(
                         _utc(row.added_not_before),
@@ -270,14 +430,66 @@ def look_up(
                     channel.as_of = state_at(channel.intervals, at, channel.first_sweep)
             reports.append(
                 NumberReport(
-                    raw,
-                    mobile,
-                    region_of(number),
-                    number.country_code or 0,
+                    reading.raw,
+                    stored[0] if stored else reading.mobile,
+                    reading.region,
+                    reading.calling_code,
                     [channels[k] for k in sorted(channels)],
+                    warning=_warning(connection, reading),
                 )
             )
     return reports
+
+
+def _warning(connection: Connection, reading: Reading) -> str | None:
+    """The doubt about a reading and its hint: the valid readings the tables have seen; else
+    the valid readings, those in a calling code the tables hold first (the account's own
+    countries); else how to write the number."""
+    if reading.doubt is None:
+        return None
+    if not reading.alternatives:
+        return f"{reading.doubt}; check the digits, and write it with + and its country code"
+    seen = set(
+        connection.execute(
+            text("SELECT DISTINCT mobile FROM blocklist_events WHERE mobile IN :numbers").bindparams(
+                bindparam("numbers", expanding=True)
+            ),
+            {"numbers": [mobile for mobile, _, _ in reading.alternatives]},
+        ).scalars()
+    )
+    named = [f"{mobile} ({how})" for mobile, how, _ in reading.alternatives if mobile in seen]
+    if named:
+        return f"{reading.doubt}; did you mean {' or '.join(named[:_HINTS_SHOWN])}? the sync has seen it"
+    held = {code for code in {c for _, _, c in reading.alternatives} if _holds_calling_code(connection, code)}
+    ranked = sorted(reading.alternatives, key=lambda a: a[2] not in held)  # stable: by country otherwise
+    named = [f"{mobile} ({how})" for mobile, how, _ in ranked]
+    more = f" and {len(named) - _HINTS_SHOWN} more" if len(named) > _HINTS_SHOWN else ""
+    return (
+        f"{reading.doubt}; valid readings, none seen by the sync: "
+        f"{', '.join(named[:_HINTS_SHOWN])}{more}: write it with + and its country code, "
+        "or give --country"
+    )
+
+
+def _holds_calling_code(connection: Connection, calling_code: int) -> bool:
+    """Whether any number blocklisted now starts with ``+calling_code``: one probe of the
+    ``mobile`` index (the key columns sort as bytes, "C" collation, so the range is a prefix)."""
+    prefix = f"+{calling_code}"
+    return (
+        connection.execute(
+            text("SELECT 1 FROM blocklist_entries WHERE mobile >= :low AND mobile < :high LIMIT 1"),
+            {"low": prefix, "high": prefix[:-1] + chr(ord(prefix[-1]) + 1)},
+        ).first()
+        is not None
+    )
+
+
+def exit_code(report: NumberReport) -> ExitCode:
+    """0 found on some channel; 1 never seen; 2 unreadable, or never seen as read where that
+    reading is not a valid number (the answer may be about another number than meant)."""
+    if report.error is not None or (report.warning is not None and not report.found):
+        return ExitCode.USAGE
+    return ExitCode.OK if report.found else ExitCode.FAILED
 
 
 def _when(value: dt.datetime | None) -> str:
@@ -285,8 +497,11 @@ def _when(value: dt.datetime | None) -> str:
 
 
 def describe(report: NumberReport) -> list[str]:
-    """The answer as lines for a person: the number, then one block per account and channel."""
-    where = f"{report.region or 'no region'}, +{report.calling_code}"
+    """The answer as lines for a person: the number, any warning, then one block per account
+    and channel. (An unreadable argument has no lines: its error goes to stderr.)"""
+    if report.error is not None:
+        return []
+    where = f"{report.region or 'no region'}, +{report.calling_code}" if report.calling_code else "no region"
     lines = [
         f"{report.mobile} ({where}): "
         + (
@@ -297,6 +512,8 @@ def describe(report: NumberReport) -> list[str]:
             else "never seen on any channel swept"
         )
     ]
+    if report.warning:
+        lines.append(f"  warning: {report.warning}")
     for channel in report.channels:
         state = "blocklisted" if channel.blocklisted_now else "not blocklisted"
         caveat = ""
@@ -306,8 +523,9 @@ def describe(report: NumberReport) -> list[str]:
             )
         elif not channel.blocklisted_now and channel.listing_complete is False:
             caveat = "; that sweep's listing was incomplete: it may have missed this number"
+        spelled = f" as {channel.stored_as}" if channel.stored_as not in (None, report.mobile) else ""
         lines.append(
-            f"  {channel.account_sid} {channel.channel}: {state} "
+            f"  {channel.account_sid} {channel.channel}: {state}{spelled} "
             f"(as of the last sweep, {_when(channel.last_success_at)}{caveat})"
         )
         for stretch in channel.intervals:
@@ -371,10 +589,14 @@ def as_record(report: NumberReport) -> dict[str, object]:
         "calling_code": report.calling_code,
         "found": report.found,
         "blocklisted_now": any(c.blocklisted_now for c in report.channels),
+        "warning": report.warning,
+        "error": report.error,
+        "exit_code": int(exit_code(report)),
         "channels": [
             {
                 "account_sid": c.account_sid,
                 "channel": c.channel,
+                "mobile": c.stored_as,
                 "blocklisted_now": c.blocklisted_now,
                 "as_of": iso(c.last_success_at),
                 "listing_complete": c.listing_complete,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
@@ -35,17 +34,9 @@ class Check:
 
 def check_database(engine: Engine, where: str) -> list[Check]:
     """The database answers, and its schema is at the code's head."""
-    if engine.dialect.name == "sqlite":
-        path = engine.url.database
-        if path and path != ":memory:" and not Path(path).exists():
-            return [
-                Check(
-                    "database",
-                    False,
-                    f"{path} does not exist; set DATABASE_URL to your "
-                    "PostgreSQL database, or run `blocklist-sync migrate` to create it",
-                )
-            ]
+    missing = database.missing_database_file(engine.url.render_as_string(hide_password=False))
+    if missing:
+        return [Check("database", False, missing)]
     try:
         with engine.connect() as connection:
             connection.execute(text("SELECT 1"))

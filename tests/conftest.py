@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -63,6 +64,41 @@ SECRETS = re.compile(
 def leaked_secret(text: str) -> str | None:
     match = SECRETS.search(text or "")
     return match.group(0) if match else None
+
+
+START_POSTGRESQL = (
+    "docker run -d --name kbs-test-pg -p 127.0.0.1:5432:5432 -e POSTGRES_HOST_AUTH_METHOD=trust postgres:16"
+)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Stop at once, in one line saying how to start one, when no PostgreSQL answers: every
+    test but a few needs it, and 500 psycopg tracebacks say nothing a newcomer can act on."""
+    try:
+        psycopg.connect(f"{PG_SERVER}/postgres", connect_timeout=5).close()
+    except psycopg.Error as exc:
+        cause = " ".join(str(exc).split())[:160]
+        pytest.exit(
+            f"no PostgreSQL for the tests at {redaction.redact(PG_SERVER)} ({cause}); start one with "
+            f"`{START_POSTGRESQL}` (README, first lines), or set KBS_TEST_PG to a server where "
+            "user postgres may create databases",
+            returncode=pytest.ExitCode.USAGE_ERROR,
+        )
+
+
+def require_tool(*names: str, install: str) -> str:
+    """The path of the first of ``names`` installed. Missing: the test is skipped with the
+    reason and how to install it, except where ``CI`` is set, where it fails: CI installs every
+    tool (``.ci/run``), so a skip there would hide a test that never ran."""
+    for name in names:
+        path = shutil.which(name)
+        if path is not None:
+            return path
+    reason = f"{names[0]} is not installed; {install}"
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI is set: a missing tool fails, never skips)")
+    pytest.skip(reason)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -322,8 +358,9 @@ def column_comments(engine: Engine, relation: str) -> list[tuple[Any, ...]]:
 
 def run_on_a_terminal(command: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """``command`` under script(1): stdout and stderr are a terminal, as for an operator."""
+    script = require_tool("script", install="Debian/Ubuntu: apt-get install bsdutils")
     return subprocess.run(
-        ["script", "-qec", command, "/dev/null"],
+        [script, "-qec", command, "/dev/null"],
         env=env,
         cwd=REPO,
         capture_output=True,

@@ -14,9 +14,13 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
+import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
 
 from sync import database
 from sync.run import pairs_to_sweep
@@ -24,7 +28,16 @@ from sync.settings import Account, ConfigError, Shard, parse_shard
 from sync.simulator import Simulator
 from sync.telemetry import JSON_FIELDS
 from sync.vocabulary import Channel
-from tests.conftest import REPO, cli_env, invoke, numbers, rows, run_on_a_terminal
+from tests.conftest import (
+    REPO,
+    TEST_PASSWORD,
+    cli_env,
+    invoke,
+    numbers,
+    require_tool,
+    rows,
+    run_on_a_terminal,
+)
 
 # The default: every channel the vocabulary names, in its order.
 CHANNELS = tuple(Channel)
@@ -100,6 +113,40 @@ def test_check_passes_one_line_per_check_and_writes_nothing(
         (c, "1") for c in CHANNELS
     )
     assert sim.api_key not in result.stdout + result.stderr
+
+
+def test_commands_that_only_read_create_no_database_file(tmp_path: Path) -> None:
+    """``status``, ``lookup`` and ``report`` typed where no database is set (SQLite, by
+    default) say so in one line, exit 2, and leave no empty ``blocklist-sync.db`` behind."""
+    missing = (
+        "blocklist-sync: error: blocklist-sync.db does not exist (DATABASE_URL is not set, so "
+        "that is the default); set DATABASE_URL to your PostgreSQL database, or run "
+        "`blocklist-sync migrate` to create it\n"
+    )
+    for args in (("status",), ("lookup", "+919876543210"), ("report", "--out", "report.html")):
+        result = invoke(*args, env=cli_env(None, None), cwd=tmp_path)
+        assert (result.returncode, result.stdout, result.stderr) == (2, "", missing), args
+    named = invoke("status", env=cli_env(None, "sqlite:///elsewhere.db"), cwd=tmp_path)
+    assert named.returncode == 2 and named.stderr.startswith(
+        "blocklist-sync: error: elsewhere.db does not exist;"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_urls_are_shown_as_psql_takes_them(pg_url: str) -> None:
+    """The database URL printed for people is libpq's form, which ``psql "$URL"`` accepts, not
+    SQLAlchemy's ``postgresql+psycopg://``; the password stays masked."""
+    server = make_url(pg_url)
+    db, at = server.database, f"{server.host}:{server.port or 5432}"
+    given = f"postgresql://{server.username}:{quote(TEST_PASSWORD, safe='')}@{at}/{db}"
+    result = invoke("status", "--all", env=cli_env(None, given))
+    shown = result.stdout.splitlines()[0].removesuffix(": no sweeps yet; run `blocklist-sync run`")
+    assert shown == f"postgresql://{server.username}:***@{at}/{db}"
+    assert conninfo_to_dict(shown)["dbname"] == db  # libpq's parser: it takes this form
+    with pytest.raises(psycopg.ProgrammingError):
+        conninfo_to_dict(f"postgresql+psycopg://postgres@127.0.0.1:5432/{db}")  # and not SQLAlchemy's
+    status = json.loads(invoke("status", "--all", "--json", env=cli_env(None, given)).stdout)
+    assert status["database"] == shown
 
 
 def test_check_names_what_is_wrong_and_what_to_do(
@@ -434,15 +481,7 @@ def test_metrics_port_listens_on_loopback_unless_told(
 
 
 def promtool() -> str:
-    import shutil
-
-    path = shutil.which("promtool")
-    if path is None:
-        pytest.fail(
-            "promtool is not installed, so the alerting rules cannot be tested; install "
-            "it (Debian/Ubuntu: apt-get install prometheus) and run the tests again"
-        )
-    return path
+    return require_tool("promtool", install="Debian/Ubuntu: apt-get install prometheus")
 
 
 def run_promtool(*args: str, cwd: Path = REPO / "cron") -> subprocess.CompletedProcess[str]:

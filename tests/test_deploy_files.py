@@ -28,7 +28,7 @@ from apscheduler.triggers.cron import CronTrigger
 
 from sync import database
 from sync.simulator import Simulator
-from tests.conftest import REPO, numbers, rows
+from tests.conftest import REPO, numbers, require_tool, rows
 
 CRON = REPO / "cron"
 SERVICE = CRON / "blocklist-sync.service"
@@ -51,13 +51,7 @@ UnitFile = dict[str, dict[str, list[str]]]
 
 
 def systemd_analyze() -> str:
-    path = shutil.which("systemd-analyze")
-    if path is None:
-        pytest.fail(
-            "systemd-analyze is not installed, so the systemd units cannot be checked; "
-            "install it (Debian/Ubuntu: apt-get install systemd) and run the tests again"
-        )
-    return path
+    return require_tool("systemd-analyze", install="Debian/Ubuntu: apt-get install systemd")
 
 
 def console_script() -> Path:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import re
 import signal
 import subprocess
@@ -403,29 +402,48 @@ def test_a_gzip_bomb_is_stopped_at_the_cap_in_flat_memory(
 def run_cli_measuring_memory(
     *args: str, env: dict[str, str]
 ) -> tuple[subprocess.CompletedProcess[str], float]:
-    """``run_cli``, and that one process's peak resident memory in MB.
-
-    ``wait4`` gives the usage of the process it reaps. ``RUSAGE_CHILDREN`` would give the
-    largest of every child this process ever waited for, which under pytest-xdist includes
-    other tests' browsers and pip installs.
-    """
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "sync", *args], env=env, cwd=REPO, stdout=out, stderr=err
+    """``run_cli``, and that one process's own peak resident memory in MB, as the process
+    itself reads it at exit (``tests/peak_memory.py`` says why no figure from outside will do:
+    they include what the pytest worker or an earlier child used)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        peak_file = Path(scratch) / "peak-kib"
+        result = subprocess.run(
+            [sys.executable, str(REPO / "tests" / "peak_memory.py"), str(peak_file), *args],
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            errors="backslashreplace",
         )
-        _, status, usage = os.wait4(process.pid, 0)
-        process.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        result = subprocess.CompletedProcess(
-            process.args,
-            process.returncode,
-            out.read().decode(errors="backslashreplace"),
-            err.read().decode(errors="backslashreplace"),
-        )
+        peak_kib = int(peak_file.read_text())
     secret = leaked_secret(result.stdout + result.stderr)
     assert secret is None, f"blocklist-sync {' '.join(args)} printed a secret: {secret[:6]}…"
-    return result, usage.ru_maxrss / 1024
+    return result, peak_kib / 1024
+
+
+def test_the_memory_measured_is_the_clis_own_not_its_parents() -> None:
+    """Run from a parent that has used 300 MB, the CLI measures as the CLI: the kernel's own
+    figure for the child (``wait4``) reports the parent's 300 MB, which once failed the bomb
+    test depending on what ran before it."""
+    parent = (
+        "import os, subprocess, sys\n"
+        "ballast = bytearray(300 << 20)\n"
+        "for i in range(0, len(ballast), 4096): ballast[i] = 1\n"
+        "child = subprocess.Popen([sys.executable, *sys.argv[1:]], stdout=subprocess.DEVNULL)\n"
+        "_, status, usage = os.wait4(child.pid, 0)\n"
+        "print(usage.ru_maxrss // 1024)\n"
+    )
+    with tempfile.TemporaryDirectory() as scratch:
+        peak_file = Path(scratch) / "peak-kib"
+        wrapper = [str(REPO / "tests" / "peak_memory.py"), str(peak_file), "--version"]
+        done = subprocess.run(
+            [sys.executable, "-c", parent, *wrapper], cwd=REPO, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        own_mb = int(peak_file.read_text()) / 1024
+    assert int(done.stdout) >= 300, "wait4 no longer inherits the parent's peak: simplify the helper"
+    assert own_mb < 100, f"the CLI's own peak, {own_mb:.0f} MB, includes its parent's"
 
 
 def test_a_huge_body_is_refused_before_it_is_read(sim: Simulator) -> None:

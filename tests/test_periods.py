@@ -155,7 +155,7 @@ def test_as_of_agrees_with_lookup_at_every_instant(scenario: Scenario, engine: E
         for t in (start, finish):
             instants += [t - dt.timedelta(minutes=1), t, t + dt.timedelta(minutes=1)]
         instants.append(start - dt.timedelta(days=2))
-    parsed = [(n, lookup.normalise(n)) for n in N]
+    parsed = [lookup.normalise(n) for n in N]
     for at in instants:
         in_sql = as_of(engine, scenario.sid, at)
         for report in lookup.look_up(engine, parsed, at=at):
@@ -167,6 +167,7 @@ def test_as_of_agrees_with_lookup_at_every_instant(scenario: Scenario, engine: E
                 # The function returns the numbers a stretch says yes or uncertain for; before
                 # a channel's first sweep lookup also says uncertain of numbers it never saw.
                 expected = "no" if answer.stretch is None else str(answer.state)
+                assert report.mobile is not None
                 assert in_sql.get((ch.channel, report.mobile), "no") == expected, (
                     at,
                     ch.channel,

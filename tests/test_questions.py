@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import shutil
 import struct
 import subprocess
 import zlib
@@ -29,7 +28,7 @@ from sync.simulator import Simulator
 from sync.store import Store
 from sync.sweep import Outcome, SweepOptions, sweep_channel
 from sync.vocabulary import Trigger
-from tests.conftest import cli_env, column_comments, invoke, make_client, rows, run_cli
+from tests.conftest import cli_env, column_comments, invoke, make_client, require_tool, rows, run_cli
 from tests.test_bi_views import (  # noqa: F401 - reader is a fixture
     Scenario,
     connect_as,
@@ -106,17 +105,18 @@ def lookup(*args: str, db_url: str) -> tuple[int, str, str]:
 
 
 def lookup_json(*args: str, db_url: str) -> tuple[int, Any, str]:
-    """``lookup ARGS --json``: its exit code, its answer parsed (unless it failed on usage, 2)
-    and its stderr. The answer is a JSON tree: a test indexes it as it expects it to be."""
+    """``lookup ARGS --json``: its exit code, its answer parsed (unless the command as a whole
+    failed, with nothing on stdout) and its stderr. The answer is a JSON tree: a test indexes
+    it as it expects it to be."""
     code, out, err = lookup(*args, "--json", db_url=db_url)
-    return code, json.loads(out) if code < 2 else out, err
+    return code, json.loads(out) if out else out, err
 
 
 def test_lookup_accepts_numbers_as_people_write_them(history: Scenario, pg_url: str) -> None:
     s = history
     code, out, _ = lookup_json("+91 98765 00001", "0091 98765-00001", "919876500001", db_url=pg_url)
     assert code == 0
-    code, national, _ = lookup_json("098765 00001", "--region", "in", db_url=pg_url)
+    code, national, _ = lookup_json("098765 00001", "--country", "in", db_url=pg_url)
     assert code == 0
     answers = out["numbers"] + national["numbers"]
     assert {a["mobile"] for a in answers} == {IN1}
@@ -174,11 +174,108 @@ def test_lookup_exit_codes(history: Scenario, pg_url: str) -> None:
     assert code == 1 and "never seen on any channel swept" in str(out)
     assert lookup(CA, "+919999999999", db_url=pg_url)[0] == 1  # one never seen: 1
     assert lookup(CA, KZ, db_url=pg_url)[0] == 0
-    for garbage in ("hello", "+12", "0091", "98765 43210 --region XX", "+91" + "9" * 5000):
+    for garbage in ("hello", "+12", "0091", "98765 43210 --country XX", "+91" + "9" * 5000):
         code, out, err = lookup(*garbage.split(), db_url=pg_url)
         assert code == 2 and out == ""
         assert len(err.strip().splitlines()) == 1 and err.startswith("blocklist-sync: error: ")
         assert len(err) < 200
+
+
+def test_a_national_number_is_read_in_the_default_country(history: Scenario, pg_url: str) -> None:
+    """Indian support staff write mobiles as ten digits: with the default country set, that is
+    the Indian number, found as stored."""
+    env = cli_env(None, pg_url, BLOCKLIST_SYNC_DEFAULT_COUNTRY="IN")
+    done = invoke("lookup", "98765 00001", "0 98765 00000", "+1 416 555 0123", "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    answers = json.loads(done.stdout)["numbers"]
+    assert [a["mobile"] for a in answers] == [IN1, IN0, CA]  # "+" still means international
+    assert all(a["found"] and a["warning"] is None for a in answers)
+    code, _, _ = lookup("9876500001", "--country", "in", db_url=pg_url)  # the flag, without the variable
+    assert code == 0
+
+
+def test_a_number_not_valid_where_it_was_read_is_never_a_silent_never_seen(
+    history: Scenario, pg_url: str
+) -> None:
+    """Without a country, ten digits are read as an international number, +98 76…: Iran, and
+    not a valid number there. The answer says so and names the reading the sync has seen."""
+    code, out, _ = lookup("9876500001", db_url=pg_url)
+    assert code == 2, "a doubtful reading never seen must not pass for 'not blocklisted' (exit 1)"
+    header, warning = out.splitlines()[:2]
+    assert header == "+9876500001 (IR, +98): never seen on any channel swept"
+    assert warning == (
+        "  warning: 9876500001 read as +9876500001 (Iran) is not a valid number there; "
+        f"did you mean {IN1} (India, --country IN)? the sync has seen it"
+    )
+    # A reading nothing in the tables matches still gets a hint: the readings that are valid.
+    code, answer, _ = lookup_json("9876543219", db_url=pg_url)
+    [number] = answer["numbers"]
+    assert code == 2 and number["exit_code"] == 2 and not number["found"]
+    # Brazil, Germany, India, Mexico, the Philippines, Russia: the countries whose numbers the
+    # tables hold (+91, +7) come first.
+    assert (
+        "not a valid number there; valid readings, none seen by the sync: "
+        "+919876543219 (India, --country IN), +79876543219 (Russia, --country RU), "
+        "+559876543219 (Brazil, --country BR) and 3 more: "
+    ) in number["warning"]
+    # A valid reading that is simply not blocklisted: exit 1, no warning.
+    code, answer, _ = lookup_json("+919876543219", db_url=pg_url)
+    assert code == 1 and answer["numbers"][0]["warning"] is None
+
+
+def test_lookup_region_is_the_old_name_of_country(history: Scenario, pg_url: str) -> None:
+    """--region means the API region everywhere else; on lookup it still reads a country, as
+    scripts written before the rename expect, and says to use --country."""
+    code, out, err = lookup("9876500001", "--region", "IN", db_url=pg_url)
+    assert code == 0 and out.startswith(f"{IN1} (IN, +91): ")
+    assert err == (
+        "blocklist-sync: warning: lookup --region is deprecated, use --country: "
+        "--region means the Kaleyra API region on every other command\n"
+    )
+    code, out, err = lookup("9876500001", "--region", "IN", "--country", "IN", db_url=pg_url)
+    assert (code, out) == (2, "") and err.count("\n") == 1 and "not --region too" in err
+
+
+def test_every_number_the_sync_stores_is_found_as_stored(sim: Simulator, store: Store, pg_url: str) -> None:
+    """Kaleyra lists numbers phonenumbers calls impossible or invalid; the sync stores them, so
+    lookup finds them exactly as stored, and shows them so (not phonenumbers' rewriting)."""
+    odd = ["+1234567", "+8001234", "+999123456789", "+4407911123456"]
+    sim.add("sms", odd)
+    assert sweep_channel(make_client(sim), store, "sms", SweepOptions()).outcome is Outcome.SUCCEEDED
+    code, answer, err = lookup_json(*odd, "+44 07911 123456", db_url=pg_url)
+    assert code == 0, err
+    answers = answer["numbers"]
+    assert [a["mobile"] for a in answers] == [*odd, "+4407911123456"]
+    for a in answers:
+        mine = [c for c in a["channels"] if c["account_sid"] == sim.sid]
+        assert [(c["channel"], c["mobile"], c["blocklisted_now"]) for c in mine] == [
+            ("sms", a["mobile"], True)
+        ]
+    assert [a["warning"] is not None for a in answers] == [True, True, True, False, False]
+    code, out, _ = lookup("+999 123 456 789", db_url=pg_url)
+    assert code == 0 and out.startswith("+999123456789 (no region): blocklisted now\n")
+
+
+def test_each_argument_gets_its_own_answer(history: Scenario, pg_url: str) -> None:
+    """One bad argument does not stop the others; the exit code is the worst of them."""
+    code, out, err = lookup(CA, "hello", "+919999999999", db_url=pg_url)
+    assert code == 2
+    assert [line for line in out.splitlines() if not line.startswith(" ")] == [
+        f"{CA} (CA, +1): blocklisted now",
+        "+919999999999 (IN, +91): never seen on any channel swept",
+    ]
+    assert err == (
+        "blocklist-sync: error: 'hello' cannot be a phone number; write it as +919876543210, "
+        "or give --country for a national number\n"
+    )
+    code, answer, _ = lookup_json(CA, "hello", "+919999999999", db_url=pg_url)
+    assert code == 2
+    assert [(a["input"], a["exit_code"], a["error"] is None) for a in answer["numbers"]] == [
+        (CA, 0, True),
+        ("hello", 2, False),
+        ("+919999999999", 1, True),
+    ]
+    assert lookup(CA, "+919999999999", db_url=pg_url)[0] == 1  # never seen is worse than found
 
 
 def test_lookup_on_sqlite(sim: Simulator, sqlite_store: Store) -> None:
@@ -440,8 +537,10 @@ def test_report_without_the_charting_extra(tmp_path: Path, pg_url: str) -> None:
     assert not (tmp_path / "r.html").exists()
 
 
-def _browser() -> str | None:
-    return next((b for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
+def _browser() -> str:
+    return require_tool(
+        "chromium", "chromium-browser", "google-chrome", install="Debian: apt-get install chromium"
+    )
 
 
 def png_pixels(data: bytes) -> tuple[int, int, list[bytes]]:
@@ -491,8 +590,6 @@ def png_pixels(data: bytes) -> tuple[int, int, list[bytes]]:
 def test_report_renders_in_a_browser(own_database: tuple[str, Scenario], tmp_path: Path) -> None:
     pg_url, _ = own_database
     browser = _browser()
-    if browser is None:
-        pytest.skip("no Chromium: .ci/run installs Debian's chromium package")
     out, shot = tmp_path / "report.html", tmp_path / "report.png"
     assert invoke("report", "--out", str(out), env=cli_env(None, pg_url)).returncode == 0
     subprocess.run(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -26,7 +25,7 @@ from sync.simulator import Simulator
 from sync.store import Store
 from sync.sweep import Outcome
 from sync.telemetry import Metrics
-from tests.conftest import cli_env, entries, invoke, numbers, rows, sweep
+from tests.conftest import cli_env, entries, invoke, numbers, require_tool, rows, sweep
 
 
 def events(engine: Engine, sim: Simulator, channel: str = "sms") -> list[tuple[Any, ...]]:
@@ -250,10 +249,7 @@ def test_a_new_number_skipped_by_drift_gets_a_window_that_holds_its_true_time(
 
 
 def _faketime() -> str:
-    path = shutil.which("faketime")
-    if path is None:
-        pytest.fail("faketime is not installed (Debian package faketime; .ci/run installs it)")
-    return path
+    return require_tool("faketime", install="Debian/Ubuntu: apt-get install faketime")
 
 
 @pytest.mark.slow
@@ -439,7 +435,7 @@ def test_a_sqlite_upgrade_that_meets_a_window_written_by_skewed_hosts_changes_no
 
 
 def _looked_up(engine: Engine, sim: Simulator, mobile: str) -> tuple[str, dict[str, object]]:
-    [report] = lookup.look_up(engine, [(mobile, lookup.normalise(mobile))])
+    [report] = lookup.look_up(engine, [lookup.normalise(mobile)])
     report.channels = [c for c in report.channels if c.account_sid == sim.sid]
     channels = lookup.as_record(report)["channels"]
     assert isinstance(channels, list)

@@ -172,7 +172,7 @@ def timings(engine: Engine, mobile: str) -> dict[str, object]:
     best = float("inf")
     for _ in range(3):
         started = time.monotonic()
-        [report] = look_up(engine, [(mobile, normalise(mobile))])
+        [report] = look_up(engine, [normalise(mobile)])
         best = min(best, time.monotonic() - started)
     out["lookup"] = (round(best, 3), sum(len(ch.intervals) for ch in report.channels))
     return out
