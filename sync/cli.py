@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import click
-from sqlalchemy.engine import make_url
+from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
 from sync import __version__, database, health, output, preflight, redaction
@@ -28,6 +28,7 @@ from sync.guard import GuardLimits
 from sync.kaleyra import KaleyraClient, RetryPolicy
 from sync.run import SHARD_SKIP_IF_SWEPT_WITHIN, client_for, exit_code, sweep_accounts
 from sync.settings import (
+    SCHEMA_SETTING,
     Account,
     AccountSource,
     ConfigError,
@@ -35,6 +36,7 @@ from sync.settings import (
     check_output_file,
     duration_text,
     parse_duration,
+    parse_schema,
     parse_shard,
     quoted,
 )
@@ -149,23 +151,34 @@ def config_errors_exit(command: Callable[..., None]) -> Callable[..., None]:
     return wrapper
 
 
-def open_store(database_url: str | None) -> tuple[Store, str]:
+def open_engine(database_url: str | None, *, own_schema: bool = True) -> tuple[Engine, str]:
+    """The engine for ``database_url`` (or ``DATABASE_URL``) in the schema
+    ``BLOCKLIST_SYNC_SCHEMA`` names, unless ``own_schema`` is false (the demo reads neither
+    setting), and how to name it to the operator: the URL, passwords masked, and the schema."""
     url = database.resolve_database_url(database_url)  # registers its passwords for redaction
-    engine = database.make_engine(url)
+    schema = parse_schema(os.environ.get(SCHEMA_SETTING)) if own_schema else None
+    engine = database.make_engine(url, schema)
+    where = database.describe_url(url)
+    return engine, where if schema is None else f"{where} (schema {schema})"
+
+
+def open_store(database_url: str | None, *, own_schema: bool = True) -> tuple[Store, str]:
+    engine, where = open_engine(database_url, own_schema=own_schema)
     if engine.dialect.name == "sqlite":
         click.echo(
-            f"note: using the embedded SQLite file {make_url(url).database}; "
+            f"note: using the embedded SQLite file {engine.url.database}; "
             "production should set DATABASE_URL to PostgreSQL",
             err=True,
         )
-    return Store(engine), database.describe_url(url)
+    return Store(engine), where
 
 
 database_option = click.option(
     "--database-url",
     envvar="DATABASE_URL",
     show_envvar=True,
-    help=f"SQLAlchemy URL; postgresql:// uses psycopg 3. Default: {database.SQLITE_DEFAULT}.",
+    help=f"SQLAlchemy URL; postgresql:// uses psycopg 3. Default: {database.SQLITE_DEFAULT}. "
+    f"{SCHEMA_SETTING} names the PostgreSQL schema to work in (default public).",
 )
 
 
@@ -575,8 +588,7 @@ def check(source: AccountSource, database_url: str | None, log: LogSettings) -> 
     checks = [
         preflight.Check("configuration", True, f"{len(accounts)} account(s), {pairs} channel(s) to sweep")
     ]
-    url = database.resolve_database_url(database_url)  # registers its passwords for redaction
-    checks += preflight.check_database(database.make_engine(url), database.describe_url(url))
+    checks += preflight.check_database(*open_engine(database_url))
     checks += preflight.check_accounts(accounts, functools.partial(client_for, retry=RetryPolicy(attempts=1)))
     for item in checks:
         click.echo(item.line())
@@ -635,7 +647,7 @@ def demo(database_url: str) -> None:
     from sync.demo import run_demo
 
     configure_logging("text", level=logging.WARNING)  # the demo tells its own story
-    store, where = open_store(database_url)
+    store, where = open_store(database_url, own_schema=False)
     sys.exit(run_demo(store, where, echo=click.echo))
 
 
