@@ -9,6 +9,7 @@ stop cancelled a sweep or left a channel unstarted.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import functools
 import json
 import logging
@@ -24,9 +25,11 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
 from sync import __version__, database, health, output, preflight, redaction
+from sync.files import write_atomically
 from sync.guard import GuardLimits
 from sync.kaleyra import KaleyraClient, RetryPolicy
-from sync.run import SHARD_SKIP_IF_SWEPT_WITHIN, client_for, exit_code, sweep_accounts
+from sync.plan import PLAN_MAX_AGE, Approval, read_plan, write_plan
+from sync.run import SHARD_SKIP_IF_SWEPT_WITHIN, client_for, exit_code, pairs_to_sweep, sweep_accounts
 from sync.settings import (
     SCHEMA_SETTING,
     Account,
@@ -42,7 +45,7 @@ from sync.settings import (
 )
 from sync.stopping import StopRequest, stop_on_signals
 from sync.store import Store
-from sync.sweep import SweepOptions
+from sync.sweep import SweepOptions, SweepResult
 from sync.telemetry import LOG_LEVELS, LogSettings, Metrics, ProgressBars, configure_logging
 from sync.vocabulary import REGIONS, Channel, ExitCode, Trigger
 
@@ -91,7 +94,26 @@ def _one_line_usage_errors() -> Iterator[None]:
     except click.exceptions.NoArgsIsHelpError:  # no command at all: the help is the answer
         raise
     except click.UsageError as exc:
+        if isinstance(exc, click.BadParameter) and exc.param is not None and exc.ctx is not None:
+            # Named as the operator set it: by its variable alone when it came from the
+            # environment, by the flag alone otherwise (click names both, the flag first).
+            exc.param_hint = setting_name(exc.param.name or "", exc.ctx)
         raise OneLineUsageError(exc) from None
+
+
+def setting_name(name: str, ctx: click.Context | None = None) -> str:
+    """How a message names the setting of the parameter ``name``: by its environment variable
+    when the value came from there (the operator set that, not the flag), otherwise by its
+    flag. Called inside a command (or given the command's ``ctx``)."""
+    ctx = ctx or click.get_current_context()
+    param = next((p for p in ctx.command.params if p.name == name), None)
+    if param is None:
+        return name
+    flag = max(param.opts, key=len)
+    envvar = param.envvar if isinstance(param, click.Option) else None
+    if isinstance(envvar, str) and ctx.get_parameter_source(name) is click.core.ParameterSource.ENVIRONMENT:
+        return envvar
+    return flag
 
 
 _WHOLE_NUMBER = re.compile(r"\s*[0-9]+\s*", re.ASCII)
@@ -232,7 +254,9 @@ account_options = _gathered(
             help="Only this configured account (repeatable). Default: every one.",
         ),
     ],
-    lambda only, **flags: AccountSource(only=tuple(only), **flags),
+    lambda only, **flags: AccountSource(
+        only=tuple(only), config_setting=setting_name("config_file"), **flags
+    ),
     "source",
     ("config_file", "sid", "api_key_file", "base_url", "region", "only"),
 )
@@ -274,7 +298,7 @@ tuning_options = _gathered(
         ),
     ],
     lambda sweep_timeout, **values: Tuning(
-        sweep_timeout=parse_duration(sweep_timeout, "--sweep-timeout (BLOCKLIST_SYNC_SWEEP_TIMEOUT)"),
+        sweep_timeout=parse_duration(sweep_timeout, setting_name("sweep_timeout")),
         **values,
     ),
     "tuning",
@@ -363,7 +387,7 @@ def prepare(
     configured = source.load(os.environ)  # registers every key for redaction as it reads it
     accounts = source.selected(configured)
     if metrics_file:
-        check_output_file(metrics_file, METRICS_FILE_SETTING)
+        check_output_file(metrics_file, setting_name("metrics_file"))
     store, _ = open_store(database_url)
     database.require_current_schema(store.engine)
     return Prepared(configured, accounts, store)
@@ -371,9 +395,6 @@ def prepare(
 
 def client_maker(tuning: Tuning) -> Callable[[Account], KaleyraClient]:
     return functools.partial(client_for, tuning=tuning)
-
-
-METRICS_FILE_SETTING = "--metrics-file (BLOCKLIST_SYNC_METRICS_FILE)"
 
 
 def write_metrics_file(metrics: Metrics, path: str) -> None:
@@ -433,7 +454,50 @@ def migrate(database_url: str | None) -> None:
 @click.option(
     "--dry-run", is_flag=True, help="Print the additions and removals it would make; apply nothing."
 )
-@click.option("--force", is_flag=True, help="Apply even what the safety guard would hold.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Apply even what the safety guard would hold: what --expect-removed/--expect-added "
+    "or --plan approve, or (alone) whatever this sweep finds.",
+)
+@click.option(
+    "--plan-out",
+    metavar="FILE",
+    help="With --dry-run: save the plan (per account and channel: counts and a digest of the "
+    "numbers, no secret) for `run --force --plan FILE`.",
+)
+@click.option(
+    "--plan",
+    "plan_file",
+    metavar="FILE",
+    help="With --force: apply only what this plan (from --dry-run --plan-out) shows; a sweep "
+    "that differs is held (exit 3).",
+)
+@click.option(
+    "--plan-max-age",
+    default=duration_text(PLAN_MAX_AGE),
+    show_default=True,
+    metavar="DURATION",
+    help="An older --plan is refused.",
+)
+@click.option(
+    "--expect-removed",
+    type=WholeNumber(0),
+    metavar="N",
+    help="With --force, for one account and channel: apply only a sweep removing exactly N numbers.",
+)
+@click.option(
+    "--expect-added",
+    type=WholeNumber(0),
+    metavar="N",
+    help="With --force, for one account and channel: apply only a sweep adding exactly N numbers.",
+)
+@click.option(
+    "--summary-json",
+    metavar="FILE",
+    help="Write the run's results as JSON (one object per account and channel, and the exit "
+    "code) to FILE, atomically; - for stdout (the result lines then go to stderr).",
+)
 @click.option(
     "--trigger",
     type=click.Choice([t.value for t in Trigger]),
@@ -455,7 +519,8 @@ def migrate(database_url: str | None) -> None:
     show_envvar=True,
     metavar="DURATION",
     help="Skip a channel whose last sweep, by any process, started less than this "
-    f"long ago (e.g. 30m). Default: never; with --shard, {duration_text(SHARD_SKIP_IF_SWEPT_WITHIN)}.",
+    f"long ago (e.g. 30m); 0 turns it off. Default: never; with --shard, "
+    f"{duration_text(SHARD_SKIP_IF_SWEPT_WITHIN)}.",
 )
 @tuning_options
 @guard_options
@@ -472,6 +537,12 @@ def run(
     channels: tuple[str, ...],
     dry_run: bool,
     force: bool,
+    plan_out: str | None,
+    plan_file: str | None,
+    plan_max_age: str,
+    expect_removed: int | None,
+    expect_added: int | None,
+    summary_json: str | None,
     trigger: str,
     shard: str | None,
     skip_if_swept_within: str | None,
@@ -482,27 +553,45 @@ def run(
 ) -> None:
     """Sweep every configured account and channel once and record what changed."""
     # Every setting is checked before the database is touched: a bad one applies nothing.
-    share = parse_shard(shard, os.environ) if shard else None
+    share = parse_shard(shard, os.environ, setting_name("shard")) if shard else None
     skip_within = (
-        parse_duration(skip_if_swept_within, "--skip-if-swept-within (BLOCKLIST_SYNC_SKIP_IF_SWEPT_WITHIN)")
+        parse_duration(skip_if_swept_within, setting_name("skip_if_swept_within"), zero_is_off=True)
         if skip_if_swept_within
         else None
     )
+    review = _review_settings(dry_run, force, plan_out, plan_file, plan_max_age, expect_removed, expect_added)
+    if summary_json and summary_json != "-":
+        check_output_file(summary_json, "--summary-json")
+        with contextlib.suppress(FileNotFoundError):  # a file left after this run is this run's
+            os.unlink(summary_json)
     ready = prepare(source, database_url, log, metrics_file)
+    started_at = ready.store.now()
+    approvals = review.approvals(pairs_to_sweep(ready.accounts, channels or None, share), started_at)
     options = SweepOptions(
         trigger=Trigger(trigger),
         dry_run=dry_run,
-        force=force,
+        # A plan is made to be forced: its dry run checks removals as --force would.
+        force=force or bool(plan_out),
         guard=guard,
         timeout=tuning.sweep_timeout,
         skip_if_swept_within=skip_within,
+        make_plan=bool(plan_out),
+        approvals=approvals,
     )
+    if force and not dry_run and approvals is None:
+        click.echo(
+            "warning: --force alone approves blind: it applies whatever this sweep finds, which "
+            "may differ from what --dry-run showed; approve what you reviewed with "
+            "--dry-run --plan-out FILE, then --force --plan FILE (or --expect-removed N)",
+            err=True,
+        )
+    to_stderr = summary_json == "-"  # stdout carries the JSON alone
     stop = StopRequest()
     stop_on_signals(stop)
     bars = ProgressBars()
 
     def print_change(account_sid: str, channel: str, change: str, mobile: str) -> None:
-        click.echo(output.change_line(account_sid, channel, change, mobile))
+        click.echo(output.change_line(account_sid, channel, change, mobile), err=to_stderr)
 
     try:
         results = sweep_accounts(
@@ -523,12 +612,127 @@ def run(
     finally:
         bars.close()
     if share and not results:
-        click.echo(output.no_pairs_line(share))
+        click.echo(output.no_pairs_line(share), err=to_stderr)
     for result in results:
-        click.echo(output.summary_line(result))
+        click.echo(output.summary_line(result), err=to_stderr)
+    if plan_out:
+        save_plan(plan_out, results, started_at, to_stderr)
     if metrics_file:
         write_metrics_file(configured_metrics(ready.store, ready.configured), metrics_file)
-    sys.exit(exit_code(results, stop))
+    code = exit_code(results, stop)
+    if summary_json:
+        write_summary(summary_json, ready.store, results, code, started_at, dry_run=dry_run, forced=force)
+    sys.exit(code)
+
+
+@dataclass(frozen=True)
+class ReviewSettings:
+    """What ``run --force`` was approved to apply: counts for one channel, or a saved plan."""
+
+    expect_added: int | None = None
+    expect_removed: int | None = None
+    plan_file: str | None = None
+    plan_max_age: float = PLAN_MAX_AGE
+
+    def approvals(
+        self, pairs: list[tuple[Account, tuple[str, ...]]], now: dt.datetime
+    ) -> dict[tuple[str, str], Approval] | None:
+        """Per (account, channel) this run sweeps, what it may apply; None for no approval
+        (a plain --force, or no --force at all). Refused in one line when the approval cannot
+        cover the run: counts for several channels, a plan for others, a stale plan."""
+        swept = [(account.sid, channel) for account, channels in pairs for channel in channels]
+        if self.plan_file:
+            return read_plan(self.plan_file).approvals(swept, now, self.plan_max_age)
+        if self.expect_added is None and self.expect_removed is None:
+            return None
+        said = " and ".join(
+            f"--expect-{change} {count}"
+            for change, count in (("removed", self.expect_removed), ("added", self.expect_added))
+            if count is not None
+        )
+        if len(swept) != 1:
+            names = ", ".join(f"{sid} {channel}" for sid, channel in swept[:4]) or "none"
+            raise UsageError(
+                f"{said} approves the sweep of one account and channel, and this run sweeps "
+                f"{len(swept)} ({names}); name one with --account SID --channel C"
+            )
+        return {swept[0]: Approval(source=said, added=self.expect_added, removed=self.expect_removed)}
+
+
+def _review_settings(
+    dry_run: bool,
+    force: bool,
+    plan_out: str | None,
+    plan_file: str | None,
+    plan_max_age: str,
+    expect_removed: int | None,
+    expect_added: int | None,
+) -> ReviewSettings:
+    """The flags of a reviewed force, checked together before anything is touched."""
+    expecting = expect_removed is not None or expect_added is not None
+    if plan_out and not dry_run:
+        raise UsageError("--plan-out saves a dry run's plan; add --dry-run")
+    if (plan_file or expecting) and (dry_run or not force):
+        raise UsageError(
+            "--plan, --expect-removed and --expect-added say what --force may apply; use them "
+            "with --force, without --dry-run"
+        )
+    if plan_file and expecting:
+        raise UsageError("give --plan or --expect-removed/--expect-added, not both")
+    if plan_out:
+        check_output_file(plan_out, "--plan-out")
+    if plan_file:
+        read_plan(plan_file)  # a file that is no plan stops the run before the database is touched
+    return ReviewSettings(
+        expect_added=expect_added,
+        expect_removed=expect_removed,
+        plan_file=plan_file,
+        plan_max_age=parse_duration(plan_max_age, "--plan-max-age"),
+    )
+
+
+def save_plan(path: str, results: list[SweepResult], made_at: dt.datetime, to_stderr: bool) -> None:
+    """Save the dry run's plan; say what it covers and what it left out (a channel whose dry
+    run failed, held by a lock, or skipped is in no plan, so --force --plan refuses it)."""
+    plans = [r.plan for r in results if r.plan is not None]
+    try:
+        write_plan(path, plans, made_at)
+    except OSError as exc:
+        raise ConfigError(f"--plan-out: cannot write {path} ({exc.strerror}); choose another path") from None
+    for plan in plans:
+        click.echo(output.plan_line(plan), err=to_stderr)
+    left_out = [f"{r.account_sid} {r.channel}" for r in results if r.plan is None]
+    note = f"; not in it (no dry run finished): {', '.join(left_out)}" if left_out else ""
+    click.echo(
+        f"plan saved to {path}: {len(plans)} channel(s){note}; apply it with "
+        f"`blocklist-sync run --force --plan {path}` (same --account/--channel)",
+        err=to_stderr,
+    )
+
+
+def write_summary(
+    path: str,
+    store: Store,
+    results: list[SweepResult],
+    code: int,
+    started_at: dt.datetime,
+    *,
+    dry_run: bool,
+    forced: bool,
+) -> None:
+    """``--summary-json``: to stdout, or atomically to a file (checked writable at start; a
+    failure now is one line on stderr, and the sweeps' exit code stands)."""
+    windows = {r.run_id: store.run_window(r.run_id) for r in results if r.run_id is not None}
+    document = output.run_summary(
+        results, windows, code, started_at=started_at, finished_at=store.now(), dry_run=dry_run, forced=forced
+    )
+    if path == "-":
+        click.echo(document)
+        return
+    try:
+        write_atomically(path, document + "\n")
+    except OSError as exc:
+        click.echo(f"warning: --summary-json: cannot write {path} ({exc.strerror})", err=True)
 
 
 @cli.command()
@@ -749,8 +953,8 @@ def schedule(
         except (OSError, UnicodeError) as exc:  # UnicodeError: a host name label over 63 characters
             why = exc.strerror if isinstance(exc, OSError) else "not a host name"
             raise ConfigError(
-                f"--metrics-address {quoted(metrics_address)} --metrics-port "
-                f"{metrics_port}: cannot listen ({why}); pick a free "
+                f"{setting_name('metrics_address')} {quoted(metrics_address)} "
+                f"{setting_name('metrics_port')} {metrics_port}: cannot listen ({why}); pick a free "
                 "port or an address of this host"
             ) from None
     scheduler.run_scheduler(
@@ -773,10 +977,21 @@ def schedule(
     metavar="CC",
     help="ISO 3166 region for national numbers (e.g. IN for 98765 43210).",
 )
+@click.option(
+    "--at",
+    "instant",
+    metavar="TIME",
+    help="Also say whether each number was blocklisted at this instant (ISO 8601 with a zone, "
+    "e.g. 2026-12-03T09:00+05:30): yes, no or uncertain, with the runs that prove it.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @config_errors_exit
 def lookup(
-    database_url: str | None, numbers: tuple[str, ...], default_region: str | None, as_json: bool
+    database_url: str | None,
+    numbers: tuple[str, ...],
+    default_region: str | None,
+    instant: str | None,
+    as_json: bool,
 ) -> None:
     """Is each NUMBER blocklisted, on which account and channel, and since when.
 
@@ -788,11 +1003,12 @@ def lookup(
 
     try:
         parsed = [(raw, lookups.normalise(raw, default_region)) for raw in numbers]
+        at = None if instant is None else lookups.parse_instant(instant)
     except lookups.UnreadableNumber as exc:
         raise UsageError(str(exc)) from None
     store, _ = open_store(database_url)
     database.require_current_schema(store.engine)
-    reports = lookups.look_up(store.engine, parsed)
+    reports = lookups.look_up(store.engine, parsed, at=at)
     if as_json:
         click.echo(json.dumps({"numbers": [lookups.as_record(r) for r in reports]}, indent=2))
     else:

@@ -25,6 +25,7 @@ from sync.kaleyra import (
     TransportError,
     UnreachableError,
 )
+from sync.plan import ChannelPlan
 from sync.settings import Shard
 from sync.store import ChannelStatus
 from sync.sweep import DeadlinePassed, SweepResult
@@ -35,6 +36,8 @@ __all__ = [
     "advice_for",
     "change_line",
     "no_pairs_line",
+    "plan_line",
+    "run_summary",
     "status_json",
     "status_record",
     "status_table",
@@ -97,7 +100,8 @@ def summary_line(result: SweepResult) -> str:
         where = f"--account {result.account_sid} --channel {result.channel}"
         return (
             f"{line}\n  {result.message}\n  review it with `blocklist-sync run --dry-run "
-            f"{where}`, apply it with `blocklist-sync run --force {where}`"
+            f"{where} --plan-out plan.json`, apply what you reviewed with "
+            f"`blocklist-sync run --force {where} --plan plan.json`"
         )
     advice = advice_for(result.error_type)
     if advice:
@@ -108,6 +112,76 @@ def summary_line(result: SweepResult) -> str:
 def change_line(account_sid: str, channel: str, change: str, mobile: str) -> str:
     """One change a dry run would make, tab-separated for scripts."""
     return f"would-be-{change}\t{account_sid}\t{channel}\t{mobile}"
+
+
+def plan_line(plan: ChannelPlan) -> str:
+    """A dry run's plan for one channel, for the human who reviews it."""
+    line = (
+        f"plan {plan.account_sid} {plan.channel}: +{plan.added} -{plan.removed}, "
+        f"{plan.unconfirmed} unconfirmed (kept)"
+    )
+    return f"{line}, would be held: {plan.held}" if plan.held else line
+
+
+Window = tuple[dt.datetime | None, dt.datetime | None]  # (not_before, detected_at)
+
+
+def run_summary(
+    results: list[SweepResult],
+    windows: dict[int, Window],
+    exit_code: int,
+    *,
+    started_at: dt.datetime,
+    finished_at: dt.datetime,
+    dry_run: bool,
+    forced: bool,
+) -> str:
+    """``run --summary-json``: one object per account and channel and the run's exit code, for
+    orchestrators (as dbt's ``run_results.json``). Field names are stable: new ones may be
+    added, none renamed or removed (README, "A run summary for orchestrators")."""
+
+    def iso(t: dt.datetime | None) -> str | None:
+        return t.isoformat() if t else None
+
+    def record(result: SweepResult) -> dict[str, Any]:
+        diff = result.diff
+        not_before, detected_at = windows.get(result.run_id, (None, None)) if result.run_id else (None, None)
+        return {
+            "account_sid": result.account_sid,
+            "channel": result.channel,
+            "status": result.outcome.label,
+            "exit_code": int(result.exit_code),
+            "run_id": result.run_id,
+            "counts": {
+                "entries": diff.seen if diff else None,
+                "listed": diff.listed if diff else None,
+                "added": diff.added if diff else None,
+                "removed": diff.removed if diff else None,
+                "unconfirmed": diff.unconfirmed if diff else None,
+                "rejected": diff.rejected if diff else None,
+                "pages": result.pages,
+            },
+            "window": {"not_before": iso(not_before), "detected_at": iso(detected_at)},
+            "reason": result.message,
+            "seconds": round(result.seconds, 3),
+        }
+
+    return json.dumps(
+        {
+            "format": SUMMARY_FORMAT,
+            "command": "run",
+            "dry_run": dry_run,
+            "forced": forced,
+            "started_at": iso(started_at),
+            "finished_at": iso(finished_at),
+            "exit_code": exit_code,
+            "results": [record(r) for r in results],
+        },
+        separators=(",", ":"),  # one line: the last line of stdout is the summary (Airflow's XCom)
+    )
+
+
+SUMMARY_FORMAT = "blocklist-sync-run-summary/1"
 
 
 def no_pairs_line(shard: Shard) -> str:

@@ -140,14 +140,24 @@ def run_scheduler(
     options = replace(options, trigger=Trigger.SCHEDULED, skip_if_swept_within=period_seconds(trigger) / 2)
 
     running: set[threading.Thread] = set()
+    # ``--run-now``: each account's first tick is the operator's request to sweep now. The
+    # replicas' skip (half a period) would skip it whenever the channel was swept in the last
+    # half period (a `run` by hand, a restart), which is exactly when an operator restarts the
+    # service to see a sweep. So that tick sweeps whatever the last sweep's age; a sweep in
+    # progress elsewhere still holds the lock, and the result line says so.
+    run_now_pending = {account.sid for account in accounts} if run_now else set()
 
     def tick(account: Account) -> None:
         running.add(threading.current_thread())
+        now = account.sid in run_now_pending
+        run_now_pending.discard(account.sid)  # one job per account, never two at once
+        if now:
+            log.info("--run-now: sweeping account %s now, however recently it was swept", account.sid)
         try:
             sweep_accounts(
                 [account],
                 store,
-                options,
+                replace(options, skip_if_swept_within=None) if now else options,
                 make_client,
                 stop=stop,
             )

@@ -17,8 +17,11 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     Table,
     Text,
+    column,
+    table,
     text,
 )
 
@@ -29,6 +32,7 @@ __all__ = [
     "blocklist_channel_types",
     "blocklist_entries",
     "blocklist_events",
+    "blocklist_periods",
     "metadata",
     "phone_prefixes",
     "sync_runs",
@@ -142,45 +146,126 @@ sync_runs = Table(
     comment="One row per sweep of one account and channel.",
 )
 
-blocklist_entries = Table(
-    "blocklist_entries",
+blocklist_periods = Table(
+    "blocklist_periods",
     metadata,
-    Column("account_sid", Key, primary_key=True, comment="Kaleyra account SID."),
-    Column("channel", Key, primary_key=True, comment="Channel the number is blocklisted on."),
+    Column("account_sid", Key, nullable=False, comment="Kaleyra account SID."),
+    Column(
+        "channel", Key, nullable=False, comment=f"Channel the number was blocklisted on: {in_words(Channel)}."
+    ),
     Column(
         "mobile",
         Key,
-        primary_key=True,
+        nullable=False,
         comment="Number in canonical E.164: + then 7 to 15 digits, no spaces or separators.",
     ),
-    Column("channel_type", Text, comment="Kaleyra's channel_type for the row, opaque, as first seen."),
+    Column(
+        "channel_type",
+        Text,
+        comment="Kaleyra's channel_type for the row, opaque, as first seen. NULL for stretches "
+        "that ended before migration 0009 (the events never recorded it).",
+    ),
     Column(
         "added_at",
         UtcTime,
         nullable=False,
-        comment="detected_at of the added event that began this stretch (UTC).",
+        comment="detected_at of the addition: when the sweep that first saw the number listed "
+        "committed (UTC). Listed from no later than this.",
     ),
-    # No foreign key (migration 0006): it cost seconds per million rows written, and the run
-    # row is always written in the same transaction.
-    Column("added_run_id", Id, nullable=False, comment="Run that detected the addition."),
+    Column(
+        "added_not_before",
+        UtcTime,
+        comment="not_before of the addition: the number was added after this (UTC). NULL for the "
+        "initial load (initial_load): blocklisted before the sync began, since when is unknown.",
+    ),
+    Column(
+        "removed_at",
+        UtcTime,
+        comment="detected_at of the removal: when the sweep that first proved the number gone "
+        "committed (UTC). NULL while the number is still blocklisted (an open stretch).",
+    ),
+    Column(
+        "removed_not_before",
+        UtcTime,
+        comment="not_before of the removal: start of the last sweep that showed the number listed "
+        "(UTC); the removal happened after this and no later than removed_at.",
+    ),
+    Column(
+        "initial_load",
+        Boolean,
+        nullable=False,
+        comment="True for stretches opened by a channel's first succeeded sweep: blocklisted "
+        "before the sync began, not added then.",
+    ),
+    # No foreign keys (migration 0006): the run row is always written in the same transaction.
+    Column("added_run_id", Id, nullable=False, comment="sync_runs.id of the run that detected the addition."),
+    Column(
+        "removed_run_id",
+        Id,
+        comment="sync_runs.id of the run that detected the removal; NULL while open.",
+    ),
     Column(
         "proven_present_at",
         UtcTime,
-        comment="NULL when the last succeeded sweep showed the number blocklisted. Otherwise "
-        "that sweep could not prove it either way (see sync_runs.unconfirmed) and this is the "
-        "start of the last sweep that did: a removal found later happened after this.",
+        comment="Open stretches only: NULL when the last succeeded sweep showed the number. "
+        "Otherwise that sweep could not prove it either way (sync_runs.unconfirmed) and this is "
+        "the start of the last sweep that did: listed for certain until then.",
     ),
-    Index("ix_blocklist_entries_mobile", "mobile"),
+    # Number first: a look-up or an as-of question of one number reads a few index pages.
+    PrimaryKeyConstraint("mobile", "account_sid", "channel", "added_run_id"),
+    # One open stretch per number, and the sweep's comparison and counts read the open ones.
+    Index(
+        "ux_blocklist_periods_open",
+        "account_sid",
+        "channel",
+        "mobile",
+        unique=True,
+        postgresql_where=text("removed_at IS NULL"),
+        sqlite_where=text("removed_at IS NULL"),
+    ),
+    # "What changed on these days", by time; partial, so a first load writes no entry in either.
+    Index(
+        "ix_blocklist_periods_added",
+        "account_sid",
+        "channel",
+        "added_at",
+        postgresql_where=text("NOT initial_load"),
+        sqlite_where=text("NOT initial_load"),
+    ),
+    Index(
+        "ix_blocklist_periods_removed",
+        "account_sid",
+        "channel",
+        "removed_at",
+        postgresql_where=text("removed_at IS NOT NULL"),
+        sqlite_where=text("removed_at IS NOT NULL"),
+    ),
     # Only the few numbers a sweep could not prove are indexed: clearing them costs nothing
     # on a sweep where every number was proven.
     Index(
-        "ix_blocklist_entries_unproven",
+        "ix_blocklist_periods_unproven",
         "account_sid",
         "channel",
         postgresql_where=text("proven_present_at IS NOT NULL"),
         sqlite_where=text("proven_present_at IS NOT NULL"),
     ),
-    comment="The current blocklist: one row per number blocklisted now, per account and channel.",
+    comment="History as stretches: one row per account, channel, number and stretch of being "
+    "blocklisted, with honest bounds on both ends. The open rows (removed_at IS NULL) are the "
+    "current blocklist (the view blocklist_entries). Written by every sweep in the same "
+    "transaction as its events.",
+)
+
+# A view since migration 0009 (the open stretches): described here for reading only, outside
+# the metadata, so `alembic check` does not look for a table.
+blocklist_entries = table(
+    "blocklist_entries",
+    column("account_sid", Key),
+    column("channel", Key),
+    column("mobile", Key),
+    column("channel_type", Text),
+    column("added_at", UtcTime),
+    column("added_run_id", Id),
+    column("proven_present_at", UtcTime),
 )
 
 blocklist_events = Table(
@@ -220,10 +305,9 @@ blocklist_events = Table(
     # Both ends come from the database's clock (migration 0008): a window that ends before it
     # begins is a clock fault, never history.
     CheckConstraint("not_before IS NULL OR not_before <= detected_at", name="window"),
-    Index("ix_blocklist_events_account_channel_detected", "account_sid", "channel", "detected_at"),
-    Index("ix_blocklist_events_mobile", "mobile", "detected_at"),
-    # PostgreSQL only (migration 0005): an account's events by the UTC day the BI views use.
-    Index("ix_blocklist_events_account_day", "account_sid", text("((detected_at AT TIME ZONE 'UTC')::date)")),
+    # The log is read by time ("what changed in a period"): on PostgreSQL a BRIN index, a few
+    # pages for the whole append-only log (migration 0009); SQLite keeps a B-tree.
+    Index("ix_blocklist_events_detected", "detected_at", postgresql_using="brin"),
     comment="Append-only history of additions and removals; never updated or deleted.",
 )
 

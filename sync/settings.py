@@ -37,11 +37,13 @@ __all__ = [
     "parse_schema",
     "parse_shard",
     "quoted",
+    "read_regular_file",
     "select_accounts",
     "with_overrides",
 ]
 
 CHANNELS: tuple[str, ...] = tuple(c.value for c in Channel)
+_CONFIG_SETTING = "--config / BLOCKLIST_SYNC_CONFIG"
 DEFAULT_BASE_URL = "https://api.kaleyra.io/v1"
 _SID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # Printable ASCII, no space: anything else is a second line of a key file, a pasted quote or
@@ -82,7 +84,7 @@ def _file_kind(mode: int) -> str | None:
     return next((name for is_kind, name in kinds if is_kind(mode)), "not a regular file")
 
 
-def _read_regular_file(path: str, setting: str, limit: int, holding: str) -> bytes:
+def read_regular_file(path: str, setting: str, limit: int, holding: str) -> bytes:
     """The bytes of ``path``, refused unless it is a regular file of at most ``limit`` bytes.
 
     Opened without blocking and judged by ``fstat`` of what was opened (a symlink, as systemd
@@ -146,6 +148,8 @@ class AccountSource:
     base_url: str | None = None
     region: str | None = None
     only: tuple[str, ...] = ()
+    # How messages name the config file's setting: by the flag or the variable that set it.
+    config_setting: str = "--config / BLOCKLIST_SYNC_CONFIG"
 
     def is_configured(self, env: Mapping[str, str]) -> bool:
         """Whether any account is configured at all (a config file or ``KALEYRA_SID``)."""
@@ -161,7 +165,17 @@ class AccountSource:
         merged = with_overrides(
             env, sid=self.sid, api_key_file=self.api_key_file, base_url=self.base_url, region=self.region
         )
-        return load_accounts(self.config_file, merged, need_keys=need_keys)
+        # A value a flag gave is named by the flag, one from the environment by its variable.
+        flags = {
+            "KALEYRA_SID": (self.sid, "--sid"),
+            "KALEYRA_API_KEY_FILE": (self.api_key_file, "--api-key-file"),
+            "KALEYRA_BASE_URL": (self.base_url, "--base-url"),
+            "KALEYRA_REGION": (self.region, "--region"),
+        }
+        names = {variable: flag for variable, (given, flag) in flags.items() if given}
+        return load_accounts(
+            self.config_file, merged, need_keys=need_keys, names=names, config_setting=self.config_setting
+        )
 
     def selected(self, accounts: list[Account]) -> list[Account]:
         return select_accounts(accounts, self.only)
@@ -221,7 +235,7 @@ def _read_at_most(fd: int, size: int) -> bytes:
 
 
 def _read_key_file(path: str, setting: str) -> str:
-    data = _read_regular_file(path, setting, MAX_KEY_FILE_BYTES, "the Kaleyra API key alone")
+    data = read_regular_file(path, setting, MAX_KEY_FILE_BYTES, "the Kaleyra API key alone")
     key = data.decode(errors="replace")  # what is not UTF-8 fails the key's own check, unprinted
     register_secret(key)
     if not key.strip():
@@ -258,13 +272,18 @@ def _check_key(key: object, setting: str) -> str:
     return text
 
 
-_KEY_FILE_SETTING = "KALEYRA_API_KEY_FILE / --api-key-file"  # the flag overrides the variable
-
-
-def account_from_env(env: Mapping[str, str], *, need_key: bool = True) -> Account:
+def account_from_env(
+    env: Mapping[str, str], *, need_key: bool = True, names: Mapping[str, str] | None = None
+) -> Account:
     """The single account configured by ``KALEYRA_*`` environment variables; without
-    ``need_key`` (``status`` reads only the database) the key is neither read nor required."""
-    sid = _check_sid(env.get("KALEYRA_SID"), "KALEYRA_SID")
+    ``need_key`` (``status`` reads only the database) the key is neither read nor required.
+    ``names``: the flag that set a variable's value (``--sid`` for ``KALEYRA_SID``), so that a
+    message names what the operator actually typed; a variable not in it is named as itself."""
+
+    def named(variable: str) -> str:
+        return (names or {}).get(variable, variable)
+
+    sid = _check_sid(env.get("KALEYRA_SID"), named("KALEYRA_SID"))
     channels = parse_channels(env.get("KALEYRA_CHANNELS") or ",".join(CHANNELS))
     if not need_key:
         return Account(sid=sid, api_key="", channels=channels)
@@ -273,19 +292,21 @@ def account_from_env(env: Mapping[str, str], *, need_key: bool = True) -> Accoun
     if key and key_file:
         raise ConfigError("set KALEYRA_API_KEY or KALEYRA_API_KEY_FILE, not both")
     if key_file:
-        key = _read_key_file(key_file, _KEY_FILE_SETTING)
+        key = _read_key_file(key_file, named("KALEYRA_API_KEY_FILE"))
     if not key:
         raise ConfigError(
             "KALEYRA_API_KEY is not set; set it, or KALEYRA_API_KEY_FILE to a file holding the key"
         )
-    key = _check_key(key, _KEY_FILE_SETTING if key_file else "KALEYRA_API_KEY")
-    base_url = resolve_base_url(
-        env.get("KALEYRA_BASE_URL"), env.get("KALEYRA_REGION"), "KALEYRA_BASE_URL/KALEYRA_REGION"
-    )
+    key = _check_key(key, named("KALEYRA_API_KEY_FILE") if key_file else "KALEYRA_API_KEY")
+    base_url, region = env.get("KALEYRA_BASE_URL"), env.get("KALEYRA_REGION")
+    where = [named(v) for v, value in (("KALEYRA_BASE_URL", base_url), ("KALEYRA_REGION", region)) if value]
+    base_url = resolve_base_url(base_url, region, "/".join(where) or "KALEYRA_BASE_URL")
     return Account(sid=sid, api_key=key, base_url=base_url, channels=channels)
 
 
-def accounts_from_toml(path: Path, env: Mapping[str, str], *, need_keys: bool = True) -> list[Account]:
+def accounts_from_toml(
+    path: Path, env: Mapping[str, str], *, need_keys: bool = True, setting: str = _CONFIG_SETTING
+) -> list[Account]:
     """Accounts from a config file::
 
     [[accounts]]
@@ -296,7 +317,7 @@ def accounts_from_toml(path: Path, env: Mapping[str, str], *, need_keys: bool = 
     """
     accounts = [
         _account_from_table(table, f"{path} account {i}", env, need_keys=need_keys)
-        for i, table in enumerate(_account_tables(_read_toml(path), path), start=1)
+        for i, table in enumerate(_account_tables(_read_toml(path, setting), path), start=1)
     ]
     sids = [a.sid for a in accounts]
     if len(set(sids)) != len(sids):
@@ -304,17 +325,16 @@ def accounts_from_toml(path: Path, env: Mapping[str, str], *, need_keys: bool = 
     return accounts
 
 
-_CONFIG_SETTING = "--config / BLOCKLIST_SYNC_CONFIG"
 _ACCOUNT_KEYS = ("sid", "api_key", "api_key_file", "api_key_env", "base_url", "region", "channels")
 
 
-def _read_toml(path: Path) -> dict[str, object]:
+def _read_toml(path: Path, setting: str) -> dict[str, object]:
     """The parsed config file; whatever is wrong with it, one line naming the file.
 
     tomllib raises more than its own error: ``RecursionError`` for brackets nested a few
     thousand deep, ``ValueError`` for an integer longer than Python converts.
     """
-    data = _read_regular_file(str(path), _CONFIG_SETTING, MAX_CONFIG_FILE_BYTES, "[[accounts]] tables")
+    data = read_regular_file(str(path), setting, MAX_CONFIG_FILE_BYTES, "[[accounts]] tables")
     try:
         text = data.decode()
     except UnicodeDecodeError as exc:
@@ -449,15 +469,20 @@ def with_overrides(
 
 
 def load_accounts(
-    config: str | None, env: Mapping[str, str] | None = None, *, need_keys: bool = True
+    config: str | None,
+    env: Mapping[str, str] | None = None,
+    *,
+    need_keys: bool = True,
+    names: Mapping[str, str] | None = None,
+    config_setting: str = _CONFIG_SETTING,
 ) -> list[Account]:
     """The accounts to sweep: from the ``config`` file when given (the CLI reads
     ``BLOCKLIST_SYNC_CONFIG`` into it, in that one place), otherwise the one account in the
     ``KALEYRA_*`` environment variables."""
     env = os.environ if env is None else env
     if config:
-        return accounts_from_toml(Path(config), env, need_keys=need_keys)
-    return [account_from_env(env, need_key=need_keys)]
+        return accounts_from_toml(Path(config), env, need_keys=need_keys, setting=config_setting)
+    return [account_from_env(env, need_key=need_keys, names=names)]
 
 
 def select_accounts(accounts: list[Account], sids: Sequence[str]) -> list[Account]:
@@ -537,16 +562,25 @@ def _job_completion_index(env: Mapping[str, str], setting: str) -> str:
 
 _DURATION = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([smhd])\s*", re.ASCII)
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_ZERO = re.compile(r"\s*0+(?:\.0+)?\s*[smhd]?\s*", re.ASCII)
 # Longer than any sensible timeout, interval or age, and short enough for every consumer:
 # APScheduler's interval and datetime arithmetic overflow long before a 400-digit number.
 MAX_DURATION_SECONDS = 366 * 86400
 
 
-def parse_duration(value: str, setting: str) -> float:
-    """``90s``, ``30m``, ``2h``, ``1d`` as seconds: more than zero, at most 366 days."""
+def parse_duration(value: str, setting: str, *, zero_is_off: bool = False) -> float:
+    """``90s``, ``30m``, ``2h``, ``1d`` as seconds: more than zero, at most 366 days.
+
+    With ``zero_is_off`` (a setting whose zero means "off", such as a skip window), ``0`` or
+    ``0s`` is accepted and returned as 0: the only way to turn off a default that is on."""
+    if zero_is_off and _ZERO.fullmatch(value):
+        return 0.0
     match = _DURATION.fullmatch(value)
     if not match:
-        raise ConfigError(f"{setting}: {quoted(value)} is not a duration; write it like 90s, 30m, 2h or 1d")
+        off = "; 0 turns it off" if zero_is_off else ""
+        raise ConfigError(
+            f"{setting}: {quoted(value)} is not a duration; write it like 90s, 30m, 2h or 1d{off}"
+        )
     seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]  # inf for 400 digits, never an error
     if not 0 < seconds <= MAX_DURATION_SECONDS:
         raise ConfigError(

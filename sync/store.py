@@ -183,6 +183,37 @@ class Store:
             for r in rows
         ]
 
+    def run_window(self, run_id: int) -> tuple[dt.datetime | None, dt.datetime | None]:
+        """(``not_before``, ``detected_at``) of a run, for the run summary: what it found
+        changed after ``not_before`` (the start of the channel's last succeeded sweep before it
+        with a complete listing, as its additions' events record; None for an initial load) and
+        no later than ``detected_at`` (when it committed; None unless it succeeded). Removals
+        may carry an earlier ``not_before`` of their own in ``blocklist_events``."""
+        run = sync_runs.alias("run")
+        with self.engine.connect() as connection:
+            found = connection.execute(
+                select(
+                    run.c.account_sid, run.c.channel, run.c.status, run.c.started_at, run.c.finished_at
+                ).where(run.c.id == run_id)
+            ).first()
+            if found is None:
+                return None, None
+            not_before = connection.execute(
+                select(sync_runs.c.started_at)
+                .where(
+                    sync_runs.c.account_sid == found.account_sid,
+                    sync_runs.c.channel == found.channel,
+                    sync_runs.c.status == RunStatus.SUCCEEDED,
+                    sync_runs.c.listing_complete.is_not(False),
+                    sync_runs.c.id < run_id,
+                    sync_runs.c.started_at <= found.started_at,
+                )
+                .order_by(sync_runs.c.id.desc())
+                .limit(1)
+            ).scalar_one_or_none()
+        detected_at = found.finished_at if found.status == RunStatus.SUCCEEDED else None
+        return _as_utc(not_before), _as_utc(detected_at)
+
 
 @dataclass(frozen=True)
 class _Staging:
@@ -507,7 +538,9 @@ class Comparison:
     def apply(self, run_id: int, *, pages: int, diff: Diff, channel_types: Iterable[str] = ()) -> None:
         """Apply additions and removals, append their events, mark what could not be proven,
         learn the listing's ``channel_types`` and finish the run row, in one transaction.
-        Writes nothing to entries or events when nothing changed.
+        Writes nothing to the stretches or events when nothing changed. An addition opens a
+        stretch in ``blocklist_periods`` (the current entries are its open stretches) and a
+        removal closes one, each beside its event: the history's two shapes cannot disagree.
 
         The windows are honest about what each sweep proved. An addition happened after the
         start of the last sweep whose listing was complete (an incomplete one may have skipped
@@ -536,7 +569,7 @@ class Comparison:
             params["detected_at"] = session.now()
             session.dialect.make_room_to_sort(c)  # see ORDER BY below
             if diff.removed:
-                # The events first: their window reads the entries they end.
+                # The events first: their window reads the stretches they end.
                 _expect(
                     diff.removed,
                     "removed",
@@ -553,14 +586,19 @@ class Comparison:
                         params,
                     ).rowcount,
                 )
+                # The stretch ends: its removal's window begins where the last sweep that
+                # showed the number began.
                 _expect(
                     diff.removed,
                     "removed",
                     c.execute(
                         text(f"""
-                    DELETE FROM blocklist_entries
-                    WHERE account_sid = :account_sid AND channel = :channel
-                      AND mobile IN (SELECT mobile FROM {t.removed})"""),
+                    UPDATE blocklist_periods
+                    SET removed_at = :detected_at,
+                        removed_not_before = COALESCE(proven_present_at, :proven_at),
+                        removed_run_id = :run_id, proven_present_at = NULL
+                    WHERE account_sid = :account_sid AND channel = :channel AND removed_at IS NULL
+                      AND mobile IN (SELECT mobile FROM {t.removed})""").bindparams(_DETECTED_AT, _PROVEN_AT),
                         params,
                     ).rowcount,
                 )
@@ -570,10 +608,12 @@ class Comparison:
                     "added",
                     c.execute(
                         text(f"""
-                    INSERT INTO blocklist_entries
-                        (account_sid, channel, mobile, channel_type, added_at, added_run_id)
-                    SELECT :account_sid, :channel, mobile, channel_type, :detected_at, :run_id
-                    FROM {t.added}""").bindparams(_DETECTED_AT),
+                    INSERT INTO blocklist_periods
+                        (account_sid, channel, mobile, channel_type, added_at, added_not_before,
+                         initial_load, added_run_id)
+                    SELECT :account_sid, :channel, mobile, channel_type, :detected_at,
+                        :not_before, :initial_load, :run_id
+                    FROM {t.added}""").bindparams(_DETECTED_AT, _NOT_BEFORE),
                         params,
                     ).rowcount,
                 )
@@ -603,10 +643,10 @@ class Comparison:
             # Autovacuum analyzes eventually; the next sweep's diff plans with these numbers.
             # The changes are committed: nothing here may turn the run into a failure.
             try:
-                c.execute(text("ANALYZE blocklist_entries"))
+                c.execute(text("ANALYZE blocklist_periods"))
                 c.commit()
             except Exception:
-                log.warning("ANALYZE blocklist_entries failed; autovacuum will do it", exc_info=True)
+                log.warning("ANALYZE blocklist_periods failed; autovacuum will do it", exc_info=True)
                 c.rollback()
 
     def _mark_unproven(self, params: Mapping[str, object]) -> None:
@@ -617,16 +657,16 @@ class Comparison:
         if params["proven_at"] is not None:
             c.execute(
                 text(f"""
-                UPDATE blocklist_entries SET proven_present_at = :proven_at
-                WHERE account_sid = :account_sid AND channel = :channel
+                UPDATE blocklist_periods SET proven_present_at = :proven_at
+                WHERE account_sid = :account_sid AND channel = :channel AND removed_at IS NULL
                   AND proven_present_at IS NULL
                   AND mobile IN (SELECT mobile FROM {self._t.unconfirmed})""").bindparams(_PROVEN_AT),
                 params,
             )
         c.execute(
             text(f"""
-            UPDATE blocklist_entries SET proven_present_at = NULL
-            WHERE account_sid = :account_sid AND channel = :channel
+            UPDATE blocklist_periods SET proven_present_at = NULL
+            WHERE account_sid = :account_sid AND channel = :channel AND removed_at IS NULL
               AND proven_present_at IS NOT NULL
               AND mobile NOT IN (SELECT mobile FROM {self._t.unconfirmed})"""),
             params,

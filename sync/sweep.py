@@ -35,13 +35,14 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
 from sync.guard import GuardLimits, channel_type_hold, empty_listing_hold, is_code, removal_hold
 from sync.kaleyra import MAX_LIMIT, Cancelled, Entry, KaleyraClient, KaleyraError, Page, ProtocolError
 from sync.numbers import describe_rejected
+from sync.plan import Approval, ChannelPlan, digest_changes
 from sync.redaction import redact
 from sync.settings import Tuning
 from sync.stopping import stop_name, stop_reason
@@ -122,6 +123,13 @@ class SweepOptions:
     timeout: float = Tuning.sweep_timeout  # the whole sweep, paging to apply, in seconds
     # Shards: a channel another process is sweeping right now is that process's, not an error.
     lock_held_is_skip: bool = False
+    # A dry run that will be saved as a plan (``--plan-out``): each result carries its
+    # ChannelPlan, and removals are checked as ``--force`` would check them, so the plan shows
+    # what ``--force --plan`` is to apply.
+    make_plan: bool = False
+    # What ``--force`` was approved to apply, per (account, channel): a forced sweep whose
+    # changes differ applies nothing and is held. None: a plain ``--force``, approving blind.
+    approvals: Mapping[tuple[str, str], Approval] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -138,6 +146,7 @@ class SweepResult:
     account_wide: bool = False
     error_type: type[BaseException] | None = None  # what failed it, for the CLI's advice
     phases: dict[str, float] = field(default_factory=dict)  # fetch, diff, verify, apply seconds
+    plan: ChannelPlan | None = None  # a dry run's, with SweepOptions.make_plan
 
     @property
     def exit_code(self) -> int:
@@ -286,7 +295,10 @@ class _Sweep:
         if self.options.dry_run:
             return self._review(comparison, run_id, diff, held)
         if held and not self.options.force:
-            return self._hold(run_id, diff, held)
+            return self._hold(run_id, diff, f"held by the safety guard: {held}. Nothing was applied")
+        refused = self._unapproved(comparison, diff, held)
+        if refused:
+            return self._hold(run_id, diff, f"{refused}. Nothing was applied; review it again with --dry-run")
         return self._apply(comparison, run_id, diff)
 
     def _stage(self) -> Staged:
@@ -342,17 +354,70 @@ class _Sweep:
         return diff
 
     def _review(self, comparison: Comparison, run_id: int, diff: Diff, held: str | None) -> SweepResult:
-        """``--dry-run``: report each change and what the guard would do; apply nothing."""
-        if self.on_change:
+        """``--dry-run``: report each change and what the guard would do, and with
+        ``make_plan`` the plan that approves exactly these changes; apply nothing."""
+        plan = self._plan(comparison, diff, held, run_id) if self.options.make_plan else None
+        if self.on_change and plan is None:
             for change, mobile in comparison.changes():
                 self.on_change(self.client.sid, self.channel, change, mobile)
-        note = f"would be held: {held}" if held and not self.options.force else None
+        # A plan is made to be forced: it says what the guard would hold all the same.
+        told = not self.options.force or self.options.make_plan
+        note = f"would be held: {held}" if held and told else None
         self.session.finish_run(run_id, RunStatus.DRY_RUN, pages=self.progress.pages, diff=diff, error=note)
-        return self._result(Outcome.DRY_RUN, run_id, diff, note)
+        return replace(self._result(Outcome.DRY_RUN, run_id, diff, note), plan=plan)
 
-    def _hold(self, run_id: int, diff: Diff, held: str) -> SweepResult:
-        """Step 6's guard: held, nothing applied."""
-        message = f"held by the safety guard: {held}. Nothing was applied"
+    def _plan(self, comparison: Comparison, diff: Diff, held: str | None, run_id: int | None) -> ChannelPlan:
+        """This sweep's changes as a plan: counts and digests, in one pass over the changes
+        (each also reported to ``on_change``, so a dry run does not read them twice)."""
+
+        def reported() -> Iterator[tuple[str, str]]:
+            for change, mobile in comparison.changes():
+                if self.on_change:
+                    self.on_change(self.client.sid, self.channel, change, mobile)
+                yield change, mobile
+
+        digests = digest_changes(reported())
+        return ChannelPlan(
+            account_sid=self.client.sid,
+            channel=self.channel,
+            added=digests["added"][0],
+            removed=digests["removed"][0],
+            unconfirmed=diff.unconfirmed,
+            held=held,
+            added_sha256=digests["added"][1],
+            removed_sha256=digests["removed"][1],
+            run_id=run_id,
+        )
+
+    def _unapproved(self, comparison: Comparison, diff: Diff, held: str | None) -> str | None:
+        """Under ``--force``: how this sweep's changes differ from what the operator approved
+        (``--expect-removed``, ``--plan``), or None to apply them. A plain ``--force`` approves
+        whatever it finds (the CLI warned so); say in the log what it let through."""
+        if not self.options.force:
+            return None
+        if self.options.approvals is None:
+            if held:
+                log.warning("--force applies what the guard would hold: %s", held, extra=self.context)
+            return None
+        approval = self.options.approvals.get((self.client.sid, self.channel))
+        if approval is None:
+            return "nothing was approved for this channel"
+        if approval.needs_digests:
+            found = self._plan(comparison, diff, held, None)
+        else:
+            found = ChannelPlan(
+                account_sid=self.client.sid,
+                channel=self.channel,
+                added=diff.added,
+                removed=diff.removed,
+                added_sha256="",
+                removed_sha256="",
+            )
+        return approval.differences(found)
+
+    def _hold(self, run_id: int, diff: Diff, message: str) -> SweepResult:
+        """Step 6's guard, or a ``--force`` whose sweep is not what was approved: held,
+        nothing applied."""
         self.session.finish_run(run_id, RunStatus.HELD, pages=self.progress.pages, diff=diff, error=message)
         return self._result(Outcome.HELD, run_id, diff, message)
 

@@ -44,7 +44,7 @@ from tests.conftest import (
 )
 
 VIEWS = ("blocklist_intervals", "blocklist_daily_changes", "blocklist_sync_health")
-TABLES = ("sync_runs", "blocklist_entries", "blocklist_events")
+TABLES = ("sync_runs", "blocklist_periods", "blocklist_events")
 CHANNELS = ("sms", "whatsapp", "voice")
 N = numbers(7)  # N[0] .. N[6]: +919000000000 .. +919000000006
 
@@ -133,10 +133,22 @@ def date_the_rounds(engine: Engine, sid: str) -> Scenario:
             WHERE r.id = e.run_id AND e.account_sid = :a"""),
             {"a": sid},
         )
+        # Each stretch takes the times of the events that opened and closed it.
         c.execute(
-            text("""
-            UPDATE blocklist_entries e SET added_at = r.finished_at
-            FROM sync_runs r WHERE r.id = e.added_run_id AND e.account_sid = :a"""),
+            text(
+                """
+            UPDATE blocklist_periods p
+            SET added_at = (SELECT detected_at FROM blocklist_events a WHERE {opened}),
+                added_not_before = (SELECT not_before FROM blocklist_events a WHERE {opened}),
+                removed_at = (SELECT detected_at FROM blocklist_events r WHERE {closed}),
+                removed_not_before = (SELECT not_before FROM blocklist_events r WHERE {closed})
+            WHERE p.account_sid = :a""".format(
+                    opened="a.change = 'added' AND a.run_id = p.added_run_id AND a.mobile = p.mobile "
+                    "AND a.account_sid = p.account_sid AND a.channel = p.channel",
+                    closed="r.change = 'removed' AND r.run_id = p.removed_run_id AND r.mobile = p.mobile "
+                    "AND r.account_sid = p.account_sid AND r.channel = p.channel",
+                )
+            ),
             {"a": sid},
         )
     return Scenario(sid=sid, starts=starts, finishes=finishes, today=today)
@@ -152,6 +164,9 @@ def scenario(sim: Simulator, store: Store) -> Scenario:
 
 README = REPO / "README.md"
 QUERY_NAMES = {
+    "was-blocklisted-at",
+    "blocklisted-at",
+    "daily-trend-india",
     "was-blocklisted-on-date",
     "added-this-week",
     "blocklisted-on-every-channel",
@@ -255,7 +270,10 @@ def test_readme_daily_trend(scenario: Scenario, engine: Engine) -> None:
 @pytest.mark.skipif(shutil.which("psql") is None, reason="psql is not installed")
 def test_readme_queries_run_in_psql(scenario: Scenario, pg_url: str, engine: Engine) -> None:
     """The README tells analysts to run the queries with psql -v; that must work as shown."""
-    params = {"account": scenario.sid, "mobile": N[1], "day": scenario.day(10).isoformat()}
+    at = dt.datetime.combine(
+        scenario.day(10), dt.time(17, 30), dt.timezone(dt.timedelta(hours=5, minutes=30))
+    )
+    params = {"account": scenario.sid, "mobile": N[1], "day": scenario.day(10).isoformat(), "at": str(at)}
     plain_url = make_url(pg_url).set(drivername="postgresql").render_as_string(hide_password=False)
     for name, query in readme_queries().items():
         variables = [arg for key, value in params.items() for arg in ("-v", f"{key}={value}")]
@@ -484,7 +502,8 @@ def test_migration_downgrades_and_upgrades(make_database: Callable[[], str], tmp
         assert set(VIEWS) <= set(inspect(engine).get_view_names())
         command.downgrade(database.alembic_config(engine), "0001")
         assert not set(VIEWS) & set(inspect(engine).get_view_names())
-        assert set(TABLES) <= set(inspect(engine).get_table_names())
+        at_0001 = {"sync_runs", "blocklist_entries", "blocklist_events"}
+        assert at_0001 <= set(inspect(engine).get_table_names())
         database.upgrade(engine)
         assert set(VIEWS) <= set(inspect(engine).get_view_names())
 

@@ -10,7 +10,7 @@ kernel (wait4) and its step timings from its JSON log line. Figures:
 
 1. initial sweep: seconds, pages per second, peak RSS of the sweeping process;
 2. after 1% churn (0.5% added, 0.5% removed): seconds, and seconds verifying removals;
-3. no-change sweep: seconds, and rows written to blocklist_entries and blocklist_events;
+3. no-change sweep: seconds, and rows written to blocklist_periods and blocklist_events;
 4. diff-and-apply seconds beside a plain COPY of the same N rows into an empty unlogged
    table (the floor for any diff), and their ratio;
 5. fetch seconds beside the simulator's own serving rate, measured by a bare client loop at
@@ -173,7 +173,7 @@ def written_rows(dsn: str) -> int:
     with psycopg.connect(dsn) as conn:
         found = conn.execute("""
             SELECT COALESCE(SUM(n_tup_ins + n_tup_upd + n_tup_del), 0)::bigint FROM pg_stat_user_tables
-            WHERE relname IN ('blocklist_entries', 'blocklist_events')""").fetchone()
+            WHERE relname IN ('blocklist_periods', 'blocklist_events')""").fetchone()
     assert found is not None and isinstance(found[0], int)
     return found[0]
 
@@ -314,11 +314,11 @@ def main() -> None:
         no_change["rows_written"] = written_rows(dsn) - before
         copy_seconds = bare_copy_seconds(dsn, args.entries)
         bare_rate = bare_serving_rate(base_url, int(initial["pages"]), args.concurrency)
-        questions = None if args.no_history else history.run(dsn)
     finally:
         simulator.terminate()
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
+    questions = None if args.no_history else history.measure(args.pg)
 
     def diff_apply(s: dict[str, float]) -> float:
         """The database work of a sweep: diff, verify (the removal checks' requests are few
