@@ -31,12 +31,14 @@ from tests.conftest import PG_SERVER, cli_env, invoke, numbers, rows, sweep
 SCHEMA = "kaleyra"
 
 # Every object of ours, of every kind, in ``schema``: relations (tables, views, sequences,
-# indexes) and functions, by kind and name.
+# indexes), functions and types (a domain; each relation's row type), by kind and name.
 OBJECTS = """
     SELECT c.relkind::text, c.relname::text FROM pg_class c
     WHERE c.relnamespace = to_regnamespace(:schema)
     UNION ALL
     SELECT 'function', p.proname::text FROM pg_proc p WHERE p.pronamespace = to_regnamespace(:schema)
+    UNION ALL
+    SELECT 'type', t.typname::text FROM pg_type t WHERE t.typnamespace = to_regnamespace(:schema)
     ORDER BY 1, 2"""
 
 
@@ -79,7 +81,8 @@ def test_an_install_in_its_own_schema_puts_nothing_in_public(
     assert tables == set(metadata.tables) | {"alembic_version"}
     views = {name for kind, name in ours if kind == "v"}
     assert "blocklist_sync_health" in views and "blocklist_intervals" in views
-    assert {kind for kind, _ in ours} <= {"r", "v", "i", "S", "function"}
+    assert {kind for kind, _ in ours} <= {"r", "v", "i", "S", "function", "type"}
+    assert ("function", "blocklist_as_of") in ours and ("type", "blocklist_key") in ours
     kaleyra = engine_in(url, SCHEMA)
     held = "SELECT COUNT(*) FROM blocklist_entries WHERE account_sid = :a"
     assert rows(kaleyra, held, a=sim.sid) == [(28,)]
@@ -131,7 +134,7 @@ def test_two_schemas_of_one_database_are_two_installs(
     # Taking one install down to nothing leaves the other as it was.
     command.downgrade(database.alembic_config(kaleyra), "base")
     assert database.current_revision(kaleyra) is None
-    left = [(kind, name) for kind, name in objects(kaleyra, SCHEMA) if kind != "i"]
+    left = [(kind, name) for kind, name in objects(kaleyra, SCHEMA) if kind not in ("i", "type")]
     assert left == [("r", "alembic_version")]
     database.require_current_schema(public)
     assert rows(public, count, a=sim.sid) == [(14,)]
@@ -183,11 +186,18 @@ def test_grant_read_covers_the_schema_and_only_reading(reader: tuple[str, str], 
     assert done.returncode == 0, done.stderr
     assert f"(schema {SCHEMA})" in done.stdout
 
+    # The role searches the schema, as the README tells a BI login to (see the next test).
+    with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("ALTER ROLE {} SET search_path = {}").format(*map(sql.Identifier, (role, SCHEMA)))
+        )
     relations = [name for kind, name in objects(kaleyra, SCHEMA) if kind in ("r", "v")]
     with psycopg.connect(reader_url, autocommit=True) as c:
         for relation in relations:
             c.execute(f"SELECT * FROM {SCHEMA}.{relation} LIMIT 1")  # raises if not readable
         assert c.execute(f"SELECT {SCHEMA}.blocklist_kbs_probe(now())").fetchone() == (3,)
+        as_of = c.execute("SELECT state, COUNT(*) FROM blocklist_as_of(now()) GROUP BY state").fetchall()
+        assert as_of == [("yes", 3)]
         for write in (
             f"INSERT INTO {SCHEMA}.sync_runs DEFAULT VALUES",
             f"DELETE FROM {SCHEMA}.blocklist_entries",
@@ -201,6 +211,24 @@ def test_grant_read_covers_the_schema_and_only_reading(reader: tuple[str, str], 
         owner.execute(f"CREATE VIEW {SCHEMA}.blocklist_kbs_later AS SELECT 8 AS n")
     with psycopg.connect(reader_url, autocommit=True) as c:
         assert c.execute(f"SELECT n FROM {SCHEMA}.blocklist_kbs_later").fetchone() == (8,)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=pg_errors.UndefinedTable,
+    reason="migration 0009's SQL functions name their tables unqualified, so they resolve them "
+    "on the caller's search_path; the daily views call them. Qualifying the names when the "
+    "functions are created (which keeps them inlined) would make this pass: then drop this mark.",
+)
+def test_a_reader_without_the_schema_on_its_path_reads_the_daily_views(
+    reader: tuple[str, str], sim: Simulator
+) -> None:
+    url, role = reader
+    sim.add("sms", numbers(3))
+    assert sweep(sim, Store(engine_in(url, SCHEMA))).outcome is Outcome.SUCCEEDED
+    assert invoke("grant-read", role, env=in_schema(cli_env(None, url))).returncode == 0
+    with psycopg.connect(psycopg.conninfo.make_conninfo(url, user=role), autocommit=True) as c:
+        c.execute(f"SELECT * FROM {SCHEMA}.blocklist_daily_changes")
 
 
 NOT_A_SCHEMA = [
