@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import click
-from sqlalchemy.engine import make_url
+from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
 from sync import __version__, database, health, output, preflight, redaction
@@ -31,6 +31,7 @@ from sync.kaleyra import KaleyraClient, RetryPolicy
 from sync.plan import PLAN_MAX_AGE, Approval, read_plan, write_plan
 from sync.run import SHARD_SKIP_IF_SWEPT_WITHIN, client_for, exit_code, pairs_to_sweep, sweep_accounts
 from sync.settings import (
+    SCHEMA_SETTING,
     Account,
     AccountSource,
     ConfigError,
@@ -38,6 +39,7 @@ from sync.settings import (
     check_output_file,
     duration_text,
     parse_duration,
+    parse_schema,
     parse_shard,
     quoted,
 )
@@ -171,27 +173,42 @@ def config_errors_exit(command: Callable[..., None]) -> Callable[..., None]:
     return wrapper
 
 
-def open_store(database_url: str | None, *, only_reads: bool = False) -> tuple[Store, str]:
-    """The store and its URL as it may be shown. ``only_reads``: a command that only reads
-    refuses an SQLite file that does not exist, rather than leave an empty one behind."""
+def open_engine(
+    database_url: str | None, *, own_schema: bool = True, only_reads: bool = False
+) -> tuple[Engine, str]:
+    """The engine for ``database_url`` (or ``DATABASE_URL``) in the schema
+    ``BLOCKLIST_SYNC_SCHEMA`` names, unless ``own_schema`` is false (the demo reads neither
+    setting), and how to name it to the operator: the URL, passwords masked, and the schema.
+    ``only_reads``: a command that only reads refuses an SQLite file that does not exist,
+    rather than leave an empty one behind."""
     url = database.resolve_database_url(database_url)  # registers its passwords for redaction
     if only_reads:
         database.require_database_file(url)
-    engine = database.make_engine(url)
+    schema = parse_schema(os.environ.get(SCHEMA_SETTING)) if own_schema else None
+    engine = database.make_engine(url, schema)
+    where = database.describe_url(url)
+    return engine, where if schema is None else f"{where} (schema {schema})"
+
+
+def open_store(
+    database_url: str | None, *, own_schema: bool = True, only_reads: bool = False
+) -> tuple[Store, str]:
+    engine, where = open_engine(database_url, own_schema=own_schema, only_reads=only_reads)
     if engine.dialect.name == "sqlite":
         click.echo(
-            f"note: using the embedded SQLite file {make_url(url).database}; "
+            f"note: using the embedded SQLite file {engine.url.database}; "
             "production should set DATABASE_URL to PostgreSQL",
             err=True,
         )
-    return Store(engine), database.describe_url(url)
+    return Store(engine), where
 
 
 database_option = click.option(
     "--database-url",
     envvar="DATABASE_URL",
     show_envvar=True,
-    help=f"SQLAlchemy URL; postgresql:// uses psycopg 3. Default: {database.SQLITE_DEFAULT}.",
+    help=f"SQLAlchemy URL; postgresql:// uses psycopg 3. Default: {database.SQLITE_DEFAULT}. "
+    f"{SCHEMA_SETTING} names the PostgreSQL schema to work in (default public).",
 )
 
 
@@ -783,8 +800,7 @@ def check(source: AccountSource, database_url: str | None, log: LogSettings) -> 
     checks = [
         preflight.Check("configuration", True, f"{len(accounts)} account(s), {pairs} channel(s) to sweep")
     ]
-    url = database.resolve_database_url(database_url)  # registers its passwords for redaction
-    checks += preflight.check_database(database.make_engine(url), database.describe_url(url))
+    checks += preflight.check_database(*open_engine(database_url))
     checks += preflight.check_accounts(accounts, functools.partial(client_for, retry=RetryPolicy(attempts=1)))
     for item in checks:
         click.echo(item.line())
@@ -843,7 +859,7 @@ def demo(database_url: str) -> None:
     from sync.demo import run_demo
 
     configure_logging("text", level=logging.WARNING)  # the demo tells its own story
-    store, where = open_store(database_url)
+    store, where = open_store(database_url, own_schema=False)
     sys.exit(run_demo(store, where, echo=click.echo))
 
 

@@ -25,7 +25,7 @@ from sqlalchemy.pool import NullPool
 
 from sync import __version__
 from sync.redaction import MASK, redact, register_secret
-from sync.settings import ConfigError
+from sync.settings import SCHEMA_SETTING, ConfigError
 
 __all__ = [
     "APPLICATION_NAME",
@@ -33,6 +33,7 @@ __all__ = [
     "SchemaNotCurrent",
     "alembic_config",
     "describe_url",
+    "engine_schema",
     "grant_read",
     "make_engine",
     "missing_database_file",
@@ -169,16 +170,32 @@ def describe_url(url: str) -> str:
     return redact(shown)
 
 
-def make_engine(url: str) -> Engine:
-    """An engine without a pool whose PostgreSQL sessions say who they are.
+def make_engine(url: str, schema: str | None = None) -> Engine:
+    """An engine without a pool whose PostgreSQL sessions say who they are, and work in
+    ``schema`` when one is given (``BLOCKLIST_SYNC_SCHEMA``, checked by
+    :func:`~sync.settings.parse_schema`).
 
     No pool: a batch job opens few connections, and a closed connection must really close,
     releasing its advisory lock and temporary tables with it. Each session is named
     :data:`APPLICATION_NAME` so a DBA, and a sweep finding a channel locked, can tell ours from
     others; it is libpq's *fallback* name, so one the operator set in the URL or ``PGAPPNAME``
     wins.
+
+    A schema is set as the session's ``search_path`` the moment it connects, ahead of
+    everything else (SQLAlchemy's own recipe), so every unqualified name in the code, the
+    migrations and the views means the schema's relation, and whatever they create lands in
+    it, without one statement being rewritten; temporary tables stay in ``pg_temp``. ``public``
+    follows it only so that an extension installed there stays usable; our relations are all
+    in the schema once it is migrated, and ``migrate`` creates it before anything else. On
+    SQLite (one schema per file) any schema but ``public`` is a :class:`ConfigError`.
     """
-    postgresql = make_url(url).get_backend_name() == "postgresql"
+    backend = make_url(url).get_backend_name()
+    if schema not in (None, "public") and backend != "postgresql":
+        raise ConfigError(
+            f"{SCHEMA_SETTING}={schema} needs PostgreSQL (a SQLite file has one schema); unset "
+            "it, or set DATABASE_URL to postgresql://..."
+        )
+    postgresql = backend == "postgresql"
     connect_args = {"fallback_application_name": APPLICATION_NAME} if postgresql else {}
     engine = create_engine(url, poolclass=NullPool, connect_args=connect_args)
     if engine.dialect.name == "sqlite":
@@ -191,7 +208,29 @@ def make_engine(url: str) -> Engine:
             cursor.execute("PRAGMA busy_timeout = 30000")
             cursor.close()
 
+    elif schema is not None:
+        search_path = sql.SQL("SET SESSION search_path TO {}, public").format(sql.Identifier(schema))
+
+        @event.listens_for(engine, "connect", insert=True)  # before the dialect's first queries
+        def _search_path(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+            autocommit = dbapi_connection.autocommit
+            dbapi_connection.autocommit = True  # outside any transaction: it lasts the session
+            dbapi_connection.execute(search_path)
+            dbapi_connection.autocommit = autocommit
+
+        engine = engine.execution_options(**{_SCHEMA_OPTION: schema})
     return engine
+
+
+# The execution option that carries an engine's schema to the migrations (see engine_schema).
+_SCHEMA_OPTION = "blocklist_sync_schema"
+
+
+def engine_schema(engine: Engine) -> str | None:
+    """The schema :func:`make_engine` was given for ``engine`` (None: the server's search_path
+    decides, as before the setting existed)."""
+    schema = engine.get_execution_options().get(_SCHEMA_OPTION)
+    return schema if isinstance(schema, str) else None
 
 
 def _migrations_dir() -> Path:
@@ -217,8 +256,11 @@ def head_revision() -> str | None:
 
 
 def current_revision(engine: Engine) -> str | None:
+    """The revision recorded in the engine's schema (its own ``alembic_version``: two schemas
+    of one database are two installs, each at its own revision)."""
+    opts = {"version_table_schema": engine_schema(engine)}
     with engine.connect() as connection:
-        return MigrationContext.configure(connection).get_current_revision()
+        return MigrationContext.configure(connection, opts=opts).get_current_revision()
 
 
 def upgrade(engine: Engine) -> tuple[str | None, str | None]:
@@ -231,18 +273,28 @@ def upgrade(engine: Engine) -> tuple[str | None, str | None]:
 def require_current_schema(engine: Engine) -> None:
     current, head = current_revision(engine), head_revision()
     if current != head:
+        schema = engine_schema(engine)
+        if schema is not None and current is None:  # a new install, or a misspelt name
+            raise SchemaNotCurrent(
+                f"schema {schema} of the database has no tables yet; run "
+                f"`blocklist-sync migrate` first, or check {SCHEMA_SETTING}"
+            )
         state = "has no schema yet" if current is None else f"is at revision {current}"
-        raise SchemaNotCurrent(f"the database {state}, not {head}; run `blocklist-sync migrate` first")
+        where = "the database" if schema is None else f"schema {schema} of the database"
+        raise SchemaNotCurrent(f"{where} {state}, not {head}; run `blocklist-sync migrate` first")
 
 
 def grant_read(engine: Engine, role: str) -> None:
     """Let the existing ``role`` read the tables and views, and those later migrations add.
 
     For BI tools, which should never hold the sync's own credentials: USAGE on the schema,
-    SELECT on every table and view the migrating role owns there, and default privileges so a
-    relation a later migration creates is readable the moment it exists. Nothing else: no
-    sequence, no write, no CONNECT (PostgreSQL grants that to PUBLIC unless an admin revoked it).
-    Run it as the role that runs ``migrate``; running it again changes nothing.
+    SELECT on every table and view the migrating role owns there, EXECUTE on every function it
+    owns there (PostgreSQL lets PUBLIC execute a new function, unless a DBA revoked that), and
+    default privileges so a relation or function a later migration creates is usable the moment
+    it exists. The schema is the one the tables are in (``BLOCKLIST_SYNC_SCHEMA``, or where
+    the search_path put them). Nothing else: no sequence, no write, no CREATE in the schema, no
+    CONNECT (PostgreSQL grants that to PUBLIC unless an admin revoked it). Run it as the role
+    that runs ``migrate``; running it again changes nothing.
 
     Raises :class:`ConfigError` (one line) on SQLite, for a role that does not exist, for a
     schema behind head, or when this login may not grant.
@@ -281,6 +333,16 @@ def grant_read(engine: Engine, role: str) -> None:
             .scalars()
             .all()
         )
+        # Each function by name and argument types, as PostgreSQL itself writes them.
+        functions = connection.execute(
+            text(
+                "SELECT p.proname, pg_get_function_identity_arguments(p.oid) FROM pg_proc p "
+                "JOIN pg_namespace n ON n.oid = p.pronamespace "
+                "WHERE n.nspname = :schema AND pg_get_userbyid(p.proowner) = :owner "
+                "AND p.prokind = 'f' ORDER BY p.proname, p.oid"
+            ),
+            {"schema": schema, "owner": owner},
+        ).all()
         grantee = sql.Identifier(role)
         statements = [
             sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(schema), grantee),
@@ -290,6 +352,15 @@ def grant_read(engine: Engine, role: str) -> None:
             sql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA {} GRANT SELECT ON TABLES TO {}").format(
                 sql.Identifier(owner), sql.Identifier(schema), grantee
             ),
+            *(
+                sql.SQL("GRANT EXECUTE ON FUNCTION {}({}) TO {}").format(
+                    sql.Identifier(schema, name), sql.SQL(arguments), grantee
+                )
+                for name, arguments in functions
+            ),
+            sql.SQL(
+                "ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA {} GRANT EXECUTE ON FUNCTIONS TO {}"
+            ).format(sql.Identifier(owner), sql.Identifier(schema), grantee),
         ]
         # The driver's own cursor runs the composed statements: psycopg quotes the identifiers,
         # so no role name is ever formatted into SQL text by hand.

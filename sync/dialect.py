@@ -87,6 +87,15 @@ class Dialect:
         has no such settings."""
         raise NotImplementedError
 
+    def schema(self, connection: Connection) -> str | None:
+        """The schema the session's unqualified names resolve to, which names the install in a
+        channel's lock: two schemas of one database are two installs, and the sweeps of one
+        must not wait for the other's (``BLOCKLIST_SYNC_SCHEMA``).
+
+        PostgreSQL says ``current_schema()``; a SQLite file is one install, whose file locks
+        lie beside it, so None."""
+        raise NotImplementedError
+
     def lock_holder(self, connection: Connection, *, key: str) -> LockHolder | None:
         """Who holds the lock :meth:`lock` could not take, or None when that cannot be known
         (SQLite's file lock does not say; the holder may also have just let go).
@@ -170,6 +179,11 @@ class PostgreSQL(Dialect):
             setting = {"name": name, "limit": limit}
             connection.execute(text("SELECT set_config(:name, :limit, false)"), setting)
         connection.commit()
+
+    def schema(self, connection: Connection) -> str | None:
+        name: str | None = connection.execute(text("SELECT current_schema()")).scalar_one()
+        connection.rollback()
+        return name
 
     def lock_holder(self, connection: Connection, *, key: str) -> LockHolder | None:
         """A bigint advisory key shows in ``pg_locks`` as two halves, ``classid`` the high 32
@@ -316,6 +330,9 @@ class SQLite(Dialect):
 
     def set_session_limits(self, connection: Connection, seconds: float | None) -> None:
         """Nothing to set: SQLite has no statement or idle timeouts."""
+
+    def schema(self, connection: Connection) -> str | None:
+        return None
 
     def lock_holder(self, connection: Connection, *, key: str) -> LockHolder | None:
         """``flock`` does not say who holds a lock."""

@@ -23,6 +23,7 @@ from sync.vocabulary import REGIONS, Channel
 __all__ = [
     "CHANNELS",
     "REGIONS",
+    "SCHEMA_SETTING",
     "Account",
     "AccountSource",
     "ConfigError",
@@ -33,6 +34,7 @@ __all__ = [
     "load_accounts",
     "parse_channels",
     "parse_duration",
+    "parse_schema",
     "parse_shard",
     "quoted",
     "read_regular_file",
@@ -619,3 +621,34 @@ def check_output_file(path: str, setting: str) -> None:
         raise ConfigError(
             f"{setting}: this user cannot write in {folder}; let it write there or choose another path"
         )
+
+
+SCHEMA_SETTING = "BLOCKLIST_SYNC_SCHEMA"
+# A name PostgreSQL takes unquoted and keeps as written: lower-case ASCII letters, digits and _,
+# not starting with a digit, at most 63 bytes (NAMEDATALEN - 1; PostgreSQL would cut a longer
+# name, silently, and two settings would name one schema). A BI tool, a psql session and dbt
+# can then all write it as it is.
+_SCHEMA = re.compile(r"[a-z_][a-z0-9_]{0,62}", re.ASCII)
+
+
+def parse_schema(value: str | None, setting: str = SCHEMA_SETTING) -> str | None:
+    """The PostgreSQL schema the tables, views, functions and Alembic's version table live in,
+    or None (unset or empty) for wherever the server's ``search_path`` puts them, as before this
+    setting existed: ``public`` unless a DBA changed the role's search_path.
+
+    ``pg_…`` names are reserved for the server's own schemas and ``information_schema`` is the
+    standard's: both are refused here rather than by ``CREATE SCHEMA`` at the first migration.
+    """
+    if value is None or not value.strip():
+        return None
+    name = value.strip()
+    if not _SCHEMA.fullmatch(name):
+        raise ConfigError(
+            f"{setting}: {quoted(name)} is not a plain schema name; use lower-case letters a-z, "
+            "digits 0-9 and _, starting with a letter or _, at most 63 characters, like kaleyra"
+        )
+    if name.startswith("pg_") or name == "information_schema":
+        raise ConfigError(
+            f"{setting}: {name} is reserved for PostgreSQL's own schemas; choose another name, like kaleyra"
+        )
+    return name

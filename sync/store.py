@@ -110,6 +110,14 @@ def _as_utc(value: dt.datetime | None) -> dt.datetime | None:
     return value
 
 
+def _lock_key(schema: str | None, account_sid: str, channel: str) -> str:
+    """The advisory lock's name for one channel of the install in ``schema``. An install in
+    ``public`` keeps the name it had before schemas could be chosen, so a sweep of an older
+    version and one of this version still exclude each other."""
+    install = "" if schema in (None, "public") else f"{schema}:"
+    return f"kaleyra-blocklist-sync:{install}{account_sid}:{channel}"
+
+
 class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -133,9 +141,9 @@ class Store:
         and a session that outlives its sweep is ended by the server, lock and all
         (:meth:`~sync.dialect.Dialect.set_session_limits`).
         """
-        key = f"kaleyra-blocklist-sync:{account_sid}:{channel}"
         with self.engine.connect() as connection:
             self.dialect.set_session_limits(connection, timeout)
+            key = _lock_key(self.dialect.schema(connection), account_sid, channel)
             with self.dialect.lock(connection, key=key, account_sid=account_sid, channel=channel) as got:
                 if not got:
                     raise LockHeld(key, self.dialect.lock_holder(connection, key=key))

@@ -30,6 +30,7 @@ import psycopg
 import pytest
 import stamina
 from click.testing import CliRunner
+from psycopg import sql
 from sqlalchemy import Engine, text
 
 from sync import cli as blocklist_sync
@@ -180,11 +181,20 @@ def make_database() -> Iterator[Callable[..., str]]:
     yield make
     leaks = []
     for name in made:
+        errors: list[str] = []
         try:
             with psycopg.connect(f"{PG_SERVER}/{name}") as conn:
-                errors = [r[0] for r in conn.execute("SELECT error FROM sync_runs WHERE error IS NOT NULL")]
-        except psycopg.Error:  # a database a test left without the tables
-            errors = []
+                # Every install in the database: the one in public, and any a test put in a
+                # schema of its own (BLOCKLIST_SYNC_SCHEMA); none in a database without tables.
+                installs = conn.execute(
+                    "SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                    "WHERE c.relname = 'sync_runs' AND c.relkind = 'r'"
+                ).fetchall()
+                for (schema,) in installs:
+                    query = sql.SQL("SELECT error FROM {}.sync_runs WHERE error IS NOT NULL")
+                    errors += [r[0] for r in conn.execute(query.format(sql.Identifier(schema)))]
+        except psycopg.Error:  # a database a test left unreadable
+            pass
         leaks += [name for e in errors if leaked_secret(e)]
 
     def drop(name: str) -> None:

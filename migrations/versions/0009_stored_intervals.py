@@ -36,6 +36,7 @@ views of 0008. The events were never touched, so nothing is lost either way.
 
 from __future__ import annotations
 
+import re
 from types import ModuleType
 
 import sqlalchemy as sa
@@ -554,6 +555,15 @@ _ENTRIES_COMMENTS = {
 }
 
 
+def _in_schema(definition: str, schema: str) -> str:
+    """A function's SQL with its tables and type named in ``schema``: a function body is
+    resolved on each caller's search path (a view's is not), and a BI login whose path lacks an
+    install's own schema (BLOCKLIST_SYNC_SCHEMA) must still read that install. Not ``SET
+    search_path`` on the function: that would stop the planner inlining it."""
+    quoted = '"' + schema.replace('"', '""') + '"'
+    return re.sub(r"\b(blocklist_periods|sync_runs|blocklist_key)\b", rf"{quoted}.\1", definition)
+
+
 def _revision(name: str) -> ModuleType:
     script = op.get_context().script
     assert script is not None
@@ -594,8 +604,14 @@ def upgrade() -> None:
             f"(substr(mobile, 1, {MAX_PREFIX_LENGTH})) FROM blocklist_periods"
         )
         op.execute(KEY_DOMAIN)
+        # The install's own schema (BLOCKLIST_SYNC_SCHEMA, kept beside Alembic's version
+        # table), else the one the session creates in.
+        schema = (
+            op.get_context().opts.get("version_table_schema")
+            or bind.execute(sa.text("SELECT current_schema()")).scalar_one()
+        )
         for signature, (definition, comment) in FUNCTIONS.items():
-            op.execute(definition)
+            op.execute(_in_schema(definition, schema))
             op.execute(f"COMMENT ON FUNCTION {signature} IS {sql_literal(comment)}")
     for view in (ENTRIES, INTERVALS, DAILY_CHANGES, DAILY_CHANGES_BY_COUNTRY):
         op.create_view(view)
