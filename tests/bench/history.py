@@ -154,7 +154,11 @@ AS_OF = {
 
 
 def timings(engine: Engine, mobile: str) -> dict[str, object]:
+    at = dt.datetime.combine(
+        dt.datetime.now(dt.UTC).date() - dt.timedelta(days=200), dt.time(9), ZoneInfo("Asia/Kolkata")
+    )
     params = {
+        "at": at,
         "account": SID,
         "mobile": mobile,
         "day": (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=200)).isoformat(),
@@ -164,11 +168,8 @@ def timings(engine: Engine, mobile: str) -> dict[str, object]:
         out[f"readme:{name}"] = _timed(engine, re.sub(r":'(\w+)'", r":\1", query), params)
     for name, query in VIEWS_90_DAYS.items():
         out[f"view:{name}"] = _timed(engine, query, params)
-    at = dt.datetime.combine(
-        dt.datetime.now(dt.UTC).date() - dt.timedelta(days=200), dt.time(9), ZoneInfo("Asia/Kolkata")
-    )
     for name, query in AS_OF.items():
-        out[name] = _timed(engine, query, {**params, "at": at})
+        out[name] = _timed(engine, query, params)
     best = float("inf")
     for _ in range(3):
         started = time.monotonic()
