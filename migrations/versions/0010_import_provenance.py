@@ -90,8 +90,8 @@ WHERE last.newest = 1
 """,
     comment=(
         "Per account and channel ever swept: the last sweep whatever its outcome (dry runs "
-        "and imports of dated exports left out), the last succeeded sweep and its age, and how many numbers are "
-        "blocklisted now. For freshness alerts and dashboard footers; `blocklist-sync "
+        "and imports of dated exports left out), the last succeeded sweep and its age, and how "
+        "many numbers are blocklisted now. For freshness alerts and dashboard footers; `blocklist-sync "
         "status` and the metrics read this view."
     ),
     columns={
