@@ -976,6 +976,89 @@ def schedule(
     )
 
 
+@cli.command("import")
+@config_errors_exit
+@database_option
+@click.option(
+    "--account", "account_sid", required=True, metavar="SID", help="Account SID the exports are of."
+)
+@click.option(
+    "--channel",
+    required=True,
+    type=click.Choice([c.value for c in Channel]),
+    help="Channel the exports are of.",
+)
+@click.option(
+    "--as-of",
+    "times",
+    multiple=True,
+    metavar="TIME",
+    help="When the export was taken (ISO 8601 with a zone: 2026-11-01T09:00Z), once per FILE in "
+    "the same order. Default: the time in each file's name (blocklist-sms-2026-11-01T0900Z.csv).",
+)
+@click.option(
+    "--dry-run", is_flag=True, help="Show what each file would change (counts and examples); apply nothing."
+)
+@click.option("--force", is_flag=True, help="Apply even what the safety guard would hold.")
+@guard_options
+@logging_options
+@click.argument("files", nargs=-1, required=True, metavar="FILE...")
+def import_exports(
+    database_url: str | None,
+    account_sid: str,
+    channel: str,
+    times: tuple[str, ...],
+    dry_run: bool,
+    force: bool,
+    guard: GuardLimits,
+    log: LogSettings,
+    files: tuple[str, ...],
+) -> None:
+    """Backfill history from dated blocklist exports: each FILE one full listing of the channel.
+
+    CSV with a mobile column or one number per line, or JSON as the API returns it; gzip
+    accepted. Snapshots go into an empty channel as if swept at their times, or before the
+    channel's earliest run, rewriting only what they prove. Exits 0 when applied (or nothing to
+    do), 2 for a file or time that cannot be imported, 3 when held by the safety guard, 75
+    when another run holds the channel; nothing is applied unless every file is.
+    """
+    from sync import backfill, exports
+
+    log.configure()
+    if not account_sid.isprintable() or any(ch.isspace() for ch in account_sid) or len(account_sid) > 64:
+        raise UsageError(
+            "--account: not an account SID (no spaces or control characters, at most 64 characters)"
+        )
+    if times and len(times) != len(files):
+        raise UsageError(
+            f"--as-of is given {len(times)} time(s) for {len(files)} file(s); give it once per file, "
+            "in the same order, or leave it out to read each time from the file's name"
+        )
+    try:
+        ats = (
+            [exports.parse_time(t, "--as-of") for t in times]
+            if times
+            else [exports.time_in_name(f) for f in files]
+        )
+    except exports.ExportError as exc:
+        raise UsageError(str(exc)) from None
+    snapshots = [backfill.Snapshot(path, at) for path, at in zip(files, ats, strict=True)]
+    store, _ = open_store(database_url)
+    database.require_current_schema(store.engine)
+    options = backfill.ImportOptions(
+        account_sid=account_sid, channel=channel, dry_run=dry_run, force=force, guard=guard
+    )
+    try:
+        results = backfill.import_snapshots(store, snapshots, options)
+    except (backfill.Refused, backfill.Held, backfill.Locked) as exc:
+        fail(str(exc), exc.exit_code)
+    for result in results:
+        click.echo(result.line)
+    if dry_run:
+        click.echo("dry run: nothing was applied", err=True)
+    sys.exit(ExitCode.OK)
+
+
 @cli.command()
 @database_option
 @click.argument("numbers", nargs=-1, required=True)

@@ -136,6 +136,31 @@ sync_runs = Table(
         "not_before of later additions is the start of the last one. NULL for runs that "
         "ended before their listing was judged, and for runs before migration 0008.",
     ),
+    # Provenance of an import of a dated export (migration 0010, `blocklist-sync import`).
+    Column(
+        "source_file",
+        Text,
+        comment="Imports of dated exports only (trigger backfill): the name of the file "
+        "imported, without its directory. NULL for sweeps.",
+    ),
+    Column(
+        "source_bytes",
+        BigInteger,
+        comment="Imports only: the file's size in bytes, as read (compressed if it was).",
+    ),
+    Column(
+        "source_sha256",
+        Text,
+        comment="Imports only: SHA-256 of the file's bytes, hex. The same file, account, "
+        "channel and time is never imported twice.",
+    ),
+    Column(
+        "rewritten",
+        BigInteger,
+        comment="Imports placed before a channel's earliest run only: stretches of that run "
+        "this import rewrote (an earlier start for numbers the export lists; an addition window for "
+        "numbers it does not). NULL otherwise.",
+    ),
     CheckConstraint(sql_in("channel", Channel), name="channel"),
     CheckConstraint(sql_in("trigger", Trigger), name="trigger"),
     CheckConstraint(

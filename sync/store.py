@@ -7,7 +7,10 @@ closing it (or the process dying) releases everything at once.
 
 Every time it stores (a run's start and end, a change's ``detected_at`` and ``not_before``) and
 every age it judges comes from the database's clock (:meth:`~sync.dialect.Dialect.now`), never
-the host's: sweeps from hosts whose clocks disagree still write one consistent history.
+the host's: sweeps from hosts whose clocks disagree still write one consistent history. The one
+exception is an import of a dated export (``blocklist-sync import``, :mod:`sync.backfill`): its
+run and its changes carry the time the export was taken, and its run row says so (trigger
+``backfill``, the file's name, size and SHA-256).
 
 The diff is a handful of statements over temporary tables, so memory in Python stays flat
 however long the blocklist. The SQL here is portable: it runs as written on PostgreSQL and
@@ -21,10 +24,10 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Engine, bindparam, func, select, text
+from sqlalchemy import ColumnElement, Connection, Engine, TextClause, bindparam, case, func, select, text
 
 from sync.dialect import Dialect, LockHolder, Row, dialect_for
 from sync.schema import UtcTime, blocklist_channel_types, blocklist_entries, sync_runs
@@ -34,9 +37,13 @@ __all__ = [
     "ChannelStatus",
     "Comparison",
     "Diff",
+    "FirstRun",
     "LockHeld",
     "LockHolder",
     "LockedChannel",
+    "Rebase",
+    "RebaseCounts",
+    "Source",
     "Staged",
     "Store",
 ]
@@ -83,6 +90,40 @@ class Diff:
     def seen(self) -> int:
         """Distinct numbers blocklisted now: kept current entries plus additions."""
         return self.current - self.removed + self.added
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where an imported snapshot came from, recorded on its run row (provenance)."""
+
+    name: str  # the file's name, without its directory
+    size: int  # bytes, as read
+    sha256: str  # hex
+
+
+@dataclass(frozen=True)
+class FirstRun:
+    """A channel's earliest succeeded run, before which an older snapshot is placed."""
+
+    run_id: int
+    started_at: dt.datetime
+    finished_at: dt.datetime
+    listing_complete: bool | None
+    imported: bool  # an import's run, not a sweep's
+
+
+def _imported() -> ColumnElement[bool]:
+    """Runs that imported a dated export: history, but no sweep."""
+    return sync_runs.c.source_sha256.is_not(None)
+
+
+def _newest_first() -> list[ColumnElement[object]]:
+    """Succeeded runs, the newest first: sweeps by id (runs are numbered in the order they
+    started, under the lock, while a time written by a host whose clock was off may lie), and
+    after every sweep the imports, by their time: an import is numbered when it is made, and
+    it may place an export from last year before a sweep of last week."""
+    sweep = case((_imported(), 0), else_=1)
+    return [sweep.desc(), case((_imported(), 0), else_=sync_runs.c.id).desc(), sync_runs.c.started_at.desc()]
 
 
 @dataclass(frozen=True)
@@ -251,9 +292,46 @@ class LockedChannel:
         self.dialect = dialect
         self._where = {"account_sid": account_sid, "channel": channel}
         self._staging = _Staging.in_schema(dialect.temp_schema)
+        self._one_transaction = False
 
     def now(self) -> dt.datetime:
         return self.dialect.now(self.connection)
+
+    @contextmanager
+    def one_transaction(self, *, keep: bool) -> Iterator[None]:
+        """Everything the block stages, compares and applies is one transaction: committed at
+        the end when ``keep``, rolled back otherwise (a dry run that applied every snapshot to
+        count exactly what each would change), and rolled back whatever raised. An import of
+        several snapshots is so all or nothing: a bad file among them applies none."""
+        c = self.connection
+        if c.in_transaction():
+            c.commit()
+        self._one_transaction = True
+        try:
+            yield
+        except BaseException:
+            c.rollback()
+            raise
+        else:
+            if keep:
+                c.commit()
+            else:
+                c.rollback()
+        finally:
+            self._one_transaction = False
+
+    def _commit(self) -> None:
+        """Commit a step's work, unless it is part of :meth:`one_transaction`."""
+        if not self._one_transaction:
+            self.connection.commit()
+
+    def _applying(self) -> AbstractContextManager[object]:
+        """The apply's transaction: its own, or the one :meth:`one_transaction` holds open."""
+        if self._one_transaction:
+            return nullcontext()
+        if self.connection.in_transaction():
+            self.connection.commit()
+        return self.connection.begin()
 
     # -- the run row -------------------------------------------------------------------
 
@@ -287,6 +365,7 @@ class LockedChannel:
                     sync_runs.c.account_sid == self.account_sid,
                     sync_runs.c.channel == self.channel,
                     sync_runs.c.status.not_in(ignored),
+                    ~_imported(),  # an export's time says nothing of when the channel was swept
                 )
                 .order_by(sync_runs.c.id.desc())
                 .limit(1)
@@ -345,7 +424,7 @@ class LockedChannel:
                 sync_runs.c.status == RunStatus.SUCCEEDED,
                 sync_runs.c.started_at <= self.now(),
             )
-            .order_by(sync_runs.c.id.desc())
+            .order_by(*_newest_first())
             .limit(1)
         )
         if complete_listing:
@@ -365,6 +444,104 @@ class LockedChannel:
                 .limit(1)
             ).first()
             is None
+        )
+
+    def learn_channel_types(self, channel_types: Iterable[str], *, run_id: int, at: dt.datetime) -> None:
+        """Within an apply: the codes this channel's applied listing carried."""
+        known = set(
+            self.connection.execute(
+                select(blocklist_channel_types.c.channel_type).where(
+                    blocklist_channel_types.c.account_sid == self.account_sid,
+                    blocklist_channel_types.c.channel == self.channel,
+                )
+            ).scalars()
+        )
+        new = sorted(set(channel_types) - known)
+        if new:
+            self.connection.execute(
+                blocklist_channel_types.insert(),
+                [
+                    {**self._where, "channel_type": code, "first_run_id": run_id, "first_seen_at": at}
+                    for code in new
+                ],
+            )
+
+    # -- imports of dated exports (sync/backfill.py) ------------------------------------
+
+    def start_import(self, source: Source, at: dt.datetime) -> int:
+        """Insert the ``running`` row of an import: trigger ``backfill``, the export's time as
+        its start, the file's provenance. Part of the import's transaction: an import that
+        fails leaves no row (nothing else of it is written either)."""
+        return int(
+            self.connection.execute(
+                sync_runs.insert()
+                .values(
+                    **self._where,
+                    trigger=Trigger.BACKFILL,
+                    status=RunStatus.RUNNING,
+                    started_at=at,
+                    source_file=source.name,
+                    source_bytes=source.size,
+                    source_sha256=source.sha256,
+                )
+                .returning(sync_runs.c.id)
+            ).scalar_one()
+        )
+
+    def imported_run(self, sha256: str, at: dt.datetime) -> int | None:
+        """The run that already imported this file (by SHA-256) at this time, if any."""
+        found = self.connection.execute(
+            select(sync_runs.c.id, sync_runs.c.started_at).where(
+                sync_runs.c.account_sid == self.account_sid,
+                sync_runs.c.channel == self.channel,
+                sync_runs.c.status == RunStatus.SUCCEEDED,
+                sync_runs.c.source_sha256 == sha256,
+            )
+        ).all()
+        return next((int(i) for i, started in found if _as_utc(started) == at), None)
+
+    def succeeded_runs(self) -> list[tuple[int, dt.datetime, bool]]:
+        """``(id, started_at, imported)`` of every succeeded run of this channel, oldest first:
+        where an import may go (before the earliest, or after the latest import while no
+        sweep has run)."""
+        found = self.connection.execute(
+            select(sync_runs.c.id, sync_runs.c.started_at, _imported())
+            .where(
+                sync_runs.c.account_sid == self.account_sid,
+                sync_runs.c.channel == self.channel,
+                sync_runs.c.status == RunStatus.SUCCEEDED,
+            )
+            .order_by(sync_runs.c.started_at, sync_runs.c.id)
+        ).all()
+        return [(int(i), _as_utc(started) or started, bool(imported)) for i, started, imported in found]
+
+    def first_run(self) -> FirstRun | None:
+        """The channel's earliest succeeded run (by time), or None for an empty channel."""
+        found = self.connection.execute(
+            select(
+                sync_runs.c.id,
+                sync_runs.c.started_at,
+                sync_runs.c.finished_at,
+                sync_runs.c.listing_complete,
+                _imported(),
+            )
+            .where(
+                sync_runs.c.account_sid == self.account_sid,
+                sync_runs.c.channel == self.channel,
+                sync_runs.c.status == RunStatus.SUCCEEDED,
+            )
+            .order_by(sync_runs.c.started_at, sync_runs.c.id)
+            .limit(1)
+        ).first()
+        if found is None:
+            return None
+        run_id, started, finished, complete, imported = found
+        return FirstRun(
+            int(run_id),
+            _as_utc(started) or started,
+            _as_utc(finished) or finished,
+            None if complete is None else bool(complete),
+            bool(imported),
         )
 
     def channel_types(self) -> dict[str, set[str]]:
@@ -398,7 +575,7 @@ class LockedChannel:
         c.execute(text(f"CREATE TEMPORARY TABLE {t.removed} (mobile {key} PRIMARY KEY)"))
         c.execute(text(f"CREATE TEMPORARY TABLE {t.unconfirmed} (mobile {key} PRIMARY KEY)"))
         loaded = self.dialect.load(c, t.seen, rows)
-        c.commit()
+        self._commit()
         return Staged(self, loaded)
 
 
@@ -431,8 +608,23 @@ class Staged:
             )
         else:
             session.dialect.compare(c, seen=t.seen, added=t.added, removed=t.removed, where=session._where)
-        c.commit()
+        session._commit()
         return Comparison(session, listed=self.rows, current=current)
+
+    def before(self, first: FirstRun) -> Rebase:
+        """Place this listing, an older snapshot, before the channel's earliest run ``first``:
+        what it would change (:class:`Rebase`), computed against the numbers ``first`` listed
+        (the stretches it opened: being the earliest, it opened one for each)."""
+        session = self._session
+        c, t = session.connection, session._staging
+        c.execute(
+            text(
+                f"INSERT INTO {t.added} (mobile, channel_type) "
+                f"SELECT mobile, MAX(channel_type) FROM {t.seen} GROUP BY mobile ORDER BY mobile"
+            )
+        )
+        session._commit()
+        return Rebase(session, first, listed=self.rows)
 
     def _count_current(self) -> int:
         session = self._session
@@ -535,7 +727,15 @@ class Comparison:
 
     # -- apply -------------------------------------------------------------------------
 
-    def apply(self, run_id: int, *, pages: int, diff: Diff, channel_types: Iterable[str] = ()) -> None:
+    def apply(
+        self,
+        run_id: int,
+        *,
+        pages: int,
+        diff: Diff,
+        channel_types: Iterable[str] = (),
+        at: dt.datetime | None = None,
+    ) -> None:
         """Apply additions and removals, append their events, mark what could not be proven,
         learn the listing's ``channel_types`` and finish the run row, in one transaction.
         Writes nothing to the stretches or events when nothing changed. An addition opens a
@@ -553,6 +753,9 @@ class Comparison:
         load appends to index pages instead of touching them at random. :meth:`Staged.diff`
         wrote the additions in that order, so they are read as stored rather than sorted again
         (twice, a second each at a million rows); the order only ever affects speed.
+
+        ``at``: an imported snapshot's time, which stands for the database's clock as
+        ``detected_at`` and the run's end (:mod:`sync.backfill`); None for a sweep.
         """
         c, t, session = self.connection, self._t, self._session
         previous = session.previous_success_start()
@@ -563,10 +766,9 @@ class Comparison:
             "proven_at": previous,
             "initial_load": session._first_success(),
         }
-        if c.in_transaction():
-            c.commit()
-        with c.begin():
-            params["detected_at"] = session.now()
+        with session._applying():
+            detected_at = at or session.now()
+            params["detected_at"] = detected_at
             session.dialect.make_room_to_sort(c)  # see ORDER BY below
             if diff.removed:
                 # The events first: their window reads the stretches they end.
@@ -627,7 +829,7 @@ class Comparison:
                     params,
                 )
             self._mark_unproven(params)
-            self._learn_channel_types(channel_types, params)
+            session.learn_channel_types(channel_types, run_id=run_id, at=detected_at)
             c.execute(
                 sync_runs.update()
                 .where(sync_runs.c.id == run_id)
@@ -639,7 +841,7 @@ class Comparison:
                     **_counts(diff),
                 )
             )
-        if diff.added + diff.removed > max(10_000, diff.seen // 10):
+        if diff.added + diff.removed > max(10_000, diff.seen // 10) and not session._one_transaction:
             # Autovacuum analyzes eventually; the next sweep's diff plans with these numbers.
             # The changes are committed: nothing here may turn the run into a failure.
             try:
@@ -672,29 +874,191 @@ class Comparison:
             params,
         )
 
-    def _learn_channel_types(self, channel_types: Iterable[str], params: Mapping[str, object]) -> None:
-        """Within :meth:`apply`: the codes this channel's applied listing carried."""
-        known = set(
-            self.connection.execute(
-                select(blocklist_channel_types.c.channel_type).where(
-                    blocklist_channel_types.c.account_sid == self._session.account_sid,
-                    blocklist_channel_types.c.channel == self._session.channel,
-                )
-            ).scalars()
+
+@dataclass(frozen=True)
+class RebaseCounts:
+    """What placing a snapshot before a channel's earliest run changes.
+
+    ``continuing``: numbers both list: the earliest run's stretch starts at the snapshot
+    instead (initial load now the snapshot's). ``arrived``: numbers the earliest run listed
+    and the snapshot did not: no longer initial load, added between the two. ``gone``: numbers
+    the snapshot listed and the earliest run did not: a stretch that ended between the two."""
+
+    listed: int  # rows the file held, before de-duplication
+    numbers: int  # distinct numbers of the snapshot
+    first_listed: int  # numbers the earliest run listed
+    continuing: int
+    arrived: int
+    gone: int
+
+    @property
+    def rewritten(self) -> int:
+        """Stretches of the earliest run this rewrites."""
+        return self.continuing + self.arrived
+
+
+class Rebase:
+    """An older snapshot against the channel's earliest run, made by :meth:`Staged.before`:
+    :meth:`counts` and :meth:`sample` say what it changes, :meth:`apply` writes it.
+
+    Exactly what a sweep at the snapshot's time, followed by the earliest run as the next
+    sweep, would have written to the stretches; and nothing the runs proved is lost. The
+    audit log is append-only: the earliest run's ``initial_load`` additions stay as they are,
+    and this run appends its own events (an addition, initial load, for each number it lists;
+    a removal for each that was gone by the earliest run) and counts the stretches it
+    rewrote on its run row (``sync_runs.rewritten``).
+    """
+
+    def __init__(self, session: LockedChannel, first: FirstRun, *, listed: int) -> None:
+        self._session = session
+        self._first = first
+        self._t = session._staging
+        self.connection = session.connection
+        self.listed = listed
+
+    def _params(self, **more: object) -> dict[str, object]:
+        return {**self._session._where, "first": self._first.run_id, **more}
+
+    def counts(self) -> RebaseCounts:
+        t = self._t
+        numbers, first_listed, continuing = self.connection.execute(
+            text(f"""
+            SELECT (SELECT COUNT(*) FROM {t.added}),
+                   (SELECT COUNT(*) FROM blocklist_periods p
+                    WHERE p.account_sid = :account_sid AND p.channel = :channel
+                      AND p.added_run_id = :first),
+                   (SELECT COUNT(*) FROM {t.added} a JOIN blocklist_periods p
+                      ON p.account_sid = :account_sid AND p.channel = :channel
+                     AND p.added_run_id = :first AND p.mobile = a.mobile)"""),
+            self._params(),
+        ).one()
+        return RebaseCounts(
+            listed=self.listed,
+            numbers=numbers,
+            first_listed=first_listed,
+            continuing=continuing,
+            arrived=first_listed - continuing,
+            gone=numbers - continuing,
         )
-        new = sorted(set(channel_types) - known)
-        if new:
-            self.connection.execute(
-                blocklist_channel_types.insert(),
-                [
-                    {
-                        **self._session._where,
-                        "channel_type": code,
-                        "first_run_id": params["run_id"],
-                        "first_seen_at": params["detected_at"],
-                    }
-                    for code in new
-                ],
+
+    def sample(self, size: int) -> dict[str, list[str]]:
+        """Up to ``size`` numbers of each kind of change, the lowest first: what a dry run shows."""
+        t = self._t
+        of_first = (
+            "SELECT 1 FROM blocklist_periods p WHERE p.account_sid = :account_sid "
+            "AND p.channel = :channel AND p.added_run_id = :first AND p.mobile = {}.mobile"
+        )
+        queries = {
+            "continuing": f"SELECT a.mobile FROM {t.added} a WHERE EXISTS ({of_first.format('a')})",
+            "gone": f"SELECT a.mobile FROM {t.added} a WHERE NOT EXISTS ({of_first.format('a')})",
+            "arrived": f"""SELECT f.mobile FROM blocklist_periods f
+                WHERE f.account_sid = :account_sid AND f.channel = :channel AND f.added_run_id = :first
+                  AND NOT EXISTS (SELECT 1 FROM {t.added} a WHERE a.mobile = f.mobile)""",
+        }
+        return {
+            kind: list(
+                self.connection.execute(
+                    text(f"{query} ORDER BY 1 LIMIT :size"), self._params(size=size)
+                ).scalars()
+            )
+            for kind, query in queries.items()
+        }
+
+    def apply(
+        self, run_id: int, *, at: dt.datetime, counts: RebaseCounts, channel_types: Iterable[str] = ()
+    ) -> None:
+        """Write the snapshot's stretches and rewrite the earliest run's, append this run's
+        events and finish its run row, in one transaction (with the checked row counts)."""
+        c, t, session, first = self.connection, self._t, self._session, self._first
+        params = self._params(run_id=run_id, at=at, first_at=first.finished_at)
+
+        def stamped(sql: str) -> TextClause:
+            """The statement, its times typed (each dialect stores them as timestamps)."""
+            names = [name for name in ("at", "first_at") if f":{name}" in sql]
+            return text(sql).bindparams(*(bindparam(name, type_=UtcTime) for name in names))
+
+        with session._applying():
+            # Numbers gone by the earliest run: a stretch from this snapshot to that run.
+            _expect(
+                counts.gone,
+                "gone",
+                c.execute(
+                    stamped(f"""
+                INSERT INTO blocklist_periods
+                    (account_sid, channel, mobile, channel_type, added_at, added_not_before,
+                     removed_at, removed_not_before, initial_load, added_run_id, removed_run_id)
+                SELECT :account_sid, :channel, a.mobile, a.channel_type, :at, NULL,
+                    :first_at, :at, TRUE, :run_id, :first
+                FROM {t.added} a
+                WHERE NOT EXISTS (
+                    SELECT 1 FROM blocklist_periods p
+                    WHERE p.account_sid = :account_sid AND p.channel = :channel
+                      AND p.added_run_id = :first AND p.mobile = a.mobile)"""),
+                    params,
+                ).rowcount,
+            )
+            # Numbers both list: the stretch began by this snapshot, the initial load now its.
+            _expect(
+                counts.continuing,
+                "continuing",
+                c.execute(
+                    stamped(f"""
+                UPDATE blocklist_periods
+                SET added_at = :at, added_not_before = NULL, initial_load = TRUE, added_run_id = :run_id
+                WHERE account_sid = :account_sid AND channel = :channel AND added_run_id = :first
+                  AND mobile IN (SELECT mobile FROM {t.added})"""),
+                    params,
+                ).rowcount,
+            )
+            # The rest of the earliest run's numbers were not listed then: added in between.
+            _expect(
+                counts.arrived,
+                "arrived",
+                c.execute(
+                    stamped("""
+                UPDATE blocklist_periods SET initial_load = FALSE, added_not_before = :at
+                WHERE account_sid = :account_sid AND channel = :channel AND added_run_id = :first
+                """),
+                    params,
+                ).rowcount,
+            )
+            c.execute(
+                stamped(f"""
+                INSERT INTO blocklist_events (account_sid, channel, mobile, change, detected_at,
+                    not_before, initial_load, run_id)
+                SELECT :account_sid, :channel, mobile, 'added', :at, NULL, TRUE, :run_id
+                FROM {t.added}"""),
+                params,
+            )
+            c.execute(
+                stamped("""
+                INSERT INTO blocklist_events (account_sid, channel, mobile, change, detected_at,
+                    not_before, initial_load, run_id)
+                SELECT account_sid, channel, mobile, 'removed', :first_at, :at, FALSE, :run_id
+                FROM blocklist_periods
+                WHERE account_sid = :account_sid AND channel = :channel AND added_run_id = :run_id
+                  AND removed_run_id = :first
+                ORDER BY mobile"""),
+                params,
+            )
+            session.learn_channel_types(channel_types, run_id=run_id, at=at)
+            c.execute(
+                sync_runs.update()
+                .where(sync_runs.c.id == run_id)
+                .values(
+                    status=RunStatus.SUCCEEDED,
+                    finished_at=at,
+                    pages_fetched=0,
+                    error=None,
+                    entries_seen=counts.numbers,
+                    added=counts.numbers,
+                    removed=counts.gone,
+                    rejected=0,
+                    unconfirmed=0,
+                    rescued=0,
+                    listing_complete=True,
+                    rewritten=counts.rewritten,
+                )
             )
 
 

@@ -1,0 +1,360 @@
+"""Backfill from dated exports: history from before the first sweep, the one place files meet the store.
+
+Kaleyra offers no dated view of a blocklist, so the only evidence of a channel's past is what
+teams kept: exports, each a full listing of one channel at a known time T. ``blocklist-sync
+import`` turns them into history exactly as sweeps at those times would have written it, by
+the store's own machinery (staging, the diff in SQL, one apply), with T standing for the
+database's clock — the one exception to "every stored time is the database's", which each
+run row says (trigger ``backfill``; the file's name, size and SHA-256).
+
+Where a snapshot may go, and why:
+
+- **An empty channel**, or **after the last import** while no sweep has run: a sweep at T
+  (:meth:`~sync.store.Staged.diff`, then :meth:`~sync.store.Comparison.apply` at T). The
+  windows between snapshots are the sweeps' windows; the first is the initial load.
+- **Before the channel's earliest run** (the usual case: the tool was installed last week, the
+  exports go back a year): :meth:`~sync.store.Staged.before` rewrites only what the snapshot
+  proves against that run's listing (:class:`~sync.store.Rebase`). Several such snapshots are
+  placed newest first, each before the one after it.
+- **Anywhere else** — in the future, newer than the channel's first sweep, between two runs —
+  is refused: a snapshot there would contradict what sweeps recorded, and rewriting the middle
+  of a proven history is not something an export can justify.
+
+An export is a listing that cannot move while it is read, so every absence it shows is proven:
+no removal check, and its listing is complete. The guard holds what it holds for a sweep (an
+empty export over a channel with numbers, a share removed over the limit, another channel's
+``channel_type`` codes), judged on the change the snapshot makes; ``--force`` applies it.
+
+All snapshots of one import are one transaction: a bad file among them (unreadable, not a
+listing) applies none, and ``--dry-run`` applies every one in order, to count exactly what each
+changes after the ones before it, then rolls back.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+
+from sync.exports import ExportError, ExportFile, Reading, source_of
+from sync.guard import GuardLimits, channel_type_hold, empty_listing_hold, removal_hold
+from sync.store import (
+    Comparison,
+    FirstRun,
+    LockedChannel,
+    LockHeld,
+    RebaseCounts,
+    Source,
+    Staged,
+    Store,
+)
+from sync.vocabulary import ExitCode
+
+__all__ = ["Held", "ImportOptions", "ImportResult", "Refused", "Snapshot", "import_snapshots"]
+
+log = logging.getLogger("sync.backfill")
+
+
+class Refused(Exception):
+    """Bad input (a file, a time): one line, exit 2, nothing applied."""
+
+    exit_code = ExitCode.USAGE
+
+
+class Held(Exception):
+    """The guard holds a snapshot: exit 3, nothing applied; ``--force`` applies it."""
+
+    exit_code = ExitCode.HELD
+
+
+class Locked(Exception):
+    """Another session holds the channel's lock: exit 75, nothing applied."""
+
+    exit_code = ExitCode.LOCKED
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One file and the time it shows the channel at (UTC)."""
+
+    path: str
+    at: dt.datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImportOptions:
+    account_sid: str
+    channel: str
+    dry_run: bool = False
+    force: bool = False
+    guard: GuardLimits = field(default_factory=GuardLimits)
+    sample: int = 5  # numbers of each kind of change a dry run shows
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    """What one file did (or would do): the line the CLI prints, and the figures behind it."""
+
+    snapshot: Snapshot
+    line: str
+    run_id: int | None = None
+    added: int = 0
+    removed: int = 0
+    rewritten: int = 0
+    rejected: int = 0
+
+
+def _when(at: dt.datetime) -> str:
+    return at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def import_snapshots(store: Store, snapshots: list[Snapshot], options: ImportOptions) -> list[ImportResult]:
+    """Import ``snapshots`` into one account and channel, all or nothing; raises
+    :class:`Refused`, :class:`Held` or :class:`Locked` with one line saying why, having applied
+    nothing."""
+    if len({s.at for s in snapshots}) != len(snapshots):
+        raise Refused("two files are given the same time; each export is the listing at its own time")
+    files = {s: _source(s.path) for s in snapshots}  # every file readable before the lock is taken
+    try:
+        with store.lock_channel(options.account_sid, options.channel) as session:
+            return _Import(session, options).run(snapshots, files)
+    except LockHeld:
+        raise Locked(
+            f"another session holds the lock of {options.account_sid} {options.channel} (a sweep or "
+            "an import); nothing was applied: run the import again when it is done"
+        ) from None
+
+
+def _source(path: str) -> ExportFile:
+    try:
+        return source_of(path)
+    except ExportError as exc:
+        raise Refused(f"{exc}; nothing was applied") from None
+
+
+class _Import:
+    """One import into a locked (account, channel)."""
+
+    def __init__(self, session: LockedChannel, options: ImportOptions) -> None:
+        self.session = session
+        self.options = options
+        self.learned: dict[str, set[str]] = {}
+
+    def run(self, snapshots: list[Snapshot], files: dict[Snapshot, ExportFile]) -> list[ImportResult]:
+        session = self.session
+        now = session.now()
+        for snapshot in snapshots:
+            if snapshot.at > now:
+                raise Refused(
+                    f"{files[snapshot].name}: {_when(snapshot.at)} is in the future (the database's "
+                    f"clock says {_when(now)}); give the time the export was taken"
+                )
+        results: list[ImportResult] = []
+        todo = []
+        for snapshot in sorted(snapshots, key=lambda s: s.at):
+            done = session.imported_run(files[snapshot].sha256, snapshot.at)
+            if done is None:
+                todo.append(snapshot)
+            else:
+                results.append(
+                    ImportResult(
+                        snapshot,
+                        f"{files[snapshot].name}: already imported as run {done} (same SHA-256, account, "
+                        "channel and time); nothing to do",
+                        run_id=done,
+                    )
+                )
+        before, after = self._places(todo, files)
+        self.learned = session.channel_types()
+        with session.one_transaction(keep=not self.options.dry_run):
+            for snapshot in sorted(before, key=lambda s: s.at, reverse=True):
+                results.append(self._before(snapshot, files[snapshot]))
+            for snapshot in sorted(after, key=lambda s: s.at):
+                results.append(self._after(snapshot, files[snapshot]))
+        return sorted(results, key=lambda r: r.snapshot.at)
+
+    def _places(
+        self, snapshots: list[Snapshot], files: dict[Snapshot, ExportFile]
+    ) -> tuple[list[Snapshot], list[Snapshot]]:
+        """Which snapshots go before the channel's earliest run, which after its last import;
+        :class:`Refused` for any that can go neither."""
+        runs = self.session.succeeded_runs()
+        if not runs:
+            return [], snapshots
+        earliest, latest = runs[0], runs[-1]
+        sweeps = [r for r in runs if not r[2]]
+        before, after = [], []
+        for snapshot in snapshots:
+            name = files[snapshot].name
+            if snapshot.at < earliest[1]:
+                before.append(snapshot)
+            elif sweeps:
+                first_sweep = sweeps[0]
+                raise Refused(
+                    f"{name}: {_when(snapshot.at)} is not before the channel's first sweep (run "
+                    f"{first_sweep[0]}, {_when(first_sweep[1])}); an export can only be placed before "
+                    "the history sweeps recorded, never between or after sweeps"
+                )
+            elif snapshot.at > latest[1]:
+                after.append(snapshot)
+            else:
+                later = next(r for r in runs if r[1] >= snapshot.at)
+                raise Refused(
+                    f"{name}: {_when(snapshot.at)} is not before the earliest import (run {earliest[0]}, "
+                    f"{_when(earliest[1])}) nor after the latest (run {latest[0]}, {_when(latest[1])}), "
+                    f"it is at or before run {later[0]} ({_when(later[1])}); import older exports "
+                    "before newer ones, or into an empty channel all at once"
+                )
+        first = self.session.first_run()
+        if before and first is not None and first.listing_complete is False:
+            raise Refused(
+                f"the channel's earliest run ({first.run_id}, {_when(first.started_at)}) could not show "
+                "a complete listing, so it cannot prove which numbers of an older export were gone by "
+                "then; nothing was applied"
+            )
+        return before, after
+
+    def _read(self, file: ExportFile) -> tuple[Reading, Iterator[tuple[str, str | None]]]:
+        reading = Reading(file)
+        return reading, reading.rows_of()
+
+    def _stage(self, file: ExportFile) -> tuple[Reading, Staged]:
+        reading, rows = self._read(file)
+        try:
+            staged = self.session.stage(rows)
+        except ExportError as exc:
+            raise Refused(f"{exc}; nothing was applied") from None
+        if reading.rows and reading.rejected == reading.rows:
+            raise Refused(
+                f"{reading.shown} is not a listing: none of its {reading.rows} rows is a phone number "
+                f"(e.g. {', '.join(reading.rejected_examples)}); nothing was applied"
+            )
+        if reading.rejected:
+            log.warning(
+                "%s: %d row(s) cannot be a phone number and were not stored, e.g. %s",
+                reading.shown,
+                reading.rejected,
+                ", ".join(reading.rejected_examples),
+            )
+        return reading, staged
+
+    def _hold(self, reading: Reading, *reasons: str | None) -> None:
+        held = next((r for r in reasons if r), None)
+        if held is None:
+            return
+        if self.options.force:
+            log.warning("%s: --force applies what the guard would hold: %s", reading.shown, held)
+            return
+        raise Held(
+            f"{reading.shown}: held by the safety guard: {held}. Nothing was applied; review it with "
+            "--dry-run, apply it with --force"
+        )
+
+    def _codes(self, reading: Reading) -> str | None:
+        codes: Counter[str] = reading.codes
+        return channel_type_hold(self.options.channel, codes, self.learned)
+
+    def _learn(self, reading: Reading) -> list[str]:
+        learned = [code for code in reading.codes if code != "(other codes)"]
+        self.learned.setdefault(self.options.channel, set()).update(learned)
+        return learned
+
+    def _after(self, snapshot: Snapshot, file: ExportFile) -> ImportResult:
+        """A sweep at the snapshot's time: the diff against the channel's entries, applied at T."""
+        reading, staged = self._stage(file)
+        comparison = staged.diff()
+        diff = comparison.counts()
+        self._hold(
+            reading,
+            empty_listing_hold(staged.rows, diff.current),
+            removal_hold(diff.current, diff.removed, self.options.guard),
+            self._codes(reading),
+        )
+        sample = self._sample(comparison) if self.options.dry_run else ""
+        run_id = self.session.start_import(_provenance(file), snapshot.at)
+        diff = replace(diff, rejected=reading.rejected, listing_complete=True)
+        comparison.apply(run_id, pages=0, diff=diff, channel_types=self._learn(reading), at=snapshot.at)
+        verb = "would import" if self.options.dry_run else "imported"
+        line = (
+            f"{verb} {reading.shown} as run {run_id}: {self.options.account_sid} {self.options.channel} at "
+            f"{_when(snapshot.at)}: {diff.seen} numbers, +{diff.added} -{diff.removed}"
+            f"{_rejected(reading)}{sample}"
+        )
+        return ImportResult(
+            snapshot, line, run_id, added=diff.added, removed=diff.removed, rejected=reading.rejected
+        )
+
+    def _sample(self, comparison: Comparison) -> str:
+        size = self.options.sample
+        shown: dict[str, list[str]] = {"added": [], "removed": []}
+        for change, mobile in comparison.changes():
+            if len(shown[change]) < size:
+                shown[change].append(mobile)
+        return "".join(
+            f"\n  e.g. {change}: {', '.join(numbers)}" for change, numbers in shown.items() if numbers
+        )
+
+    def _before(self, snapshot: Snapshot, file: ExportFile) -> ImportResult:
+        """The snapshot placed before the channel's earliest run, rewriting only what it proves."""
+        first = self.session.first_run()
+        assert first is not None  # _places put it here because a run exists
+        reading, staged = self._stage(file)
+        rebase = staged.before(first)
+        counts = rebase.counts()
+        self._hold(
+            reading,
+            empty_listing_hold(counts.first_listed, counts.numbers),
+            removal_hold(counts.numbers, counts.gone, self.options.guard),
+            self._codes(reading),
+        )
+        sample = ""
+        if self.options.dry_run:
+            kinds = {
+                "continuing": "earlier start",
+                "arrived": "added after the export",
+                "gone": "gone before the earliest run",
+            }
+            sample = "".join(
+                f"\n  e.g. {kinds[kind]}: {', '.join(numbers)}"
+                for kind, numbers in rebase.sample(self.options.sample).items()
+                if numbers
+            )
+        run_id = self.session.start_import(_provenance(file), snapshot.at)
+        rebase.apply(run_id, at=snapshot.at, counts=counts, channel_types=self._learn(reading))
+        verb = "would import" if self.options.dry_run else "imported"
+        line = (
+            f"{verb} {reading.shown} as run {run_id}: {self.options.account_sid} {self.options.channel} at "
+            f"{_when(snapshot.at)}, before the channel's earliest run {first.run_id} "
+            f"({_when(first.started_at)}): {counts.numbers} numbers; {_rewrites(counts, first)}"
+            f"{_rejected(reading)}{sample}"
+        )
+        return ImportResult(
+            snapshot,
+            line,
+            run_id,
+            added=counts.numbers,
+            removed=counts.gone,
+            rewritten=counts.rewritten,
+            rejected=reading.rejected,
+        )
+
+
+def _rewrites(counts: RebaseCounts, first: FirstRun) -> str:
+    return (
+        f"rewritten {counts.rewritten} stretch(es) of run {first.run_id}: {counts.continuing} start "
+        f"at this export instead, {counts.arrived} were added after it (no longer initial load); "
+        f"{counts.gone} number(s) were gone by run {first.run_id}"
+    )
+
+
+def _rejected(reading: Reading) -> str:
+    if not reading.rejected:
+        return ""
+    examples = ", ".join(reading.rejected_examples)
+    return f" ({reading.rejected} row(s) not a phone number, not stored: e.g. {examples})"
+
+
+def _provenance(file: ExportFile) -> Source:
+    return Source(name=file.name, size=file.size, sha256=file.sha256)

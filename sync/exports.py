@@ -1,0 +1,327 @@
+"""Dated blocklist exports read from files: the rows of one full listing, and where it came from.
+
+The files side of ``blocklist-sync import`` (:mod:`sync.backfill` joins it to the store), as
+:mod:`sync.kaleyra` is the HTTP side of a sweep: it knows nothing of the database. The evidence
+of a channel's past is what teams kept — CSV dumps of an earlier script, console exports,
+responses a cron job saved — so it reads each of those, and refuses what is none:
+
+- CSV whose header names a ``mobile`` column (any other columns are ignored), or one number
+  per line with no header; UTF-8, a byte order mark allowed;
+- JSON as the Get Blocklist API returns it (``{"code": "CNT196", "data": [{"mobile": …,
+  "channel_type": …}, …]}``, any number of rows), or a bare array of such rows;
+- either of them gzip-compressed, told by its magic bytes, not by its name.
+
+Every number goes through :func:`sync.numbers.canonical` as a sweep's do; a row that cannot be
+a phone number is counted (a few kept as examples), never stored. A file is streamed, never
+held: rows go straight on to the staging table, JSON through ijson's incremental parser, and
+what a hostile file can make this read is bounded as the client bounds a body: at most
+:data:`MAX_BYTES` once inflated (a gzip bomb stops there), a CSV line at most
+:data:`MAX_LINE` characters.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import datetime as dt
+import gzip
+import hashlib
+import io
+import json
+import os
+import re
+import stat
+import zlib
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import ijson
+
+from sync.guard import is_code
+from sync.numbers import canonical, describe_rejected
+from sync.vendor_text import vendor_text
+
+__all__ = [
+    "MAX_BYTES",
+    "MAX_LINE",
+    "ExportError",
+    "ExportFile",
+    "Reading",
+    "parse_time",
+    "source_of",
+    "time_in_name",
+]
+
+MAX_BYTES = 4 * 1024**3  # inflated: 20M numbers as CSV take about 320 MB
+MAX_LINE = 4096  # characters of one CSV line
+_GZIP_MAGIC = b"\x1f\x8b"
+_CHUNK = 1024 * 1024
+_EXAMPLES = 3
+_CHANNEL_TYPE_CHARS = 64  # as a sweep stores a row's channel_type
+_MAX_CODES = 20  # distinct channel_type codes counted by name; the rest as one
+_OTHER_CODES = "(other codes)"
+_SMALL_JSON = 1024 * 1024  # a JSON file with no rows is inspected whole below this size
+# A time in a file name: blocklist-sms-2026-11-01T0900Z.csv, export_2026-11-01T09:00:00+05:30.json.gz
+_NAME_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:?\d{2}(?::?\d{2})?(?:Z|[+-]\d{2}:?\d{2})")
+
+
+class ExportError(Exception):
+    """A file that cannot be imported: its one-line message names the file and what to do."""
+
+
+@dataclass(frozen=True)
+class ExportFile:
+    """A file as it was read: its name without directory, size and SHA-256 (provenance)."""
+
+    path: Path
+    size: int
+    sha256: str
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+def parse_time(value: str, what: str) -> dt.datetime:
+    """An ISO 8601 time with a zone (``2026-11-01T09:00+05:30``, ``2026-11-01T0900Z``), in UTC."""
+    shown = vendor_text(value, 40)
+    try:
+        at = dt.datetime.fromisoformat(value.strip())
+    except ValueError:
+        at = None
+    if at is None or at.tzinfo is None:
+        raise ExportError(
+            f"{what} {shown!r} is not an ISO 8601 time with a zone; write e.g. 2026-11-01T09:00Z "
+            "or 2026-11-01T14:30+05:30"
+        )
+    return at.astimezone(dt.UTC)
+
+
+def time_in_name(path: str) -> dt.datetime:
+    """The time a file's name carries (``blocklist-sms-2026-11-01T0900Z.csv``): exactly one ISO
+    8601 time with a zone, in its base name."""
+    name = os.path.basename(path)
+    found = _NAME_TIME.findall(name)
+    if len(found) != 1:
+        raise ExportError(
+            f"{vendor_text(name, 80)}: its name carries {'no' if not found else 'more than one'} time "
+            "with a zone (like blocklist-sms-2026-11-01T0900Z.csv); give --as-of TIME for each file"
+        )
+    return parse_time(found[0], f"the time in {vendor_text(name, 80)!r},")
+
+
+def _open(path: Path) -> IO[bytes]:
+    """The file, opened without blocking and only if it is a regular file (a FIFO would hang,
+    a device never end)."""
+    shown = vendor_text(str(path), 120)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ExportError(f"cannot read {shown} ({exc.strerror}); check the path") from None
+    except ValueError:
+        raise ExportError(f"{shown!r} is no file name; check the path") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ExportError(f"{shown} is not a regular file; give the export file itself")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+def source_of(path: str) -> ExportFile:
+    """Read the whole file once for its size and SHA-256 (before anything is written: a file
+    that cannot be read stops the import with nothing applied)."""
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with _open(Path(path)) as handle:
+            while chunk := handle.read(_CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+    except OSError as exc:
+        raise ExportError(f"cannot read {vendor_text(path, 120)} ({exc.strerror}); check the file") from None
+    return ExportFile(Path(path), size, digest.hexdigest())
+
+
+class _Bounded(io.RawIOBase):
+    """A stream that refuses to yield more than :data:`MAX_BYTES`: what a gzip bomb or an
+    endless file runs into."""
+
+    def __init__(self, inner: IO[bytes] | io.BufferedIOBase, name: str) -> None:
+        self._inner = inner
+        self._name = name
+        self._read = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._inner.read(len(buffer))
+        self._read += len(data)
+        if self._read > MAX_BYTES:
+            raise ExportError(
+                f"{self._name}: more than {MAX_BYTES // 1024**3} GiB once inflated; no blocklist export "
+                "is that large: is it the right file?"
+            )
+        buffer[: len(data)] = data
+        return len(data)
+
+
+@dataclass
+class Reading:
+    """One file read as a listing: rows yielded by :meth:`rows`, and what was counted on the way."""
+
+    source: ExportFile
+    rows: int = 0  # rows the file held (accepted and rejected)
+    rejected: int = 0
+    rejected_examples: list[str] = field(default_factory=list)
+    codes: Counter[str] = field(default_factory=Counter)  # accepted rows by channel_type code
+    format: str = ""  # csv, lines or json, for the result line
+
+    @property
+    def shown(self) -> str:
+        return vendor_text(self.source.name, 80)
+
+    def rows_of(self) -> Iterator[tuple[str, str | None]]:
+        """``(mobile, channel_type)`` of each number the file lists, canonical, streamed."""
+        try:
+            with _open(self.source.path) as raw:
+                head = raw.read(2)
+                raw.seek(0)
+                stream: IO[bytes] | io.BufferedIOBase = raw
+                if head == _GZIP_MAGIC:
+                    stream = gzip.GzipFile(fileobj=raw, mode="rb")
+                bounded = io.BufferedReader(_Bounded(stream, self.shown), _CHUNK)
+                first = self._first_byte(bounded)
+                if first in (b"{", b"["):
+                    self.format = "json"
+                    yield from self._json(bounded, first)
+                else:
+                    yield from self._text(bounded)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise ExportError(
+                f"{self.shown}: cannot be read ({vendor_text(str(exc), 80)}); is it a complete file?"
+            ) from None
+
+    def _first_byte(self, stream: io.BufferedReader[_Bounded]) -> bytes:
+        """The first byte that is not a byte order mark or white space, left unread."""
+        peeked = stream.peek(64)
+        text = peeked.removeprefix(codecs.BOM_UTF8)
+        stripped = text.lstrip()
+        return stripped[:1]
+
+    def _count(self, raw: object, channel_type: object = None) -> tuple[str, str | None] | None:
+        self.rows += 1
+        mobile = canonical(raw)
+        if mobile is None:
+            self.rejected += 1
+            if len(self.rejected_examples) < _EXAMPLES:
+                self.rejected_examples.append(describe_rejected(raw))
+            return None
+        kind = None if channel_type is None else vendor_text(str(channel_type), _CHANNEL_TYPE_CHARS)
+        if is_code(kind):
+            self.codes[kind if kind in self.codes or len(self.codes) < _MAX_CODES else _OTHER_CODES] += 1
+        return mobile, kind
+
+    # -- CSV and one number per line ---------------------------------------------------
+
+    def _text(self, stream: io.BufferedReader[_Bounded]) -> Iterator[tuple[str, str | None]]:
+        text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="strict", newline="")
+        lines = self._bounded_lines(text)
+        try:
+            reader = csv.reader(lines)
+            header = next(reader, None)
+            if header is None:
+                raise ExportError(
+                    f"{self.shown} is empty; an export of an empty blocklist needs a `mobile` header line"
+                )
+            names = [cell.strip().lower() for cell in header]
+            if "mobile" in names:
+                self.format = "csv"
+                column = names.index("mobile")
+                kind_column = names.index("channel_type") if "channel_type" in names else None
+                for cells in reader:
+                    if not cells or cells == [""]:
+                        continue
+                    raw = cells[column] if column < len(cells) else None
+                    has_kind = kind_column is not None and kind_column < len(cells)
+                    kind = cells[kind_column] if has_kind else None  # type: ignore[index]
+                    row = self._count(raw, kind or None)
+                    if row is not None:
+                        yield row
+            elif len(header) == 1 and canonical(header[0]) is not None:
+                self.format = "lines"
+                row = self._count(header[0])
+                if row is not None:
+                    yield row
+                for cells in reader:
+                    if not cells or cells == [""]:
+                        continue
+                    row = self._count(cells[0] if len(cells) == 1 else ",".join(cells))
+                    if row is not None:
+                        yield row
+            else:
+                named = ", ".join(repr(vendor_text(c, 20)) for c in header[:5])
+                raise ExportError(
+                    f"{self.shown}: no `mobile` column (its first line is {named}); give a CSV whose "
+                    "header names a mobile column, one number per line, or the API's JSON"
+                )
+        except UnicodeDecodeError:
+            raise ExportError(
+                f"{self.shown} is not UTF-8 text, CSV or JSON; is it a blocklist export?"
+            ) from None
+        except csv.Error as exc:
+            raise ExportError(f"{self.shown}: not readable as CSV ({vendor_text(str(exc), 80)})") from None
+
+    def _bounded_lines(self, text: io.TextIOWrapper) -> Iterator[str]:
+        for number, line in enumerate(iter(lambda: text.readline(MAX_LINE + 1), ""), start=1):
+            if len(line) > MAX_LINE:
+                raise ExportError(
+                    f"{self.shown}: line {number} is longer than {MAX_LINE} characters; no listing's "
+                    "line is: is it a blocklist export?"
+                )
+            yield line
+
+    # -- JSON ----------------------------------------------------------------------------
+
+    def _json(self, stream: io.BufferedReader[_Bounded], first: bytes) -> Iterator[tuple[str, str | None]]:
+        prefix = "item" if first == b"[" else "data.item"
+        found = 0
+        try:
+            for item in ijson.items(stream, prefix, use_float=True):
+                found += 1
+                if isinstance(item, dict):
+                    row = self._count(item.get("mobile", item), item.get("channel_type"))
+                else:
+                    row = self._count(item)
+                if row is not None:
+                    yield row
+        except ijson.JSONError as exc:
+            raise ExportError(
+                f"{self.shown}: not valid JSON ({vendor_text(str(exc), 80)}); is it a complete export?"
+            ) from None
+        if found == 0:
+            self._no_rows(first)
+
+    def _no_rows(self, first: bytes) -> None:
+        """A JSON file without a row: an empty listing, or no listing at all (an error the API
+        answered, a 202 "Request Accepted", some other document)."""
+        if first == b"[":
+            return  # an empty array of rows
+        if self.source.size > _SMALL_JSON:
+            raise ExportError(f"{self.shown}: JSON without a 'data' array of rows; it is not a listing")
+        with _open(self.source.path) as raw:
+            data = raw.read()
+        if data[:2] == _GZIP_MAGIC:
+            data = gzip.decompress(data)[: _SMALL_JSON * 16]
+        try:
+            body = json.loads(data.decode("utf-8-sig"))
+        except (ValueError, RecursionError):
+            raise ExportError(f"{self.shown}: not valid JSON; is it a complete export?") from None
+        code = body.get("code") if isinstance(body, dict) else None
+        listing = isinstance(body, dict) and isinstance(body.get("data"), list)
+        if not listing or code not in (None, "CNT196"):
+            said = f" (code {vendor_text(str(code), 40)!r})" if code is not None else ""
+            raise ExportError(f"{self.shown}: JSON without a 'data' array of rows{said}; it is not a listing")
