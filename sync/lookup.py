@@ -46,7 +46,7 @@ from sqlalchemy import Connection, Engine, bindparam, text
 from sync.numbers import MAX_RAW_LENGTH, canonical
 from sync.regions import region_of
 from sync.settings import ConfigError
-from sync.vocabulary import ExitCode, RunStatus
+from sync.vocabulary import ExitCode, RunStatus, Trigger
 
 __all__ = [
     "COUNTRY_SETTING",
@@ -85,6 +85,7 @@ class Interval:
     removed_run_id: int | None = None
     # Open stretches only: the last sweep could not prove the number, last shown at this time.
     proven_until: dt.datetime | None = None
+    imported: bool = False  # opened by an import of a dated export (trigger backfill), not a sweep
 
     def listed_for_certain_at(self, at: dt.datetime) -> bool:
         """From the addition's detection to the last moment a sweep showed the number."""
@@ -366,11 +367,16 @@ def look_up(
                 "SELECT r.account_sid, r.channel, r.finished_at, r.listing_complete, "
                 "(SELECT MIN(f.started_at) FROM sync_runs f WHERE f.account_sid = r.account_sid "
                 "AND f.channel = r.channel AND f.status = :status) AS first_sweep FROM sync_runs r "
-                "WHERE r.id = (SELECT MAX(x.id) FROM sync_runs x WHERE x.account_sid = r.account_sid "
-                "AND x.channel = r.channel AND x.status = :status) "
+                # The last sweep by id; an import (placed in the past, numbered later) only when
+                # the channel has had no sweep.
+                "WHERE r.id = COALESCE((SELECT MAX(x.id) FROM sync_runs x WHERE x.account_sid = "
+                "r.account_sid AND x.channel = r.channel AND x.status = :status "
+                "AND x.trigger <> :imported), (SELECT x.id FROM sync_runs x WHERE x.account_sid = "
+                "r.account_sid AND x.channel = r.channel AND x.status = :status "
+                "AND x.trigger = :imported ORDER BY x.finished_at DESC, x.id DESC LIMIT 1)) "
                 "ORDER BY r.account_sid, r.channel"
             ),
-            {"status": RunStatus.SUCCEEDED},
+            {"status": RunStatus.SUCCEEDED, "imported": Trigger.BACKFILL},
         ).all()
         for reading in readings:
             if isinstance(reading, UnreadableNumber):
@@ -401,7 +407,8 @@ def look_up(
                 text(
                     "SELECT account_sid, channel, mobile, added_not_before, added_at, "
                     "removed_not_before, removed_at, initial_load, added_run_id, removed_run_id, "
-                    "proven_present_at FROM blocklist_periods WHERE mobile IN :spellings "
+                    "proven_present_at, (SELECT r.trigger FROM sync_runs r WHERE r.id = added_run_id) "
+                    "AS added_by FROM blocklist_periods WHERE mobile IN :spellings "
                     "ORDER BY account_sid, channel, added_at"
                 ).bindparams(bindparam("spellings", expanding=True)),
                 matching,
@@ -420,6 +427,7 @@ def look_up(
                         int(row.added_run_id),
                         None if row.removed_run_id is None else int(row.removed_run_id),
                         _utc(row.proven_present_at),
+                        imported=row.added_by == Trigger.BACKFILL,
                     )
                 )
             for sid, channel_name, since in unproven:
@@ -534,6 +542,8 @@ def describe(report: NumberReport) -> list[str]:
                 if stretch.initial_load
                 else f"added between {_when(stretch.added_not_before)} and {_when(stretch.added_by)}"
             )
+            if stretch.imported:
+                added += " (from an imported export)"
             removed = (
                 "still blocklisted"
                 if stretch.removed_by is None
@@ -609,6 +619,7 @@ def as_record(report: NumberReport) -> dict[str, object]:
                         "removed_by": iso(i.removed_by),
                         "initial_load": i.initial_load,
                         "added_run_id": i.added_run_id,
+                        "imported": i.imported,
                         "removed_run_id": i.removed_run_id,
                     }
                     for i in c.intervals

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 
-from sync import database
+from sync import database, lookup
 from sync.simulator import Simulator
 from sync.store import Store
 from sync.vocabulary import Outcome
@@ -227,6 +227,15 @@ def test_before_a_live_history_only_what_the_exports_prove_changes(
     )
     rewritten = dict(rows(engine, "SELECT id, rewritten FROM sync_runs WHERE account_sid = :a", a=sid))
     assert rewritten[new_run] == 20 and rewritten[old_run] == 15  # 20 of run 1, then 15 of the newer's
+    # lookup shows imported history like swept history, marked, and answers as of the last
+    # sweep (not of the import numbered after it) and at instants the exports reach.
+    [report] = lookup.look_up(engine, [lookup.normalise(N[12])], at=t_old + dt.timedelta(days=30))
+    [channel] = [c for c in report.channels if c.account_sid == sid]
+    last_end = rows(engine, "SELECT finished_at FROM sync_runs WHERE id = :i", i=last_run)[0][0]
+    assert channel.last_success_at == _utc(last_end)
+    assert [i.imported for i in channel.intervals] == [True]
+    assert channel.as_of is not None and channel.as_of.state is lookup.State.YES
+    assert "(from an imported export)" in "\n".join(lookup.describe(report))
     # An export is no sweep: the channel's health and the next sweep's window stay the live ones.
     assert rows(engine, "SELECT last_run_id FROM blocklist_sync_health WHERE account_sid = :a", a=sid) == [
         (last_run,)
