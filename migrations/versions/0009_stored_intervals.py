@@ -468,7 +468,8 @@ GROUP BY placed.day, placed.account_sid, placed.channel, p.region, p.calling_cod
 # overlap (each begins after the previous one was proven gone), so the yes rows are unique; a
 # number uncertain in several stretches, or uncertain in one and yes in another, is one row:
 # yes wins, else its latest stretch. LANGUAGE sql, one SELECT: the planner inlines it, so a
-# filter on account_sid or mobile reaches the scans. The keys are returned as blocklist_key
+# filter on account_sid or mobile reaches the scans (the DISTINCT ON subquery names the raw
+# columns, which a filter may be pushed to, and casts outside it). The keys are returned as blocklist_key
 # (text in the "C" collation, like the columns): as plain text they would compare in the
 # database's collation, and `WHERE mobile = '+91…'` could not use the primary key.
 KEY_DOMAIN = 'CREATE DOMAIN blocklist_key AS text COLLATE "C"'
@@ -489,10 +490,12 @@ WHERE p.added_at <= at
   AND at < CASE WHEN p.removed_at IS NULL THEN COALESCE(p.proven_present_at, 'infinity')
                 ELSE COALESCE(p.removed_not_before, p.added_at) END
 UNION ALL
-SELECT * FROM (
+SELECT d.account_sid::blocklist_key, d.channel::blocklist_key, d.mobile::blocklist_key, 'uncertain',
+       d.added_at, d.added_not_before, d.removed_not_before, d.removed_at, d.initial_load,
+       d.added_run_id, d.removed_run_id
+FROM (
     SELECT DISTINCT ON (u.account_sid, u.channel, u.mobile)
-           u.account_sid::blocklist_key, u.channel::blocklist_key, u.mobile::blocklist_key,
-           'uncertain', u.added_at, u.added_not_before,
+           u.account_sid, u.channel, u.mobile, u.added_at, u.added_not_before,
            u.removed_not_before, u.removed_at, u.initial_load, u.added_run_id, u.removed_run_id
     FROM blocklist_periods u
     WHERE COALESCE(u.added_not_before, '-infinity') <= at
@@ -507,7 +510,7 @@ SELECT * FROM (
             AND at < CASE WHEN y.removed_at IS NULL THEN COALESCE(y.proven_present_at, 'infinity')
                           ELSE COALESCE(y.removed_not_before, y.added_at) END)
     ORDER BY u.account_sid, u.channel, u.mobile, u.added_at DESC
-) uncertain
+) d
 $$"""
 
 DAILY_CHANGES_IN = f"""
