@@ -41,7 +41,7 @@ from sync.settings import (
 from sync.stopping import StopRequest, stop_on_signals
 from sync.store import Store
 from sync.sweep import SweepOptions
-from sync.telemetry import LOG_LEVELS, LogSettings, Metrics, ProgressBars, configure_logging
+from sync.telemetry import LOG_LEVELS, LogSettings, Metrics, ProgressBars, Publisher, configure_logging
 from sync.vocabulary import REGIONS, Channel, ExitCode, Trigger
 
 DEMO_DATABASE = "sqlite:///blocklist-sync-demo.db"
@@ -363,26 +363,6 @@ def client_maker(tuning: Tuning) -> Callable[[Account], KaleyraClient]:
 METRICS_FILE_SETTING = "--metrics-file (BLOCKLIST_SYNC_METRICS_FILE)"
 
 
-def write_metrics_file(metrics: Metrics, path: str) -> None:
-    """Write the textfile; failing to is one warning line, never the exit code. Its directory
-    was checked at start, and what the sweeps applied stays applied whatever happens to it
-    since (exit 1 would say nothing was)."""
-    try:
-        metrics.write_textfile(path)
-    except OSError as exc:
-        logging.getLogger("sync.cli").warning(
-            "cannot write the metrics file %s (%s); the sweeps' outcomes stand", path, exc.strerror
-        )
-
-
-def configured_metrics(store: Store, accounts: list[Account]) -> Metrics:
-    """Metrics for every configured pair (the whole configuration, whatever --account or
-    --shard swept this time: the textfile is replaced as a whole)."""
-    metrics = Metrics()
-    metrics.update(health.scope(store.channel_statuses(), accounts).judged)
-    return metrics
-
-
 @click.group(
     cls=OneLineErrorsGroup,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
@@ -487,6 +467,10 @@ def run(
     stop = StopRequest()
     stop_on_signals(stop)
     bars = ProgressBars()
+    # Published at start, as each sweep starts and as it ends: a sweep in progress shows.
+    publisher = Publisher(ready.store, ready.configured, metrics_file) if metrics_file else None
+    if publisher:
+        publisher.publish()
 
     def print_change(account_sid: str, channel: str, change: str, mobile: str) -> None:
         click.echo(output.change_line(account_sid, channel, change, mobile))
@@ -502,6 +486,8 @@ def run(
             stop=stop,
             on_page=bars.update,
             on_change=print_change if dry_run else None,
+            on_start=publisher.sweep_started if publisher else None,
+            on_result=publisher.sweep_ended if publisher else None,
         )
     except KeyboardInterrupt:  # a second Ctrl-C: the run row is already marked cancelled
         bars.close()
@@ -513,8 +499,8 @@ def run(
         click.echo(output.no_pairs_line(share))
     for result in results:
         click.echo(output.summary_line(result))
-    if metrics_file:
-        write_metrics_file(configured_metrics(ready.store, ready.configured), metrics_file)
+    if publisher:
+        publisher.publish()
     sys.exit(exit_code(results, stop))
 
 
@@ -723,17 +709,12 @@ def schedule(
     accounts, store = ready.accounts, ready.store
     options = SweepOptions(trigger=Trigger.SCHEDULED, guard=guard, timeout=tuning.sweep_timeout)
     make_client = client_maker(tuning)
-    metrics = Metrics()
-
-    def publish() -> None:
-        metrics.update(health.scope(store.channel_statuses(), accounts).judged)
-        if metrics_file:
-            write_metrics_file(metrics, metrics_file)
+    publisher = Publisher(store, accounts, metrics_file, Metrics())
 
     if metrics_port:
-        publish()
+        publisher.publish()
         try:
-            metrics.serve(metrics_port, metrics_address)
+            publisher.metrics.serve(metrics_port, metrics_address)
         except (OSError, UnicodeError) as exc:  # UnicodeError: a host name label over 63 characters
             why = exc.strerror if isinstance(exc, OSError) else "not a host name"
             raise ConfigError(
@@ -748,7 +729,7 @@ def schedule(
         make_client,
         trigger,
         run_now=run_now,
-        after_tick=publish if (metrics_port or metrics_file) else None,
+        publisher=publisher if (metrics_port or metrics_file) else None,
     )
 
 

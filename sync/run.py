@@ -19,7 +19,15 @@ from sync.kaleyra import KaleyraClient, RetryPolicy
 from sync.settings import Account, Shard, Tuning
 from sync.stopping import StopRequest, stop_reason
 from sync.store import Store
-from sync.sweep import ChangeCallback, PageCallback, SweepOptions, SweepResult, finished, sweep_channel
+from sync.sweep import (
+    ChangeCallback,
+    PageCallback,
+    StartCallback,
+    SweepOptions,
+    SweepResult,
+    finished,
+    sweep_channel,
+)
 from sync.vocabulary import SEVERITY, Outcome
 
 __all__ = [
@@ -90,13 +98,15 @@ def sweep_accounts(
     stop: threading.Event | None = None,
     on_page: PageCallback | None = None,
     on_change: ChangeCallback | None = None,
+    on_start: StartCallback | None = None,
     on_result: Callable[[SweepResult], None] | None = None,
 ) -> list[SweepResult]:
     """Sweep each account's channels (:func:`pairs_to_sweep`) independently: one failing does
     not stop the others. An account-wide error (credentials, access, balance, an unreachable
     host) skips the account's remaining channels rather than failing each the same way, and
     a stop skips everything not yet started; either way every channel gets a result, so the
-    operator sees a line for each. A ``shard`` sweeps with :func:`shard_options`."""
+    operator sees a line for each. A ``shard`` sweeps with :func:`shard_options`. ``on_start``
+    is called once a sweep's ``running`` row is committed, ``on_result`` once it ended."""
     stop = stop or threading.Event()
     if shard is not None:
         options = shard_options(options)
@@ -113,7 +123,14 @@ def sweep_accounts(
         try:
             for channel in account_channels:
                 result = _not_started(account.sid, channel, stop, broken) or sweep_channel(
-                    client, store, channel, options, stop=stop, on_page=on_page, on_change=on_change
+                    client,
+                    store,
+                    channel,
+                    options,
+                    stop=stop,
+                    on_page=on_page,
+                    on_change=on_change,
+                    on_start=on_start,
                 )
                 record(result)
                 if result.account_wide:
