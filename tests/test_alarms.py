@@ -201,3 +201,52 @@ def test_build_info_and_the_counters_say_what_this_process_did(
     assert re.search(
         rf"^blocklist_sync_http_requests_total {float(sim.requests - before)}$", metrics.read_text(), re.M
     )
+
+
+# --- 4. the rules' own tests ---------------------------------------------------------------------
+
+RULES = REPO / "cron" / "blocklist-sync-alerts.yaml"
+RULE_TESTS = REPO / "cron" / "blocklist-sync-alerts.test.yaml"
+
+
+def test_every_alert_is_tested_firing_and_not_firing() -> None:
+    import yaml
+
+    alerts = {
+        rule["alert"] for group in yaml.safe_load(RULES.read_text())["groups"] for rule in group["rules"]
+    }
+    cases = [
+        (case["alertname"], bool(case["exp_alerts"]))
+        for test in yaml.safe_load(RULE_TESTS.read_text())["tests"]
+        for case in test["alert_rule_test"]
+    ]
+    assert {name for name, _ in cases} == alerts
+    for alert in alerts:
+        assert {fires for name, fires in cases if name == alert} == {True, False}, alert
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "alert"),
+    [
+        pytest.param(
+            "blocklist_sync_failed_sweeps_in_a_row >= 2",
+            "blocklist_sync_failed_sweeps_in_a_row >= 1",
+            "BlocklistSyncLastSweepFailed",
+            id="one-failure-pages",
+        ),
+        pytest.param("        for: 2h\n", "", "BlocklistSyncNeverSucceeded", id="first-sweep-not-waited-for"),
+        pytest.param(
+            'blocklist-sync\\\\.prom"', 'other\\\\.prom"', "BlocklistSyncMetricsFileStale", id="wrong-file"
+        ),
+    ],
+)
+def test_the_rule_tests_catch_a_broken_rule(tmp_path: Path, old: str, new: str, alert: str) -> None:
+    """The promtool tests are not vacuous: each of these plausible mistakes fails them."""
+    from tests.test_day_two import run_promtool
+
+    text = RULES.read_text()
+    assert text.count(old) == 1, old
+    (tmp_path / RULES.name).write_text(text.replace(old, new))
+    (tmp_path / RULE_TESTS.name).write_text(RULE_TESTS.read_text())
+    result = run_promtool("test", "rules", RULE_TESTS.name, cwd=tmp_path)
+    assert result.returncode != 0 and alert in result.stdout + result.stderr
