@@ -259,13 +259,23 @@ tuning_options = _gathered(
             show_envvar=True,
             help="A sweep still running after this long (e.g. 90m) stops and applies nothing.",
         ),
+        click.option(
+            "--run-timeout",
+            envvar="BLOCKLIST_SYNC_RUN_TIMEOUT",
+            show_envvar=True,
+            help="All of a run's (or a tick's) sweeps within this long (e.g. 45m): the one in "
+            "progress stops, those not started fail. Set it below your scheduler's kill.",
+        ),
     ],
-    lambda sweep_timeout, **values: Tuning(
+    lambda sweep_timeout, run_timeout, **values: Tuning(
         sweep_timeout=parse_duration(sweep_timeout, "--sweep-timeout (BLOCKLIST_SYNC_SWEEP_TIMEOUT)"),
+        run_timeout=parse_duration(run_timeout, "--run-timeout (BLOCKLIST_SYNC_RUN_TIMEOUT)")
+        if run_timeout
+        else None,
         **values,
     ),
     "tuning",
-    ("concurrency", "max_rps", "max_pages", "sweep_timeout"),
+    ("concurrency", "max_rps", "max_pages", "sweep_timeout", "run_timeout"),
 )
 
 guard_options = _gathered(
@@ -484,6 +494,7 @@ def run(
             channels=channels or None,
             shard=share,
             stop=stop,
+            run_timeout=tuning.run_timeout,
             on_page=bars.update,
             on_change=print_change if dry_run else None,
             on_start=publisher.sweep_started if publisher else None,
@@ -729,6 +740,7 @@ def schedule(
         make_client,
         trigger,
         run_now=run_now,
+        run_timeout=tuning.run_timeout,
         publisher=publisher if (metrics_port or metrics_file) else None,
     )
 

@@ -132,6 +132,7 @@ def run_scheduler(
     *,
     run_now: bool = False,
     publisher: Publisher | None = None,
+    run_timeout: float | None = None,
 ) -> None:
     """Run until SIGTERM or SIGINT; returns once any sweep in progress has stopped. The
     ``publisher`` publishes the metrics as each sweep starts and ends, and after each tick."""
@@ -152,6 +153,7 @@ def run_scheduler(
                 options,
                 make_client,
                 stop=stop,
+                run_timeout=run_timeout,
                 on_start=publisher.sweep_started if publisher else None,
                 on_result=publisher.sweep_ended if publisher else None,
             )

@@ -250,3 +250,27 @@ def test_the_rule_tests_catch_a_broken_rule(tmp_path: Path, old: str, new: str, 
     (tmp_path / RULE_TESTS.name).write_text(RULE_TESTS.read_text())
     result = run_promtool("test", "rules", RULE_TESTS.name, cwd=tmp_path)
     assert result.returncode != 0 and alert in result.stdout + result.stderr
+
+
+# --- 5. the run's deadline ------------------------------------------------------------------------
+
+
+def test_a_run_past_its_run_timeout_fails_with_its_reason_before_any_kill(
+    sim: Simulator, pg_url: str, held: HeldPage
+) -> None:
+    """What the shipped units rely on: a slow run ends `failed`, saying why, before systemd or
+    Kubernetes would kill it (and record it `cancelled`)."""
+    sim.add("sms", numbers(250))
+    env = cli_env(sim, pg_url, BLOCKLIST_SYNC_CONCURRENCY="1")
+    result = invoke("run", "--run-timeout", "2s", env=env)
+    assert result.returncode == 1, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"{sim.sid} sms: failed, ")
+    assert "the sweep passed its deadline of 2s while sweeping; nothing was applied" in result.stdout
+    for channel in ("whatsapp", "voice"):
+        at = lines.index(f"{sim.sid} {channel}: failed, 0.0s")
+        assert lines[at + 1].startswith(
+            "  not started: the run passed its --run-timeout of 2s; nothing was applied"
+        )
+    bad = invoke("run", "--run-timeout", "soon", env=env)
+    assert bad.returncode == 2 and "--run-timeout (BLOCKLIST_SYNC_RUN_TIMEOUT)" in bad.stderr
