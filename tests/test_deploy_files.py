@@ -432,7 +432,8 @@ def test_kubernetes_cronjob_runs_the_scheduled_sweep_as_non_root() -> None:
     spec = pod_spec(cronjob()["spec"]["jobTemplate"]["spec"])
     c = container(spec)
     assert c["image"] == "registry.example.com/kaleyra-blocklist-sync:0.1.0"
-    assert c["command"] == ["blocklist-sync", "run", "--trigger", "scheduled", "--log-format", "json"]
+    assert c["command"][:4] == ["blocklist-sync", "run", "--trigger", "scheduled"]
+    assert c["command"][-2:] == ["--log-format", "json"]
     assert_cli_accepts(c["command"], "CronJob")
     security = c["securityContext"]
     assert spec["securityContext"]["runAsNonRoot"] is True
@@ -589,6 +590,7 @@ def test_scheduler_is_a_restarting_long_running_hardened_service() -> None:
 DOCKERFILE = REPO / "Dockerfile"
 MIGRATE_JOB = CRON / "kubernetes-migrate-job.yaml"
 SHARDED = CRON / "kubernetes-cronjob-sharded.yaml"
+KUSTOMIZATION = CRON / "kustomization.yaml"
 
 
 def dockerfile() -> list[tuple[str, str]]:
@@ -718,7 +720,7 @@ def test_the_migrate_job_is_a_real_manifest_that_migrates(make_database: Any) ->
 
 
 def test_the_sharded_cronjob_is_an_indexed_job_whose_shards_cover_the_pairs() -> None:
-    job = one_yaml(SHARDED)
+    job = kustomized_sharded_cronjob()
     assert job["kind"] == "CronJob" and job["spec"]["schedule"] == SCHEDULE
     assert job["spec"]["concurrencyPolicy"] == "Forbid"
     job_spec = job["spec"]["jobTemplate"]["spec"]
@@ -757,3 +759,161 @@ def test_the_scheduler_checks_before_it_starts() -> None:
     argv = exec_argv(one(parse_unit(SCHEDULER), "Service", "ExecStartPre"))
     assert argv[:2] == [INSTALLED_BINARY, "check"]
     assert_cli_accepts(argv, "ExecStartPre")
+
+
+# --- (f) one deadline order ------------------------------------------------------------------
+
+# What a sweep stopped by the program needs to write its run row and exit, and what a pod
+# needs to start: the program's deadline must come at least this long before the kill.
+DEADLINE_MARGIN = dt.timedelta(minutes=5)
+
+
+def systemd_timespan(value: str) -> dt.timedelta:
+    """A systemd time span (``50min``, ``1h 30min``, ``3000``) as systemd reads it."""
+    result = subprocess.run(
+        [systemd_analyze(), "timespan", value], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    found = re.search(r"μs: (\d+)", result.stdout)
+    assert found is not None, result.stdout
+    return dt.timedelta(microseconds=int(found.group(1)))
+
+
+def app_deadlines(argv: list[str], where: str) -> tuple[dt.timedelta, dt.timedelta]:
+    """The --sweep-timeout and --run-timeout a command line passes, as the program reads them."""
+    from sync.settings import parse_duration
+
+    for flag in ("--sweep-timeout", "--run-timeout"):
+        assert flag in argv, f"{where} passes no {flag}: the program's own deadline must come first"
+    sweep, run = (parse_duration(argv[argv.index(f) + 1], f) for f in ("--sweep-timeout", "--run-timeout"))
+    return dt.timedelta(seconds=sweep), dt.timedelta(seconds=run)
+
+
+def killed_jobs() -> dict[str, tuple[list[str], dt.timedelta]]:
+    """Every shipped file that kills a sweep after a time of its own: its command, its kill."""
+    unit = parse_unit(SERVICE)
+    found = {
+        SERVICE.name: (
+            exec_argv(one(unit, "Service", "ExecStart")),
+            systemd_timespan(one(unit, "Service", "TimeoutStartSec")),
+        )
+    }
+    for path, job in ((MANIFEST, cronjob()), (SHARDED, one_yaml(SHARDED))):
+        job_spec = job["spec"]["jobTemplate"]["spec"]
+        command = container(pod_spec(job_spec))["command"]
+        found[path.name] = (command, dt.timedelta(seconds=job_spec["activeDeadlineSeconds"]))
+    return found
+
+
+@pytest.mark.parametrize("name", [SERVICE.name, MANIFEST.name, SHARDED.name])
+def test_the_programs_deadlines_come_before_the_supervisors_kill(name: str) -> None:
+    """A slow sweep ends `failed` with the program's reason, not killed and `cancelled`:
+    sweep timeout <= run timeout < the kill, with a margin."""
+    argv, kill = killed_jobs()[name]
+    sweep, run = app_deadlines(argv, name)
+    assert sweep <= run, f"{name}: --sweep-timeout {sweep} is longer than --run-timeout {run}"
+    assert run + DEADLINE_MARGIN <= kill, (
+        f"{name}: --run-timeout {run} is not {DEADLINE_MARGIN} before the kill at {kill}"
+    )
+    assert_cli_accepts(argv, name)
+
+
+def test_every_file_that_kills_a_sweep_is_checked_for_the_order() -> None:
+    """A kill added to another shipped file must join the check above."""
+    killers = {
+        path.name
+        for path in CRON.iterdir()
+        if re.search(r"^\s*(TimeoutStartSec=|activeDeadlineSeconds:)", path.read_text(), re.MULTILINE)
+        and "run" in path.read_text()
+    }
+    assert killers - {MIGRATE_JOB.name} == set(killed_jobs())
+
+
+# --- (g) the kustomize base ------------------------------------------------------------------
+
+
+def field(document: dict[str, Any], path: str) -> tuple[Any, str]:
+    """The mapping holding ``path`` (kustomize's field path: ``a.b.[name=x].c``) and its last key."""
+    parts = re.findall(r"\[[^\]]+\]|[^.\[\]]+", path)
+    node: Any = document
+    for part in parts[:-1]:
+        if part.startswith("["):
+            key, value = part[1:-1].split("=", 1)
+            [node] = [item for item in node if item.get(key) == value]
+        else:
+            node = node[part]
+    return node, parts[-1]
+
+
+def kustomization() -> dict[str, Any]:
+    doc = yaml.safe_load(KUSTOMIZATION.read_text())
+    assert isinstance(doc, dict)
+    return doc
+
+
+def kustomized_sharded_cronjob() -> dict[str, Any]:
+    """What `kubectl kustomize cron/` makes of the sharded CronJob: the manifest with the
+    kustomization's replacements applied (the target keeps its type, as kustomize does)."""
+    config = kustomization()
+    [generator] = config["configMapGenerator"]
+    data = dict(literal.split("=", 1) for literal in generator["literals"])
+    job = one_yaml(SHARDED)
+    for replacement in config["replacements"]:
+        source = replacement["source"]
+        assert (source["kind"], source["name"]) == ("ConfigMap", generator["name"])
+        value = data[source["fieldPath"].removeprefix("data.")]
+        for target in replacement["targets"]:
+            assert target["select"] == {"kind": job["kind"], "name": job["metadata"]["name"]}
+            for path in target["fieldPaths"]:
+                node, key = field(job, path)
+                node[key] = type(node[key])(value)
+    return job
+
+
+def test_the_shard_count_is_written_once_and_the_rest_derive_from_it() -> None:
+    config = kustomization()
+    assert config["resources"] == [SHARDED.name]
+    [generator] = config["configMapGenerator"]
+    assert generator["options"]["annotations"] == {"config.kubernetes.io/local-config": "true"}
+    [count] = [literal.split("=", 1)[1] for literal in generator["literals"] if literal.startswith("count=")]
+    assert int(count) > 1
+    # Every place the Job needs N is a replacement target ...
+    [replacement] = config["replacements"]
+    assert sorted(replacement["targets"][0]["fieldPaths"]) == sorted(
+        [
+            "spec.jobTemplate.spec.completions",
+            "spec.jobTemplate.spec.parallelism",
+            "spec.jobTemplate.spec.template.spec.containers.[name=blocklist-sync].env.[name=BLOCKLIST_SYNC_SHARD].value",
+        ]
+    )
+    # ... so N is written once in the two files: the manifest alone is one consistent shard.
+    raw = one_yaml(SHARDED)["spec"]["jobTemplate"]["spec"]
+    assert (raw["completions"], raw["parallelism"]) == (1, 1)
+    assert env_of(container(pod_spec(raw)))["BLOCKLIST_SYNC_SHARD"]["value"] == "1"
+    assert re.findall(rf"\b{count}\b", KUSTOMIZATION.read_text() + SHARDED.read_text()).count(count) == 1
+    rendered = kustomized_sharded_cronjob()["spec"]["jobTemplate"]["spec"]
+    assert rendered["completions"] == rendered["parallelism"] == int(count)
+    assert env_of(container(pod_spec(rendered)))["BLOCKLIST_SYNC_SHARD"]["value"] == count
+
+
+def test_kubectl_kustomize_renders_what_the_test_above_reads() -> None:
+    """Where kubectl is installed, its kustomize agrees with the reading above (kubectl is not
+    a prerequisite of the tests: without it this one is skipped)."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed; the YAML checks above still ran")
+    result = subprocess.run([kubectl, "kustomize", str(CRON)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    docs = [d for d in yaml.safe_load_all(result.stdout) if d is not None]
+    assert [d["kind"] for d in docs] == ["CronJob"]  # the ConfigMap is local: never applied
+    assert docs[0] == kustomized_sharded_cronjob()
+
+
+def test_the_manifests_state_the_kubernetes_version_they_need() -> None:
+    readme = (REPO / "README.md").read_text()
+    assert "### Kubernetes versions" in readme
+    for path, version in ((MANIFEST, "1.27"), (SHARDED, "1.29"), (KUSTOMIZATION, "1.29")):
+        assert (
+            f"Kubernetes {version} or later" in path.read_text()
+            or f"Kubernetes {version}+" in path.read_text()
+        ), path.name
