@@ -917,3 +917,78 @@ def test_the_manifests_state_the_kubernetes_version_they_need() -> None:
             f"Kubernetes {version} or later" in path.read_text()
             or f"Kubernetes {version}+" in path.read_text()
         ), path.name
+
+
+# --- (h) the env files -----------------------------------------------------------------------
+
+ENV_FILE = CRON / "blocklist-sync.env"
+
+
+def systemd_environment_file(text: str) -> dict[str, str]:
+    """``EnvironmentFile=`` as systemd reads it: ``#`` and ``;`` start a comment only at the
+    start of a line, a value wholly in single or double quotes loses them, and anything else
+    after the ``=`` (an inline ``# comment`` included) is the value."""
+    env: dict[str, str] = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line[0] in "#;":
+            continue
+        key, _, value = line.partition("=")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        env[key.strip()] = value
+    return env
+
+
+def shipped_env_files() -> dict[str, str]:
+    """Every env file shipped: the file in cron/ and each README block marked as one."""
+    readme = (REPO / "README.md").read_text()
+    blocks = re.findall(r"<!-- env-file: (\S+) -->\n```sh\n(.*?)```", readme, re.DOTALL)
+    assert blocks, "the README's env file example is no longer marked <!-- env-file: ... -->"
+    files = {f"README ({name})": text for name, text in blocks}
+    files[ENV_FILE.name] = ENV_FILE.read_text()
+    return files
+
+
+@pytest.mark.parametrize("name", sorted(shipped_env_files()))
+def test_every_shipped_env_file_loads_as_systemd_and_sh_read_it(name: str, tmp_path: Path) -> None:
+    """No value carries a comment systemd would keep; the settings validate as the job reads
+    them; /bin/sh (the crontab's `set -a; . file`) reads the same values."""
+    from sync.settings import AccountSource
+
+    text = shipped_env_files()[name]
+    env = systemd_environment_file(text)
+    for key, value in env.items():
+        assert not re.search(r"\s[#;]", value), f"{name}: {key}'s value would be {value!r} for systemd"
+    assert "KALEYRA_API_KEY" not in env and "KALEYRA_API_KEY_FILE" not in env
+    [account] = AccountSource().load(env, need_keys=False)  # raises ConfigError on a bad value
+    assert (account.sid, account.channels) == ("HXXXXXXX071US", ("sms", "whatsapp", "voice"))
+    path = tmp_path / "env"
+    path.write_text(text)
+    sh = subprocess.run(
+        ["/bin/sh", "-c", f'set -a && . "{path}" && set +a && env -0'],
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert sh.returncode == 0, sh.stderr
+    from_sh = dict(item.split("=", 1) for item in sh.stdout.split("\0") if "=" in item)
+    assert {key: from_sh.get(key) for key in env} == env
+
+
+def test_the_readme_env_file_is_the_shipped_one() -> None:
+    [(name, block)] = [(n, t) for n, t in shipped_env_files().items() if n.startswith("README")]
+    lines = [line for line in ENV_FILE.read_text().splitlines() if line and not line.startswith("#")]
+    assert name == f"README ({ENV_FILE.relative_to(REPO)})"
+    assert [line for line in block.splitlines() if line and not line.startswith("#")] == lines
+
+
+def test_the_systemd_reading_above_is_not_vacuous() -> None:
+    env = systemd_environment_file("KALEYRA_REGION=in   # in, sg, eu or na\n")
+    assert env == {"KALEYRA_REGION": "in   # in, sg, eu or na"}
+    from sync.settings import AccountSource, ConfigError
+
+    with pytest.raises(ConfigError, match="KALEYRA_REGION"):
+        AccountSource().load({"KALEYRA_SID": "HXXXXXXX071US", **env}, need_keys=False)
