@@ -617,16 +617,123 @@ def version() -> str:
     return found.group(1)
 
 
+def dockerfile_args() -> dict[str, str]:
+    return dict(args.split("=", 1) for op, args in dockerfile() if op == "ARG" and "=" in args)
+
+
+def stages() -> list[list[tuple[str, str]]]:
+    """The Dockerfile's stages, each from its FROM on."""
+    found: list[list[tuple[str, str]]] = []
+    for op, args in dockerfile():
+        if op == "FROM":
+            found.append([])
+        if found:
+            found[-1].append((op, args))
+    return found
+
+
 def test_dockerfile_is_slim_non_root_with_blocklist_sync_as_entrypoint() -> None:
-    steps = dockerfile()
-    assert steps[0][0] == "FROM" and re.fullmatch(r"python:3\.1[1-9]-slim", steps[0][1])
-    user = [args for op, args in steps if op == "USER"]
+    build, final = stages()
+    base = dockerfile_args()["PYTHON_IMAGE"]
+    # An exact Python release, not a floating minor version (a digest may follow).
+    assert re.fullmatch(r"python:3\.1[1-9]\.\d+-slim-\w+(@sha256:[0-9a-f]{64})?", base), base
+    assert build[0] == ("FROM", "${PYTHON_IMAGE} AS build") and final[0] == ("FROM", "${PYTHON_IMAGE}")
+    user = [args for op, args in final if op == "USER"]
     assert user and user[-1].split(":")[0] == "10001"
-    assert [args for op, args in steps if op == "ENTRYPOINT"] == ['["blocklist-sync"]']
+    assert [args for op, args in final if op == "ENTRYPOINT"] == ['["blocklist-sync"]']
     # The uid the manifests run as is the one the image creates.
     for manifest in (MANIFEST, MIGRATE_JOB, SHARDED):
         text = manifest.read_text()
         assert "runAsUser: 10001" in text and "runAsGroup: 10001" in text, manifest.name
+
+
+def test_the_image_carries_oci_labels_that_match_the_project() -> None:
+    text = re.sub(r"\\\n\s*", " ", DOCKERFILE.read_text())
+    labels = dict(re.findall(r'(org\.opencontainers\.image\.[a-z.]+)="([^"]*)"', text))
+    assert {"title", "description", "version", "licenses", "base.name"} <= {
+        k.removeprefix("org.opencontainers.image.") for k in labels
+    }
+    assert dockerfile_args()["VERSION"] == version()
+    assert labels["org.opencontainers.image.version"] == "${VERSION}"
+    base = dockerfile_args()["PYTHON_IMAGE"].split("@")[0]
+    assert labels["org.opencontainers.image.base.name"] == f"docker.io/library/{base}"
+
+
+def test_the_image_installs_only_locked_hashed_dependencies_and_the_built_wheel() -> None:
+    _, final = stages()
+    installs = [args for op, args in final if op == "RUN" and "pip install" in args]
+    assert installs == [
+        "pip install --require-hashes --no-deps -r /tmp/requirements.lock && rm /tmp/requirements.lock",
+        "pip install --no-deps --no-index /tmp/wheels/*.whl && rm -rf /tmp/wheels",
+    ]
+    assert ("COPY", "--from=build /wheels/ /tmp/wheels/") in final
+
+
+LOCK = REPO / "requirements.lock"
+
+
+def locked() -> dict[str, tuple[str, list[str]]]:
+    """requirements.lock as {normalised name: (version, hashes)}."""
+    from packaging.utils import canonicalize_name
+
+    pins: dict[str, tuple[str, list[str]]] = {}
+    text = re.sub(r"\s*\\\n\s*", " ", LOCK.read_text())
+    for line in text.splitlines():
+        line = line.split(" #", 1)[0].strip()
+        if not line or line.startswith("#"):
+            continue
+        found = re.fullmatch(r"([A-Za-z0-9._-]+)==(\S+)((?: --hash=sha256:[0-9a-f]{64})*)", line)
+        assert found is not None, f"requirements.lock: not an exact, hashed pin: {line}"
+        name, pinned, hashes = found.groups()
+        pins[canonicalize_name(name)] = (pinned, hashes.split())
+    return pins
+
+
+def test_the_lock_file_agrees_with_pyproject() -> None:
+    """Without the network: every runtime dependency of pyproject.toml, and every dependency
+    of those (their extras included, read from the installed packages' metadata), is pinned
+    in requirements.lock at a version the specifier allows, with hashes; nothing else is."""
+    import importlib.metadata
+    import tomllib
+
+    from packaging.markers import default_environment
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    pins = locked()
+    assert all(hashes for _, hashes in pins.values())
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    wanted: set[str] = set()
+    todo: list[tuple[Requirement, tuple[str, ...]]] = [
+        (Requirement(spec), ()) for spec in project["dependencies"]
+    ]
+    # The image's Python, on Linux, whatever runs the tests.
+    environment = {str(k): str(v) for k, v in default_environment().items()}
+    environment.update(python_version="3.11", python_full_version="3.11.0", sys_platform="linux")
+    while todo:
+        requirement, extras = todo.pop()
+        if requirement.marker and not any(
+            requirement.marker.evaluate({**environment, "extra": extra}) for extra in (*extras, "")
+        ):
+            continue
+        name = canonicalize_name(requirement.name)
+        assert name in pins, (
+            f"{requirement} is not in requirements.lock: run pip-compile (README, 'The image')"
+        )
+        assert requirement.specifier.contains(pins[name][0], prereleases=True), (
+            f"requirements.lock pins {name}=={pins[name][0]}, outside {requirement}"
+        )
+        if name in wanted and not requirement.extras:
+            continue
+        wanted.add(name)
+        for spec in importlib.metadata.requires(requirement.name) or []:
+            todo.append((Requirement(spec), tuple(requirement.extras)))
+    assert set(pins) - wanted == set(), "requirements.lock pins what nothing requires: run pip-compile"
+    header = LOCK.read_text()
+    assert "pip-compile" in header and "--generate-hashes" in header
+    # Made for the image's Python.
+    minor = re.match(r"python:(3\.\d+)", dockerfile_args()["PYTHON_IMAGE"])
+    assert minor is not None and f"with Python {minor.group(1)}" in header
 
 
 def test_every_manifest_runs_the_image_the_dockerfile_builds() -> None:
@@ -645,34 +752,42 @@ def test_every_manifest_runs_the_image_the_dockerfile_builds() -> None:
 
 @pytest.mark.slow
 def test_the_image_install_and_entrypoint_work_in_a_fresh_venv(tmp_path: Path, make_database: Any) -> None:
-    """What `docker build` does, minus Docker: the COPY steps into /src, the pip install, and
-    then the entrypoint, from a directory outside the checkout (the migrations must travel)."""
+    """What `docker build` does, minus Docker: the build stage's COPY steps and wheel, then the
+    final stage's installs (the lock with --require-hashes, the wheel with no index), and the
+    entrypoint, from a directory outside the checkout (the migrations must travel)."""
+    build, _ = stages()
     src = tmp_path / "src"
     src.mkdir()
-    steps = dockerfile()
-    for op, args in steps:
+    for op, args in build:
         if op == "COPY":
             *sources, dest = args.split()
             for source in sources:
                 origin = REPO / source
-                target = src / origin.name if dest.endswith("/") else src / Path(dest).relative_to("/src")
+                target = src / (origin.name if dest.endswith("/") or dest == "./" else dest)
                 if origin.is_dir():
                     shutil.copytree(origin, target, ignore=shutil.ignore_patterns("__pycache__"))
                 else:
                     shutil.copy(origin, target)
-    installs = [args for op, args in steps if op == "RUN" and "pip install" in args]
-    assert installs == ["pip install /src && rm -rf /src"]
+    assert ("RUN", "pip wheel --no-deps --wheel-dir /wheels .") in build
+    wheels = tmp_path / "wheels"
+
+    def pip(*args: str, python: str = sys.executable) -> None:
+        done = subprocess.run(
+            [sys.executable, "-m", "pip", "--python", python, *args],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert done.returncode == 0, done.stderr
+
+    pip("wheel", "-q", "--no-deps", "--wheel-dir", str(wheels), str(src))
     # The image's pip installs into a fresh environment; this one's pip does it here (`--python`),
     # which spares seeding the venv with a pip of its own (ensurepip: ~5 s of CPU).
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
-    pip = subprocess.run(
-        [sys.executable, "-m", "pip", "--python", str(venv / "bin/python"), "install", "-q", str(src)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert pip.returncode == 0, pip.stderr
+    python = str(venv / "bin/python")
+    pip("install", "-q", "--require-hashes", "--no-deps", "-r", str(LOCK), python=python)
+    pip("install", "-q", "--no-deps", "--no-index", *map(str, wheels.glob("*.whl")), python=python)
     entrypoint = str(venv / "bin/blocklist-sync")
     work = tmp_path / "work"
     work.mkdir()
