@@ -1077,8 +1077,10 @@ def test_every_shipped_env_file_loads_as_systemd_and_sh_read_it(name: str, tmp_p
     for key, value in env.items():
         assert not re.search(r"\s[#;]", value), f"{name}: {key}'s value would be {value!r} for systemd"
     assert "KALEYRA_API_KEY" not in env and "KALEYRA_API_KEY_FILE" not in env
-    [account] = AccountSource().load(env, need_keys=False)  # raises ConfigError on a bad value
+    # The key comes from the credential, not this file; with one, every setting is validated.
+    [account] = AccountSource().load({**env, "KALEYRA_API_KEY": "k" * 32})  # ConfigError on a bad value
     assert (account.sid, account.channels) == ("HXXXXXXX071US", ("sms", "whatsapp", "voice"))
+    assert account.base_url == "https://api.in.kaleyra.io/v1"
     path = tmp_path / "env"
     path.write_text(text)
     sh = subprocess.run(
@@ -1106,4 +1108,4 @@ def test_the_systemd_reading_above_is_not_vacuous() -> None:
     from sync.settings import AccountSource, ConfigError
 
     with pytest.raises(ConfigError, match="KALEYRA_REGION"):
-        AccountSource().load({"KALEYRA_SID": "HXXXXXXX071US", **env}, need_keys=False)
+        AccountSource().load({"KALEYRA_SID": "HXXXXXXX071US", "KALEYRA_API_KEY": "k" * 32, **env})
