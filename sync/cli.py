@@ -46,7 +46,7 @@ from sync.settings import (
 from sync.stopping import StopRequest, stop_on_signals
 from sync.store import Store
 from sync.sweep import SweepOptions, SweepResult
-from sync.telemetry import LOG_LEVELS, LogSettings, Metrics, ProgressBars, configure_logging
+from sync.telemetry import LOG_LEVELS, LogSettings, Metrics, ProgressBars, Publisher, configure_logging
 from sync.vocabulary import REGIONS, Channel, ExitCode, Trigger
 
 DEMO_DATABASE = "sqlite:///blocklist-sync-demo.db"
@@ -304,13 +304,21 @@ tuning_options = _gathered(
             show_envvar=True,
             help="A sweep still running after this long (e.g. 90m) stops and applies nothing.",
         ),
+        click.option(
+            "--run-timeout",
+            envvar="BLOCKLIST_SYNC_RUN_TIMEOUT",
+            show_envvar=True,
+            help="All of a run's (or a tick's) sweeps within this long (e.g. 45m): the one in "
+            "progress stops, those not started fail. Set it below your scheduler's kill.",
+        ),
     ],
-    lambda sweep_timeout, **values: Tuning(
+    lambda sweep_timeout, run_timeout, **values: Tuning(
         sweep_timeout=parse_duration(sweep_timeout, setting_name("sweep_timeout")),
+        run_timeout=parse_duration(run_timeout, setting_name("run_timeout")) if run_timeout else None,
         **values,
     ),
     "tuning",
-    ("concurrency", "max_rps", "max_pages", "sweep_timeout"),
+    ("concurrency", "max_rps", "max_pages", "sweep_timeout", "run_timeout"),
 )
 
 guard_options = _gathered(
@@ -403,26 +411,6 @@ def prepare(
 
 def client_maker(tuning: Tuning) -> Callable[[Account], KaleyraClient]:
     return functools.partial(client_for, tuning=tuning)
-
-
-def write_metrics_file(metrics: Metrics, path: str) -> None:
-    """Write the textfile; failing to is one warning line, never the exit code. Its directory
-    was checked at start, and what the sweeps applied stays applied whatever happens to it
-    since (exit 1 would say nothing was)."""
-    try:
-        metrics.write_textfile(path)
-    except OSError as exc:
-        logging.getLogger("sync.cli").warning(
-            "cannot write the metrics file %s (%s); the sweeps' outcomes stand", path, exc.strerror
-        )
-
-
-def configured_metrics(store: Store, accounts: list[Account]) -> Metrics:
-    """Metrics for every configured pair (the whole configuration, whatever --account or
-    --shard swept this time: the textfile is replaced as a whole)."""
-    metrics = Metrics()
-    metrics.update(health.scope(store.channel_statuses(), accounts).judged)
-    return metrics
 
 
 @click.group(
@@ -597,6 +585,10 @@ def run(
     stop = StopRequest()
     stop_on_signals(stop)
     bars = ProgressBars()
+    # Published at start, as each sweep starts and as it ends: a sweep in progress shows.
+    publisher = Publisher(ready.store, ready.configured, metrics_file) if metrics_file else None
+    if publisher:
+        publisher.publish()
 
     def print_change(account_sid: str, channel: str, change: str, mobile: str) -> None:
         click.echo(output.change_line(account_sid, channel, change, mobile), err=to_stderr)
@@ -610,8 +602,11 @@ def run(
             channels=channels or None,
             shard=share,
             stop=stop,
+            run_timeout=tuning.run_timeout,
             on_page=bars.update,
             on_change=print_change if dry_run else None,
+            on_start=publisher.sweep_started if publisher else None,
+            on_result=publisher.sweep_ended if publisher else None,
         )
     except KeyboardInterrupt:  # a second Ctrl-C: the run row is already marked cancelled
         bars.close()
@@ -625,8 +620,8 @@ def run(
         click.echo(output.summary_line(result), err=to_stderr)
     if plan_out:
         save_plan(plan_out, results, started_at, to_stderr)
-    if metrics_file:
-        write_metrics_file(configured_metrics(ready.store, ready.configured), metrics_file)
+    if publisher:
+        publisher.publish()
     code = exit_code(results, stop)
     if summary_json:
         write_summary(summary_json, ready.store, results, code, started_at, dry_run=dry_run, forced=force)
@@ -947,17 +942,12 @@ def schedule(
     accounts, store = ready.accounts, ready.store
     options = SweepOptions(trigger=Trigger.SCHEDULED, guard=guard, timeout=tuning.sweep_timeout)
     make_client = client_maker(tuning)
-    metrics = Metrics()
-
-    def publish() -> None:
-        metrics.update(health.scope(store.channel_statuses(), accounts).judged)
-        if metrics_file:
-            write_metrics_file(metrics, metrics_file)
+    publisher = Publisher(store, accounts, metrics_file, Metrics())
 
     if metrics_port:
-        publish()
+        publisher.publish()
         try:
-            metrics.serve(metrics_port, metrics_address)
+            publisher.metrics.serve(metrics_port, metrics_address)
         except (OSError, UnicodeError) as exc:  # UnicodeError: a host name label over 63 characters
             why = exc.strerror if isinstance(exc, OSError) else "not a host name"
             raise ConfigError(
@@ -972,7 +962,8 @@ def schedule(
         make_client,
         trigger,
         run_now=run_now,
-        after_tick=publish if (metrics_port or metrics_file) else None,
+        run_timeout=tuning.run_timeout,
+        publisher=publisher if (metrics_port or metrics_file) else None,
     )
 
 

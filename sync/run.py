@@ -16,10 +16,18 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from sync.kaleyra import KaleyraClient, RetryPolicy
-from sync.settings import Account, Shard, Tuning
+from sync.settings import Account, Shard, Tuning, duration_text
 from sync.stopping import StopRequest, stop_reason
 from sync.store import Store
-from sync.sweep import ChangeCallback, PageCallback, SweepOptions, SweepResult, finished, sweep_channel
+from sync.sweep import (
+    ChangeCallback,
+    PageCallback,
+    StartCallback,
+    SweepOptions,
+    SweepResult,
+    finished,
+    sweep_channel,
+)
 from sync.vocabulary import SEVERITY, Outcome
 
 __all__ = [
@@ -88,16 +96,25 @@ def sweep_accounts(
     channels: tuple[str, ...] | None = None,
     shard: Shard | None = None,
     stop: threading.Event | None = None,
+    run_timeout: float | None = None,
     on_page: PageCallback | None = None,
     on_change: ChangeCallback | None = None,
+    on_start: StartCallback | None = None,
     on_result: Callable[[SweepResult], None] | None = None,
 ) -> list[SweepResult]:
     """Sweep each account's channels (:func:`pairs_to_sweep`) independently: one failing does
     not stop the others. An account-wide error (credentials, access, balance, an unreachable
     host) skips the account's remaining channels rather than failing each the same way, and
     a stop skips everything not yet started; either way every channel gets a result, so the
-    operator sees a line for each. A ``shard`` sweeps with :func:`shard_options`."""
+    operator sees a line for each. A ``shard`` sweeps with :func:`shard_options`. ``on_start``
+    is called once a sweep's ``running`` row is committed, ``on_result`` once it ended.
+
+    ``run_timeout`` bounds the whole run: each sweep gets at most what is left of it (and
+    stops with nothing applied when that passes), and a channel reached after it fails
+    without a run row, saying so. A supervisor's kill set just above it (systemd's
+    ``TimeoutStartSec=``, a Job's ``activeDeadlineSeconds``) then never has to fire."""
     stop = stop or threading.Event()
+    ends = time.monotonic() + run_timeout if run_timeout is not None else None
     if shard is not None:
         options = shard_options(options)
     results: list[SweepResult] = []
@@ -112,8 +129,16 @@ def sweep_accounts(
         broken: SweepResult | None = None
         try:
             for channel in account_channels:
-                result = _not_started(account.sid, channel, stop, broken) or sweep_channel(
-                    client, store, channel, options, stop=stop, on_page=on_page, on_change=on_change
+                left = None if ends is None else ends - time.monotonic()
+                result = _not_started(account.sid, channel, stop, broken, left, run_timeout) or sweep_channel(
+                    client,
+                    store,
+                    channel,
+                    options if left is None else replace(options, timeout=min(options.timeout, left)),
+                    stop=stop,
+                    on_page=on_page,
+                    on_change=on_change,
+                    on_start=on_start,
                 )
                 record(result)
                 if result.account_wide:
@@ -124,10 +149,16 @@ def sweep_accounts(
 
 
 def _not_started(
-    account_sid: str, channel: str, stop: threading.Event, broken: SweepResult | None
+    account_sid: str,
+    channel: str,
+    stop: threading.Event,
+    broken: SweepResult | None,
+    left: float | None = None,
+    run_timeout: float | None = None,
 ) -> SweepResult | None:
-    """The result of a channel the run does not try, because a stop came first or another
-    channel of its account (``broken``) failed for the whole account; None to sweep it."""
+    """The result of a channel the run does not try, because a stop came first, another
+    channel of its account (``broken``) failed for the whole account, or the run's deadline
+    has passed (``left`` seconds of ``run_timeout`` remain); None to sweep it."""
     if stop.is_set():
         return SweepResult(
             account_sid=account_sid,
@@ -135,6 +166,15 @@ def _not_started(
             outcome=Outcome.CANCELLED,
             message=f"not started: {stop_reason(stop)}",
         )
+    if left is not None and left <= 0:
+        late = SweepResult(
+            account_sid=account_sid,
+            channel=channel,
+            outcome=Outcome.FAILED,
+            message=f"not started: the run passed its --run-timeout of {duration_text(run_timeout or 0)}; "
+            "nothing was applied. Raise --run-timeout (and the scheduler's kill above it), or shard the run",
+        )
+        return finished(late, time.monotonic())
     if broken is not None:
         skipped = SweepResult(
             account_sid=account_sid,

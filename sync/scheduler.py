@@ -29,6 +29,7 @@ from sync.settings import Account, ConfigError, parse_duration, quoted
 from sync.stopping import StopRequest, stop_on_signals
 from sync.store import Store
 from sync.sweep import SweepOptions
+from sync.telemetry import Publisher
 from sync.vocabulary import Trigger
 
 __all__ = ["crontab_trigger", "every_trigger", "period_seconds", "run_scheduler"]
@@ -130,9 +131,11 @@ def run_scheduler(
     trigger: BaseTrigger,
     *,
     run_now: bool = False,
-    after_tick: Callable[[], None] | None = None,
+    publisher: Publisher | None = None,
+    run_timeout: float | None = None,
 ) -> None:
-    """Run until SIGTERM or SIGINT; returns once any sweep in progress has stopped."""
+    """Run until SIGTERM or SIGINT; returns once any sweep in progress has stopped. The
+    ``publisher`` publishes the metrics as each sweep starts and ends, and after each tick."""
     stop = StopRequest()
     scheduler = BlockingScheduler(timezone=dt.UTC)
     # A replica that sweeps a channel right after another did the same tick would sweep it
@@ -160,12 +163,15 @@ def run_scheduler(
                 replace(options, skip_if_swept_within=None) if now else options,
                 make_client,
                 stop=stop,
+                run_timeout=run_timeout,
+                on_start=publisher.sweep_started if publisher else None,
+                on_result=publisher.sweep_ended if publisher else None,
             )
         except Exception:  # the process stays up; the next tick tries again
             log.exception("tick failed for account %s", account.sid, extra={"account": account.sid})
         try:
-            if after_tick:
-                after_tick()
+            if publisher:
+                publisher.publish()  # also after a tick that raised, or skipped every channel
         except Exception:
             log.exception("updating metrics failed")
         finally:

@@ -135,6 +135,10 @@ class Tuning:
     max_rps: float | None = None  # a ceiling on requests per second
     max_pages: int = 200_000  # a sweep past this many pages is an error, not data
     sweep_timeout: float = 2 * 3600.0  # seconds; a longer sweep stops and applies nothing
+    # seconds for all of a run's sweeps; the one in progress then stops and applies nothing,
+    # those not started fail. Below a supervisor's kill (systemd, Kubernetes), so a slow run
+    # ends `failed` with its reason, not killed and `cancelled`. None: no limit but the sweeps'.
+    run_timeout: float | None = None
 
 
 @dataclass(frozen=True)

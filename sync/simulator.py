@@ -343,6 +343,11 @@ class Simulator:
         with self._lock:
             self._faults.append(_Fault(kind, at, times, channel, seconds, size, body, status, headers))
 
+    def clear_faults(self) -> None:
+        """Forget every fault not yet served: the API is healthy again."""
+        with self._lock:
+            self._faults.clear()
+
     def on_request(self, hook: Callable[[int, str, dict[str, str]], None]) -> None:
         """Call ``hook(request_number, channel, params)`` before each GET is answered: the way
         to change the list while a sweep is paging through it."""

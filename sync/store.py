@@ -255,6 +255,34 @@ class Store:
         detected_at = found.finished_at if found.status == RunStatus.SUCCEEDED else None
         return _as_utc(not_before), _as_utc(detected_at)
 
+    def failed_in_a_row(self) -> dict[tuple[str, str], int]:
+        """How many sweeps of each (account, channel) failed since its last sweep that ended
+        otherwise (succeeded, held, cancelled); pairs with none are left out.
+
+        The alert on failures reads this, not the last status alone: the next tick retries a
+        transient failure, and a sweep in progress (``running``) would interrupt any ``for:``
+        on "the last sweep failed", so only a second failure in a row is worth a page.
+        """
+        runs = sync_runs.c
+        ended = (
+            select(runs.account_sid, runs.channel, func.max(runs.id).label("id"))
+            .where(runs.status.in_([RunStatus.SUCCEEDED, RunStatus.HELD, RunStatus.CANCELLED]))
+            .group_by(runs.account_sid, runs.channel)
+            .cte("ended")
+        )
+        query = (
+            select(runs.account_sid, runs.channel, func.count())
+            .select_from(
+                sync_runs.outerjoin(
+                    ended, (ended.c.account_sid == runs.account_sid) & (ended.c.channel == runs.channel)
+                )
+            )
+            .where(runs.status == RunStatus.FAILED, runs.id > func.coalesce(ended.c.id, 0))
+            .group_by(runs.account_sid, runs.channel)
+        )
+        with self.engine.connect() as connection:
+            return {(sid, channel): int(n) for sid, channel, n in connection.execute(query)}
+
 
 @dataclass(frozen=True)
 class _Staging:

@@ -39,6 +39,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
+from sync.counters import COUNTS
 from sync.guard import GuardLimits, channel_type_hold, empty_listing_hold, is_code, removal_hold
 from sync.kaleyra import MAX_LIMIT, Cancelled, Entry, KaleyraClient, KaleyraError, Page, ProtocolError
 from sync.numbers import describe_rejected
@@ -55,6 +56,7 @@ __all__ = [
     "DeadlinePassed",
     "Outcome",
     "PageCallback",
+    "StartCallback",
     "Stopped",
     "SweepOptions",
     "SweepResult",
@@ -173,6 +175,7 @@ class _Progress:
             if is_code(code):
                 self.codes[code if code in self.codes or len(self.codes) < _MAX_CODES else _OTHER_CODES] += 1
         if page.rejected:
+            COUNTS.add("rejected_rows", len(page.rejected))
             self.rejected += len(page.rejected)
             room = _REJECTED_EXAMPLES - len(self.rejected_examples)
             self.rejected_examples += [describe_rejected(r) for r in page.rejected[:room]]
@@ -188,6 +191,9 @@ class _Progress:
 
 PageCallback = Callable[[str, int, int], None]  # (channel, pages so far, rows so far)
 ChangeCallback = Callable[[str, str, str, str], None]  # (account, channel, 'added'|'removed', mobile)
+# (account, channel, run id): the run row is committed as ``running``; metrics publish it, so a
+# sweep in progress is visible (and a stuck one can alert) while it runs.
+StartCallback = Callable[[str, str, int], None]
 
 
 def sweep_channel(
@@ -199,6 +205,7 @@ def sweep_channel(
     stop: threading.Event | None = None,
     on_page: PageCallback | None = None,
     on_change: ChangeCallback | None = None,
+    on_start: StartCallback | None = None,
 ) -> SweepResult:
     """Sweep one channel of ``client``'s account into ``store``; never raises for a failed
     sweep (the result says what happened), only for a stop of the whole process."""
@@ -206,7 +213,9 @@ def sweep_channel(
     started = time.monotonic()
     try:
         with store.lock_channel(client.sid, channel, timeout=options.timeout) as session:
-            result = _Sweep(client, session, options, halt, on_page=on_page, on_change=on_change).run()
+            result = _Sweep(
+                client, session, options, halt, on_page=on_page, on_change=on_change, on_start=on_start
+            ).run()
     except LockHeld as held:
         result = _lock_held(held, client.sid, channel, options)
     return finished(result, started)
@@ -224,6 +233,7 @@ class _Sweep:
         *,
         on_page: PageCallback | None,
         on_change: ChangeCallback | None,
+        on_start: StartCallback | None = None,
     ) -> None:
         self.client = client
         self.session = session
@@ -232,6 +242,7 @@ class _Sweep:
         self.halt = halt
         self.on_page = on_page
         self.on_change = on_change
+        self.on_start = on_start
         self.progress = _Progress()
         self.pair: dict[str, object] = {"account": client.sid, "channel": self.channel}  # for log lines
         self.context = dict(self.pair)  # ... and, once there is one, the run's id
@@ -246,6 +257,8 @@ class _Sweep:
         self.context["run_id"] = run_id
         log.info("sweep started (%s)", self.options.trigger, extra=self.context)
         try:
+            if self.on_start:
+                self.on_start(self.client.sid, self.channel, run_id)
             result = self._sweep(run_id)
         except (Exception, KeyboardInterrupt, SystemExit) as exc:
             result = self._abandoned(run_id, exc)

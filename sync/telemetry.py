@@ -10,7 +10,11 @@
   line never lands in the middle of a bar; our handler does it itself because tqdm's redirect
   swaps handlers and would drop the secret filter with them.
 - Metrics: built from the database (so ``last_success`` survives failed runs and process
-  restarts) into a node_exporter textfile written atomically, or served over HTTP.
+  restarts) into a node_exporter textfile written atomically, or served over HTTP. Published
+  (:class:`Publisher`) when a sweep's ``running`` row is committed and again when it ends, not
+  only after a whole run: a sweep in progress is visible, so a stuck one can alert. Besides the
+  gauges per account and channel, ``_total`` counters of what this process did
+  (:mod:`sync.counters`) and a ``build_info`` gauge.
 """
 
 from __future__ import annotations
@@ -19,19 +23,33 @@ import contextlib
 import datetime as dt
 import logging
 import sys
-from collections.abc import Iterable
+import threading
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import ClassVar, NoReturn
+from typing import ClassVar, NoReturn, Protocol
 
 from prometheus_client import CollectorRegistry, Gauge, start_http_server, write_to_textfile
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 from pythonjsonlogger.json import JsonFormatter
 from tqdm import tqdm
 
+from sync import __version__, health
+from sync.counters import COUNTS
 from sync.redaction import redact
-from sync.store import ChannelStatus
+from sync.settings import Account
+from sync.store import ChannelStatus, Store
 from sync.vocabulary import RunStatus
 
-__all__ = ["JSON_FIELDS", "LOG_LEVELS", "LogSettings", "Metrics", "ProgressBars", "configure_logging"]
+__all__ = [
+    "JSON_FIELDS",
+    "LOG_LEVELS",
+    "LogSettings",
+    "Metrics",
+    "ProgressBars",
+    "Publisher",
+    "configure_logging",
+]
 
 # Context fields a log call may carry (``extra=``), in the order text lines show them.
 _FIELDS = (
@@ -154,8 +172,11 @@ def configure_logging(log_format: str = "text", level: int = logging.INFO) -> No
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
-    for noisy in ("urllib3", "alembic", "apscheduler.executors.default"):
+    for noisy in ("urllib3", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # APScheduler says at INFO what our own lines already say ("Added job", "Running job",
+    # "Job executed successfully", every tick): the operator's log gets them only with debug.
+    logging.getLogger("apscheduler").setLevel(logging.DEBUG if level <= logging.DEBUG else logging.WARNING)
 
 
 class ProgressBars:
@@ -179,6 +200,21 @@ class ProgressBars:
         for bar in self._bars.values():
             bar.close()
         self._bars.clear()
+
+
+class _Counts(Collector):
+    """:data:`sync.counters.COUNTS` as Prometheus counters, read at each collection."""
+
+    HELP: ClassVar[dict[str, str]] = {
+        "http_requests": "HTTP requests sent to Kaleyra by this process (retries and checks included).",
+        "http_retries": "Kaleyra requests this process sent again after a retryable error.",
+        "rate_limited": "Kaleyra answers 429 (rate limited) this process received; each slows its pace.",
+        "rejected_rows": "Listed rows this process rejected as no phone number (left out).",
+    }
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        for name, value in COUNTS.snapshot().items():
+            yield CounterMetricFamily(f"blocklist_sync_{name}", self.HELP[name], value=value)
 
 
 class Metrics:
@@ -240,10 +276,30 @@ class Metrics:
             "last_run_unconfirmed",
             "Held numbers the last sweep did not list and could not prove removed (kept).",
         )
+        self.configured = gauge(
+            "configured",
+            "1 for every account and channel the configuration says to sweep, swept yet or not.",
+        )
+        self.failed_in_a_row = gauge(
+            "failed_sweeps_in_a_row",
+            "Sweeps that failed since the last one that ended otherwise (0 when the last did not fail).",
+        )
+        Gauge(
+            "blocklist_sync_build_info",
+            "Always 1; the version of blocklist-sync publishing these metrics.",
+            ("version",),
+            registry=self.registry,
+        ).labels(__version__).set(1)
+        self.registry.register(_Counts())
 
-    def update(self, statuses: Iterable[ChannelStatus]) -> None:
+    def update(
+        self, statuses: Iterable[ChannelStatus], failed_in_a_row: Mapping[tuple[str, str], int] | None = None
+    ) -> None:
         for s in statuses:
             labels = (s.account_sid, s.channel)
+            self.configured.labels(*labels).set(1)
+            if failed_in_a_row is not None:
+                self.failed_in_a_row.labels(*labels).set(failed_in_a_row.get(labels, 0))
             self.entries.labels(*labels).set(s.entries)
             if s.last_success_at is not None:
                 self.last_success.labels(*labels).set(s.last_success_at.timestamp())
@@ -284,3 +340,73 @@ class Metrics:
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> None:
         start_http_server(port, addr=addr, registry=self.registry)
+
+
+class _Ended(Protocol):
+    """What :meth:`Publisher.sweep_ended` reads of a sweep's result (``sync.sweep.SweepResult``;
+    not imported, so telemetry does not import the client through the sweep)."""
+
+    @property
+    def run_id(self) -> int | None: ...
+
+
+class Publisher:
+    """Rebuilds :class:`Metrics` from the database and writes the textfile, when told to.
+
+    ``run`` and ``schedule`` publish when they start, when a sweep's ``running`` row is
+    committed (:meth:`sweep_started`) and when a sweep that wrote a run row ends
+    (:meth:`sweep_ended`): the textfile and the port show a sweep in progress while it runs,
+    which is what ``BlocklistSyncStuck`` needs. Only ``accounts``' pairs are published (every
+    configured pair, whatever ``--account`` or ``--shard`` swept: the textfile is replaced as a
+    whole). Callbacks come from several threads in ``schedule``: one publication at a time.
+    Publishing never fails a sweep: a database or file error is one warning line.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        accounts: list[Account],
+        textfile: str | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.store = store
+        self.accounts = accounts
+        self.textfile = textfile
+        self.metrics = metrics or Metrics()
+        self._lock = threading.Lock()
+
+    def publish(self) -> None:
+        with self._lock:
+            try:
+                judged = health.scope(self.store.channel_statuses(), self.accounts).judged
+                self.metrics.update(judged, self.store.failed_in_a_row())
+            except Exception as exc:  # the database may be what is failing; the sweep says so
+                logging.getLogger("sync.telemetry").warning(
+                    "cannot read the metrics from the database (%s); they are published again "
+                    "after the next sweep",
+                    redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__),
+                )
+                return
+            if self.textfile:
+                self._write(self.textfile)
+
+    def _write(self, path: str) -> None:
+        """Write the textfile; failing to is one warning line, never the exit code. Its
+        directory was checked at start, and what the sweeps applied stays applied whatever
+        happens to it since (exit 1 would say nothing was)."""
+        try:
+            self.metrics.write_textfile(path)
+        except OSError as exc:
+            logging.getLogger("sync.cli").warning(
+                "cannot write the metrics file %s (%s); the sweeps' outcomes stand", path, exc.strerror
+            )
+
+    def sweep_started(self, account_sid: str, channel: str, run_id: int) -> None:
+        """A :data:`~sync.sweep.StartCallback`: the ``running`` row is committed."""
+        self.publish()
+
+    def sweep_ended(self, result: _Ended) -> None:
+        """An ``on_result`` callback: publishes when the sweep wrote a run row (a skipped or
+        not started channel changed nothing the metrics read)."""
+        if result.run_id is not None:
+            self.publish()

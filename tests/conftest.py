@@ -35,6 +35,7 @@ from sqlalchemy import Engine, text
 
 from sync import cli as blocklist_sync
 from sync import database, redaction
+from sync.counters import COUNTS
 from sync.guard import GuardLimits
 from sync.kaleyra import KaleyraClient, RetryPolicy
 from sync.settings import Account
@@ -437,7 +438,7 @@ def _assert_no_secret(args: tuple[str, ...], result: subprocess.CompletedProcess
 
 
 # Loggers whose level ``telemetry.configure_logging`` sets, besides the root logger's.
-_LOGGERS_THE_CLI_TUNES = ("urllib3", "alembic", "apscheduler.executors.default")
+_LOGGERS_THE_CLI_TUNES = ("urllib3", "alembic", "apscheduler")
 
 
 @contextlib.contextmanager
@@ -456,6 +457,8 @@ def _as_a_fresh_process() -> Iterator[None]:
     root_handlers, root_level = list(root.handlers), root.level
     tuned = {name: logging.getLogger(name).level for name in _LOGGERS_THE_CLI_TUNES}
     forms, pattern = set(redaction._forms), redaction._pattern
+    counts = COUNTS.snapshot()  # the process's _total counters start at 0 in a new process
+    COUNTS.reset()
     excepthook, argv = sys.excepthook, sys.argv
     on_signal = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     redaction._forms.clear()
@@ -466,6 +469,8 @@ def _as_a_fresh_process() -> Iterator[None]:
         redaction._forms.clear()
         redaction._forms.update(forms)
         redaction._pattern = pattern
+        for name, value in counts.items():
+            setattr(COUNTS, name, value)
         sys.excepthook, sys.argv = excepthook, argv
         root.handlers[:] = root_handlers
         root.setLevel(root_level)

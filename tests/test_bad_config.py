@@ -23,10 +23,11 @@ import pytest
 from click.testing import CliRunner, Result
 from sqlalchemy import Engine
 
-from sync.cli import cli, write_metrics_file
+from sync.cli import cli
 from sync.settings import load_accounts
 from sync.simulator import Simulator
-from sync.telemetry import Metrics
+from sync.store import Store
+from sync.telemetry import Publisher
 from tests.conftest import REPO, cli_env, leaked_secret, numbers, rows, run_cli
 
 NOT_OURS = ("KALEYRA_", "BLOCKLIST_SYNC_", "DATABASE_URL", "JOB_COMPLETION_INDEX")
@@ -404,10 +405,10 @@ def test_a_metrics_directory_this_user_cannot_write_in_is_refused(
 
 
 def test_a_metrics_file_that_fails_later_is_a_warning_not_an_error(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, store: Store
 ) -> None:
     """Should the directory go between the check and the write, the sweeps' exit code stands."""
-    write_metrics_file(Metrics(), str(tmp_path / "gone" / "blocklist_sync.prom"))
+    Publisher(store, [], str(tmp_path / "gone" / "blocklist_sync.prom")).publish()
     assert [r.levelname for r in caplog.records] == ["WARNING"]
     assert "cannot write the metrics file" in caplog.text
 

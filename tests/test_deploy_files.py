@@ -426,7 +426,8 @@ def test_kubernetes_cronjob_runs_the_scheduled_sweep_as_non_root() -> None:
     spec = pod_spec(cronjob()["spec"]["jobTemplate"]["spec"])
     c = container(spec)
     assert c["image"] == "registry.example.com/kaleyra-blocklist-sync:0.1.0"
-    assert c["command"] == ["blocklist-sync", "run", "--trigger", "scheduled", "--log-format", "json"]
+    assert c["command"][:4] == ["blocklist-sync", "run", "--trigger", "scheduled"]
+    assert c["command"][-2:] == ["--log-format", "json"]
     assert_cli_accepts(c["command"], "CronJob")
     security = c["securityContext"]
     assert spec["securityContext"]["runAsNonRoot"] is True
@@ -583,6 +584,7 @@ def test_scheduler_is_a_restarting_long_running_hardened_service() -> None:
 DOCKERFILE = REPO / "Dockerfile"
 MIGRATE_JOB = CRON / "kubernetes-migrate-job.yaml"
 SHARDED = CRON / "kubernetes-cronjob-sharded.yaml"
+KUSTOMIZATION = CRON / "kustomization.yaml"
 
 
 def dockerfile() -> list[tuple[str, str]]:
@@ -609,16 +611,123 @@ def version() -> str:
     return found.group(1)
 
 
+def dockerfile_args() -> dict[str, str]:
+    return dict(args.split("=", 1) for op, args in dockerfile() if op == "ARG" and "=" in args)
+
+
+def stages() -> list[list[tuple[str, str]]]:
+    """The Dockerfile's stages, each from its FROM on."""
+    found: list[list[tuple[str, str]]] = []
+    for op, args in dockerfile():
+        if op == "FROM":
+            found.append([])
+        if found:
+            found[-1].append((op, args))
+    return found
+
+
 def test_dockerfile_is_slim_non_root_with_blocklist_sync_as_entrypoint() -> None:
-    steps = dockerfile()
-    assert steps[0][0] == "FROM" and re.fullmatch(r"python:3\.1[1-9]-slim", steps[0][1])
-    user = [args for op, args in steps if op == "USER"]
+    build, final = stages()
+    base = dockerfile_args()["PYTHON_IMAGE"]
+    # An exact Python release, not a floating minor version (a digest may follow).
+    assert re.fullmatch(r"python:3\.1[1-9]\.\d+-slim-\w+(@sha256:[0-9a-f]{64})?", base), base
+    assert build[0] == ("FROM", "${PYTHON_IMAGE} AS build") and final[0] == ("FROM", "${PYTHON_IMAGE}")
+    user = [args for op, args in final if op == "USER"]
     assert user and user[-1].split(":")[0] == "10001"
-    assert [args for op, args in steps if op == "ENTRYPOINT"] == ['["blocklist-sync"]']
+    assert [args for op, args in final if op == "ENTRYPOINT"] == ['["blocklist-sync"]']
     # The uid the manifests run as is the one the image creates.
     for manifest in (MANIFEST, MIGRATE_JOB, SHARDED):
         text = manifest.read_text()
         assert "runAsUser: 10001" in text and "runAsGroup: 10001" in text, manifest.name
+
+
+def test_the_image_carries_oci_labels_that_match_the_project() -> None:
+    text = re.sub(r"\\\n\s*", " ", DOCKERFILE.read_text())
+    labels = dict(re.findall(r'(org\.opencontainers\.image\.[a-z.]+)="([^"]*)"', text))
+    assert {"title", "description", "version", "licenses", "base.name"} <= {
+        k.removeprefix("org.opencontainers.image.") for k in labels
+    }
+    assert dockerfile_args()["VERSION"] == version()
+    assert labels["org.opencontainers.image.version"] == "${VERSION}"
+    base = dockerfile_args()["PYTHON_IMAGE"].split("@")[0]
+    assert labels["org.opencontainers.image.base.name"] == f"docker.io/library/{base}"
+
+
+def test_the_image_installs_only_locked_hashed_dependencies_and_the_built_wheel() -> None:
+    _, final = stages()
+    installs = [args for op, args in final if op == "RUN" and "pip install" in args]
+    assert installs == [
+        "pip install --require-hashes --no-deps -r /tmp/requirements.lock && rm /tmp/requirements.lock",
+        "pip install --no-deps --no-index /tmp/wheels/*.whl && rm -rf /tmp/wheels",
+    ]
+    assert ("COPY", "--from=build /wheels/ /tmp/wheels/") in final
+
+
+LOCK = REPO / "requirements.lock"
+
+
+def locked() -> dict[str, tuple[str, list[str]]]:
+    """requirements.lock as {normalised name: (version, hashes)}."""
+    from packaging.utils import canonicalize_name
+
+    pins: dict[str, tuple[str, list[str]]] = {}
+    text = re.sub(r"\s*\\\n\s*", " ", LOCK.read_text())
+    for line in text.splitlines():
+        line = line.split(" #", 1)[0].strip()
+        if not line or line.startswith("#"):
+            continue
+        found = re.fullmatch(r"([A-Za-z0-9._-]+)==(\S+)((?: --hash=sha256:[0-9a-f]{64})*)", line)
+        assert found is not None, f"requirements.lock: not an exact, hashed pin: {line}"
+        name, pinned, hashes = found.groups()
+        pins[canonicalize_name(name)] = (pinned, hashes.split())
+    return pins
+
+
+def test_the_lock_file_agrees_with_pyproject() -> None:
+    """Without the network: every runtime dependency of pyproject.toml, and every dependency
+    of those (their extras included, read from the installed packages' metadata), is pinned
+    in requirements.lock at a version the specifier allows, with hashes; nothing else is."""
+    import importlib.metadata
+    import tomllib
+
+    from packaging.markers import default_environment
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    pins = locked()
+    assert all(hashes for _, hashes in pins.values())
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    wanted: set[str] = set()
+    todo: list[tuple[Requirement, tuple[str, ...]]] = [
+        (Requirement(spec), ()) for spec in project["dependencies"]
+    ]
+    # The image's Python, on Linux, whatever runs the tests.
+    environment = {str(k): str(v) for k, v in default_environment().items()}
+    environment.update(python_version="3.11", python_full_version="3.11.0", sys_platform="linux")
+    while todo:
+        requirement, extras = todo.pop()
+        if requirement.marker and not any(
+            requirement.marker.evaluate({**environment, "extra": extra}) for extra in (*extras, "")
+        ):
+            continue
+        name = canonicalize_name(requirement.name)
+        assert name in pins, (
+            f"{requirement} is not in requirements.lock: run pip-compile (README, 'The image')"
+        )
+        assert requirement.specifier.contains(pins[name][0], prereleases=True), (
+            f"requirements.lock pins {name}=={pins[name][0]}, outside {requirement}"
+        )
+        if name in wanted and not requirement.extras:
+            continue
+        wanted.add(name)
+        for spec in importlib.metadata.requires(requirement.name) or []:
+            todo.append((Requirement(spec), tuple(requirement.extras)))
+    assert set(pins) - wanted == set(), "requirements.lock pins what nothing requires: run pip-compile"
+    header = LOCK.read_text()
+    assert "pip-compile" in header and "--generate-hashes" in header
+    # Made for the image's Python.
+    minor = re.match(r"python:(3\.\d+)", dockerfile_args()["PYTHON_IMAGE"])
+    assert minor is not None and f"with Python {minor.group(1)}" in header
 
 
 def test_every_manifest_runs_the_image_the_dockerfile_builds() -> None:
@@ -637,34 +746,42 @@ def test_every_manifest_runs_the_image_the_dockerfile_builds() -> None:
 
 @pytest.mark.slow
 def test_the_image_install_and_entrypoint_work_in_a_fresh_venv(tmp_path: Path, make_database: Any) -> None:
-    """What `docker build` does, minus Docker: the COPY steps into /src, the pip install, and
-    then the entrypoint, from a directory outside the checkout (the migrations must travel)."""
+    """What `docker build` does, minus Docker: the build stage's COPY steps and wheel, then the
+    final stage's installs (the lock with --require-hashes, the wheel with no index), and the
+    entrypoint, from a directory outside the checkout (the migrations must travel)."""
+    build, _ = stages()
     src = tmp_path / "src"
     src.mkdir()
-    steps = dockerfile()
-    for op, args in steps:
+    for op, args in build:
         if op == "COPY":
             *sources, dest = args.split()
             for source in sources:
                 origin = REPO / source
-                target = src / origin.name if dest.endswith("/") else src / Path(dest).relative_to("/src")
+                target = src / (origin.name if dest.endswith("/") or dest == "./" else dest)
                 if origin.is_dir():
                     shutil.copytree(origin, target, ignore=shutil.ignore_patterns("__pycache__"))
                 else:
                     shutil.copy(origin, target)
-    installs = [args for op, args in steps if op == "RUN" and "pip install" in args]
-    assert installs == ["pip install /src && rm -rf /src"]
+    assert ("RUN", "pip wheel --no-deps --wheel-dir /wheels .") in build
+    wheels = tmp_path / "wheels"
+
+    def pip(*args: str, python: str = sys.executable) -> None:
+        done = subprocess.run(
+            [sys.executable, "-m", "pip", "--python", python, *args],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert done.returncode == 0, done.stderr
+
+    pip("wheel", "-q", "--no-deps", "--wheel-dir", str(wheels), str(src))
     # The image's pip installs into a fresh environment; this one's pip does it here (`--python`),
     # which spares seeding the venv with a pip of its own (ensurepip: ~5 s of CPU).
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
-    pip = subprocess.run(
-        [sys.executable, "-m", "pip", "--python", str(venv / "bin/python"), "install", "-q", str(src)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert pip.returncode == 0, pip.stderr
+    python = str(venv / "bin/python")
+    pip("install", "-q", "--require-hashes", "--no-deps", "-r", str(LOCK), python=python)
+    pip("install", "-q", "--no-deps", "--no-index", *map(str, wheels.glob("*.whl")), python=python)
     entrypoint = str(venv / "bin/blocklist-sync")
     work = tmp_path / "work"
     work.mkdir()
@@ -712,7 +829,7 @@ def test_the_migrate_job_is_a_real_manifest_that_migrates(make_database: Any) ->
 
 
 def test_the_sharded_cronjob_is_an_indexed_job_whose_shards_cover_the_pairs() -> None:
-    job = one_yaml(SHARDED)
+    job = kustomized_sharded_cronjob()
     assert job["kind"] == "CronJob" and job["spec"]["schedule"] == SCHEDULE
     assert job["spec"]["concurrencyPolicy"] == "Forbid"
     job_spec = job["spec"]["jobTemplate"]["spec"]
@@ -751,3 +868,238 @@ def test_the_scheduler_checks_before_it_starts() -> None:
     argv = exec_argv(one(parse_unit(SCHEDULER), "Service", "ExecStartPre"))
     assert argv[:2] == [INSTALLED_BINARY, "check"]
     assert_cli_accepts(argv, "ExecStartPre")
+
+
+# --- (f) one deadline order ------------------------------------------------------------------
+
+# What a sweep stopped by the program needs to write its run row and exit, and what a pod
+# needs to start: the program's deadline must come at least this long before the kill.
+DEADLINE_MARGIN = dt.timedelta(minutes=5)
+
+
+def systemd_timespan(value: str) -> dt.timedelta:
+    """A systemd time span (``50min``, ``1h 30min``, ``3000``) as systemd reads it."""
+    result = subprocess.run(
+        [systemd_analyze(), "timespan", value], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    found = re.search(r"μs: (\d+)", result.stdout)
+    assert found is not None, result.stdout
+    return dt.timedelta(microseconds=int(found.group(1)))
+
+
+def app_deadlines(argv: list[str], where: str) -> tuple[dt.timedelta, dt.timedelta]:
+    """The --sweep-timeout and --run-timeout a command line passes, as the program reads them."""
+    from sync.settings import parse_duration
+
+    for flag in ("--sweep-timeout", "--run-timeout"):
+        assert flag in argv, f"{where} passes no {flag}: the program's own deadline must come first"
+    sweep, run = (parse_duration(argv[argv.index(f) + 1], f) for f in ("--sweep-timeout", "--run-timeout"))
+    return dt.timedelta(seconds=sweep), dt.timedelta(seconds=run)
+
+
+def killed_jobs() -> dict[str, tuple[list[str], dt.timedelta]]:
+    """Every shipped file that kills a sweep after a time of its own: its command, its kill."""
+    unit = parse_unit(SERVICE)
+    found = {
+        SERVICE.name: (
+            exec_argv(one(unit, "Service", "ExecStart")),
+            systemd_timespan(one(unit, "Service", "TimeoutStartSec")),
+        )
+    }
+    for path, job in ((MANIFEST, cronjob()), (SHARDED, one_yaml(SHARDED))):
+        job_spec = job["spec"]["jobTemplate"]["spec"]
+        command = container(pod_spec(job_spec))["command"]
+        found[path.name] = (command, dt.timedelta(seconds=job_spec["activeDeadlineSeconds"]))
+    return found
+
+
+@pytest.mark.parametrize("name", [SERVICE.name, MANIFEST.name, SHARDED.name])
+def test_the_programs_deadlines_come_before_the_supervisors_kill(name: str) -> None:
+    """A slow sweep ends `failed` with the program's reason, not killed and `cancelled`:
+    sweep timeout <= run timeout < the kill, with a margin."""
+    argv, kill = killed_jobs()[name]
+    sweep, run = app_deadlines(argv, name)
+    assert sweep <= run, f"{name}: --sweep-timeout {sweep} is longer than --run-timeout {run}"
+    assert run + DEADLINE_MARGIN <= kill, (
+        f"{name}: --run-timeout {run} is not {DEADLINE_MARGIN} before the kill at {kill}"
+    )
+    assert_cli_accepts(argv, name)
+
+
+def test_every_file_that_kills_a_sweep_is_checked_for_the_order() -> None:
+    """A kill added to another shipped file must join the check above."""
+    killers = {
+        path.name
+        for path in CRON.iterdir()
+        if re.search(r"^\s*(TimeoutStartSec=|activeDeadlineSeconds:)", path.read_text(), re.MULTILINE)
+        and "run" in path.read_text()
+    }
+    assert killers - {MIGRATE_JOB.name} == set(killed_jobs())
+
+
+# --- (g) the kustomize base ------------------------------------------------------------------
+
+
+def field(document: dict[str, Any], path: str) -> tuple[Any, str]:
+    """The mapping holding ``path`` (kustomize's field path: ``a.b.[name=x].c``) and its last key."""
+    parts = re.findall(r"\[[^\]]+\]|[^.\[\]]+", path)
+    node: Any = document
+    for part in parts[:-1]:
+        if part.startswith("["):
+            key, value = part[1:-1].split("=", 1)
+            [node] = [item for item in node if item.get(key) == value]
+        else:
+            node = node[part]
+    return node, parts[-1]
+
+
+def kustomization() -> dict[str, Any]:
+    doc = yaml.safe_load(KUSTOMIZATION.read_text())
+    assert isinstance(doc, dict)
+    return doc
+
+
+def kustomized_sharded_cronjob() -> dict[str, Any]:
+    """What `kubectl kustomize cron/` makes of the sharded CronJob: the manifest with the
+    kustomization's replacements applied (the target keeps its type, as kustomize does)."""
+    config = kustomization()
+    [generator] = config["configMapGenerator"]
+    data = dict(literal.split("=", 1) for literal in generator["literals"])
+    job = one_yaml(SHARDED)
+    for replacement in config["replacements"]:
+        source = replacement["source"]
+        assert (source["kind"], source["name"]) == ("ConfigMap", generator["name"])
+        value = data[source["fieldPath"].removeprefix("data.")]
+        for target in replacement["targets"]:
+            assert target["select"] == {"kind": job["kind"], "name": job["metadata"]["name"]}
+            for path in target["fieldPaths"]:
+                node, key = field(job, path)
+                node[key] = type(node[key])(value)
+    return job
+
+
+def test_the_shard_count_is_written_once_and_the_rest_derive_from_it() -> None:
+    config = kustomization()
+    assert config["resources"] == [SHARDED.name]
+    [generator] = config["configMapGenerator"]
+    assert generator["options"]["annotations"] == {"config.kubernetes.io/local-config": "true"}
+    [count] = [literal.split("=", 1)[1] for literal in generator["literals"] if literal.startswith("count=")]
+    assert int(count) > 1
+    # Every place the Job needs N is a replacement target ...
+    [replacement] = config["replacements"]
+    assert sorted(replacement["targets"][0]["fieldPaths"]) == sorted(
+        [
+            "spec.jobTemplate.spec.completions",
+            "spec.jobTemplate.spec.parallelism",
+            "spec.jobTemplate.spec.template.spec.containers.[name=blocklist-sync].env.[name=BLOCKLIST_SYNC_SHARD].value",
+        ]
+    )
+    # ... so N is written once in the two files: the manifest alone is one consistent shard.
+    raw = one_yaml(SHARDED)["spec"]["jobTemplate"]["spec"]
+    assert (raw["completions"], raw["parallelism"]) == (1, 1)
+    assert env_of(container(pod_spec(raw)))["BLOCKLIST_SYNC_SHARD"]["value"] == "1"
+    assert re.findall(rf"\b{count}\b", KUSTOMIZATION.read_text() + SHARDED.read_text()).count(count) == 1
+    rendered = kustomized_sharded_cronjob()["spec"]["jobTemplate"]["spec"]
+    assert rendered["completions"] == rendered["parallelism"] == int(count)
+    assert env_of(container(pod_spec(rendered)))["BLOCKLIST_SYNC_SHARD"]["value"] == count
+
+
+def test_kubectl_kustomize_renders_what_the_test_above_reads() -> None:
+    """Where kubectl is installed, its kustomize agrees with the reading above (kubectl is not
+    a prerequisite of the tests: without it this one is skipped)."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed; the YAML checks above still ran")
+    result = subprocess.run([kubectl, "kustomize", str(CRON)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    docs = [d for d in yaml.safe_load_all(result.stdout) if d is not None]
+    assert [d["kind"] for d in docs] == ["CronJob"]  # the ConfigMap is local: never applied
+    assert docs[0] == kustomized_sharded_cronjob()
+
+
+def test_the_manifests_state_the_kubernetes_version_they_need() -> None:
+    readme = (REPO / "README.md").read_text()
+    assert "### Kubernetes versions" in readme
+    for path, version in ((MANIFEST, "1.27"), (SHARDED, "1.29"), (KUSTOMIZATION, "1.29")):
+        assert (
+            f"Kubernetes {version} or later" in path.read_text()
+            or f"Kubernetes {version}+" in path.read_text()
+        ), path.name
+
+
+# --- (h) the env files -----------------------------------------------------------------------
+
+ENV_FILE = CRON / "blocklist-sync.env"
+
+
+def systemd_environment_file(text: str) -> dict[str, str]:
+    """``EnvironmentFile=`` as systemd reads it: ``#`` and ``;`` start a comment only at the
+    start of a line, a value wholly in single or double quotes loses them, and anything else
+    after the ``=`` (an inline ``# comment`` included) is the value."""
+    env: dict[str, str] = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line[0] in "#;":
+            continue
+        key, _, value = line.partition("=")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        env[key.strip()] = value
+    return env
+
+
+def shipped_env_files() -> dict[str, str]:
+    """Every env file shipped: the file in cron/ and each README block marked as one."""
+    readme = (REPO / "README.md").read_text()
+    blocks = re.findall(r"<!-- env-file: (\S+) -->\n```sh\n(.*?)```", readme, re.DOTALL)
+    assert blocks, "the README's env file example is no longer marked <!-- env-file: ... -->"
+    files = {f"README ({name})": text for name, text in blocks}
+    files[ENV_FILE.name] = ENV_FILE.read_text()
+    return files
+
+
+@pytest.mark.parametrize("name", sorted(shipped_env_files()))
+def test_every_shipped_env_file_loads_as_systemd_and_sh_read_it(name: str, tmp_path: Path) -> None:
+    """No value carries a comment systemd would keep; the settings validate as the job reads
+    them; /bin/sh (the crontab's `set -a; . file`) reads the same values."""
+    from sync.settings import AccountSource
+
+    text = shipped_env_files()[name]
+    env = systemd_environment_file(text)
+    for key, value in env.items():
+        assert not re.search(r"\s[#;]", value), f"{name}: {key}'s value would be {value!r} for systemd"
+    assert "KALEYRA_API_KEY" not in env and "KALEYRA_API_KEY_FILE" not in env
+    # The key comes from the credential, not this file; with one, every setting is validated.
+    [account] = AccountSource().load({**env, "KALEYRA_API_KEY": "k" * 32})  # ConfigError on a bad value
+    assert (account.sid, account.channels) == ("HXXXXXXX071US", ("sms", "whatsapp", "voice"))
+    assert account.base_url == "https://api.in.kaleyra.io/v1"
+    path = tmp_path / "env"
+    path.write_text(text)
+    sh = subprocess.run(
+        ["/bin/sh", "-c", f'set -a && . "{path}" && set +a && env -0'],
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert sh.returncode == 0, sh.stderr
+    from_sh = dict(item.split("=", 1) for item in sh.stdout.split("\0") if "=" in item)
+    assert {key: from_sh.get(key) for key in env} == env
+
+
+def test_the_readme_env_file_is_the_shipped_one() -> None:
+    [(name, block)] = [(n, t) for n, t in shipped_env_files().items() if n.startswith("README")]
+    lines = [line for line in ENV_FILE.read_text().splitlines() if line and not line.startswith("#")]
+    assert name == f"README ({ENV_FILE.relative_to(REPO)})"
+    assert [line for line in block.splitlines() if line and not line.startswith("#")] == lines
+
+
+def test_the_systemd_reading_above_is_not_vacuous() -> None:
+    env = systemd_environment_file("KALEYRA_REGION=in   # in, sg, eu or na\n")
+    assert env == {"KALEYRA_REGION": "in   # in, sg, eu or na"}
+    from sync.settings import AccountSource, ConfigError
+
+    with pytest.raises(ConfigError, match="KALEYRA_REGION"):
+        AccountSource().load({"KALEYRA_SID": "HXXXXXXX071US", "KALEYRA_API_KEY": "k" * 32, **env})

@@ -32,6 +32,7 @@ import stamina.instrumentation
 import urllib3
 
 from sync import __version__
+from sync.counters import COUNTS
 from sync.kaleyra.errors import (
     Cancelled,
     KaleyraError,
@@ -59,6 +60,7 @@ log = logging.getLogger("sync.kaleyra")
 def _log_retry(details: stamina.instrumentation.RetryDetails) -> None:
     """One line per retry: which attempt failed out of how many, why, and the wait. (Replaces
     stamina's own hook, whose lines name neither the host nor the cause.)"""
+    COUNTS.add("http_retries")
     exc = details.caused_by
     reason = exc.reason if isinstance(exc, KaleyraError) else str(exc)
     attempts = getattr(exc, "attempts", None) or "?"
@@ -182,6 +184,7 @@ class _Transport:
     ) -> _Listing:
         started = self.pacer.wait()
         deadline = time.monotonic() + self.response_timeout
+        COUNTS.add("http_requests")
         try:
             response = self._session().get(
                 self.url,
@@ -214,6 +217,7 @@ class _Transport:
         try:
             listing = _parse_listing(response, body, channel, offset)
         except RateLimitedError as exc:
+            COUNTS.add("rate_limited")
             self.pacer.slow_down(
                 started, exc.retry_after and min(exc.retry_after, self.retry.max_retry_after)
             )
