@@ -273,4 +273,7 @@ def test_a_run_past_its_run_timeout_fails_with_its_reason_before_any_kill(
             "  not started: the run passed its --run-timeout of 2s; nothing was applied"
         )
     bad = invoke("run", "--run-timeout", "soon", env=env)
-    assert bad.returncode == 2 and "--run-timeout (BLOCKLIST_SYNC_RUN_TIMEOUT)" in bad.stderr
+    assert bad.returncode == 2 and "--run-timeout: 'soon' is not a duration" in bad.stderr
+    # Named as the operator set it: from the environment, by its variable.
+    bad = invoke("run", env={**env, "BLOCKLIST_SYNC_RUN_TIMEOUT": "soon"})
+    assert bad.returncode == 2 and "BLOCKLIST_SYNC_RUN_TIMEOUT: 'soon' is not a duration" in bad.stderr
