@@ -1,6 +1,6 @@
 # The blocklist-sync image the Kubernetes manifests in cron/ run. Build it from a checkout:
-#   docker build -t registry.example.com/kaleyra-blocklist-sync:0.1.0 .
-#   docker push registry.example.com/kaleyra-blocklist-sync:0.1.0
+#   docker build -t registry.example.com/kaleyra-blocklist-sync:0.3.0 .
+#   docker push registry.example.com/kaleyra-blocklist-sync:0.3.0
 # (use your registry's name, and the same in cron/kubernetes-*.yaml).
 # `docker run --rm IMAGE check` tests a configuration; `docker run --rm IMAGE run` sweeps.
 #
@@ -23,7 +23,7 @@ RUN pip wheel --no-deps --wheel-dir /wheels .
 
 # --- the image: the locked dependencies, then the wheel ------------------------------------
 FROM ${PYTHON_IMAGE}
-ARG VERSION=0.1.0
+ARG VERSION=0.3.0
 LABEL org.opencontainers.image.title="kaleyra-blocklist-sync" \
       org.opencontainers.image.description="Sync Kaleyra blocklists (sms, whatsapp, voice) into PostgreSQL with a truthful history of additions and removals." \
       org.opencontainers.image.version="${VERSION}" \

@@ -5,5 +5,5 @@ diffs and applies (database only, with ``dialect`` for what PostgreSQL and SQLit
 differently), ``sweep`` joins them, ``cli`` parses arguments and calls ``sweep``.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.3.0"
 __all__ = ["__version__"]

@@ -724,7 +724,7 @@ def _lock_held(held: LockHeld, account_sid: str, channel: str, options: SweepOpt
 
 
 def _holder_text(holder: LockHolder) -> str:
-    """``pid 4242, role sync, application 'blocklist-sync/0.1.0', from 10.0.0.7, connected
+    """``pid 4242, role sync, application 'blocklist-sync/0.3.0', from 10.0.0.7, connected
     2025-06-01 10:00:00Z, 3h00m ago``: escaped and bounded, as another session names itself."""
     parts = [f"pid {holder.pid}"]
     if holder.role:

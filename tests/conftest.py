@@ -63,6 +63,13 @@ SECRETS = re.compile(
 )
 
 
+def documentation() -> str:
+    """The README and every page of docs/, as one text: what a test that checks the docs say
+    something reads, wherever the page that says it is."""
+    pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    return "\n".join(page.read_text() for page in pages)
+
+
 def leaked_secret(text: str) -> str | None:
     match = SECRETS.search(text or "")
     return match.group(0) if match else None

@@ -2,7 +2,7 @@
 
 The data comes from real sweeps of the simulator (four rounds over three channels, with numbers
 added, removed and added again between them), so every event is one the sync itself wrote. The
-README's ``## Querying`` queries are read from README.md and run exactly as written there: what
+analysts' guide's queries (``docs/analysts.md``) are read from it and run exactly as written there: what
 analysts copy is what is tested.
 """
 
@@ -162,7 +162,7 @@ def scenario(sim: Simulator, store: Store) -> Scenario:
 
 # -- the README's queries ------------------------------------------------------------------
 
-README = REPO / "README.md"
+README = REPO / "docs" / "analysts.md"  # where the analysts' queries live
 QUERY_NAMES = {
     "was-blocklisted-at",
     "blocklisted-at",
@@ -180,10 +180,10 @@ _PSQL_VARIABLE = re.compile(r":'(\w+)'")
 
 
 def readme_queries() -> dict[str, str]:
-    """The ```sql blocks of README.md's Querying section, by their ``<!-- query: name -->``."""
+    """The ```sql blocks of docs/analysts.md, by their ``<!-- query: name -->``."""
     found = _QUERY.findall(README.read_text())
     names = [name for name, _ in found]
-    assert len(names) == len(set(names)), f"a query appears twice in README.md: {names}"
+    assert len(names) == len(set(names)), f"a query appears twice in docs/analysts.md: {names}"
     return dict(found)
 
 

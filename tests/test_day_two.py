@@ -32,6 +32,7 @@ from tests.conftest import (
     REPO,
     TEST_PASSWORD,
     cli_env,
+    documentation,
     invoke,
     numbers,
     require_tool,
@@ -381,7 +382,7 @@ def test_json_logs_have_millisecond_utc_times_and_only_documented_flat_keys(
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
     assert any(r["message"].startswith("attempt 1 of 5 failed") for r in records)
-    readme = (REPO / "README.md").read_text()
+    readme = documentation()
     for record in records:
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", record["time"]), record
         assert set(record) <= set(JSON_FIELDS), record
@@ -627,7 +628,7 @@ def test_the_configuration_table_names_every_setting() -> None:
 
     from sync.cli import cli
 
-    readme = (REPO / "README.md").read_text()
+    readme = documentation()
     table = readme[readme.index("## Configuration") : readme.index("## Commands")]
     for name, command in cli.commands.items():
         for param in command.params:
@@ -639,7 +640,7 @@ def test_the_configuration_table_names_every_setting() -> None:
 
 
 def test_the_documented_shell_completion_line_prints_a_completion_script() -> None:
-    readme = (REPO / "README.md").read_text()
+    readme = documentation()
     assert 'eval "$(_BLOCKLIST_SYNC_COMPLETE=bash_source blocklist-sync)"' in readme
     script = subprocess.run(
         [str(Path(sys.executable).parent / "blocklist-sync")],
@@ -655,7 +656,7 @@ def test_the_documented_shell_completion_line_prints_a_completion_script() -> No
 def test_the_simulator_example_shows_a_real_diff(tmp_path: Path) -> None:
     """The README's simulate + curl + run example, run line by line as written (the port
     swapped for a free one, so parallel test runs do not collide)."""
-    readme = (REPO / "README.md").read_text()
+    readme = documentation()
     start = readme.index("<!-- example: simulator-diff -->")
     block = readme[
         readme.index("```sh\n", start) + 6 : readme.index("```", readme.index("```sh\n", start) + 6)

@@ -28,7 +28,7 @@ from apscheduler.triggers.cron import CronTrigger
 
 from sync import database
 from sync.simulator import Simulator
-from tests.conftest import REPO, numbers, require_tool, rows
+from tests.conftest import REPO, documentation, numbers, require_tool, rows
 
 CRON = REPO / "cron"
 SERVICE = CRON / "blocklist-sync.service"
@@ -425,7 +425,7 @@ def test_kubernetes_cronjob_is_hourly_forbids_overlap_and_bounds_retries() -> No
 def test_kubernetes_cronjob_runs_the_scheduled_sweep_as_non_root() -> None:
     spec = pod_spec(cronjob()["spec"]["jobTemplate"]["spec"])
     c = container(spec)
-    assert c["image"] == "registry.example.com/kaleyra-blocklist-sync:0.1.0"
+    assert c["image"] == "registry.example.com/kaleyra-blocklist-sync:0.3.0"
     assert c["command"][:4] == ["blocklist-sync", "run", "--trigger", "scheduled"]
     assert c["command"][-2:] == ["--log-format", "json"]
     assert_cli_accepts(c["command"], "CronJob")
@@ -1019,7 +1019,7 @@ def test_kubectl_kustomize_renders_what_the_test_above_reads() -> None:
 
 
 def test_the_manifests_state_the_kubernetes_version_they_need() -> None:
-    readme = (REPO / "README.md").read_text()
+    readme = documentation()
     assert "### Kubernetes versions" in readme
     for path, version in ((MANIFEST, "1.27"), (SHARDED, "1.29"), (KUSTOMIZATION, "1.29")):
         assert (
@@ -1052,7 +1052,7 @@ def systemd_environment_file(text: str) -> dict[str, str]:
 
 def shipped_env_files() -> dict[str, str]:
     """Every env file shipped: the file in cron/ and each README block marked as one."""
-    readme = (REPO / "README.md").read_text()
+    readme = documentation()
     blocks = re.findall(r"<!-- env-file: (\S+) -->\n```sh\n(.*?)```", readme, re.DOTALL)
     assert blocks, "the README's env file example is no longer marked <!-- env-file: ... -->"
     files = {f"README ({name})": text for name, text in blocks}

@@ -88,7 +88,7 @@ def test_each_check_constraint_allows_exactly_the_enum(
 # Where the channels may be written out as a list: the docs, the deployment files, the package
 # metadata and the code. The migrations keep the words of their day (they are history), and the
 # simulator keeps its own list on purpose (it states what the vendor serves).
-CHANNEL_TEXTS = ["README.md", "pyproject.toml", "Dockerfile", "cron/*", "sync/**/*.py"]
+CHANNEL_TEXTS = ["README.md", "docs/*.md", "pyproject.toml", "Dockerfile", "cron/*", "sync/**/*.py"]
 NOT_CHANNEL_TEXTS = {"sync/simulator.py"}
 
 
@@ -280,3 +280,12 @@ def test_a_migration_that_sets_the_views_aside_leaves_other_views_alone(
         with engine.connect() as c:
             assert c.execute(text(identity)).scalar_one() == made
         engine.dispose()
+
+
+def test_the_code_map_lists_every_module() -> None:
+    """docs/developers.md's code map names each module of sync/, so the next engineer finds it."""
+    text = (REPO / "docs" / "developers.md").read_text()
+    code_map = text[text.index("### Code map") :]
+    modules = [p for p in sorted((REPO / "sync").glob("*.py")) if p.name != "__init__.py"]
+    missing = [m.name for m in modules if f"`sync/{m.name}`" not in code_map]
+    assert not missing, f"not in the code map of docs/developers.md: {missing}"

@@ -30,7 +30,7 @@ from sqlalchemy import Engine, text
 from sync import database
 from sync.lookup import look_up, normalise
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+README = Path(__file__).resolve().parents[2] / "docs" / "analysts.md"
 SID, CHANNEL = "HXHISTORY0001", "sms"
 DAYS, INITIAL, DAILY = 365, 1_000_000, 5_000
 _QUERY = re.compile(r"<!-- query: ([\w-]+) -->\s*```sql\n(.*?)```", re.S)
