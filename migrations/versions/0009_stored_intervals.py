@@ -547,15 +547,8 @@ FUNCTIONS = {
 
 # -- what 0008 had, for the downgrade ----------------------------------------------------------
 
-_ENTRIES_COMMENTS = {
-    "account_sid": "Kaleyra account SID.",
-    "channel": "Channel the number is blocklisted on.",
-    "mobile": "Number in canonical E.164: + then 7 to 15 digits, no spaces or separators.",
-    "channel_type": "Kaleyra's channel_type for the row, opaque, as first seen.",
-    "added_at": "detected_at of the added event that began this stretch (UTC).",
-    "added_run_id": "Run that detected the addition.",
-    "proven_present_at": ENTRIES.columns["proven_present_at"],
-}
+# The entries table of 0008 had the comments its view now carries.
+_ENTRIES_COMMENTS = ENTRIES.columns
 
 
 def _in_schema(definition: str, schema: str) -> str:
