@@ -664,43 +664,40 @@ def test_the_image_installs_only_locked_hashed_dependencies_and_the_built_wheel(
 
 
 LOCK = REPO / "requirements.lock"
+TEST_LOCK = REPO / "requirements-test.lock"
 
 
-def locked() -> dict[str, tuple[str, list[str]]]:
-    """requirements.lock as {normalised name: (version, hashes)}."""
+def locked(lock: Path = LOCK) -> dict[str, tuple[str, list[str]]]:
+    """A pip-compile lock as {normalised name: (version, hashes)}."""
     from packaging.utils import canonicalize_name
 
     pins: dict[str, tuple[str, list[str]]] = {}
-    text = re.sub(r"\s*\\\n\s*", " ", LOCK.read_text())
+    text = re.sub(r"\s*\\\n\s*", " ", lock.read_text())
     for line in text.splitlines():
         line = line.split(" #", 1)[0].strip()
         if not line or line.startswith("#"):
             continue
         found = re.fullmatch(r"([A-Za-z0-9._-]+)==(\S+)((?: --hash=sha256:[0-9a-f]{64})*)", line)
-        assert found is not None, f"requirements.lock: not an exact, hashed pin: {line}"
+        assert found is not None, f"{lock.name}: not an exact, hashed pin: {line}"
         name, pinned, hashes = found.groups()
         pins[canonicalize_name(name)] = (pinned, hashes.split())
     return pins
 
 
-def test_the_lock_file_agrees_with_pyproject() -> None:
-    """Without the network: every runtime dependency of pyproject.toml, and every dependency
-    of those (their extras included, read from the installed packages' metadata), is pinned
-    in requirements.lock at a version the specifier allows, with hashes; nothing else is."""
+def assert_lock_covers(lock: Path, specs: list[str]) -> None:
+    """Without the network: every requirement in ``specs``, and every dependency of those
+    (their extras included, read from the installed packages' metadata), is pinned in ``lock``
+    at a version the specifier allows, with hashes; nothing else is."""
     import importlib.metadata
-    import tomllib
 
     from packaging.markers import default_environment
     from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name
 
-    pins = locked()
+    pins = locked(lock)
     assert all(hashes for _, hashes in pins.values())
-    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     wanted: set[str] = set()
-    todo: list[tuple[Requirement, tuple[str, ...]]] = [
-        (Requirement(spec), ()) for spec in project["dependencies"]
-    ]
+    todo: list[tuple[Requirement, tuple[str, ...]]] = [(Requirement(spec), ()) for spec in specs]
     # The image's Python, on Linux, whatever runs the tests.
     environment = {str(k): str(v) for k, v in default_environment().items()}
     environment.update(python_version="3.11", python_full_version="3.11.0", sys_platform="linux")
@@ -712,22 +709,48 @@ def test_the_lock_file_agrees_with_pyproject() -> None:
             continue
         name = canonicalize_name(requirement.name)
         assert name in pins, (
-            f"{requirement} is not in requirements.lock: run pip-compile (README, 'The image')"
+            f"{requirement} is not in {lock.name}: run pip-compile (docs/developers.md, 'The locks')"
         )
         assert requirement.specifier.contains(pins[name][0], prereleases=True), (
-            f"requirements.lock pins {name}=={pins[name][0]}, outside {requirement}"
+            f"{lock.name} pins {name}=={pins[name][0]}, outside {requirement}"
         )
         if name in wanted and not requirement.extras:
             continue
         wanted.add(name)
         for spec in importlib.metadata.requires(requirement.name) or []:
             todo.append((Requirement(spec), tuple(requirement.extras)))
-    assert set(pins) - wanted == set(), "requirements.lock pins what nothing requires: run pip-compile"
-    header = LOCK.read_text()
+    assert set(pins) - wanted == set(), f"{lock.name} pins what nothing requires: run pip-compile"
+    header = lock.read_text()
     assert "pip-compile" in header and "--generate-hashes" in header
     # Made for the image's Python.
     minor = re.match(r"python:(3\.\d+)", dockerfile_args()["PYTHON_IMAGE"])
     assert minor is not None and f"with Python {minor.group(1)}" in header
+
+
+def project() -> dict[str, Any]:
+    import tomllib
+
+    table: dict[str, Any] = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    return table
+
+
+def test_the_lock_file_agrees_with_pyproject() -> None:
+    """The image's lock: the runtime dependencies and theirs, nothing more."""
+    assert_lock_covers(LOCK, project()["dependencies"])
+
+
+def test_the_test_lock_covers_the_test_install_and_agrees_with_the_image() -> None:
+    """The README's test command installs from requirements-test.lock, so a new release of any
+    dependency cannot change what CI runs: it pins the runtime and the test dependencies (and
+    theirs), and every runtime package at the very version the image installs."""
+    assert_lock_covers(TEST_LOCK, [*project()["dependencies"], *project()["optional-dependencies"]["test"]])
+    image, tests = locked(LOCK), locked(TEST_LOCK)
+    assert {name: tests[name][0] for name in image} == {name: pin for name, (pin, _) in image.items()}, (
+        "requirements-test.lock and requirements.lock pin different runtime releases: "
+        "regenerate both (docs/developers.md, 'The locks')"
+    )
+    readme = (REPO / "README.md").read_text()
+    assert "pip install -q --require-hashes -r requirements-test.lock" in readme
 
 
 def test_every_manifest_runs_the_image_the_dockerfile_builds() -> None:

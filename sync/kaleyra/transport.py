@@ -171,7 +171,7 @@ class _Transport:
         if session is not None:
             session.close()
 
-    def _backoff_for(self, error: Exception) -> bool | float:
+    def _backoff_for(self, error: BaseException) -> bool | float:
         """stamina hook: retry only retryable errors; a Retry-After overrides the backoff."""
         if not isinstance(error, RetryableAPIError):
             return False
