@@ -872,8 +872,15 @@ def grant_read(database_url: str | None, role: str) -> None:
     store, where = open_store(database_url)
     database.grant_read(store.engine, role)  # checks PostgreSQL and the schema revision first
     click.echo(
-        f"{where}: role {role} can read the tables and views, and those later migrations add; it cannot write"
+        f"{where}: role {role} can read the tables and views, and those later migrations add; "
+        "it cannot write, nor create objects in the schema"
     )
+    for schema in database.schemas_anyone_may_create_in(store.engine):
+        click.echo(
+            f"warning: PUBLIC may still create objects in schema {schema}, so {role} can too; "
+            f'as its owner run REVOKE CREATE ON SCHEMA "{schema}" FROM PUBLIC, or see `blocklist-sync check`',
+            err=True,
+        )
 
 
 @cli.command()

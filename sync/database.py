@@ -181,13 +181,18 @@ def make_engine(url: str, schema: str | None = None) -> Engine:
     others; it is libpq's *fallback* name, so one the operator set in the URL or ``PGAPPNAME``
     wins.
 
-    A schema is set as the session's ``search_path`` the moment it connects, ahead of
-    everything else (SQLAlchemy's own recipe), so every unqualified name in the code, the
-    migrations and the views means the schema's relation, and whatever they create lands in
-    it, without one statement being rewritten; temporary tables stay in ``pg_temp``. ``public``
-    follows it only so that an extension installed there stays usable; our relations are all
-    in the schema once it is migrated, and ``migrate`` creates it before anything else. On
-    SQLite (one schema per file) any schema but ``public`` is a :class:`ConfigError`.
+    On PostgreSQL the session's ``search_path`` is set the moment it connects, ahead of
+    everything else (SQLAlchemy's own recipe), to the install's schema and nothing else: the
+    one given, or, without one, the schema the server's path resolves to first (``public``
+    unless a DBA set another). Every unqualified name in the code, the migrations and the views
+    then means the install's relation, whatever they create lands in it, and temporary tables
+    stay in ``pg_temp``. No other schema follows it, because PostgreSQL picks the function or
+    operator whose argument types fit best from *every* schema on the path (``pg_catalog``
+    included): a reader who may create objects in ``public`` could otherwise plant, say,
+    ``public.hashtextextended(text, integer)`` and have the job run it with the job's rights
+    (``check`` warns when PUBLIC may create in the install's own schema). ``migrate`` creates a
+    named schema before anything else. On SQLite (one schema per file) any schema but
+    ``public`` is a :class:`ConfigError`.
     """
     backend = make_url(url).get_backend_name()
     if schema not in (None, "public") and backend != "postgresql":
@@ -208,8 +213,16 @@ def make_engine(url: str, schema: str | None = None) -> Engine:
             cursor.execute("PRAGMA busy_timeout = 30000")
             cursor.close()
 
-    elif schema is not None:
-        search_path = sql.SQL("SET SESSION search_path TO {}, public").format(sql.Identifier(schema))
+    elif postgresql:
+        search_path: sql.Composable
+        if schema is not None:
+            search_path = sql.SQL("SET SESSION search_path TO {}").format(sql.Identifier(schema))
+        else:  # the schema the server's path resolves to first, alone (asked with every
+            # function named in pg_catalog: this runs while the server's path is still in force)
+            search_path = sql.SQL(
+                "SELECT pg_catalog.set_config('search_path', pg_catalog.quote_ident(s::text), false) "
+                "FROM pg_catalog.current_schema() AS s WHERE s IS NOT NULL"
+            )
 
         @event.listens_for(engine, "connect", insert=True)  # before the dialect's first queries
         def _search_path(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
@@ -218,7 +231,8 @@ def make_engine(url: str, schema: str | None = None) -> Engine:
             dbapi_connection.execute(search_path)
             dbapi_connection.autocommit = autocommit
 
-        engine = engine.execution_options(**{_SCHEMA_OPTION: schema})
+        if schema is not None:
+            engine = engine.execution_options(**{_SCHEMA_OPTION: schema})
     return engine
 
 
@@ -284,6 +298,25 @@ def require_current_schema(engine: Engine) -> None:
         raise SchemaNotCurrent(f"{where} {state}, not {head}; run `blocklist-sync migrate` first")
 
 
+def schemas_anyone_may_create_in(engine: Engine) -> list[str]:
+    """The schemas this install's sessions resolve names in where PUBLIC may create objects
+    (``public`` on a database PostgreSQL 14 or older made): there any login could plant a
+    table, view or function under a name the job or a reader uses. The job's own calls are
+    bound to the built-ins and its functions were bound when made, but an unqualified name a
+    reader types, and any new object, still resolve through such a schema."""
+    if engine.dialect.name != "postgresql":
+        return []
+    with engine.connect() as connection:
+        return list(
+            connection.execute(
+                text(
+                    "SELECT s FROM unnest(current_schemas(false)) AS s "
+                    "WHERE has_schema_privilege('public', s, 'CREATE')"
+                )
+            ).scalars()
+        )
+
+
 def grant_read(engine: Engine, role: str) -> None:
     """Let the existing ``role`` read the tables and views, and those later migrations add.
 
@@ -292,8 +325,10 @@ def grant_read(engine: Engine, role: str) -> None:
     owns there (PostgreSQL lets PUBLIC execute a new function, unless a DBA revoked that), and
     default privileges so a relation or function a later migration creates is usable the moment
     it exists. The schema is the one the tables are in (``BLOCKLIST_SYNC_SCHEMA``, or where
-    the search_path put them). Nothing else: no sequence, no write, no CREATE in the schema, no
-    CONNECT (PostgreSQL grants that to PUBLIC unless an admin revoked it). Run it as the role
+    the search_path put them). Nothing else: no sequence, no write, no CONNECT (PostgreSQL
+    grants that to PUBLIC unless an admin revoked it), and CREATE on the schema is revoked from
+    the role, so a reader cannot plant an object where the job and other readers resolve names
+    (whether PUBLIC may create there is :func:`schemas_anyone_may_create_in`'s to say). Run it as the role
     that runs ``migrate``; running it again changes nothing.
 
     Raises :class:`ConfigError` (one line) on SQLite, for a role that does not exist, for a
@@ -346,6 +381,7 @@ def grant_read(engine: Engine, role: str) -> None:
         grantee = sql.Identifier(role)
         statements = [
             sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(schema), grantee),
+            sql.SQL("REVOKE CREATE ON SCHEMA {} FROM {}").format(sql.Identifier(schema), grantee),
             sql.SQL("GRANT SELECT ON TABLE {} TO {}").format(
                 sql.SQL(", ").join(sql.Identifier(schema, name) for name in relations), grantee
             ),

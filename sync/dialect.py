@@ -28,7 +28,7 @@ from typing import IO, Any
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError
 
-__all__ = ["Dialect", "LockHolder", "PostgreSQL", "SQLite", "dialect_for"]
+__all__ = ["Dialect", "Lease", "LockHolder", "LockLost", "PostgreSQL", "SQLite", "dialect_for"]
 
 Row = tuple[str, str | None]
 _MAX_MILLISECONDS = 2**31 - 1  # the largest value a PostgreSQL timeout setting takes
@@ -52,6 +52,21 @@ class LockHolder:
     client: str | None  # the holder's address; None over a local socket, or when hidden
     since: dt.datetime | None  # when the holding session connected
     held_for: float | None  # seconds since then, on the database's clock
+
+
+class LockLost(Exception):
+    """The session holding a channel's lock ended before the sweep applied (a DBA ended it, or
+    the server did, past a timeout): another sweep may hold the channel now, so nothing is
+    applied."""
+
+
+class Lease:
+    """A channel's lock, as :meth:`Dialect.lock` took it. :meth:`confirm` is asked inside the
+    apply's transaction, so a sweep whose lock ended while it paged applies nothing."""
+
+    def confirm(self, connection: Connection) -> None:
+        """Raise :class:`LockLost` unless the lock is still held; SQLite's file lock is held
+        by this process's open file, which nothing but the process ending can release."""
 
 
 class _ListingFailed(Exception):
@@ -87,31 +102,28 @@ class Dialect:
         has no such settings."""
         raise NotImplementedError
 
-    def schema(self, connection: Connection) -> str | None:
-        """The schema the session's unqualified names resolve to, which names the install in a
-        channel's lock: two schemas of one database are two installs, and the sweeps of one
-        must not wait for the other's (``BLOCKLIST_SYNC_SCHEMA``).
-
-        PostgreSQL says ``current_schema()``; a SQLite file is one install, whose file locks
-        lie beside it, so None."""
-        raise NotImplementedError
-
-    def lock_holder(self, connection: Connection, *, key: str) -> LockHolder | None:
+    def lock_holder(self, connection: Connection, *, account_sid: str, channel: str) -> LockHolder | None:
         """Who holds the lock :meth:`lock` could not take, or None when that cannot be known
         (SQLite's file lock does not say; the holder may also have just let go).
 
-        PostgreSQL lists advisory locks in ``pg_locks`` and sessions in ``pg_stat_activity``."""
+        PostgreSQL marks a locked row with the locking transaction (``xmax``), and lists that
+        transaction's session in ``pg_stat_activity``."""
         raise NotImplementedError
 
     def lock(
-        self, connection: Connection, *, key: str, account_sid: str, channel: str
-    ) -> AbstractContextManager[bool]:
+        self, connection: Connection, *, account_sid: str, channel: str, seconds: float | None
+    ) -> AbstractContextManager[Lease | None]:
         """Try, without waiting, to lock one (account, channel) for as long as the block runs;
-        yields whether the lock was taken (when not, nothing is held and nothing is undone).
+        yields the :class:`Lease`, or None when the lock was not taken (then nothing is held
+        and nothing is undone). ``seconds`` bounds how long the lock may be held, as
+        :meth:`set_session_limits` bounds the sweep's session.
 
-        PostgreSQL has advisory locks, named here by ``key`` and dropped with the session;
-        SQLite has none, so a file lock beside the database, named by account and channel,
-        stands in."""
+        PostgreSQL locks the channel's row of ``sync_channel_locks`` (``FOR UPDATE``), which
+        only a role that may update that table can do: a read-only login cannot hold a sweep
+        back, as it could an advisory lock, which any login may take. The row lock lives as
+        long as a transaction, and the sweep commits several, so a second session of the sweep
+        holds it. SQLite has no row locks: a file lock beside the database, named by account
+        and channel, stands in."""
         raise NotImplementedError
 
     def load(self, connection: Connection, table: str, rows: Iterable[Row]) -> int:
@@ -180,27 +192,19 @@ class PostgreSQL(Dialect):
             connection.execute(text("SELECT set_config(:name, :limit, false)"), setting)
         connection.commit()
 
-    def schema(self, connection: Connection) -> str | None:
-        name: str | None = connection.execute(text("SELECT current_schema()")).scalar_one()
-        connection.rollback()
-        return name
-
-    def lock_holder(self, connection: Connection, *, key: str) -> LockHolder | None:
-        """A bigint advisory key shows in ``pg_locks`` as two halves, ``classid`` the high 32
-        bits and ``objid`` the low, with ``objsubid`` 1."""
+    def lock_holder(self, connection: Connection, *, account_sid: str, channel: str) -> LockHolder | None:
+        """The session whose transaction locked the channel's row: the row's ``xmax`` is that
+        transaction, which ``pg_stat_activity`` shows as the session's ``backend_xid``."""
         row = connection.execute(
             text("""
-                WITH k AS (SELECT hashtextextended(:key, 0) AS key)
                 SELECT a.pid, a.usename, a.application_name, host(a.client_addr) AS client,
                        a.backend_start,
                        EXTRACT(EPOCH FROM clock_timestamp() - a.backend_start)::float8 AS held_for
-                FROM k, pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-                WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
-                  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-                  AND l.classid = ((k.key >> 32) & 4294967295)::oid
-                  AND l.objid = (k.key & 4294967295)::oid
+                FROM sync_channel_locks k JOIN pg_stat_activity a ON a.backend_xid = k.xmax
+                WHERE k.account_sid = :account_sid AND k.channel = :channel
+                  AND a.datname = current_database()
                 LIMIT 1"""),
-            {"key": key},
+            {"account_sid": account_sid, "channel": channel},
         ).first()
         connection.rollback()
         if row is None:
@@ -215,26 +219,48 @@ class PostgreSQL(Dialect):
         )
 
     @contextmanager
-    def lock(self, connection: Connection, *, key: str, account_sid: str, channel: str) -> Iterator[bool]:
-        """An advisory lock, held by the session: it dies with the connection."""
-        got = connection.execute(
-            text("SELECT pg_try_advisory_lock(hashtextextended(:key, 0))"), {"key": key}
-        ).scalar_one()
+    def lock(
+        self, connection: Connection, *, account_sid: str, channel: str, seconds: float | None
+    ) -> Iterator[Lease | None]:
+        """The channel's row, locked ``FOR UPDATE NOWAIT`` by a second session whose
+        transaction stays open for the block: it ends with that session, or the process."""
+        where = {"account_sid": account_sid, "channel": channel}
+        # The row exists from the channel's first sweep on (an existing row is not written).
+        connection.execute(
+            text(
+                "INSERT INTO sync_channel_locks (account_sid, channel) VALUES (:account_sid, :channel) "
+                "ON CONFLICT DO NOTHING"
+            ),
+            where,
+        )
         connection.commit()
-        if not got:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            # The connection closes right after (no pool), which also releases the lock;
-            # unlocking explicitly keeps that true if pooling is ever turned on.
+        with connection.engine.connect() as holder:
+            self.set_session_limits(holder, seconds)
             try:
-                connection.rollback()
-                connection.execute(text("SELECT pg_advisory_unlock(hashtextextended(:key, 0))"), {"key": key})
-                connection.commit()
-            except DBAPIError:  # a dead connection holds no lock any more
-                log.warning("could not unlock %s; the closed connection released it", key)
+                holder.execute(
+                    text(
+                        "SELECT 1 FROM sync_channel_locks WHERE account_sid = :account_sid "
+                        "AND channel = :channel FOR UPDATE NOWAIT"
+                    ),
+                    where,
+                )
+            except DBAPIError as exc:
+                if getattr(exc.orig, "sqlstate", None) != _LOCK_NOT_AVAILABLE:
+                    raise
+                yield None
+                return
+            pid, xid = holder.execute(
+                text("SELECT pid, backend_xid::text FROM pg_stat_activity WHERE pid = pg_backend_pid()")
+            ).one()
+            try:
+                yield _RowLease(pid, xid)
+            finally:
+                try:
+                    holder.rollback()
+                except DBAPIError:  # a dead session holds no lock any more
+                    log.warning(
+                        "could not unlock %s %s; the closed session released it", account_sid, channel
+                    )
 
     def load(self, connection: Connection, table: str, rows: Iterable[Row]) -> int:
         """One COPY for the whole sweep."""
@@ -331,21 +357,20 @@ class SQLite(Dialect):
     def set_session_limits(self, connection: Connection, seconds: float | None) -> None:
         """Nothing to set: SQLite has no statement or idle timeouts."""
 
-    def schema(self, connection: Connection) -> str | None:
-        return None
-
-    def lock_holder(self, connection: Connection, *, key: str) -> LockHolder | None:
+    def lock_holder(self, connection: Connection, *, account_sid: str, channel: str) -> LockHolder | None:
         """``flock`` does not say who holds a lock."""
         return None
 
     @contextmanager
-    def lock(self, connection: Connection, *, key: str, account_sid: str, channel: str) -> Iterator[bool]:
-        """SQLite has no advisory lock."""
+    def lock(
+        self, connection: Connection, *, account_sid: str, channel: str, seconds: float | None
+    ) -> Iterator[Lease | None]:
+        """SQLite has no row locks."""
         # The nearest equivalent is an exclusive, non-blocking lock on a file beside the
         # database, one per account and channel; the kernel drops it when the process dies.
         database = connection.engine.url.database or "blocklist-sync.db"
         with _file_lock(Path(f"{database}.locks") / f"{account_sid}.{channel}.lock") as got:
-            yield got
+            yield Lease() if got else None
 
     def load(self, connection: Connection, table: str, rows: Iterable[Row]) -> int:
         """Batched inserts: SQLite has no COPY."""
@@ -396,6 +421,27 @@ class SQLite(Dialect):
         """SQLite's ``'now'``, which it reads from the clock of the process that opened it."""
         value = connection.execute(text("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')")).scalar_one()
         return dt.datetime.fromisoformat(str(value)).replace(tzinfo=dt.UTC)
+
+
+_LOCK_NOT_AVAILABLE = "55P03"  # FOR UPDATE NOWAIT found the row locked
+
+
+class _RowLease(Lease):
+    """PostgreSQL's lease: the holding session ``pid``, still inside transaction ``xid``."""
+
+    def __init__(self, pid: int, xid: str) -> None:
+        self.pid, self.xid = pid, xid
+
+    def confirm(self, connection: Connection) -> None:
+        alive = connection.execute(
+            text("SELECT 1 FROM pg_stat_activity WHERE pid = :pid AND backend_xid::text = :xid"),
+            {"pid": self.pid, "xid": self.xid},
+        ).first()
+        if alive is None:
+            raise LockLost(
+                "the session holding this channel's lock ended before the sweep applied (a DBA "
+                "or a server timeout ended it); nothing was applied, and the next sweep repeats it"
+            )
 
 
 def dialect_for(engine_or_connection: Engine | Connection) -> Dialect:

@@ -27,9 +27,11 @@ class Check:
     name: str
     ok: bool
     detail: str
+    warning: bool = False  # ok, yet worth an operator's attention: WARN, and the exit stays 0
 
     def line(self) -> str:
-        return f"{'ok' if self.ok else 'FAIL':<4}  {self.name}: {self.detail}"
+        word = "FAIL" if not self.ok else "WARN" if self.warning else "ok"
+        return f"{word:<4}  {self.name}: {self.detail}"
 
 
 def check_database(engine: Engine, where: str) -> list[Check]:
@@ -56,6 +58,18 @@ def check_database(engine: Engine, where: str) -> list[Check]:
     else:
         state = "empty" if current is None else f"at {current}"
         checks.append(Check("schema", False, f"{state}, not {head}; run `blocklist-sync migrate`"))
+    for schema in database.schemas_anyone_may_create_in(engine):
+        checks.append(
+            Check(
+                "schema rights",
+                True,
+                f"PUBLIC may create objects in schema {schema}, where this install's names resolve: "
+                "any login could plant a table, view or function there; as the schema's owner run "
+                f'REVOKE CREATE ON SCHEMA "{schema}" FROM PUBLIC (PostgreSQL 15 and later do), '
+                "or give the install a schema of its own (BLOCKLIST_SYNC_SCHEMA)",
+                warning=True,
+            )
+        )
     return checks
 
 

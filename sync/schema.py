@@ -35,6 +35,7 @@ __all__ = [
     "blocklist_periods",
     "metadata",
     "phone_prefixes",
+    "sync_channel_locks",
     "sync_runs",
 ]
 
@@ -353,6 +354,16 @@ blocklist_channel_types = Table(
     comment="The channel_type codes each channel of an account has carried. A listing whose "
     "rows carry another channel's code, or a mix of codes this channel has not shown, is held "
     "for review: a server that ignores the channel asked for looks exactly like that.",
+)
+
+sync_channel_locks = Table(
+    "sync_channel_locks",
+    metadata,
+    Column("account_sid", Key, primary_key=True, comment="Kaleyra account SID."),
+    Column("channel", Key, primary_key=True, comment=f"Channel swept: {in_words(Channel)}."),
+    comment="The sweeps' locks: one row per account and channel ever swept, holding no data. A "
+    "sweep keeps its channel's row locked (SELECT ... FOR UPDATE) while it runs; only a role "
+    "that may update this table can, so a read-only login cannot hold the sweeps back.",
 )
 
 phone_prefixes = Table(

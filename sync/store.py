@@ -24,12 +24,12 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from sqlalchemy import ColumnElement, Connection, Engine, TextClause, bindparam, case, func, select, text
 
-from sync.dialect import Dialect, LockHolder, Row, dialect_for
+from sync.dialect import Dialect, Lease, LockHolder, Row, dialect_for
 from sync.schema import UtcTime, blocklist_channel_types, blocklist_entries, sync_runs
 from sync.vocabulary import RunStatus, Trigger
 
@@ -63,9 +63,8 @@ class LockHeld(Exception):
     """Another session holds this account and channel's lock: a sweep in progress, or one
     that is stuck or whose host is gone. ``holder`` says who, where the database can tell."""
 
-    def __init__(self, key: str, holder: LockHolder | None) -> None:
-        super().__init__(key)
-        self.key = key
+    def __init__(self, account_sid: str, channel: str, holder: LockHolder | None) -> None:
+        super().__init__(f"{account_sid} {channel}")
         self.holder = holder
 
 
@@ -151,14 +150,6 @@ def _as_utc(value: dt.datetime | None) -> dt.datetime | None:
     return value
 
 
-def _lock_key(schema: str | None, account_sid: str, channel: str) -> str:
-    """The advisory lock's name for one channel of the install in ``schema``. An install in
-    ``public`` keeps the name it had before schemas could be chosen, so a sweep of an older
-    version and one of this version still exclude each other."""
-    install = "" if schema in (None, "public") else f"{schema}:"
-    return f"kaleyra-blocklist-sync:{install}{account_sid}:{channel}"
-
-
 class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -184,11 +175,11 @@ class Store:
         """
         with self.engine.connect() as connection:
             self.dialect.set_session_limits(connection, timeout)
-            key = _lock_key(self.dialect.schema(connection), account_sid, channel)
-            with self.dialect.lock(connection, key=key, account_sid=account_sid, channel=channel) as got:
-                if not got:
-                    raise LockHeld(key, self.dialect.lock_holder(connection, key=key))
-                yield LockedChannel(connection, account_sid, channel, self.dialect)
+            where = {"account_sid": account_sid, "channel": channel}
+            with self.dialect.lock(connection, **where, seconds=timeout) as lease:
+                if lease is None:
+                    raise LockHeld(account_sid, channel, self.dialect.lock_holder(connection, **where))
+                yield LockedChannel(connection, account_sid, channel, self.dialect, lease)
 
     # -- reading, for `status` and the metrics -----------------------------------------
 
@@ -313,8 +304,11 @@ class LockedChannel:
     counts, confirms and applies.
     """
 
-    def __init__(self, connection: Connection, account_sid: str, channel: str, dialect: Dialect) -> None:
+    def __init__(
+        self, connection: Connection, account_sid: str, channel: str, dialect: Dialect, lease: Lease
+    ) -> None:
         self.connection = connection
+        self._lease = lease
         self.account_sid = account_sid
         self.channel = channel
         self.dialect = dialect
@@ -353,13 +347,20 @@ class LockedChannel:
         if not self._one_transaction:
             self.connection.commit()
 
-    def _applying(self) -> AbstractContextManager[object]:
-        """The apply's transaction: its own, or the one :meth:`one_transaction` holds open."""
+    @contextmanager
+    def _applying(self) -> Iterator[None]:
+        """The apply's transaction: its own, or the one :meth:`one_transaction` holds open;
+        either way it first confirms the channel is still locked by this sweep
+        (:class:`~sync.dialect.LockLost` otherwise, and nothing is applied)."""
         if self._one_transaction:
-            return nullcontext()
+            self._lease.confirm(self.connection)
+            yield
+            return
         if self.connection.in_transaction():
             self.connection.commit()
-        return self.connection.begin()
+        with self.connection.begin():
+            self._lease.confirm(self.connection)
+            yield
 
     # -- the run row -------------------------------------------------------------------
 

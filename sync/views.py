@@ -26,10 +26,18 @@ A migration that alters a table the views read wraps the change in :func:`views_
 PostgreSQL refuses to change the type of a column a view uses, and on SQLite Alembic's batch
 mode (copy, drop, rename) fails the rename while a view names the table.
 
-Importing this module registers ``op.create_view``, ``op.drop_view`` and ``op.replace_view``;
-``migrations/env.py`` imports it. Alembic's type stub for ``op`` cannot know operations
-registered at run time, so a migration takes ``op`` from here (``from sync.views import op``):
-the same object, typed with Alembic's operations and these three.
+PostgreSQL functions are replaceable objects too: a :class:`Function` (its arguments, what it
+returns, one SELECT and its comment), made by ``op.create_function``, changed by
+``op.replace_function`` (in place: views may call it, so a version keeps its name, arguments
+and result columns) and dropped by ``op.drop_function``. Its body is SQL-standard (``BEGIN
+ATOMIC``, PostgreSQL 14 and later): PostgreSQL resolves every name in it when it is created,
+as it does a view's, and stores what each meant, so no caller's ``search_path`` can change
+what it reads or runs. SQLite has none.
+
+Importing this module registers these operations and ``op.create_view``, ``op.drop_view`` and
+``op.replace_view``; ``migrations/env.py`` imports it. Alembic's type stub for ``op`` cannot
+know operations registered at run time, so a migration takes ``op`` from here (``from
+sync.views import op``): the same object, typed with Alembic's operations and these.
 """
 
 from __future__ import annotations
@@ -45,7 +53,7 @@ from sqlalchemy import text
 
 from sync.sql import sql_literal
 
-__all__ = ["CreateViewOp", "DropViewOp", "View", "op", "views_set_aside"]
+__all__ = ["CreateViewOp", "DropViewOp", "Function", "View", "op", "views_set_aside"]
 
 
 PREFIX = "blocklist_"
@@ -83,6 +91,90 @@ class View:
                 for column, comment in self.columns.items()
             ]
         return statements
+
+
+@dataclass(frozen=True)
+class Function:
+    """One version of a PostgreSQL function: a single SELECT, with its arguments (name and
+    type, in order), its result (``TABLE (...)``) and its comment.
+
+    ``LANGUAGE sql STABLE PARALLEL SAFE`` with a SQL-standard body: bound when created (tables,
+    types, functions and operators alike), so a caller whose path reaches a schema others may
+    write runs the built-ins all the same, and a caller whose path lacks the install's schema
+    still reads that install; and still inlined by the planner, so a filter on the result
+    reaches the indexes of the tables it reads."""
+
+    name: str
+    arguments: Mapping[str, str]
+    returns: str
+    select: str
+    comment: str
+
+    def __post_init__(self) -> None:
+        if not self.name.startswith(PREFIX):
+            raise ValueError(f"function {self.name}: the project's functions are named {PREFIX}…")
+
+    @property
+    def signature(self) -> str:
+        """Name and argument types, as ``COMMENT ON`` and ``DROP`` name the function."""
+        return f"{self.name}({', '.join(self.arguments.values())})"
+
+    def statements(self, *, replace: bool = False) -> list[str]:
+        """CREATE (OR REPLACE) FUNCTION, then its comment."""
+        arguments = ", ".join(f"{name} {type_}" for name, type_ in self.arguments.items())
+        create = "CREATE OR REPLACE FUNCTION" if replace else "CREATE FUNCTION"
+        return [
+            f"{create} {self.name}({arguments})\nRETURNS {self.returns}\n"
+            f"LANGUAGE sql STABLE PARALLEL SAFE\nBEGIN ATOMIC\n{self.select.strip()};\nEND",
+            f"COMMENT ON FUNCTION {self.signature} IS {sql_literal(self.comment)}",
+        ]
+
+
+class _FunctionOp(MigrateOperation):
+    """An operation on one version of a function (PostgreSQL only; nothing on SQLite)."""
+
+    def __init__(self, function: Function, *, replace: bool = False) -> None:
+        self.function = function
+        self.replace = replace
+
+    @classmethod
+    def invoke_for_target(cls, operations: Operations, function: Function) -> Any:
+        return operations.invoke(cls(function))
+
+
+@Operations.register_operation("create_function", "invoke_for_target")
+class CreateFunctionOp(_FunctionOp):
+    def reverse(self) -> DropFunctionOp:
+        return DropFunctionOp(self.function)
+
+
+@Operations.register_operation("replace_function", "invoke_for_target")
+class ReplaceFunctionOp(_FunctionOp):
+    """CREATE OR REPLACE: views that call the function stay, and PostgreSQL refuses a version
+    whose arguments or result columns differ (drop and create that one instead)."""
+
+    def __init__(self, function: Function) -> None:
+        super().__init__(function, replace=True)
+
+
+@Operations.register_operation("drop_function", "invoke_for_target")
+class DropFunctionOp(_FunctionOp):
+    def reverse(self) -> CreateFunctionOp:
+        return CreateFunctionOp(self.function)
+
+
+@Operations.implementation_for(CreateFunctionOp)
+@Operations.implementation_for(ReplaceFunctionOp)
+def _create_function(operations: Operations, operation: _FunctionOp) -> None:
+    if operations.get_bind().dialect.name == "postgresql":
+        for statement in operation.function.statements(replace=operation.replace):
+            operations.execute(statement)
+
+
+@Operations.implementation_for(DropFunctionOp)
+def _drop_function(operations: Operations, operation: DropFunctionOp) -> None:
+    if operations.get_bind().dialect.name == "postgresql":
+        operations.execute(f"DROP FUNCTION {operation.function.signature}")
 
 
 class _ViewOp(MigrateOperation):
@@ -180,7 +272,7 @@ def _version(operations: Operations, reference: str) -> View:
 if TYPE_CHECKING:
 
     class ViewOperations(Operations):
-        """Alembic's operations and the three registered above, as a migration calls them."""
+        """Alembic's operations and those registered above, as a migration calls them."""
 
         def create_view(self, view: View) -> None: ...
 
@@ -189,6 +281,12 @@ if TYPE_CHECKING:
         def replace_view(
             self, view: View, *, replaces: str | None = None, replace_with: str | None = None
         ) -> None: ...
+
+        def create_function(self, function: Function) -> None: ...
+
+        def drop_function(self, function: Function) -> None: ...
+
+        def replace_function(self, function: Function) -> None: ...
 
 
 # Alembic's ``op`` (a proxy for the running migration's Operations), typed with the view operations.

@@ -181,6 +181,19 @@ def test_a_databases_short_timeouts_do_not_starve_a_sweep(
 # -- a lock someone else holds ---------------------------------------------------------------
 
 
+def lock_holder_pid(engine: Engine, account_sid: str, channel: str) -> int:
+    """The session whose transaction holds the channel's lock row."""
+    [(pid,)] = rows(
+        engine,
+        "SELECT a.pid FROM pg_stat_activity a JOIN sync_channel_locks k ON a.backend_xid = k.xmax "
+        "WHERE k.account_sid = :a AND k.channel = :c",
+        a=account_sid,
+        c=channel,
+    )
+    assert isinstance(pid, int)
+    return pid
+
+
 def test_a_locked_channel_names_the_blocklist_sync_process_that_holds_it(
     sim: Simulator, store: Store, engine: Engine, pg_url: str
 ) -> None:
@@ -202,9 +215,10 @@ def test_a_locked_channel_names_the_blocklist_sync_process_that_holds_it(
         pid = int((locked.message or "").split("pid ")[1].split(",")[0])
         holder = rows(
             engine,
-            "SELECT a.application_name FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid "
-            "WHERE a.pid = :pid AND l.locktype = 'advisory' AND l.granted",
+            "SELECT a.application_name FROM pg_stat_activity a JOIN sync_channel_locks k "
+            "ON a.backend_xid = k.xmax WHERE a.pid = :pid AND k.account_sid = :sid AND k.channel = 'sms'",
             pid=pid,
+            sid=sim.sid,
         )
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -226,9 +240,8 @@ def test_a_lock_held_longer_than_a_sweep_may_run_fails_and_names_its_holder(
     sim.add("sms", numbers(10))
     # A session stuck with the lock, named by its URL: that name wins over ours.
     stuck = Store(database.make_engine(f"{pg_url}?application_name=kbs-stuck-holder"))
-    with stuck.lock_channel(sim.sid, "sms") as session:
-        pid = session.connection.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
-        session.connection.commit()
+    with stuck.lock_channel(sim.sid, "sms"):
+        pid = lock_holder_pid(engine, sim.sid, "sms")
         fresh = sweep(sim, store)  # a lock held for less than a sweep may run: someone's sweep
         time.sleep(0.6)
         result = invoke("run", "--channel", "sms", "--sweep-timeout", "0.5s", env=cli_env(sim, pg_url))
