@@ -22,9 +22,9 @@ from typing import Any, NoReturn
 
 import click
 from sqlalchemy import Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
-from sync import __version__, database, health, output, preflight, redaction
+from sync import __version__, database, health, output, preflight, redaction, roles
 from sync.files import write_atomically
 from sync.guard import GuardLimits
 from sync.kaleyra import KaleyraClient, RetryPolicy
@@ -169,6 +169,12 @@ def config_errors_exit(command: Callable[..., None]) -> Callable[..., None]:
                 f"cannot use the database ({cause}); check DATABASE_URL and that the server is up",
                 ExitCode.FAILED,
             )
+        except DBAPIError as exc:
+            url = kwargs.get("database_url") or os.environ.get("DATABASE_URL")
+            words = roles.permission_words(exc, url, migrating=command.__name__ == "migrate")
+            if words is None:
+                raise
+            fail(words)
 
     return wrapper
 
@@ -870,12 +876,34 @@ def grant_read(database_url: str | None, role: str) -> None:
     and run this as the role that runs `migrate`.
     """
     store, where = open_store(database_url)
-    database.grant_read(store.engine, role)  # checks PostgreSQL and the schema revision first
+    roles.grant_read(store.engine, role)  # checks PostgreSQL and the schema revision first
     click.echo(
         f"{where}: role {role} can read the tables and views, and those later migrations add; "
         "it cannot write, nor create objects in the schema"
     )
-    for schema in database.schemas_anyone_may_create_in(store.engine):
+    warn_if_anyone_may_create(store.engine, role)
+
+
+@cli.command("grant-job")
+@database_option
+@click.argument("role")
+@config_errors_exit
+def grant_job(database_url: str | None, role: str) -> None:
+    """Let an existing database ROLE run the sweeps and imports, and nothing more (PostgreSQL).
+
+    For the hourly job's own login: what a reader may, plus the writes a sweep makes,
+    temporary tables and the sequences; no DDL, no DELETE. Create the role first (CREATE ROLE
+    sync_job LOGIN) and run this as the role that runs `migrate`, again after a migration that
+    says so; `check` as the job's role lists anything missing.
+    """
+    store, where = open_store(database_url)
+    roles.grant_job(store.engine, role)
+    click.echo(f"{where}: role {role} can run sweeps and imports; it cannot change the schema nor delete")
+    warn_if_anyone_may_create(store.engine, role)
+
+
+def warn_if_anyone_may_create(engine: Engine, role: str) -> None:
+    for schema in roles.schemas_anyone_may_create_in(engine):
         click.echo(
             f"warning: PUBLIC may still create objects in schema {schema}, so {role} can too; "
             f'as its owner run REVOKE CREATE ON SCHEMA "{schema}" FROM PUBLIC, or see `blocklist-sync check`',

@@ -2,7 +2,7 @@
 
 ``DATABASE_URL`` is a SQLAlchemy URL; ``postgresql://`` means psycopg 3. Unset, the same code
 runs on an embedded SQLite file so the demo and a trial need no server; production should use
-PostgreSQL (COPY staging, advisory locks, concurrent readers).
+PostgreSQL (COPY staging, row locks, concurrent readers). Who may do what: :mod:`sync.roles`.
 """
 
 from __future__ import annotations
@@ -16,9 +16,8 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from psycopg import errors as pg_errors
 from psycopg import pq, sql
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import NullPool
@@ -34,7 +33,6 @@ __all__ = [
     "alembic_config",
     "describe_url",
     "engine_schema",
-    "grant_read",
     "make_engine",
     "missing_database_file",
     "require_current_schema",
@@ -296,124 +294,3 @@ def require_current_schema(engine: Engine) -> None:
         state = "has no schema yet" if current is None else f"is at revision {current}"
         where = "the database" if schema is None else f"schema {schema} of the database"
         raise SchemaNotCurrent(f"{where} {state}, not {head}; run `blocklist-sync migrate` first")
-
-
-def schemas_anyone_may_create_in(engine: Engine) -> list[str]:
-    """The schemas this install's sessions resolve names in where PUBLIC may create objects
-    (``public`` on a database PostgreSQL 14 or older made): there any login could plant a
-    table, view or function under a name the job or a reader uses. The job's own calls are
-    bound to the built-ins and its functions were bound when made, but an unqualified name a
-    reader types, and any new object, still resolve through such a schema."""
-    if engine.dialect.name != "postgresql":
-        return []
-    with engine.connect() as connection:
-        return list(
-            connection.execute(
-                text(
-                    "SELECT s FROM unnest(current_schemas(false)) AS s "
-                    "WHERE has_schema_privilege('public', s, 'CREATE')"
-                )
-            ).scalars()
-        )
-
-
-def grant_read(engine: Engine, role: str) -> None:
-    """Let the existing ``role`` read the tables and views, and those later migrations add.
-
-    For BI tools, which should never hold the sync's own credentials: USAGE on the schema,
-    SELECT on every table and view the migrating role owns there, EXECUTE on every function it
-    owns there (PostgreSQL lets PUBLIC execute a new function, unless a DBA revoked that), and
-    default privileges so a relation or function a later migration creates is usable the moment
-    it exists. The schema is the one the tables are in (``BLOCKLIST_SYNC_SCHEMA``, or where
-    the search_path put them). Nothing else: no sequence, no write, no CONNECT (PostgreSQL
-    grants that to PUBLIC unless an admin revoked it), and CREATE on the schema is revoked from
-    the role, so a reader cannot plant an object where the job and other readers resolve names
-    (whether PUBLIC may create there is :func:`schemas_anyone_may_create_in`'s to say). Run it as the role
-    that runs ``migrate``; running it again changes nothing.
-
-    Raises :class:`ConfigError` (one line) on SQLite, for a role that does not exist, for a
-    schema behind head, or when this login may not grant.
-    """
-    if engine.dialect.name != "postgresql":
-        raise ConfigError(
-            "grant-read needs PostgreSQL (SQLite has no roles); set DATABASE_URL to postgresql://..."
-        )
-    require_current_schema(engine)
-    with engine.begin() as connection:
-        if (
-            connection.execute(text("SELECT 1 FROM pg_roles WHERE rolname = :role"), {"role": role}).first()
-            is None
-        ):
-            raise ConfigError(
-                f"role {role!r} does not exist; create it first (CREATE ROLE ... LOGIN), "
-                "and mind that role names are case-sensitive"
-            )
-        # Where the migrations put the tables, and who owns them: the role they ran as.
-        schema, owner = connection.execute(
-            text(
-                "SELECT n.nspname, pg_get_userbyid(c.relowner) FROM pg_class c "
-                "JOIN pg_namespace n ON n.oid = c.relnamespace "
-                "WHERE c.oid = to_regclass('sync_runs')"
-            )
-        ).one()
-        relations = (
-            connection.execute(
-                text(
-                    "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                    "WHERE n.nspname = :schema AND pg_get_userbyid(c.relowner) = :owner "
-                    "AND c.relkind IN ('r', 'p', 'v', 'm') ORDER BY c.relname"
-                ),
-                {"schema": schema, "owner": owner},
-            )
-            .scalars()
-            .all()
-        )
-        # Each function by name and argument types, as PostgreSQL itself writes them.
-        functions = connection.execute(
-            text(
-                "SELECT p.proname, pg_get_function_identity_arguments(p.oid) FROM pg_proc p "
-                "JOIN pg_namespace n ON n.oid = p.pronamespace "
-                "WHERE n.nspname = :schema AND pg_get_userbyid(p.proowner) = :owner "
-                "AND p.prokind = 'f' ORDER BY p.proname, p.oid"
-            ),
-            {"schema": schema, "owner": owner},
-        ).all()
-        grantee = sql.Identifier(role)
-        statements = [
-            sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(schema), grantee),
-            sql.SQL("REVOKE CREATE ON SCHEMA {} FROM {}").format(sql.Identifier(schema), grantee),
-            sql.SQL("GRANT SELECT ON TABLE {} TO {}").format(
-                sql.SQL(", ").join(sql.Identifier(schema, name) for name in relations), grantee
-            ),
-            sql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA {} GRANT SELECT ON TABLES TO {}").format(
-                sql.Identifier(owner), sql.Identifier(schema), grantee
-            ),
-            *(
-                sql.SQL("GRANT EXECUTE ON FUNCTION {}({}) TO {}").format(
-                    sql.Identifier(schema, name), sql.SQL(arguments), grantee
-                )
-                for name, arguments in functions
-            ),
-            sql.SQL(
-                "ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA {} GRANT EXECUTE ON FUNCTIONS TO {}"
-            ).format(sql.Identifier(owner), sql.Identifier(schema), grantee),
-        ]
-        # The driver's own cursor runs the composed statements: psycopg quotes the identifiers,
-        # so no role name is ever formatted into SQL text by hand.
-        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        try:
-            for statement in statements:
-                cursor.execute(statement)
-        except pg_errors.InsufficientPrivilege as exc:
-            raise ConfigError(
-                f"cannot grant read access: {str(exc).splitlines()[0]}; run grant-read as the "
-                f"role that runs migrate ({owner}) or a superuser"
-            ) from None
-        # A GRANT on a table this login does not own only warns; make sure it took effect.
-        if not connection.execute(
-            text("SELECT has_table_privilege(:role, to_regclass('sync_runs'), 'SELECT')"), {"role": role}
-        ).scalar_one():
-            raise ConfigError(
-                f"the grant to {role!r} did not take effect; run grant-read as the role that "
-                f"runs migrate ({owner}) or a superuser"
-            )

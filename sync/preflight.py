@@ -13,9 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import Engine, text
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from sync import database
+from sync import database, roles
 from sync.kaleyra import KaleyraClient, KaleyraError
 from sync.settings import Account
 
@@ -35,7 +35,9 @@ class Check:
 
 
 def check_database(engine: Engine, where: str) -> list[Check]:
-    """The database answers, and its schema is at the code's head."""
+    """The database answers, its schema is at the code's head, this login has every right a
+    sweep needs (one FAIL line per missing right), and no other login may create where the
+    install's names resolve."""
     missing = database.missing_database_file(engine.url.render_as_string(hide_password=False))
     if missing:
         return [Check("database", False, missing)]
@@ -52,13 +54,31 @@ def check_database(engine: Engine, where: str) -> list[Check]:
             )
         ]
     checks = [Check("database", True, f"connected to {where}")]
-    current, head = database.current_revision(engine), database.head_revision()
+    try:
+        current, head = database.current_revision(engine), database.head_revision()
+    except DBAPIError as exc:  # no right to read alembic_version: the rights below say which
+        if roles.permission_words(exc, None) is None:
+            raise
+        current, head = None, ""
     if current == head:
         checks.append(Check("schema", True, f"at {head}, the code's newest revision"))
-    else:
+    elif head:
         state = "empty" if current is None else f"at {current}"
         checks.append(Check("schema", False, f"{state}, not {head}; run `blocklist-sync migrate`"))
-    for schema in database.schemas_anyone_may_create_in(engine):
+    if current == head or not head:
+        role, lacking = roles.missing_job_rights(engine)
+        checks += [
+            Check(
+                "rights",
+                False,
+                f"role {role} lacks {right}; as the role that runs migrate, "
+                f"run `blocklist-sync grant-job {role}`",
+            )
+            for right in lacking
+        ]
+        if role and not lacking:
+            checks.append(Check("rights", True, f"role {role} may run sweeps and imports"))
+    for schema in roles.schemas_anyone_may_create_in(engine):
         checks.append(
             Check(
                 "schema rights",

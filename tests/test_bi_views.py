@@ -27,7 +27,7 @@ from psycopg import sql
 from sqlalchemy import Engine, inspect, text
 from sqlalchemy.engine import make_url
 
-from sync import database
+from sync import database, roles
 from sync.simulator import Simulator
 from sync.store import Store
 from sync.sweep import Outcome, SweepOptions, SweepResult, sweep_channel
@@ -579,8 +579,8 @@ def test_read_only_role_reads_and_cannot_write(reader: tuple[str, str], sim: Sim
     url, role = reader
     engine = database.make_engine(url)
     play_rounds(sim, Store(engine), ROUNDS[:2])  # rows in every table and view
-    database.grant_read(engine, role)
-    database.grant_read(engine, role)  # again: changes nothing, fails nothing
+    roles.grant_read(engine, role)
+    roles.grant_read(engine, role)  # again: changes nothing, fails nothing
 
     with connect_as(url, role) as c:
         assert c.execute("SELECT current_user").fetchone() == (role,)

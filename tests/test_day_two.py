@@ -105,6 +105,7 @@ def test_check_passes_one_line_per_check_and_writes_nothing(
         "ok    configuration",
         "ok    database",
         "ok    schema",
+        "ok    rights",
         *(f"ok    kaleyra {sim.sid} {c}" for c in CHANNELS),
     ]
     assert f"kaleyra {sim.sid} sms: {sim.base_url} answered the listing" in result.stdout

@@ -22,7 +22,7 @@ import phonenumbers
 import pytest
 from sqlalchemy import Engine, text
 
-from sync import database, regions
+from sync import database, regions, roles
 from sync.schema import sync_runs
 from sync.simulator import Simulator
 from sync.store import Store
@@ -481,7 +481,7 @@ def test_grant_read_covers_the_new_views(reader: tuple[str, str], sim: Simulator
     url, role = reader
     engine = database.make_engine(url)
     play(sim, Store(engine))
-    database.grant_read(engine, role)
+    roles.grant_read(engine, role)
     with connect_as(url, role) as c:
         for relation in NEW_RELATIONS:
             counted = c.execute(f"SELECT COUNT(*) FROM {relation}").fetchone()
