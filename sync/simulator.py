@@ -174,6 +174,12 @@ class _Blocklist:
                 self._members.add(n)
                 self._order.append(n)
 
+    def move_to_end(self, mobile: str) -> None:
+        """Re-sort one listed number to the end, as a list ordered by last change does."""
+        if mobile in self._members:
+            self._order.remove(mobile)
+            self._order.append(mobile)
+
     def remove(self, numbers: Iterable[str]) -> None:
         gone = self._members.intersection(numbers)
         if gone:
@@ -220,6 +226,15 @@ class Simulator:
         # A mobile filter that answers at most this many rows whatever was asked, keeping the
         # first it finds in the order asked: a truncating filter. None: no such cap.
         self.filter_cap: int | None = None
+        # A mobile filter answering from a cache: the lists as they were when
+        # freeze_filter() was called, whatever changed since. None: the live lists.
+        self.filter_cache: dict[str, set[str]] | None = None
+        # Numbers the listing pages leave out, as offset drift can, while the mobile filter
+        # still finds them.
+        self.listing_skips: set[str] = set()
+        # A server that refuses an offset past the end of the list with this status (and a
+        # WA400 body) instead of an empty page. None: an empty page.
+        self.past_end_status: int | None = None
         # A server that ignores ``channel``: every channel is answered with all channels' rows,
         # each carrying its own channel's channel_type.
         self.ignore_channel = False
@@ -299,6 +314,16 @@ class Simulator:
     def remove(self, channel: str, numbers: Iterable[str]) -> None:
         with self._lock:
             self.lists[channel].remove(numbers)
+
+    def move_to_end(self, channel: str, mobile: str) -> None:
+        """Re-sort a listed number to the end of its list (a list whose order changes)."""
+        with self._lock:
+            self.lists[channel].move_to_end(mobile)
+
+    def freeze_filter(self) -> None:
+        """From now on the mobile filter answers from the lists as they are now (a stale cache)."""
+        with self._lock:
+            self.filter_cache = {channel: set(blocklist) for channel, blocklist in self.lists.items()}
 
     @property
     def request_log(self) -> list[tuple[float, str, dict[str, str]]]:
@@ -418,7 +443,8 @@ class Simulator:
                 asked = [m.strip() for m in query["mobile"].split(",") if m.strip()]
                 if len(asked) > MAX_LIMIT:
                     return _json(*VENDOR_ERRORS["WA400"])
-                rows = [m for m in dict.fromkeys(asked) if m in blocklist]
+                known = blocklist if self.filter_cache is None else self.filter_cache[channel]
+                rows = [m for m in dict.fromkeys(asked) if m in known]
                 if self.rows_per_page is not None:  # the cap holds for every response; this
                     rows = rows[-self.rows_per_page :]  # server keeps the last rows it found
                 if self.filter_cap is not None:
@@ -430,12 +456,18 @@ class Simulator:
                 if fault is not None and fault.kind == "oversize":
                     limit += 1
                 start = 0 if self.ignore_offset else offset
+                if self.past_end_status is not None and start >= len(blocklist) and not self.ignore_channel:
+                    return _json(self.past_end_status, VENDOR_ERRORS["WA400"][1])
                 if self.ignore_channel:
                     merged = [(m, b.channel_type) for b in self.lists.values() for m in b]
                     rows, kinds = (
                         [m for m, _ in merged[start : start + limit]],
                         [k for _, k in merged[start : start + limit]],
                     )
+                elif self.listing_skips:
+                    shown = [m for m in blocklist if m not in self.listing_skips]
+                    rows = shown[start : start + limit]
+                    kinds = [kind] * len(rows)
                 else:
                     rows = blocklist.page(start, limit)
                     kinds = [kind] * len(rows)

@@ -285,14 +285,15 @@ class _Staging:
     added: str  # listed, not held: additions
     removed: str  # held, not listed: removal candidates, until proven
     unconfirmed: str  # removal candidates whose absence could not be proven
+    rescued: str  # removal candidates the mobile filter showed listed: the listing skipped them
 
     @classmethod
     def in_schema(cls, schema: str) -> _Staging:
-        names = ("seen", "added", "removed", "unconfirmed")
+        names = ("seen", "added", "removed", "unconfirmed", "rescued")
         return cls(*(f"{schema}.{_STAGING_PREFIX}{name}" for name in names))
 
     def all(self) -> tuple[str, ...]:
-        return (self.seen, self.added, self.removed, self.unconfirmed)
+        return (self.seen, self.added, self.removed, self.unconfirmed, self.rescued)
 
 
 class LockedChannel:
@@ -603,6 +604,7 @@ class LockedChannel:
         c.execute(text(f"CREATE TEMPORARY TABLE {t.added} (mobile {key} NOT NULL, channel_type TEXT)"))
         c.execute(text(f"CREATE TEMPORARY TABLE {t.removed} (mobile {key} PRIMARY KEY)"))
         c.execute(text(f"CREATE TEMPORARY TABLE {t.unconfirmed} (mobile {key} PRIMARY KEY)"))
+        c.execute(text(f"CREATE TEMPORARY TABLE {t.rescued} (mobile {key} PRIMARY KEY)"))
         loaded = self.dialect.load(c, t.seen, rows)
         self._commit()
         return Staged(self, loaded)
@@ -638,7 +640,11 @@ class Staged:
         else:
             session.dialect.compare(c, seen=t.seen, added=t.added, removed=t.removed, where=session._where)
         session._commit()
-        return Comparison(session, listed=self.rows, current=current)
+        comparison = Comparison(session, listed=self.rows, current=current)
+        # Distinct numbers listed: the additions, and the entries that were not candidates.
+        first = comparison.counts()
+        comparison.listed_twice = self.rows - (first.added + current - first.removed)
+        return comparison
 
     def before(self, first: FirstRun) -> Rebase:
         """Place this listing, an older snapshot, before the channel's earliest run ``first``:
@@ -682,6 +688,8 @@ class Comparison:
         # before apply(), which checks its row counts anyway.
         self.current = current
         self._rescued = 0  # removal candidates the filter found still listed, by keep()
+        # Rows that repeated a number listed elsewhere in the listing (set by Staged.diff).
+        self.listed_twice = 0
 
     def counts(self) -> Diff:
         """The diff as it stands."""
@@ -723,15 +731,38 @@ class Comparison:
             )
         return sample
 
+    def newest_listed(self, size: int) -> list[str]:
+        """Up to ``size`` of the newest numbers this listing held: its own additions, else the
+        channel's latest additions still listed. A ``mobile`` filter answering from a cache
+        older than the last sweeps does not know them, so as controls they show its staleness."""
+        t, where = self._t, self._session._where
+        query = text(f"SELECT mobile FROM {t.added} LIMIT :size")
+        newest = list(self.connection.execute(query, {"size": size}).scalars())
+        if len(newest) < size:
+            newest += self.connection.execute(
+                text(f"""
+                    SELECT p.mobile FROM blocklist_periods p
+                    WHERE p.account_sid = :account_sid AND p.channel = :channel
+                      AND NOT p.initial_load AND p.removed_at IS NULL
+                      AND NOT EXISTS (SELECT 1 FROM {t.removed} r WHERE r.mobile = p.mobile)
+                    ORDER BY p.added_at DESC LIMIT :size"""),
+                {**where, "size": size - len(newest)},
+            ).scalars()
+        return newest
+
     def keep(self, present: Iterable[str]) -> None:
         """Numbers a direct check found still blocklisted: they are not removed after all, and
-        the listing that did not show them skipped them (counted as rescued)."""
+        the listing that did not show them skipped them (counted as rescued). The check is not
+        the listing: a filter may answer from a stale cache, so a rescued number is not proven
+        listed by this sweep (its removal window, one day, starts at the last sweep that
+        listed it)."""
         mobiles = [{"m": m} for m in present]
         if mobiles:
-            self._rescued += self.connection.execute(
-                text(f"DELETE FROM {self._t.removed} WHERE mobile = :m"), mobiles
-            ).rowcount
-            self.connection.commit()
+            c, t = self.connection, self._t
+            move = f"INSERT INTO {t.rescued} SELECT mobile FROM {t.removed} WHERE mobile = :m"
+            c.execute(text(move), mobiles)
+            self._rescued += c.execute(text(f"DELETE FROM {t.removed} WHERE mobile = :m"), mobiles).rowcount
+            c.commit()
 
     def unconfirm(self, unproven: Iterable[str]) -> None:
         """Removal candidates whose absence could not be proven: kept as blocklisted, counted
@@ -881,17 +912,19 @@ class Comparison:
                 c.rollback()
 
     def _mark_unproven(self, params: Mapping[str, object]) -> None:
-        """Within :meth:`apply`: numbers this sweep could not prove keep (or get) the start of
-        the last sweep that did; every other held number was shown by this sweep, and is
-        proven again. Both touch only the few rows concerned (a partial index)."""
-        c = self.connection
+        """Within :meth:`apply`: numbers this sweep's listing did not show (unconfirmed, or
+        rescued by a check) keep (or get) the start of the last sweep that listed them; every
+        other held number was listed by this sweep, and is proven again. Both touch only the
+        few rows concerned (a partial index)."""
+        c, t = self.connection, self._t
+        unshown = f"SELECT mobile FROM {t.unconfirmed} UNION ALL SELECT mobile FROM {t.rescued}"
         if params["proven_at"] is not None:
             c.execute(
                 text(f"""
                 UPDATE blocklist_periods SET proven_present_at = :proven_at
                 WHERE account_sid = :account_sid AND channel = :channel AND removed_at IS NULL
                   AND proven_present_at IS NULL
-                  AND mobile IN (SELECT mobile FROM {self._t.unconfirmed})""").bindparams(_PROVEN_AT),
+                  AND mobile IN ({unshown})""").bindparams(_PROVEN_AT),
                 params,
             )
         c.execute(
@@ -899,7 +932,7 @@ class Comparison:
             UPDATE blocklist_periods SET proven_present_at = NULL
             WHERE account_sid = :account_sid AND channel = :channel AND removed_at IS NULL
               AND proven_present_at IS NOT NULL
-              AND mobile NOT IN (SELECT mobile FROM {self._t.unconfirmed})"""),
+              AND mobile NOT IN ({unshown})"""),
             params,
         )
 

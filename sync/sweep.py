@@ -28,6 +28,7 @@ prove is kept as it was, not guessed.
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import itertools
 import logging
@@ -78,10 +79,14 @@ class DeadlinePassed(Stopped):
     """The sweep ran longer than its timeout: a list that long, or a server that slow."""
 
 
-# Each removal check asks about this many numbers the listing just showed (controls), drawn in
-# turn from a random sample of the listing, at random places among the removal candidates.
+# Each removal check asks about this many numbers the listing just showed (controls), beside
+# the removal candidates (see _Controls: where each is placed, and why).
 CONTROLS_PER_CHECK = 5
 _CONTROL_SAMPLE = MAX_LIMIT  # one full request of controls measures what the filter honours
+_NEWEST_CONTROLS = 10  # the newest listed numbers, asked in turn: a stale cache lacks them
+# A control and a candidate: the fewest rows a filter must be known to hold for its answers to
+# prove an absence (asked twice, the control first and then last).
+_MIN_HONOURED = 2
 _REJECTED_EXAMPLES = 3
 # A listing carries one channel_type code, or a few; past this many distinct ones the rest are
 # counted under one name that no channel carries, so a hostile listing cannot grow the count.
@@ -162,6 +167,7 @@ class _Progress:
     rejected: int = 0
     rejected_examples: list[str] = field(default_factory=list)
     repeated: int = 0  # rows dropped as a repeated page: the list shifted while it was paged
+    respelled: int = 0  # rows the server spelled otherwise than canonically
     codes: Counter[str] = field(default_factory=Counter)  # listed rows by channel_type code
     phases: dict[str, float] = field(default_factory=dict)  # seconds per step, for logs and the benchmark
 
@@ -170,6 +176,7 @@ class _Progress:
         self.pages += 1
         self.rows += len(page.entries)
         self.repeated += page.repeated
+        self.respelled += page.respelled
         for entry in page.entries:
             code = entry.channel_type
             if is_code(code):
@@ -362,8 +369,12 @@ class _Sweep:
         with progress.timed("verify"):
             _confirm_removals(self.client, comparison, self.channel, self.halt, forced=self.options.force)
             diff = replace(comparison.counts(), rejected=progress.rejected)
-            diff = replace(diff, listing_complete=not (progress.repeated or diff.rescued or diff.unconfirmed))
-        _log_proof(diff, progress.repeated, self.pair)
+            # A number listed twice, beyond the spellings the server varies, moved while the
+            # listing was paged: another may have slid under the offset unseen.
+            moved = max(comparison.listed_twice - progress.respelled, 0)
+            complete = not (progress.repeated or moved or diff.rescued or diff.unconfirmed)
+            diff = replace(diff, listing_complete=complete)
+        _log_proof(diff, progress.repeated, moved, self.pair)
         return diff
 
     def _review(self, comparison: Comparison, run_id: int, diff: Diff, held: str | None) -> SweepResult:
@@ -518,8 +529,16 @@ def _codes_on_first_page(client: KaleyraClient, channel: str, halt: _Halt) -> se
     return {e.channel_type for e in page.entries if is_code(e.channel_type)} if page else set()
 
 
-def _log_proof(diff: Diff, repeated: int, context: dict[str, object]) -> None:
+def _log_proof(diff: Diff, repeated: int, moved: int, context: dict[str, object]) -> None:
     """Say what the listing could not prove: an operator reads why a count looks off."""
+    if moved:
+        log.warning(
+            "the listing showed %d number(s) twice: its order changed while it was paged, so "
+            "it may have skipped others; it proves no number absent, and the next additions' "
+            "windows start at the last complete listing",
+            moved,
+            extra=context,
+        )
     if diff.rescued or repeated:
         log.warning(
             "the listing skipped rows while it was paged (%d held number(s) it did not show are "
@@ -552,15 +571,16 @@ def _confirm_removals(
     - First, one request of up to 100 numbers this listing just showed (controls) measures how
       many rows the filter is known to honour in one answer. Every later request asks about no
       more numbers than that, so a filter that caps its answers cannot cut one short.
-    - Every request carries at least one control, at random places among the candidates. An
-      answer that omits a control proves nothing about the candidates it left out (a control
-      can also be unblocked honestly meanwhile: the same, it proves nothing).
+    - Every request carries controls where a cut or a stale cache would show (:class:`_Controls`).
+      An answer that omits a control proves nothing about any candidate, not even that those it
+      shows are listed now (a control can also be unblocked honestly meanwhile: the same, it
+      proves nothing).
     - A filter known to honour fewer than two rows, an answer that cannot be read (numbers not
       asked about, rows that are no number), or a listing with no number to use as a control,
       proves nothing either.
 
-    Candidates an answer showed are kept (rescued: the listing skipped them); those a complete
-    answer left out are removed; the rest are kept and counted as unconfirmed, to be checked
+    Candidates a complete answer showed are kept (rescued: the listing skipped them); those it
+    left out are removed; the rest are kept and counted as unconfirmed, to be checked
     again by the next sweep. None of this fails the channel.
 
     One exception, for an operator who reviewed the sweep (``--dry-run``) and applies it with
@@ -572,40 +592,48 @@ def _confirm_removals(
     first = next(candidates, None)
     if first is None:
         return  # nothing to confirm: not one request spent
-    sample = comparison.listed_sample(_CONTROL_SAMPLE)
+    newest = comparison.newest_listed(_NEWEST_CONTROLS)
+    sample = list(dict.fromkeys([*newest, *comparison.listed_sample(_CONTROL_SAMPLE)]))[:_CONTROL_SAMPLE]
     honoured = _honoured_rows(client, channel, sample, halt)
-    if honoured < 2 and forced:
+    if honoured < _MIN_HONOURED and forced:
         found = _confirm_as_forced(client, comparison, channel, halt, itertools.chain([first], candidates))
         if not found:
             return
         # An answer named numbers: they are blocklisted, so they can serve as controls, and
         # the rest is proven as always (an answer may have been cut short).
-        sample = found[:MAX_LIMIT]
+        sample = newest = found[:MAX_LIMIT]
         candidates = comparison.removal_candidates(MAX_LIMIT)
         first = next(candidates, None)
         if first is None:
             return
         honoured = _honoured_rows(client, channel, sample, halt)
-    per_check = min(CONTROLS_PER_CHECK, honoured // 2)
+    # Two controls at least (first and last), but a filter known to hold only two rows takes
+    # one control and one candidate, asked twice, in both orders (see _Controls.around).
+    per_check = min(CONTROLS_PER_CHECK, max(2, honoured // 2)) if honoured > 2 else 1
     room = honoured - per_check
-    controls = _Cycle(sample)
+    controls = _Controls(sample, newest)
     for batch in _rebatch(first, candidates, max(room, 1)):
         halt.check("confirming removals")
-        if per_check < 1 or room < 1:
+        if honoured < _MIN_HONOURED:
             comparison.unconfirm(batch)
             continue
-        asked = [controls.next() for _ in range(per_check)]
-        question = batch + asked
-        random.shuffle(question)
-        found_now = _ask(client, channel, question, halt)
-        if found_now is None:
-            comparison.unconfirm(batch)
+        questions = controls.around(batch, per_check)
+        complete = bool(questions)
+        found_now: set[str] = set()
+        for question, asked in questions:
+            answer = _ask(client, channel, question, halt)
+            # Unreadable, or missing a control (cut short, or stale): it proves nothing, not
+            # even that the numbers it shows are listed now.
+            if answer is None or not set(asked) <= answer:
+                complete = False
+                break
+            found_now |= answer
+        if not complete:
+            comparison.unconfirm(batch)  # all kept, unconfirmed
             continue
+        # Complete answers: the candidates they show were skipped by the listing (kept); the
+        # others stay removal candidates.
         comparison.keep(found_now.intersection(batch))
-        absent = [m for m in batch if m not in found_now]
-        if not set(asked) <= found_now:
-            comparison.unconfirm(absent)  # an answer missing a control proves no absence
-        # else: a complete answer; the absent candidates stay removal candidates
 
 
 def _confirm_as_forced(
@@ -648,17 +676,52 @@ def _honoured_rows(client: KaleyraClient, channel: str, sample: list[str], halt:
     return 0 if found is None else len(found)
 
 
-class _Cycle:
-    """The controls, drawn in turn."""
+class _Controls:
+    """Numbers this listing showed, asked beside the removal candidates: a working filter must
+    confirm every one, so an answer missing one proves nothing about the candidates it left out.
 
-    def __init__(self, items: list[str]) -> None:
-        self._items = items
-        self._at = 0
+    Each answer is judged by its own controls, placed where a cut would fall: the newest listed
+    numbers in turn (a filter answering from a cache older than the last sweeps does not know
+    them); a listed number just below the candidates and one just above them (a cap that keeps
+    the first or last rows in the numbers' order cuts one); and a control first and another
+    last in the question (a cap that keeps the first or last rows in the order asked cuts
+    one). So a cap that shrinks after the first answer measured it cuts a control, and that
+    answer proves nothing; the others are drawn in turn from a random sample of the listing."""
 
-    def next(self) -> str:
-        item = self._items[self._at % len(self._items)]
-        self._at += 1
-        return item
+    def __init__(self, sample: list[str], newest: list[str]) -> None:
+        self._sorted = sorted(set(sample))
+        self._newest = newest or sample
+        self._sample = sample
+        self._next_newest = self._next_other = 0
+
+    def around(self, batch: list[str], count: int) -> list[tuple[list[str], list[str]]]:
+        """The questions to ask about ``batch`` with ``count`` controls, each in the order to
+        ask it, with the controls it carries. One question, a control first and another last;
+        with one control (a filter known to hold two rows), two questions, the control first
+        in one and last in the other, both to be answered complete. None without a control."""
+        if not self._sorted:
+            return []
+        low = bisect.bisect_left(self._sorted, min(batch))
+        high = bisect.bisect_right(self._sorted, max(batch))
+        wanted = [
+            self._newest[self._next_newest % len(self._newest)],
+            self._sorted[high] if high < len(self._sorted) else self._sorted[-1],
+            self._sorted[low - 1] if low > 0 else self._sorted[0],
+        ]
+        self._next_newest += 1
+        chosen = list(dict.fromkeys(wanted))[:count]
+        for _ in range(len(self._sample)):  # at most one round of the sample
+            if len(chosen) >= count:
+                break
+            other = self._sample[self._next_other % len(self._sample)]
+            self._next_other += 1
+            if other not in chosen:
+                chosen.append(other)
+        if len(chosen) == 1:
+            return [([chosen[0], *batch], chosen), ([*batch, chosen[0]], chosen)]
+        middle = batch + chosen[2:]
+        random.shuffle(middle)
+        return [([chosen[0], *middle, chosen[1]], chosen)]
 
 
 def _rebatch(first: list[str], rest: Iterator[list[str]], size: int) -> Iterator[list[str]]:

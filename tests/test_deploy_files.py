@@ -767,7 +767,7 @@ def test_every_manifest_runs_the_image_the_dockerfile_builds() -> None:
     assert {where: container(spec)["image"] for where, spec in specs.items()} == dict.fromkeys(specs, built)
 
 
-@pytest.mark.slow
+@pytest.mark.image
 def test_the_image_install_and_entrypoint_work_in_a_fresh_venv(tmp_path: Path, make_database: Any) -> None:
     """What `docker build` does, minus Docker: the build stage's COPY steps and wheel, then the
     final stage's installs (the lock with --require-hashes, the wheel with no index), and the

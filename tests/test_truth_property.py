@@ -1,8 +1,10 @@
 """A property: whatever the vendor does, the stored history agrees with what truly happened.
 
 Seeded random sequences of additions and removals, between sweeps and during them (offset
-drift), against a filter that may truncate its answers or answer nothing, with the host's
-clock shifted, over real HTTP into a real PostgreSQL. After every sweep:
+drift, and a listing whose order changes), against a filter that may truncate its answers,
+answer nothing, answer from a cache older than the last sweep, or cut its answers shorter after
+the first, with the host's clock shifted, over real HTTP into a real PostgreSQL. After every
+sweep:
 
 - every stored event matches a true change of that number inside its stored window
   (``not_before`` <= the true time <= ``detected_at``): no false event, no window that excludes
@@ -26,6 +28,7 @@ import random
 import sys
 import types
 from collections.abc import Iterator
+from collections.abc import Sequence as Sequence_
 from dataclasses import dataclass, field
 
 import pytest
@@ -65,6 +68,9 @@ class Counts:
     sweeps: int = 0
     drifts: int = 0
     capped: int = 0
+    stale: int = 0
+    shrunk: int = 0
+    reordered: int = 0
     blind: int = 0
     unconfirmed: int = 0
     events: int = 0
@@ -96,10 +102,12 @@ class Sequence:
         self.pool = [f"+9170{seed:04d}{i:04d}" for i in range(60)]
         self.truth = Truth()
         self.blind: set[str] = set()  # skipped unseen: the documented blind spot
+        self.cache: dict[str, set[str]] | None = None  # the lists as the last sweep began
         sim.sid = self.sid
         sim.remove("sms", sim.numbers("sms"))
         sim.rows_per_page = None
         sim.filter_cap = None
+        sim.filter_cache = None
         sim.lying_filter = False
         sim._on_request.clear()
 
@@ -133,17 +141,36 @@ class Sequence:
 
     def drift_hook(self, held_at_start: set[str], changed: set[str], unseen: set[str]) -> None:
         """While the sweep pages, once: unblock a few numbers before the offset (the list
-        shifts, a row slides under the offset), and maybe block new ones."""
+        shifts, a row slides under the offset), and maybe block new ones; or re-sort one
+        number before the offset to the end (it is listed twice, a row slides under the
+        offset). A check may also meet a filter whose cap shrinks after its first answer."""
         fired = False
+        reorder = self.rng.random() < 0.3
+        shrink_to = self.rng.choice([None, None, 1, 2, 5]) if self.rng.random() < 0.3 else None
+        checks = 0
 
         def hook(request_number: int, channel: str, query: dict[str, str]) -> None:
-            nonlocal fired
+            nonlocal fired, checks
+            if "mobile" in query:
+                checks += 1
+                if shrink_to is not None and checks == 2:
+                    self.sim.filter_cap = shrink_to
+                    self.counts.shrunk += 1
+                return
             offset = int(query.get("offset", "0"))
-            if fired or "mobile" in query or offset == 0 or self.rng.random() < 0.5:
+            if fired or offset == 0 or self.rng.random() < 0.5:
                 return
             fired = True
             self.counts.drifts += 1
             order = self.sim.numbers("sms")
+            if reorder and offset < len(order):
+                self.counts.reordered += 1
+                # The moved number is listed again at the end: the sweep sees it twice, so it
+                # has the evidence, and the row that slid under the offset must get an honest
+                # window (checked strictly: not added to the blind spot).
+                self.sim.move_to_end("sms", self.rng.choice(order[:offset]))
+                unseen.add(_EVIDENCE)
+                return
             before = order[:offset]
             gone = self.rng.sample(before, min(len(before), self.rng.randint(1, 3), max(0, len(order) - 3)))
             slid = order[offset : offset + len(gone)]  # the rows the next page will skip
@@ -163,18 +190,26 @@ class Sequence:
         changed: set[str] = set()
         unseen: set[str] = set()  # numbers not held that slid under the offset
         truth_at_start = set(self.sim.numbers("sms"))
+        cache, self.cache = self.cache, {"sms": set(truth_at_start)}
         if hostile:
             self.sim.filter_cap = self.rng.choice([None, None, 1, 2, 3, 5, 20])
             self.sim.lying_filter = self.rng.random() < 0.15
             self.counts.capped += self.sim.filter_cap is not None or self.sim.lying_filter
+            if cache is not None and self.rng.random() < 0.2:
+                self.sim.filter_cache = cache  # answers as the list was when the last sweep began
+                self.counts.stale += 1
             if self.rng.random() < 0.6:
                 self.drift_hook(held_at_start, changed, unseen)
+        cap, stale = self.sim.filter_cap, self.sim.filter_cache is not None
         client = make_client(self.sim, page_size=PAGE)
         result = sweep_channel(client, self.store, "sms", SweepOptions())
         self.sim._on_request.clear()
         self.sim.filter_cap = None
+        self.sim.filter_cache = None
         self.sim.lying_filter = False
         self.counts.sweeps += 1
+        if os.environ.get("KBS_PROPERTY_SEED"):
+            print(f"sweep {self.counts.sweeps}: hostile={hostile} cap={cap} stale={stale} {result.diff}")
         assert result.outcome is Outcome.SUCCEEDED, result.message
         assert result.diff is not None
         self.counts.unconfirmed += result.diff.unconfirmed
@@ -188,8 +223,10 @@ class Sequence:
         held, truth = self.held(), set(self.sim.numbers("sms"))
         false_present = held - truth - changed
         if false_present:
-            # Kept only because this sweep could not prove them gone, and said so.
-            assert result.diff.unconfirmed >= len(false_present), (false_present, result.diff)
+            # Kept only because this sweep could not prove them gone, and said so: unconfirmed,
+            # or (a filter answering from a stale cache) shown by a check, counted as rescued.
+            kept = result.diff.unconfirmed + result.diff.rescued
+            assert kept >= len(false_present), (false_present, result.diff)
         missing = truth - held - changed - (truth - truth_at_start)
         missing -= self.blind
         if missing:
@@ -240,7 +277,9 @@ def test_stored_history_equals_the_truth_within_its_windows(
     store: Store, engine: Engine, monkeypatch: pytest.MonkeyPatch, block: int
 ) -> None:
     counts = Counts()
-    seeds = range(block, SEQUENCES, BLOCKS)
+    seeds: Sequence_[int] = range(block, SEQUENCES, BLOCKS)
+    if replay := os.environ.get("KBS_PROPERTY_SEED"):  # one failing sequence, to debug it
+        seeds = [int(replay)] if block == 0 else []
     with (
         Simulator.start(numbers=0, channels=("sms",)) as sim,
         engine.connect().execution_options(isolation_level="AUTOCOMMIT") as db,
@@ -255,7 +294,9 @@ def test_stored_history_equals_the_truth_within_its_windows(
             counts.sequences += 1
     print(
         f"\n{counts.sequences} sequences, {counts.sweeps} sweeps ({counts.drifts} drifted, "
-        f"{counts.capped} against a truncating or lying filter), {counts.unconfirmed} numbers "
+        f"{counts.capped} against a truncating or lying filter, {counts.stale} against a stale cache, "
+        f"{counts.shrunk} against a cap that shrank, {counts.reordered} reordered while paged), "
+        f"{counts.unconfirmed} numbers "
         f"kept as unconfirmed, {counts.blind} skips no sweep can see (excluded, see above)"
     )
     assert counts.sequences == len(seeds) and counts.sweeps >= 4 * len(seeds)

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
-from sync.kaleyra.errors import PagingError, ProtocolError
+from sync.kaleyra.errors import BadRequestError, PagingError, ProtocolError
 from sync.kaleyra.pacing import _Pacer
 from sync.kaleyra.parsing import Entry, _Listing
 from sync.kaleyra.transport import (
@@ -52,6 +52,8 @@ class Page(NamedTuple):
     # Rows dropped as repeats of the previous page: the list shifted under the offset while it
     # was paged, so this listing may have skipped rows elsewhere.
     repeated: int = 0
+    # Entries spelled otherwise than canonically (see _Listing.respelled).
+    respelled: int = 0
 
 
 @dataclass(kw_only=True)
@@ -137,7 +139,7 @@ class KaleyraClient:
                 seen_before = {e.mobile for e in previous.entries}
                 fresh = [e for e in fresh if e.mobile not in seen_before]
             dropped = len(listing.entries) - len(fresh) + (len(listing.rejected) if repeats else 0)
-            yield Page(offset, fresh, [] if repeats else listing.rejected, dropped)
+            yield Page(offset, fresh, [] if repeats else listing.rejected, dropped, listing.respelled)
             previous = listing
 
     def check(self, channel: str, mobiles: Sequence[str], *, cancel: Stoppable | None = None) -> set[str]:
@@ -197,7 +199,13 @@ class KaleyraClient:
     def _pages_in_order(self, channel: str, cancel: Stoppable | None) -> Iterator[tuple[int, _Listing]]:
         """Pages in offset order, up to ``concurrency`` requested ahead and re-planned on a
         short page, so that every offset we consume is the one a sequential sweep would use
-        (with ``concurrency`` 1 this is exactly the sequential walk)."""
+        (with ``concurrency`` 1 this is exactly the sequential walk).
+
+        The listing ends only where the end is shown. A short page says the list ends there,
+        so the empty page after it ends the listing, and so does a 400 (a server may refuse an
+        offset past its end). An empty page after a full one, or as the first page, is asked
+        once more before it is believed: a server that answers one page empty by mistake would
+        otherwise end the listing there, and a first sweep would miss every number after it."""
         # The first page goes alone: a host that is down then fails one request, not a window
         # of them retrying side by side; full pages open the window to ``concurrency``.
         stride, window = self.page_size, 1
@@ -205,6 +213,15 @@ class KaleyraClient:
         ahead: deque[tuple[int, Future[_Listing]]] = deque()
         plan = _Plan(cancel)  # set when the pages requested under this plan are abandoned
         next_offset = 0
+        after_short = False  # the page before was short: the list may have ended
+
+        def replan(offset: int, rows: int) -> None:
+            nonlocal plan, stride, window, next_offset
+            plan.set()
+            plan = _Plan(cancel)
+            ahead.clear()
+            stride, window, next_offset = rows, 1, offset + rows
+
         try:
             while True:
                 while len(ahead) < window:
@@ -212,21 +229,33 @@ class KaleyraClient:
                     ahead.append((next_offset, future))
                     next_offset += stride
                 offset, future = ahead.popleft()
-                listing = _wait(future, cancel, channel, self._transport.budget)
-                yield offset, listing
+                try:
+                    listing = _wait(future, cancel, channel, self._transport.budget)
+                except BadRequestError:
+                    if not after_short:
+                        raise
+                    return  # an offset past the end, refused: the short page was the last
                 rows = len(listing.entries) + len(listing.rejected)
+                if not rows and not after_short:
+                    replan(offset, stride)  # nothing ahead of an empty page is needed
+                    listing = _wait(
+                        workers.submit(self._fetch_page, channel, offset, plan),
+                        cancel,
+                        channel,
+                        self._transport.budget,
+                    )
+                    rows = len(listing.entries) + len(listing.rejected)
+                yield offset, listing
                 if not rows:
                     return
+                after_short = rows < stride
                 if rows == stride:
                     window = self.concurrency
                     continue
                 # Not the number of rows planned: the pages requested ahead start at the
                 # wrong offsets. Drop them and probe one page at the real offset: usually the
                 # list has ended; if not, the server caps pages at this size.
-                plan.set()
-                plan = _Plan(cancel)
-                ahead.clear()
-                stride, window, next_offset = rows, 1, offset + rows
+                replan(offset, rows)
         finally:
             plan.set()  # requests still retrying give up before their next attempt
             workers.shutdown()

@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 import requests
 
-from sync.kaleyra.errors import ProtocolError, error_for_response, unexpected_answer
+from sync.kaleyra.errors import ProtocolError, ServerError, error_for_response, unexpected_answer
 from sync.numbers import canonical
 from sync.vendor_text import vendor_text
 
@@ -28,6 +28,8 @@ SUCCESS_CODE = "CNT196"
 _HEADER_CHARS = 100
 # A row's channel_type is opaque ("3" in the sample); stored, so bounded short.
 _CHANNEL_TYPE_CHARS = 64
+# How much of an error object beside a success code a message may quote.
+_ERROR_CHARS = 200
 
 
 class Entry(NamedTuple):
@@ -42,6 +44,9 @@ class _Listing(NamedTuple):
 
     entries: list[Entry]
     rejected: list[object]
+    # Entries the server spelled otherwise than their canonical form (a space, other digits):
+    # a listing may hold one number in two spellings, which is no sign that it moved.
+    respelled: int = 0
 
 
 def _parse_listing(response: requests.Response, raw: bytes, channel: str, offset: int | None) -> _Listing:
@@ -75,19 +80,34 @@ def _parse_listing(response: requests.Response, raw: bytes, channel: str, offset
             channel=channel,
             offset=offset,
         )
+    trouble = body.get("error")
+    if trouble not in (None, {}, [], ""):
+        # A success code beside an error ("Unable to fetch the blocklisted number"): its rows,
+        # or its empty page, may be cut short, so it is no listing. Asked again, boundedly.
+        said = vendor_text(json.dumps(trouble, ensure_ascii=False), _ERROR_CHARS)
+        raise ServerError(
+            f"Kaleyra answered HTTP {status} {code} with an error object {said}; its rows are not a listing",
+            channel=channel,
+            offset=offset,
+            status=status,
+            code=code,
+        )
     data = body.get("data")
     if not isinstance(data, list):
         raise ProtocolError(f"'data' is {type(data).__name__}, not a list", channel=channel, offset=offset)
     entries: list[Entry] = []
     rejected: list[object] = []
+    respelled = 0
     for row in data:
-        mobile = canonical(row.get("mobile")) if isinstance(row, dict) else None
+        spelled: object = row.get("mobile") if isinstance(row, dict) else None
+        mobile = canonical(spelled)
         if mobile is None:
             rejected.append(row.get("mobile", row) if isinstance(row, dict) else row)
             continue
+        respelled += mobile != spelled
         kind = row.get("channel_type")
         entries.append(Entry(mobile, None if kind is None else vendor_text(str(kind), _CHANNEL_TYPE_CHARS)))
-    return _Listing(entries, rejected)
+    return _Listing(entries, rejected, respelled)
 
 
 def _retry_after_seconds(value: str | None) -> float | None:
