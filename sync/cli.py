@@ -1,6 +1,6 @@
 """``blocklist-sync``: parses arguments and settings, calls ``sweep`` and friends, sets exit codes.
 
-No sync logic lives here. Exit codes (README, "Exit codes"): 0 success, 1 failed, 2 usage or
+No sync logic lives here. Exit codes (docs/operators.md#exit-codes): 0 success, 1 failed, 2 usage or
 configuration error (including a schema behind head), 3 held by the safety guard, 75 another
 run holds the lock, 130 / 143 stopped by SIGINT / SIGTERM (128 + the signal's number) when the
 stop cancelled a sweep or left a channel unstarted.
@@ -36,6 +36,7 @@ from sync.settings import (
     AccountSource,
     ConfigError,
     Tuning,
+    as_typed,
     check_output_file,
     duration_text,
     parse_duration,
@@ -239,7 +240,7 @@ account_options = _gathered(
             envvar="BLOCKLIST_SYNC_CONFIG",
             show_envvar=True,
             type=click.Path(dir_okay=False),
-            help="TOML file listing several accounts (see README).",
+            help="TOML file listing several accounts (docs/operators.md#configuration).",
         ),
         click.option("--sid", help="Account SID (overrides KALEYRA_SID)."),
         click.option(
@@ -828,16 +829,26 @@ def simulate(host: str, port: int, numbers: int, seed: int, latency: str) -> Non
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--latency") from None
     sim = Simulator(numbers=numbers, seed=seed, latency=seconds)
-    click.echo(
-        f"Kaleyra simulator: {numbers} numbers per channel, seed {seed}, "
-        f"{seconds * 1000:g} ms per request\n"
-        f"  KALEYRA_BASE_URL=http://{host}:{port}/v1\n"
-        f"  KALEYRA_SID={sim.sid}\n"
-        f"  KALEYRA_API_KEY={sim.api_key}\n"
-        "Ctrl-C stops it."
-    )
-    with contextlib.suppress(KeyboardInterrupt):
-        sim.serve_forever(host=host, port=port)
+
+    def listening() -> None:
+        click.echo(
+            f"Kaleyra simulator: {numbers} numbers per channel, seed {seed}, "
+            f"{seconds * 1000:g} ms per request\n"
+            f"  KALEYRA_BASE_URL=http://{host}:{port}/v1\n"
+            f"  KALEYRA_SID={sim.sid}\n"
+            f"  KALEYRA_API_KEY={sim.api_key}\n"
+            "Ctrl-C stops it."
+        )
+
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            sim.serve_forever(host=host, port=port, listening=listening)
+    except (OSError, UnicodeError) as exc:  # UnicodeError: a host name label over 63 characters
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not an address of this host"
+        fail(
+            f"simulate: cannot listen on {as_typed(host)} port {port} ({why}); "
+            "pick a free port with --port, or another --host"
+        )
 
 
 @cli.command()
@@ -1140,13 +1151,13 @@ def report(database_url: str | None, out: str, days: int) -> None:
     reports.require_charting()
     store, where = open_store(database_url, only_reads=True)
     database.require_current_schema(store.engine)
-    document = reports.render(reports.gather(store.engine, days, where))
+    data = reports.gather(store.engine, days, where)
     try:
         with open(out, "w", encoding="utf-8") as handle:
-            handle.write(document)
+            handle.write(reports.render(data))
     except OSError as exc:
         raise ConfigError(f"cannot write {out}: {exc.strerror}; choose another --out") from None
-    click.echo(f"{out}: report of {days} days written")
+    click.echo(f"{out}: report of {data.period} written")
 
 
 def main() -> None:

@@ -138,7 +138,7 @@ def run_summary(
 ) -> str:
     """``run --summary-json``: one object per account and channel and the run's exit code, for
     orchestrators (as dbt's ``run_results.json``). Field names are stable: new ones may be
-    added, none renamed or removed (README, "A run summary for orchestrators")."""
+    added, none renamed or removed (docs/operators.md#a-run-summary-for-orchestrators)."""
 
     def iso(t: dt.datetime | None) -> str | None:
         return t.isoformat() if t else None

@@ -29,6 +29,7 @@ __all__ = [
     "ConfigError",
     "Shard",
     "Tuning",
+    "as_typed",
     "check_output_file",
     "duration_text",
     "load_accounts",
@@ -65,8 +66,9 @@ def quoted(value: str, limit: int = 40) -> str:
     return repr(value) if len(value) <= limit else f"{value[:limit]!r}… ({len(value)} characters)"
 
 
-def _as_is(value: str) -> str:
-    """``value`` as typed when it is short and printable, else :func:`quoted`."""
+def as_typed(value: str) -> str:
+    """``value`` as typed when it is short and printable, else :func:`quoted`: how a message
+    shows a value the operator gave (a host, a channel, a SID)."""
     return value if value.isprintable() and len(value) <= 40 else quoted(value)
 
 
@@ -191,7 +193,7 @@ def parse_channels(value: str | Sequence[str], setting: str = "KALEYRA_CHANNELS"
     bad = [c for c in channels if c not in CHANNELS]
     if bad or not channels:
         raise ConfigError(
-            f"{setting}: {', '.join(_as_is(c) for c in bad) or 'empty'} is not a channel; "
+            f"{setting}: {', '.join(as_typed(c) for c in bad) or 'empty'} is not a channel; "
             f"use a comma-separated list of {', '.join(CHANNELS)}"
         )
     return channels
@@ -498,7 +500,7 @@ def select_accounts(accounts: list[Account], sids: Sequence[str]) -> list[Accoun
     unknown = [sid for sid in dict.fromkeys(sids) if sid not in known]
     if unknown:
         raise ConfigError(
-            f"--account {_as_is(unknown[0])} is not configured; configured: {', '.join(sorted(known))}"
+            f"--account {as_typed(unknown[0])} is not configured; configured: {', '.join(sorted(known))}"
         )
     return [a for a in accounts if a.sid in set(sids)]
 

@@ -1,10 +1,11 @@
 """What operators see: log lines, progress bars, Prometheus metrics. No sync logic here.
 
 - Logs: one line per event; human-readable text, or JSON (``--log-format json``) for journald
-  and log shippers. The JSON keys are a documented, flat, stable set (:data:`JSON_FIELDS`, the
-  README lists them): a field that is not in it is not emitted, so a library's extras (dotted
-  ``stamina.*`` keys, say) never leak into the format. Timestamps are UTC with milliseconds.
-  A filter blanks every registered secret (``sync.redaction``) from every record, whatever code produced it.
+  and log shippers. The JSON keys are a documented, flat, stable set (:data:`JSON_FIELDS`;
+  docs/operators.md#logs-and-metrics lists them): a field that is not in it is not emitted, so
+  a library's extras (dotted ``stamina.*`` keys, say) never leak into the format. Timestamps
+  are UTC with milliseconds. A filter blanks every registered secret (``sync.redaction``) from
+  every record, whatever code produced it.
 - Progress: a bar per channel on a terminal (pages, rows, rate); nothing when not a terminal.
   Log lines are written through ``tqdm.write`` (what tqdm's own logging redirect does), so a
   line never lands in the middle of a bar; our handler does it itself because tqdm's redirect
@@ -224,11 +225,13 @@ class Metrics:
     sweep is neither a success nor a failure: ``last_run_success`` is not exported for it, and
     staleness shows through ``last_success_timestamp_seconds``. ``blocklist_sync_added``,
     ``_removed``, ``_pages`` and ``_duration_seconds`` are the old names of four ``last_run_*``
-    gauges, kept for one release (0.2) so dashboards can move; they go in 0.3.
+    gauges, renamed in 0.2 and still published so dashboards can move; they go in
+    :attr:`REMOVED_IN` (the help text, the operators' guide and the changelog all say so).
     """
 
     # Every status but dry_run: a review is never a channel's last sweep.
     STATUSES = tuple(str(s) for s in RunStatus if s is not RunStatus.DRY_RUN)
+    REMOVED_IN: ClassVar[str] = "0.4"  # the release that drops the DEPRECATED names
     DEPRECATED: ClassVar[dict[str, str]] = {
         "added": "last_run_added",
         "removed": "last_run_removed",
@@ -266,7 +269,7 @@ class Metrics:
         self.last_run_pages = gauge("last_run_pages", "Listing pages the last sweep fetched.")
         self.entries = gauge("entries", "Numbers currently blocklisted.")
         self.deprecated = {
-            old: gauge(old, f"Deprecated (removed in 0.3): use blocklist_sync_{new}.")
+            old: gauge(old, f"Deprecated (removed in {self.REMOVED_IN}): use blocklist_sync_{new}.")
             for old, new in self.DEPRECATED.items()
         }
         self.last_run_rejected = gauge(

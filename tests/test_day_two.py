@@ -437,7 +437,7 @@ def test_last_run_gauges_and_their_deprecated_names(sim: Simulator, pg_url: str,
     ):
         assert f"blocklist_sync_{new}{labels} {value}" in text
         assert f"blocklist_sync_{old}{labels} {value}" in text
-        assert f"# HELP blocklist_sync_{old} Deprecated (removed in 0.3): use blocklist_sync_{new}." in text
+        assert f"# HELP blocklist_sync_{old} Deprecated (removed in 0.4): use blocklist_sync_{new}." in text
     assert f"blocklist_sync_last_run_duration_seconds{labels}" in text
     assert (
         f'blocklist_sync_last_run_status{{account="{sim.sid}",channel="sms",status="succeeded"}} 1.0' in text
