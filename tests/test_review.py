@@ -56,8 +56,8 @@ def test_force_with_a_plan_applies_what_the_dry_run_showed(
     plan = tmp_path / "plan.json"
     review = make_plan(held, plan)
     assert (
-        f"plan {sim.sid} sms: +0 -50, 0 unconfirmed (kept), would be held: it would remove 50"
-        in review.stdout
+        f"plan {sim.sid} sms: would add 0 and remove 50, 0 unconfirmed (kept), "
+        "would be held: it would remove 50" in review.stdout
     )
     assert len(entries(engine, sim)) == 200  # a dry run applies nothing
     forced = invoke("run", "--force", "--plan", str(plan), env=held)
@@ -311,3 +311,46 @@ def test_a_bad_value_is_named_as_the_operator_set_it(
     from_flag = invoke(*args, flag, value, env=env)
     assert from_flag.returncode == 2 and from_flag.stderr.count("\n") == 1
     assert flag in from_flag.stderr and variable not in from_flag.stderr, from_flag.stderr
+
+
+# -- what would change, and what is stored (issue 29, item 6) -------------------------------
+
+
+def test_held_and_dry_run_say_what_would_change_and_status_keeps_it_apart_from_what_is_stored(
+    held: dict[str, str], sim: Simulator, engine: Engine
+) -> None:
+    again = invoke("run", env=held)
+    assert again.returncode == 3
+    held_run = last_run(engine, sim)
+    line = again.stdout.splitlines()[0]
+    assert line.startswith(f"{sim.sid} sms: held, 200 blocklisted, unchanged: would add 0 and remove 50, ")
+    assert "150 blocklisted" not in again.stdout  # the count it would leave is not stored state
+    review = invoke("run", "--dry-run", env=held)
+    assert f"{sim.sid} sms: dry_run, 200 blocklisted, unchanged: would add 0 and remove 50" in review.stdout
+    status = invoke("status", env=held)
+    assert status.returncode == 1
+    [row] = [r for r in status.stdout.splitlines() if r.startswith(f"{sim.sid}  sms")]
+    # STATUS, ADDED, REMOVED (nothing applied), REJECTED, ENTRIES (what is stored)
+    assert row.split()[4:9] == ["held", "-", "-", "0", "200"]
+    assert (
+        f"{sim.sid} sms: the held sweep (run {held_run}) would add 0 and remove 50; "
+        "nothing was applied, so the 200 entries stand"
+    ) in status.stdout
+    [channel] = mine(json.loads(invoke("status", "--json", env=held).stdout)["channels"], sim)
+    assert channel["last_run"]["applied"] is False and channel["entries"] == 200
+    sim.remove("sms", numbers(1, start=50))  # a small change the guard lets through
+    sim.add("sms", numbers(50))
+    applied = invoke("run", env=held)
+    assert f"{sim.sid} sms: succeeded, 199 blocklisted, +0 -1" in applied.stdout
+    [channel] = mine(json.loads(invoke("status", "--json", env=held).stdout)["channels"], sim)
+    assert channel["last_run"]["applied"] is True and channel["last_run"]["removed"] == 1
+
+
+def mine(channels: list[dict[str, Any]], sim: Simulator) -> list[dict[str, Any]]:
+    """This test's channels of ``status --json`` (other tests' share the database)."""
+    return [c for c in channels if c["account_sid"] == sim.sid]
+
+
+def last_run(engine: Engine, sim: Simulator) -> int:
+    [(run_id,)] = rows(engine, "SELECT MAX(id) FROM sync_runs WHERE account_sid = :a", a=sim.sid)
+    return int(run_id)
