@@ -543,6 +543,43 @@ class LockedChannel:
         ).all()
         return [(int(i), _as_utc(started) or started, bool(imported)) for i, started, imported in found]
 
+    def sweeps_applied_since(self, run_id: int) -> Iterator[tuple[int, Iterator[tuple[str, str]]]]:
+        """Each succeeded sweep of this channel numbered after ``run_id`` (imports left out),
+        oldest first, with the changes it applied: (``added`` | ``removed``, mobile), sorted
+        by change, then number, as :meth:`Comparison.changes` streams a sweep's. Read lazily:
+        a caller that finds what it looks for in the first run reads no other's events."""
+        runs = (
+            self.connection.execute(
+                select(sync_runs.c.id)
+                .where(
+                    sync_runs.c.account_sid == self.account_sid,
+                    sync_runs.c.channel == self.channel,
+                    sync_runs.c.status == RunStatus.SUCCEEDED,
+                    sync_runs.c.id > run_id,
+                    ~_imported(),
+                )
+                .order_by(sync_runs.c.id)
+            )
+            .scalars()
+            .all()
+        )
+        self.connection.commit()
+        for found in runs:
+            yield int(found), self._changes_of(int(found))
+
+    def _changes_of(self, run_id: int) -> Iterator[tuple[str, str]]:
+        # A run's events were all detected at its commit, its finished_at: that reaches them
+        # through the index on detected_at, which the run id alone would not.
+        query = text(
+            "SELECT change, mobile FROM blocklist_events WHERE account_sid = :a AND channel = :c "
+            "AND run_id = :r AND detected_at = (SELECT finished_at FROM sync_runs WHERE id = :r) "
+            "ORDER BY change, mobile"
+        )
+        params = {"a": self.account_sid, "c": self.channel, "r": run_id}
+        for change, mobile in self.connection.execute(query, params, execution_options={"yield_per": 5000}):
+            yield str(change), str(mobile)
+        self.connection.commit()
+
     def first_run(self) -> FirstRun | None:
         """The channel's earliest succeeded run (by time), or None for an empty channel."""
         found = self.connection.execute(

@@ -250,7 +250,7 @@ class _Sweep:
     def run(self) -> SweepResult:
         """Step 2, then steps 3 to 6 (:meth:`_sweep`) under a run row that says how they ended."""
         self._close_abandoned_runs()
-        skipped = self._swept_moments_ago()
+        skipped = self._applied_already() or self._swept_moments_ago()
         if skipped is not None:
             return skipped
         run_id = self.session.start_run(self.options.trigger)
@@ -278,6 +278,27 @@ class _Sweep:
         abandoned = self.session.fail_abandoned_runs()
         if abandoned:
             log.warning("marked %d abandoned run(s) as failed", abandoned, extra=self.context)
+
+    def _applied_already(self) -> SweepResult | None:
+        """A plan applies once: under ``--force --plan``, the result of a channel whose plan a
+        sweep since its dry run applied exactly (the same numbers added and removed), or None
+        to sweep it. Run again, the plan would find nothing left to change, which differs from
+        what it approves, and hold a healthy channel (exit 3, a held row, the Held alert);
+        instead nothing is swept and nothing written, and the line names the run that applied
+        it. Changes made since need a review of their own."""
+        approval = (self.options.approvals or {}).get((self.client.sid, self.channel))
+        if not self.options.force or self.options.dry_run or approval is None or approval.plan_run_id is None:
+            return None
+        run_id = approval.applied_by(self.session.sweeps_applied_since(approval.plan_run_id))
+        if run_id is None:
+            return None
+        return SweepResult(
+            account_sid=self.client.sid,
+            channel=self.channel,
+            outcome=Outcome.SKIPPED,
+            message=f"{approval.source} was already applied by run {run_id}; nothing was swept or "
+            "written. To review changes since, make a new plan with --dry-run --plan-out",
+        )
 
     def _swept_moments_ago(self) -> SweepResult | None:
         """Step 2's skip (scheduler replicas, shards): the result of a channel swept moments

@@ -354,3 +354,44 @@ def mine(channels: list[dict[str, Any]], sim: Simulator) -> list[dict[str, Any]]
 def last_run(engine: Engine, sim: Simulator) -> int:
     [(run_id,)] = rows(engine, "SELECT MAX(id) FROM sync_runs WHERE account_sid = :a", a=sim.sid)
     return int(run_id)
+
+
+# -- a plan applies once (issue 29, item 4) --------------------------------------------------
+
+
+def test_a_plan_applied_twice_says_already_applied_and_writes_no_held_row(
+    held: dict[str, str], sim: Simulator, engine: Engine, tmp_path: Path
+) -> None:
+    plan = tmp_path / "plan.json"
+    make_plan(held, plan)
+    metrics = tmp_path / "m.prom"
+    first = invoke("run", "--force", "--plan", str(plan), "--metrics-file", str(metrics), env=held)
+    assert first.returncode == 0, first.stderr
+    applied_by = last_run(engine, sim)
+    runs = statuses(engine, sim)
+    again = invoke("run", "--force", "--plan", str(plan), "--metrics-file", str(metrics), env=held)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert f"{sim.sid} sms: skipped: the plan {plan}" in again.stdout
+    assert f"was already applied by run {applied_by}; nothing was swept or written" in again.stdout
+    assert statuses(engine, sim) == runs  # no held row, no row at all
+    assert entries(engine, sim) == set(numbers(150, start=50))
+    assert invoke("status", env=held).returncode == 0
+    # The Held alert reads this series: it stays 0, the applying sweep's status stays 1.
+    labels = f'account="{sim.sid}",channel="sms"'
+    assert f'blocklist_sync_last_run_status{{{labels},status="held"}} 0.0' in metrics.read_text()
+    assert f'blocklist_sync_last_run_status{{{labels},status="succeeded"}} 1.0' in metrics.read_text()
+
+
+def test_a_plan_is_not_taken_as_applied_by_a_sweep_that_applied_other_changes(
+    held: dict[str, str], sim: Simulator, engine: Engine, tmp_path: Path
+) -> None:
+    """Only the very changes the plan approves count: a plain --force that removed one number
+    more applied something else, and the plan's sweep is held as differing, as before."""
+    plan = tmp_path / "plan.json"
+    make_plan(held, plan)
+    sim.remove("sms", numbers(1, start=50))
+    assert invoke("run", "--force", env=held).returncode == 0  # blind: removes 51
+    again = invoke("run", "--force", "--plan", str(plan), env=held)
+    assert again.returncode == 3
+    assert "already applied" not in again.stdout
+    assert "it would remove 0 number(s), 50 were approved" in again.stdout
