@@ -43,6 +43,7 @@ from sync.settings import (
     parse_schema,
     parse_shard,
     quoted,
+    read_env_file,
 )
 from sync.stopping import StopRequest, stop_on_signals
 from sync.store import Store
@@ -420,8 +421,23 @@ def client_maker(tuning: Tuning) -> Callable[[Account], KaleyraClient]:
     help=f"Sync Kaleyra blocklists ({', '.join(Channel)}) into PostgreSQL, with history.",
 )
 @click.version_option(__version__, prog_name="blocklist-sync")
-def cli() -> None:
-    """The command group; its help names the channels from :class:`Channel`."""
+@click.option(
+    "--env-file",
+    metavar="FILE",
+    help="Read settings from FILE first: KEY=value lines, as systemd's EnvironmentFile= reads "
+    "them (the job's /etc/blocklist-sync/env), so a command by hand uses the job's settings. "
+    "Variables already set win. Before the command: blocklist-sync --env-file FILE status.",
+)
+def cli(env_file: str | None) -> None:
+    """The command group; its help names the channels from :class:`Channel`. ``--env-file``
+    is read here, before any command reads its options' variables."""
+    if env_file:
+        try:
+            settings = read_env_file(env_file)
+        except ConfigError as exc:
+            fail(str(exc))
+        for name, value in settings.items():
+            os.environ.setdefault(name, value)
 
 
 @cli.command()

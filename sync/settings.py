@@ -38,6 +38,7 @@ __all__ = [
     "parse_schema",
     "parse_shard",
     "quoted",
+    "read_env_file",
     "read_regular_file",
     "select_accounts",
     "with_overrides",
@@ -627,6 +628,44 @@ def check_output_file(path: str, setting: str) -> None:
         raise ConfigError(
             f"{setting}: this user cannot write in {folder}; let it write there or choose another path"
         )
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
+
+
+def read_env_file(path: str, setting: str = "--env-file") -> dict[str, str]:
+    """The settings in an env file, read as systemd's ``EnvironmentFile=`` reads it (the file
+    the systemd units and the crontab read, ``/etc/blocklist-sync/env``): ``KEY=value`` lines;
+    a line starting with ``#`` or ``;`` is a comment; a value wholly in single or double quotes
+    loses them; anything else after the ``=`` is the value.
+
+    So a command run by hand (``status``, a review) reads the job's own settings rather than a
+    second copy of them. A line that is not ``KEY=value`` is refused by its number, never
+    printed: it may hold a password.
+    """
+    data = read_regular_file(path, setting, MAX_CONFIG_FILE_BYTES, "KEY=value lines")
+    try:
+        text = data.decode()
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{setting}: {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8"
+        ) from None
+    settings: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line[0] in "#;":
+            continue
+        name, equals, value = line.partition("=")
+        if not equals or not _ENV_NAME.fullmatch(name.strip()):
+            raise ConfigError(
+                f"{setting}: line {number} of {path} is not KEY=value (a name of letters, digits "
+                "and _, then =); fix it, or start it with # to make it a comment"
+            )
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        settings[name.strip()] = value
+    return settings
 
 
 SCHEMA_SETTING = "BLOCKLIST_SYNC_SCHEMA"
