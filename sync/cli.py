@@ -48,7 +48,7 @@ from sync.settings import (
 from sync.stopping import StopRequest, stop_on_signals
 from sync.store import Store
 from sync.sweep import SweepOptions, SweepResult
-from sync.telemetry import LOG_LEVELS, LogSettings, Metrics, ProgressBars, Publisher, configure_logging
+from sync.telemetry import LOG_LEVELS, LogSettings, Metrics, Progress, Publisher, configure_logging
 from sync.vocabulary import REGIONS, Channel, ExitCode, Trigger
 
 DEMO_DATABASE = "sqlite:///blocklist-sync-demo.db"
@@ -601,7 +601,7 @@ def run(
     to_stderr = summary_json == "-"  # stdout carries the JSON alone
     stop = StopRequest()
     stop_on_signals(stop)
-    bars = ProgressBars()
+    progress = Progress()
     # Published at start, as each sweep starts and as it ends: a sweep in progress shows.
     publisher = Publisher(ready.store, ready.configured, metrics_file) if metrics_file else None
     if publisher:
@@ -620,17 +620,17 @@ def run(
             shard=share,
             stop=stop,
             run_timeout=tuning.run_timeout,
-            on_page=bars.update,
+            on_page=progress.update,
             on_change=print_change if dry_run else None,
             on_start=publisher.sweep_started if publisher else None,
             on_result=publisher.sweep_ended if publisher else None,
         )
     except KeyboardInterrupt:  # a second Ctrl-C: the run row is already marked cancelled
-        bars.close()
+        progress.close()
         click.echo("interrupted; nothing was applied for the channel in progress", err=True)
         sys.exit(ExitCode.SIGINT)
     finally:
-        bars.close()
+        progress.close()
     if share and not results:
         click.echo(output.no_pairs_line(share), err=to_stderr)
     for result in results:
@@ -982,16 +982,21 @@ def schedule(
                 f"{setting_name('metrics_port')} {metrics_port}: cannot listen ({why}); pick a free "
                 "port or an address of this host"
             ) from None
-    scheduler.run_scheduler(
-        accounts,
-        store,
-        options,
-        make_client,
-        trigger,
-        run_now=run_now,
-        run_timeout=tuning.run_timeout,
-        publisher=publisher if (metrics_port or metrics_file) else None,
-    )
+    progress = Progress()
+    try:
+        scheduler.run_scheduler(
+            accounts,
+            store,
+            options,
+            make_client,
+            trigger,
+            run_now=run_now,
+            run_timeout=tuning.run_timeout,
+            publisher=publisher if (metrics_port or metrics_file) else None,
+            on_page=progress.update,
+        )
+    finally:
+        progress.close()
 
 
 @cli.command("import")

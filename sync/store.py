@@ -459,6 +459,24 @@ class LockedChannel:
             query = query.where(sync_runs.c.listing_complete.is_not(False))
         return _as_utc(self.connection.execute(query).scalar_one_or_none())
 
+    def last_swept_size(self) -> int | None:
+        """How many numbers the last succeeded sweep of this channel found (imports left out):
+        what the next listing is measured against while it pages (its share and time left);
+        None before the first sweep."""
+        found = self.connection.execute(
+            select(sync_runs.c.entries_seen)
+            .where(
+                sync_runs.c.account_sid == self.account_sid,
+                sync_runs.c.channel == self.channel,
+                sync_runs.c.status == RunStatus.SUCCEEDED,
+                ~_imported(),
+            )
+            .order_by(sync_runs.c.id.desc())
+            .limit(1)
+        ).scalar_one_or_none()
+        self.connection.commit()
+        return None if found is None else int(found)
+
     def _first_success(self) -> bool:
         """Whether no sweep of this channel has succeeded yet: this one is its initial load."""
         return (
