@@ -35,11 +35,13 @@ from sync.settings import (
     Account,
     AccountSource,
     ConfigError,
+    Pushgateway,
     Tuning,
     as_typed,
     check_output_file,
     duration_text,
     parse_duration,
+    parse_pushgateway,
     parse_schema,
     parse_shard,
     quoted,
@@ -386,6 +388,17 @@ logging_options = _gathered(
 )
 
 
+pushgateway_option = click.option(
+    "--pushgateway",
+    metavar="URL",
+    envvar="BLOCKLIST_SYNC_PUSHGATEWAY",
+    show_envvar=True,
+    help="Also push the metrics to this Prometheus Pushgateway (http://host:9091; a user and "
+    "password before the host if it needs them) at the start and end of every sweep: for "
+    "CronJobs, which leave no file and serve no port. A failed push is a warning.",
+)
+
+
 @dataclass(frozen=True)
 class Prepared:
     """What ``run`` and ``schedule`` both start from."""
@@ -393,22 +406,28 @@ class Prepared:
     configured: list[Account]  # every configured account: the metrics judge them all
     accounts: list[Account]  # those to sweep (``--account``)
     store: Store
+    pushgateway: Pushgateway | None = None
 
 
 def prepare(
-    source: AccountSource, database_url: str | None, log: LogSettings, metrics_file: str | None
+    source: AccountSource,
+    database_url: str | None,
+    log: LogSettings,
+    metrics_file: str | None,
+    pushgateway: str | None = None,
 ) -> Prepared:
-    """Logging, accounts, the metrics file's directory, database and schema: everything a
-    sweep needs before it starts, in that order (the database last: a setting that is wrong
-    stops the run before it touches anything)."""
+    """Logging, accounts, where the metrics go, database and schema: everything a sweep needs
+    before it starts, in that order (the database last: a setting that is wrong stops the run
+    before it touches anything)."""
     log.configure()
     configured = source.load(os.environ)  # registers every key for redaction as it reads it
     accounts = source.selected(configured)
     if metrics_file:
         check_output_file(metrics_file, setting_name("metrics_file"))
+    push = parse_pushgateway(pushgateway, setting_name("pushgateway")) if pushgateway else None
     store, _ = open_store(database_url)
     database.require_current_schema(store.engine)
-    return Prepared(configured, accounts, store)
+    return Prepared(configured, accounts, store, push)
 
 
 def client_maker(tuning: Tuning) -> Callable[[Account], KaleyraClient]:
@@ -544,6 +563,7 @@ def migrate(database_url: str | None) -> None:
     show_envvar=True,
     help="Write Prometheus metrics here (node_exporter textfile format).",
 )
+@pushgateway_option
 def run(
     source: AccountSource,
     database_url: str | None,
@@ -563,6 +583,7 @@ def run(
     guard: GuardLimits,
     log: LogSettings,
     metrics_file: str | None,
+    pushgateway: str | None,
 ) -> None:
     """Sweep every configured account and channel once and record what changed."""
     # Every setting is checked before the database is touched: a bad one applies nothing.
@@ -577,7 +598,7 @@ def run(
         check_output_file(summary_json, "--summary-json")
         with contextlib.suppress(FileNotFoundError):  # a file left after this run is this run's
             os.unlink(summary_json)
-    ready = prepare(source, database_url, log, metrics_file)
+    ready = prepare(source, database_url, log, metrics_file, pushgateway)
     started_at = ready.store.now()
     approvals = review.approvals(pairs_to_sweep(ready.accounts, channels or None, share), started_at)
     options = SweepOptions(
@@ -603,7 +624,11 @@ def run(
     stop_on_signals(stop)
     progress = Progress()
     # Published at start, as each sweep starts and as it ends: a sweep in progress shows.
-    publisher = Publisher(ready.store, ready.configured, metrics_file) if metrics_file else None
+    publisher = (
+        Publisher(ready.store, ready.configured, metrics_file, pushgateway=ready.pushgateway)
+        if metrics_file or ready.pushgateway
+        else None
+    )
     if publisher:
         publisher.publish()
 
@@ -941,6 +966,7 @@ def grant_read(database_url: str | None, role: str) -> None:
     show_envvar=True,
     help="Write Prometheus metrics here after every tick.",
 )
+@pushgateway_option
 def schedule(
     source: AccountSource,
     database_url: str | None,
@@ -954,6 +980,7 @@ def schedule(
     metrics_port: int | None,
     metrics_address: str,
     metrics_file: str | None,
+    pushgateway: str | None,
 ) -> None:
     """Run in the foreground and sweep on a schedule until SIGTERM (then exit 0)."""
     from sync import scheduler
@@ -965,11 +992,11 @@ def schedule(
         if every
         else scheduler.crontab_trigger(cron_expr or DEFAULT_CRON, jitter or None)
     )
-    ready = prepare(source, database_url, log, metrics_file)
+    ready = prepare(source, database_url, log, metrics_file, pushgateway)
     accounts, store = ready.accounts, ready.store
     options = SweepOptions(trigger=Trigger.SCHEDULED, guard=guard, timeout=tuning.sweep_timeout)
     make_client = client_maker(tuning)
-    publisher = Publisher(store, accounts, metrics_file, Metrics())
+    publisher = Publisher(store, accounts, metrics_file, Metrics(), ready.pushgateway)
 
     if metrics_port:
         publisher.publish()
@@ -992,7 +1019,7 @@ def schedule(
             trigger,
             run_now=run_now,
             run_timeout=tuning.run_timeout,
-            publisher=publisher if (metrics_port or metrics_file) else None,
+            publisher=publisher if (metrics_port or metrics_file or ready.pushgateway) else None,
             on_page=progress.update,
         )
     finally:

@@ -15,7 +15,7 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from sync.redaction import register_secret
 from sync.vocabulary import REGIONS, Channel
@@ -27,6 +27,7 @@ __all__ = [
     "Account",
     "AccountSource",
     "ConfigError",
+    "Pushgateway",
     "Shard",
     "Tuning",
     "as_typed",
@@ -35,6 +36,7 @@ __all__ = [
     "load_accounts",
     "parse_channels",
     "parse_duration",
+    "parse_pushgateway",
     "parse_schema",
     "parse_shard",
     "quoted",
@@ -628,6 +630,51 @@ def check_output_file(path: str, setting: str) -> None:
         raise ConfigError(
             f"{setting}: this user cannot write in {folder}; let it write there or choose another path"
         )
+
+
+@dataclass(frozen=True)
+class Pushgateway:
+    """Where ``--pushgateway`` pushes the metrics: the URL without its credentials (what every
+    message shows), and those credentials apart, for HTTP basic auth."""
+
+    url: str  # scheme://host[:port][/path], no user or password
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    timeout: float = 10.0  # seconds a push may take; a run never waits longer on one
+
+
+def parse_pushgateway(value: str, setting: str = "--pushgateway") -> Pushgateway:
+    """``http(s)://[user:password@]host[:port][/path]``: the Pushgateway's address, as
+    Prometheus' own clients take it. A password is registered as a secret at once and never
+    shown again (messages name the URL without it)."""
+    text = value.strip()
+    try:
+        parts = urlsplit(text)
+        _ = parts.port  # raises on a bad port
+        (parts.hostname or "").encode("idna")  # raises on an empty or overlong label
+    except ValueError:  # UnicodeError included
+        parts = None
+    if parts is not None and parts.password:
+        register_secret(parts.password)
+        register_secret(unquote(parts.password))  # as it is sent
+    shown = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl() if parts else ""
+    if (
+        parts is None
+        or parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.query
+        or parts.fragment
+        or any(ch.isspace() for ch in text)
+    ):
+        raise ConfigError(
+            f"{setting}: {quoted(shown or '(not a URL)', 100)} is not a Pushgateway URL; write it like "
+            "http://pushgateway.monitoring:9091 (a user and password before the host, if it needs them)"
+        )
+    return Pushgateway(
+        url=shown.rstrip("/"),
+        username=unquote(parts.username) if parts.username is not None else None,
+        password=unquote(parts.password) if parts.password is not None else None,
+    )
 
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)

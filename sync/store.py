@@ -26,6 +26,7 @@ import logging
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy import ColumnElement, Connection, Engine, TextClause, bindparam, case, func, select, text
 
@@ -169,6 +170,20 @@ class Store:
         an age (``status --max-age``, the shards' skip) may be measured against."""
         with self.engine.connect() as connection:
             return self.dialect.now(connection)
+
+    def install_name(self) -> str:
+        """Which install this is, in words safe to publish (no user, no password):
+        ``host:port/database``, with ``/schema`` for an install outside ``public``, as the
+        channels' locks tell installs apart; a SQLite file's path. It names the Pushgateway
+        group every process of the install pushes into, whatever pod or shard it runs in."""
+        url = self.engine.url
+        if url.get_backend_name() == "sqlite":
+            return str(Path(url.database or "").resolve())
+        with self.engine.connect() as connection:
+            schema = self.dialect.schema(connection)
+        host = url.host or str(url.query.get("host") or "localhost")
+        where = f"{host}:{url.port or 5432}/{url.database or ''}"
+        return where if schema in (None, "public") else f"{where}/{schema}"
 
     @contextmanager
     def lock_channel(

@@ -14,7 +14,9 @@
 - Metrics: built from the database (so ``last_success`` survives failed runs and process
   restarts) into a node_exporter textfile written atomically, or served over HTTP. Published
   (:class:`Publisher`) when a sweep's ``running`` row is committed and again when it ends, not
-  only after a whole run: a sweep in progress is visible, so a stuck one can alert. Besides the
+  only after a whole run: a sweep in progress is visible, so a stuck one can alert. The same
+  series can be pushed to a Pushgateway (``--pushgateway``), where a CronJob has no file and
+  no port to scrape. Besides the
   gauges per account and channel, ``_total`` counters of what this process did
   (:mod:`sync.counters`) and a ``build_info`` gauge.
 """
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import logging
 import sys
 import threading
@@ -30,9 +33,11 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import ClassVar, NoReturn, Protocol
+from urllib.error import HTTPError
 
-from prometheus_client import CollectorRegistry, Gauge, start_http_server, write_to_textfile
+from prometheus_client import CollectorRegistry, Gauge, push_to_gateway, start_http_server, write_to_textfile
 from prometheus_client.core import CounterMetricFamily
+from prometheus_client.exposition import basic_auth_handler, default_handler
 from prometheus_client.registry import Collector
 from pythonjsonlogger.json import JsonFormatter
 from tqdm import tqdm
@@ -40,7 +45,7 @@ from tqdm import tqdm
 from sync import __version__, health
 from sync.counters import COUNTS
 from sync.redaction import redact
-from sync.settings import Account
+from sync.settings import Account, Pushgateway
 from sync.store import ChannelStatus, Store
 from sync.vocabulary import RunStatus
 
@@ -527,12 +532,19 @@ class Publisher:
         accounts: list[Account],
         textfile: str | None = None,
         metrics: Metrics | None = None,
+        pushgateway: Pushgateway | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
         self.accounts = accounts
         self.textfile = textfile
         self.metrics = metrics or Metrics()
+        self.pushgateway = pushgateway
+        self.clock = clock
         self._lock = threading.Lock()
+        self._instance: str | None = None
+        self._push_failed_at: float | None = None  # while pushes fail: when the last one did
 
     def publish(self) -> None:
         with self._lock:
@@ -548,6 +560,8 @@ class Publisher:
                 return
             if self.textfile:
                 self._write(self.textfile)
+            if self.pushgateway:
+                self._push(self.pushgateway)
 
     def _write(self, path: str) -> None:
         """Write the textfile; failing to is one warning line, never the exit code. Its
@@ -560,6 +574,44 @@ class Publisher:
                 "cannot write the metrics file %s (%s); the sweeps' outcomes stand", path, exc.strerror
             )
 
+    def _push(self, gateway: Pushgateway) -> None:
+        """Push the same series as the textfile to the Pushgateway, replacing the group
+        ``{job="blocklist-sync", instance=<the install>}`` (:meth:`Store.install_name`): every
+        pod, shard and host of one install pushes into one group, so the last push holds the
+        newest state and no run leaves a group behind. Failing is one warning line, never the
+        run's exit code; while pushes fail, one is tried at most every :data:`PUSH_RETRY`
+        seconds, so a gateway that does not answer costs a run one ``timeout``, not one per
+        sweep."""
+        now = self.clock()
+        if self._push_failed_at is not None and now - self._push_failed_at < PUSH_RETRY:
+            return
+        log = logging.getLogger("sync.telemetry")
+        try:
+            if self._instance is None:
+                self._instance = self.store.install_name()
+            push_to_gateway(
+                gateway.url,
+                job=PUSH_JOB,
+                registry=self.metrics.registry,
+                grouping_key={"instance": self._instance},
+                timeout=gateway.timeout,
+                handler=functools.partial(_basic_auth, gateway=gateway),
+            )
+        except Exception as exc:  # the gateway, the network, the database: none fails a sweep
+            if self._push_failed_at is None:
+                log.warning(
+                    "cannot push the metrics to %s (%s); the sweeps' outcomes stand, and pushing is "
+                    "tried again in %ds",
+                    gateway.url,
+                    redact(_why(exc)),
+                    PUSH_RETRY,
+                )
+            self._push_failed_at = now
+            return
+        if self._push_failed_at is not None:
+            log.info("pushing the metrics to %s works again", gateway.url)
+        self._push_failed_at = None
+
     def sweep_started(self, account_sid: str, channel: str, run_id: int) -> None:
         """A :data:`~sync.sweep.StartCallback`: the ``running`` row is committed."""
         self.publish()
@@ -569,3 +621,34 @@ class Publisher:
         not started channel changed nothing the metrics read)."""
         if result.run_id is not None:
             self.publish()
+
+
+PUSH_JOB = "blocklist-sync"  # the Pushgateway's job label, as the textfile is blocklist-sync.prom
+PUSH_RETRY = 60  # seconds between tries while pushes fail
+
+
+def _basic_auth(
+    url: str,
+    method: str,
+    timeout: float | None,
+    headers: list[tuple[str, str]],
+    data: bytes,
+    *,
+    gateway: Pushgateway,
+) -> Callable[[], None]:
+    """prometheus_client's handler, with HTTP basic auth when the URL carried a user."""
+    if gateway.username is None:
+        return default_handler(url, method, timeout, headers, data)
+    return basic_auth_handler(url, method, timeout, headers, data, gateway.username, gateway.password)
+
+
+def _why(exc: BaseException) -> str:
+    """Why a push failed, in a few words: urllib's reason (``Connection refused``, ``timed
+    out``), an HTTP status, or the first line of anything else."""
+    reason = getattr(exc, "reason", None)
+    if isinstance(exc, HTTPError):
+        return f"HTTP {exc.code} {exc.reason}"
+    if reason is not None:
+        return str(getattr(reason, "strerror", None) or reason)
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
