@@ -314,8 +314,8 @@ class Progress:
                 left = (expected - seen.rows) / rate
                 fields["eta_seconds"] = round(left)
                 said += f", about {_duration(left)} left"
-            else:
-                said += ", more than last time"
+            elif seen.rows >= expected:
+                said += ", as many as last time" if seen.rows == expected else ", more than last time"
         else:
             said += " (no earlier sweep to measure against)"
         waiting = now - paging.last_page_at

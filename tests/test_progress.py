@@ -51,7 +51,11 @@ def test_a_line_at_each_tenth_with_rate_share_and_time_left(caplog: pytest.LogCa
     assert said[4] == "sms: 5 pages, 500 rows at 100 rows/s, 50% of the last sweep's 1,000, about 5s left"
     assert (
         said[9]
-        == "sms: 10 pages, 1,000 rows at 100 rows/s, 100% of the last sweep's 1,000, more than last time"
+        == "sms: 10 pages, 1,000 rows at 100 rows/s, 100% of the last sweep's 1,000, as many as last time"
+    )
+    assert (
+        said[11]
+        == "sms: 12 pages, 1,200 rows at 100 rows/s, 120% of the last sweep's 1,000, more than last time"
     )
     assert len(said) == 12  # one per tenth, past 100% too: a longer listing is said as well
     record = next(r for r in caplog.records if r.getMessage() == said[4])
