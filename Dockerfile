@@ -8,7 +8,7 @@
 # can resolve one: python:3.11.14-slim-bookworm@sha256:...), the dependencies are exactly
 # those of requirements.lock, each checked against its hashes (`pip --require-hashes`), and
 # the package is the wheel built in the first stage, installed without resolving anything.
-# requirements.lock is made from pyproject.toml by pip-tools (README, "The image"); the test
+# requirements.lock is made from pyproject.toml by pip-tools (docs/operators.md#the-image); the test
 # suite checks that the two agree.
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
 

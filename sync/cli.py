@@ -1,6 +1,6 @@
 """``blocklist-sync``: parses arguments and settings, calls ``sweep`` and friends, sets exit codes.
 
-No sync logic lives here. Exit codes (README, "Exit codes"): 0 success, 1 failed, 2 usage or
+No sync logic lives here. Exit codes (docs/operators.md#exit-codes): 0 success, 1 failed, 2 usage or
 configuration error (including a schema behind head), 3 held by the safety guard, 75 another
 run holds the lock, 130 / 143 stopped by SIGINT / SIGTERM (128 + the signal's number) when the
 stop cancelled a sweep or left a channel unstarted.
@@ -35,18 +35,22 @@ from sync.settings import (
     Account,
     AccountSource,
     ConfigError,
+    Pushgateway,
     Tuning,
+    as_typed,
     check_output_file,
     duration_text,
     parse_duration,
+    parse_pushgateway,
     parse_schema,
     parse_shard,
     quoted,
+    read_env_file,
 )
 from sync.stopping import StopRequest, stop_on_signals
 from sync.store import Store
 from sync.sweep import SweepOptions, SweepResult
-from sync.telemetry import LOG_LEVELS, LogSettings, Metrics, ProgressBars, Publisher, configure_logging
+from sync.telemetry import LOG_LEVELS, LogSettings, Metrics, Progress, Publisher, configure_logging
 from sync.vocabulary import REGIONS, Channel, ExitCode, Trigger
 
 DEMO_DATABASE = "sqlite:///blocklist-sync-demo.db"
@@ -245,7 +249,7 @@ account_options = _gathered(
             envvar="BLOCKLIST_SYNC_CONFIG",
             show_envvar=True,
             type=click.Path(dir_okay=False),
-            help="TOML file listing several accounts (see README).",
+            help="TOML file listing several accounts (docs/operators.md#configuration).",
         ),
         click.option("--sid", help="Account SID (overrides KALEYRA_SID)."),
         click.option(
@@ -390,6 +394,17 @@ logging_options = _gathered(
 )
 
 
+pushgateway_option = click.option(
+    "--pushgateway",
+    metavar="URL",
+    envvar="BLOCKLIST_SYNC_PUSHGATEWAY",
+    show_envvar=True,
+    help="Also push the metrics to this Prometheus Pushgateway (http://host:9091; a user and "
+    "password before the host if it needs them) at the start and end of every sweep: for "
+    "CronJobs, which leave no file and serve no port. A failed push is a warning.",
+)
+
+
 @dataclass(frozen=True)
 class Prepared:
     """What ``run`` and ``schedule`` both start from."""
@@ -397,22 +412,28 @@ class Prepared:
     configured: list[Account]  # every configured account: the metrics judge them all
     accounts: list[Account]  # those to sweep (``--account``)
     store: Store
+    pushgateway: Pushgateway | None = None
 
 
 def prepare(
-    source: AccountSource, database_url: str | None, log: LogSettings, metrics_file: str | None
+    source: AccountSource,
+    database_url: str | None,
+    log: LogSettings,
+    metrics_file: str | None,
+    pushgateway: str | None = None,
 ) -> Prepared:
-    """Logging, accounts, the metrics file's directory, database and schema: everything a
-    sweep needs before it starts, in that order (the database last: a setting that is wrong
-    stops the run before it touches anything)."""
+    """Logging, accounts, where the metrics go, database and schema: everything a sweep needs
+    before it starts, in that order (the database last: a setting that is wrong stops the run
+    before it touches anything)."""
     log.configure()
     configured = source.load(os.environ)  # registers every key for redaction as it reads it
     accounts = source.selected(configured)
     if metrics_file:
         check_output_file(metrics_file, setting_name("metrics_file"))
+    push = parse_pushgateway(pushgateway, setting_name("pushgateway")) if pushgateway else None
     store, _ = open_store(database_url)
     database.require_current_schema(store.engine)
-    return Prepared(configured, accounts, store)
+    return Prepared(configured, accounts, store, push)
 
 
 def client_maker(tuning: Tuning) -> Callable[[Account], KaleyraClient]:
@@ -425,8 +446,23 @@ def client_maker(tuning: Tuning) -> Callable[[Account], KaleyraClient]:
     help=f"Sync Kaleyra blocklists ({', '.join(Channel)}) into PostgreSQL, with history.",
 )
 @click.version_option(__version__, prog_name="blocklist-sync")
-def cli() -> None:
-    """The command group; its help names the channels from :class:`Channel`."""
+@click.option(
+    "--env-file",
+    metavar="FILE",
+    help="Read settings from FILE first: KEY=value lines, as systemd's EnvironmentFile= reads "
+    "them (the job's /etc/blocklist-sync/env), so a command by hand uses the job's settings. "
+    "Variables already set win. Before the command: blocklist-sync --env-file FILE status.",
+)
+def cli(env_file: str | None) -> None:
+    """The command group; its help names the channels from :class:`Channel`. ``--env-file``
+    is read here, before any command reads its options' variables."""
+    if env_file:
+        try:
+            settings = read_env_file(env_file)
+        except ConfigError as exc:
+            fail(str(exc))
+        for name, value in settings.items():
+            os.environ.setdefault(name, value)
 
 
 @cli.command()
@@ -533,6 +569,7 @@ def migrate(database_url: str | None) -> None:
     show_envvar=True,
     help="Write Prometheus metrics here (node_exporter textfile format).",
 )
+@pushgateway_option
 def run(
     source: AccountSource,
     database_url: str | None,
@@ -552,6 +589,7 @@ def run(
     guard: GuardLimits,
     log: LogSettings,
     metrics_file: str | None,
+    pushgateway: str | None,
 ) -> None:
     """Sweep every configured account and channel once and record what changed."""
     # Every setting is checked before the database is touched: a bad one applies nothing.
@@ -566,7 +604,7 @@ def run(
         check_output_file(summary_json, "--summary-json")
         with contextlib.suppress(FileNotFoundError):  # a file left after this run is this run's
             os.unlink(summary_json)
-    ready = prepare(source, database_url, log, metrics_file)
+    ready = prepare(source, database_url, log, metrics_file, pushgateway)
     started_at = ready.store.now()
     approvals = review.approvals(pairs_to_sweep(ready.accounts, channels or None, share), started_at)
     options = SweepOptions(
@@ -590,9 +628,13 @@ def run(
     to_stderr = summary_json == "-"  # stdout carries the JSON alone
     stop = StopRequest()
     stop_on_signals(stop)
-    bars = ProgressBars()
+    progress = Progress()
     # Published at start, as each sweep starts and as it ends: a sweep in progress shows.
-    publisher = Publisher(ready.store, ready.configured, metrics_file) if metrics_file else None
+    publisher = (
+        Publisher(ready.store, ready.configured, metrics_file, pushgateway=ready.pushgateway)
+        if metrics_file or ready.pushgateway
+        else None
+    )
     if publisher:
         publisher.publish()
 
@@ -609,17 +651,17 @@ def run(
             shard=share,
             stop=stop,
             run_timeout=tuning.run_timeout,
-            on_page=bars.update,
+            on_page=progress.update,
             on_change=print_change if dry_run else None,
             on_start=publisher.sweep_started if publisher else None,
             on_result=publisher.sweep_ended if publisher else None,
         )
     except KeyboardInterrupt:  # a second Ctrl-C: the run row is already marked cancelled
-        bars.close()
+        progress.close()
         click.echo("interrupted; nothing was applied for the channel in progress", err=True)
         sys.exit(ExitCode.SIGINT)
     finally:
-        bars.close()
+        progress.close()
     if share and not results:
         click.echo(output.no_pairs_line(share), err=to_stderr)
     for result in results:
@@ -834,16 +876,26 @@ def simulate(host: str, port: int, numbers: int, seed: int, latency: str) -> Non
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--latency") from None
     sim = Simulator(numbers=numbers, seed=seed, latency=seconds)
-    click.echo(
-        f"Kaleyra simulator: {numbers} numbers per channel, seed {seed}, "
-        f"{seconds * 1000:g} ms per request\n"
-        f"  KALEYRA_BASE_URL=http://{host}:{port}/v1\n"
-        f"  KALEYRA_SID={sim.sid}\n"
-        f"  KALEYRA_API_KEY={sim.api_key}\n"
-        "Ctrl-C stops it."
-    )
-    with contextlib.suppress(KeyboardInterrupt):
-        sim.serve_forever(host=host, port=port)
+
+    def listening() -> None:
+        click.echo(
+            f"Kaleyra simulator: {numbers} numbers per channel, seed {seed}, "
+            f"{seconds * 1000:g} ms per request\n"
+            f"  KALEYRA_BASE_URL=http://{host}:{port}/v1\n"
+            f"  KALEYRA_SID={sim.sid}\n"
+            f"  KALEYRA_API_KEY={sim.api_key}\n"
+            "Ctrl-C stops it."
+        )
+
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            sim.serve_forever(host=host, port=port, listening=listening)
+    except (OSError, UnicodeError) as exc:  # UnicodeError: a host name label over 63 characters
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not an address of this host"
+        fail(
+            f"simulate: cannot listen on {as_typed(host)} port {port} ({why}); "
+            "pick a free port with --port, or another --host"
+        )
 
 
 @cli.command()
@@ -949,6 +1001,7 @@ def warn_if_anyone_may_create(engine: Engine, role: str) -> None:
     show_envvar=True,
     help="Write Prometheus metrics here after every tick.",
 )
+@pushgateway_option
 def schedule(
     source: AccountSource,
     database_url: str | None,
@@ -962,6 +1015,7 @@ def schedule(
     metrics_port: int | None,
     metrics_address: str,
     metrics_file: str | None,
+    pushgateway: str | None,
 ) -> None:
     """Run in the foreground and sweep on a schedule until SIGTERM (then exit 0)."""
     from sync import scheduler
@@ -973,11 +1027,11 @@ def schedule(
         if every
         else scheduler.crontab_trigger(cron_expr or DEFAULT_CRON, jitter or None)
     )
-    ready = prepare(source, database_url, log, metrics_file)
+    ready = prepare(source, database_url, log, metrics_file, pushgateway)
     accounts, store = ready.accounts, ready.store
     options = SweepOptions(trigger=Trigger.SCHEDULED, guard=guard, timeout=tuning.sweep_timeout)
     make_client = client_maker(tuning)
-    publisher = Publisher(store, accounts, metrics_file, Metrics())
+    publisher = Publisher(store, accounts, metrics_file, Metrics(), ready.pushgateway)
 
     if metrics_port:
         publisher.publish()
@@ -990,16 +1044,21 @@ def schedule(
                 f"{setting_name('metrics_port')} {metrics_port}: cannot listen ({why}); pick a free "
                 "port or an address of this host"
             ) from None
-    scheduler.run_scheduler(
-        accounts,
-        store,
-        options,
-        make_client,
-        trigger,
-        run_now=run_now,
-        run_timeout=tuning.run_timeout,
-        publisher=publisher if (metrics_port or metrics_file) else None,
-    )
+    progress = Progress()
+    try:
+        scheduler.run_scheduler(
+            accounts,
+            store,
+            options,
+            make_client,
+            trigger,
+            run_now=run_now,
+            run_timeout=tuning.run_timeout,
+            publisher=publisher if (metrics_port or metrics_file or ready.pushgateway) else None,
+            on_page=progress.update,
+        )
+    finally:
+        progress.close()
 
 
 @cli.command("import")
@@ -1175,13 +1234,13 @@ def report(database_url: str | None, out: str, days: int) -> None:
     reports.require_charting()
     store, where = open_store(database_url, only_reads=True)
     database.require_current_schema(store.engine)
-    document = reports.render(reports.gather(store.engine, days, where))
+    data = reports.gather(store.engine, days, where)
     try:
         with open(out, "w", encoding="utf-8") as handle:
-            handle.write(document)
+            handle.write(reports.render(data))
     except OSError as exc:
         raise ConfigError(f"cannot write {out}: {exc.strerror}; choose another --out") from None
-    click.echo(f"{out}: report of {days} days written")
+    click.echo(f"{out}: report of {data.period} written")
 
 
 def main() -> None:

@@ -46,7 +46,7 @@ from sqlalchemy import Connection, Engine, bindparam, text
 from sync.numbers import MAX_RAW_LENGTH, canonical
 from sync.regions import region_of
 from sync.settings import ConfigError
-from sync.vocabulary import ExitCode, RunStatus, Trigger
+from sync.vocabulary import ExitCode, RunStatus
 
 __all__ = [
     "COUNTRY_SETTING",
@@ -85,7 +85,7 @@ class Interval:
     removed_run_id: int | None = None
     # Open stretches only: the last sweep could not prove the number, last shown at this time.
     proven_until: dt.datetime | None = None
-    imported: bool = False  # opened by an import of a dated export (trigger backfill), not a sweep
+    imported: bool = False  # opened by an import of a dated export, not a sweep
 
     def listed_for_certain_at(self, at: dt.datetime) -> bool:
         """From the addition's detection to the last moment a sweep showed the number."""
@@ -155,6 +155,8 @@ class Channel:
     stored_as: str | None = None  # the spelling this channel's rows hold (None: never seen here)
     first_sweep: dt.datetime | None = None  # start of the channel's first succeeded sweep
     as_of: AsOf | None = None  # the answer at the instant asked about, if one was
+    # ``last_success_at`` is an import's (an export's time): the channel has had no sweep yet.
+    as_of_import: bool = False
 
     @property
     def blocklisted_now(self) -> bool:
@@ -354,6 +356,11 @@ def _utc(value: dt.datetime | str | None) -> dt.datetime | None:
     return stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.UTC)
 
 
+# Whether the run ``{run}`` imported a dated export (it has the file's provenance), as
+# ``sync.store`` tells imports from sweeps: ``run --trigger backfill`` is a sweep all the same.
+_IMPORTED = "({run}.source_sha256 IS NOT NULL)"
+
+
 def look_up(
     engine: Engine, readings: Sequence[Reading | UnreadableNumber], *, at: dt.datetime | None = None
 ) -> list[NumberReport]:
@@ -366,17 +373,18 @@ def look_up(
             text(
                 "SELECT r.account_sid, r.channel, r.finished_at, r.listing_complete, "
                 "(SELECT MIN(f.started_at) FROM sync_runs f WHERE f.account_sid = r.account_sid "
-                "AND f.channel = r.channel AND f.status = :status) AS first_sweep FROM sync_runs r "
+                "AND f.channel = r.channel AND f.status = :status) AS first_sweep, "
+                f"{_IMPORTED.format(run='r')} AS imported FROM sync_runs r "
                 # The last sweep by id; an import (placed in the past, numbered later) only when
                 # the channel has had no sweep.
                 "WHERE r.id = COALESCE((SELECT MAX(x.id) FROM sync_runs x WHERE x.account_sid = "
                 "r.account_sid AND x.channel = r.channel AND x.status = :status "
-                "AND x.trigger <> :imported), (SELECT x.id FROM sync_runs x WHERE x.account_sid = "
-                "r.account_sid AND x.channel = r.channel AND x.status = :status "
-                "AND x.trigger = :imported ORDER BY x.finished_at DESC, x.id DESC LIMIT 1)) "
+                f"AND NOT {_IMPORTED.format(run='x')}), (SELECT x.id FROM sync_runs x "
+                "WHERE x.account_sid = r.account_sid AND x.channel = r.channel AND x.status = :status "
+                f"AND {_IMPORTED.format(run='x')} ORDER BY x.finished_at DESC, x.id DESC LIMIT 1)) "
                 "ORDER BY r.account_sid, r.channel"
             ),
-            {"status": RunStatus.SUCCEEDED, "imported": Trigger.BACKFILL},
+            {"status": RunStatus.SUCCEEDED},
         ).all()
         for reading in readings:
             if isinstance(reading, UnreadableNumber):
@@ -392,8 +400,9 @@ def look_up(
                     _utc(last),
                     None if complete is None else bool(complete),
                     first_sweep=_utc(first),
+                    as_of_import=bool(imported),
                 )
-                for sid, channel, last, complete, first in swept
+                for sid, channel, last, complete, first, imported in swept
             }
             unproven = connection.execute(
                 text(
@@ -407,8 +416,9 @@ def look_up(
                 text(
                     "SELECT account_sid, channel, mobile, added_not_before, added_at, "
                     "removed_not_before, removed_at, initial_load, added_run_id, removed_run_id, "
-                    "proven_present_at, (SELECT r.trigger FROM sync_runs r WHERE r.id = added_run_id) "
-                    "AS added_by FROM blocklist_periods WHERE mobile IN :spellings "
+                    f"proven_present_at, (SELECT {_IMPORTED.format(run='r')} FROM sync_runs r "
+                    "WHERE r.id = added_run_id) AS added_by_import FROM blocklist_periods "
+                    "WHERE mobile IN :spellings "
                     "ORDER BY account_sid, channel, added_at"
                 ).bindparams(bindparam("spellings", expanding=True)),
                 matching,
@@ -427,7 +437,7 @@ def look_up(
                         int(row.added_run_id),
                         None if row.removed_run_id is None else int(row.removed_run_id),
                         _utc(row.proven_present_at),
-                        imported=row.added_by == Trigger.BACKFILL,
+                        imported=bool(row.added_by_import),
                     )
                 )
             for sid, channel_name, since in unproven:
@@ -532,9 +542,10 @@ def describe(report: NumberReport) -> list[str]:
         elif not channel.blocklisted_now and channel.listing_complete is False:
             caveat = "; that sweep's listing was incomplete: it may have missed this number"
         spelled = f" as {channel.stored_as}" if channel.stored_as not in (None, report.mobile) else ""
+        source = "the last import (no sweep yet), an export of" if channel.as_of_import else "the last sweep,"
         lines.append(
             f"  {channel.account_sid} {channel.channel}: {state}{spelled} "
-            f"(as of the last sweep, {_when(channel.last_success_at)}{caveat})"
+            f"(as of {source} {_when(channel.last_success_at)}{caveat})"
         )
         for stretch in channel.intervals:
             added = (
@@ -609,6 +620,7 @@ def as_record(report: NumberReport) -> dict[str, object]:
                 "mobile": c.stored_as,
                 "blocklisted_now": c.blocklisted_now,
                 "as_of": iso(c.last_success_at),
+                "as_of_import": c.as_of_import,
                 "listing_complete": c.listing_complete,
                 "unproven_since": iso(c.unproven_since),
                 "intervals": [

@@ -27,9 +27,9 @@ from sync.kaleyra import (
 )
 from sync.plan import ChannelPlan
 from sync.settings import Shard
-from sync.store import ChannelStatus
+from sync.store import ChannelStatus, Diff
 from sync.sweep import DeadlinePassed, SweepResult
-from sync.vocabulary import Outcome
+from sync.vocabulary import Outcome, RunStatus
 
 __all__ = [
     "ADVICE",
@@ -87,7 +87,7 @@ def summary_line(result: SweepResult) -> str:
         return f"{result.account_sid} {result.channel}: {result.outcome.label}: {result.message}"
     parts = [f"{result.account_sid} {result.channel}: {result.outcome.label}"]
     if result.diff is not None:
-        parts.append(f"{result.diff.seen} blocklisted, +{result.diff.added} -{result.diff.removed}")
+        parts.append(_counts_said(result.outcome, result.diff))
         if result.diff.unconfirmed:
             parts.append(f"{result.diff.unconfirmed} unconfirmed (kept)")
     if result.pages:
@@ -109,6 +109,21 @@ def summary_line(result: SweepResult) -> str:
     return f"{line}\n  {result.message}" if result.message else line
 
 
+def _counts_said(outcome: Outcome, diff: Diff) -> str:
+    """What a sweep's counts mean: what is blocklisted now and what changed, once applied
+    (``500 blocklisted, +2 -0``); for a dry run or a held sweep, which applied nothing, what is
+    still stored and what it *would* change (``600 blocklisted, unchanged: would add 0 and
+    remove 130``), so no number reads as stored state that was never written."""
+    if outcome is Outcome.SUCCEEDED:
+        return f"{diff.seen} blocklisted, +{diff.added} -{diff.removed}"
+    return f"{diff.current} blocklisted, unchanged: {_would_change(diff.added, diff.removed)}"
+
+
+def _would_change(added: int, removed: int) -> str:
+    """``would add 2 and remove 130``: changes not applied, in the conditional."""
+    return f"would add {added} and remove {removed}"
+
+
 def change_line(account_sid: str, channel: str, change: str, mobile: str) -> str:
     """One change a dry run would make, tab-separated for scripts."""
     return f"would-be-{change}\t{account_sid}\t{channel}\t{mobile}"
@@ -117,7 +132,7 @@ def change_line(account_sid: str, channel: str, change: str, mobile: str) -> str
 def plan_line(plan: ChannelPlan) -> str:
     """A dry run's plan for one channel, for the human who reviews it."""
     line = (
-        f"plan {plan.account_sid} {plan.channel}: +{plan.added} -{plan.removed}, "
+        f"plan {plan.account_sid} {plan.channel}: {_would_change(plan.added, plan.removed)}, "
         f"{plan.unconfirmed} unconfirmed (kept)"
     )
     return f"{line}, would be held: {plan.held}" if plan.held else line
@@ -138,7 +153,7 @@ def run_summary(
 ) -> str:
     """``run --summary-json``: one object per account and channel and the run's exit code, for
     orchestrators (as dbt's ``run_results.json``). Field names are stable: new ones may be
-    added, none renamed or removed (README, "A run summary for orchestrators")."""
+    added, none renamed or removed (docs/operators.md#a-run-summary-for-orchestrators)."""
 
     def iso(t: dt.datetime | None) -> str | None:
         return t.isoformat() if t else None
@@ -227,6 +242,9 @@ def status_record(
             "rejected": s.last_rejected,
             "unconfirmed": s.last_unconfirmed,
             "error": s.last_error,
+            # Whether added and removed were applied (a succeeded sweep), or are what a held
+            # sweep would have done.
+            "applied": _applied(s) if s.last_status else None,
         },
         "last_success_at": iso(s.last_success_at),
         "last_success_age_seconds": (now - s.last_success_at).total_seconds() if s.last_success_at else None,
@@ -234,6 +252,11 @@ def status_record(
         "ok": problem is None,
         "problem": problem,
     }
+
+
+def _applied(s: ChannelStatus) -> bool:
+    """Whether the last sweep's counts were applied: only a succeeded sweep's were."""
+    return s.last_status == RunStatus.SUCCEEDED
 
 
 def _age(now: dt.datetime, then: dt.datetime | None) -> str:
@@ -258,8 +281,10 @@ def _table(statuses: list[ChannelStatus], now: dt.datetime) -> list[str]:
             s.channel,
             _age(now, s.last_finished_at or s.last_started_at),
             s.last_status or "never swept",
-            str(s.last_added or 0),
-            str(s.last_removed or 0),
+            # What the last sweep applied; a sweep that applied nothing shows none (a held
+            # one's intentions get a line of their own, below the table).
+            str(s.last_added or 0) if _applied(s) else "-",
+            str(s.last_removed or 0) if _applied(s) else "-",
             str(s.last_rejected or 0),
             str(s.entries),
             _age(now, s.last_success_at),
@@ -281,6 +306,12 @@ def status_table(
         if problem:
             error = f": {s.last_error}" if health.failed_or_held(s) and s.last_error else ""
             lines.append(f"PROBLEM {s.account_sid} {s.channel}: {problem}{error}")
+        if s.last_status == RunStatus.HELD:
+            lines.append(
+                f"{s.account_sid} {s.channel}: the held sweep (run {s.last_run_id}) "
+                f"{_would_change(s.last_added or 0, s.last_removed or 0)}; nothing was applied, "
+                f"so the {s.entries} entries stand"
+            )
         if s.last_rejected:
             lines.append(
                 f"{s.account_sid} {s.channel}: the last sweep rejected {s.last_rejected} "

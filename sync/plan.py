@@ -95,10 +95,36 @@ class Approval:
     removed: int | None = None
     added_sha256: str | None = None
     removed_sha256: str | None = None
+    # A plan's: the dry run that made it. A run after it that applied exactly these changes
+    # applied the plan, and a plan applies once (:meth:`applied_by`).
+    plan_run_id: int | None = None
 
     @property
     def needs_digests(self) -> bool:
         return self.added_sha256 is not None or self.removed_sha256 is not None
+
+    def applied_by(self, runs: Iterable[tuple[int, Iterable[tuple[str, str]]]]) -> int | None:
+        """The first of ``runs`` (a run id and the changes it applied, sorted as
+        :func:`digest_changes` reads them) that applied exactly what this plan approves; None
+        if none did, or if this approval is no plan.
+
+        Applying a plan twice must not turn a healthy channel into a held one: the second
+        sweep finds nothing left to change, which differs from what was approved."""
+        if self.plan_run_id is None or not self.needs_digests:
+            return None
+        for run_id, changes in runs:
+            digests = digest_changes(changes)
+            found = ChannelPlan(
+                account_sid="",
+                channel="",
+                added=digests["added"][0],
+                removed=digests["removed"][0],
+                added_sha256=digests["added"][1],
+                removed_sha256=digests["removed"][1],
+            )
+            if self.differences(found) is None:
+                return run_id
+        return None
 
     def differences(self, found: ChannelPlan) -> str | None:
         """How the sweep's changes (``found``) differ from what was approved; None if they do
@@ -153,6 +179,7 @@ def _approval(planned: ChannelPlan, plan: Plan) -> Approval:
         removed=planned.removed,
         added_sha256=planned.added_sha256,
         removed_sha256=planned.removed_sha256,
+        plan_run_id=planned.run_id,
     )
 
 

@@ -44,6 +44,17 @@ class ReportData:
         count = (self.last_day - self.first_day).days + 1
         return [self.first_day + dt.timedelta(days=i) for i in range(count)]
 
+    @property
+    def period(self) -> str:
+        """The days the report covers, in words: ``2026-11-01 to 2026-11-28 (UTC days, 28
+        days)``. Fewer than ``--days`` asked for when the first sweep is more recent, so the
+        page and the command's line both say what it shows, not what was asked."""
+        count = len(self.days)
+        return (
+            f"{self.first_day.isoformat()} to {self.last_day.isoformat()} "
+            f"(UTC days, {count} day{'' if count == 1 else 's'})"
+        )
+
 
 def _day(value: object) -> dt.date:
     """PostgreSQL returns dates; SQLite returns ISO text."""
@@ -173,7 +184,6 @@ def render(data: ReportData) -> str:
         or '<tr><td colspan="7">no sweeps yet</td></tr>'
     )
     period = f"{data.first_day.isoformat()} to {data.last_day.isoformat()}"
-    count = f"{len(days)} day" + ("" if len(days) == 1 else "s")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>Kaleyra blocklist report, {period}</title>
@@ -183,7 +193,7 @@ table {{ border-collapse: collapse; }} td, th {{ border: 1px solid #ccc; padding
 th {{ background: #f3f3f3; text-align: left; }} figure {{ margin: 1em 0; }}
 </style></head><body>
 <h1>Kaleyra blocklist report</h1>
-<p id="period">Period covered: {period} (UTC days, {count}). Generated
+<p id="period">Period covered: {data.period}. Generated
 {_when(data.generated_at)} from {html.escape(data.source)}.</p>
 <h2>Blocklist size per channel</h2>
 <p>Numbers blocklisted at the end of each day; a day without a sweep carries the last known size.</p>

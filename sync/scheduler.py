@@ -28,7 +28,7 @@ from sync.run import sweep_accounts
 from sync.settings import Account, ConfigError, parse_duration, quoted
 from sync.stopping import StopRequest, stop_on_signals
 from sync.store import Store
-from sync.sweep import SweepOptions
+from sync.sweep import PageCallback, SweepOptions
 from sync.telemetry import Publisher
 from sync.vocabulary import Trigger
 
@@ -133,9 +133,11 @@ def run_scheduler(
     run_now: bool = False,
     publisher: Publisher | None = None,
     run_timeout: float | None = None,
+    on_page: PageCallback | None = None,
 ) -> None:
     """Run until SIGTERM or SIGINT; returns once any sweep in progress has stopped. The
-    ``publisher`` publishes the metrics as each sweep starts and ends, and after each tick."""
+    ``publisher`` publishes the metrics as each sweep starts and ends, and after each tick;
+    ``on_page`` hears how far each listing has come (progress in the log)."""
     stop = StopRequest()
     scheduler = BlockingScheduler(timezone=dt.UTC)
     # A replica that sweeps a channel right after another did the same tick would sweep it
@@ -164,6 +166,7 @@ def run_scheduler(
                 make_client,
                 stop=stop,
                 run_timeout=run_timeout,
+                on_page=on_page,
                 on_start=publisher.sweep_started if publisher else None,
                 on_result=publisher.sweep_ended if publisher else None,
             )

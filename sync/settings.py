@@ -15,7 +15,7 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from sync.redaction import register_secret
 from sync.vocabulary import REGIONS, Channel
@@ -27,16 +27,20 @@ __all__ = [
     "Account",
     "AccountSource",
     "ConfigError",
+    "Pushgateway",
     "Shard",
     "Tuning",
+    "as_typed",
     "check_output_file",
     "duration_text",
     "load_accounts",
     "parse_channels",
     "parse_duration",
+    "parse_pushgateway",
     "parse_schema",
     "parse_shard",
     "quoted",
+    "read_env_file",
     "read_regular_file",
     "select_accounts",
     "with_overrides",
@@ -65,8 +69,9 @@ def quoted(value: str, limit: int = 40) -> str:
     return repr(value) if len(value) <= limit else f"{value[:limit]!r}… ({len(value)} characters)"
 
 
-def _as_is(value: str) -> str:
-    """``value`` as typed when it is short and printable, else :func:`quoted`."""
+def as_typed(value: str) -> str:
+    """``value`` as typed when it is short and printable, else :func:`quoted`: how a message
+    shows a value the operator gave (a host, a channel, a SID)."""
     return value if value.isprintable() and len(value) <= 40 else quoted(value)
 
 
@@ -191,7 +196,7 @@ def parse_channels(value: str | Sequence[str], setting: str = "KALEYRA_CHANNELS"
     bad = [c for c in channels if c not in CHANNELS]
     if bad or not channels:
         raise ConfigError(
-            f"{setting}: {', '.join(_as_is(c) for c in bad) or 'empty'} is not a channel; "
+            f"{setting}: {', '.join(as_typed(c) for c in bad) or 'empty'} is not a channel; "
             f"use a comma-separated list of {', '.join(CHANNELS)}"
         )
     return channels
@@ -498,7 +503,7 @@ def select_accounts(accounts: list[Account], sids: Sequence[str]) -> list[Accoun
     unknown = [sid for sid in dict.fromkeys(sids) if sid not in known]
     if unknown:
         raise ConfigError(
-            f"--account {_as_is(unknown[0])} is not configured; configured: {', '.join(sorted(known))}"
+            f"--account {as_typed(unknown[0])} is not configured; configured: {', '.join(sorted(known))}"
         )
     return [a for a in accounts if a.sid in set(sids)]
 
@@ -625,6 +630,89 @@ def check_output_file(path: str, setting: str) -> None:
         raise ConfigError(
             f"{setting}: this user cannot write in {folder}; let it write there or choose another path"
         )
+
+
+@dataclass(frozen=True)
+class Pushgateway:
+    """Where ``--pushgateway`` pushes the metrics: the URL without its credentials (what every
+    message shows), and those credentials apart, for HTTP basic auth."""
+
+    url: str  # scheme://host[:port][/path], no user or password
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    timeout: float = 10.0  # seconds a push may take; a run never waits longer on one
+
+
+def parse_pushgateway(value: str, setting: str = "--pushgateway") -> Pushgateway:
+    """``http(s)://[user:password@]host[:port][/path]``: the Pushgateway's address, as
+    Prometheus' own clients take it. A password is registered as a secret at once and never
+    shown again (messages name the URL without it)."""
+    text = value.strip()
+    try:
+        parts = urlsplit(text)
+        _ = parts.port  # raises on a bad port
+        (parts.hostname or "").encode("idna")  # raises on an empty or overlong label
+    except ValueError:  # UnicodeError included
+        parts = None
+    if parts is not None and parts.password:
+        register_secret(parts.password)
+        register_secret(unquote(parts.password))  # as it is sent
+    shown = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl() if parts else ""
+    if (
+        parts is None
+        or parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.query
+        or parts.fragment
+        or any(ch.isspace() for ch in text)
+    ):
+        raise ConfigError(
+            f"{setting}: {quoted(shown or '(not a URL)', 100)} is not a Pushgateway URL; write it like "
+            "http://pushgateway.monitoring:9091 (a user and password before the host, if it needs them)"
+        )
+    return Pushgateway(
+        url=shown.rstrip("/"),
+        username=unquote(parts.username) if parts.username is not None else None,
+        password=unquote(parts.password) if parts.password is not None else None,
+    )
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
+
+
+def read_env_file(path: str, setting: str = "--env-file") -> dict[str, str]:
+    """The settings in an env file, read as systemd's ``EnvironmentFile=`` reads it (the file
+    the systemd units and the crontab read, ``/etc/blocklist-sync/env``): ``KEY=value`` lines;
+    a line starting with ``#`` or ``;`` is a comment; a value wholly in single or double quotes
+    loses them; anything else after the ``=`` is the value.
+
+    So a command run by hand (``status``, a review) reads the job's own settings rather than a
+    second copy of them. A line that is not ``KEY=value`` is refused by its number, never
+    printed: it may hold a password.
+    """
+    data = read_regular_file(path, setting, MAX_CONFIG_FILE_BYTES, "KEY=value lines")
+    try:
+        text = data.decode()
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{setting}: {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8"
+        ) from None
+    settings: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line[0] in "#;":
+            continue
+        name, equals, value = line.partition("=")
+        if not equals or not _ENV_NAME.fullmatch(name.strip()):
+            raise ConfigError(
+                f"{setting}: line {number} of {path} is not KEY=value (a name of letters, digits "
+                "and _, then =); fix it, or start it with # to make it a comment"
+            )
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        settings[name.strip()] = value
+    return settings
 
 
 SCHEMA_SETTING = "BLOCKLIST_SYNC_SCHEMA"

@@ -287,9 +287,16 @@ class Simulator:
         )
         self._thread.start()
 
-    def serve_forever(self, *, host: str = "127.0.0.1", port: int = 8099) -> None:
+    def serve_forever(
+        self, *, host: str = "127.0.0.1", port: int = 8099, listening: Callable[[], None] | None = None
+    ) -> None:
+        """Serve in this thread until interrupted. Binding comes first and raises ``OSError``
+        (a port in use, an address not of this host) before ``listening`` is called, so a
+        caller says where to connect only once something answers there."""
         self._server = _Server((host, port), _Handler)
         self._server.simulator = self
+        if listening:
+            listening()
         self._server.serve_forever()
 
     def stop(self) -> None:

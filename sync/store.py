@@ -26,6 +26,7 @@ import logging
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy import ColumnElement, Connection, Engine, TextClause, bindparam, case, func, select, text
 
@@ -160,6 +161,20 @@ class Store:
         an age (``status --max-age``, the shards' skip) may be measured against."""
         with self.engine.connect() as connection:
             return self.dialect.now(connection)
+
+    def install_name(self) -> str:
+        """Which install this is, in words safe to publish (no user, no password):
+        ``host:port/database``, with ``/schema`` for an install outside ``public``, as the
+        channels' locks tell installs apart; a SQLite file's path. It names the Pushgateway
+        group every process of the install pushes into, whatever pod or shard it runs in."""
+        url = self.engine.url
+        if url.get_backend_name() == "sqlite":
+            return str(Path(url.database or "").resolve())
+        with self.engine.connect() as connection:
+            schema = connection.execute(text("SELECT current_schema()")).scalar_one()
+        host = url.host or str(url.query.get("host") or "localhost")
+        where = f"{host}:{url.port or 5432}/{url.database or ''}"
+        return where if schema in (None, "public") else f"{where}/{schema}"
 
     @contextmanager
     def lock_channel(
@@ -461,6 +476,24 @@ class LockedChannel:
             query = query.where(sync_runs.c.listing_complete.is_not(False))
         return _as_utc(self.connection.execute(query).scalar_one_or_none())
 
+    def last_swept_size(self) -> int | None:
+        """How many numbers the last succeeded sweep of this channel found (imports left out):
+        what the next listing is measured against while it pages (its share and time left);
+        None before the first sweep."""
+        found = self.connection.execute(
+            select(sync_runs.c.entries_seen)
+            .where(
+                sync_runs.c.account_sid == self.account_sid,
+                sync_runs.c.channel == self.channel,
+                sync_runs.c.status == RunStatus.SUCCEEDED,
+                ~_imported(),
+            )
+            .order_by(sync_runs.c.id.desc())
+            .limit(1)
+        ).scalar_one_or_none()
+        self.connection.commit()
+        return None if found is None else int(found)
+
     def _first_success(self) -> bool:
         """Whether no sweep of this channel has succeeded yet: this one is its initial load."""
         return (
@@ -544,6 +577,43 @@ class LockedChannel:
             .order_by(sync_runs.c.started_at, sync_runs.c.id)
         ).all()
         return [(int(i), _as_utc(started) or started, bool(imported)) for i, started, imported in found]
+
+    def sweeps_applied_since(self, run_id: int) -> Iterator[tuple[int, Iterator[tuple[str, str]]]]:
+        """Each succeeded sweep of this channel numbered after ``run_id`` (imports left out),
+        oldest first, with the changes it applied: (``added`` | ``removed``, mobile), sorted
+        by change, then number, as :meth:`Comparison.changes` streams a sweep's. Read lazily:
+        a caller that finds what it looks for in the first run reads no other's events."""
+        runs = (
+            self.connection.execute(
+                select(sync_runs.c.id)
+                .where(
+                    sync_runs.c.account_sid == self.account_sid,
+                    sync_runs.c.channel == self.channel,
+                    sync_runs.c.status == RunStatus.SUCCEEDED,
+                    sync_runs.c.id > run_id,
+                    ~_imported(),
+                )
+                .order_by(sync_runs.c.id)
+            )
+            .scalars()
+            .all()
+        )
+        self.connection.commit()
+        for found in runs:
+            yield int(found), self._changes_of(int(found))
+
+    def _changes_of(self, run_id: int) -> Iterator[tuple[str, str]]:
+        # A run's events were all detected at its commit, its finished_at: that reaches them
+        # through the index on detected_at, which the run id alone would not.
+        query = text(
+            "SELECT change, mobile FROM blocklist_events WHERE account_sid = :a AND channel = :c "
+            "AND run_id = :r AND detected_at = (SELECT finished_at FROM sync_runs WHERE id = :r) "
+            "ORDER BY change, mobile"
+        )
+        params = {"a": self.account_sid, "c": self.channel, "r": run_id}
+        for change, mobile in self.connection.execute(query, params, execution_options={"yield_per": 5000}):
+            yield str(change), str(mobile)
+        self.connection.commit()
 
     def first_run(self) -> FirstRun | None:
         """The channel's earliest succeeded run (by time), or None for an empty channel."""

@@ -57,6 +57,7 @@ __all__ = [
     "DeadlinePassed",
     "Outcome",
     "PageCallback",
+    "PageProgress",
     "StartCallback",
     "Stopped",
     "SweepOptions",
@@ -196,7 +197,23 @@ class _Progress:
             self.phases[phase] = round(time.monotonic() - started, 3)
 
 
-PageCallback = Callable[[str, int, int], None]  # (channel, pages so far, rows so far)
+@dataclass(frozen=True)
+class PageProgress:
+    """How far a sweep's listing has come, handed to a :data:`PageCallback` when paging starts
+    (no page yet), after each page, and once paging is over (``done``)."""
+
+    account_sid: str
+    channel: str
+    run_id: int | None
+    pages: int
+    rows: int
+    # Numbers the last succeeded sweep of the channel found: what this listing is measured
+    # against (its share, the time left). None before the first sweep.
+    expected_rows: int | None
+    done: bool = False
+
+
+PageCallback = Callable[[PageProgress], None]
 ChangeCallback = Callable[[str, str, str, str], None]  # (account, channel, 'added'|'removed', mobile)
 # (account, channel, run id): the run row is committed as ``running``; metrics publish it, so a
 # sweep in progress is visible (and a stuck one can alert) while it runs.
@@ -257,7 +274,7 @@ class _Sweep:
     def run(self) -> SweepResult:
         """Step 2, then steps 3 to 6 (:meth:`_sweep`) under a run row that says how they ended."""
         self._close_abandoned_runs()
-        skipped = self._swept_moments_ago()
+        skipped = self._applied_already() or self._swept_moments_ago()
         if skipped is not None:
             return skipped
         run_id = self.session.start_run(self.options.trigger)
@@ -285,6 +302,27 @@ class _Sweep:
         abandoned = self.session.fail_abandoned_runs()
         if abandoned:
             log.warning("marked %d abandoned run(s) as failed", abandoned, extra=self.context)
+
+    def _applied_already(self) -> SweepResult | None:
+        """A plan applies once: under ``--force --plan``, the result of a channel whose plan a
+        sweep since its dry run applied exactly (the same numbers added and removed), or None
+        to sweep it. Run again, the plan would find nothing left to change, which differs from
+        what it approves, and hold a healthy channel (exit 3, a held row, the Held alert);
+        instead nothing is swept and nothing written, and the line names the run that applied
+        it. Changes made since need a review of their own."""
+        approval = (self.options.approvals or {}).get((self.client.sid, self.channel))
+        if not self.options.force or self.options.dry_run or approval is None or approval.plan_run_id is None:
+            return None
+        run_id = approval.applied_by(self.session.sweeps_applied_since(approval.plan_run_id))
+        if run_id is None:
+            return None
+        return SweepResult(
+            account_sid=self.client.sid,
+            channel=self.channel,
+            outcome=Outcome.SKIPPED,
+            message=f"{approval.source} was already applied by run {run_id}; nothing was swept or "
+            "written. To review changes since, make a new plan with --dry-run --plan-out",
+        )
 
     def _swept_moments_ago(self) -> SweepResult | None:
         """Step 2's skip (scheduler replicas, shards): the result of a channel swept moments
@@ -323,8 +361,10 @@ class _Sweep:
 
     def _stage(self) -> Staged:
         """Step 3: stream every page into the staging table."""
+        # Read before the load, which holds the session until the last page.
+        expected = self.session.last_swept_size() if self.on_page else None
         with self.progress.timed("fetch"):
-            staged = self.session.stage(self._rows())
+            staged = self.session.stage(self._rows(expected))
         if self.progress.rejected:
             log.warning(
                 "%d listed row(s) cannot be a phone number and were not stored, e.g. %s",
@@ -334,21 +374,39 @@ class _Sweep:
             )
         return staged
 
-    def _rows(self) -> Iterator[Entry]:
+    def _rows(self, expected: int | None) -> Iterator[Entry]:
         progress = self.progress
-        for page in self.client.pages(self.channel, cancel=self.halt):
-            self.halt.check("paging")
-            progress.count(page)
-            log.debug(
-                "page %d at offset %d: %d new rows",
-                progress.pages,
-                page.offset,
-                len(page.entries),
-                extra={**self.pair, "pages": progress.pages, "offset": page.offset},
+        self._report_progress(expected)
+        try:
+            for page in self.client.pages(self.channel, cancel=self.halt):
+                self.halt.check("paging")
+                progress.count(page)
+                log.debug(
+                    "page %d at offset %d: %d new rows",
+                    progress.pages,
+                    page.offset,
+                    len(page.entries),
+                    extra={**self.pair, "pages": progress.pages, "offset": page.offset},
+                )
+                self._report_progress(expected)
+                yield from page.entries
+        finally:  # paged to the end, or stopped: either way no more pages come
+            self._report_progress(expected, done=True)
+
+    def _report_progress(self, expected: int | None, *, done: bool = False) -> None:
+        if self.on_page:
+            run_id = self.context.get("run_id")
+            self.on_page(
+                PageProgress(
+                    account_sid=self.client.sid,
+                    channel=self.channel,
+                    run_id=run_id if isinstance(run_id, int) else None,
+                    pages=self.progress.pages,
+                    rows=self.progress.rows,
+                    expected_rows=expected,
+                    done=done,
+                )
             )
-            if self.on_page:
-                self.on_page(self.channel, progress.pages, progress.rows)
-            yield from page.entries
 
     def _diff(self, staged: Staged) -> tuple[Comparison, Diff]:
         """Step 4: additions and removal candidates, in SQL."""

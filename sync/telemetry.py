@@ -1,18 +1,22 @@
 """What operators see: log lines, progress bars, Prometheus metrics. No sync logic here.
 
 - Logs: one line per event; human-readable text, or JSON (``--log-format json``) for journald
-  and log shippers. The JSON keys are a documented, flat, stable set (:data:`JSON_FIELDS`, the
-  README lists them): a field that is not in it is not emitted, so a library's extras (dotted
-  ``stamina.*`` keys, say) never leak into the format. Timestamps are UTC with milliseconds.
-  A filter blanks every registered secret (``sync.redaction``) from every record, whatever code produced it.
-- Progress: a bar per channel on a terminal (pages, rows, rate); nothing when not a terminal.
+  and log shippers. The JSON keys are a documented, flat, stable set (:data:`JSON_FIELDS`;
+  docs/operators.md#logs-and-metrics lists them): a field that is not in it is not emitted, so
+  a library's extras (dotted ``stamina.*`` keys, say) never leak into the format. Timestamps
+  are UTC with milliseconds. A filter blanks every registered secret (``sync.redaction``) from
+  every record, whatever code produced it.
+- Progress: a bar per channel on a terminal (rows against the last sweep's size, rate, time
+  left); elsewhere a log line at each tenth of that size and at least every 30 s (:class:`Progress`).
   Log lines are written through ``tqdm.write`` (what tqdm's own logging redirect does), so a
   line never lands in the middle of a bar; our handler does it itself because tqdm's redirect
   swaps handlers and would drop the secret filter with them.
 - Metrics: built from the database (so ``last_success`` survives failed runs and process
   restarts) into a node_exporter textfile written atomically, or served over HTTP. Published
   (:class:`Publisher`) when a sweep's ``running`` row is committed and again when it ends, not
-  only after a whole run: a sweep in progress is visible, so a stuck one can alert. Besides the
+  only after a whole run: a sweep in progress is visible, so a stuck one can alert. The same
+  series can be pushed to a Pushgateway (``--pushgateway``), where a CronJob has no file and
+  no port to scrape. Besides the
   gauges per account and channel, ``_total`` counters of what this process did
   (:mod:`sync.counters`) and a ``build_info`` gauge.
 """
@@ -21,15 +25,19 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import logging
 import sys
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import ClassVar, NoReturn, Protocol
+from urllib.error import HTTPError
 
-from prometheus_client import CollectorRegistry, Gauge, start_http_server, write_to_textfile
+from prometheus_client import CollectorRegistry, Gauge, push_to_gateway, start_http_server, write_to_textfile
 from prometheus_client.core import CounterMetricFamily
+from prometheus_client.exposition import basic_auth_handler, default_handler
 from prometheus_client.registry import Collector
 from pythonjsonlogger.json import JsonFormatter
 from tqdm import tqdm
@@ -37,7 +45,7 @@ from tqdm import tqdm
 from sync import __version__, health
 from sync.counters import COUNTS
 from sync.redaction import redact
-from sync.settings import Account
+from sync.settings import Account, Pushgateway
 from sync.store import ChannelStatus, Store
 from sync.vocabulary import RunStatus
 
@@ -46,7 +54,7 @@ __all__ = [
     "LOG_LEVELS",
     "LogSettings",
     "Metrics",
-    "ProgressBars",
+    "Progress",
     "Publisher",
     "configure_logging",
 ]
@@ -66,6 +74,11 @@ _FIELDS = (
     "diff_seconds",
     "verify_seconds",
     "apply_seconds",
+    "rows",
+    "rows_per_second",
+    "expected_rows",
+    "share",
+    "eta_seconds",
     "offset",
     "attempt",
     "attempts",
@@ -179,27 +192,176 @@ def configure_logging(log_format: str = "text", level: int = logging.INFO) -> No
     logging.getLogger("apscheduler").setLevel(logging.DEBUG if level <= logging.DEBUG else logging.WARNING)
 
 
-class ProgressBars:
-    """A tqdm bar per channel while pages are fetched; silent when stderr is not a terminal."""
+class _Paged(Protocol):
+    """What :class:`Progress` reads of a sweep's progress (``sync.sweep.PageProgress``; not
+    imported, so telemetry does not import the client through the sweep)."""
 
-    def __init__(self, enabled: bool | None = None) -> None:
-        self.enabled = sys.stderr.isatty() if enabled is None else enabled
-        self._bars: dict[str, tqdm[NoReturn]] = {}
+    @property
+    def account_sid(self) -> str: ...
+    @property
+    def channel(self) -> str: ...
+    @property
+    def run_id(self) -> int | None: ...
+    @property
+    def pages(self) -> int: ...
+    @property
+    def rows(self) -> int: ...
+    @property
+    def expected_rows(self) -> int | None: ...
+    @property
+    def done(self) -> bool: ...
 
-    def update(self, channel: str, pages: int, rows: int) -> None:
-        if not self.enabled:
+
+@dataclass
+class _Paging:
+    """One channel's listing as :class:`Progress` follows it."""
+
+    seen: _Paged
+    started: float
+    last_page_at: float
+    last_line_at: float
+    tenth: int = 0  # tenths of the expected size reached, as last said in a line
+
+
+class Progress:
+    """How far each sweep's listing has come, where the operator looks.
+
+    On a terminal: a tqdm bar per channel (rows against the last succeeded sweep's size, with
+    tqdm's rate and time left). Elsewhere (journald, ``kubectl logs``, a cron log), where a bar
+    is never seen: a log line (``sync.progress``) at each tenth of that size and at least every
+    ``interval`` seconds while paging, saying pages, rows, rate, the share of the last size and
+    the time left, also as JSON fields. Lines come from the pages as they arrive and, for a
+    listing that stalls, from a thread that wakes every second: a channel never goes
+    ``interval`` seconds without one. ``clock`` and ``interval`` are for tests.
+    """
+
+    def __init__(
+        self,
+        terminal: bool | None = None,
+        *,
+        interval: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.terminal = sys.stderr.isatty() if terminal is None else terminal
+        self.interval = interval
+        self.clock = clock
+        self._bars: dict[tuple[str, str], tqdm[NoReturn]] = {}
+        self._paging: dict[tuple[str, str], _Paging] = {}
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._heartbeat: threading.Thread | None = None
+
+    def update(self, progress: _Paged) -> None:
+        """A :data:`~sync.sweep.PageCallback`."""
+        if self.terminal:
+            self._draw(progress)
             return
-        bar = self._bars.get(channel)
-        if bar is None:  # one bar per channel, made on its first page
-            bar = tqdm(desc=channel, unit=" rows", unit_scale=True, leave=False, file=sys.stderr)
-            self._bars[channel] = bar
-        bar.update(rows - bar.n)
-        bar.set_postfix(pages=pages, refresh=False)
+        with self._lock:
+            now = self.clock()
+            key = (progress.account_sid, progress.channel)
+            if progress.done:
+                self._paging.pop(key, None)
+                return
+            paging = self._paging.get(key)
+            if paging is None:  # paging starts: the clock for its rate starts now
+                self._paging[key] = _Paging(progress, now, now, now)
+                self._start_heartbeat()
+                return
+            paging.seen, paging.last_page_at = progress, now
+            tenth = _tenths(progress)
+            if tenth > paging.tenth or now - paging.last_line_at >= self.interval:
+                self._say(paging, now, tenth)
+
+    def tick(self) -> None:
+        """A line for each listing that has gone ``interval`` seconds without one (no page
+        arrived): called every second by the heartbeat thread."""
+        with self._lock:
+            now = self.clock()
+            for paging in self._paging.values():
+                if now - paging.last_line_at >= self.interval:
+                    self._say(paging, now, _tenths(paging.seen))
 
     def close(self) -> None:
+        self._stopped.set()
+        if self._heartbeat is not None:
+            self._heartbeat.join()
         for bar in self._bars.values():
             bar.close()
         self._bars.clear()
+
+    def _say(self, paging: _Paging, now: float, tenth: int) -> None:
+        seen = paging.seen
+        paging.last_line_at, paging.tenth = now, max(tenth, paging.tenth)
+        elapsed = max(now - paging.started, 1e-9)
+        rate = seen.rows / elapsed
+        fields: dict[str, object] = {
+            "account": seen.account_sid,
+            "channel": seen.channel,
+            "pages": seen.pages,
+            "rows": seen.rows,
+            "rows_per_second": round(rate, 1),
+        }
+        if seen.run_id is not None:
+            fields["run_id"] = seen.run_id
+        pages = f"{seen.pages:,} page{'' if seen.pages == 1 else 's'}"
+        said = f"{seen.channel}: {pages}, {seen.rows:,} rows at {rate:,.0f} rows/s"
+        expected = seen.expected_rows
+        if expected:
+            share = seen.rows / expected
+            fields.update(expected_rows=expected, share=round(share, 3))
+            said += f", {share:.0%} of the last sweep's {expected:,}"
+            if seen.rows < expected and rate > 0:
+                left = (expected - seen.rows) / rate
+                fields["eta_seconds"] = round(left)
+                said += f", about {_duration(left)} left"
+            elif seen.rows >= expected:
+                said += ", as many as last time" if seen.rows == expected else ", more than last time"
+        else:
+            said += " (no earlier sweep to measure against)"
+        waiting = now - paging.last_page_at
+        if waiting >= self.interval:
+            said += f"; no page for {_duration(waiting)}"
+        logging.getLogger("sync.progress").info("%s", said, extra=fields)
+
+    def _start_heartbeat(self) -> None:
+        if self._heartbeat is None:
+            self._heartbeat = threading.Thread(target=self._beat, name="progress", daemon=True)
+            self._heartbeat.start()
+
+    def _beat(self) -> None:
+        while not self._stopped.wait(1.0):
+            self.tick()
+
+    def _draw(self, progress: _Paged) -> None:
+        key = (progress.account_sid, progress.channel)
+        bar = self._bars.get(key)
+        if bar is None:  # one bar per channel, made when its paging starts
+            bar = tqdm(
+                desc=progress.channel,
+                total=progress.expected_rows or None,  # the last sweep's size: a share and time left
+                unit=" rows",
+                unit_scale=True,
+                leave=False,
+                file=sys.stderr,
+            )
+            self._bars[key] = bar
+        bar.update(progress.rows - bar.n)
+        bar.set_postfix(pages=progress.pages, refresh=False)
+
+
+def _tenths(progress: _Paged) -> int:
+    """How many tenths of the expected size the listing has reached (0 without one)."""
+    expected = progress.expected_rows
+    return progress.rows * 10 // expected if expected else 0
+
+
+def _duration(seconds: float) -> str:
+    """``3m05s``, ``1h02m``, ``45s``: a time left, as a person reads it in a log line."""
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    hours, minutes = divmod(whole // 60, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{whole % 60:02d}s"
 
 
 class _Counts(Collector):
@@ -224,11 +386,13 @@ class Metrics:
     sweep is neither a success nor a failure: ``last_run_success`` is not exported for it, and
     staleness shows through ``last_success_timestamp_seconds``. ``blocklist_sync_added``,
     ``_removed``, ``_pages`` and ``_duration_seconds`` are the old names of four ``last_run_*``
-    gauges, kept for one release (0.2) so dashboards can move; they go in 0.3.
+    gauges, renamed in 0.2 and still published so dashboards can move; they go in
+    :attr:`REMOVED_IN` (the help text, the operators' guide and the changelog all say so).
     """
 
     # Every status but dry_run: a review is never a channel's last sweep.
     STATUSES = tuple(str(s) for s in RunStatus if s is not RunStatus.DRY_RUN)
+    REMOVED_IN: ClassVar[str] = "0.4"  # the release that drops the DEPRECATED names
     DEPRECATED: ClassVar[dict[str, str]] = {
         "added": "last_run_added",
         "removed": "last_run_removed",
@@ -266,7 +430,7 @@ class Metrics:
         self.last_run_pages = gauge("last_run_pages", "Listing pages the last sweep fetched.")
         self.entries = gauge("entries", "Numbers currently blocklisted.")
         self.deprecated = {
-            old: gauge(old, f"Deprecated (removed in 0.3): use blocklist_sync_{new}.")
+            old: gauge(old, f"Deprecated (removed in {self.REMOVED_IN}): use blocklist_sync_{new}.")
             for old, new in self.DEPRECATED.items()
         }
         self.last_run_rejected = gauge(
@@ -368,12 +532,19 @@ class Publisher:
         accounts: list[Account],
         textfile: str | None = None,
         metrics: Metrics | None = None,
+        pushgateway: Pushgateway | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
         self.accounts = accounts
         self.textfile = textfile
         self.metrics = metrics or Metrics()
+        self.pushgateway = pushgateway
+        self.clock = clock
         self._lock = threading.Lock()
+        self._instance: str | None = None
+        self._push_failed_at: float | None = None  # while pushes fail: when the last one did
 
     def publish(self) -> None:
         with self._lock:
@@ -389,6 +560,8 @@ class Publisher:
                 return
             if self.textfile:
                 self._write(self.textfile)
+            if self.pushgateway:
+                self._push(self.pushgateway)
 
     def _write(self, path: str) -> None:
         """Write the textfile; failing to is one warning line, never the exit code. Its
@@ -401,6 +574,44 @@ class Publisher:
                 "cannot write the metrics file %s (%s); the sweeps' outcomes stand", path, exc.strerror
             )
 
+    def _push(self, gateway: Pushgateway) -> None:
+        """Push the same series as the textfile to the Pushgateway, replacing the group
+        ``{job="blocklist-sync", instance=<the install>}`` (:meth:`Store.install_name`): every
+        pod, shard and host of one install pushes into one group, so the last push holds the
+        newest state and no run leaves a group behind. Failing is one warning line, never the
+        run's exit code; while pushes fail, one is tried at most every :data:`PUSH_RETRY`
+        seconds, so a gateway that does not answer costs a run one ``timeout``, not one per
+        sweep."""
+        now = self.clock()
+        if self._push_failed_at is not None and now - self._push_failed_at < PUSH_RETRY:
+            return
+        log = logging.getLogger("sync.telemetry")
+        try:
+            if self._instance is None:
+                self._instance = self.store.install_name()
+            push_to_gateway(
+                gateway.url,
+                job=PUSH_JOB,
+                registry=self.metrics.registry,
+                grouping_key={"instance": self._instance},
+                timeout=gateway.timeout,
+                handler=functools.partial(_basic_auth, gateway=gateway),
+            )
+        except Exception as exc:  # the gateway, the network, the database: none fails a sweep
+            if self._push_failed_at is None:
+                log.warning(
+                    "cannot push the metrics to %s (%s); the sweeps' outcomes stand, and pushing is "
+                    "tried again in %ds",
+                    gateway.url,
+                    redact(_why(exc)),
+                    PUSH_RETRY,
+                )
+            self._push_failed_at = now
+            return
+        if self._push_failed_at is not None:
+            log.info("pushing the metrics to %s works again", gateway.url)
+        self._push_failed_at = None
+
     def sweep_started(self, account_sid: str, channel: str, run_id: int) -> None:
         """A :data:`~sync.sweep.StartCallback`: the ``running`` row is committed."""
         self.publish()
@@ -410,3 +621,34 @@ class Publisher:
         not started channel changed nothing the metrics read)."""
         if result.run_id is not None:
             self.publish()
+
+
+PUSH_JOB = "blocklist-sync"  # the Pushgateway's job label, as the textfile is blocklist-sync.prom
+PUSH_RETRY = 60  # seconds between tries while pushes fail
+
+
+def _basic_auth(
+    url: str,
+    method: str,
+    timeout: float | None,
+    headers: list[tuple[str, str]],
+    data: bytes,
+    *,
+    gateway: Pushgateway,
+) -> Callable[[], None]:
+    """prometheus_client's handler, with HTTP basic auth when the URL carried a user."""
+    if gateway.username is None:
+        return default_handler(url, method, timeout, headers, data)
+    return basic_auth_handler(url, method, timeout, headers, data, gateway.username, gateway.password)
+
+
+def _why(exc: BaseException) -> str:
+    """Why a push failed, in a few words: urllib's reason (``Connection refused``, ``timed
+    out``), an HTTP status, or the first line of anything else."""
+    reason = getattr(exc, "reason", None)
+    if isinstance(exc, HTTPError):
+        return f"HTTP {exc.code} {exc.reason}"
+    if reason is not None:
+        return str(getattr(reason, "strerror", None) or reason)
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

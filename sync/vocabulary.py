@@ -55,7 +55,7 @@ class Change(enum.StrEnum):
 
 
 class ExitCode(enum.IntEnum):
-    """The process's exit codes (README, "Exit codes")."""
+    """The process's exit codes (docs/operators.md#exit-codes)."""
 
     OK = 0
     FAILED = 1

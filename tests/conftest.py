@@ -455,10 +455,10 @@ def _as_a_fresh_process() -> Iterator[None]:
     ``main()`` wraps ``sys.stdout``/``sys.stderr`` and sets ``sys.excepthook``
     (``redaction.install``), every key and password it reads is added to the process's
     redaction registry, ``configure_logging`` replaces the root logger's handlers and level,
-    and ``run`` installs SIGTERM/SIGINT handlers. Left behind, each would change what later
-    tests see: a registry holding earlier tests' secrets would blank a secret this run failed to
-    register, and pytest's own log capture would be gone. So the registry starts empty, as in a
-    new process, and all of it is restored afterwards.
+    ``--env-file`` sets variables, and ``run`` installs SIGTERM/SIGINT handlers. Left behind,
+    each would change what later tests see: a registry holding earlier tests' secrets would
+    blank a secret this run failed to register, and pytest's own log capture would be gone. So
+    the registry starts empty, as in a new process, and all of it is restored afterwards.
     """
     root = logging.getLogger()
     root_handlers, root_level = list(root.handlers), root.level
@@ -467,6 +467,7 @@ def _as_a_fresh_process() -> Iterator[None]:
     counts = COUNTS.snapshot()  # the process's _total counters start at 0 in a new process
     COUNTS.reset()
     excepthook, argv = sys.excepthook, sys.argv
+    environ = dict(os.environ)  # `--env-file` adds variables, as in a process of its own
     on_signal = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     redaction._forms.clear()
     redaction._pattern = None
@@ -479,6 +480,8 @@ def _as_a_fresh_process() -> Iterator[None]:
         for name, value in counts.items():
             setattr(COUNTS, name, value)
         sys.excepthook, sys.argv = excepthook, argv
+        os.environ.clear()
+        os.environ.update(environ)
         root.handlers[:] = root_handlers
         root.setLevel(root_level)
         for name, level in tuned.items():

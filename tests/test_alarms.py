@@ -238,6 +238,12 @@ def test_every_alert_is_tested_firing_and_not_firing() -> None:
         pytest.param(
             'blocklist-sync\\\\.prom"', 'other\\\\.prom"', "BlocklistSyncMetricsFileStale", id="wrong-file"
         ),
+        pytest.param(
+            'push_time_seconds{job="blocklist-sync"}',
+            "push_time_seconds",
+            "BlocklistSyncPushStale",
+            id="any-job",
+        ),
     ],
 )
 def test_the_rule_tests_catch_a_broken_rule(tmp_path: Path, old: str, new: str, alert: str) -> None:

@@ -390,3 +390,43 @@ def test_json_and_gzip_exports_as_the_api_returns_them(pg_url: str, tmp_path: Pa
     assert rows(
         engine, "SELECT DISTINCT channel_type FROM blocklist_entries WHERE account_sid = :a", a=sid
     ) == [("3",)]
+
+
+def test_lookup_after_an_import_and_before_any_sweep_says_it_answers_as_of_the_import(
+    sim: Simulator, pg_url: str, tmp_path: Path
+) -> None:
+    """Issue 29, item 8: the answer rests on an export, not on a sweep, and says so; once a
+    sweep has run it rests on that sweep. A sweep recorded ``--trigger backfill`` (a backfill
+    of a new channel by hand) is a sweep: its stretches are not "from an imported export"."""
+    at = dt.datetime(2026, 2, 1, 9, tzinfo=dt.UTC)
+    (file,) = exports(tmp_path, [{N[3]}], at)
+    assert _import(pg_url, sim.sid, str(file)).returncode == 0
+    env = cli_env(sim, pg_url, KALEYRA_CHANNELS="sms")
+
+    def mine(*numbers: str) -> list[str]:
+        """This account's lines of the answer (other tests share the database and the numbers):
+        its channel line and the stretch lines under it."""
+        answer = invoke("lookup", *numbers, env=env)
+        assert answer.returncode == 0, answer.stderr
+        lines, keep = [], False
+        for line in answer.stdout.splitlines():
+            if not line.startswith("    "):
+                keep = line.startswith(f"  {sim.sid} ")
+            if keep:
+                lines.append(line)
+        return lines
+
+    before = mine(N[3])
+    assert before[0] == (
+        f"  {sim.sid} sms: blocklisted (as of the last import (no sweep yet), an export of "
+        "2026-02-01 09:00:00 UTC)"
+    )
+    record = json.loads(invoke("lookup", "--json", N[3], env=env).stdout)["numbers"][0]
+    assert [c["as_of_import"] for c in record["channels"] if c["account_sid"] == sim.sid] == [True]
+    sim.add("sms", [N[3], N[4]])
+    assert invoke("run", "--trigger", "backfill", env=env).returncode == 0
+    after = mine(N[3], N[4])
+    answers = [line for line in after if not line.startswith("    ")]
+    assert len(answers) == 2 and all("blocklisted (as of the last sweep, " in a for a in answers), answers
+    # N[3]'s stretch came from the export; N[4]'s from the sweep, though it ran as a backfill.
+    assert sum("(from an imported export)" in line for line in after) == 1

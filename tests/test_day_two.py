@@ -438,7 +438,7 @@ def test_last_run_gauges_and_their_deprecated_names(sim: Simulator, pg_url: str,
     ):
         assert f"blocklist_sync_{new}{labels} {value}" in text
         assert f"blocklist_sync_{old}{labels} {value}" in text
-        assert f"# HELP blocklist_sync_{old} Deprecated (removed in 0.3): use blocklist_sync_{new}." in text
+        assert f"# HELP blocklist_sync_{old} Deprecated (removed in 0.4): use blocklist_sync_{new}." in text
     assert f"blocklist_sync_last_run_duration_seconds{labels}" in text
     assert (
         f'blocklist_sync_last_run_status{{account="{sim.sid}",channel="sms",status="succeeded"}} 1.0' in text
@@ -493,7 +493,7 @@ def run_promtool(*args: str, cwd: Path = REPO / "cron") -> subprocess.CompletedP
 def test_alerting_rules_pass_promtool() -> None:
     check = run_promtool("check", "rules", "blocklist-sync-alerts.yaml")
     assert check.returncode == 0, check.stdout + check.stderr
-    assert "SUCCESS: 7 rules found" in check.stdout
+    assert "SUCCESS: 8 rules found" in check.stdout
     test = run_promtool("test", "rules", "blocklist-sync-alerts.test.yaml")
     assert test.returncode == 0, test.stdout + test.stderr
     assert "SUCCESS" in test.stdout

@@ -37,6 +37,7 @@ SCHEDULER = CRON / "blocklist-sync-scheduler.service"
 UNITS = (SERVICE, TIMER, SCHEDULER)
 CRONTAB = CRON / "crontab"
 MANIFEST = CRON / "kubernetes-cronjob.yaml"
+REVIEW_POD = CRON / "kubernetes-review-pod.yaml"
 
 INSTALLED_BINARY = "/opt/blocklist-sync/bin/blocklist-sync"
 CONFIG_DIR = "/etc/blocklist-sync/"
@@ -436,10 +437,18 @@ def test_kubernetes_cronjob_runs_the_scheduled_sweep_as_non_root() -> None:
     assert security["capabilities"]["drop"] == ["ALL"]
 
 
-@pytest.mark.parametrize("which", ["cronjob", "backfill"])
+def review_pod() -> dict[str, Any]:
+    pod = one_yaml(REVIEW_POD)
+    assert (pod["apiVersion"], pod["kind"]) == ("v1", "Pod")
+    return pod
+
+
+@pytest.mark.parametrize("which", ["cronjob", "backfill", "review"])
 def test_kubernetes_key_comes_from_a_mounted_secret(which: str) -> None:
     if which == "cronjob":
         spec = pod_spec(cronjob()["spec"]["jobTemplate"]["spec"])
+    elif which == "review":
+        spec = review_pod()["spec"]
     else:
         job = backfill_job()
         assert (job["apiVersion"], job["kind"]) == ("batch/v1", "Job")
@@ -763,6 +772,7 @@ def test_every_manifest_runs_the_image_the_dockerfile_builds() -> None:
         "backfill": pod_spec(backfill_job()["spec"]),
         "migrate": pod_spec(one_yaml(MIGRATE_JOB)["spec"]),
         "sharded": pod_spec(one_yaml(SHARDED)["spec"]["jobTemplate"]["spec"]),
+        "review": review_pod()["spec"],
     }
     assert {where: container(spec)["image"] for where, spec in specs.items()} == dict.fromkeys(specs, built)
 
@@ -958,7 +968,9 @@ def test_every_file_that_kills_a_sweep_is_checked_for_the_order() -> None:
         if re.search(r"^\s*(TimeoutStartSec=|activeDeadlineSeconds:)", path.read_text(), re.MULTILINE)
         and "run" in path.read_text()
     }
-    assert killers - {MIGRATE_JOB.name} == set(killed_jobs())
+    # The review pod's deadline ends a pod that only waits (`sleep`) for commands by hand.
+    assert container(review_pod()["spec"])["command"][0] == "sleep"
+    assert killers - {MIGRATE_JOB.name, REVIEW_POD.name} == set(killed_jobs())
 
 
 # --- (g) the kustomize base ------------------------------------------------------------------
@@ -1126,3 +1138,49 @@ def test_the_systemd_reading_above_is_not_vacuous() -> None:
 
     with pytest.raises(ConfigError, match="KALEYRA_REGION"):
         AccountSource().load({"KALEYRA_SID": "HXXXXXXX071US", "KALEYRA_API_KEY": "k" * 32, **env})
+
+
+# --- (i) commands by hand (issue 29, item 5) ---------------------------------------------------
+
+
+def test_the_review_pod_has_the_cronjobs_settings_and_sandbox_and_runs_nothing_itself() -> None:
+    """The pod the docs and the alerts send a Kubernetes operator to runs `status` and a review
+    with exactly the CronJob's settings, mounts and sandbox; it only waits, for at most an
+    hour, and keeps the plan file between the dry run and the forced run (/tmp)."""
+    pod = review_pod()
+    spec = pod["spec"]
+    job = pod_spec(cronjob()["spec"]["jobTemplate"]["spec"])
+    c, scheduled = container(spec), container(job)
+    assert env_of(c) == env_of(scheduled)
+    for key in ("image", "volumeMounts", "securityContext", "resources"):
+        assert c[key] == scheduled[key], key
+    for key in ("securityContext", "volumes", "automountServiceAccountToken"):
+        assert spec[key] == job[key], key
+    assert c["command"] == ["sleep", "3600"] and spec["activeDeadlineSeconds"] == 3600
+    assert "/tmp" in [m["mountPath"] for m in c["volumeMounts"]]
+    # Every blocklist-sync command its comment shows gets past argument parsing.
+    commands = re.findall(
+        r"^#\s+kubectl exec blocklist-sync-review -- (blocklist-sync .+)$", REVIEW_POD.read_text(), re.M
+    )
+    assert len(commands) == 3
+    # `status` reads no account (it would not stop at KALEYRA_SID), and --plan reads its file at
+    # once: the dry run is the one that shows its arguments parse.
+    assert_cli_accepts(shlex.split(commands[1]), "review pod")
+
+
+def test_the_env_file_reader_reads_the_shipped_env_file_as_systemd_does(tmp_path: Path) -> None:
+    from sync.settings import ConfigError, read_env_file
+
+    for name, text in shipped_env_files().items():
+        path = tmp_path / "env"
+        path.write_text(text)
+        assert read_env_file(str(path)) == systemd_environment_file(text), name
+    path = tmp_path / "env"
+    path.write_text(
+        "KALEYRA_REGION=in   # in, sg, eu or na\n; a comment\nDATABASE_URL='postgresql://x@h/d'\n"
+    )
+    assert read_env_file(str(path)) == systemd_environment_file(path.read_text())
+    path.write_text("# settings\nexport DATABASE_URL=postgresql://u:pw@h/d\n")
+    with pytest.raises(ConfigError, match=r"^--env-file: line 2 of .* is not KEY=value") as refused:
+        read_env_file(str(path))
+    assert "pw" not in str(refused.value)

@@ -625,5 +625,7 @@ def test_report_on_sqlite(sim: Simulator, sqlite_store: Store, tmp_path: Path) -
     page = out.read_text()
     today = dt.datetime.now(dt.UTC).date().isoformat()
     assert f"Period covered: {today} to {today} (UTC days, 1 day)" in page
+    # The line says what the page shows (one day: the first sweep was today), not the 90 asked.
+    assert done.stdout.strip() == f"{out}: report of {today} to {today} (UTC days, 1 day) written"
     assert f"<td>{sim.sid}</td><td>sms</td><td>succeeded</td>" in page
     assert f"{sim.sid} voice added<" in page and page.count("<svg") == 2

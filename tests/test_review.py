@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from sqlalchemy import Engine
 
 from sync.simulator import Simulator
@@ -56,8 +59,8 @@ def test_force_with_a_plan_applies_what_the_dry_run_showed(
     plan = tmp_path / "plan.json"
     review = make_plan(held, plan)
     assert (
-        f"plan {sim.sid} sms: +0 -50, 0 unconfirmed (kept), would be held: it would remove 50"
-        in review.stdout
+        f"plan {sim.sid} sms: would add 0 and remove 50, 0 unconfirmed (kept), "
+        "would be held: it would remove 50" in review.stdout
     )
     assert len(entries(engine, sim)) == 200  # a dry run applies nothing
     forced = invoke("run", "--force", "--plan", str(plan), env=held)
@@ -311,3 +314,200 @@ def test_a_bad_value_is_named_as_the_operator_set_it(
     from_flag = invoke(*args, flag, value, env=env)
     assert from_flag.returncode == 2 and from_flag.stderr.count("\n") == 1
     assert flag in from_flag.stderr and variable not in from_flag.stderr, from_flag.stderr
+
+
+# -- what would change, and what is stored (issue 29, item 6) -------------------------------
+
+
+def test_held_and_dry_run_say_what_would_change_and_status_keeps_it_apart_from_what_is_stored(
+    held: dict[str, str], sim: Simulator, engine: Engine
+) -> None:
+    again = invoke("run", env=held)
+    assert again.returncode == 3
+    held_run = last_run(engine, sim)
+    line = again.stdout.splitlines()[0]
+    assert line.startswith(f"{sim.sid} sms: held, 200 blocklisted, unchanged: would add 0 and remove 50, ")
+    assert "150 blocklisted" not in again.stdout  # the count it would leave is not stored state
+    review = invoke("run", "--dry-run", env=held)
+    assert f"{sim.sid} sms: dry_run, 200 blocklisted, unchanged: would add 0 and remove 50" in review.stdout
+    status = invoke("status", env=held)
+    assert status.returncode == 1
+    [row] = [r for r in status.stdout.splitlines() if r.startswith(f"{sim.sid}  sms")]
+    # STATUS, ADDED, REMOVED (nothing applied), REJECTED, ENTRIES (what is stored)
+    assert row.split()[4:9] == ["held", "-", "-", "0", "200"]
+    assert (
+        f"{sim.sid} sms: the held sweep (run {held_run}) would add 0 and remove 50; "
+        "nothing was applied, so the 200 entries stand"
+    ) in status.stdout
+    [channel] = mine(json.loads(invoke("status", "--json", env=held).stdout)["channels"], sim)
+    assert channel["last_run"]["applied"] is False and channel["entries"] == 200
+    sim.remove("sms", numbers(1, start=50))  # a small change the guard lets through
+    sim.add("sms", numbers(50))
+    applied = invoke("run", env=held)
+    assert f"{sim.sid} sms: succeeded, 199 blocklisted, +0 -1" in applied.stdout
+    [channel] = mine(json.loads(invoke("status", "--json", env=held).stdout)["channels"], sim)
+    assert channel["last_run"]["applied"] is True and channel["last_run"]["removed"] == 1
+
+
+def mine(channels: list[dict[str, Any]], sim: Simulator) -> list[dict[str, Any]]:
+    """This test's channels of ``status --json`` (other tests' share the database)."""
+    return [c for c in channels if c["account_sid"] == sim.sid]
+
+
+def last_run(engine: Engine, sim: Simulator) -> int:
+    [(run_id,)] = rows(engine, "SELECT MAX(id) FROM sync_runs WHERE account_sid = :a", a=sim.sid)
+    return int(run_id)
+
+
+# -- a plan applies once (issue 29, item 4) --------------------------------------------------
+
+
+def test_a_plan_applied_twice_says_already_applied_and_writes_no_held_row(
+    held: dict[str, str], sim: Simulator, engine: Engine, tmp_path: Path
+) -> None:
+    plan = tmp_path / "plan.json"
+    make_plan(held, plan)
+    metrics = tmp_path / "m.prom"
+    first = invoke("run", "--force", "--plan", str(plan), "--metrics-file", str(metrics), env=held)
+    assert first.returncode == 0, first.stderr
+    applied_by = last_run(engine, sim)
+    runs = statuses(engine, sim)
+    again = invoke("run", "--force", "--plan", str(plan), "--metrics-file", str(metrics), env=held)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert f"{sim.sid} sms: skipped: the plan {plan}" in again.stdout
+    assert f"was already applied by run {applied_by}; nothing was swept or written" in again.stdout
+    assert statuses(engine, sim) == runs  # no held row, no row at all
+    assert entries(engine, sim) == set(numbers(150, start=50))
+    assert invoke("status", env=held).returncode == 0
+    # The Held alert reads this series: it stays 0, the applying sweep's status stays 1.
+    labels = f'account="{sim.sid}",channel="sms"'
+    assert f'blocklist_sync_last_run_status{{{labels},status="held"}} 0.0' in metrics.read_text()
+    assert f'blocklist_sync_last_run_status{{{labels},status="succeeded"}} 1.0' in metrics.read_text()
+
+
+def test_a_plan_is_not_taken_as_applied_by_a_sweep_that_applied_other_changes(
+    held: dict[str, str], sim: Simulator, engine: Engine, tmp_path: Path
+) -> None:
+    """Only the very changes the plan approves count: a plain --force that removed one number
+    more applied something else, and the plan's sweep is held as differing, as before."""
+    plan = tmp_path / "plan.json"
+    make_plan(held, plan)
+    sim.remove("sms", numbers(1, start=50))
+    assert invoke("run", "--force", env=held).returncode == 0  # blind: removes 51
+    again = invoke("run", "--force", "--plan", str(plan), env=held)
+    assert again.returncode == 3
+    assert "already applied" not in again.stdout
+    assert "it would remove 0 number(s), 50 were approved" in again.stdout
+
+
+# -- one review path, advice that works on each host (issue 29, item 5) ---------------------
+
+ALERTS = REPO / "cron/blocklist-sync-alerts.yaml"
+
+
+def alert_description(name: str, **labels: str) -> str:
+    [rule] = [
+        r for g in yaml.safe_load(ALERTS.read_text())["groups"] for r in g["rules"] if r["alert"] == name
+    ]
+    text: str = rule["annotations"]["description"]
+    for label, value in labels.items():
+        text = text.replace(f"{{{{ $labels.{label} }}}}", value)
+    return text
+
+
+def reviewed_path(text: str) -> bool:
+    """Whether ``text`` sends a held sweep down the reviewed path: a dry run that saves a plan,
+    then --force with that plan; never a plain --force. Commands are in backticks; a bare
+    `--force` is the flag named, not advice."""
+    spans = re.findall(r"`([^`]*)`", text)
+    forced = [span for span in spans if "--force" in span and span != "--force"]
+    outside = re.sub(r"`[^`]*`", "", text)
+    return (
+        any("--dry-run" in span and "--plan-out" in span for span in spans)
+        and bool(forced)
+        and all(re.search(r"--plan(?!-)", span) for span in forced)
+        and "--force" not in outside
+    )
+
+
+def test_every_page_gives_one_review_path_for_a_held_sweep(held: dict[str, str], sim: Simulator) -> None:
+    docs = (REPO / "docs/operators.md").read_text()
+    runbook = docs[docs.index("#### Reviewing a held sweep") : docs.index("##### Approving exactly")]
+    rows_for_3 = re.findall(r"^\| 3 \|.*$", docs, re.MULTILINE)
+    comments = {}
+    for name in ("crontab", "blocklist-sync.service", "kubernetes-cronjob.yaml"):
+        text = re.sub(r"\n#\s*", " ", (REPO / "cron" / name).read_text())  # the comment as one line
+        found = re.search(r"3\s+held by the safety guard.{0,250}", text)
+        assert found is not None, name
+        comments[name] = found.group(0)
+    said = {
+        "the CLI": invoke("run", env=held).stdout,
+        "the Held alert": alert_description("BlocklistSyncHeld", account=sim.sid, channel="sms"),
+        "the runbook": runbook,
+        **{f"exit-code table {k}": row for k, row in enumerate(rows_for_3)},
+        **{f"cron/{name}": text for name, text in comments.items()},
+    }
+    assert len(rows_for_3) == 3
+    assert {where: reviewed_path(text) for where, text in said.items()} == dict.fromkeys(said, True)
+    # Not vacuous: the advice the pages gave before.
+    assert not reviewed_path("review with `blocklist-sync run --dry-run`, apply with --force")
+    assert not reviewed_path("`run --dry-run --plan-out p`; if right, `run --force --channel sms`")
+
+
+def test_the_alerts_advice_runs_as_written_with_the_env_file(
+    held: dict[str, str], sim: Simulator, engine: Engine, tmp_path: Path
+) -> None:
+    """The commands the alerts give, run as written on a systemd or cron host (the program's
+    path and sudo aside): `status` reads the job's env file, and the Held alert's two commands,
+    with the job's settings, apply what the dry run showed."""
+    env_file = tmp_path / "env"  # /etc/blocklist-sync/env, in the shipped file's form
+    shipped = (REPO / "cron/blocklist-sync.env").read_text()
+    settings = {
+        "KALEYRA_SID": sim.sid,
+        "KALEYRA_BASE_URL": sim.base_url,
+        "DATABASE_URL": held["DATABASE_URL"],
+    }
+    lines = [
+        line for line in shipped.splitlines() if not line.startswith(("KALEYRA_SID=", "KALEYRA_REGION="))
+    ]
+    env_file.write_text("\n".join([*lines, *(f"{k}='{v}'" for k, v in settings.items())]) + "\n")
+    bare = {k: v for k, v in held.items() if not k.startswith(("KALEYRA_", "DATABASE_URL"))}
+    for alert in ("BlocklistSyncStale", "BlocklistSyncLastSweepFailed", "BlocklistSyncNeverSucceeded"):
+        command = re.search(
+            r"`sudo (\S+) (--env-file \S+ status)`", alert_description(alert, account=sim.sid)
+        )
+        assert command is not None and command.group(1) == "/opt/blocklist-sync/bin/blocklist-sync", alert
+        args = shlex.split(command.group(2).replace("/etc/blocklist-sync/env", str(env_file)))
+        status = invoke(*args, env=bare)
+        assert status.returncode == 1, status.stderr  # the held sweep is the problem it names
+        assert f"PROBLEM {sim.sid} sms: last sweep held" in status.stdout
+    held_advice = alert_description("BlocklistSyncHeld", account=sim.sid, channel="sms")
+    dry_run, force = re.findall(r"`blocklist-sync (run [^`]+)`", held_advice)
+    with_key = {**bare, "KALEYRA_API_KEY": sim.api_key}  # the key, as the host's runbook hands it over
+    for command in (dry_run, force):
+        args = [
+            "--env-file",
+            str(env_file),
+            *shlex.split(command.replace("plan.json", str(tmp_path / "p.json"))),
+        ]
+        assert invoke(*args, env=with_key).returncode == 0
+    assert entries(engine, sim) == set(numbers(150, start=50))
+    assert invoke("--env-file", str(env_file), "status", env=bare).returncode == 0
+
+
+def test_env_file_settings_give_way_to_the_environment_and_a_bad_line_is_one_line(
+    sim: Simulator, pg_url: str, tmp_path: Path
+) -> None:
+    env_file = tmp_path / "env"
+    env_file.write_text("KALEYRA_SID=HXNOTTHISONE\nDATABASE_URL=postgresql://nobody@127.0.0.1:1/none\n")
+    env = cli_env(sim, pg_url, KALEYRA_CHANNELS="sms")
+    assert invoke("--env-file", str(env_file), "status", "--json", env=env).returncode == 0  # env wins
+    env_file.write_text(f"DATABASE_URL=postgresql://u:{'pw-Zq8!secret:42'}@h/d\nnot a setting\n")
+    bad = invoke("--env-file", str(env_file), "status", env=env)
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert bad.stderr.splitlines() == [
+        f"blocklist-sync: error: --env-file: line 2 of {env_file} is not KEY=value (a name of letters, "
+        "digits and _, then =); fix it, or start it with # to make it a comment"
+    ]
+    missing = invoke("--env-file", str(tmp_path / "nowhere"), "status", env=env)
+    assert missing.returncode == 2 and "--env-file: cannot read" in missing.stderr

@@ -19,7 +19,7 @@ from sync.guard import GuardLimits
 from sync.output import summary_line
 from sync.simulator import Simulator
 from sync.store import Store
-from sync.sweep import Outcome, SweepOptions, sweep_channel
+from sync.sweep import Outcome, PageProgress, SweepOptions, sweep_channel
 from sync.vocabulary import RunStatus
 from tests.conftest import (
     REPO,
@@ -423,7 +423,7 @@ def test_stop_event_between_pages_applies_nothing(sim: Simulator, store: Store, 
         "sms",
         SweepOptions(),
         stop=stop,
-        on_page=lambda ch, pages, n: stop.set() if pages == 3 else None,
+        on_page=lambda progress: stop.set() if progress.pages == 3 else None,
     )
     assert result.outcome is Outcome.CANCELLED
     assert result.message == "cancelled by a stop request; nothing was applied"
@@ -466,8 +466,8 @@ def test_losing_the_database_mid_sweep_fails_cleanly_and_the_next_run_recovers(
 ) -> None:
     sim.add("sms", numbers(800))
 
-    def kill_our_backend(channel: str, pages: int, count: int) -> None:
-        if pages == 3:
+    def kill_our_backend(progress: PageProgress) -> None:
+        if progress.pages == 3:
             with engine.begin() as conn:
                 conn.execute(
                     text(
