@@ -39,6 +39,7 @@ from sync.settings import (
     check_output_file,
     duration_text,
     parse_duration,
+    parse_instant,
     parse_schema,
     parse_shard,
     quoted,
@@ -1027,7 +1028,7 @@ def import_exports(
         )
     try:
         ats = (
-            [exports.parse_time(t, "--as-of") for t in times]
+            [parse_instant(t, "--as-of") for t in times]
             if times
             else [exports.time_in_name(f) for f in files]
         )
@@ -1100,7 +1101,7 @@ def lookup(
         )
         country, setting = old_country, "--region"
     readings = lookups.normalise_each(numbers, lookups.country_code(country, setting) if country else None)
-    at = None if instant is None else lookups.parse_instant(instant)
+    at = None if instant is None else parse_instant(instant, "--at")
     store, _ = open_store(database_url, only_reads=True)
     database.require_current_schema(store.engine)
     reports = lookups.look_up(store.engine, readings, at=at)

@@ -42,6 +42,7 @@ import ijson
 
 from sync.guard import is_code
 from sync.numbers import canonical, describe_rejected
+from sync.settings import parse_instant
 from sync.vendor_text import vendor_text
 
 __all__ = [
@@ -50,7 +51,6 @@ __all__ = [
     "ExportError",
     "ExportFile",
     "Reading",
-    "parse_time",
     "source_of",
     "time_in_name",
 ]
@@ -85,21 +85,6 @@ class ExportFile:
         return self.path.name
 
 
-def parse_time(value: str, what: str) -> dt.datetime:
-    """An ISO 8601 time with a zone (``2026-11-01T09:00+05:30``, ``2026-11-01T0900Z``), in UTC."""
-    shown = vendor_text(value, 40)
-    try:
-        at = dt.datetime.fromisoformat(value.strip())
-    except ValueError:
-        at = None
-    if at is None or at.tzinfo is None:
-        raise ExportError(
-            f"{what} {shown!r} is not an ISO 8601 time with a zone; write e.g. 2026-11-01T09:00Z "
-            "or 2026-11-01T14:30+05:30"
-        )
-    return at.astimezone(dt.UTC)
-
-
 def time_in_name(path: str) -> dt.datetime:
     """The time a file's name carries (``blocklist-sms-2026-11-01T0900Z.csv``): exactly one ISO
     8601 time with a zone, in its base name."""
@@ -110,7 +95,7 @@ def time_in_name(path: str) -> dt.datetime:
             f"{vendor_text(name, 80)}: its name carries {'no' if not found else 'more than one'} time "
             "with a zone (like blocklist-sms-2026-11-01T0900Z.csv); give --as-of TIME for each file"
         )
-    return parse_time(found[0], f"the time in {vendor_text(name, 80)!r},")
+    return parse_instant(found[0], f"the time in {vendor_text(name, 80)!r},")
 
 
 def _open(path: Path) -> IO[bytes]:

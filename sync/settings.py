@@ -34,6 +34,7 @@ __all__ = [
     "load_accounts",
     "parse_channels",
     "parse_duration",
+    "parse_instant",
     "parse_schema",
     "parse_shard",
     "quoted",
@@ -592,6 +593,34 @@ def parse_duration(value: str, setting: str, *, zero_is_off: bool = False) -> fl
             "write a duration over 0s and at most 366d, like 90s, 30m, 2h or 1d"
         )
     return seconds
+
+
+def parse_instant(value: str, setting: str) -> dt.datetime:
+    """An instant written as ISO 8601 with its zone (``2026-11-01T09:00+05:30``,
+    ``2026-11-01T0900Z``), in UTC: the one reading of a time an operator or a file gives
+    (``lookup --at``, ``import --as-of``, the time in an export's name, a plan's ``made_at``).
+
+    A time without a zone would be read in whatever zone this host is in, and an answer must
+    not depend on that; one whose UTC falls outside the years 1 to 9999
+    (``0001-01-01T00:00+05:30``, ``9999-12-31T23:59-05:00``) is one no clock could show and no
+    date arithmetic can hold. Either is a one-line :class:`ConfigError` naming ``setting``."""
+    text = value.strip()
+    try:
+        instant = dt.datetime.fromisoformat(text) if text.isascii() else None
+    except ValueError:
+        instant = None
+    if instant is None or instant.tzinfo is None:
+        raise ConfigError(
+            f"{setting} {quoted(value)} is not an ISO 8601 time with a zone; write e.g. "
+            "2026-11-01T09:00Z or 2026-11-01T14:30+05:30"
+        )
+    try:
+        return instant.astimezone(dt.UTC)
+    except OverflowError:
+        raise ConfigError(
+            f"{setting} {quoted(value)} is out of range: in UTC it falls outside the years 1 to 9999; "
+            "check the date"
+        ) from None
 
 
 def duration_text(seconds: float) -> str:

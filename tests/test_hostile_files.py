@@ -1,0 +1,93 @@
+"""What an operator or an attacker hands the CLI besides the vendor's answers (issue 27, items
+8 to 14): export files that are no export, times no clock could show, a key file given as an
+export, output paths that are no regular file, plans from the future.
+
+Each test drives the real CLI (:func:`~tests.conftest.invoke`) against a real PostgreSQL and,
+where a sweep is the point, the simulator over real HTTP; each asserts what the operator sees
+(exit code, one line) and what the tables hold.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from sync.simulator import Simulator
+from sync.store import Store
+from sync.vocabulary import Outcome
+from tests.conftest import cli_env, invoke, numbers, rows, sweep
+
+N = numbers(40)
+
+
+def _sid() -> str:
+    return f"HXFILES{uuid.uuid4().hex[:10].upper()}"
+
+
+def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    """The one ``blocklist-sync: error:`` line a refusal prints, and nothing that looks like a
+    traceback."""
+    assert "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("blocklist-sync: error")]
+    assert len(errors) == 1, result.stderr
+    return errors[0]
+
+
+def write_csv(path: Path, listing: list[str]) -> Path:
+    path.write_text("mobile\n" + "".join(f"{m}\n" for m in listing))
+    return path
+
+
+def _import(url: str, sid: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return invoke("import", "--account", sid, "--channel", "sms", *args, env=cli_env(None, url, **env))
+
+
+def _count(url: str, table: str, sid: str) -> int:
+    from sync import database
+
+    engine = database.make_engine(url)
+    return int(rows(engine, f"SELECT COUNT(*) FROM {table} WHERE account_sid = :a", a=sid)[0][0])
+
+
+# -- 14. times out of range: one line, exit 2, in every command -------------------------------
+
+
+@pytest.mark.parametrize("instant", ["0001-01-01T00:00+05:30", "9999-12-31T23:59-05:00"])
+def test_lookup_at_a_time_utc_cannot_hold_is_one_line(
+    instant: str, sim: Simulator, store: Store, pg_url: str
+) -> None:
+    sim.add("sms", N[:3])
+    assert sweep(sim, store, "sms").outcome is Outcome.SUCCEEDED
+    result = invoke("lookup", N[0], "--at", instant, env=cli_env(None, pg_url))
+    assert result.returncode == 2
+    line = one_error_line(result)
+    assert "--at" in line and "out of range" in line
+
+
+def test_lookup_at_the_first_instant_utc_holds_answers(sim: Simulator, store: Store, pg_url: str) -> None:
+    sim.add("sms", N[:3])
+    assert sweep(sim, store, "sms").outcome is Outcome.SUCCEEDED
+    result = invoke("lookup", N[0], "--at", "0001-01-01T00:00Z", env=cli_env(None, pg_url))
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr and ": uncertain: " in result.stdout
+
+
+@pytest.mark.parametrize("instant", ["9999-12-31T23:59-05:00", "0001-01-01T00:00+05:30"])
+def test_import_as_of_a_time_utc_cannot_hold_is_one_line(instant: str, pg_url: str, tmp_path: Path) -> None:
+    sid = _sid()
+    file = write_csv(tmp_path / "x.csv", N[:3])
+    result = _import(pg_url, sid, "--as-of", instant, str(file))
+    assert result.returncode == 2
+    assert "out of range" in one_error_line(result)
+    assert _count(pg_url, "sync_runs", sid) == 0
+
+
+def test_a_time_in_a_file_name_utc_cannot_hold_is_one_line(pg_url: str, tmp_path: Path) -> None:
+    sid = _sid()
+    file = write_csv(tmp_path / "blocklist-sms-9999-12-31T2359-0500.csv", N[:3])
+    result = _import(pg_url, sid, str(file))
+    assert result.returncode == 2
+    assert "out of range" in one_error_line(result)
