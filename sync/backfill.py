@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -50,11 +51,24 @@ from sync.store import (
     Staged,
     Store,
 )
+from sync.vendor_text import vendor_text
 from sync.vocabulary import ExitCode
 
-__all__ = ["Held", "ImportOptions", "ImportResult", "Refused", "Snapshot", "import_snapshots"]
+__all__ = [
+    "EARLIEST_EXPORT",
+    "Held",
+    "ImportOptions",
+    "ImportResult",
+    "Refused",
+    "Snapshot",
+    "import_snapshots",
+]
 
 log = logging.getLogger("sync.backfill")
+
+# The earliest time an export may be said to show (``import --earliest``): no Kaleyra blocklist
+# is older, and a typo (0026 for 2026) would otherwise write two thousand years of history.
+EARLIEST_EXPORT = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 
 
 class Refused(Exception):
@@ -90,6 +104,7 @@ class ImportOptions:
     dry_run: bool = False
     force: bool = False
     guard: GuardLimits = field(default_factory=GuardLimits)
+    earliest: dt.datetime = EARLIEST_EXPORT  # a snapshot before it is refused
     sample: int = 5  # numbers of each kind of change a dry run shows
 
 
@@ -107,7 +122,8 @@ class ImportResult:
 
 
 def _when(at: dt.datetime) -> str:
-    return at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # isoformat, not strftime: %Y writes year 26 as "26", and a mistyped year must show as typed
+    return at.astimezone(dt.UTC).replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
 
 
 def import_snapshots(store: Store, snapshots: list[Snapshot], options: ImportOptions) -> list[ImportResult]:
@@ -116,6 +132,7 @@ def import_snapshots(store: Store, snapshots: list[Snapshot], options: ImportOpt
     nothing."""
     if len({s.at for s in snapshots}) != len(snapshots):
         raise Refused("two files are given the same time; each export is the listing at its own time")
+    _check_times(snapshots, options.earliest, store.now())  # before any file is read
     files = {s: _source(s.path) for s in snapshots}  # every file readable before the lock is taken
     try:
         with store.lock_channel(options.account_sid, options.channel) as session:
@@ -125,6 +142,22 @@ def import_snapshots(store: Store, snapshots: list[Snapshot], options: ImportOpt
             f"another session holds the lock of {options.account_sid} {options.channel} (a sweep or "
             "an import); nothing was applied: run the import again when it is done"
         ) from None
+
+
+def _check_times(snapshots: list[Snapshot], earliest: dt.datetime, now: dt.datetime) -> None:
+    """Each snapshot's time lies between ``earliest`` and ``now`` (the database's clock)."""
+    for snapshot in snapshots:
+        name = vendor_text(os.path.basename(snapshot.path), 80)
+        if snapshot.at < earliest:
+            raise Refused(
+                f"{name}: {_when(snapshot.at)} is before {_when(earliest)}, the earliest time an export "
+                "may show (--earliest); check the year, or set --earliest if the export really is older"
+            )
+        if snapshot.at > now:
+            raise Refused(
+                f"{name}: {_when(snapshot.at)} is in the future (the database's clock says {_when(now)}); "
+                "give the time the export was taken"
+            )
 
 
 def _source(path: str) -> ExportFile:
@@ -144,13 +177,6 @@ class _Import:
 
     def run(self, snapshots: list[Snapshot], files: dict[Snapshot, ExportFile]) -> list[ImportResult]:
         session = self.session
-        now = session.now()
-        for snapshot in snapshots:
-            if snapshot.at > now:
-                raise Refused(
-                    f"{files[snapshot].name}: {_when(snapshot.at)} is in the future (the database's "
-                    f"clock says {_when(now)}); give the time the export was taken"
-                )
         results: list[ImportResult] = []
         todo = []
         for snapshot in sorted(snapshots, key=lambda s: s.at):

@@ -989,6 +989,14 @@ def schedule(
     "the same order. Default: the time in each file's name (blocklist-sms-2026-11-01T0900Z.csv).",
 )
 @click.option(
+    "--earliest",
+    metavar="TIME",
+    envvar="BLOCKLIST_SYNC_IMPORT_EARLIEST",
+    show_envvar=True,
+    help="Refuse an export said to be older than this (ISO 8601 with a zone; default "
+    "2000-01-01T00:00Z): a year mistyped in --as-of would write centuries of history.",
+)
+@click.option(
     "--dry-run", is_flag=True, help="Show what each file would change (counts and examples); apply nothing."
 )
 @click.option("--force", is_flag=True, help="Apply even what the safety guard would hold.")
@@ -1000,6 +1008,7 @@ def import_exports(
     account_sid: str,
     channel: str,
     times: tuple[str, ...],
+    earliest: str | None,
     dry_run: bool,
     force: bool,
     guard: GuardLimits,
@@ -1035,10 +1044,13 @@ def import_exports(
     except exports.ExportError as exc:
         raise UsageError(str(exc)) from None
     snapshots = [backfill.Snapshot(path, at) for path, at in zip(files, ats, strict=True)]
+    oldest = (
+        backfill.EARLIEST_EXPORT if earliest is None else parse_instant(earliest, setting_name("earliest"))
+    )
     store, _ = open_store(database_url)
     database.require_current_schema(store.engine)
     options = backfill.ImportOptions(
-        account_sid=account_sid, channel=channel, dry_run=dry_run, force=force, guard=guard
+        account_sid=account_sid, channel=channel, dry_run=dry_run, force=force, guard=guard, earliest=oldest
     )
     try:
         results = backfill.import_snapshots(store, snapshots, options)

@@ -483,7 +483,10 @@ def exit_code(report: NumberReport) -> ExitCode:
 
 
 def _when(value: dt.datetime | None) -> str:
-    return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if value else "?"
+    if not value:
+        return "?"
+    # isoformat, not strftime: %Y writes year 1 as "1"
+    return value.astimezone(dt.UTC).replace(tzinfo=None).isoformat(" ", timespec="seconds") + " UTC"
 
 
 def describe(report: NumberReport) -> list[str]:

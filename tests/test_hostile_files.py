@@ -72,7 +72,8 @@ def test_lookup_at_the_first_instant_utc_holds_answers(sim: Simulator, store: St
     assert sweep(sim, store, "sms").outcome is Outcome.SUCCEEDED
     result = invoke("lookup", N[0], "--at", "0001-01-01T00:00Z", env=cli_env(None, pg_url))
     assert result.returncode == 0, result.stderr
-    assert "Traceback" not in result.stderr and ": uncertain: " in result.stdout
+    assert "Traceback" not in result.stderr
+    assert "at 0001-01-01 00:00:00 UTC: uncertain: " in result.stdout
 
 
 @pytest.mark.parametrize("instant", ["9999-12-31T23:59-05:00", "0001-01-01T00:00+05:30"])
@@ -91,3 +92,52 @@ def test_a_time_in_a_file_name_utc_cannot_hold_is_one_line(pg_url: str, tmp_path
     result = _import(pg_url, sid, str(file))
     assert result.returncode == 2
     assert "out of range" in one_error_line(result)
+
+
+# -- 10. --as-of after a plausible earliest time, and not in the future -----------------------
+
+
+def test_an_as_of_before_the_earliest_plausible_time_is_one_line(pg_url: str, tmp_path: Path) -> None:
+    """A typo (0026 for 2026) would write 2,000 years of history, and the daily views would
+    count every day of them."""
+    sid = _sid()
+    file = write_csv(tmp_path / "x.csv", N[:3])
+    result = _import(pg_url, sid, "--as-of", "0026-11-01T09:00Z", str(file))
+    assert result.returncode == 2
+    line = one_error_line(result)
+    assert "0026-11-01T09:00:00Z" in line and "2000-01-01T00:00:00Z" in line and "--earliest" in line
+    assert _count(pg_url, "sync_runs", sid) == 0
+    named = write_csv(tmp_path / "blocklist-sms-1999-12-31T2359Z.csv", N[:3])
+    assert _import(pg_url, sid, str(named)).returncode == 2
+    assert _count(pg_url, "blocklist_periods", sid) == 0
+
+
+def test_the_earliest_plausible_time_is_a_setting(pg_url: str, tmp_path: Path) -> None:
+    sid = _sid()
+    file = write_csv(tmp_path / "x.csv", N[:3])
+    done = _import(
+        pg_url,
+        sid,
+        "--as-of",
+        "1998-05-01T00:00Z",
+        str(file),
+        BLOCKLIST_SYNC_IMPORT_EARLIEST="1990-01-01T00:00Z",
+    )
+    assert done.returncode == 0, done.stderr
+    assert _count(pg_url, "blocklist_periods", sid) == 3
+    refused = _import(
+        pg_url, _sid(), "--earliest", "1999-01-01T00:00Z", "--as-of", "1998-05-01T00:00Z", str(file)
+    )
+    assert refused.returncode == 2
+    assert "1998-05-01T00:00:00Z is before 1999-01-01T00:00:00Z" in one_error_line(refused)
+
+
+def test_an_as_of_in_the_future_is_refused_before_any_file_is_read(pg_url: str, tmp_path: Path) -> None:
+    """Checked against the database's clock before the files are read (a FIFO given as the
+    file would otherwise say something else)."""
+    import os
+
+    fifo = tmp_path / "pipe.csv"
+    os.mkfifo(fifo)
+    result = _import(pg_url, _sid(), "--as-of", "2999-01-01T00:00Z", str(fifo))
+    assert result.returncode == 2 and "in the future" in one_error_line(result)
