@@ -9,6 +9,7 @@ where a sweep is the point, the simulator over real HTTP; each asserts what the 
 
 from __future__ import annotations
 
+import datetime as dt
 import subprocess
 import uuid
 from pathlib import Path
@@ -141,3 +142,41 @@ def test_an_as_of_in_the_future_is_refused_before_any_file_is_read(pg_url: str, 
     os.mkfifo(fifo)
     result = _import(pg_url, _sid(), "--as-of", "2999-01-01T00:00Z", str(fifo))
     assert result.returncode == 2 and "in the future" in one_error_line(result)
+
+
+# -- 13. a plan from the future ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("made_at", "said"),
+    [
+        ("tomorrow", "made at"),
+        ("2999-01-01T00:00:00+00:00", "made at 2999-01-01T00:00:00Z, after now"),
+        ("9999-12-31T23:59:59-05:00", "is not a plan written by"),
+    ],
+)
+def test_a_plan_made_in_the_future_is_refused_in_one_line(
+    made_at: str, said: str, sim: Simulator, pg_url: str, tmp_path: Path
+) -> None:
+    """A plan's age is how it goes stale (--plan-max-age); one made "later than now" never
+    would, so it could approve a sweep years after its review."""
+    import json
+
+    sim.add("sms", numbers(200))
+    env = cli_env(sim, pg_url, KALEYRA_CHANNELS="sms")
+    assert invoke("run", env=env).returncode == 0
+    sim.remove("sms", numbers(50))
+    plan = tmp_path / "plan.json"
+    assert invoke("run", "--dry-run", "--plan-out", str(plan), env=env).returncode == 0
+    document = json.loads(plan.read_text())
+    if made_at == "tomorrow":
+        made_at = (dt.datetime.fromisoformat(document["made_at"]) + dt.timedelta(days=1)).isoformat()
+    document["made_at"] = made_at
+    plan.write_text(json.dumps(document))
+    runs = _count(pg_url, "sync_runs", sim.sid)
+    forced = invoke("run", "--force", "--plan", str(plan), env=env)
+    assert forced.returncode == 2
+    line = one_error_line(forced)
+    assert said in line and forced.stderr.count("\n") == 1
+    assert _count(pg_url, "sync_runs", sim.sid) == runs
+    assert _count(pg_url, "blocklist_entries", sim.sid) == 200
