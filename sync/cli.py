@@ -162,14 +162,45 @@ def config_errors_exit(command: Callable[..., None]) -> Callable[..., None]:
     def wrapper(*args: Any, **kwargs: Any) -> None:
         try:
             command(*args, **kwargs)
-        except (UsageError, ConfigError) as exc:
-            fail(str(exc))
-        except OperationalError as exc:
-            cause = str(exc.orig or exc).strip().splitlines()[0]
-            fail(
-                f"cannot use the database ({cause}); check DATABASE_URL and that the server is up",
-                ExitCode.FAILED,
-            )
+        except (UsageError, ConfigError, OperationalError) as exc:
+            fail(*_stopped_by(exc))
+
+    return wrapper
+
+
+def _stopped_by(exc: UsageError | ConfigError | OperationalError) -> tuple[str, int]:
+    """The one line and the exit code of a command stopped by ``exc``."""
+    if isinstance(exc, OperationalError):
+        cause = str(exc.orig or exc).strip().splitlines()[0]
+        return (
+            f"cannot use the database ({cause}); check DATABASE_URL and that the server is up",
+            ExitCode.FAILED,
+        )
+    return str(exc), ExitCode.USAGE
+
+
+def summary_of_a_stop(command: Callable[..., None]) -> Callable[..., None]:
+    """``run --summary-json``: its path checked first, and a run stopped after that (a bad
+    setting, a stale plan, no database) still writes a summary, of no results, its exit code
+    and the line saying why. So the file present after a run is that run's, and an earlier
+    one is replaced whole, never deleted before the new one is complete. Goes right above
+    ``def run``, under ``config_errors_exit``, which then prints the line and exits."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        path = kwargs["summary_json"]
+        if path and path != "-":
+            check_output_file(path, "--summary-json")
+        try:
+            command(*args, **kwargs)
+        except (UsageError, ConfigError, OperationalError) as exc:
+            if path:
+                line, code = _stopped_by(exc)
+                document = output.stopped_summary(
+                    line, code, dry_run=kwargs["dry_run"], forced=kwargs["force"]
+                )
+                _write_summary_document(path, document)
+            raise
 
     return wrapper
 
@@ -528,6 +559,7 @@ def migrate(database_url: str | None) -> None:
     show_envvar=True,
     help="Write Prometheus metrics here (node_exporter textfile format).",
 )
+@summary_of_a_stop
 def run(
     source: AccountSource,
     database_url: str | None,
@@ -557,10 +589,6 @@ def run(
         else None
     )
     review = _review_settings(dry_run, force, plan_out, plan_file, plan_max_age, expect_removed, expect_added)
-    if summary_json and summary_json != "-":
-        check_output_file(summary_json, "--summary-json")
-        with contextlib.suppress(FileNotFoundError):  # a file left after this run is this run's
-            os.unlink(summary_json)
     ready = prepare(source, database_url, log, metrics_file)
     started_at = ready.store.now()
     approvals = review.approvals(pairs_to_sweep(ready.accounts, channels or None, share), started_at)
@@ -730,6 +758,10 @@ def write_summary(
     document = output.run_summary(
         results, windows, code, started_at=started_at, finished_at=store.now(), dry_run=dry_run, forced=forced
     )
+    _write_summary_document(path, document)
+
+
+def _write_summary_document(path: str, document: str) -> None:
     if path == "-":
         click.echo(document)
         return

@@ -10,13 +10,13 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
-import stat
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from sync.files import file_kind, what_is_at
 from sync.redaction import register_secret
 from sync.vocabulary import REGIONS, Channel
 
@@ -71,20 +71,6 @@ def _as_is(value: str) -> str:
     return value if value.isprintable() and len(value) <= 40 else quoted(value)
 
 
-def _file_kind(mode: int) -> str | None:
-    """What a file that is not a regular file is, in words; None for a regular file."""
-    kinds = (
-        (stat.S_ISDIR, "a directory"),
-        (stat.S_ISFIFO, "a FIFO (named pipe)"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-        (stat.S_ISSOCK, "a socket"),
-    )
-    if stat.S_ISREG(mode):
-        return None
-    return next((name for is_kind, name in kinds if is_kind(mode)), "not a regular file")
-
-
 def read_regular_file(path: str, setting: str, limit: int, holding: str) -> bytes:
     """The bytes of ``path``, refused unless it is a regular file of at most ``limit`` bytes.
 
@@ -100,7 +86,7 @@ def read_regular_file(path: str, setting: str, limit: int, holding: str) -> byte
     except ValueError:  # a NUL byte, possible in a TOML string
         raise ConfigError(f"{setting}: {quoted(path)} is no file name; check the path") from None
     try:
-        kind = _file_kind(os.fstat(fd).st_mode)
+        kind = file_kind(os.fstat(fd).st_mode)
         if kind:
             raise ConfigError(
                 f"{setting}: {path} is {kind}, not a regular file; point it at a file holding {holding}"
@@ -633,17 +619,25 @@ def duration_text(seconds: float) -> str:
 
 
 def check_output_file(path: str, setting: str) -> None:
-    """Refuse, at start, a file that could not be written at the end: its directory must
-    exist and be writable (the file is written there as a temporary one, then renamed).
+    """Refuse, at start, a file that could not be written at the end: what is at the path
+    must be a regular file or nothing (:mod:`sync.files` replaces nothing else: not a symbolic
+    link, a FIFO or a device), and its directory must exist and be writable (the file is
+    written there as a temporary one, then renamed).
 
     Checked before any sweep, because a run whose sweeps were applied must not end in a
     traceback and exit 1, which says nothing was applied.
     """
     target = Path(path)
     folder = target.parent
-    if target.is_dir():
+    kind = what_is_at(target)
+    if kind == "a directory":
         raise ConfigError(
             f"{setting}: {path} is a directory; name a file in it, like {target / 'blocklist_sync.prom'}"
+        )
+    if kind is not None:
+        raise ConfigError(
+            f"{setting}: {path} is {kind}, not a regular file, and only a regular file is replaced; "
+            "name a regular file or a path where none exists"
         )
     if not folder.is_dir():
         raise ConfigError(

@@ -180,3 +180,79 @@ def test_a_plan_made_in_the_future_is_refused_in_one_line(
     assert said in line and forced.stderr.count("\n") == 1
     assert _count(pg_url, "sync_runs", sim.sid) == runs
     assert _count(pg_url, "blocklist_entries", sim.sid) == 200
+
+
+# -- 12. outputs: only regular files are created or replaced ---------------------------------
+
+
+def _not_regular_paths(tmp_path: Path) -> dict[str, Path]:
+    """A FIFO another program may be reading, and a symbolic link to a file of someone else's
+    (``/dev/stdout`` is a link too; as root ``/dev/null`` is a device: not tried here)."""
+    import os
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("not yours\n")
+    link = tmp_path / "link.json"
+    link.symlink_to(victim)
+    return {"a FIFO (named pipe)": fifo, "a symbolic link": link}
+
+
+@pytest.mark.parametrize("flag", ["--summary-json", "--plan-out", "--metrics-file"])
+@pytest.mark.parametrize("kind", ["a FIFO (named pipe)", "a symbolic link"])
+def test_an_output_path_that_is_no_regular_file_is_refused_at_start(
+    flag: str, kind: str, sim: Simulator, pg_url: str, tmp_path: Path
+) -> None:
+    import stat
+
+    sim.add("sms", N[:3])
+    path = _not_regular_paths(tmp_path)[kind]
+    env = cli_env(sim, pg_url, KALEYRA_CHANNELS="sms")
+    extra = ["--dry-run"] if flag == "--plan-out" else []
+    result = invoke("run", *extra, flag, str(path), env=env)
+    assert result.returncode == 2
+    line = one_error_line(result)
+    assert f"{flag}: {path} is {kind}, not a regular file" in line
+    assert _count(pg_url, "sync_runs", sim.sid) == 0  # refused before anything was swept
+    mode = path.lstat().st_mode
+    assert stat.S_ISFIFO(mode) if kind.startswith("a FIFO") else stat.S_ISLNK(mode)
+    assert (tmp_path / "victim.txt").read_text() == "not yours\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo", "link.json", "victim.txt"]
+
+
+def test_an_earlier_summary_is_replaced_whole_never_deleted_by_a_run_that_stops(
+    sim: Simulator, pg_url: str, tmp_path: Path
+) -> None:
+    """A run stopped by a setting after the path was checked writes its own summary (no
+    results, exit code 2, the line it printed) over the earlier one; it no longer deletes it
+    first and leaves nothing."""
+    import json
+
+    summary = tmp_path / "summary.json"
+    summary.write_text('{"exit_code": 0}\n')
+    env = cli_env(sim, pg_url, KALEYRA_CHANNELS="fax")
+    result = invoke("run", "--summary-json", str(summary), env=env)
+    assert result.returncode == 2
+    line = one_error_line(result)
+    document = json.loads(summary.read_text())
+    assert document["exit_code"] == 2 and document["results"] == []
+    assert f"blocklist-sync: error: {document['error']}" == line
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]  # no temporary file left
+    swept = invoke("run", "--summary-json", str(summary), env=cli_env(sim, pg_url, KALEYRA_CHANNELS="sms"))
+    assert swept.returncode == 0 and json.loads(summary.read_text())["exit_code"] == 0
+
+
+def test_a_path_that_became_no_regular_file_meanwhile_is_not_replaced(tmp_path: Path) -> None:
+    """The last look before the rename: what appeared at the path since the start stays."""
+    import os
+    import stat
+
+    from sync.files import write_atomically
+
+    fifo = tmp_path / "summary.json"
+    os.mkfifo(fifo)
+    with pytest.raises(OSError, match="it is a FIFO"):
+        write_atomically(str(fifo), "{}\n")
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
