@@ -31,6 +31,7 @@ from sync.kaleyra import KaleyraClient, RetryPolicy
 from sync.plan import PLAN_MAX_AGE, Approval, read_plan, write_plan
 from sync.run import SHARD_SKIP_IF_SWEPT_WITHIN, client_for, exit_code, pairs_to_sweep, sweep_accounts
 from sync.settings import (
+    CONFIG_VARIABLE,
     SCHEMA_SETTING,
     Account,
     AccountSource,
@@ -43,6 +44,7 @@ from sync.settings import (
     parse_schema,
     parse_shard,
     quoted,
+    register_configured_secrets,
 )
 from sync.stopping import StopRequest, stop_on_signals
 from sync.store import Store
@@ -268,7 +270,7 @@ account_options = _gathered(
         click.option(
             "--config",
             "config_file",
-            envvar="BLOCKLIST_SYNC_CONFIG",
+            envvar=CONFIG_VARIABLE,
             show_envvar=True,
             type=click.Path(dir_okay=False),
             help="TOML file listing several accounts (see README).",
@@ -1196,4 +1198,5 @@ def report(database_url: str | None, out: str, days: int) -> None:
 
 def main() -> None:
     redaction.install()  # before anything is read: no secret reaches stdout or stderr
+    register_configured_secrets(os.environ)  # whatever file a command then reads and quotes
     cli(prog_name="blocklist-sync")

@@ -164,6 +164,7 @@ class Reading:
     rejected_examples: list[str] = field(default_factory=list)
     codes: Counter[str] = field(default_factory=Counter)  # accepted rows by channel_type code
     format: str = ""  # csv, lines or json, for the result line
+    _line: str = ""  # the text line last read (CSV and lines)
 
     @property
     def shown(self) -> str:
@@ -197,13 +198,17 @@ class Reading:
         stripped = text.lstrip()
         return stripped[:1]
 
-    def _count(self, raw: object, channel_type: object = None) -> tuple[str, str | None] | None:
+    def _count(
+        self, raw: object, channel_type: object = None, shown: object = None
+    ) -> tuple[str, str | None] | None:
+        """``shown``: what a rejected row is shown as, when not ``raw`` itself (a CSV row is
+        shown as its whole line: see :meth:`_line_as_read`)."""
         self.rows += 1
         mobile = canonical(raw)
         if mobile is None:
             self.rejected += 1
             if len(self.rejected_examples) < _EXAMPLES:
-                self.rejected_examples.append(describe_rejected(raw))
+                self.rejected_examples.append(describe_rejected(raw if shown is None else shown))
             return None
         kind = None if channel_type is None else vendor_text(str(channel_type), _CHANNEL_TYPE_CHARS)
         if is_code(kind):
@@ -233,7 +238,7 @@ class Reading:
                     raw = cells[column] if column < len(cells) else None
                     has_kind = kind_column is not None and kind_column < len(cells)
                     kind = cells[kind_column] if has_kind else None  # type: ignore[index]
-                    row = self._count(raw, kind or None)
+                    row = self._count(raw, kind or None, shown=self._line_as_read())
                     if row is not None:
                         yield row
             elif len(header) == 1 and canonical(header[0]) is not None:
@@ -244,14 +249,15 @@ class Reading:
                 for cells in reader:
                     if not cells or cells == [""]:
                         continue
-                    row = self._count(cells[0] if len(cells) == 1 else ",".join(cells))
+                    line = self._line_as_read()
+                    row = self._count(cells[0] if len(cells) == 1 else line, shown=line)
                     if row is not None:
                         yield row
             else:
-                named = ", ".join(repr(vendor_text(c, 20)) for c in header[:5])
                 raise ExportError(
-                    f"{self.shown}: no `mobile` column (its first line is {named}); give a CSV whose "
-                    "header names a mobile column, one number per line, or the API's JSON"
+                    f"{self.shown}: no `mobile` column (its first line is "
+                    f"'{vendor_text(self._line_as_read(), 60)}'); give a CSV whose header names a "
+                    "mobile column, one number per line, or the API's JSON"
                 )
         except UnicodeDecodeError:
             raise ExportError(
@@ -267,7 +273,18 @@ class Reading:
                     f"{self.shown}: line {number} is longer than {MAX_LINE} characters; no listing's "
                     "line is: is it a blocklist export?"
                 )
+            self._line = line
             yield line
+
+    def _line_as_read(self) -> str:
+        """The line the CSV reader took its last row from, whole.
+
+        What a message shows of a CSV file is a line, never a cell: the reader cuts a line at
+        its commas and quotes, and a secret cut so (a key with a comma in it, in a key file
+        handed over as an export) would be shown in pieces that redaction, which blanks the
+        secret whole, cannot recognise. A whole line passes through :func:`vendor_text`, which
+        redacts it before it cuts it."""
+        return self._line.rstrip("\r\n")
 
     # -- JSON ----------------------------------------------------------------------------
 
@@ -284,8 +301,11 @@ class Reading:
                 if row is not None:
                     yield row
         except ijson.JSONError as exc:
+            # Only the parser's first line: the next ones quote 30 bytes of the file around the
+            # error, cut where the parser chose, so a secret there would show in part.
+            said = str(exc).strip().split("\n", 1)[0]
             raise ExportError(
-                f"{self.shown}: not valid JSON ({vendor_text(str(exc), 80)}); is it a complete export?"
+                f"{self.shown}: not valid JSON ({vendor_text(said, 80)}); is it a complete export?"
             ) from None
         if found == 0:
             self._no_rows(first)

@@ -7,6 +7,7 @@ program before any work with one line naming the setting and how to fix it
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import re
@@ -22,6 +23,7 @@ from sync.vocabulary import REGIONS, Channel
 
 __all__ = [
     "CHANNELS",
+    "CONFIG_VARIABLE",
     "REGIONS",
     "SCHEMA_SETTING",
     "Account",
@@ -39,12 +41,14 @@ __all__ = [
     "parse_shard",
     "quoted",
     "read_regular_file",
+    "register_configured_secrets",
     "select_accounts",
     "with_overrides",
 ]
 
 CHANNELS: tuple[str, ...] = tuple(c.value for c in Channel)
-_CONFIG_SETTING = "--config / BLOCKLIST_SYNC_CONFIG"
+CONFIG_VARIABLE = "BLOCKLIST_SYNC_CONFIG"  # the config file's variable (``--config``'s)
+_CONFIG_SETTING = f"--config / {CONFIG_VARIABLE}"
 DEFAULT_BASE_URL = "https://api.kaleyra.io/v1"
 _SID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # Printable ASCII, no space: anything else is a second line of a key file, a pasted quote or
@@ -474,6 +478,43 @@ def load_accounts(
     if config:
         return accounts_from_toml(Path(config), env, need_keys=need_keys, setting=config_setting)
     return [account_from_env(env, need_key=need_keys, names=names)]
+
+
+def register_configured_secrets(env: Mapping[str, str]) -> None:
+    """Blank from all output every API key the environment configures (``KALEYRA_API_KEY``,
+    the file ``KALEYRA_API_KEY_FILE`` names, each account's key in the file
+    ``BLOCKLIST_SYNC_CONFIG`` names), before any command reads anything.
+
+    A command that uses no key (``import``, ``lookup``, ``status``) may still be handed a file
+    holding one, by a glob over the credentials directory, and what it says about that file
+    must show no piece of it: redaction blanks only what it was told. Each key is read as the
+    command that uses it reads it (the same readers, registering as they read); nothing is
+    checked here and nothing fails: a key that cannot be read is that command's error to say.
+    """
+    register_secret(env.get("KALEYRA_API_KEY"))
+    key_files = [env.get("KALEYRA_API_KEY_FILE")]
+    config = env.get(CONFIG_VARIABLE)
+    tables: list[object] = []
+    if config:
+        with contextlib.suppress(ConfigError):
+            found = _read_toml(Path(config), _CONFIG_SETTING).get("accounts")
+            tables = found if isinstance(found, list) else []
+    for table in tables:
+        if not isinstance(table, dict):
+            continue
+        for name in ("api_key", "api_key_env", "api_key_file"):
+            if not isinstance(table.get(name), str):
+                continue
+            if name == "api_key":
+                register_secret(table[name])
+            elif name == "api_key_env":
+                register_secret(env.get(table[name]))
+            else:
+                key_files.append(table[name])
+    for path in key_files:
+        if path:
+            with contextlib.suppress(ConfigError):
+                _read_key_file(path, "the API key file")
 
 
 def select_accounts(accounts: list[Account], sids: Sequence[str]) -> list[Account]:

@@ -256,3 +256,48 @@ def test_a_path_that_became_no_regular_file_meanwhile_is_not_replaced(tmp_path: 
         write_atomically(str(fifo), "{}\n")
     assert stat.S_ISFIFO(fifo.lstat().st_mode)
     assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
+
+
+# -- 11. no piece of a configured secret is printed, whatever file is read --------------------
+
+
+def _pieces(secret: str, size: int = 8) -> set[str]:
+    return {secret[i : i + size] for i in range(len(secret) - size + 1)}
+
+
+def _leaked(secret: str, text: str) -> set[str]:
+    return {piece for piece in _pieces(secret) if piece in text}
+
+
+KEY_SHAPES = {
+    "plain": "Ak" + uuid.uuid4().hex + uuid.uuid4().hex,
+    "a comma inside (CSV cuts it in cells)": "Ak" + uuid.uuid4().hex + "," + uuid.uuid4().hex,
+    "starts like JSON (the parser quotes 30 characters of it)": '["Ak' + uuid.uuid4().hex + uuid.uuid4().hex,
+    "a quote inside": 'Ak"' + uuid.uuid4().hex + '",' + uuid.uuid4().hex,
+}
+
+
+@pytest.mark.parametrize("shape", list(KEY_SHAPES))
+@pytest.mark.parametrize("configured", ["KALEYRA_API_KEY_FILE", "a config file"])
+def test_the_api_key_file_given_to_import_shows_no_piece_of_the_key(
+    shape: str, configured: str, pg_url: str, tmp_path: Path
+) -> None:
+    """A glob over the credentials directory hands import the key file: whatever import says
+    about it, no 8 characters of the configured key are among them."""
+    key = KEY_SHAPES[shape]
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    key_file = credentials / "kaleyra"
+    key_file.write_text(key + "\n")
+    if configured == "a config file":
+        config = tmp_path / "accounts.toml"
+        config.write_text(f'[[accounts]]\nsid = "HXCONF01"\napi_key_file = "{key_file}"\n')
+        env = {"BLOCKLIST_SYNC_CONFIG": str(config)}
+    else:
+        env = {"KALEYRA_SID": "HXCONF01", "KALEYRA_API_KEY_FILE": str(key_file)}
+    sid = _sid()
+    result = _import(pg_url, sid, "--as-of", "2026-01-01T00:00Z", *map(str, credentials.iterdir()), **env)
+    assert result.returncode == 2
+    one_error_line(result)
+    assert not _leaked(key, result.stdout + result.stderr), result.stderr
+    assert _count(pg_url, "sync_runs", sid) == 0
