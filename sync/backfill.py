@@ -118,7 +118,6 @@ class ImportResult:
     added: int = 0
     removed: int = 0
     rewritten: int = 0
-    rejected: int = 0
 
 
 def _when(at: dt.datetime) -> str:
@@ -252,18 +251,6 @@ class _Import:
             staged = self.session.stage(rows)
         except ExportError as exc:
             raise Refused(f"{exc}; nothing was applied") from None
-        if reading.rows and reading.rejected == reading.rows:
-            raise Refused(
-                f"{reading.shown} is not a listing: none of its {reading.rows} rows is a phone number "
-                f"(e.g. {', '.join(reading.rejected_examples)}); nothing was applied"
-            )
-        if reading.rejected:
-            log.warning(
-                "%s: %d row(s) cannot be a phone number and were not stored, e.g. %s",
-                reading.shown,
-                reading.rejected,
-                ", ".join(reading.rejected_examples),
-            )
         return reading, staged
 
     def _hold(self, reading: Reading, *reasons: str | None) -> None:
@@ -300,17 +287,15 @@ class _Import:
         )
         sample = self._sample(comparison) if self.options.dry_run else ""
         run_id = self.session.start_import(_provenance(file), snapshot.at)
-        diff = replace(diff, rejected=reading.rejected, listing_complete=True)
+        diff = replace(diff, listing_complete=True)
         comparison.apply(run_id, pages=0, diff=diff, channel_types=self._learn(reading), at=snapshot.at)
         verb = "would import" if self.options.dry_run else "imported"
         line = (
             f"{verb} {reading.shown} as run {run_id}: {self.options.account_sid} {self.options.channel} at "
             f"{_when(snapshot.at)}: {diff.seen} numbers, +{diff.added} -{diff.removed}"
-            f"{_rejected(reading)}{sample}"
+            f"{sample}"
         )
-        return ImportResult(
-            snapshot, line, run_id, added=diff.added, removed=diff.removed, rejected=reading.rejected
-        )
+        return ImportResult(snapshot, line, run_id, added=diff.added, removed=diff.removed)
 
     def _sample(self, comparison: Comparison) -> str:
         size = self.options.sample
@@ -354,7 +339,7 @@ class _Import:
             f"{verb} {reading.shown} as run {run_id}: {self.options.account_sid} {self.options.channel} at "
             f"{_when(snapshot.at)}, before the channel's earliest run {first.run_id} "
             f"({_when(first.started_at)}): {counts.numbers} numbers; {_rewrites(counts, first)}"
-            f"{_rejected(reading)}{sample}"
+            f"{sample}"
         )
         return ImportResult(
             snapshot,
@@ -363,7 +348,6 @@ class _Import:
             added=counts.numbers,
             removed=counts.gone,
             rewritten=counts.rewritten,
-            rejected=reading.rejected,
         )
 
 
@@ -373,13 +357,6 @@ def _rewrites(counts: RebaseCounts, first: FirstRun) -> str:
         f"at this export instead, {counts.arrived} were added after it (no longer initial load); "
         f"{counts.gone} number(s) were gone by run {first.run_id}"
     )
-
-
-def _rejected(reading: Reading) -> str:
-    if not reading.rejected:
-        return ""
-    examples = ", ".join(reading.rejected_examples)
-    return f" ({reading.rejected} row(s) not a phone number, not stored: e.g. {examples})"
 
 
 def _provenance(file: ExportFile) -> Source:

@@ -12,7 +12,7 @@ responses a cron job saved — so it reads each of those, and refuses what is no
 - either of them gzip-compressed, told by its magic bytes, not by its name.
 
 Every number goes through :func:`sync.numbers.canonical` as a sweep's do; a row that cannot be
-a phone number is counted (a few kept as examples), never stored. A file is streamed, never
+read as one refuses the file (:meth:`Reading._count` says why). A file is streamed, never
 held: rows go straight on to the staging table, JSON through ijson's incremental parser, and
 what a hostile file can make this read is bounded as the client bounds a body: at most
 :data:`MAX_BYTES` once inflated (a gzip bomb stops there), a CSV line at most
@@ -59,7 +59,6 @@ MAX_BYTES = 4 * 1024**3  # inflated: 20M numbers as CSV take about 320 MB
 MAX_LINE = 4096  # characters of one CSV line
 _GZIP_MAGIC = b"\x1f\x8b"
 _CHUNK = 1024 * 1024
-_EXAMPLES = 3
 _CHANNEL_TYPE_CHARS = 64  # as a sweep stores a row's channel_type
 _MAX_CODES = 20  # distinct channel_type codes counted by name; the rest as one
 _OTHER_CODES = "(other codes)"
@@ -159,12 +158,11 @@ class Reading:
     """One file read as a listing: rows yielded by :meth:`rows`, and what was counted on the way."""
 
     source: ExportFile
-    rows: int = 0  # rows the file held (accepted and rejected)
-    rejected: int = 0
-    rejected_examples: list[str] = field(default_factory=list)
+    rows: int = 0  # rows of the listing the file holds
     codes: Counter[str] = field(default_factory=Counter)  # accepted rows by channel_type code
     format: str = ""  # csv, lines or json, for the result line
-    _line: str = ""  # the text line last read (CSV and lines)
+    _line: str = ""  # the text line last read (CSV and lines), and its number
+    _line_number: int = 0
 
     @property
     def shown(self) -> str:
@@ -199,17 +197,25 @@ class Reading:
         return stripped[:1]
 
     def _count(
-        self, raw: object, channel_type: object = None, shown: object = None
-    ) -> tuple[str, str | None] | None:
-        """``shown``: what a rejected row is shown as, when not ``raw`` itself (a CSV row is
-        shown as its whole line: see :meth:`_line_as_read`)."""
+        self, raw: object, channel_type: object = None, *, where: str, shown: object = None
+    ) -> tuple[str, str | None]:
+        """The row as ``(mobile, channel_type)``; :class:`ExportError` for a row that cannot be
+        read as a number, at ``where`` (``line 12``). ``shown``: what that row is shown as,
+        when not ``raw`` itself (a CSV row is shown as its whole line: :meth:`_line_as_read`).
+
+        A sweep counts such a row and goes on: the removal checks prove every absence it
+        records. An export's absences are proven by the export alone, and a row it cannot read
+        could be any number (a spreadsheet dropped its +, wrote it as 9.198E+11 or as
+        ########), so it proves no number absent, and the file is refused whole."""
         self.rows += 1
         mobile = canonical(raw)
         if mobile is None:
-            self.rejected += 1
-            if len(self.rejected_examples) < _EXAMPLES:
-                self.rejected_examples.append(describe_rejected(raw if shown is None else shown))
-            return None
+            raise ExportError(
+                f"{self.shown}: {where} ({describe_rejected(raw if shown is None else shown)}) cannot "
+                "be read as a phone number (+ and 7 to 15 digits; a spreadsheet may have dropped the + "
+                "or written 9.198E+11), and a row that could be any number leaves no number proven "
+                "absent; correct or delete that row and import the file again"
+            )
         kind = None if channel_type is None else vendor_text(str(channel_type), _CHANNEL_TYPE_CHARS)
         if is_code(kind):
             self.codes[kind if kind in self.codes or len(self.codes) < _MAX_CODES else _OTHER_CODES] += 1
@@ -238,21 +244,15 @@ class Reading:
                     raw = cells[column] if column < len(cells) else None
                     has_kind = kind_column is not None and kind_column < len(cells)
                     kind = cells[kind_column] if has_kind else None  # type: ignore[index]
-                    row = self._count(raw, kind or None, shown=self._line_as_read())
-                    if row is not None:
-                        yield row
+                    yield self._count(raw, kind or None, where=self._where(), shown=self._line_as_read())
             elif len(header) == 1 and canonical(header[0]) is not None:
                 self.format = "lines"
-                row = self._count(header[0])
-                if row is not None:
-                    yield row
+                yield self._count(header[0], where=self._where())
                 for cells in reader:
                     if not cells or cells == [""]:
                         continue
                     line = self._line_as_read()
-                    row = self._count(cells[0] if len(cells) == 1 else line, shown=line)
-                    if row is not None:
-                        yield row
+                    yield self._count(cells[0] if len(cells) == 1 else line, where=self._where(), shown=line)
             else:
                 raise ExportError(
                     f"{self.shown}: no `mobile` column (its first line is "
@@ -273,8 +273,11 @@ class Reading:
                     f"{self.shown}: line {number} is longer than {MAX_LINE} characters; no listing's "
                     "line is: is it a blocklist export?"
                 )
-            self._line = line
+            self._line, self._line_number = line, number
             yield line
+
+    def _where(self) -> str:
+        return f"line {self._line_number}"
 
     def _line_as_read(self) -> str:
         """The line the CSV reader took its last row from, whole.
@@ -294,12 +297,11 @@ class Reading:
         try:
             for item in ijson.items(stream, prefix, use_float=True):
                 found += 1
+                where = f"row {found} of its rows"
                 if isinstance(item, dict):
-                    row = self._count(item.get("mobile", item), item.get("channel_type"))
+                    yield self._count(item.get("mobile", item), item.get("channel_type"), where=where)
                 else:
-                    row = self._count(item)
-                if row is not None:
-                    yield row
+                    yield self._count(item, where=where)
         except ijson.JSONError as exc:
             # Only the parser's first line: the next ones quote 30 bytes of the file around the
             # error, cut where the parser chose, so a secret there would show in part.

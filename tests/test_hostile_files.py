@@ -301,3 +301,52 @@ def test_the_api_key_file_given_to_import_shows_no_piece_of_the_key(
     one_error_line(result)
     assert not _leaked(key, result.stdout + result.stderr), result.stderr
     assert _count(pg_url, "sync_runs", sid) == 0
+
+
+# -- 9. an export proves only what it shows ----------------------------------------------------
+
+
+def periods(url: str, sid: str) -> list[tuple[object, ...]]:
+    from sync import database
+
+    return sorted(
+        rows(
+            database.make_engine(url),
+            "SELECT mobile, channel, added_at, added_not_before, removed_at, initial_load, added_run_id "
+            "FROM blocklist_periods WHERE account_sid = :a",
+            a=sid,
+        ),
+        key=repr,
+    )
+
+
+@pytest.fixture
+def swept(sim: Simulator, store: Store, pg_url: str) -> Simulator:
+    """A channel whose first sweep found N[0:30]: the history an older export is placed before."""
+    sim.add("sms", N[:30])
+    assert sweep(sim, store, "sms").outcome is Outcome.SUCCEEDED
+    return sim
+
+
+@pytest.mark.parametrize("mangled", ["919000000003", "9.19E+11", "#########"])
+def test_an_export_with_a_row_it_cannot_read_is_refused(
+    mangled: str, swept: Simulator, pg_url: str, tmp_path: Path
+) -> None:
+    """A spreadsheet dropped the +, wrote the number in E notation, or showed a column too
+    narrow for it (#########): that row could be any number, so the export proves no number
+    absent (and so nothing) about the channel."""
+    listing = [m for m in N[:30] if m != N[3]]
+    file = tmp_path / "blocklist-sms-2025-06-01T0000Z.csv"
+    file.write_text(
+        "mobile,channel_type\n"
+        + "".join(f"{m},1\n" for m in listing[:10])
+        + f"{mangled},1\n"
+        + "".join(f"{m},1\n" for m in listing[10:])
+    )
+    before = periods(pg_url, swept.sid)
+    result = _import(pg_url, swept.sid, str(file))
+    assert result.returncode == 2
+    line = one_error_line(result)
+    assert "line 12" in line and "cannot be read as a phone number" in line and "absent" in line
+    assert periods(pg_url, swept.sid) == before
+    assert _count(pg_url, "sync_runs", swept.sid) == 1
