@@ -242,7 +242,7 @@ class _Import:
         return before, after
 
     def _read(self, file: ExportFile) -> tuple[Reading, Iterator[tuple[str, str | None]]]:
-        reading = Reading(file)
+        reading = Reading(file, self.options.channel)
         return reading, reading.rows_of()
 
     def _stage(self, file: ExportFile) -> tuple[Reading, Staged]:
@@ -293,7 +293,7 @@ class _Import:
         line = (
             f"{verb} {reading.shown} as run {run_id}: {self.options.account_sid} {self.options.channel} at "
             f"{_when(snapshot.at)}: {diff.seen} numbers, +{diff.added} -{diff.removed}"
-            f"{sample}"
+            f"{_skipped(reading)}{sample}"
         )
         return ImportResult(snapshot, line, run_id, added=diff.added, removed=diff.removed)
 
@@ -339,7 +339,7 @@ class _Import:
             f"{verb} {reading.shown} as run {run_id}: {self.options.account_sid} {self.options.channel} at "
             f"{_when(snapshot.at)}, before the channel's earliest run {first.run_id} "
             f"({_when(first.started_at)}): {counts.numbers} numbers; {_rewrites(counts, first)}"
-            f"{sample}"
+            f"{_skipped(reading)}{sample}"
         )
         return ImportResult(
             snapshot,
@@ -357,6 +357,14 @@ def _rewrites(counts: RebaseCounts, first: FirstRun) -> str:
         f"at this export instead, {counts.arrived} were added after it (no longer initial load); "
         f"{counts.gone} number(s) were gone by run {first.run_id}"
     )
+
+
+def _skipped(reading: Reading) -> str:
+    """What the file's channel column gave to other channels, and so was no part of this listing."""
+    if not reading.other_channels:
+        return ""
+    by_channel = ", ".join(f"{c} {n}" for c, n in sorted(reading.other_channels.items()))
+    return f"; {reading.other_channels.total()} row(s) of other channels skipped ({by_channel})"
 
 
 def _provenance(file: ExportFile) -> Source:

@@ -5,8 +5,9 @@ The files side of ``blocklist-sync import`` (:mod:`sync.backfill` joins it to th
 of a channel's past is what teams kept — CSV dumps of an earlier script, console exports,
 responses a cron job saved — so it reads each of those, and refuses what is none:
 
-- CSV whose header names a ``mobile`` column (any other columns are ignored), or one number
-  per line with no header; UTF-8, a byte order mark allowed;
+- CSV whose header names a ``mobile`` column (a ``channel_type`` column is kept, a ``channel``
+  column honoured: rows of other channels are skipped and counted; any other columns are
+  ignored), or one number per line with no header; UTF-8, a byte order mark allowed;
 - JSON as the Get Blocklist API returns it (``{"code": "CNT196", "data": [{"mobile": …,
   "channel_type": …}, …]}``, any number of rows), or a bare array of such rows;
 - either of them gzip-compressed, told by its magic bytes, not by its name.
@@ -44,6 +45,7 @@ from sync.guard import is_code
 from sync.numbers import canonical, describe_rejected
 from sync.settings import parse_instant
 from sync.vendor_text import vendor_text
+from sync.vocabulary import Channel
 
 __all__ = [
     "MAX_BYTES",
@@ -60,6 +62,7 @@ MAX_LINE = 4096  # characters of one CSV line
 _GZIP_MAGIC = b"\x1f\x8b"
 _CHUNK = 1024 * 1024
 _CHANNEL_TYPE_CHARS = 64  # as a sweep stores a row's channel_type
+_CHANNELS = tuple(c.value for c in Channel)
 _MAX_CODES = 20  # distinct channel_type codes counted by name; the rest as one
 _OTHER_CODES = "(other codes)"
 _SMALL_JSON = 1024 * 1024  # a JSON file with no rows is inspected whole below this size
@@ -158,7 +161,9 @@ class Reading:
     """One file read as a listing: rows yielded by :meth:`rows`, and what was counted on the way."""
 
     source: ExportFile
+    channel: str  # the channel the file is a listing of; a row its channel column gives to another is skipped
     rows: int = 0  # rows of the listing the file holds
+    other_channels: Counter[str] = field(default_factory=Counter)  # rows skipped, by channel
     codes: Counter[str] = field(default_factory=Counter)  # accepted rows by channel_type code
     format: str = ""  # csv, lines or json, for the result line
     _line: str = ""  # the text line last read (CSV and lines), and its number
@@ -184,6 +189,7 @@ class Reading:
                     yield from self._json(bounded, first)
                 else:
                     yield from self._text(bounded)
+                self._some_row_of_the_channel()
         except (OSError, EOFError, zlib.error) as exc:
             raise ExportError(
                 f"{self.shown}: cannot be read ({vendor_text(str(exc), 80)}); is it a complete file?"
@@ -195,6 +201,38 @@ class Reading:
         text = peeked.removeprefix(codecs.BOM_UTF8)
         stripped = text.lstrip()
         return stripped[:1]
+
+    def _of_the_channel(self, named: object, *, where: str, shown: object) -> bool:
+        """Whether a row whose channel column says ``named`` is a row of this listing's
+        channel; a row of another is counted in :attr:`other_channels` and skipped.
+
+        The channel column is honoured, not ignored: a console export of every channel holds
+        each channel's listing, and its other rows are no part of this one. A row naming no
+        channel (a typo, a code) could be this channel's, so it refuses the file, as a number
+        that cannot be read does."""
+        name = named.strip().lower() if isinstance(named, str) else None
+        if name not in _CHANNELS:
+            raise ExportError(
+                f"{self.shown}: {where} ({describe_rejected(shown)}) names no channel "
+                f"({describe_rejected(named)} is none of {', '.join(_CHANNELS)}), so it could be a row "
+                f"of {self.channel}; correct or delete that row and import the file again"
+            )
+        if name != self.channel:
+            self.other_channels[name] += 1
+            return False
+        return True
+
+    def _some_row_of_the_channel(self) -> None:
+        """A file whose channel column gives every row to other channels is no listing of
+        this one (an empty listing would say every number was gone)."""
+        if self.rows == 0 and self.other_channels:
+            others = ", ".join(f"{c} {n}" for c, n in sorted(self.other_channels.items()))
+            first = min(self.other_channels)
+            raise ExportError(
+                f"{self.shown}: no row of {self.channel}: its channel column gives every row to other "
+                f"channels ({others}), so it is no listing of {self.channel}; import it with "
+                f"--channel {first}"
+            )
 
     def _count(
         self, raw: object, channel_type: object = None, *, where: str, shown: object = None
@@ -238,9 +276,14 @@ class Reading:
                 self.format = "csv"
                 column = names.index("mobile")
                 kind_column = names.index("channel_type") if "channel_type" in names else None
+                channel_column = names.index("channel") if "channel" in names else None
                 for cells in reader:
                     if not cells or cells == [""]:
                         continue
+                    if channel_column is not None:
+                        named = cells[channel_column] if channel_column < len(cells) else None
+                        if not self._of_the_channel(named, where=self._where(), shown=self._line_as_read()):
+                            continue
                     raw = cells[column] if column < len(cells) else None
                     has_kind = kind_column is not None and kind_column < len(cells)
                     kind = cells[kind_column] if has_kind else None  # type: ignore[index]
@@ -299,6 +342,10 @@ class Reading:
                 found += 1
                 where = f"row {found} of its rows"
                 if isinstance(item, dict):
+                    if "channel" in item and not self._of_the_channel(
+                        item["channel"], where=where, shown=item
+                    ):
+                        continue
                     yield self._count(item.get("mobile", item), item.get("channel_type"), where=where)
                 else:
                     yield self._count(item, where=where)

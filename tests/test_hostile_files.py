@@ -350,3 +350,44 @@ def test_an_export_with_a_row_it_cannot_read_is_refused(
     assert "line 12" in line and "cannot be read as a phone number" in line and "absent" in line
     assert periods(pg_url, swept.sid) == before
     assert _count(pg_url, "sync_runs", swept.sid) == 1
+
+
+def test_a_channel_column_is_honoured_rows_of_other_channels_skipped_and_counted(
+    pg_url: str, tmp_path: Path
+) -> None:
+    sid = _sid()
+    mixed = tmp_path / "blocklist-all-2026-02-01T0000Z.csv"
+    mixed.write_text(
+        "mobile,channel,channel_type\n"
+        + "".join(
+            f"{m},{'sms' if k % 3 == 0 else 'WhatsApp'},{1 if k % 3 == 0 else 3}\n"
+            for k, m in enumerate(N[:30])
+        )
+    )
+    done = _import(pg_url, sid, str(mixed))
+    assert done.returncode == 0, done.stderr
+    assert (
+        "10 numbers, +10 -0" in done.stdout
+        and "20 row(s) of other channels skipped (whatsapp 20)" in done.stdout
+    )
+    from sync import database
+
+    engine = database.make_engine(pg_url)
+    held = rows(
+        engine, "SELECT mobile FROM blocklist_entries WHERE account_sid = :a AND channel = 'sms'", a=sid
+    )
+    assert sorted(m for (m,) in held) == N[0:30:3]
+
+
+def test_an_export_of_other_channels_only_or_of_no_channel_is_refused(pg_url: str, tmp_path: Path) -> None:
+    sid = _sid()
+    whatsapp = tmp_path / "blocklist-whatsapp-2026-02-01T0000Z.csv"
+    whatsapp.write_text("mobile,channel\n" + "".join(f"{m},whatsapp\n" for m in N[:5]))
+    only = _import(pg_url, sid, str(whatsapp))
+    assert only.returncode == 2
+    assert "no row of sms" in one_error_line(only) and "--channel whatsapp" in one_error_line(only)
+    typo = tmp_path / "blocklist-x-2026-02-01T0000Z.csv"
+    typo.write_text("mobile,channel\n" + f"{N[0]},sms\n{N[1]},smss\n")
+    bad = _import(pg_url, sid, str(typo))
+    assert bad.returncode == 2 and "line 3" in one_error_line(bad) and "'smss'" in one_error_line(bad)
+    assert _count(pg_url, "sync_runs", sid) == 0
