@@ -42,7 +42,7 @@ from typing import IO, Any
 import ijson
 
 from sync.guard import is_code
-from sync.numbers import canonical, describe_rejected
+from sync.numbers import cannot_be_longer, canonical, describe_rejected
 from sync.settings import parse_instant
 from sync.vendor_text import vendor_text
 from sync.vocabulary import Channel
@@ -287,15 +287,17 @@ class Reading:
                     raw = cells[column] if column < len(cells) else None
                     has_kind = kind_column is not None and kind_column < len(cells)
                     kind = cells[kind_column] if has_kind else None  # type: ignore[index]
-                    yield self._count(raw, kind or None, where=self._where(), shown=self._line_as_read())
+                    row = self._count(raw, kind or None, where=self._where(), shown=self._line_as_read())
+                    yield self._whole(row, len(cells) == len(header) and cells[-1] != "")
             elif len(header) == 1 and canonical(header[0]) is not None:
                 self.format = "lines"
-                yield self._count(header[0], where=self._where())
+                yield self._whole(self._count(header[0], where=self._where()))
                 for cells in reader:
                     if not cells or cells == [""]:
                         continue
                     line = self._line_as_read()
-                    yield self._count(cells[0] if len(cells) == 1 else line, where=self._where(), shown=line)
+                    row = self._count(cells[0] if len(cells) == 1 else line, where=self._where(), shown=line)
+                    yield self._whole(row)
             else:
                 raise ExportError(
                     f"{self.shown}: no `mobile` column (its first line is "
@@ -321,6 +323,21 @@ class Reading:
 
     def _where(self) -> str:
         return f"line {self._line_number}"
+
+    def _whole(self, row: tuple[str, str | None], every_column: bool = True) -> tuple[str, str | None]:
+        """``row``, unless it was read from a last line without its line break that does not
+        read as a whole row: a file cut mid-line ends so, and the fragment (``+9190000``) can
+        have the shape of a number. A file may lack its final line break, so such a line is
+        trusted when it holds every column (the last not empty: a cut may fall just after a
+        comma) and a number that cannot be longer
+        (:func:`~sync.numbers.cannot_be_longer`); otherwise the file is refused as cut short."""
+        if self._line.endswith(("\n", "\r")) or (every_column and cannot_be_longer(row[0])):
+            return row
+        raise ExportError(
+            f"{self.shown}: {self._where()} ({describe_rejected(self._line_as_read())}), its last, has no "
+            "line break and does not read as a whole row with a number that could not be longer: the "
+            "file looks cut short; export it again, or if it is whole, end it with a line break"
+        )
 
     def _line_as_read(self) -> str:
         """The line the CSV reader took its last row from, whole.

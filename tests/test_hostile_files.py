@@ -391,3 +391,43 @@ def test_an_export_of_other_channels_only_or_of_no_channel_is_refused(pg_url: st
     bad = _import(pg_url, sid, str(typo))
     assert bad.returncode == 2 and "line 3" in one_error_line(bad) and "'smss'" in one_error_line(bad)
     assert _count(pg_url, "sync_runs", sid) == 0
+
+
+@pytest.mark.parametrize(
+    ("ending", "whole"),
+    [
+        ("+9190000", False),  # cut mid-line: 7 digits, the shape of a number
+        ("+91900000000", False),  # one digit short: not a valid Indian number
+        ("+4930123456", False),  # valid, but a German fixed line may be longer: it may be cut
+        ("+919000000039,1", True),  # whole, only the final line break missing
+        ("+919000000039,", False),  # its channel_type cut off
+        ("+919000000039", False),  # a row of fewer columns than the header
+    ],
+)
+def test_a_last_line_without_its_line_break_is_trusted_only_if_it_reads_as_a_whole_number(
+    ending: str, whole: bool, pg_url: str, tmp_path: Path
+) -> None:
+    sid = _sid()
+    file = tmp_path / "blocklist-sms-2026-03-01T0000Z.csv"
+    file.write_text("mobile,channel_type\n" + "".join(f"{m},1\n" for m in N[:5]) + ending)
+    result = _import(pg_url, sid, str(file))
+    if whole:
+        assert result.returncode == 0, result.stderr
+        assert _count(pg_url, "blocklist_periods", sid) == 6
+    else:
+        assert result.returncode == 2
+        line = one_error_line(result)
+        assert "line 7" in line and "no line break" in line and "cut short" in line
+        assert _count(pg_url, "blocklist_periods", sid) == 0
+
+
+def test_a_file_of_one_number_per_line_may_lack_its_last_line_break(pg_url: str, tmp_path: Path) -> None:
+    sid = _sid()
+    whole = tmp_path / "blocklist-sms-2026-03-01T0000Z.txt"
+    whole.write_text("\n".join(N[:5]))
+    assert _import(pg_url, sid, str(whole)).returncode == 0
+    cut = tmp_path / "blocklist-sms-2026-03-02T0000Z.txt"
+    cut.write_text("\n".join(N[:5]) + "\n+9190000")
+    result = _import(pg_url, sid, str(cut))
+    assert result.returncode == 2 and "cut short" in one_error_line(result)
+    assert _count(pg_url, "sync_runs", sid) == 1
