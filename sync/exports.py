@@ -28,7 +28,6 @@ import datetime as dt
 import gzip
 import hashlib
 import io
-import json
 import os
 import re
 import stat
@@ -42,6 +41,7 @@ from typing import IO, Any
 import ijson
 
 from sync.guard import is_code
+from sync.kaleyra import MAX_LIMIT, SUCCESS_CODE
 from sync.numbers import cannot_be_longer, canonical, describe_rejected
 from sync.settings import parse_instant
 from sync.vendor_text import vendor_text
@@ -65,7 +65,9 @@ _CHANNEL_TYPE_CHARS = 64  # as a sweep stores a row's channel_type
 _CHANNELS = tuple(c.value for c in Channel)
 _MAX_CODES = 20  # distinct channel_type codes counted by name; the rest as one
 _OTHER_CODES = "(other codes)"
-_SMALL_JSON = 1024 * 1024  # a JSON file with no rows is inspected whole below this size
+_MAX_DEPTH = 16  # JSON nesting: an envelope, its data, a row and its values are 4
+_OPENING = frozenset({"start_map", "start_array"})
+_ENDED = ("end", None)  # what the parser's events give once exhausted (yajl raises first)
 # A time in a file name: blocklist-sms-2026-11-01T0900Z.csv, export_2026-11-01T09:00:00+05:30.json.gz
 _NAME_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:?\d{2}(?::?\d{2})?(?:Z|[+-]\d{2}:?\d{2})")
 
@@ -168,6 +170,7 @@ class Reading:
     format: str = ""  # csv, lines or json, for the result line
     _line: str = ""  # the text line last read (CSV and lines), and its number
     _line_number: int = 0
+    _json_items: int = 0  # the items of the JSON array of rows, of every channel
 
     @property
     def shown(self) -> str:
@@ -186,7 +189,7 @@ class Reading:
                 first = self._first_byte(bounded)
                 if first in (b"{", b"["):
                     self.format = "json"
-                    yield from self._json(bounded, first)
+                    yield from self._json(bounded)
                 else:
                     yield from self._text(bounded)
                 self._some_row_of_the_channel()
@@ -351,21 +354,32 @@ class Reading:
 
     # -- JSON ----------------------------------------------------------------------------
 
-    def _json(self, stream: io.BufferedReader[_Bounded], first: bytes) -> Iterator[tuple[str, str | None]]:
-        prefix = "item" if first == b"[" else "data.item"
-        found = 0
+    def _json(self, stream: io.BufferedReader[_Bounded]) -> Iterator[tuple[str, str | None]]:
+        """The rows of a JSON export: a bare array of rows, or the API's envelope
+        (``{"code": "CNT196", "data": [...], "error": {}}``) holding more than one page.
+
+        Read event by event (ijson's ``basic_parse``, which keeps no path of where it is:
+        ``ijson.items`` builds one per event, in time that grows with the square of the depth),
+        and built here, never deeper than :data:`_MAX_DEPTH`: JSON nested 100,000 deep is
+        refused at its 17th bracket, in a millisecond, instead of a minute's work or
+        ``RecursionError``. The envelope is judged when it has been read whole, whatever the
+        order of its keys: an error body (a code other than the success code, an ``error``
+        that is not empty) is refused however many rows it carries, and so is one page."""
+        if stream.peek(3)[:3] == codecs.BOM_UTF8:
+            stream.read(3)
+        events = iter(ijson.basic_parse(stream, use_float=True))
         try:
-            for item in ijson.items(stream, prefix, use_float=True):
-                found += 1
-                where = f"row {found} of its rows"
-                if isinstance(item, dict):
-                    if "channel" in item and not self._of_the_channel(
-                        item["channel"], where=where, shown=item
-                    ):
-                        continue
-                    yield self._count(item.get("mobile", item), item.get("channel_type"), where=where)
-                else:
-                    yield self._count(item, where=where)
+            event, _ = next(events, _ENDED)
+            if event == "start_array":
+                yield from self._json_rows(events)
+            elif event == "start_map":
+                yield from self._envelope(events)
+            else:
+                raise ExportError(
+                    f"{self.shown}: JSON that is neither rows nor the API's answer; it is not a listing"
+                )
+            for _ in events:  # yajl raises at most of what may follow the document
+                raise ExportError(f"{self.shown}: more than one JSON document; it is not a listing")
         except ijson.JSONError as exc:
             # Only the parser's first line: the next ones quote 30 bytes of the file around the
             # error, cut where the parser chose, so a secret there would show in part.
@@ -373,26 +387,124 @@ class Reading:
             raise ExportError(
                 f"{self.shown}: not valid JSON ({vendor_text(said, 80)}); is it a complete export?"
             ) from None
-        if found == 0:
-            self._no_rows(first)
 
-    def _no_rows(self, first: bytes) -> None:
-        """A JSON file without a row: an empty listing, or no listing at all (an error the API
-        answered, a 202 "Request Accepted", some other document)."""
-        if first == b"[":
-            return  # an empty array of rows
-        if self.source.size > _SMALL_JSON:
-            raise ExportError(f"{self.shown}: JSON without a 'data' array of rows; it is not a listing")
-        with _open(self.source.path) as raw:
-            data = raw.read()
-        if data[:2] == _GZIP_MAGIC:
-            data = gzip.decompress(data)[: _SMALL_JSON * 16]
-        try:
-            body = json.loads(data.decode("utf-8-sig"))
-        except (ValueError, RecursionError):
-            raise ExportError(f"{self.shown}: not valid JSON; is it a complete export?") from None
-        code = body.get("code") if isinstance(body, dict) else None
-        listing = isinstance(body, dict) and isinstance(body.get("data"), list)
-        if not listing or code not in (None, "CNT196"):
-            said = f" (code {vendor_text(str(code), 40)!r})" if code is not None else ""
+    def _json_rows(
+        self, events: Iterator[tuple[str, Any]], depth: int = 1
+    ) -> Iterator[tuple[str, str | None]]:
+        """Each row of an array whose ``start_array`` was read, at ``depth``."""
+        found = 0
+        for event, value in events:
+            if event == "end_array":
+                self._json_items = found
+                return
+            found += 1
+            item = (
+                self._row(events, depth + 1)
+                if event == "start_map"
+                else self._value(events, event, value, depth + 1)
+            )
+            where = f"row {found} of its rows"
+            if isinstance(item, dict):
+                if not self._of_the_channel(item.get("channel", self.channel), where=where, shown=item):
+                    continue
+                yield self._count(item.get("mobile", item), item.get("channel_type"), where=where)
+            else:
+                yield self._count(item, where=where)
+        raise self._cut_short()
+
+    def _row(self, events: Iterator[tuple[str, Any]], depth: int) -> dict[str, Any]:
+        """A row object whose ``start_map`` was read, at ``depth``: :meth:`_value`'s work, with
+        the scalar values (every one of an honest row) read in place, as the row's one call."""
+        row: dict[str, Any] = {}
+        for event, key in events:
+            if event == "end_map":
+                return row
+            event, value = next(events, _ENDED)
+            row[key] = self._value(events, event, value, depth + 1) if event in _OPENING else value
+        raise self._cut_short()
+
+    def _envelope(self, events: Iterator[tuple[str, Any]]) -> Iterator[tuple[str, str | None]]:
+        """The rows of the API's envelope whose ``start_map`` was read; then the envelope judged."""
+        code: object = None
+        error = data = False  # an `error` that is not empty; a `data` array read
+        for event, key in events:
+            if event == "end_map":
+                break
+            event, value = next(events, _ENDED)
+            if key == "data" and data:
+                raise ExportError(f"{self.shown}: two 'data' arrays; it is not a listing")
+            if key == "data" and event == "start_array":
+                yield from self._json_rows(events, depth=2)
+                data = True
+            elif key == "code":
+                code = self._value(events, event, value, 2)
+            elif key == "error":
+                error = self._holds_something(events, event, value, 2)
+            else:
+                self._holds_something(events, event, value, 2)
+        else:
+            raise self._cut_short()
+        said = f" (code {vendor_text(str(code), 40)!r})" if code is not None else ""
+        if (code is not None and code != SUCCESS_CODE) or error:
+            why = "its 'error' is not empty" if error else "its code is not the success code"
+            raise ExportError(
+                f"{self.shown}: an error answer of the API{said}, not a listing: {why}; whatever rows "
+                "it carries show no whole listing"
+            )
+        if not data:
             raise ExportError(f"{self.shown}: JSON without a 'data' array of rows{said}; it is not a listing")
+        if self._json_items <= MAX_LIMIT:
+            raise ExportError(
+                f"{self.shown}: {self._json_items} row(s) in the API's envelope: one page of Get Blocklist "
+                f"(at most {MAX_LIMIT} rows), which may be the first of many, not a channel's listing; an "
+                "export is every row of one listing: a CSV with a mobile column, one number per line, a "
+                "JSON array of rows, or the envelope holding every page's rows"
+            )
+
+    def _value(self, events: Iterator[tuple[str, Any]], event: str, value: Any, depth: int) -> Any:
+        """The JSON value that starts with ``(event, value)``, built, at ``depth``."""
+        if event not in _OPENING:
+            return value
+        if depth > _MAX_DEPTH:
+            raise self._too_deep()
+        if event == "start_map":
+            mapping: dict[str, Any] = {}
+            for event, key in events:
+                if event == "end_map":
+                    return mapping
+                event, value = next(events, _ENDED)
+                mapping[key] = self._value(events, event, value, depth + 1)
+        else:
+            items: list[Any] = []
+            for event, value in events:
+                if event == "end_array":
+                    return items
+                items.append(self._value(events, event, value, depth + 1))
+        raise self._cut_short()
+
+    def _holds_something(self, events: Iterator[tuple[str, Any]], event: str, value: Any, depth: int) -> bool:
+        """Read past the value that starts with ``(event, value)``, at ``depth``, building
+        nothing (an `error` may carry a million rows); whether it holds anything (not null,
+        ``""``, ``{}`` or ``[]``)."""
+        if event not in _OPENING:
+            return value not in (None, "")
+        if depth > _MAX_DEPTH:
+            raise self._too_deep()
+        closing = "end_map" if event == "start_map" else "end_array"
+        held = False
+        for event, value in events:
+            if event == closing:
+                return held
+            held = True
+            if event in _OPENING:
+                self._holds_something(events, event, value, depth + 1)
+        raise self._cut_short()
+
+    def _cut_short(self) -> ExportError:
+        return ExportError(f"{self.shown}: JSON cut short; is it a complete export?")
+
+    def _too_deep(self) -> ExportError:
+        return ExportError(
+            f"{self.shown}: JSON nested deeper than {_MAX_DEPTH} levels; no listing is (its rows are "
+            "objects of strings): is it a blocklist export?"
+        )

@@ -372,14 +372,14 @@ def test_json_and_gzip_exports_as_the_api_returns_them(pg_url: str, tmp_path: Pa
     body = {
         "code": "CNT196",
         "message": "ok",
-        "data": [{"mobile": m, "channel_type": "3"} for m in N[:7]],
+        "data": [{"mobile": m, "channel_type": "3"} for m in numbers(107)],
         "error": {},
     }
     file = tmp_path / "blocklist-sms-2026-05-01T0000Z.json.gz"
     file.write_bytes(gzip.compress(json.dumps(body).encode()))
     done = _import(pg_url, sid, str(file))
     assert done.returncode == 0, done.stderr
-    assert "7 numbers" in done.stdout
+    assert "107 numbers" in done.stdout
     engine = database.make_engine(pg_url)
     assert rows(
         engine,

@@ -431,3 +431,95 @@ def test_a_file_of_one_number_per_line_may_lack_its_last_line_break(pg_url: str,
     result = _import(pg_url, sid, str(cut))
     assert result.returncode == 2 and "cut short" in one_error_line(result)
     assert _count(pg_url, "sync_runs", sid) == 1
+
+
+# -- 8. one saved API page is no export ---------------------------------------------------------
+
+
+def api_body(listing: list[str], **fields: object) -> str:
+    import json
+
+    body: dict[str, object] = {"code": "CNT196", "message": "Successfully fetched blocklisted number(s)"}
+    body["data"] = [{"mobile": m, "channel_type": "1"} for m in listing]
+    body["error"] = {}
+    body.update(fields)
+    return json.dumps(body)
+
+
+@pytest.mark.parametrize("size", [100, 37, 0])
+def test_one_saved_api_page_is_refused_as_an_export(
+    size: int, sim: Simulator, store: Store, pg_url: str, tmp_path: Path
+) -> None:
+    """A saved Get Blocklist response of up to 100 rows (the API's page) may be the first page
+    of a longer listing: taken for a whole channel, the numbers on its other pages would be
+    'added after the export'."""
+    listed = numbers(200)
+    sim.add("sms", listed)
+    assert sweep(sim, store, "sms").outcome is Outcome.SUCCEEDED
+    page = tmp_path / "blocklist-sms-2025-09-01T0000Z.json"
+    page.write_text(api_body(listed[:size]))
+    before = periods(pg_url, sim.sid)
+    result = _import(pg_url, sim.sid, str(page))
+    assert result.returncode == 2
+    line = one_error_line(result)
+    assert f"{size} row(s) in the API's envelope" in line and "one page" in line and "an export is" in line
+    assert periods(pg_url, sim.sid) == before
+
+
+def test_an_api_shaped_export_of_more_than_a_page_and_a_bare_array_of_a_few_are_read(
+    pg_url: str, tmp_path: Path
+) -> None:
+    import json
+
+    sid = _sid()
+    merged = tmp_path / "blocklist-sms-2026-01-01T0000Z.json"
+    merged.write_text(api_body(numbers(101)))
+    assert _import(pg_url, sid, str(merged)).returncode == 0
+    rows_only = tmp_path / "blocklist-sms-2026-01-02T0000Z.json"
+    rows_only.write_text(json.dumps([{"mobile": m} for m in numbers(3)]))
+    done = _import(pg_url, _sid(), str(rows_only))
+    assert done.returncode == 0, done.stderr
+    assert "3 numbers, +3 -0" in done.stdout
+
+
+# -- 9. a JSON error body, however many rows it carries, and JSON nested deep ------------------
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {
+            "code": "CNT195",
+            "message": "Unable to fetch the blocklisted number",
+            "error": {"description": "Unable"},
+        },
+        {"error": {"error": "Internal server error"}},
+        {"code": "WA500"},
+    ],
+)
+def test_an_api_error_body_carrying_rows_is_refused(
+    fields: dict[str, object], pg_url: str, tmp_path: Path
+) -> None:
+    sid = _sid()
+    body = tmp_path / "blocklist-sms-2026-01-01T0000Z.json"
+    body.write_text(api_body(numbers(150), **fields))
+    result = _import(pg_url, sid, str(body))
+    assert result.returncode == 2
+    assert "error" in one_error_line(result) and "not a listing" in one_error_line(result)
+    assert _count(pg_url, "blocklist_periods", sid) == 0
+
+
+@pytest.mark.parametrize("depth", [5_000, 100_000])
+@pytest.mark.parametrize("where", ["data", "top"])
+def test_json_nested_deep_is_one_line_within_a_second(
+    depth: int, where: str, pg_url: str, tmp_path: Path
+) -> None:
+    import time
+
+    deep = "[" * depth + "]" * depth
+    file = tmp_path / "blocklist-sms-2026-01-01T0000Z.json"
+    file.write_text('{"code": "CNT196", "data": ' + deep + "}" if where == "data" else deep)
+    started = time.monotonic()
+    result = _import(pg_url, _sid(), str(file))
+    assert time.monotonic() - started < 1.0
+    assert result.returncode == 2 and "nested deeper than" in one_error_line(result)
