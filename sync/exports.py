@@ -16,8 +16,10 @@ Every number goes through :func:`sync.numbers.canonical` as a sweep's do; a row 
 read as one refuses the file (:meth:`Reading._count` says why). A file is streamed, never
 held: rows go straight on to the staging table, JSON through ijson's incremental parser, and
 what a hostile file can make this read is bounded as the client bounds a body: at most
-:data:`MAX_BYTES` once inflated (a gzip bomb stops there), a CSV line at most
-:data:`MAX_LINE` characters.
+:data:`MAX_BYTES` once inflated, and at most :data:`MAX_RATIO` times the compressed bytes read
+(a gzip bomb stops in its first megabytes: the time is bounded by the file's size, not only
+the memory), a CSV line at most :data:`MAX_LINE` characters, JSON nested at most
+:data:`_MAX_DEPTH` deep.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from sync.vocabulary import Channel
 __all__ = [
     "MAX_BYTES",
     "MAX_LINE",
+    "MAX_RATIO",
     "ExportError",
     "ExportFile",
     "Reading",
@@ -59,6 +62,8 @@ __all__ = [
 
 MAX_BYTES = 4 * 1024**3  # inflated: 20M numbers as CSV take about 320 MB
 MAX_LINE = 4096  # characters of one CSV line
+MAX_RATIO = 200  # a gzip export may inflate to this many times the bytes read of it ...
+_RATIO_FLOOR = 1024 * 1024  # ... once past its first MiB
 _GZIP_MAGIC = b"\x1f\x8b"
 _CHUNK = 1024 * 1024
 _CHANNEL_TYPE_CHARS = 64  # as a sweep stores a row's channel_type
@@ -136,11 +141,20 @@ def source_of(path: str) -> ExportFile:
 
 class _Bounded(io.RawIOBase):
     """A stream that refuses to yield more than :data:`MAX_BYTES`: what a gzip bomb or an
-    endless file runs into."""
+    endless file runs into; and, inflating ``compressed``, more than :data:`MAX_RATIO` times
+    the bytes read of it so far (past :data:`_RATIO_FLOOR`).
 
-    def __init__(self, inner: IO[bytes] | io.BufferedIOBase, name: str) -> None:
+    The cap on size bounds memory and disk, not time: 4 GiB of empty lines gzip to 4 MiB and
+    took a quarter of an hour to read, one empty line at a time. The work an export makes is
+    in proportion to what it inflates to, so bounding that by the file's own size bounds the
+    time by the file's size. Honest exports compress at most about 50 times (numbers in order,
+    pretty-printed JSON), a bomb a thousand: the ratio is measured as the file is read, so a
+    bomb stops within its first megabytes."""
+
+    def __init__(self, inner: IO[bytes] | io.BufferedIOBase, name: str, compressed: IO[bytes] | None) -> None:
         self._inner = inner
         self._name = name
+        self._compressed = compressed
         self._read = 0
 
     def readable(self) -> bool:
@@ -153,6 +167,18 @@ class _Bounded(io.RawIOBase):
             raise ExportError(
                 f"{self._name}: more than {MAX_BYTES // 1024**3} GiB once inflated; no blocklist export "
                 "is that large: is it the right file?"
+            )
+        if (
+            self._compressed is not None
+            and self._read > _RATIO_FLOOR
+            and self._read > MAX_RATIO * self._compressed.tell()
+        ):
+            inflated, read = self._read // 1024**2, self._compressed.tell() // 1024
+            raise ExportError(
+                f"{self._name}: inflates to more than {MAX_RATIO} times its size ({inflated} MiB from "
+                f"{read} KiB so far); no export of distinct numbers "
+                "compresses so well: is it the right file? (an export with long repeated columns: gunzip "
+                "it and import the file itself)"
             )
         buffer[: len(data)] = data
         return len(data)
@@ -183,9 +209,10 @@ class Reading:
                 head = raw.read(2)
                 raw.seek(0)
                 stream: IO[bytes] | io.BufferedIOBase = raw
+                compressed = None
                 if head == _GZIP_MAGIC:
-                    stream = gzip.GzipFile(fileobj=raw, mode="rb")
-                bounded = io.BufferedReader(_Bounded(stream, self.shown), _CHUNK)
+                    stream, compressed = gzip.GzipFile(fileobj=raw, mode="rb"), raw
+                bounded = io.BufferedReader(_Bounded(stream, self.shown, compressed), _CHUNK)
                 first = self._first_byte(bounded)
                 if first in (b"{", b"["):
                     self.format = "json"

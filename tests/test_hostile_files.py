@@ -523,3 +523,52 @@ def test_json_nested_deep_is_one_line_within_a_second(
     result = _import(pg_url, _sid(), str(file))
     assert time.monotonic() - started < 1.0
     assert result.returncode == 2 and "nested deeper than" in one_error_line(result)
+
+
+# -- 10. decompression bounded in time as well as size -----------------------------------------
+
+
+@pytest.mark.parametrize("line", ["", "+919000000001"])
+def test_a_gzip_that_inflates_past_any_export_is_refused_at_once(
+    line: str, pg_url: str, tmp_path: Path
+) -> None:
+    """32 MiB of empty lines (or of one number, again and again) gzip to a few KiB: inside the
+    size cap, they kept an import busy for a long time (4 GiB of them, for minutes), and the
+    empty lines made an empty listing. No export of distinct numbers compresses 200 times."""
+    import gzip
+    import time
+
+    sid = _sid()
+    bomb = tmp_path / "blocklist-sms-2026-01-01T0000Z.csv.gz"
+    bomb.write_bytes(
+        gzip.compress(b"mobile\n" + (line + "\n").encode() * (32 * 1024 * 1024 // (len(line) + 1)))
+    )
+    started = time.monotonic()
+    result = _import(pg_url, sid, str(bomb))
+    assert time.monotonic() - started < 2.0
+    assert result.returncode == 2
+    assert "inflates to more than 200 times its size" in one_error_line(result)
+    assert _count(pg_url, "sync_runs", sid) == 0
+
+
+def test_an_honest_gzip_export_is_read(pg_url: str, tmp_path: Path) -> None:
+    """Numbers in order, with long constant columns, compress best of honest exports (about
+    35 times); they are read."""
+    import gzip
+
+    sid = _sid()
+    listing = numbers(60_000)
+    export = tmp_path / "blocklist-sms-2026-01-01T0000Z.csv.gz"
+    export.write_bytes(
+        gzip.compress(
+            (
+                "mobile,channel_type,channel,blocked_by,reason\n"
+                + "".join(
+                    f"{m},1,sms,compliance-team@example.com,opted out by keyword STOP\n" for m in listing
+                )
+            ).encode()
+        )
+    )
+    done = _import(pg_url, sid, str(export))
+    assert done.returncode == 0, done.stderr
+    assert "60000 numbers" in done.stdout
