@@ -17,7 +17,7 @@ read as one refuses the file (:meth:`Reading._count` says why). A file is stream
 held: rows go straight on to the staging table, JSON through ijson's incremental parser, and
 what a hostile file can make this read is bounded as the client bounds a body: at most
 :data:`MAX_BYTES` once inflated, and at most :data:`MAX_RATIO` times the compressed bytes read
-(a gzip bomb stops in its first megabytes: the time is bounded by the file's size, not only
+(a gzip bomb stops at its first MiB inflated: the time is bounded by the file's size, not only
 the memory), a CSV line at most :data:`MAX_LINE` characters, JSON nested at most
 :data:`_MAX_DEPTH` deep.
 """
@@ -63,7 +63,8 @@ __all__ = [
 MAX_BYTES = 4 * 1024**3  # inflated: 20M numbers as CSV take about 320 MB
 MAX_LINE = 4096  # characters of one CSV line
 MAX_RATIO = 200  # a gzip export may inflate to this many times the bytes read of it ...
-_RATIO_FLOOR = 1024 * 1024  # ... once past its first MiB
+_RATIO_FLOOR = 256 * 1024  # ... once past its first 256 KiB
+_SIP = 16 * 1024  # the most gzip takes of a compressed file at once
 _GZIP_MAGIC = b"\x1f\x8b"
 _CHUNK = 1024 * 1024
 _CHANNEL_TYPE_CHARS = 64  # as a sweep stores a row's channel_type
@@ -149,9 +150,9 @@ class _Bounded(io.RawIOBase):
     in proportion to what it inflates to, so bounding that by the file's own size bounds the
     time by the file's size. Honest exports compress at most about 50 times (numbers in order,
     pretty-printed JSON), a bomb a thousand: the ratio is measured as the file is read, so a
-    bomb stops within its first megabytes."""
+    bomb stops at its first MiB inflated, before a line of it is read."""
 
-    def __init__(self, inner: IO[bytes] | io.BufferedIOBase, name: str, compressed: IO[bytes] | None) -> None:
+    def __init__(self, inner: IO[bytes] | io.BufferedIOBase, name: str, compressed: _Sips | None) -> None:
         self._inner = inner
         self._name = name
         self._compressed = compressed
@@ -171,9 +172,9 @@ class _Bounded(io.RawIOBase):
         if (
             self._compressed is not None
             and self._read > _RATIO_FLOOR
-            and self._read > MAX_RATIO * self._compressed.tell()
+            and self._read > MAX_RATIO * self._compressed.taken
         ):
-            inflated, read = self._read // 1024**2, self._compressed.tell() // 1024
+            inflated, read = self._read // 1024**2, self._compressed.taken // 1024
             raise ExportError(
                 f"{self._name}: inflates to more than {MAX_RATIO} times its size ({inflated} MiB from "
                 f"{read} KiB so far); no export of distinct numbers "
@@ -182,6 +183,25 @@ class _Bounded(io.RawIOBase):
             )
         buffer[: len(data)] = data
         return len(data)
+
+
+class _Sips:
+    """A compressed file as gzip reads it: at most :data:`_SIP` bytes a read, counted, so
+    that what it has taken is known to within a sip (Python 3.12's gzip asks for 128 KiB at a
+    time, which would let a bomb inflate 25 MiB more before its ratio showed)."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self._raw = raw
+        self.taken = 0
+
+    def read(self, size: int = -1, /) -> bytes:
+        data = self._raw.read(_SIP if size < 0 else min(size, _SIP))
+        self.taken += len(data)
+        return data
+
+    def seek(self, offset: int, /) -> int:  # gzip rewinds with it; nothing here does
+        self.taken = self._raw.seek(offset)
+        return self.taken
 
 
 @dataclass
@@ -211,7 +231,8 @@ class Reading:
                 stream: IO[bytes] | io.BufferedIOBase = raw
                 compressed = None
                 if head == _GZIP_MAGIC:
-                    stream, compressed = gzip.GzipFile(fileobj=raw, mode="rb"), raw
+                    compressed = _Sips(raw)
+                    stream = gzip.GzipFile(fileobj=compressed, mode="rb")
                 bounded = io.BufferedReader(_Bounded(stream, self.shown, compressed), _CHUNK)
                 first = self._first_byte(bounded)
                 if first in (b"{", b"["):

@@ -532,22 +532,24 @@ def test_json_nested_deep_is_one_line_within_a_second(
 def test_a_gzip_that_inflates_past_any_export_is_refused_at_once(
     line: str, pg_url: str, tmp_path: Path
 ) -> None:
-    """32 MiB of empty lines (or of one number, again and again) gzip to a few KiB: inside the
+    """8 MiB of empty lines (or of one number, again and again) gzip to a few KiB: inside the
     size cap, they kept an import busy for a long time (4 GiB of them, for minutes), and the
     empty lines made an empty listing. No export of distinct numbers compresses 200 times."""
     import gzip
-    import time
+    import re
 
     sid = _sid()
     bomb = tmp_path / "blocklist-sms-2026-01-01T0000Z.csv.gz"
     bomb.write_bytes(
-        gzip.compress(b"mobile\n" + (line + "\n").encode() * (32 * 1024 * 1024 // (len(line) + 1)))
+        gzip.compress(b"mobile\n" + (line + "\n").encode() * (8 * 1024 * 1024 // (len(line) + 1)))
     )
-    started = time.monotonic()
     result = _import(pg_url, sid, str(bomb))
-    assert time.monotonic() - started < 2.0
     assert result.returncode == 2
-    assert "inflates to more than 200 times its size" in one_error_line(result)
+    line = one_error_line(result)
+    assert "inflates to more than 200 times its size" in line
+    # Stopped within its first megabytes: the work, not a wall clock a loaded machine moves.
+    inflated = re.search(r"\((\d+) MiB from \d+ KiB so far\)", line)
+    assert inflated is not None and int(inflated.group(1)) <= 4
     assert _count(pg_url, "sync_runs", sid) == 0
 
 
@@ -557,7 +559,7 @@ def test_an_honest_gzip_export_is_read(pg_url: str, tmp_path: Path) -> None:
     import gzip
 
     sid = _sid()
-    listing = numbers(60_000)
+    listing = numbers(30_000)
     export = tmp_path / "blocklist-sms-2026-01-01T0000Z.csv.gz"
     export.write_bytes(
         gzip.compress(
@@ -571,4 +573,4 @@ def test_an_honest_gzip_export_is_read(pg_url: str, tmp_path: Path) -> None:
     )
     done = _import(pg_url, sid, str(export))
     assert done.returncode == 0, done.stderr
-    assert "60000 numbers" in done.stdout
+    assert "30000 numbers" in done.stdout
