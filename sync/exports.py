@@ -3,18 +3,20 @@
 The files side of ``blocklist-sync import`` (:mod:`sync.backfill` joins it to the store), as
 :mod:`sync.kaleyra` is the HTTP side of a sweep: it knows nothing of the database. The evidence
 of a channel's past is what teams kept — CSV dumps of an earlier script, console exports,
-responses a cron job saved — so it reads each of those, and refuses what is none:
+every page of a listing a cron job saved — so it reads each of those, and refuses what is
+none:
 
 - CSV whose header names a ``mobile`` column (a ``channel_type`` column is kept, a ``channel``
   column honoured: rows of other channels are skipped and counted; any other columns are
   ignored), or one number per line with no header; UTF-8, a byte order mark allowed;
-- JSON as the Get Blocklist API returns it (``{"code": "CNT196", "data": [{"mobile": …,
-  "channel_type": …}, …]}``, any number of rows), or a bare array of such rows;
+- JSON: a bare array of rows (``[{"mobile": …, "channel_type": …}, …]``, any number of them),
+  or the Get Blocklist API's envelope (``{"code": "CNT196", "data": [...], "error": {}}``)
+  holding more rows than one page: one page is refused, as is an error body (:meth:`Reading._envelope`);
 - either of them gzip-compressed, told by its magic bytes, not by its name.
 
 Every number goes through :func:`sync.numbers.canonical` as a sweep's do; a row that cannot be
 read as one refuses the file (:meth:`Reading._count` says why). A file is streamed, never
-held: rows go straight on to the staging table, JSON through ijson's incremental parser, and
+held: rows go straight on to the staging table, JSON event by event (ijson's ``basic_parse``), and
 what a hostile file can make this read is bounded as the client bounds a body: at most
 :data:`MAX_BYTES` once inflated, and at most :data:`MAX_RATIO` times the compressed bytes read
 (a gzip bomb stops at its first MiB inflated: the time is bounded by the file's size, not only
