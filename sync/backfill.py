@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -50,11 +51,24 @@ from sync.store import (
     Staged,
     Store,
 )
+from sync.vendor_text import vendor_text
 from sync.vocabulary import ExitCode
 
-__all__ = ["Held", "ImportOptions", "ImportResult", "Refused", "Snapshot", "import_snapshots"]
+__all__ = [
+    "EARLIEST_EXPORT",
+    "Held",
+    "ImportOptions",
+    "ImportResult",
+    "Refused",
+    "Snapshot",
+    "import_snapshots",
+]
 
 log = logging.getLogger("sync.backfill")
+
+# The earliest time an export may be said to show (``import --earliest``): no Kaleyra blocklist
+# is older, and a typo (0026 for 2026) would otherwise write two thousand years of history.
+EARLIEST_EXPORT = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 
 
 class Refused(Exception):
@@ -90,6 +104,7 @@ class ImportOptions:
     dry_run: bool = False
     force: bool = False
     guard: GuardLimits = field(default_factory=GuardLimits)
+    earliest: dt.datetime = EARLIEST_EXPORT  # a snapshot before it is refused
     sample: int = 5  # numbers of each kind of change a dry run shows
 
 
@@ -103,11 +118,11 @@ class ImportResult:
     added: int = 0
     removed: int = 0
     rewritten: int = 0
-    rejected: int = 0
 
 
 def _when(at: dt.datetime) -> str:
-    return at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # isoformat, not strftime: %Y writes year 26 as "26", and a mistyped year must show as typed
+    return at.astimezone(dt.UTC).replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
 
 
 def import_snapshots(store: Store, snapshots: list[Snapshot], options: ImportOptions) -> list[ImportResult]:
@@ -116,6 +131,7 @@ def import_snapshots(store: Store, snapshots: list[Snapshot], options: ImportOpt
     nothing."""
     if len({s.at for s in snapshots}) != len(snapshots):
         raise Refused("two files are given the same time; each export is the listing at its own time")
+    _check_times(snapshots, options.earliest, store.now())  # before any file is read
     files = {s: _source(s.path) for s in snapshots}  # every file readable before the lock is taken
     try:
         with store.lock_channel(options.account_sid, options.channel) as session:
@@ -125,6 +141,22 @@ def import_snapshots(store: Store, snapshots: list[Snapshot], options: ImportOpt
             f"another session holds the lock of {options.account_sid} {options.channel} (a sweep or "
             "an import); nothing was applied: run the import again when it is done"
         ) from None
+
+
+def _check_times(snapshots: list[Snapshot], earliest: dt.datetime, now: dt.datetime) -> None:
+    """Each snapshot's time lies between ``earliest`` and ``now`` (the database's clock)."""
+    for snapshot in snapshots:
+        name = vendor_text(os.path.basename(snapshot.path), 80)
+        if snapshot.at < earliest:
+            raise Refused(
+                f"{name}: {_when(snapshot.at)} is before {_when(earliest)}, the earliest time an export "
+                "may show (--earliest); check the year, or set --earliest if the export really is older"
+            )
+        if snapshot.at > now:
+            raise Refused(
+                f"{name}: {_when(snapshot.at)} is in the future (the database's clock says {_when(now)}); "
+                "give the time the export was taken"
+            )
 
 
 def _source(path: str) -> ExportFile:
@@ -144,13 +176,6 @@ class _Import:
 
     def run(self, snapshots: list[Snapshot], files: dict[Snapshot, ExportFile]) -> list[ImportResult]:
         session = self.session
-        now = session.now()
-        for snapshot in snapshots:
-            if snapshot.at > now:
-                raise Refused(
-                    f"{files[snapshot].name}: {_when(snapshot.at)} is in the future (the database's "
-                    f"clock says {_when(now)}); give the time the export was taken"
-                )
         results: list[ImportResult] = []
         todo = []
         for snapshot in sorted(snapshots, key=lambda s: s.at):
@@ -217,7 +242,7 @@ class _Import:
         return before, after
 
     def _read(self, file: ExportFile) -> tuple[Reading, Iterator[tuple[str, str | None]]]:
-        reading = Reading(file)
+        reading = Reading(file, self.options.channel)
         return reading, reading.rows_of()
 
     def _stage(self, file: ExportFile) -> tuple[Reading, Staged]:
@@ -226,18 +251,6 @@ class _Import:
             staged = self.session.stage(rows)
         except ExportError as exc:
             raise Refused(f"{exc}; nothing was applied") from None
-        if reading.rows and reading.rejected == reading.rows:
-            raise Refused(
-                f"{reading.shown} is not a listing: none of its {reading.rows} rows is a phone number "
-                f"(e.g. {', '.join(reading.rejected_examples)}); nothing was applied"
-            )
-        if reading.rejected:
-            log.warning(
-                "%s: %d row(s) cannot be a phone number and were not stored, e.g. %s",
-                reading.shown,
-                reading.rejected,
-                ", ".join(reading.rejected_examples),
-            )
         return reading, staged
 
     def _hold(self, reading: Reading, *reasons: str | None) -> None:
@@ -274,17 +287,15 @@ class _Import:
         )
         sample = self._sample(comparison) if self.options.dry_run else ""
         run_id = self.session.start_import(_provenance(file), snapshot.at)
-        diff = replace(diff, rejected=reading.rejected, listing_complete=True)
+        diff = replace(diff, listing_complete=True)
         comparison.apply(run_id, pages=0, diff=diff, channel_types=self._learn(reading), at=snapshot.at)
         verb = "would import" if self.options.dry_run else "imported"
         line = (
             f"{verb} {reading.shown} as run {run_id}: {self.options.account_sid} {self.options.channel} at "
             f"{_when(snapshot.at)}: {diff.seen} numbers, +{diff.added} -{diff.removed}"
-            f"{_rejected(reading)}{sample}"
+            f"{_skipped(reading)}{sample}"
         )
-        return ImportResult(
-            snapshot, line, run_id, added=diff.added, removed=diff.removed, rejected=reading.rejected
-        )
+        return ImportResult(snapshot, line, run_id, added=diff.added, removed=diff.removed)
 
     def _sample(self, comparison: Comparison) -> str:
         size = self.options.sample
@@ -328,7 +339,7 @@ class _Import:
             f"{verb} {reading.shown} as run {run_id}: {self.options.account_sid} {self.options.channel} at "
             f"{_when(snapshot.at)}, before the channel's earliest run {first.run_id} "
             f"({_when(first.started_at)}): {counts.numbers} numbers; {_rewrites(counts, first)}"
-            f"{_rejected(reading)}{sample}"
+            f"{_skipped(reading)}{sample}"
         )
         return ImportResult(
             snapshot,
@@ -337,7 +348,6 @@ class _Import:
             added=counts.numbers,
             removed=counts.gone,
             rewritten=counts.rewritten,
-            rejected=reading.rejected,
         )
 
 
@@ -349,11 +359,12 @@ def _rewrites(counts: RebaseCounts, first: FirstRun) -> str:
     )
 
 
-def _rejected(reading: Reading) -> str:
-    if not reading.rejected:
+def _skipped(reading: Reading) -> str:
+    """What the file's channel column gave to other channels, and so was no part of this listing."""
+    if not reading.other_channels:
         return ""
-    examples = ", ".join(reading.rejected_examples)
-    return f" ({reading.rejected} row(s) not a phone number, not stored: e.g. {examples})"
+    by_channel = ", ".join(f"{c} {n}" for c, n in sorted(reading.other_channels.items()))
+    return f"; {reading.other_channels.total()} row(s) of other channels skipped ({by_channel})"
 
 
 def _provenance(file: ExportFile) -> Source:

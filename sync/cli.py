@@ -31,6 +31,7 @@ from sync.kaleyra import KaleyraClient, RetryPolicy
 from sync.plan import PLAN_MAX_AGE, Approval, read_plan, write_plan
 from sync.run import SHARD_SKIP_IF_SWEPT_WITHIN, client_for, exit_code, pairs_to_sweep, sweep_accounts
 from sync.settings import (
+    CONFIG_VARIABLE,
     SCHEMA_SETTING,
     Account,
     AccountSource,
@@ -41,11 +42,13 @@ from sync.settings import (
     check_output_file,
     duration_text,
     parse_duration,
+    parse_instant,
     parse_pushgateway,
     parse_schema,
     parse_shard,
     quoted,
     read_env_file,
+    register_configured_secrets,
 )
 from sync.stopping import StopRequest, stop_on_signals
 from sync.store import Store
@@ -165,20 +168,55 @@ def config_errors_exit(command: Callable[..., None]) -> Callable[..., None]:
     def wrapper(*args: Any, **kwargs: Any) -> None:
         try:
             command(*args, **kwargs)
-        except (UsageError, ConfigError) as exc:
-            fail(str(exc))
-        except OperationalError as exc:
-            cause = str(exc.orig or exc).strip().splitlines()[0]
-            fail(
-                f"cannot use the database ({cause}); check DATABASE_URL and that the server is up",
-                ExitCode.FAILED,
-            )
-        except DBAPIError as exc:
-            url = kwargs.get("database_url") or os.environ.get("DATABASE_URL")
-            words = roles.permission_words(exc, url, migrating=command.__name__ == "migrate")
-            if words is None:
-                raise
-            fail(words)
+        except (UsageError, ConfigError, DBAPIError) as exc:
+            fail(*_stopped_by(exc, kwargs, migrating=command.__name__ == "migrate"))
+
+    return wrapper
+
+
+def _stopped_by(
+    exc: UsageError | ConfigError | DBAPIError, options: dict[str, Any], *, migrating: bool = False
+) -> tuple[str, int]:
+    """The one line and the exit code of a command stopped by ``exc``: a setting, an
+    unreachable database, or a right the database refused (naming the right and the role).
+    Any other database error is no stop of this kind, and is raised again."""
+    if isinstance(exc, OperationalError):
+        cause = str(exc.orig or exc).strip().splitlines()[0]
+        return (
+            f"cannot use the database ({cause}); check DATABASE_URL and that the server is up",
+            ExitCode.FAILED,
+        )
+    if isinstance(exc, DBAPIError):
+        url = options.get("database_url") or os.environ.get("DATABASE_URL")
+        words = roles.permission_words(exc, url, migrating=migrating)
+        if words is None:
+            raise exc
+        return words, ExitCode.USAGE
+    return str(exc), ExitCode.USAGE
+
+
+def summary_of_a_stop(command: Callable[..., None]) -> Callable[..., None]:
+    """``run --summary-json``: its path checked first, and a run stopped after that (a bad
+    setting, a stale plan, no database) still writes a summary, of no results, its exit code
+    and the line saying why. So the file present after a run is that run's, and an earlier
+    one is replaced whole, never deleted before the new one is complete. Goes right above
+    ``def run``, under ``config_errors_exit``, which then prints the line and exits."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        path = kwargs["summary_json"]
+        if path and path != "-":
+            check_output_file(path, "--summary-json")
+        try:
+            command(*args, **kwargs)
+        except (UsageError, ConfigError, DBAPIError) as exc:
+            if path:
+                line, code = _stopped_by(exc, kwargs)
+                document = output.stopped_summary(
+                    line, code, dry_run=kwargs["dry_run"], forced=kwargs["force"]
+                )
+                _write_summary_document(path, document)
+            raise
 
     return wrapper
 
@@ -246,7 +284,7 @@ account_options = _gathered(
         click.option(
             "--config",
             "config_file",
-            envvar="BLOCKLIST_SYNC_CONFIG",
+            envvar=CONFIG_VARIABLE,
             show_envvar=True,
             type=click.Path(dir_okay=False),
             help="TOML file listing several accounts (docs/operators.md#configuration).",
@@ -570,6 +608,7 @@ def migrate(database_url: str | None) -> None:
     help="Write Prometheus metrics here (node_exporter textfile format).",
 )
 @pushgateway_option
+@summary_of_a_stop
 def run(
     source: AccountSource,
     database_url: str | None,
@@ -600,10 +639,6 @@ def run(
         else None
     )
     review = _review_settings(dry_run, force, plan_out, plan_file, plan_max_age, expect_removed, expect_added)
-    if summary_json and summary_json != "-":
-        check_output_file(summary_json, "--summary-json")
-        with contextlib.suppress(FileNotFoundError):  # a file left after this run is this run's
-            os.unlink(summary_json)
     ready = prepare(source, database_url, log, metrics_file, pushgateway)
     started_at = ready.store.now()
     approvals = review.approvals(pairs_to_sweep(ready.accounts, channels or None, share), started_at)
@@ -777,6 +812,10 @@ def write_summary(
     document = output.run_summary(
         results, windows, code, started_at=started_at, finished_at=store.now(), dry_run=dry_run, forced=forced
     )
+    _write_summary_document(path, document)
+
+
+def _write_summary_document(path: str, document: str) -> None:
     if path == "-":
         click.echo(document)
         return
@@ -1082,6 +1121,14 @@ def schedule(
     "the same order. Default: the time in each file's name (blocklist-sms-2026-11-01T0900Z.csv).",
 )
 @click.option(
+    "--earliest",
+    metavar="TIME",
+    envvar="BLOCKLIST_SYNC_IMPORT_EARLIEST",
+    show_envvar=True,
+    help="Refuse an export said to be older than this (ISO 8601 with a zone; default "
+    "2000-01-01T00:00Z): a year mistyped in --as-of would write centuries of history.",
+)
+@click.option(
     "--dry-run", is_flag=True, help="Show what each file would change (counts and examples); apply nothing."
 )
 @click.option("--force", is_flag=True, help="Apply even what the safety guard would hold.")
@@ -1093,6 +1140,7 @@ def import_exports(
     account_sid: str,
     channel: str,
     times: tuple[str, ...],
+    earliest: str | None,
     dry_run: bool,
     force: bool,
     guard: GuardLimits,
@@ -1121,17 +1169,20 @@ def import_exports(
         )
     try:
         ats = (
-            [exports.parse_time(t, "--as-of") for t in times]
+            [parse_instant(t, "--as-of") for t in times]
             if times
             else [exports.time_in_name(f) for f in files]
         )
     except exports.ExportError as exc:
         raise UsageError(str(exc)) from None
     snapshots = [backfill.Snapshot(path, at) for path, at in zip(files, ats, strict=True)]
+    oldest = (
+        backfill.EARLIEST_EXPORT if earliest is None else parse_instant(earliest, setting_name("earliest"))
+    )
     store, _ = open_store(database_url)
     database.require_current_schema(store.engine)
     options = backfill.ImportOptions(
-        account_sid=account_sid, channel=channel, dry_run=dry_run, force=force, guard=guard
+        account_sid=account_sid, channel=channel, dry_run=dry_run, force=force, guard=guard, earliest=oldest
     )
     try:
         results = backfill.import_snapshots(store, snapshots, options)
@@ -1194,7 +1245,7 @@ def lookup(
         )
         country, setting = old_country, "--region"
     readings = lookups.normalise_each(numbers, lookups.country_code(country, setting) if country else None)
-    at = None if instant is None else lookups.parse_instant(instant)
+    at = None if instant is None else parse_instant(instant, "--at")
     store, _ = open_store(database_url, only_reads=True)
     database.require_current_schema(store.engine)
     reports = lookups.look_up(store.engine, readings, at=at)
@@ -1245,4 +1296,5 @@ def report(database_url: str | None, out: str, days: int) -> None:
 
 def main() -> None:
     redaction.install()  # before anything is read: no secret reaches stdout or stderr
+    register_configured_secrets(os.environ)  # whatever file a command then reads and quotes
     cli(prog_name="blocklist-sync")

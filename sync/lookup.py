@@ -64,7 +64,6 @@ __all__ = [
     "look_up",
     "normalise",
     "normalise_each",
-    "parse_instant",
     "state_at",
 ]
 
@@ -330,23 +329,6 @@ def _country_name(region: str | None) -> str:
     return _country_names().get(region) or region
 
 
-def parse_instant(value: str) -> dt.datetime:
-    """An instant as ISO 8601 with its zone (``2026-12-03T09:00+05:30``, ``...Z``): a time
-    without one would be read in whatever zone this host is in, and a compliance answer must
-    not depend on that. A one-line :class:`ConfigError` otherwise: the whole command's mistake."""
-    shown = value if len(value) <= 40 else value[:40] + "..."
-    try:
-        instant = dt.datetime.fromisoformat(value.strip())
-    except ValueError:
-        instant = None
-    if instant is None or instant.tzinfo is None:
-        raise ConfigError(
-            f"--at {shown!r} is not an ISO 8601 time with a zone; write e.g. 2026-12-03T09:00+05:30 "
-            "or 2026-12-03T03:30Z"
-        )
-    return instant
-
-
 def _utc(value: dt.datetime | str | None) -> dt.datetime | None:
     """A timestamp from either database: SQLite hands views' and aggregates' values back as
     naive text; they were written in UTC."""
@@ -511,7 +493,10 @@ def exit_code(report: NumberReport) -> ExitCode:
 
 
 def _when(value: dt.datetime | None) -> str:
-    return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if value else "?"
+    if not value:
+        return "?"
+    # isoformat, not strftime: %Y writes year 1 as "1"
+    return value.astimezone(dt.UTC).replace(tzinfo=None).isoformat(" ", timespec="seconds") + " UTC"
 
 
 def describe(report: NumberReport) -> list[str]:

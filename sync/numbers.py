@@ -34,7 +34,7 @@ import unicodedata
 
 from sync.vendor_text import vendor_text
 
-__all__ = ["MAX_RAW_LENGTH", "canonical", "describe_rejected"]
+__all__ = ["MAX_RAW_LENGTH", "cannot_be_longer", "canonical", "describe_rejected"]
 
 _E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 _SEPARATORS = frozenset(" -.()")
@@ -73,3 +73,47 @@ def describe_rejected(raw: object, width: int = 32) -> str:
     if isinstance(raw, str):
         return f"'{vendor_text(raw, width - 2)}'"
     return vendor_text(repr(raw), width)
+
+
+def cannot_be_longer(mobile: str) -> bool:
+    """Whether ``mobile`` (canonical) is a valid number that no digit more could continue: as
+    long as any number of its kind (mobile, fixed line...) in its country can be, by
+    ``phonenumbers``' data. What a line cut short cannot be: ``+9190000`` is the shape of a
+    number, but no valid one, and a valid German fixed line (``+4930123456``) may be the start
+    of a longer one, while a valid Indian mobile has all the digits an Indian mobile has.
+
+    Not on the path of every row (``phonenumbers`` is slow to load and to ask): only for what
+    must prove it is whole, such as an export's last line without its line break."""
+    import phonenumbers
+    from phonenumbers import PhoneMetadata, PhoneNumberType
+
+    try:
+        number = phonenumbers.parse(mobile)
+    except phonenumbers.NumberParseException:
+        return False
+    if not phonenumbers.is_valid_number(number):
+        return False
+    region = phonenumbers.region_code_for_number(number)
+    if number.country_code is None or region is None:
+        return False
+    metadata = PhoneMetadata.metadata_for_region_or_calling_code(number.country_code, region)
+    if metadata is None:
+        return False
+    kind = phonenumbers.number_type(number)
+    descriptions = {
+        PhoneNumberType.FIXED_LINE_OR_MOBILE: (metadata.fixed_line, metadata.mobile),
+        PhoneNumberType.MOBILE: (metadata.mobile,),
+        PhoneNumberType.FIXED_LINE: (metadata.fixed_line,),
+        PhoneNumberType.TOLL_FREE: (metadata.toll_free,),
+        PhoneNumberType.PREMIUM_RATE: (metadata.premium_rate,),
+        PhoneNumberType.SHARED_COST: (metadata.shared_cost,),
+        PhoneNumberType.VOIP: (metadata.voip,),
+        PhoneNumberType.PERSONAL_NUMBER: (metadata.personal_number,),
+        PhoneNumberType.PAGER: (metadata.pager,),
+        PhoneNumberType.UAN: (metadata.uan,),
+        PhoneNumberType.VOICEMAIL: (metadata.voicemail,),
+    }.get(kind, ())
+    lengths = {n for d in descriptions if d is not None for n in d.possible_length if n > 0}
+    if not lengths and metadata.general_desc is not None:
+        lengths = {n for n in metadata.general_desc.possible_length if n > 0}
+    return bool(lengths) and len(phonenumbers.national_significant_number(number)) >= max(lengths)

@@ -26,6 +26,7 @@ from sync.kaleyra import (
     UnreachableError,
 )
 from sync.plan import ChannelPlan
+from sync.redaction import redact
 from sync.settings import Shard
 from sync.store import ChannelStatus, Diff
 from sync.sweep import DeadlinePassed, SweepResult
@@ -193,6 +194,26 @@ def run_summary(
             "results": [record(r) for r in results],
         },
         separators=(",", ":"),  # one line: the last line of stdout is the summary (Airflow's XCom)
+    )
+
+
+def stopped_summary(error: str, exit_code: int, *, dry_run: bool, forced: bool) -> str:
+    """``run --summary-json`` of a run stopped before any sweep (a bad setting, a stale plan,
+    no database): no results, the exit code, and ``error``, the line it printed. Times are
+    null: the database's clock may be what could not be read."""
+    return json.dumps(
+        {
+            "format": SUMMARY_FORMAT,
+            "command": "run",
+            "dry_run": dry_run,
+            "forced": forced,
+            "started_at": None,
+            "finished_at": None,
+            "exit_code": exit_code,
+            "results": [],
+            "error": redact(error),  # written to a file, past the streams' redaction
+        },
+        separators=(",", ":"),
     )
 
 

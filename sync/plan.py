@@ -13,8 +13,9 @@ A forced sweep whose changes differ from what was approved applies nothing and i
 ``held`` (exit 3, as for any hold), saying how it differs. A plan is a few hundred bytes per
 channel whatever its size: a million removals are one digest, not a million numbers, and the
 file holds no number, key or password. It names the account and channel it is for and when it
-was made (by the database's clock, as every stored time); a plan for another channel, or older
-than ``--plan-max-age``, is refused before anything is swept.
+was made (by the database's clock, as every stored time); a plan for another channel, older
+than ``--plan-max-age`` or made after now (which would never grow old), is refused before
+anything is swept.
 
 Nothing here touches the database or HTTP: the sweep hands over its changes, the CLI the file.
 """
@@ -30,7 +31,7 @@ from typing import Any
 
 from sync import __version__
 from sync.files import write_atomically
-from sync.settings import ConfigError, duration_text, read_regular_file
+from sync.settings import ConfigError, duration_text, parse_instant, read_regular_file
 from sync.vocabulary import Change
 
 __all__ = [
@@ -155,6 +156,12 @@ class Plan:
         """What the plan approves for each of ``pairs`` (those this run sweeps); refused in one
         line if it is older than ``max_age`` seconds at ``now`` or does not cover every pair."""
         age = (now - self.made_at).total_seconds()
+        if age < 0:
+            raise ConfigError(
+                f"--plan {self.path}: the plan says it was made at {_when(self.made_at)}, after now "
+                f"({_when(now)} by the database's clock); no review comes from the future: review "
+                "again with --dry-run --plan-out and apply that plan"
+            )
         if age > max_age:
             raise ConfigError(
                 f"--plan {self.path}: the plan was made {_age(age)} ago, longer than --plan-max-age "
@@ -170,6 +177,10 @@ class Plan:
                 f"{planned}); name its channels with --account and --channel, or make a plan for this one"
             )
         return {pair: _approval(self.channels[pair], self) for pair in pairs}
+
+
+def _when(at: dt.datetime) -> str:
+    return at.astimezone(dt.UTC).replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
 
 
 def _approval(planned: ChannelPlan, plan: Plan) -> Approval:
@@ -210,12 +221,10 @@ def read_plan(path: str) -> Plan:
         document = json.loads(data)
         if document.get("format") != PLAN_FORMAT:
             raise unreadable
-        made_at = dt.datetime.fromisoformat(document["made_at"])
+        made_at = parse_instant(document["made_at"], "made_at")
         channels = [ChannelPlan(**_plan_fields(item)) for item in document["channels"]]
-    except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError, ConfigError):
         raise unreadable from None
-    if made_at.tzinfo is None:
-        raise unreadable
     return Plan(made_at=made_at, channels={p.pair: p for p in channels}, path=path)
 
 

@@ -7,21 +7,23 @@ program before any work with one line naming the setting and how to fix it
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import re
-import stat
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from sync.files import file_kind, what_is_at
 from sync.redaction import register_secret
 from sync.vocabulary import REGIONS, Channel
 
 __all__ = [
     "CHANNELS",
+    "CONFIG_VARIABLE",
     "REGIONS",
     "SCHEMA_SETTING",
     "Account",
@@ -36,18 +38,21 @@ __all__ = [
     "load_accounts",
     "parse_channels",
     "parse_duration",
+    "parse_instant",
     "parse_pushgateway",
     "parse_schema",
     "parse_shard",
     "quoted",
     "read_env_file",
     "read_regular_file",
+    "register_configured_secrets",
     "select_accounts",
     "with_overrides",
 ]
 
 CHANNELS: tuple[str, ...] = tuple(c.value for c in Channel)
-_CONFIG_SETTING = "--config / BLOCKLIST_SYNC_CONFIG"
+CONFIG_VARIABLE = "BLOCKLIST_SYNC_CONFIG"  # the config file's variable (``--config``'s)
+_CONFIG_SETTING = f"--config / {CONFIG_VARIABLE}"
 DEFAULT_BASE_URL = "https://api.kaleyra.io/v1"
 _SID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # Printable ASCII, no space: anything else is a second line of a key file, a pasted quote or
@@ -75,20 +80,6 @@ def as_typed(value: str) -> str:
     return value if value.isprintable() and len(value) <= 40 else quoted(value)
 
 
-def _file_kind(mode: int) -> str | None:
-    """What a file that is not a regular file is, in words; None for a regular file."""
-    kinds = (
-        (stat.S_ISDIR, "a directory"),
-        (stat.S_ISFIFO, "a FIFO (named pipe)"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-        (stat.S_ISSOCK, "a socket"),
-    )
-    if stat.S_ISREG(mode):
-        return None
-    return next((name for is_kind, name in kinds if is_kind(mode)), "not a regular file")
-
-
 def read_regular_file(path: str, setting: str, limit: int, holding: str) -> bytes:
     """The bytes of ``path``, refused unless it is a regular file of at most ``limit`` bytes.
 
@@ -104,7 +95,7 @@ def read_regular_file(path: str, setting: str, limit: int, holding: str) -> byte
     except ValueError:  # a NUL byte, possible in a TOML string
         raise ConfigError(f"{setting}: {quoted(path)} is no file name; check the path") from None
     try:
-        kind = _file_kind(os.fstat(fd).st_mode)
+        kind = file_kind(os.fstat(fd).st_mode)
         if kind:
             raise ConfigError(
                 f"{setting}: {path} is {kind}, not a regular file; point it at a file holding {holding}"
@@ -494,6 +485,43 @@ def load_accounts(
     return [account_from_env(env, need_key=need_keys, names=names)]
 
 
+def register_configured_secrets(env: Mapping[str, str]) -> None:
+    """Blank from all output every API key the environment configures (``KALEYRA_API_KEY``,
+    the file ``KALEYRA_API_KEY_FILE`` names, each account's key in the file
+    ``BLOCKLIST_SYNC_CONFIG`` names), before any command reads anything.
+
+    A command that uses no key (``import``, ``lookup``, ``status``) may still be handed a file
+    holding one, by a glob over the credentials directory, and what it says about that file
+    must show no piece of it: redaction blanks only what it was told. Each key is read as the
+    command that uses it reads it (the same readers, registering as they read); nothing is
+    checked here and nothing fails: a key that cannot be read is that command's error to say.
+    """
+    register_secret(env.get("KALEYRA_API_KEY"))
+    key_files = [env.get("KALEYRA_API_KEY_FILE")]
+    config = env.get(CONFIG_VARIABLE)
+    tables: list[object] = []
+    if config:
+        with contextlib.suppress(ConfigError):
+            found = _read_toml(Path(config), _CONFIG_SETTING).get("accounts")
+            tables = found if isinstance(found, list) else []
+    for table in tables:
+        if not isinstance(table, dict):
+            continue
+        for name in ("api_key", "api_key_env", "api_key_file"):
+            if not isinstance(table.get(name), str):
+                continue
+            if name == "api_key":
+                register_secret(table[name])
+            elif name == "api_key_env":
+                register_secret(env.get(table[name]))
+            else:
+                key_files.append(table[name])
+    for path in key_files:
+        if path:
+            with contextlib.suppress(ConfigError):
+                _read_key_file(path, "the API key file")
+
+
 def select_accounts(accounts: list[Account], sids: Sequence[str]) -> list[Account]:
     """``accounts`` narrowed to ``sids`` (``--account``, repeatable), in configuration order.
     Naming an account that is not configured is an error, not an empty run."""
@@ -599,6 +627,34 @@ def parse_duration(value: str, setting: str, *, zero_is_off: bool = False) -> fl
     return seconds
 
 
+def parse_instant(value: str, setting: str) -> dt.datetime:
+    """An instant written as ISO 8601 with its zone (``2026-11-01T09:00+05:30``,
+    ``2026-11-01T0900Z``), in UTC: the one reading of a time an operator or a file gives
+    (``lookup --at``, ``import --as-of``, the time in an export's name, a plan's ``made_at``).
+
+    A time without a zone would be read in whatever zone this host is in, and an answer must
+    not depend on that; one whose UTC falls outside the years 1 to 9999
+    (``0001-01-01T00:00+05:30``, ``9999-12-31T23:59-05:00``) is one no clock could show and no
+    date arithmetic can hold. Either is a one-line :class:`ConfigError` naming ``setting``."""
+    text = value.strip()
+    try:
+        instant = dt.datetime.fromisoformat(text) if text.isascii() else None
+    except ValueError:
+        instant = None
+    if instant is None or instant.tzinfo is None:
+        raise ConfigError(
+            f"{setting} {quoted(value)} is not an ISO 8601 time with a zone; write e.g. "
+            "2026-11-01T09:00Z or 2026-11-01T14:30+05:30"
+        )
+    try:
+        return instant.astimezone(dt.UTC)
+    except OverflowError:
+        raise ConfigError(
+            f"{setting} {quoted(value)} is out of range: in UTC it falls outside the years 1 to 9999; "
+            "check the date"
+        ) from None
+
+
 def duration_text(seconds: float) -> str:
     """``seconds`` as :func:`parse_duration` reads it back, in the largest unit that divides it
     (``2h``, ``90m``, ``45s``): how a default duration is shown in help texts."""
@@ -609,17 +665,25 @@ def duration_text(seconds: float) -> str:
 
 
 def check_output_file(path: str, setting: str) -> None:
-    """Refuse, at start, a file that could not be written at the end: its directory must
-    exist and be writable (the file is written there as a temporary one, then renamed).
+    """Refuse, at start, a file that could not be written at the end: what is at the path
+    must be a regular file or nothing (:mod:`sync.files` replaces nothing else: not a symbolic
+    link, a FIFO or a device), and its directory must exist and be writable (the file is
+    written there as a temporary one, then renamed).
 
     Checked before any sweep, because a run whose sweeps were applied must not end in a
     traceback and exit 1, which says nothing was applied.
     """
     target = Path(path)
     folder = target.parent
-    if target.is_dir():
+    kind = what_is_at(target)
+    if kind == "a directory":
         raise ConfigError(
             f"{setting}: {path} is a directory; name a file in it, like {target / 'blocklist_sync.prom'}"
+        )
+    if kind is not None:
+        raise ConfigError(
+            f"{setting}: {path} is {kind}, not a regular file, and only a regular file is replaced; "
+            "name a regular file or a path where none exists"
         )
     if not folder.is_dir():
         raise ConfigError(

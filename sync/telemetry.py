@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import ClassVar, NoReturn, Protocol
 from urllib.error import HTTPError
 
-from prometheus_client import CollectorRegistry, Gauge, push_to_gateway, start_http_server, write_to_textfile
+from prometheus_client import CollectorRegistry, Gauge, generate_latest, push_to_gateway, start_http_server
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.exposition import basic_auth_handler, default_handler
 from prometheus_client.registry import Collector
@@ -44,6 +44,7 @@ from tqdm import tqdm
 
 from sync import __version__, health
 from sync.counters import COUNTS
+from sync.files import write_atomically
 from sync.redaction import redact
 from sync.settings import Account, Pushgateway
 from sync.store import ChannelStatus, Store
@@ -499,8 +500,9 @@ class Metrics:
             self.last_run_unconfirmed.labels(*labels).set(s.last_unconfirmed or 0)
 
     def write_textfile(self, path: str) -> None:
-        """Atomic: prometheus_client writes a temporary file and renames it over ``path``."""
-        write_to_textfile(path, self.registry)
+        """Written whole, and over a regular file only (:func:`sync.files.write_atomically`;
+        prometheus_client's own ``write_to_textfile`` renames over whatever is at the path)."""
+        write_atomically(path, generate_latest(self.registry).decode())
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> None:
         start_http_server(port, addr=addr, registry=self.registry)

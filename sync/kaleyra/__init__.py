@@ -32,11 +32,12 @@ from sync.kaleyra.errors import (
     TransportError,
     UnreachableError,
 )
-from sync.kaleyra.parsing import Entry
+from sync.kaleyra.parsing import SUCCESS_CODE, Entry
 from sync.kaleyra.transport import RetryPolicy, Stoppable
 
 __all__ = [
     "MAX_LIMIT",
+    "SUCCESS_CODE",
     "AuthenticationError",
     "BadRequestError",
     "Cancelled",

@@ -183,7 +183,7 @@ def import_seconds(dsn: str, entries: int, directory: Path) -> dict[str, float]:
         out.write("mobile\n")
         out.writelines(f"+91{6000000000 + i}\n" for i in range(entries))
     started = time.monotonic()
-    rows = sum(1 for _ in Reading(source_of(str(path))).rows_of())
+    rows = sum(1 for _ in Reading(source_of(str(path)), "sms").rows_of())
     reading = time.monotonic() - started
     env = {**os.environ, "DATABASE_URL": dsn}
     started = time.monotonic()
