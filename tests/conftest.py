@@ -83,7 +83,10 @@ START_POSTGRESQL = (
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionstart(session: pytest.Session) -> None:
     """Stop at once, in one line saying how to start one, when no PostgreSQL answers: every
-    test but a few needs it, and 500 psycopg tracebacks say nothing a newcomer can act on."""
+    test but a few needs it, and 500 psycopg tracebacks say nothing a newcomer can act on. The
+    developers' fast layer (``-m "not database"``) needs none, and is not stopped."""
+    if "not database" in (session.config.option.markexpr or ""):
+        return
     try:
         psycopg.connect(f"{PG_SERVER}/postgres", connect_timeout=5).close()
     except psycopg.Error as exc:
@@ -115,7 +118,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     worker its next test as it finishes one (``--maxschedchunk 1``), so the long ones start at
     once, side by side, and the short ones fill in around them, instead of one long test
     starting last and keeping the whole run waiting. ``-m "not slow"`` leaves them out of a
-    quick local run; CI runs everything."""
+    quick local run; CI runs everything.
+
+    Every test that makes a database (through :func:`make_database`, which every database
+    fixture uses) is marked ``database``: ``-m "not database"`` is the developers' fast layer,
+    the rules, the client over HTTP, the files and the docs, with no PostgreSQL."""
+    for item in items:
+        if "make_database" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.database)
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
