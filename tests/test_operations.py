@@ -138,7 +138,9 @@ def test_two_schedulers_sweep_each_channel_once_per_tick(sim: Simulator, engine:
 
 
 @pytest.mark.slow
-def test_metrics_file_after_success_and_after_failure(sim: Simulator, pg_url: str, tmp_path: Path) -> None:
+def test_metrics_file_after_success_and_after_failure(
+    sim: Simulator, pg_url: str, tmp_path: Path, no_backoff: None
+) -> None:
     sim.add("sms", numbers(150))
     metrics = tmp_path / "blocklist_sync.prom"
     env = cli_env(sim, pg_url, KALEYRA_CHANNELS="sms")
