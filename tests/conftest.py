@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -543,3 +544,36 @@ def invoke(*args: str, env: dict[str, str], cwd: Path | None = None) -> subproce
         )
     _assert_no_secret(args, result)
     return result
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def beside_simulate(
+    simulate: list[str], script: str, *, port: str, cwd: Path, timeout: float
+) -> tuple[subprocess.CompletedProcess[str], str]:
+    """Run ``script`` in bash while the ``simulate`` command (a README's first line, its port
+    swapped for ``port``) serves, as a reader runs such a block; then stop the simulator
+    (the block's ``kill %1``). Returns the script's result and what the simulator printed."""
+    env = {**cli_env(None, None), "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"}
+    server = subprocess.Popen(
+        simulate, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", int(port))) == 0:
+                    break
+            time.sleep(0.1)
+        result = subprocess.run(
+            ["bash", "-ec", script], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout
+        )
+    finally:
+        server.terminate()
+        printed, _ = server.communicate(timeout=30)
+    return result, printed

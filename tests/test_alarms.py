@@ -21,8 +21,7 @@ import pytest
 
 from sync import __version__
 from sync.simulator import Simulator
-from tests.conftest import REPO, cli_env, invoke, numbers, wait_for
-from tests.test_day_two import free_port
+from tests.conftest import REPO, cli_env, free_port, invoke, numbers, wait_for
 
 
 class HeldPage:

@@ -31,8 +31,10 @@ from sync.vocabulary import Channel
 from tests.conftest import (
     REPO,
     TEST_PASSWORD,
+    beside_simulate,
     cli_env,
     documentation,
+    free_port,
     invoke,
     numbers,
     require_tool,
@@ -80,13 +82,6 @@ def two_accounts(tmp_path: Path, *sims: Simulator) -> Path:
         )
     )
     return config
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 # --- 1. check -----------------------------------------------------------------------------
@@ -665,28 +660,7 @@ def test_the_simulator_example_shows_a_real_diff(tmp_path: Path) -> None:
     port = str(free_port())
     lines = block.replace("8099", port).replace("\\\n", " ").splitlines()
     simulate = lines[0].split("&")[0].split()
-    env = {**cli_env(None, None), "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"}
-    server = subprocess.Popen(
-        simulate, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", int(port))) == 0:
-                    break
-            time.sleep(0.1)
-        result = subprocess.run(
-            ["bash", "-ec", "\n".join(lines[1:])],
-            env=env,
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-    finally:
-        server.terminate()
-        printed, _ = server.communicate(timeout=30)
+    result, printed = beside_simulate(simulate, "\n".join(lines[1:]), port=port, cwd=tmp_path, timeout=120)
     assert "KALEYRA_SID=HXSIM000000001IN" in printed  # the SID and key the example exports
     assert "KALEYRA_API_KEY=sim-key-0000000000000000000000000" in printed
     assert result.returncode == 0, result.stdout + result.stderr

@@ -8,16 +8,12 @@ block starts with ``&`` and ends with ``kill %1`` is started and stopped around 
 from __future__ import annotations
 
 import re
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, cli_env, require_tool
+from tests.conftest import REPO, beside_simulate, free_port, require_tool
 
 README_DATABASE = "postgresql://postgres@127.0.0.1:5432/kbs_try"
 
@@ -28,13 +24,6 @@ def quick_start() -> list[str]:
     start = readme.index("<!-- example: quick-start-simulator -->")
     body = readme.index("```sh\n", start) + len("```sh\n")
     return readme[body : readme.index("```", body)].splitlines()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @pytest.mark.slow
@@ -51,23 +40,7 @@ def test_the_readme_quick_start_on_the_simulator_runs_as_written(
     script = "\n".join(lines[1:-1]).replace("8099", port).replace(README_DATABASE, database)
     assert "\n".join(lines).count(README_DATABASE) == 1 and database in script
     simulate = lines[0].split("&")[0].replace("8099", port).split()
-    env = {**cli_env(None, None), "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"}
-    server = subprocess.Popen(
-        simulate, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", int(port))) == 0:
-                    break
-            time.sleep(0.1)
-        result = subprocess.run(
-            ["bash", "-ec", script], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=180
-        )
-    finally:
-        server.terminate()  # kill %1
-        printed, _ = server.communicate(timeout=30)
+    result, printed = beside_simulate(simulate, script, port=port, cwd=tmp_path, timeout=180)
     out = result.stdout
     assert result.returncode == 0, out + result.stderr
     # The settings the block exports are the ones the simulator printed.
