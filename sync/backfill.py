@@ -35,7 +35,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
@@ -266,11 +265,10 @@ class _Import:
         )
 
     def _codes(self, reading: Reading) -> str | None:
-        codes: Counter[str] = reading.codes
-        return channel_type_hold(self.options.channel, codes, self.learned)
+        return channel_type_hold(self.options.channel, reading.listing.codes, self.learned)
 
     def _learn(self, reading: Reading) -> list[str]:
-        learned = [code for code in reading.codes if code != "(other codes)"]
+        learned = reading.listing.learned()
         self.learned.setdefault(self.options.channel, set()).update(learned)
         return learned
 

@@ -44,9 +44,9 @@ from typing import IO, Any
 
 import ijson
 
-from sync.guard import is_code
 from sync.kaleyra import MAX_LIMIT, SUCCESS_CODE
 from sync.numbers import cannot_be_longer, canonical, describe_rejected
+from sync.proof import ListingTally
 from sync.settings import parse_instant
 from sync.vendor_text import vendor_text
 from sync.vocabulary import Channel
@@ -71,8 +71,6 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _CHUNK = 1024 * 1024
 _CHANNEL_TYPE_CHARS = 64  # as a sweep stores a row's channel_type
 _CHANNELS = tuple(c.value for c in Channel)
-_MAX_CODES = 20  # distinct channel_type codes counted by name; the rest as one
-_OTHER_CODES = "(other codes)"
 _MAX_DEPTH = 16  # JSON nesting: an envelope, its data, a row and its values are 4
 _OPENING = frozenset({"start_map", "start_array"})
 _ENDED = ("end", None)  # what the parser's events give once exhausted (yajl raises first)
@@ -212,9 +210,8 @@ class Reading:
 
     source: ExportFile
     channel: str  # the channel the file is a listing of; a row its channel column gives to another is skipped
-    rows: int = 0  # rows of the listing the file holds
+    listing: ListingTally = field(default_factory=ListingTally)  # the rows of the listing the file holds
     other_channels: Counter[str] = field(default_factory=Counter)  # rows skipped, by channel
-    codes: Counter[str] = field(default_factory=Counter)  # accepted rows by channel_type code
     format: str = ""  # csv, lines or json, for the result line
     _line: str = ""  # the text line last read (CSV and lines), and its number
     _line_number: int = 0
@@ -278,7 +275,7 @@ class Reading:
     def _some_row_of_the_channel(self) -> None:
         """A file whose channel column gives every row to other channels is no listing of
         this one (an empty listing would say every number was gone)."""
-        if self.rows == 0 and self.other_channels:
+        if self.listing.rows == 0 and self.other_channels:
             others = ", ".join(f"{c} {n}" for c, n in sorted(self.other_channels.items()))
             first = min(self.other_channels)
             raise ExportError(
@@ -298,7 +295,6 @@ class Reading:
         records. An export's absences are proven by the export alone, and a row it cannot read
         could be any number (a spreadsheet dropped its +, wrote it as 9.198E+11 or as
         ########), so it proves no number absent, and the file is refused whole."""
-        self.rows += 1
         mobile = canonical(raw)
         if mobile is None:
             raise ExportError(
@@ -308,8 +304,7 @@ class Reading:
                 "absent; correct or delete that row and import the file again"
             )
         kind = None if channel_type is None else vendor_text(str(channel_type), _CHANNEL_TYPE_CHARS)
-        if is_code(kind):
-            self.codes[kind if kind in self.codes or len(self.codes) < _MAX_CODES else _OTHER_CODES] += 1
+        self.listing.count(kind)
         return mobile, kind
 
     # -- CSV and one number per line ---------------------------------------------------

@@ -45,6 +45,7 @@ from sync.guard import GuardLimits, channel_type_hold, empty_listing_hold, is_co
 from sync.kaleyra import MAX_LIMIT, Cancelled, Entry, KaleyraClient, KaleyraError, Page, ProtocolError
 from sync.numbers import describe_rejected
 from sync.plan import Approval, ChannelPlan, digest_changes
+from sync.proof import ListingTally
 from sync.redaction import redact
 from sync.settings import Tuning
 from sync.stopping import stop_name, stop_reason
@@ -89,10 +90,6 @@ _NEWEST_CONTROLS = 10  # the newest listed numbers, asked in turn: a stale cache
 # prove an absence (asked twice, the control first and then last).
 _MIN_HONOURED = 2
 _REJECTED_EXAMPLES = 3
-# A listing carries one channel_type code, or a few; past this many distinct ones the rest are
-# counted under one name that no channel carries, so a hostile listing cannot grow the count.
-_MAX_CODES = 20
-_OTHER_CODES = "(other codes)"
 
 
 class _Halt:
@@ -164,24 +161,20 @@ class SweepResult:
 @dataclass
 class _Progress:
     pages: int = 0
-    rows: int = 0
+    listing: ListingTally = field(default_factory=ListingTally)  # rows, and their channel_type codes
     rejected: int = 0
     rejected_examples: list[str] = field(default_factory=list)
     repeated: int = 0  # rows dropped as a repeated page: the list shifted while it was paged
     respelled: int = 0  # rows the server spelled otherwise than canonically
-    codes: Counter[str] = field(default_factory=Counter)  # listed rows by channel_type code
     phases: dict[str, float] = field(default_factory=dict)  # seconds per step, for logs and the benchmark
 
     def count(self, page: Page) -> None:
         """Count one page's rows, repeats, channel_type codes and rejected rows (a few as examples)."""
         self.pages += 1
-        self.rows += len(page.entries)
         self.repeated += page.repeated
         self.respelled += page.respelled
         for entry in page.entries:
-            code = entry.channel_type
-            if is_code(code):
-                self.codes[code if code in self.codes or len(self.codes) < _MAX_CODES else _OTHER_CODES] += 1
+            self.listing.count(entry.channel_type)
         if page.rejected:
             COUNTS.add("rejected_rows", len(page.rejected))
             self.rejected += len(page.rejected)
@@ -402,7 +395,7 @@ class _Sweep:
                     channel=self.channel,
                     run_id=run_id if isinstance(run_id, int) else None,
                     pages=self.progress.pages,
-                    rows=self.progress.rows,
+                    rows=self.progress.listing.rows,
                     expected_rows=expected,
                     done=done,
                 )
@@ -418,7 +411,7 @@ class _Sweep:
         """Step 4's holds, before any request is spent confirming removals: an empty listing
         over a full table, or rows that say they are another channel's."""
         return empty_listing_hold(staged.rows, diff.current) or _channel_type_hold(
-            self.client, self.session, self.channel, self.progress.codes, self.halt
+            self.client, self.session, self.channel, self.progress.listing.codes, self.halt
         )
 
     def _confirm(self, comparison: Comparison) -> Diff:
@@ -507,7 +500,7 @@ class _Sweep:
         """Step 6: apply everything, and the run row, in one transaction."""
         self.halt.check("about to apply")
         with self.progress.timed("apply"):
-            learned = [code for code in self.progress.codes if code != _OTHER_CODES]  # a count, not a code
+            learned = self.progress.listing.learned()
             comparison.apply(run_id, pages=self.progress.pages, diff=diff, channel_types=learned)
         return self._result(Outcome.SUCCEEDED, run_id, diff)
 
