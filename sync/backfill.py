@@ -39,7 +39,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 from sync.exports import ExportError, ExportFile, Reading, source_of
-from sync.guard import GuardLimits, channel_type_hold, empty_listing_hold, removal_hold
+from sync.guard import GuardLimits, removal_hold
+from sync.proof import channel_type_hold, empty_listing_hold
 from sync.store import (
     Comparison,
     FirstRun,

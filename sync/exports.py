@@ -11,7 +11,8 @@ none:
   ignored), or one number per line with no header; UTF-8, a byte order mark allowed;
 - JSON: a bare array of rows (``[{"mobile": …, "channel_type": …}, …]``, any number of them),
   or the Get Blocklist API's envelope (``{"code": "CNT196", "data": [...], "error": {}}``)
-  holding more rows than one page: one page is refused, as is an error body (:meth:`Reading._envelope`);
+  holding more rows than one page: one page is refused, as is an error body
+  (:func:`sync.proof.envelope_refusal`);
 - either of them gzip-compressed, told by its magic bytes, not by its name.
 
 Every number goes through :func:`sync.numbers.canonical` as a sweep's do; a row that cannot be
@@ -44,9 +45,8 @@ from typing import IO, Any
 
 import ijson
 
-from sync.kaleyra import MAX_LIMIT, SUCCESS_CODE
 from sync.numbers import cannot_be_longer, canonical, describe_rejected
-from sync.proof import ListingTally
+from sync.proof import ListingTally, envelope_refusal
 from sync.settings import parse_instant
 from sync.vendor_text import vendor_text
 from sync.vocabulary import Channel
@@ -489,22 +489,9 @@ class Reading:
                 self._holds_something(events, event, value, 2)
         else:
             raise self._cut_short()
-        said = f" (code {vendor_text(str(code), 40)!r})" if code is not None else ""
-        if (code is not None and code != SUCCESS_CODE) or error:
-            why = "its 'error' is not empty" if error else "its code is not the success code"
-            raise ExportError(
-                f"{self.shown}: an error answer of the API{said}, not a listing: {why}; whatever rows "
-                "it carries show no whole listing"
-            )
-        if not data:
-            raise ExportError(f"{self.shown}: JSON without a 'data' array of rows{said}; it is not a listing")
-        if self._json_items <= MAX_LIMIT:
-            raise ExportError(
-                f"{self.shown}: {self._json_items} row(s) in the API's envelope: one page of Get Blocklist "
-                f"(at most {MAX_LIMIT} rows), which may be the first of many, not a channel's listing; an "
-                "export is every row of one listing: a CSV with a mobile column, one number per line, a "
-                "JSON array of rows, or the envelope holding every page's rows"
-            )
+        refused = envelope_refusal(code=code, error=error, data=data, rows=self._json_items)
+        if refused is not None:
+            raise ExportError(f"{self.shown}: {refused}")
 
     def _value(self, events: Iterator[tuple[str, Any]], event: str, value: Any, depth: int) -> Any:
         """The JSON value that starts with ``(event, value)``, built, at ``depth``."""
