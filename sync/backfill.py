@@ -41,6 +41,7 @@ from dataclasses import dataclass, field, replace
 from sync.exports import ExportError, ExportFile, Reading, source_of
 from sync.guard import GuardLimits, removal_hold
 from sync.proof import channel_type_hold, empty_listing_hold
+from sync.review import Review
 from sync.store import (
     Comparison,
     FirstRun,
@@ -101,11 +102,17 @@ class Snapshot:
 class ImportOptions:
     account_sid: str
     channel: str
-    dry_run: bool = False
-    force: bool = False
+    # What the operator approved (sync.review): a dry run, and --force to apply what the guard
+    # would hold, as for a sweep. An import has no plan: nothing, blind, or a dry run.
+    review: Review = field(default_factory=Review)
     guard: GuardLimits = field(default_factory=GuardLimits)
     earliest: dt.datetime = EARLIEST_EXPORT  # a snapshot before it is refused
     sample: int = 5  # numbers of each kind of change a dry run shows
+
+    @property
+    def dry_run(self) -> bool:
+        """Every snapshot applied in order, counted, then rolled back."""
+        return self.review.dry_run
 
 
 @dataclass(frozen=True)
@@ -257,7 +264,7 @@ class _Import:
         held = next((r for r in reasons if r), None)
         if held is None:
             return
-        if self.options.force:
+        if self.options.review.applies_held:
             log.warning("%s: --force applies what the guard would hold: %s", reading.shown, held)
             return
         raise Held(

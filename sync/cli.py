@@ -29,6 +29,7 @@ from sync.files import write_atomically
 from sync.guard import GuardLimits
 from sync.kaleyra import KaleyraClient, RetryPolicy
 from sync.plan import PLAN_MAX_AGE, Approval, read_plan, write_plan
+from sync.review import CountsCoverOnePair, Review
 from sync.run import SHARD_SKIP_IF_SWEPT_WITHIN, client_for, exit_code, pairs_to_sweep, sweep_accounts
 from sync.settings import (
     CONFIG_VARIABLE,
@@ -638,22 +639,26 @@ def run(
         if skip_if_swept_within
         else None
     )
-    review = _review_settings(dry_run, force, plan_out, plan_file, plan_max_age, expect_removed, expect_added)
+    review = _review(dry_run, force, plan_out, plan_file, plan_max_age, expect_removed, expect_added)
     ready = prepare(source, database_url, log, metrics_file, pushgateway)
     started_at = ready.store.now()
-    approvals = review.approvals(pairs_to_sweep(ready.accounts, channels or None, share), started_at)
+    pairs = pairs_to_sweep(ready.accounts, channels or None, share)
+    try:
+        review = review.for_run([(a.sid, channel) for a, chans in pairs for channel in chans], started_at)
+    except CountsCoverOnePair as exc:
+        names = ", ".join(f"{sid} {channel}" for sid, channel in exc.swept[:4]) or "none"
+        raise UsageError(
+            f"{exc.approval.source} approves the sweep of one account and channel, and this run sweeps "
+            f"{len(exc.swept)} ({names}); name one with --account SID --channel C"
+        ) from None
     options = SweepOptions(
         trigger=Trigger(trigger),
-        dry_run=dry_run,
-        # A plan is made to be forced: its dry run checks removals as --force would.
-        force=force or bool(plan_out),
+        review=review,
         guard=guard,
         timeout=tuning.sweep_timeout,
         skip_if_swept_within=skip_within,
-        make_plan=bool(plan_out),
-        approvals=approvals,
     )
-    if force and not dry_run and approvals is None:
+    if review.approves_blind:
         click.echo(
             "warning: --force alone approves blind: it applies whatever this sweep finds, which "
             "may differ from what --dry-run showed; approve what you reviewed with "
@@ -687,7 +692,7 @@ def run(
             stop=stop,
             run_timeout=tuning.run_timeout,
             on_page=progress.update,
-            on_change=print_change if dry_run else None,
+            on_change=print_change if review.dry_run else None,
             on_start=publisher.sweep_started if publisher else None,
             on_result=publisher.sweep_ended if publisher else None,
         )
@@ -701,8 +706,8 @@ def run(
         click.echo(output.no_pairs_line(share), err=to_stderr)
     for result in results:
         click.echo(output.summary_line(result), err=to_stderr)
-    if plan_out:
-        save_plan(plan_out, results, started_at, to_stderr)
+    if review.plan_out:
+        save_plan(review.plan_out, results, started_at, to_stderr)
     if publisher:
         publisher.publish()
     code = exit_code(results, stop)
@@ -711,41 +716,7 @@ def run(
     sys.exit(code)
 
 
-@dataclass(frozen=True)
-class ReviewSettings:
-    """What ``run --force`` was approved to apply: counts for one channel, or a saved plan."""
-
-    expect_added: int | None = None
-    expect_removed: int | None = None
-    plan_file: str | None = None
-    plan_max_age: float = PLAN_MAX_AGE
-
-    def approvals(
-        self, pairs: list[tuple[Account, tuple[str, ...]]], now: dt.datetime
-    ) -> dict[tuple[str, str], Approval] | None:
-        """Per (account, channel) this run sweeps, what it may apply; None for no approval
-        (a plain --force, or no --force at all). Refused in one line when the approval cannot
-        cover the run: counts for several channels, a plan for others, a stale plan."""
-        swept = [(account.sid, channel) for account, channels in pairs for channel in channels]
-        if self.plan_file:
-            return read_plan(self.plan_file).approvals(swept, now, self.plan_max_age)
-        if self.expect_added is None and self.expect_removed is None:
-            return None
-        said = " and ".join(
-            f"--expect-{change} {count}"
-            for change, count in (("removed", self.expect_removed), ("added", self.expect_added))
-            if count is not None
-        )
-        if len(swept) != 1:
-            names = ", ".join(f"{sid} {channel}" for sid, channel in swept[:4]) or "none"
-            raise UsageError(
-                f"{said} approves the sweep of one account and channel, and this run sweeps "
-                f"{len(swept)} ({names}); name one with --account SID --channel C"
-            )
-        return {swept[0]: Approval(source=said, added=self.expect_added, removed=self.expect_removed)}
-
-
-def _review_settings(
+def _review(
     dry_run: bool,
     force: bool,
     plan_out: str | None,
@@ -753,8 +724,9 @@ def _review_settings(
     plan_max_age: str,
     expect_removed: int | None,
     expect_added: int | None,
-) -> ReviewSettings:
-    """The flags of a reviewed force, checked together before anything is touched."""
+) -> Review:
+    """The one :class:`Review` the flags of a reviewed force say, checked together before
+    anything is touched."""
     expecting = expect_removed is not None or expect_added is not None
     if plan_out and not dry_run:
         raise UsageError("--plan-out saves a dry run's plan; add --dry-run")
@@ -767,14 +739,20 @@ def _review_settings(
         raise UsageError("give --plan or --expect-removed/--expect-added, not both")
     if plan_out:
         check_output_file(plan_out, "--plan-out")
-    if plan_file:
-        read_plan(plan_file)  # a file that is no plan stops the run before the database is touched
-    return ReviewSettings(
-        expect_added=expect_added,
-        expect_removed=expect_removed,
-        plan_file=plan_file,
-        plan_max_age=parse_duration(plan_max_age, "--plan-max-age"),
-    )
+    plan = read_plan(plan_file) if plan_file else None  # no plan: stopped before the database
+    max_age = parse_duration(plan_max_age, "--plan-max-age")
+    if dry_run:
+        return Review.dry(forced=force, plan_out=plan_out)
+    if plan is not None:
+        return Review.of_plan(plan, max_age)
+    if expecting:
+        said = " and ".join(
+            f"--expect-{change} {count}"
+            for change, count in (("removed", expect_removed), ("added", expect_added))
+            if count is not None
+        )
+        return Review.of_counts(Approval(source=said, added=expect_added, removed=expect_removed))
+    return Review.blind() if force else Review()
 
 
 def save_plan(path: str, results: list[SweepResult], made_at: dt.datetime, to_stderr: bool) -> None:
@@ -1182,7 +1160,11 @@ def import_exports(
     store, _ = open_store(database_url)
     database.require_current_schema(store.engine)
     options = backfill.ImportOptions(
-        account_sid=account_sid, channel=channel, dry_run=dry_run, force=force, guard=guard, earliest=oldest
+        account_sid=account_sid,
+        channel=channel,
+        review=Review.dry(forced=force) if dry_run else Review.blind() if force else Review(),
+        guard=guard,
+        earliest=oldest,
     )
     try:
         results = backfill.import_snapshots(store, snapshots, options)

@@ -33,7 +33,7 @@ import datetime as dt
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
@@ -41,7 +41,7 @@ from sync.counters import COUNTS
 from sync.guard import GuardLimits, removal_hold
 from sync.kaleyra import Cancelled, Entry, KaleyraClient, KaleyraError, Page
 from sync.numbers import describe_rejected
-from sync.plan import Approval, ChannelPlan, digest_changes
+from sync.plan import ChannelPlan, digest_changes
 from sync.proof import (
     ListingTally,
     codes_elsewhere,
@@ -51,6 +51,7 @@ from sync.proof import (
     log_what_was_not_proven,
 )
 from sync.redaction import redact
+from sync.review import Review
 from sync.settings import Tuning
 from sync.stopping import stop_name, stop_reason
 from sync.store import Comparison, Diff, LockedChannel, LockHeld, LockHolder, Staged, Store
@@ -115,8 +116,9 @@ class _Halt:
 @dataclass(frozen=True, kw_only=True)
 class SweepOptions:
     trigger: Trigger = Trigger.MANUAL
-    dry_run: bool = False
-    force: bool = False
+    # What the operator approved: nothing (the guard holds what it holds), a dry run, a plain
+    # --force, a plan or counts (bound to the pairs by Review.for_run). The sweep asks it.
+    review: Review = field(default_factory=Review)
     guard: GuardLimits = field(default_factory=GuardLimits)
     # Scheduler replicas and shards: skip a channel whose last sweep started less than this
     # many seconds ago (by any process), so overlapping processes sweep it once.
@@ -124,13 +126,6 @@ class SweepOptions:
     timeout: float = Tuning.sweep_timeout  # the whole sweep, paging to apply, in seconds
     # Shards: a channel another process is sweeping right now is that process's, not an error.
     lock_held_is_skip: bool = False
-    # A dry run that will be saved as a plan (``--plan-out``): each result carries its
-    # ChannelPlan, and removals are checked as ``--force`` would check them, so the plan shows
-    # what ``--force --plan`` is to apply.
-    make_plan: bool = False
-    # What ``--force`` was approved to apply, per (account, channel): a forced sweep whose
-    # changes differ applies nothing and is held. None: a plain ``--force``, approving blind.
-    approvals: Mapping[tuple[str, str], Approval] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -147,7 +142,7 @@ class SweepResult:
     account_wide: bool = False
     error_type: type[BaseException] | None = None  # what failed it, for the CLI's advice
     phases: dict[str, float] = field(default_factory=dict)  # fetch, diff, verify, apply seconds
-    plan: ChannelPlan | None = None  # a dry run's, with SweepOptions.make_plan
+    plan: ChannelPlan | None = None  # a dry run's that writes a plan (Review.writes_plan)
 
     @property
     def exit_code(self) -> int:
@@ -299,8 +294,8 @@ class _Sweep:
         what it approves, and hold a healthy channel (exit 3, a held row, the Held alert);
         instead nothing is swept and nothing written, and the line names the run that applied
         it. Changes made since need a review of their own."""
-        approval = (self.options.approvals or {}).get((self.client.sid, self.channel))
-        if not self.options.force or self.options.dry_run or approval is None or approval.plan_run_id is None:
+        approval = self.options.review.approval((self.client.sid, self.channel))
+        if self.options.review.dry_run or approval is None or approval.plan_run_id is None:
             return None
         run_id = approval.applied_by(self.session.sweeps_applied_since(approval.plan_run_id))
         if run_id is None:
@@ -335,13 +330,14 @@ class _Sweep:
         or a crash."""
         staged = self._stage()
         comparison, diff = self._diff(staged)
+        review = self.options.review
         held = self._held_unconfirmed(staged, diff)
-        if held is None or self.options.force or self.options.dry_run:
+        if held is None or review.confirms_held:
             diff = self._confirm(comparison)
             held = held or removal_hold(diff.current, diff.removed, self.options.guard)
-        if self.options.dry_run:
+        if review.dry_run:
             return self._review(comparison, run_id, diff, held)
-        if held and not self.options.force:
+        if held and not review.applies_held:
             return self._hold(run_id, diff, f"held by the safety guard: {held}. Nothing was applied")
         refused = self._unapproved(comparison, diff, held)
         if refused:
@@ -419,7 +415,8 @@ class _Sweep:
         """Step 5: confirm the removal candidates; the diff as they left it."""
         progress = self.progress
         with progress.timed("verify"):
-            confirm_removals(self.client, comparison, self.channel, self.halt, forced=self.options.force)
+            forced = self.options.review.checks_removals_as_forced
+            confirm_removals(self.client, comparison, self.channel, self.halt, forced=forced)
             diff = replace(comparison.counts(), rejected=progress.rejected)
             complete, moved = listing_completeness(
                 repeated=progress.repeated,
@@ -439,15 +436,14 @@ class _Sweep:
         return diff
 
     def _review(self, comparison: Comparison, run_id: int, diff: Diff, held: str | None) -> SweepResult:
-        """``--dry-run``: report each change and what the guard would do, and with
-        ``make_plan`` the plan that approves exactly these changes; apply nothing."""
-        plan = self._plan(comparison, diff, held, run_id) if self.options.make_plan else None
+        """``--dry-run``: report each change and what the guard would do, and, for a review
+        that writes a plan, the plan that approves exactly these changes; apply nothing."""
+        review = self.options.review
+        plan = self._plan(comparison, diff, held, run_id) if review.writes_plan else None
         if self.on_change and plan is None:
             for change, mobile in comparison.changes():
                 self.on_change(self.client.sid, self.channel, change, mobile)
-        # A plan is made to be forced: it says what the guard would hold all the same.
-        told = not self.options.force or self.options.make_plan
-        note = f"would be held: {held}" if held and told else None
+        note = f"would be held: {held}" if held and review.says_held else None
         self.session.finish_run(run_id, RunStatus.DRY_RUN, pages=self.progress.pages, diff=diff, error=note)
         return replace(self._result(Outcome.DRY_RUN, run_id, diff, note), plan=plan)
 
@@ -478,13 +474,14 @@ class _Sweep:
         """Under ``--force``: how this sweep's changes differ from what the operator approved
         (``--expect-removed``, ``--plan``), or None to apply them. A plain ``--force`` approves
         whatever it finds (the CLI warned so); say in the log what it let through."""
-        if not self.options.force:
+        review = self.options.review
+        if not review.applies_held:
             return None
-        if self.options.approvals is None:
+        if review.approves_blind:
             if held:
                 log.warning("--force applies what the guard would hold: %s", held, extra=self.context)
             return None
-        approval = self.options.approvals.get((self.client.sid, self.channel))
+        approval = review.approval((self.client.sid, self.channel))
         if approval is None:
             return "nothing was approved for this channel"
         if approval.needs_digests:
