@@ -20,7 +20,7 @@ import pytest
 from alembic import command
 from sqlalchemy import Engine, inspect, text
 
-from sync import database, lookup
+from sync import database, lookup, readings
 from sync.review import Review
 from sync.simulator import Simulator
 from sync.store import Store
@@ -436,7 +436,7 @@ def test_a_sqlite_upgrade_that_meets_a_window_written_by_skewed_hosts_changes_no
 
 
 def _looked_up(engine: Engine, sim: Simulator, mobile: str) -> tuple[str, dict[str, object]]:
-    [report] = lookup.look_up(engine, [lookup.normalise(mobile)])
+    [report] = lookup.look_up(engine, [readings.normalise(mobile)])
     report.channels = [c for c in report.channels if c.account_sid == sim.sid]
     channels = lookup.as_record(report)["channels"]
     assert isinstance(channels, list)

@@ -170,6 +170,7 @@ def lookup(
     valid number where it was read (a warning says what may have been meant).
     """
     from sync import lookup as lookups
+    from sync import readings
 
     setting = COUNTRY_SETTING
     if old_country is not None:
@@ -181,10 +182,10 @@ def lookup(
             err=True,
         )
         country, setting = old_country, "--region"
-    readings = lookups.normalise_each(numbers, lookups.country_code(country, setting) if country else None)
+    read = readings.normalise_each(numbers, readings.country_code(country, setting) if country else None)
     at = None if instant is None else parse_instant(instant, "--at")
     store, _ = open_store(database_url, only_reads=True)
-    reports = lookups.look_up(store.engine, readings, at=at)
+    reports = lookups.look_up(store.engine, read, at=at)
     for report in reports:
         if report.error:
             click.echo(f"blocklist-sync: error: {report.error}", err=True)
