@@ -62,6 +62,7 @@ __all__ = [
     "ImportResult",
     "Refused",
     "Snapshot",
+    "TooEarly",
     "import_snapshots",
 ]
 
@@ -78,10 +79,25 @@ class Refused(Exception):
     exit_code = ExitCode.USAGE
 
 
+class TooEarly(Refused):
+    """A snapshot said to show the channel at ``at``, before ``earliest``, the earliest time an
+    export may show: a mistyped year, most likely. The CLI names the setting of ``earliest``."""
+
+    def __init__(self, name: str, at: dt.datetime, earliest: dt.datetime) -> None:
+        said = f"{name}: {_when(at)} is before {_when(earliest)}, the earliest time an export may show"
+        super().__init__(said)
+        self.name, self.at, self.earliest = name, at, earliest
+
+
 class Held(Exception):
-    """The guard holds a snapshot: exit 3, nothing applied; ``--force`` applies it."""
+    """The guard holds the snapshot of ``file`` for ``reason``: exit 3, nothing applied; a
+    forced import applies it (the CLI says how)."""
 
     exit_code = ExitCode.HELD
+
+    def __init__(self, file: str, reason: str) -> None:
+        super().__init__(f"{file}: held by the safety guard: {reason}. Nothing was applied")
+        self.file, self.reason = file, reason
 
 
 class Locked(Exception):
@@ -155,10 +171,7 @@ def _check_times(snapshots: list[Snapshot], earliest: dt.datetime, now: dt.datet
     for snapshot in snapshots:
         name = vendor_text(os.path.basename(snapshot.path), 80)
         if snapshot.at < earliest:
-            raise Refused(
-                f"{name}: {_when(snapshot.at)} is before {_when(earliest)}, the earliest time an export "
-                "may show (--earliest); check the year, or set --earliest if the export really is older"
-            )
+            raise TooEarly(name, snapshot.at, earliest)
         if snapshot.at > now:
             raise Refused(
                 f"{name}: {_when(snapshot.at)} is in the future (the database's clock says {_when(now)}); "
@@ -267,10 +280,7 @@ class _Import:
         if self.options.review.applies_held:
             log.warning("%s: --force applies what the guard would hold: %s", reading.shown, held)
             return
-        raise Held(
-            f"{reading.shown}: held by the safety guard: {held}. Nothing was applied; review it with "
-            "--dry-run, apply it with --force"
-        )
+        raise Held(reading.shown, held)
 
     def _codes(self, reading: Reading) -> str | None:
         return channel_type_hold(self.options.channel, reading.listing.codes, self.learned)

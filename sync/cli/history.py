@@ -103,12 +103,25 @@ def import_exports(
     try:
         results = backfill.import_snapshots(store, snapshots, options)
     except (backfill.Refused, backfill.Held, backfill.Locked) as exc:
-        fail(str(exc), exc.exit_code)
+        fail(_import_stopped(exc), exc.exit_code)
     for result in results:
         click.echo(result.line)
     if dry_run:
         click.echo("dry run: nothing was applied", err=True)
     sys.exit(ExitCode.OK)
+
+
+def _import_stopped(exc: Exception) -> str:
+    """Why an import applied nothing, in the words of the flags: what a refusal or a hold
+    found, and the setting or flag that changes it."""
+    from sync import backfill
+
+    if isinstance(exc, backfill.TooEarly):
+        earliest = setting_name("earliest")
+        return f"{exc} ({earliest}); check the year, or set {earliest} if the export really is older"
+    if isinstance(exc, backfill.Held):
+        return f"{exc}; review it with --dry-run, apply it with --force"
+    return str(exc)
 
 
 def _snapshots(files: tuple[str, ...], times: tuple[str, ...]) -> list[Snapshot]:
