@@ -35,12 +35,13 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 from sync.exports import ExportError, ExportFile, Reading, source_of
-from sync.guard import GuardLimits, channel_type_hold, empty_listing_hold, removal_hold
+from sync.guard import GuardLimits, removal_hold
+from sync.proof import channel_type_hold, empty_listing_hold
+from sync.review import Review
 from sync.store import (
     Comparison,
     FirstRun,
@@ -61,6 +62,7 @@ __all__ = [
     "ImportResult",
     "Refused",
     "Snapshot",
+    "TooEarly",
     "import_snapshots",
 ]
 
@@ -77,10 +79,25 @@ class Refused(Exception):
     exit_code = ExitCode.USAGE
 
 
+class TooEarly(Refused):
+    """A snapshot said to show the channel at ``at``, before ``earliest``, the earliest time an
+    export may show: a mistyped year, most likely. The CLI names the setting of ``earliest``."""
+
+    def __init__(self, name: str, at: dt.datetime, earliest: dt.datetime) -> None:
+        said = f"{name}: {_when(at)} is before {_when(earliest)}, the earliest time an export may show"
+        super().__init__(said)
+        self.name, self.at, self.earliest = name, at, earliest
+
+
 class Held(Exception):
-    """The guard holds a snapshot: exit 3, nothing applied; ``--force`` applies it."""
+    """The guard holds the snapshot of ``file`` for ``reason``: exit 3, nothing applied; a
+    forced import applies it (the CLI says how)."""
 
     exit_code = ExitCode.HELD
+
+    def __init__(self, file: str, reason: str) -> None:
+        super().__init__(f"{file}: held by the safety guard: {reason}. Nothing was applied")
+        self.file, self.reason = file, reason
 
 
 class Locked(Exception):
@@ -101,11 +118,17 @@ class Snapshot:
 class ImportOptions:
     account_sid: str
     channel: str
-    dry_run: bool = False
-    force: bool = False
+    # What the operator approved (sync.review): a dry run, and --force to apply what the guard
+    # would hold, as for a sweep. An import has no plan: nothing, blind, or a dry run.
+    review: Review = field(default_factory=Review)
     guard: GuardLimits = field(default_factory=GuardLimits)
     earliest: dt.datetime = EARLIEST_EXPORT  # a snapshot before it is refused
     sample: int = 5  # numbers of each kind of change a dry run shows
+
+    @property
+    def dry_run(self) -> bool:
+        """Every snapshot applied in order, counted, then rolled back."""
+        return self.review.dry_run
 
 
 @dataclass(frozen=True)
@@ -148,10 +171,7 @@ def _check_times(snapshots: list[Snapshot], earliest: dt.datetime, now: dt.datet
     for snapshot in snapshots:
         name = vendor_text(os.path.basename(snapshot.path), 80)
         if snapshot.at < earliest:
-            raise Refused(
-                f"{name}: {_when(snapshot.at)} is before {_when(earliest)}, the earliest time an export "
-                "may show (--earliest); check the year, or set --earliest if the export really is older"
-            )
+            raise TooEarly(name, snapshot.at, earliest)
         if snapshot.at > now:
             raise Refused(
                 f"{name}: {_when(snapshot.at)} is in the future (the database's clock says {_when(now)}); "
@@ -257,20 +277,16 @@ class _Import:
         held = next((r for r in reasons if r), None)
         if held is None:
             return
-        if self.options.force:
+        if self.options.review.applies_held:
             log.warning("%s: --force applies what the guard would hold: %s", reading.shown, held)
             return
-        raise Held(
-            f"{reading.shown}: held by the safety guard: {held}. Nothing was applied; review it with "
-            "--dry-run, apply it with --force"
-        )
+        raise Held(reading.shown, held)
 
     def _codes(self, reading: Reading) -> str | None:
-        codes: Counter[str] = reading.codes
-        return channel_type_hold(self.options.channel, codes, self.learned)
+        return channel_type_hold(self.options.channel, reading.listing.codes, self.learned)
 
     def _learn(self, reading: Reading) -> list[str]:
-        learned = [code for code in reading.codes if code != "(other codes)"]
+        learned = reading.listing.learned()
         self.learned.setdefault(self.options.channel, set()).update(learned)
         return learned
 

@@ -34,10 +34,12 @@ from sync.vocabulary import Outcome, RunStatus
 
 __all__ = [
     "ADVICE",
+    "BLIND_FORCE_WARNING",
     "advice_for",
     "change_line",
     "no_pairs_line",
     "plan_line",
+    "plan_saved_line",
     "run_summary",
     "status_json",
     "status_record",
@@ -128,6 +130,22 @@ def _would_change(added: int, removed: int) -> str:
 def change_line(account_sid: str, channel: str, change: str, mobile: str) -> str:
     """One change a dry run would make, tab-separated for scripts."""
     return f"would-be-{change}\t{account_sid}\t{channel}\t{mobile}"
+
+
+BLIND_FORCE_WARNING = (
+    "warning: --force alone approves blind: it applies whatever this sweep finds, which "
+    "may differ from what --dry-run showed; approve what you reviewed with "
+    "--dry-run --plan-out FILE, then --force --plan FILE (or --expect-removed N)"
+)
+
+
+def plan_saved_line(path: str, channels: int, left_out: list[str]) -> str:
+    """Where a dry run's plan went, what it left out, and how to apply it."""
+    note = f"; not in it (no dry run finished): {', '.join(left_out)}" if left_out else ""
+    return (
+        f"plan saved to {path}: {channels} channel(s){note}; apply it with "
+        f"`blocklist-sync run --force --plan {path}` (same --account/--channel)"
+    )
 
 
 def plan_line(plan: ChannelPlan) -> str:

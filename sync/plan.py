@@ -31,7 +31,7 @@ from typing import Any
 
 from sync import __version__
 from sync.files import write_atomically
-from sync.settings import ConfigError, duration_text, parse_instant, read_regular_file
+from sync.settings import ConfigError, parse_instant, read_regular_file
 from sync.vocabulary import Change
 
 __all__ = [
@@ -39,7 +39,13 @@ __all__ = [
     "PLAN_MAX_AGE",
     "Approval",
     "ChannelPlan",
+    "NotAPlan",
+    "Pair",
     "Plan",
+    "PlanFromTheFuture",
+    "PlanMissesPair",
+    "PlanRefused",
+    "PlanTooOld",
     "digest_changes",
     "read_plan",
     "write_plan",
@@ -50,6 +56,46 @@ PLAN_MAX_AGE = 3600.0  # default --plan-max-age: an older plan (by the database'
 # A plan is about 400 bytes per channel; a file past this is not one.
 MAX_PLAN_FILE_BYTES = 4 * 1024 * 1024
 Pair = tuple[str, str]  # (account SID, channel)
+
+
+class PlanRefused(Exception):
+    """A plan file that cannot approve this run, refused before anything is swept: each kind
+    carries what was found, and the CLI says it in the words of the flags the operator gave."""
+
+    def __init__(self, path: str, detail: str) -> None:
+        super().__init__(f"{path}: {detail}")
+        self.path = path
+
+
+class NotAPlan(PlanRefused):
+    """The file is not a plan ``run --dry-run --plan-out`` wrote (or was edited into none)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path, "not a plan")
+
+
+class PlanFromTheFuture(PlanRefused):
+    """The plan says it was made after ``now`` (the database's clock): it would never grow old."""
+
+    def __init__(self, path: str, made_at: dt.datetime, now: dt.datetime) -> None:
+        super().__init__(path, "made after now")
+        self.made_at, self.now = made_at, now
+
+
+class PlanTooOld(PlanRefused):
+    """The plan was made ``age`` seconds ago, more than the ``max_age`` allowed."""
+
+    def __init__(self, path: str, age: float, max_age: float) -> None:
+        super().__init__(path, "too old")
+        self.age, self.max_age = age, max_age
+
+
+class PlanMissesPair(PlanRefused):
+    """The run sweeps ``pair``, for which the plan (made for ``planned``) has no entry."""
+
+    def __init__(self, path: str, pair: Pair, planned: list[Pair]) -> None:
+        super().__init__(path, "no entry for a pair swept")
+        self.pair, self.planned = pair, planned
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -153,34 +199,18 @@ class Plan:
     path: str
 
     def approvals(self, pairs: Iterable[Pair], now: dt.datetime, max_age: float) -> dict[Pair, Approval]:
-        """What the plan approves for each of ``pairs`` (those this run sweeps); refused in one
-        line if it is older than ``max_age`` seconds at ``now`` or does not cover every pair."""
+        """What the plan approves for each of ``pairs`` (those this run sweeps); refused
+        (:class:`PlanRefused`) if it was made after ``now``, is older than ``max_age`` seconds
+        at ``now``, or does not cover every pair."""
         age = (now - self.made_at).total_seconds()
         if age < 0:
-            raise ConfigError(
-                f"--plan {self.path}: the plan says it was made at {_when(self.made_at)}, after now "
-                f"({_when(now)} by the database's clock); no review comes from the future: review "
-                "again with --dry-run --plan-out and apply that plan"
-            )
+            raise PlanFromTheFuture(self.path, self.made_at, now)
         if age > max_age:
-            raise ConfigError(
-                f"--plan {self.path}: the plan was made {_age(age)} ago, longer than --plan-max-age "
-                f"({duration_text(max_age)}) allows; review again with --dry-run --plan-out "
-                "and apply that plan"
-            )
+            raise PlanTooOld(self.path, age, max_age)
         missing = [pair for pair in pairs if pair not in self.channels]
         if missing:
-            planned = ", ".join(f"{sid} {channel}" for sid, channel in sorted(self.channels)) or "nothing"
-            sid, channel = missing[0]
-            raise ConfigError(
-                f"--plan {self.path}: the plan has no entry for {sid} {channel} (it was made for "
-                f"{planned}); name its channels with --account and --channel, or make a plan for this one"
-            )
+            raise PlanMissesPair(self.path, missing[0], sorted(self.channels))
         return {pair: _approval(self.channels[pair], self) for pair in pairs}
-
-
-def _when(at: dt.datetime) -> str:
-    return at.astimezone(dt.UTC).replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
 
 
 def _approval(planned: ChannelPlan, plan: Plan) -> Approval:
@@ -194,11 +224,6 @@ def _approval(planned: ChannelPlan, plan: Plan) -> Approval:
     )
 
 
-def _age(seconds: float) -> str:
-    minutes = int(seconds // 60)
-    return f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m{int(seconds % 60):02d}s"
-
-
 def write_plan(path: str, plans: Iterable[ChannelPlan], made_at: dt.datetime) -> None:
     """Save ``plans`` to ``path`` as JSON, atomically. Raises ``OSError``."""
     document = {
@@ -210,20 +235,18 @@ def write_plan(path: str, plans: Iterable[ChannelPlan], made_at: dt.datetime) ->
     write_atomically(path, json.dumps(document, indent=2) + "\n")
 
 
-def read_plan(path: str) -> Plan:
-    """The plan saved at ``path``; anything that is not one is refused in one line."""
-    setting = "--plan"
+def read_plan(path: str, setting: str) -> Plan:
+    """The plan saved at ``path``; anything that is not one is refused (:class:`NotAPlan`; a
+    file that cannot be read, a :class:`~sync.settings.ConfigError` naming ``setting``)."""
     data = read_regular_file(path, setting, MAX_PLAN_FILE_BYTES, "a plan from run --dry-run --plan-out")
-    unreadable = ConfigError(
-        f"{setting}: {path} is not a plan written by `blocklist-sync run --dry-run --plan-out`; make one"
-    )
+    unreadable = NotAPlan(path)
     try:
         document = json.loads(data)
         if document.get("format") != PLAN_FORMAT:
             raise unreadable
         made_at = parse_instant(document["made_at"], "made_at")
         channels = [ChannelPlan(**_plan_fields(item)) for item in document["channels"]]
-    except (ValueError, TypeError, KeyError, AttributeError, RecursionError, ConfigError):
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError, ConfigError, NotAPlan):
         raise unreadable from None
     return Plan(made_at=made_at, channels={p.pair: p for p in channels}, path=path)
 

@@ -13,6 +13,7 @@ failure.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import threading
 from collections.abc import Callable
@@ -23,16 +24,17 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from sync.guard import GuardLimits
 from sync.kaleyra import KaleyraClient
-from sync.run import sweep_accounts
-from sync.settings import Account, ConfigError, parse_duration, quoted
+from sync.run import Prepared, client_for, sweep_accounts
+from sync.settings import Account, ConfigError, Tuning, parse_duration, quoted
 from sync.stopping import StopRequest, stop_on_signals
 from sync.store import Store
 from sync.sweep import PageCallback, SweepOptions
-from sync.telemetry import Publisher
+from sync.telemetry import Metrics, Progress, Publisher
 from sync.vocabulary import Trigger
 
-__all__ = ["crontab_trigger", "every_trigger", "period_seconds", "run_scheduler"]
+__all__ = ["crontab_trigger", "every_trigger", "period_seconds", "run_scheduler", "serve"]
 
 log = logging.getLogger("sync.scheduler")
 
@@ -200,3 +202,40 @@ def run_scheduler(
     for thread in list(running):  # sweeps stop at their next page, applying nothing
         thread.join()
     log.info("scheduler stopped")
+
+
+def serve(
+    ready: Prepared,
+    trigger: BaseTrigger,
+    tuning: Tuning,
+    guard: GuardLimits,
+    *,
+    run_now: bool = False,
+    metrics_port: int | None = None,
+    metrics_address: str = "127.0.0.1",
+) -> None:
+    """``blocklist-sync schedule`` below its flags: the metrics served on ``metrics_port``
+    (published first, so the port never answers empty), then :func:`run_scheduler` until
+    SIGTERM, with each listing's progress in the log. :class:`~sync.telemetry.CannotListen`
+    if the port cannot be served."""
+    accounts, store = ready.accounts, ready.store
+    options = SweepOptions(trigger=Trigger.SCHEDULED, guard=guard, timeout=tuning.sweep_timeout)
+    publisher = Publisher(store, accounts, ready.metrics_file, Metrics(), ready.pushgateway)
+    if metrics_port:
+        publisher.publish()
+        publisher.metrics.serve(metrics_port, metrics_address)
+    progress = Progress()
+    try:
+        run_scheduler(
+            accounts,
+            store,
+            options,
+            functools.partial(client_for, tuning=tuning),
+            trigger,
+            run_now=run_now,
+            run_timeout=tuning.run_timeout,
+            publisher=publisher if (metrics_port or ready.metrics_file or ready.pushgateway) else None,
+            on_page=progress.update,
+        )
+    finally:
+        progress.close()

@@ -13,44 +13,50 @@ The order of a sweep, and why each step is where it is:
    protocol error, SIGTERM, the sweep's deadline or a crash abandons the sweep with nothing
    applied.
 4. Diff in SQL. An empty listing over a full table, or rows that say they belong to another
-   channel (:mod:`sync.guard`), are held before any request is spent confirming them.
-5. Confirm every removal candidate with the ``mobile`` filter (:func:`_confirm_removals`):
+   channel (:func:`sync.proof.listing_hold`), are held before any request is spent confirming them.
+5. Confirm every removal candidate with the ``mobile`` filter (:func:`sync.proof.confirm_removals`):
    offset paging over a list that changes underneath can make a present number look absent.
    A removal is recorded only where an answer was shown complete; the rest are kept and
    counted as unconfirmed, never a reason to fail the channel.
-6. The safety guard on the share removed; then apply additions, removals, their events and
+6. The safety guard on the share removed (:mod:`sync.guard`); then apply additions, removals, their events and
    the run row in one transaction.
 
 When in doubt, apply nothing and say why: every path that does not reach step 6 leaves
 ``blocklist_entries`` and ``blocklist_events`` exactly as they were. What a vendor answer cannot
-prove is kept as it was, not guessed.
+prove is kept as it was, not guessed; what it can prove is :mod:`sync.proof`'s to judge, and
+this module is the order in which those checks are asked.
 """
 
 from __future__ import annotations
 
-import bisect
 import datetime as dt
-import itertools
 import logging
-import random
 import threading
 import time
-from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
 from sync.counters import COUNTS
-from sync.guard import GuardLimits, channel_type_hold, empty_listing_hold, is_code, removal_hold
-from sync.kaleyra import MAX_LIMIT, Cancelled, Entry, KaleyraClient, KaleyraError, Page, ProtocolError
+from sync.guard import GuardLimits, removal_hold
+from sync.kaleyra import Cancelled, Entry, KaleyraClient, KaleyraError, Page
 from sync.numbers import describe_rejected
-from sync.plan import Approval, ChannelPlan, digest_changes
+from sync.plan import ChannelPlan, digest_changes
+from sync.proof import (
+    ListingTally,
+    codes_elsewhere,
+    confirm_removals,
+    listing_completeness,
+    listing_hold,
+    log_what_was_not_proven,
+)
 from sync.redaction import redact
+from sync.review import Review
 from sync.settings import Tuning
 from sync.stopping import stop_name, stop_reason
 from sync.store import Comparison, Diff, LockedChannel, LockHeld, LockHolder, Staged, Store
 from sync.vendor_text import vendor_text
-from sync.vocabulary import Channel, Outcome, RunStatus, Trigger
+from sync.vocabulary import Outcome, RunStatus, Trigger
 
 __all__ = [
     "ChangeCallback",
@@ -80,19 +86,7 @@ class DeadlinePassed(Stopped):
     """The sweep ran longer than its timeout: a list that long, or a server that slow."""
 
 
-# Each removal check asks about this many numbers the listing just showed (controls), beside
-# the removal candidates (see _Controls: where each is placed, and why).
-CONTROLS_PER_CHECK = 5
-_CONTROL_SAMPLE = MAX_LIMIT  # one full request of controls measures what the filter honours
-_NEWEST_CONTROLS = 10  # the newest listed numbers, asked in turn: a stale cache lacks them
-# A control and a candidate: the fewest rows a filter must be known to hold for its answers to
-# prove an absence (asked twice, the control first and then last).
-_MIN_HONOURED = 2
 _REJECTED_EXAMPLES = 3
-# A listing carries one channel_type code, or a few; past this many distinct ones the rest are
-# counted under one name that no channel carries, so a hostile listing cannot grow the count.
-_MAX_CODES = 20
-_OTHER_CODES = "(other codes)"
 
 
 class _Halt:
@@ -122,8 +116,9 @@ class _Halt:
 @dataclass(frozen=True, kw_only=True)
 class SweepOptions:
     trigger: Trigger = Trigger.MANUAL
-    dry_run: bool = False
-    force: bool = False
+    # What the operator approved: nothing (the guard holds what it holds), a dry run, a plain
+    # --force, a plan or counts (bound to the pairs by Review.for_run). The sweep asks it.
+    review: Review = field(default_factory=Review)
     guard: GuardLimits = field(default_factory=GuardLimits)
     # Scheduler replicas and shards: skip a channel whose last sweep started less than this
     # many seconds ago (by any process), so overlapping processes sweep it once.
@@ -131,13 +126,6 @@ class SweepOptions:
     timeout: float = Tuning.sweep_timeout  # the whole sweep, paging to apply, in seconds
     # Shards: a channel another process is sweeping right now is that process's, not an error.
     lock_held_is_skip: bool = False
-    # A dry run that will be saved as a plan (``--plan-out``): each result carries its
-    # ChannelPlan, and removals are checked as ``--force`` would check them, so the plan shows
-    # what ``--force --plan`` is to apply.
-    make_plan: bool = False
-    # What ``--force`` was approved to apply, per (account, channel): a forced sweep whose
-    # changes differ applies nothing and is held. None: a plain ``--force``, approving blind.
-    approvals: Mapping[tuple[str, str], Approval] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -154,7 +142,7 @@ class SweepResult:
     account_wide: bool = False
     error_type: type[BaseException] | None = None  # what failed it, for the CLI's advice
     phases: dict[str, float] = field(default_factory=dict)  # fetch, diff, verify, apply seconds
-    plan: ChannelPlan | None = None  # a dry run's, with SweepOptions.make_plan
+    plan: ChannelPlan | None = None  # a dry run's that writes a plan (Review.writes_plan)
 
     @property
     def exit_code(self) -> int:
@@ -164,24 +152,20 @@ class SweepResult:
 @dataclass
 class _Progress:
     pages: int = 0
-    rows: int = 0
+    listing: ListingTally = field(default_factory=ListingTally)  # rows, and their channel_type codes
     rejected: int = 0
     rejected_examples: list[str] = field(default_factory=list)
     repeated: int = 0  # rows dropped as a repeated page: the list shifted while it was paged
     respelled: int = 0  # rows the server spelled otherwise than canonically
-    codes: Counter[str] = field(default_factory=Counter)  # listed rows by channel_type code
     phases: dict[str, float] = field(default_factory=dict)  # seconds per step, for logs and the benchmark
 
     def count(self, page: Page) -> None:
         """Count one page's rows, repeats, channel_type codes and rejected rows (a few as examples)."""
         self.pages += 1
-        self.rows += len(page.entries)
         self.repeated += page.repeated
         self.respelled += page.respelled
         for entry in page.entries:
-            code = entry.channel_type
-            if is_code(code):
-                self.codes[code if code in self.codes or len(self.codes) < _MAX_CODES else _OTHER_CODES] += 1
+            self.listing.count(entry.channel_type)
         if page.rejected:
             COUNTS.add("rejected_rows", len(page.rejected))
             self.rejected += len(page.rejected)
@@ -310,8 +294,8 @@ class _Sweep:
         what it approves, and hold a healthy channel (exit 3, a held row, the Held alert);
         instead nothing is swept and nothing written, and the line names the run that applied
         it. Changes made since need a review of their own."""
-        approval = (self.options.approvals or {}).get((self.client.sid, self.channel))
-        if not self.options.force or self.options.dry_run or approval is None or approval.plan_run_id is None:
+        approval = self.options.review.approval((self.client.sid, self.channel))
+        if self.options.review.dry_run or approval is None or approval.plan_run_id is None:
             return None
         run_id = approval.applied_by(self.session.sweeps_applied_since(approval.plan_run_id))
         if run_id is None:
@@ -346,13 +330,14 @@ class _Sweep:
         or a crash."""
         staged = self._stage()
         comparison, diff = self._diff(staged)
+        review = self.options.review
         held = self._held_unconfirmed(staged, diff)
-        if held is None or self.options.force or self.options.dry_run:
+        if held is None or review.confirms_held:
             diff = self._confirm(comparison)
             held = held or removal_hold(diff.current, diff.removed, self.options.guard)
-        if self.options.dry_run:
+        if review.dry_run:
             return self._review(comparison, run_id, diff, held)
-        if held and not self.options.force:
+        if held and not review.applies_held:
             return self._hold(run_id, diff, f"held by the safety guard: {held}. Nothing was applied")
         refused = self._unapproved(comparison, diff, held)
         if refused:
@@ -402,7 +387,7 @@ class _Sweep:
                     channel=self.channel,
                     run_id=run_id if isinstance(run_id, int) else None,
                     pages=self.progress.pages,
-                    rows=self.progress.rows,
+                    rows=self.progress.listing.rows,
                     expected_rows=expected,
                     done=done,
                 )
@@ -416,35 +401,49 @@ class _Sweep:
 
     def _held_unconfirmed(self, staged: Staged, diff: Diff) -> str | None:
         """Step 4's holds, before any request is spent confirming removals: an empty listing
-        over a full table, or rows that say they are another channel's."""
-        return empty_listing_hold(staged.rows, diff.current) or _channel_type_hold(
-            self.client, self.session, self.channel, self.progress.codes, self.halt
+        over a full table, or rows that say they are another channel's (:func:`listing_hold`)."""
+        return listing_hold(
+            self.channel,
+            staged.rows,
+            diff.current,
+            self.progress.listing.codes,
+            self.session.channel_types(),
+            elsewhere=lambda: codes_elsewhere(self.client, self.channel, self.halt),
         )
 
     def _confirm(self, comparison: Comparison) -> Diff:
         """Step 5: confirm the removal candidates; the diff as they left it."""
         progress = self.progress
         with progress.timed("verify"):
-            _confirm_removals(self.client, comparison, self.channel, self.halt, forced=self.options.force)
+            forced = self.options.review.checks_removals_as_forced
+            confirm_removals(self.client, comparison, self.channel, self.halt, forced=forced)
             diff = replace(comparison.counts(), rejected=progress.rejected)
-            # A number listed twice, beyond the spellings the server varies, moved while the
-            # listing was paged: another may have slid under the offset unseen.
-            moved = max(comparison.listed_twice - progress.respelled, 0)
-            complete = not (progress.repeated or moved or diff.rescued or diff.unconfirmed)
+            complete, moved = listing_completeness(
+                repeated=progress.repeated,
+                listed_twice=comparison.listed_twice,
+                respelled=progress.respelled,
+                rescued=diff.rescued,
+                unconfirmed=diff.unconfirmed,
+            )
             diff = replace(diff, listing_complete=complete)
-        _log_proof(diff, progress.repeated, moved, self.pair)
+        log_what_was_not_proven(
+            rescued=diff.rescued,
+            unconfirmed=diff.unconfirmed,
+            repeated=progress.repeated,
+            moved=moved,
+            context=self.pair,
+        )
         return diff
 
     def _review(self, comparison: Comparison, run_id: int, diff: Diff, held: str | None) -> SweepResult:
-        """``--dry-run``: report each change and what the guard would do, and with
-        ``make_plan`` the plan that approves exactly these changes; apply nothing."""
-        plan = self._plan(comparison, diff, held, run_id) if self.options.make_plan else None
+        """``--dry-run``: report each change and what the guard would do, and, for a review
+        that writes a plan, the plan that approves exactly these changes; apply nothing."""
+        review = self.options.review
+        plan = self._plan(comparison, diff, held, run_id) if review.writes_plan else None
         if self.on_change and plan is None:
             for change, mobile in comparison.changes():
                 self.on_change(self.client.sid, self.channel, change, mobile)
-        # A plan is made to be forced: it says what the guard would hold all the same.
-        told = not self.options.force or self.options.make_plan
-        note = f"would be held: {held}" if held and told else None
+        note = f"would be held: {held}" if held and review.says_held else None
         self.session.finish_run(run_id, RunStatus.DRY_RUN, pages=self.progress.pages, diff=diff, error=note)
         return replace(self._result(Outcome.DRY_RUN, run_id, diff, note), plan=plan)
 
@@ -475,13 +474,14 @@ class _Sweep:
         """Under ``--force``: how this sweep's changes differ from what the operator approved
         (``--expect-removed``, ``--plan``), or None to apply them. A plain ``--force`` approves
         whatever it finds (the CLI warned so); say in the log what it let through."""
-        if not self.options.force:
+        review = self.options.review
+        if not review.applies_held:
             return None
-        if self.options.approvals is None:
+        if review.approves_blind:
             if held:
                 log.warning("--force applies what the guard would hold: %s", held, extra=self.context)
             return None
-        approval = self.options.approvals.get((self.client.sid, self.channel))
+        approval = review.approval((self.client.sid, self.channel))
         if approval is None:
             return "nothing was approved for this channel"
         if approval.needs_digests:
@@ -507,7 +507,7 @@ class _Sweep:
         """Step 6: apply everything, and the run row, in one transaction."""
         self.halt.check("about to apply")
         with self.progress.timed("apply"):
-            learned = [code for code in self.progress.codes if code != _OTHER_CODES]  # a count, not a code
+            learned = self.progress.listing.learned()
             comparison.apply(run_id, pages=self.progress.pages, diff=diff, channel_types=learned)
         return self._result(Outcome.SUCCEEDED, run_id, diff)
 
@@ -551,247 +551,6 @@ class _Sweep:
             error_type=DeadlinePassed if deadline else type(exc),
             account_wide=getattr(exc, "account_wide", False),
         )
-
-
-def _channel_type_hold(
-    client: KaleyraClient, session: LockedChannel, channel: str, codes: Counter[str], halt: _Halt
-) -> str | None:
-    """Why this listing's ``channel_type`` codes are held (:func:`sync.guard.channel_type_hold`).
-
-    Codes the channel has carried before need no more evidence. A code it has not (its first
-    sweep, or a change) is compared with what the account's other channels carry: the codes
-    they were learned with, and those on the first page each lists now, so that a server
-    ignoring ``channel`` is caught even before any other channel was swept. That costs one
-    request per other channel, only when a code is new.
-    """
-    learned = session.channel_types()
-    if set(codes) <= learned.get(channel, set()):
-        return None
-    listed_now = {
-        str(other): _codes_on_first_page(client, other, halt) for other in Channel if other != channel
-    }
-    return channel_type_hold(channel, codes, learned, listed_now)
-
-
-def _codes_on_first_page(client: KaleyraClient, channel: str, halt: _Halt) -> set[str]:
-    """The codes on the first page of ``channel``'s listing; none when it cannot be read (a
-    channel this account may not use, a failing page): then there is nothing to compare."""
-    try:
-        # Only the first page: the generator is dropped (and closed) at once, asking no more.
-        page = next(client.pages(channel, cancel=halt), None)
-    except Cancelled:
-        raise
-    except KaleyraError as exc:
-        log.info("could not read the %s listing to compare channel_type codes: %s", channel, exc.reason)
-        return set()
-    return {e.channel_type for e in page.entries if is_code(e.channel_type)} if page else set()
-
-
-def _log_proof(diff: Diff, repeated: int, moved: int, context: dict[str, object]) -> None:
-    """Say what the listing could not prove: an operator reads why a count looks off."""
-    if moved:
-        log.warning(
-            "the listing showed %d number(s) twice: its order changed while it was paged, so "
-            "it may have skipped others; it proves no number absent, and the next additions' "
-            "windows start at the last complete listing",
-            moved,
-            extra=context,
-        )
-    if diff.rescued or repeated:
-        log.warning(
-            "the listing skipped rows while it was paged (%d held number(s) it did not show are "
-            "still blocklisted; %d repeated row(s) dropped); it proves no number absent, so the "
-            "next additions' windows start at the last complete listing",
-            diff.rescued,
-            repeated,
-            extra=context,
-        )
-    if diff.unconfirmed:
-        log.warning(
-            "%d held number(s) the listing did not show could not be proven removed (the "
-            "mobile filter's answers were cut short, missed a control or could not be read); "
-            "they are kept as blocklisted and checked again next sweep",
-            diff.unconfirmed,
-            extra=context,
-        )
-
-
-def _confirm_removals(
-    client: KaleyraClient, comparison: Comparison, channel: str, halt: _Halt, *, forced: bool = False
-) -> None:
-    """Ask Kaleyra about every removal candidate directly; record a removal only where the
-    answer is shown complete.
-
-    An answer proves only what it shows. A filter may answer ``[]`` to everything, or cut its
-    answers at a few rows whatever was asked, and either would make present numbers look
-    absent. So:
-
-    - First, one request of up to 100 numbers this listing just showed (controls) measures how
-      many rows the filter is known to honour in one answer. Every later request asks about no
-      more numbers than that, so a filter that caps its answers cannot cut one short.
-    - Every request carries controls where a cut or a stale cache would show (:class:`_Controls`).
-      An answer that omits a control proves nothing about any candidate, not even that those it
-      shows are listed now (a control can also be unblocked honestly meanwhile: the same, it
-      proves nothing).
-    - A filter known to honour fewer than two rows, an answer that cannot be read (numbers not
-      asked about, rows that are no number), or a listing with no number to use as a control,
-      proves nothing either.
-
-    Candidates a complete answer showed are kept (rescued: the listing skipped them); those it
-    left out are removed; the rest are kept and counted as unconfirmed, to be checked
-    again by the next sweep. None of this fails the channel.
-
-    One exception, for an operator who reviewed the sweep (``--dry-run``) and applies it with
-    ``--force``: where the listing offers no control, or the filter is known to hold fewer than
-    two rows (an emptied or shrunken channel), that review is the only proof there can be, and
-    the filter's plain answers decide (:func:`_confirm_as_forced`).
-    """
-    candidates = comparison.removal_candidates(MAX_LIMIT)
-    first = next(candidates, None)
-    if first is None:
-        return  # nothing to confirm: not one request spent
-    newest = comparison.newest_listed(_NEWEST_CONTROLS)
-    sample = list(dict.fromkeys([*newest, *comparison.listed_sample(_CONTROL_SAMPLE)]))[:_CONTROL_SAMPLE]
-    honoured = _honoured_rows(client, channel, sample, halt)
-    if honoured < _MIN_HONOURED and forced:
-        found = _confirm_as_forced(client, comparison, channel, halt, itertools.chain([first], candidates))
-        if not found:
-            return
-        # An answer named numbers: they are blocklisted, so they can serve as controls, and
-        # the rest is proven as always (an answer may have been cut short).
-        sample = newest = found[:MAX_LIMIT]
-        candidates = comparison.removal_candidates(MAX_LIMIT)
-        first = next(candidates, None)
-        if first is None:
-            return
-        honoured = _honoured_rows(client, channel, sample, halt)
-    # Two controls at least (first and last), but a filter known to hold only two rows takes
-    # one control and one candidate, asked twice, in both orders (see _Controls.around).
-    per_check = min(CONTROLS_PER_CHECK, max(2, honoured // 2)) if honoured > 2 else 1
-    room = honoured - per_check
-    controls = _Controls(sample, newest)
-    for batch in _rebatch(first, candidates, max(room, 1)):
-        halt.check("confirming removals")
-        if honoured < _MIN_HONOURED:
-            comparison.unconfirm(batch)
-            continue
-        questions = controls.around(batch, per_check)
-        complete = bool(questions)
-        found_now: set[str] = set()
-        for question, asked in questions:
-            answer = _ask(client, channel, question, halt)
-            # Unreadable, or missing a control (cut short, or stale): it proves nothing, not
-            # even that the numbers it shows are listed now.
-            if answer is None or not set(asked) <= answer:
-                complete = False
-                break
-            found_now |= answer
-        if not complete:
-            comparison.unconfirm(batch)  # all kept, unconfirmed
-            continue
-        # Complete answers: the candidates they show were skipped by the listing (kept); the
-        # others stay removal candidates.
-        comparison.keep(found_now.intersection(batch))
-
-
-def _confirm_as_forced(
-    client: KaleyraClient, comparison: Comparison, channel: str, halt: _Halt, batches: Iterator[list[str]]
-) -> list[str]:
-    """Under ``--force``, with no control to prove an answer: ask about the candidates plainly.
-    An answer of no rows cannot have been cut short (a cap keeps at least one row), so its
-    numbers stay removal candidates, on the operator's word. The numbers an answer names are
-    kept, and returned: being blocklisted, they can prove the remaining answers."""
-    found: list[str] = []
-    for batch in batches:
-        halt.check("confirming removals")
-        answer = _ask(client, channel, batch, halt)
-        if answer is None:
-            comparison.unconfirm(batch)
-            continue
-        present = sorted(answer.intersection(batch))
-        comparison.keep(present)
-        found += present
-    return found
-
-
-def _ask(client: KaleyraClient, channel: str, question: list[str], halt: _Halt) -> set[str] | None:
-    """The numbers of ``question`` the filter says are blocklisted; None when its answer
-    cannot be read (numbers not asked about, rows that are no number): that proves nothing."""
-    try:
-        return client.check(channel, question, cancel=halt)
-    except ProtocolError as exc:
-        log.warning("a removal check could not be read: %s", exc.reason, extra={"channel": channel})
-        return None
-
-
-def _honoured_rows(client: KaleyraClient, channel: str, sample: list[str], halt: _Halt) -> int:
-    """How many rows one answer of the ``mobile`` filter is known to hold: how many of up to
-    100 numbers this listing showed it confirmed at once. 0 when it cannot be told."""
-    if not sample:
-        return 0
-    halt.check("confirming removals")
-    found = _ask(client, channel, sample[:MAX_LIMIT], halt)
-    return 0 if found is None else len(found)
-
-
-class _Controls:
-    """Numbers this listing showed, asked beside the removal candidates: a working filter must
-    confirm every one, so an answer missing one proves nothing about the candidates it left out.
-
-    Each answer is judged by its own controls, placed where a cut would fall: the newest listed
-    numbers in turn (a filter answering from a cache older than the last sweeps does not know
-    them); a listed number just below the candidates and one just above them (a cap that keeps
-    the first or last rows in the numbers' order cuts one); and a control first and another
-    last in the question (a cap that keeps the first or last rows in the order asked cuts
-    one). So a cap that shrinks after the first answer measured it cuts a control, and that
-    answer proves nothing; the others are drawn in turn from a random sample of the listing."""
-
-    def __init__(self, sample: list[str], newest: list[str]) -> None:
-        self._sorted = sorted(set(sample))
-        self._newest = newest or sample
-        self._sample = sample
-        self._next_newest = self._next_other = 0
-
-    def around(self, batch: list[str], count: int) -> list[tuple[list[str], list[str]]]:
-        """The questions to ask about ``batch`` with ``count`` controls, each in the order to
-        ask it, with the controls it carries. One question, a control first and another last;
-        with one control (a filter known to hold two rows), two questions, the control first
-        in one and last in the other, both to be answered complete. None without a control."""
-        if not self._sorted:
-            return []
-        low = bisect.bisect_left(self._sorted, min(batch))
-        high = bisect.bisect_right(self._sorted, max(batch))
-        wanted = [
-            self._newest[self._next_newest % len(self._newest)],
-            self._sorted[high] if high < len(self._sorted) else self._sorted[-1],
-            self._sorted[low - 1] if low > 0 else self._sorted[0],
-        ]
-        self._next_newest += 1
-        chosen = list(dict.fromkeys(wanted))[:count]
-        for _ in range(len(self._sample)):  # at most one round of the sample
-            if len(chosen) >= count:
-                break
-            other = self._sample[self._next_other % len(self._sample)]
-            self._next_other += 1
-            if other not in chosen:
-                chosen.append(other)
-        if len(chosen) == 1:
-            return [([chosen[0], *batch], chosen), ([*batch, chosen[0]], chosen)]
-        middle = batch + chosen[2:]
-        random.shuffle(middle)
-        return [([chosen[0], *middle, chosen[1]], chosen)]
-
-
-def _rebatch(first: list[str], rest: Iterator[list[str]], size: int) -> Iterator[list[str]]:
-    """The candidates in batches of ``size``, however they were read."""
-    pending: list[str] = []
-    for batch in itertools.chain([first], rest):
-        pending += batch
-        while len(pending) >= size:
-            yield pending[:size]
-            pending = pending[size:]
-    if pending:
-        yield pending
 
 
 def _reason(exc: BaseException, halt: _Halt) -> str:

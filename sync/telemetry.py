@@ -53,6 +53,7 @@ from sync.vocabulary import RunStatus
 __all__ = [
     "JSON_FIELDS",
     "LOG_LEVELS",
+    "CannotListen",
     "LogSettings",
     "Metrics",
     "Progress",
@@ -505,7 +506,20 @@ class Metrics:
         write_atomically(path, generate_latest(self.registry).decode())
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> None:
-        start_http_server(port, addr=addr, registry=self.registry)
+        """Serve the metrics over HTTP; :class:`CannotListen` where that cannot be."""
+        try:
+            start_http_server(port, addr=addr, registry=self.registry)
+        except (OSError, UnicodeError) as exc:  # UnicodeError: a host name label over 63 characters
+            why = exc.strerror if isinstance(exc, OSError) else "not a host name"
+            raise CannotListen(addr, port, str(why)) from None
+
+
+class CannotListen(Exception):
+    """The metrics port cannot be served at ``address`` (``why``: the system's reason)."""
+
+    def __init__(self, address: str, port: int, why: str) -> None:
+        super().__init__(f"cannot listen on {address} port {port} ({why})")
+        self.address, self.port, self.why = address, port, why
 
 
 class _Ended(Protocol):

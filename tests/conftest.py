@@ -39,6 +39,7 @@ from sync import database, redaction
 from sync.counters import COUNTS
 from sync.guard import GuardLimits
 from sync.kaleyra import KaleyraClient, RetryPolicy
+from sync.review import Review
 from sync.settings import Account
 from sync.simulator import Simulator
 from sync.store import Store
@@ -331,8 +332,7 @@ class SweepOptionFields(TypedDict, total=False):
     mypy then checks each one a test passes against the dataclass's field."""
 
     trigger: Trigger
-    dry_run: bool
-    force: bool
+    review: Review
     guard: GuardLimits
     skip_if_swept_within: float | None
     timeout: float

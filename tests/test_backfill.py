@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 
-from sync import database, lookup
+from sync import database, lookup, readings
 from sync.simulator import Simulator
 from sync.store import Store
 from sync.vocabulary import Outcome
@@ -229,7 +229,7 @@ def test_before_a_live_history_only_what_the_exports_prove_changes(
     assert rewritten[new_run] == 20 and rewritten[old_run] == 15  # 20 of run 1, then 15 of the newer's
     # lookup shows imported history like swept history, marked, and answers as of the last
     # sweep (not of the import numbered after it) and at instants the exports reach.
-    [report] = lookup.look_up(engine, [lookup.normalise(N[12])], at=t_old + dt.timedelta(days=30))
+    [report] = lookup.look_up(engine, [readings.normalise(N[12])], at=t_old + dt.timedelta(days=30))
     [channel] = [c for c in report.channels if c.account_sid == sid]
     last_end = rows(engine, "SELECT finished_at FROM sync_runs WHERE id = :i", i=last_run)[0][0]
     assert channel.last_success_at == _utc(last_end)

@@ -28,8 +28,8 @@ from sync import database
 from sync.kaleyra import PagingError, ProtocolError, TransportError
 from sync.numbers import canonical
 from sync.output import summary_line
+from sync.simulator import Response as SimulatorAnswer
 from sync.simulator import Simulator
-from sync.simulator import _Response as SimulatorAnswer
 from sync.store import Store
 from sync.sweep import Outcome, SweepOptions, SweepResult, sweep_channel
 from tests.conftest import (

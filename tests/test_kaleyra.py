@@ -28,7 +28,7 @@ from sync.kaleyra import (
 )
 from sync.output import advice_for
 from sync.simulator import VENDOR_ERRORS, Simulator
-from sync.simulator import _Response as SimulatorAnswer
+from sync.simulator import Response as SimulatorAnswer
 from tests.conftest import FakeClock, make_client, numbers
 
 

@@ -18,7 +18,7 @@ import pytest
 from alembic import command
 from sqlalchemy import Engine, text
 
-from sync import database, lookup
+from sync import database, lookup, readings
 from sync.simulator import Simulator
 from sync.store import Store
 from tests.conftest import cli_env, invoke, rows
@@ -155,7 +155,7 @@ def test_as_of_agrees_with_lookup_at_every_instant(scenario: Scenario, engine: E
         for t in (start, finish):
             instants += [t - dt.timedelta(minutes=1), t, t + dt.timedelta(minutes=1)]
         instants.append(start - dt.timedelta(days=2))
-    parsed = [lookup.normalise(n) for n in N]
+    parsed = [readings.normalise(n) for n in N]
     for at in instants:
         in_sql = as_of(engine, scenario.sid, at)
         for report in lookup.look_up(engine, parsed, at=at):

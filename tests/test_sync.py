@@ -17,6 +17,7 @@ from sqlalchemy import Engine, text
 from sync import database
 from sync.guard import GuardLimits
 from sync.output import summary_line
+from sync.review import Review
 from sync.simulator import Simulator
 from sync.store import Store
 from sync.sweep import Outcome, PageProgress, SweepOptions, sweep_channel
@@ -183,7 +184,7 @@ def test_an_empty_listing_over_held_entries_is_held_then_forced(
     held = sweep(sim, store)
     assert held.outcome is Outcome.HELD and "no numbers" in (held.message or "")
     assert len(entries(engine, sim)) == 20
-    forced = sweep(sim, store, force=True)
+    forced = sweep(sim, store, review=Review.blind())
     assert forced.outcome is Outcome.SUCCEEDED and entries(engine, sim) == set()
 
 
@@ -200,7 +201,7 @@ def test_dry_run_reports_changes_and_writes_only_its_run_row(
         make_client(sim),
         store,
         "sms",
-        SweepOptions(dry_run=True),
+        SweepOptions(review=Review.dry()),
         on_change=lambda _, ch, change, mobile: seen.append((change, mobile)),
     )
     assert result.outcome is Outcome.DRY_RUN and result.exit_code == 0

@@ -20,7 +20,8 @@ import pytest
 from alembic import command
 from sqlalchemy import Engine, inspect, text
 
-from sync import database, lookup
+from sync import database, lookup, readings
+from sync.review import Review
 from sync.simulator import Simulator
 from sync.store import Store
 from sync.sweep import Outcome
@@ -185,7 +186,7 @@ def test_a_server_that_starts_ignoring_channel_is_held_and_force_learns_the_code
     held = sweep(sim, store, "sms")
     assert held.outcome is Outcome.HELD and "whatsapp channels carry" in (held.message or "")
     assert (entries(engine, sim, "sms"), events(engine, sim, "sms")) == before
-    forced = sweep(sim, store, "sms", force=True)
+    forced = sweep(sim, store, "sms", review=Review.blind())
     assert forced.outcome is Outcome.SUCCEEDED
     learned = rows(
         engine,
@@ -361,7 +362,7 @@ def test_after_force_an_honest_channel_is_not_held_for_ever(sim: Simulator, stor
         sim.add(channel, numbers(50, start=start))
         assert sweep(sim, store, channel).outcome is Outcome.SUCCEEDED
     sim.ignore_channel = True
-    assert sweep(sim, store, "sms", force=True).outcome is Outcome.SUCCEEDED  # sms learns '3' too
+    assert sweep(sim, store, "sms", review=Review.blind()).outcome is Outcome.SUCCEEDED  # sms learns '3' too
     sim.ignore_channel = False
     assert sweep(sim, store, "whatsapp").outcome is Outcome.SUCCEEDED, "whatsapp still carries its own '3'"
 
@@ -373,7 +374,7 @@ def test_force_over_an_empty_listing_still_proves_cut_answers(
     sweep(sim, store)
     sim.lists["sms"].page = lambda offset, limit: []  # type: ignore[method-assign]  # patched: an outage
     sim.filter_cap = 5  # and a filter that cuts its answers
-    forced = sweep(sim, store, force=True)
+    forced = sweep(sim, store, review=Review.blind())
     assert forced.outcome is Outcome.SUCCEEDED, forced.message
     assert entries(engine, sim) == set(numbers(300))  # all still blocklisted: none removed
     assert not [e for e in events(engine, sim) if e[1] == "removed"]
@@ -386,7 +387,7 @@ def test_force_over_an_emptied_channel_records_the_removals(
     sweep(sim, store)
     sim.remove("sms", numbers(30))
     assert sweep(sim, store).outcome is Outcome.HELD
-    diff = sweep(sim, store, force=True).diff
+    diff = sweep(sim, store, review=Review.blind()).diff
     assert diff is not None and diff.removed == 30
     assert entries(engine, sim) == set()
 
@@ -435,7 +436,7 @@ def test_a_sqlite_upgrade_that_meets_a_window_written_by_skewed_hosts_changes_no
 
 
 def _looked_up(engine: Engine, sim: Simulator, mobile: str) -> tuple[str, dict[str, object]]:
-    [report] = lookup.look_up(engine, [lookup.normalise(mobile)])
+    [report] = lookup.look_up(engine, [readings.normalise(mobile)])
     report.channels = [c for c in report.channels if c.account_sid == sim.sid]
     channels = lookup.as_record(report)["channels"]
     assert isinstance(channels, list)

@@ -28,7 +28,8 @@ from alembic import command
 from sqlalchemy import Engine, text
 
 from sync import database
-from sync.lookup import look_up, normalise
+from sync.lookup import look_up
+from sync.readings import normalise
 
 README = Path(__file__).resolve().parents[2] / "docs" / "analysts.md"
 SID, CHANNEL = "HXHISTORY0001", "sms"

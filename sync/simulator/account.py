@@ -1,160 +1,33 @@
-"""A Kaleyra Get/Change Blocklist simulator: a real HTTP server on loopback.
-
-No Kaleyra account is reachable from development or CI, so the demo, the tests and the
-benchmark all talk to this server over real HTTP. Its bodies are shaped exactly like the
-vendor's samples (``code``, ``message``, ``data``, ``error``); where the vendor is silent (the
-Change Blocklist response, the order of rows) the choice is noted inline.
-
-Used from code::
-
-    with Simulator.start(numbers=1000) as sim:
-        sim.base_url, sim.sid, sim.api_key      # what a client needs
-        sim.add("sms", ["+919800000001"])       # change the lists directly
-        sim.inject("WA500", at=3)               # fault on the 3rd request
-        sim.rows_per_page = 37                  # a server that caps rows per page
-        sim.spellings["+919800000001"] = "+٩١٩٨٠٠٠٠٠٠٠١"   # how it writes a number
-
-Faults are part of the simulator's model of a misbehaving Kaleyra, not switches inside the
-sync code: the sync code cannot tell this server from the real one.
-"""
+"""One simulated Kaleyra account: its lists, the faults injected into it, and its answers to
+Get Blocklist and Change Blocklist Status, served over HTTP by :mod:`sync.simulator.handler`."""
 
 from __future__ import annotations
 
-import functools
 import json
-import random
-import struct
 import threading
 import time
-import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
-__all__ = ["CHANNELS", "VENDOR_ERRORS", "Simulator", "generate_numbers", "parse_latency"]
+from sync.simulator.faults import OTHER_FAULTS, Fault, Trickle, fault_response
+from sync.simulator.handler import Handler, Server
+from sync.simulator.vendor import (
+    CHANNEL_TYPES,
+    CHANNELS,
+    MAX_LIMIT,
+    VENDOR_ERRORS,
+    Response,
+    generate_numbers,
+    json_response,
+)
 
-CHANNELS = ("sms", "whatsapp", "voice")
+__all__ = ["Simulator", "parse_latency"]
+
 # How often the serving loop looks for a stop: socketserver's default of 0.5 s made every
 # test that stops a simulator wait up to half a second for nothing.
 _POLL = 0.01
-MAX_LIMIT = 100
-# The sample shows "3" for a whatsapp row; the other values are a guess, and opaque anyway.
-CHANNEL_TYPES = {"sms": "1", "voice": "2", "whatsapp": "3"}
-
-
-# (status, headers, body): None as the status hangs up without answering (the "drop" fault).
-_Response = tuple[int | None, dict[str, str], "bytes | _Trickle"]
-
-
-def _vendor(
-    status: int, code: str, message: str, data: object, error: dict[str, str]
-) -> tuple[int, dict[str, object]]:
-    return status, {"code": code, "message": message, "data": data, "error": error}
-
-
-# Every failure body on the vendor's page, verbatim, by a short name.
-VENDOR_ERRORS: dict[str, tuple[int, dict[str, object]]] = {
-    "RBC001": _vendor(401, "RBC001", "Incorrect SID or API key.", [], {"error": "Incorrect SID or API key."}),
-    "WA401": _vendor(
-        401,
-        "WA401",
-        "Phone number is not present or does not belong to the account.",
-        {},
-        {"phone_number": "Phone number is not present or does not belong to the account."},
-    ),
-    "WA400": _vendor(
-        400, "WA400", "Refer to correct payload format", {}, {"payload": "Incorrect payload format"}
-    ),
-    "WA500": _vendor(500, "WA500", "Please try again later", {}, {"error": "Internal server error"}),
-    "E110": _vendor(
-        400,
-        "E110",
-        "Please check your balance, You have a low balance!",
-        {},
-        {"balance": "Please check your balance, You have a low balance!"},
-    ),
-    "WA-401": _vendor(
-        401,
-        "WA-401",
-        "API is not available for given customer.Please contact support for more info",
-        {},
-        {"account": "API is not available for given customer.Please contact support for more info"},
-    ),
-    "WA-401-version": _vendor(
-        401,
-        "WA-401",
-        "The phone number you're using is associated with "
-        "different Version of our WA API. Please use the appropriate "
-        "endpoint.",
-        {},
-        {
-            "phone_number": "The phone number you're using "
-            "is associated with different Version of our WA API. Please use "
-            "the appropriate endpoint."
-        },
-    ),
-    "CNT195": _vendor(
-        200,
-        "CNT195",
-        "Unable to fetch the blocklisted number",
-        [],
-        {"description": "Unable to fetch the blocklisted number"},
-    ),
-    "WA202": _vendor(202, "WA202", "Request Accepted", {"message_id": "AXXXXXXXXXXXXXXXXXXX"}, {}),
-}
-# Faults that are not vendor bodies: what proxies and broken servers send.
-OTHER_FAULTS = (
-    "html500",
-    "malformed",
-    "slow",
-    "429",
-    "503",
-    "drop",
-    "redirect",
-    # hostile: what an attacker, a broken proxy or a broken vendor could send
-    "trickle",
-    "gzip_bomb",
-    "oversize",
-    "echo_key",
-    "raw",
-    "answer",
-)
-
-
-def generate_numbers(count: int, *, seed: int, channel: str) -> list[str]:
-    """``count`` unique, valid E.164 Indian mobile numbers, reproducible from ``seed``.
-
-    Every channel draws from one pool 1.5 times the size, so the channels overlap the way real
-    blocklists do (a number opted out of every channel).
-    """
-    pool = random.Random(seed).sample(range(6_000_000_000, 10_000_000_000), count * 3 // 2 + 1)
-    picked = random.Random(f"{seed}:{channel}").sample(pool, count)
-    return [f"+91{n}" for n in picked]
-
-
-@dataclass
-class _Fault:
-    kind: str
-    at: int | None  # first request number it may hit (1-based, counted over GETs)
-    times: int
-    channel: str | None
-    seconds: float
-    size: int = 0
-    body: bytes = b""
-    status: int = 200
-    headers: dict[str, str] | None = None
-
-
-@dataclass
-class _Trickle:
-    """A body sent one byte at a time, ``pace`` seconds apart."""
-
-    data: bytes
-    pace: float
 
 
 class _Blocklist:
@@ -197,7 +70,7 @@ class _Blocklist:
 
 
 class Simulator:
-    """State and fault model of one Kaleyra account, served by :class:`_Handler`."""
+    """State and fault model of one Kaleyra account, served by :class:`~sync.simulator.handler.Handler`."""
 
     def __init__(
         self,
@@ -258,9 +131,9 @@ class Simulator:
         self._refilled = clock()
         self._request_log: deque[tuple[float, str, dict[str, str]]] = deque(maxlen=100_000)
         self._on_request: list[Callable[[int, str, dict[str, str]], None]] = []
-        self._faults: list[_Fault] = []
+        self._faults: list[Fault] = []
         self._lock = threading.RLock()
-        self._server: ThreadingHTTPServer | None = None
+        self._server: Server | None = None
         self._thread: threading.Thread | None = None
 
     # -- running -------------------------------------------------------------------------
@@ -277,7 +150,7 @@ class Simulator:
             sim.stop()
 
     def serve_in_thread(self, *, host: str = "127.0.0.1", port: int = 0) -> None:
-        self._server = _Server((host, port), _Handler)
+        self._server = Server((host, port), Handler)
         self._server.simulator = self
         self._thread = threading.Thread(
             target=self._server.serve_forever,
@@ -293,7 +166,7 @@ class Simulator:
         """Serve in this thread until interrupted. Binding comes first and raises ``OSError``
         (a port in use, an address not of this host) before ``listening`` is called, so a
         caller says where to connect only once something answers there."""
-        self._server = _Server((host, port), _Handler)
+        self._server = Server((host, port), Handler)
         self._server.simulator = self
         if listening:
             listening()
@@ -373,7 +246,7 @@ class Simulator:
         if kind not in VENDOR_ERRORS and kind not in OTHER_FAULTS:
             raise ValueError(f"unknown fault {kind!r}")
         with self._lock:
-            self._faults.append(_Fault(kind, at, times, channel, seconds, size, body, status, headers))
+            self._faults.append(Fault(kind, at, times, channel, seconds, size, body, status, headers))
 
     def clear_faults(self) -> None:
         """Forget every fault not yet served: the API is healthy again."""
@@ -401,7 +274,7 @@ class Simulator:
             self.rate_limited += 1
             return False
 
-    def _take_fault(self, number: int, channel: str) -> _Fault | None:
+    def _take_fault(self, number: int, channel: str) -> Fault | None:
         with self._lock:
             for fault in self._faults:
                 if fault.times <= 0 or (fault.channel and fault.channel != channel):
@@ -413,7 +286,7 @@ class Simulator:
 
     # -- the API -------------------------------------------------------------------------
 
-    def get_blocklist(self, sid: str, api_key: str | None, query: dict[str, str]) -> _Response:
+    def get_blocklist(self, sid: str, api_key: str | None, query: dict[str, str]) -> Response:
         """Answer a Get Blocklist request: (status, headers, body bytes)."""
         channel = query.get("channel", "sms")
         with self._lock:
@@ -433,23 +306,23 @@ class Simulator:
             elif fault.kind in ("trickle", "oversize"):
                 pass  # a real page, delivered badly: below
             else:
-                return self._fault_response(fault, api_key)
+                return fault_response(fault, api_key)
         if sid != self.sid or api_key != self.api_key:
-            return _json(*VENDOR_ERRORS["RBC001"])
+            return json_response(*VENDOR_ERRORS["RBC001"])
         try:
             limit = min(int(query.get("limit", MAX_LIMIT)), MAX_LIMIT)
             offset = int(query.get("offset", 0))
         except ValueError:
-            return _json(*VENDOR_ERRORS["WA400"])
+            return json_response(*VENDOR_ERRORS["WA400"])
         if limit < 0 or offset < 0 or channel not in self.lists:
-            return _json(*VENDOR_ERRORS["WA400"])
+            return json_response(*VENDOR_ERRORS["WA400"])
         kind = self.lists[channel].channel_type
         with self._lock:
             blocklist = self.lists[channel]
             if "mobile" in query and not self.ignore_mobile_filter:
                 asked = [m.strip() for m in query["mobile"].split(",") if m.strip()]
                 if len(asked) > MAX_LIMIT:
-                    return _json(*VENDOR_ERRORS["WA400"])
+                    return json_response(*VENDOR_ERRORS["WA400"])
                 known = blocklist if self.filter_cache is None else self.filter_cache[channel]
                 rows = [m for m in dict.fromkeys(asked) if m in known]
                 if self.rows_per_page is not None:  # the cap holds for every response; this
@@ -464,7 +337,7 @@ class Simulator:
                     limit += 1
                 start = 0 if self.ignore_offset else offset
                 if self.past_end_status is not None and start >= len(blocklist) and not self.ignore_channel:
-                    return _json(self.past_end_status, VENDOR_ERRORS["WA400"][1])
+                    return json_response(self.past_end_status, VENDOR_ERRORS["WA400"][1])
                 if self.ignore_channel:
                     merged = [(m, b.channel_type) for b in self.lists.values() for m in b]
                     rows, kinds = (
@@ -494,69 +367,31 @@ class Simulator:
         ).encode()
         headers = {"Content-Type": "application/json"}
         if fault is not None and fault.kind == "trickle":
-            return 200, headers, _Trickle(body, fault.seconds)
+            return 200, headers, Trickle(body, fault.seconds)
         return 200, headers, body
 
-    def change_blocklist(self, sid: str, api_key: str | None, body: object) -> _Response:
+    def change_blocklist(self, sid: str, api_key: str | None, body: object) -> Response:
         """Change Blocklist Status (POST). Its response body is not documented; this one is
         shaped like the others, with code CNT200 (our invention)."""
         if sid != self.sid or api_key != self.api_key:
-            return _json(*VENDOR_ERRORS["RBC001"])
+            return json_response(*VENDOR_ERRORS["RBC001"])
         try:
             channel = body["channel"]  # type: ignore[index]  # any JSON: a miss is WA400
             contacts = body["contacts"]  # type: ignore[index]
             changes = [(int(c["blocklist_status"]), list(c["numbers"])) for c in contacts]
         except (KeyError, TypeError, ValueError):
-            return _json(*VENDOR_ERRORS["WA400"])
+            return json_response(*VENDOR_ERRORS["WA400"])
         if (
             channel not in self.lists
             or any(s not in (0, 1) for s, _ in changes)
             or sum(len(n) for _, n in changes) > MAX_LIMIT
         ):
-            return _json(*VENDOR_ERRORS["WA400"])
+            return json_response(*VENDOR_ERRORS["WA400"])
         for status, numbers in changes:
             (self.add if status == 1 else self.remove)(channel, numbers)
-        return _json(200, {"code": "CNT200", "message": "Blocklist status updated", "data": [], "error": {}})
-
-    def _fault_response(self, fault: _Fault, api_key: str | None) -> _Response:
-        if fault.kind in VENDOR_ERRORS:
-            return _json(*VENDOR_ERRORS[fault.kind])
-        if fault.kind == "echo_key":  # a proxy that "helpfully" quotes the request back
-            return _json(
-                *_vendor(
-                    401,
-                    "RBC001",
-                    f"Incorrect SID or API key: {api_key!r}",
-                    [],
-                    {"error": f"api-key {api_key} was refused"},
-                )
-            )
-        if fault.kind == "raw":
-            return 200, {"Content-Type": "application/json"}, fault.body
-        if fault.kind == "answer":
-            return fault.status, dict(fault.headers or {"Content-Type": "application/json"}), fault.body
-        if fault.kind == "gzip_bomb":
-            return (
-                200,
-                {"Content-Type": "application/json", "Content-Encoding": "gzip"},
-                _gzip_of_zeros(fault.size),
-            )
-        if fault.kind == "html500":
-            page = b"<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>"
-            return 502, {"Content-Type": "text/html"}, page
-        if fault.kind == "malformed":
-            return 200, {"Content-Type": "application/json"}, b'{"code": "CNT196", "data": [{"mo'
-        if fault.kind == "429":
-            return (
-                429,
-                {"Content-Type": "application/json", "Retry-After": f"{fault.seconds:g}"},
-                b'{"message": "Too Many Requests"}',
-            )
-        if fault.kind == "redirect":  # a proxy or a moved API sending us elsewhere
-            return 302, {"Location": "http://127.0.0.2:9/elsewhere"}, b""
-        if fault.kind == "503":
-            return 503, {"Content-Type": "text/plain"}, b"Service Unavailable"
-        return None, {}, b""  # drop
+        return json_response(
+            200, {"code": "CNT200", "message": "Blocklist status updated", "data": [], "error": {}}
+        )
 
 
 def parse_latency(value: str) -> float:
@@ -572,97 +407,3 @@ def parse_latency(value: str) -> float:
     if not 0 <= seconds <= 60:
         raise ValueError(f"{value!r} is not a latency between 0 and 60s")
     return seconds
-
-
-@functools.lru_cache(maxsize=4)
-def _gzip_of_zeros(size: int) -> bytes:
-    """A gzip body that inflates to ``size`` zero bytes, about a thousandth of that on the wire.
-
-    Deflating a GiB takes seconds. After a full flush the compressor starts each 16 MiB segment
-    of zeros from the same state, so every segment after the first comes out as the same bytes
-    and is deflated once; the header and trailer (CRC-32, length) are written around them.
-    """
-    segment = bytes(16 << 20)  # large enough that the flushes add under 0.1% to the body
-    segments, rest = divmod(size, len(segment))
-    packer = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)  # raw deflate
-    parts = [b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\x03"]  # gzip, no name or time, best, Unix
-    if segments:
-        parts.append(packer.compress(segment) + packer.flush(zlib.Z_FULL_FLUSH))
-    if segments > 1:
-        parts.append((packer.compress(segment) + packer.flush(zlib.Z_FULL_FLUSH)) * (segments - 1))
-    crc = 0
-    for _ in range(segments):
-        crc = zlib.crc32(segment, crc)
-    parts.append(packer.compress(bytes(rest)) + packer.flush())
-    parts.append(struct.pack("<II", zlib.crc32(bytes(rest), crc), size & 0xFFFFFFFF))
-    return b"".join(parts)
-
-
-def _json(status: int, body: object) -> _Response:
-    return status, {"Content-Type": "application/json"}, json.dumps(body).encode()
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128
-    simulator: Simulator
-
-    def handle_error(self, request: object, client_address: object) -> None:
-        pass  # a client hanging up on a trickle or a bomb is the point, not news
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, as a real API gateway does
-    disable_nagle_algorithm = True  # headers and body leave at once, no 40 ms delayed-ACK stall
-    wbufsize = 64 * 1024  # one write per response; handle_one_request flushes it
-    server: _Server
-
-    def do_GET(self) -> None:
-        sid = self._sid()
-        if sid is None:
-            return self._send(404, {"Content-Type": "text/html"}, b"<html>Not Found</html>")
-        query = {k: v[-1] for k, v in parse_qs(urlsplit(self.path).query).items()}
-        self._send(*self.server.simulator.get_blocklist(sid, self.headers.get("api-key"), query))
-
-    def do_POST(self) -> None:
-        sid = self._sid()
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length)
-        if sid is None:
-            return self._send(404, {"Content-Type": "text/html"}, b"<html>Not Found</html>")
-        try:
-            body = json.loads(raw)
-        except ValueError:
-            return self._send(*_json(*VENDOR_ERRORS["WA400"]))
-        self._send(*self.server.simulator.change_blocklist(sid, self.headers.get("api-key"), body))
-
-    def _sid(self) -> str | None:
-        parts = urlsplit(self.path).path.strip("/").split("/")
-        if len(parts) == 4 and parts[0] in ("v1", "v2") and parts[2:] == ["contacts", "blocklisted"]:
-            return parts[1]
-        return None
-
-    def _send(self, status: int | None, headers: dict[str, str], body: bytes | _Trickle) -> None:
-        if status is None:  # the "drop" fault: hang up without an answer
-            self.close_connection = True
-            return
-        self.send_response(status)
-        for name, value in headers.items():
-            self.send_header(name, value)
-        data = body.data if isinstance(body, _Trickle) else body
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        if not isinstance(body, _Trickle):
-            self.wfile.write(body)
-            return
-        self.wfile.flush()
-        try:
-            for i in range(len(data)):
-                self.wfile.write(data[i : i + 1])
-                self.wfile.flush()
-                time.sleep(body.pace)
-        except OSError:  # the client gave up on us, as it should
-            self.close_connection = True
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass  # quiet: a sweep is thousands of requests

@@ -1,209 +1,34 @@
-"""Dated blocklist exports read from files: the rows of one full listing, and where it came from.
-
-The files side of ``blocklist-sync import`` (:mod:`sync.backfill` joins it to the store), as
-:mod:`sync.kaleyra` is the HTTP side of a sweep: it knows nothing of the database. The evidence
-of a channel's past is what teams kept — CSV dumps of an earlier script, console exports,
-every page of a listing a cron job saved — so it reads each of those, and refuses what is
-none:
-
-- CSV whose header names a ``mobile`` column (a ``channel_type`` column is kept, a ``channel``
-  column honoured: rows of other channels are skipped and counted; any other columns are
-  ignored), or one number per line with no header; UTF-8, a byte order mark allowed;
-- JSON: a bare array of rows (``[{"mobile": …, "channel_type": …}, …]``, any number of them),
-  or the Get Blocklist API's envelope (``{"code": "CNT196", "data": [...], "error": {}}``)
-  holding more rows than one page: one page is refused, as is an error body (:meth:`Reading._envelope`);
-- either of them gzip-compressed, told by its magic bytes, not by its name.
-
-Every number goes through :func:`sync.numbers.canonical` as a sweep's do; a row that cannot be
-read as one refuses the file (:meth:`Reading._count` says why). A file is streamed, never
-held: rows go straight on to the staging table, JSON event by event (ijson's ``basic_parse``), and
-what a hostile file can make this read is bounded as the client bounds a body: at most
-:data:`MAX_BYTES` once inflated, and at most :data:`MAX_RATIO` times the compressed bytes read
-(a gzip bomb stops at its first MiB inflated: the time is bounded by the file's size, not only
-the memory), a CSV line at most :data:`MAX_LINE` characters, JSON nested at most
-:data:`_MAX_DEPTH` deep.
-"""
+"""One export file read as a listing: CSV with a ``mobile`` column, one number per line, or
+JSON (rows, or the API's envelope), each row's number canonical and counted as a sweep's are
+(:class:`~sync.proof.ListingTally`); a row that cannot be read refuses the file."""
 
 from __future__ import annotations
 
 import codecs
 import csv
-import datetime as dt
-import gzip
-import hashlib
 import io
-import os
-import re
-import stat
 import zlib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import ijson
 
-from sync.guard import is_code
-from sync.kaleyra import MAX_LIMIT, SUCCESS_CODE
+from sync.exports.files import Bounded, ExportError, ExportFile, inflated
 from sync.numbers import cannot_be_longer, canonical, describe_rejected
-from sync.settings import parse_instant
+from sync.proof import ListingTally, envelope_refusal
 from sync.vendor_text import vendor_text
 from sync.vocabulary import Channel
 
-__all__ = [
-    "MAX_BYTES",
-    "MAX_LINE",
-    "MAX_RATIO",
-    "ExportError",
-    "ExportFile",
-    "Reading",
-    "source_of",
-    "time_in_name",
-]
+__all__ = ["MAX_LINE", "Reading"]
 
-MAX_BYTES = 4 * 1024**3  # inflated: 20M numbers as CSV take about 320 MB
 MAX_LINE = 4096  # characters of one CSV line
-MAX_RATIO = 200  # a gzip export may inflate to this many times the bytes read of it ...
-_RATIO_FLOOR = 256 * 1024  # ... once past its first 256 KiB
-_SIP = 16 * 1024  # the most gzip takes of a compressed file at once
-_GZIP_MAGIC = b"\x1f\x8b"
-_CHUNK = 1024 * 1024
 _CHANNEL_TYPE_CHARS = 64  # as a sweep stores a row's channel_type
 _CHANNELS = tuple(c.value for c in Channel)
-_MAX_CODES = 20  # distinct channel_type codes counted by name; the rest as one
-_OTHER_CODES = "(other codes)"
 _MAX_DEPTH = 16  # JSON nesting: an envelope, its data, a row and its values are 4
 _OPENING = frozenset({"start_map", "start_array"})
 _ENDED = ("end", None)  # what the parser's events give once exhausted (yajl raises first)
-# A time in a file name: blocklist-sms-2026-11-01T0900Z.csv, export_2026-11-01T09:00:00+05:30.json.gz
-_NAME_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:?\d{2}(?::?\d{2})?(?:Z|[+-]\d{2}:?\d{2})")
-
-
-class ExportError(Exception):
-    """A file that cannot be imported: its one-line message names the file and what to do."""
-
-
-@dataclass(frozen=True)
-class ExportFile:
-    """A file as it was read: its name without directory, size and SHA-256 (provenance)."""
-
-    path: Path
-    size: int
-    sha256: str
-
-    @property
-    def name(self) -> str:
-        return self.path.name
-
-
-def time_in_name(path: str) -> dt.datetime:
-    """The time a file's name carries (``blocklist-sms-2026-11-01T0900Z.csv``): exactly one ISO
-    8601 time with a zone, in its base name."""
-    name = os.path.basename(path)
-    found = _NAME_TIME.findall(name)
-    if len(found) != 1:
-        raise ExportError(
-            f"{vendor_text(name, 80)}: its name carries {'no' if not found else 'more than one'} time "
-            "with a zone (like blocklist-sms-2026-11-01T0900Z.csv); give --as-of TIME for each file"
-        )
-    return parse_instant(found[0], f"the time in {vendor_text(name, 80)!r},")
-
-
-def _open(path: Path) -> IO[bytes]:
-    """The file, opened without blocking and only if it is a regular file (a FIFO would hang,
-    a device never end)."""
-    shown = vendor_text(str(path), 120)
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as exc:
-        raise ExportError(f"cannot read {shown} ({exc.strerror}); check the path") from None
-    except ValueError:
-        raise ExportError(f"{shown!r} is no file name; check the path") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise ExportError(f"{shown} is not a regular file; give the export file itself")
-    os.set_blocking(fd, True)
-    return os.fdopen(fd, "rb")
-
-
-def source_of(path: str) -> ExportFile:
-    """Read the whole file once for its size and SHA-256 (before anything is written: a file
-    that cannot be read stops the import with nothing applied)."""
-    digest = hashlib.sha256()
-    size = 0
-    try:
-        with _open(Path(path)) as handle:
-            while chunk := handle.read(_CHUNK):
-                digest.update(chunk)
-                size += len(chunk)
-    except OSError as exc:
-        raise ExportError(f"cannot read {vendor_text(path, 120)} ({exc.strerror}); check the file") from None
-    return ExportFile(Path(path), size, digest.hexdigest())
-
-
-class _Bounded(io.RawIOBase):
-    """A stream that refuses to yield more than :data:`MAX_BYTES`: what a gzip bomb or an
-    endless file runs into; and, inflating ``compressed``, more than :data:`MAX_RATIO` times
-    the bytes read of it so far (past :data:`_RATIO_FLOOR`).
-
-    The cap on size bounds memory and disk, not time: 4 GiB of empty lines gzip to 4 MiB and
-    took a quarter of an hour to read, one empty line at a time. The work an export makes is
-    in proportion to what it inflates to, so bounding that by the file's own size bounds the
-    time by the file's size. Honest exports compress at most about 50 times (numbers in order,
-    pretty-printed JSON), a bomb a thousand: the ratio is measured as the file is read, so a
-    bomb stops at its first MiB inflated, before a line of it is read."""
-
-    def __init__(self, inner: IO[bytes] | io.BufferedIOBase, name: str, compressed: _Sips | None) -> None:
-        self._inner = inner
-        self._name = name
-        self._compressed = compressed
-        self._read = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        data = self._inner.read(len(buffer))
-        self._read += len(data)
-        if self._read > MAX_BYTES:
-            raise ExportError(
-                f"{self._name}: more than {MAX_BYTES // 1024**3} GiB once inflated; no blocklist export "
-                "is that large: is it the right file?"
-            )
-        if (
-            self._compressed is not None
-            and self._read > _RATIO_FLOOR
-            and self._read > MAX_RATIO * self._compressed.taken
-        ):
-            inflated, read = self._read // 1024**2, self._compressed.taken // 1024
-            raise ExportError(
-                f"{self._name}: inflates to more than {MAX_RATIO} times its size ({inflated} MiB from "
-                f"{read} KiB so far); no export of distinct numbers "
-                "compresses so well: is it the right file? (an export with long repeated columns: gunzip "
-                "it and import the file itself)"
-            )
-        buffer[: len(data)] = data
-        return len(data)
-
-
-class _Sips:
-    """A compressed file as gzip reads it: at most :data:`_SIP` bytes a read, counted, so
-    that what it has taken is known to within a sip (Python 3.12's gzip asks for 128 KiB at a
-    time, which would let a bomb inflate 25 MiB more before its ratio showed)."""
-
-    def __init__(self, raw: IO[bytes]) -> None:
-        self._raw = raw
-        self.taken = 0
-
-    def read(self, size: int = -1, /) -> bytes:
-        data = self._raw.read(_SIP if size < 0 else min(size, _SIP))
-        self.taken += len(data)
-        return data
-
-    def seek(self, offset: int, /) -> int:  # gzip rewinds with it; nothing here does
-        self.taken = self._raw.seek(offset)
-        return self.taken
 
 
 @dataclass
@@ -212,9 +37,8 @@ class Reading:
 
     source: ExportFile
     channel: str  # the channel the file is a listing of; a row its channel column gives to another is skipped
-    rows: int = 0  # rows of the listing the file holds
+    listing: ListingTally = field(default_factory=ListingTally)  # the rows of the listing the file holds
     other_channels: Counter[str] = field(default_factory=Counter)  # rows skipped, by channel
-    codes: Counter[str] = field(default_factory=Counter)  # accepted rows by channel_type code
     format: str = ""  # csv, lines or json, for the result line
     _line: str = ""  # the text line last read (CSV and lines), and its number
     _line_number: int = 0
@@ -227,15 +51,7 @@ class Reading:
     def rows_of(self) -> Iterator[tuple[str, str | None]]:
         """``(mobile, channel_type)`` of each number the file lists, canonical, streamed."""
         try:
-            with _open(self.source.path) as raw:
-                head = raw.read(2)
-                raw.seek(0)
-                stream: IO[bytes] | io.BufferedIOBase = raw
-                compressed = None
-                if head == _GZIP_MAGIC:
-                    compressed = _Sips(raw)
-                    stream = gzip.GzipFile(fileobj=compressed, mode="rb")
-                bounded = io.BufferedReader(_Bounded(stream, self.shown, compressed), _CHUNK)
+            with inflated(self.source.path, self.shown) as bounded:
                 first = self._first_byte(bounded)
                 if first in (b"{", b"["):
                     self.format = "json"
@@ -248,7 +64,7 @@ class Reading:
                 f"{self.shown}: cannot be read ({vendor_text(str(exc), 80)}); is it a complete file?"
             ) from None
 
-    def _first_byte(self, stream: io.BufferedReader[_Bounded]) -> bytes:
+    def _first_byte(self, stream: io.BufferedReader[Bounded]) -> bytes:
         """The first byte that is not a byte order mark or white space, left unread."""
         peeked = stream.peek(64)
         text = peeked.removeprefix(codecs.BOM_UTF8)
@@ -278,7 +94,7 @@ class Reading:
     def _some_row_of_the_channel(self) -> None:
         """A file whose channel column gives every row to other channels is no listing of
         this one (an empty listing would say every number was gone)."""
-        if self.rows == 0 and self.other_channels:
+        if self.listing.rows == 0 and self.other_channels:
             others = ", ".join(f"{c} {n}" for c, n in sorted(self.other_channels.items()))
             first = min(self.other_channels)
             raise ExportError(
@@ -298,7 +114,6 @@ class Reading:
         records. An export's absences are proven by the export alone, and a row it cannot read
         could be any number (a spreadsheet dropped its +, wrote it as 9.198E+11 or as
         ########), so it proves no number absent, and the file is refused whole."""
-        self.rows += 1
         mobile = canonical(raw)
         if mobile is None:
             raise ExportError(
@@ -308,13 +123,12 @@ class Reading:
                 "absent; correct or delete that row and import the file again"
             )
         kind = None if channel_type is None else vendor_text(str(channel_type), _CHANNEL_TYPE_CHARS)
-        if is_code(kind):
-            self.codes[kind if kind in self.codes or len(self.codes) < _MAX_CODES else _OTHER_CODES] += 1
+        self.listing.count(kind)
         return mobile, kind
 
     # -- CSV and one number per line ---------------------------------------------------
 
-    def _text(self, stream: io.BufferedReader[_Bounded]) -> Iterator[tuple[str, str | None]]:
+    def _text(self, stream: io.BufferedReader[Bounded]) -> Iterator[tuple[str, str | None]]:
         text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="strict", newline="")
         lines = self._bounded_lines(text)
         try:
@@ -404,7 +218,7 @@ class Reading:
 
     # -- JSON ----------------------------------------------------------------------------
 
-    def _json(self, stream: io.BufferedReader[_Bounded]) -> Iterator[tuple[str, str | None]]:
+    def _json(self, stream: io.BufferedReader[Bounded]) -> Iterator[tuple[str, str | None]]:
         """The rows of a JSON export: a bare array of rows, or the API's envelope
         (``{"code": "CNT196", "data": [...], "error": {}}``) holding more than one page.
 
@@ -494,22 +308,9 @@ class Reading:
                 self._holds_something(events, event, value, 2)
         else:
             raise self._cut_short()
-        said = f" (code {vendor_text(str(code), 40)!r})" if code is not None else ""
-        if (code is not None and code != SUCCESS_CODE) or error:
-            why = "its 'error' is not empty" if error else "its code is not the success code"
-            raise ExportError(
-                f"{self.shown}: an error answer of the API{said}, not a listing: {why}; whatever rows "
-                "it carries show no whole listing"
-            )
-        if not data:
-            raise ExportError(f"{self.shown}: JSON without a 'data' array of rows{said}; it is not a listing")
-        if self._json_items <= MAX_LIMIT:
-            raise ExportError(
-                f"{self.shown}: {self._json_items} row(s) in the API's envelope: one page of Get Blocklist "
-                f"(at most {MAX_LIMIT} rows), which may be the first of many, not a channel's listing; an "
-                "export is every row of one listing: a CSV with a mobile column, one number per line, a "
-                "JSON array of rows, or the envelope holding every page's rows"
-            )
+        refused = envelope_refusal(code=code, error=error, data=data, rows=self._json_items)
+        if refused is not None:
+            raise ExportError(f"{self.shown}: {refused}")
 
     def _value(self, events: Iterator[tuple[str, Any]], event: str, value: Any, depth: int) -> Any:
         """The JSON value that starts with ``(event, value)``, built, at ``depth``."""
