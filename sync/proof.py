@@ -346,23 +346,42 @@ def confirm_removals(
         if honoured < _MIN_HONOURED:
             comparison.unconfirm(batch)
             continue
-        questions = controls.around(batch, per_check)
-        complete = bool(questions)
-        found_now: set[str] = set()
-        for question, asked in questions:
-            answer = _ask(client, channel, question, halt)
-            # Unreadable, or missing a control (cut short, or stale): it proves nothing, not
-            # even that the numbers it shows are listed now.
-            if answer is None or not set(asked) <= answer:
-                complete = False
-                break
-            found_now |= answer
-        if not complete:
+        found_now = _ask_around(client, channel, batch, controls, per_check, halt)
+        if found_now is None:
             comparison.unconfirm(batch)  # all kept, unconfirmed
             continue
         # Complete answers: the candidates they show were skipped by the listing (kept); the
         # others stay removal candidates.
         comparison.keep(found_now.intersection(batch))
+
+
+def _ask_around(
+    client: KaleyraClient, channel: str, batch: list[str], controls: _Controls, count: int, halt: Halt
+) -> set[str] | None:
+    """What complete answers about ``batch`` show listed, or None when none could be had.
+
+    An answer that is unreadable, or misses a control (cut short, or stale), proves nothing,
+    not even that the numbers it shows are listed now. A control a number of the listing that
+    was unblocked since is missed honestly, so the controls an answer missed are not asked
+    again, and the batch is asked once more with others: one number unblocked meanwhile does
+    not leave a whole region of the candidates unproven."""
+    for _ in range(2):
+        questions = controls.around(batch, count)
+        if not questions:
+            return None
+        found: set[str] = set()
+        for question, asked in questions:
+            answer = _ask(client, channel, question, halt)
+            if answer is None:
+                return None
+            missed = set(asked) - answer
+            if missed:
+                controls.deny(missed)
+                break
+            found |= answer
+        else:
+            return found
+    return None
 
 
 def _confirm_as_forced(
@@ -422,20 +441,29 @@ class _Controls:
         self._newest = newest or sample
         self._sample = sample
         self._next_newest = self._next_other = 0
+        self._denied: set[str] = set()
+
+    def deny(self, missed: set[str]) -> None:
+        """Controls an answer did not show: never asked again in this sweep."""
+        self._denied |= missed
 
     def around(self, batch: list[str], count: int) -> list[tuple[list[str], list[str]]]:
         """The questions to ask about ``batch`` with ``count`` controls, each in the order to
         ask it, with the controls it carries. One question, a control first and another last;
         with one control (a filter known to hold two rows), two questions, the control first
-        in one and last in the other, both to be answered complete. None without a control."""
-        if not self._sorted:
+        in one and last in the other, both to be answered complete. None without a control:
+        every newest number denied (a stale cache must not be let off with older ones), or
+        none left at all."""
+        newest = [m for m in self._newest if m not in self._denied]
+        usable = [m for m in self._sorted if m not in self._denied]
+        if not newest or not usable:
             return []
-        low = bisect.bisect_left(self._sorted, min(batch))
-        high = bisect.bisect_right(self._sorted, max(batch))
+        low = bisect.bisect_left(usable, min(batch))
+        high = bisect.bisect_right(usable, max(batch))
         wanted = [
-            self._newest[self._next_newest % len(self._newest)],
-            self._sorted[high] if high < len(self._sorted) else self._sorted[-1],
-            self._sorted[low - 1] if low > 0 else self._sorted[0],
+            newest[self._next_newest % len(newest)],
+            usable[high] if high < len(usable) else usable[-1],
+            usable[low - 1] if low > 0 else usable[0],
         ]
         self._next_newest += 1
         chosen = list(dict.fromkeys(wanted))[:count]
@@ -444,7 +472,7 @@ class _Controls:
                 break
             other = self._sample[self._next_other % len(self._sample)]
             self._next_other += 1
-            if other not in chosen:
+            if other not in chosen and other not in self._denied:
                 chosen.append(other)
         if len(chosen) == 1:
             return [([chosen[0], *batch], chosen), ([*batch, chosen[0]], chosen)]
