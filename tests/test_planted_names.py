@@ -20,9 +20,9 @@ from psycopg import sql
 from sqlalchemy import Engine
 
 from sync import database
-from sync.dialect import LockLost
 from sync.simulator import Simulator
 from sync.store import Store
+from sync.store.dialect import LockLost
 from sync.vocabulary import Trigger
 from tests.conftest import PG_SERVER, cli_env, entries, invoke, numbers, rows, wait_for
 

@@ -6,7 +6,7 @@ advisory lock, the temporary staging tables and the apply transaction all live o
 closing it (or the process dying) releases everything at once.
 
 Every time it stores (a run's start and end, a change's ``detected_at`` and ``not_before``) and
-every age it judges comes from the database's clock (:meth:`~sync.dialect.Dialect.now`), never
+every age it judges comes from the database's clock (:meth:`~sync.store.dialect.Dialect.now`), never
 the host's: sweeps from hosts whose clocks disagree still write one consistent history. The one
 exception is an import of a dated export (``blocklist-sync import``, :mod:`sync.backfill`): its
 run and its changes carry the time the export was taken, and its run row says so (trigger
@@ -16,7 +16,7 @@ The diff is a handful of statements over temporary tables, so memory in Python s
 however long the blocklist. The SQL here is portable: it runs as written on PostgreSQL and
 SQLite. What differs — the lock, the staging tables' schema and key type, the bulk load, the
 comparison itself, the random sample and the room to sort — is one member each of the
-connection's :class:`~sync.dialect.Dialect` (:mod:`sync.dialect`).
+connection's :class:`~sync.store.dialect.Dialect` (:mod:`sync.store.dialect`).
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from pathlib import Path
 
 from sqlalchemy import ColumnElement, Connection, Engine, TextClause, bindparam, case, func, select, text
 
-from sync.dialect import Dialect, Lease, LockHolder, Row, dialect_for
-from sync.schema import UtcTime, blocklist_channel_types, blocklist_entries, sync_runs
+from sync.store.dialect import Dialect, Lease, LockHolder, Row, dialect_for
+from sync.store.schema import UtcTime, blocklist_channel_types, blocklist_entries, sync_runs
 from sync.vocabulary import RunStatus, Trigger
 
 __all__ = [
@@ -186,7 +186,7 @@ class Store:
         The session first takes the sweep's own limits (``timeout`` seconds for any statement,
         lock wait or idle spell; ``None``: none), so a role's defaults cannot end a long sweep,
         and a session that outlives its sweep is ended by the server, lock and all
-        (:meth:`~sync.dialect.Dialect.set_session_limits`).
+        (:meth:`~sync.store.dialect.Dialect.set_session_limits`).
         """
         with self.engine.connect() as connection:
             self.dialect.set_session_limits(connection, timeout)
@@ -367,7 +367,7 @@ class LockedChannel:
     def _applying(self) -> Iterator[None]:
         """The apply's transaction: its own, or the one :meth:`one_transaction` holds open;
         either way it first confirms the channel is still locked by this sweep
-        (:class:`~sync.dialect.LockLost` otherwise, and nothing is applied)."""
+        (:class:`~sync.store.dialect.LockLost` otherwise, and nothing is applied)."""
         if self._one_transaction:
             self._lease.confirm(self.connection)
             yield
@@ -661,7 +661,7 @@ class LockedChannel:
     def stage(self, rows: Iterable[Row]) -> Staged:
         """Load the listing into a temporary table as it streams in.
 
-        The dialect loads it (:meth:`~sync.dialect.Dialect.load`): one COPY for the whole sweep
+        The dialect loads it (:meth:`~sync.store.dialect.Dialect.load`): one COPY for the whole sweep
         on PostgreSQL, batched inserts on SQLite. If ``rows`` raises (a page failed), the load
         is abandoned and nothing outside the temp table changed.
         """
@@ -693,7 +693,7 @@ class Staged:
 
         A channel with no entries (a first load) skips the comparison: every distinct listed
         number is an addition. Otherwise the dialect compares the two sets
-        (:meth:`~sync.dialect.Dialect.compare`): one hash full join on PostgreSQL, two
+        (:meth:`~sync.store.dialect.Dialect.compare`): one hash full join on PostgreSQL, two
         anti-joins on SQLite.
         """
         session = self._session
