@@ -24,6 +24,11 @@ The order of a sweep, and why each step is where it is:
 When in doubt, apply nothing and say why: every path that does not reach step 6 leaves
 ``blocklist_entries`` and ``blocklist_events`` exactly as they were. What a vendor answer cannot
 prove is kept as it was, not guessed.
+
+The sweep owns the transactions, the store commits nothing on its own
+(:meth:`~sync.store.LockedChannel.transaction`): each step below that touches the database is
+one transaction (:func:`_one_transaction`, or a ``with`` block where a step holds several), and
+none is left open while Kaleyra is asked about removal candidates.
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from functools import wraps
+from typing import Concatenate, ParamSpec, TypeVar
 
 from sync.counters import COUNTS
 from sync.guard import GuardLimits, channel_type_hold, empty_listing_hold, is_code, removal_hold
@@ -219,6 +226,21 @@ ChangeCallback = Callable[[str, str, str, str], None]  # (account, channel, 'add
 # sweep in progress is visible (and a stuck one can alert) while it runs.
 StartCallback = Callable[[str, str, int], None]
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _one_transaction(step: Callable[Concatenate[_Sweep, _P], _R]) -> Callable[Concatenate[_Sweep, _P], _R]:
+    """A step of the sweep that is one transaction of its session: what it wrote is committed
+    when it returns, and rolled back if it raises."""
+
+    @wraps(step)
+    def in_a_transaction(sweep: _Sweep, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with sweep.session.transaction():
+            return step(sweep, *args, **kwargs)
+
+    return in_a_transaction
+
 
 def sweep_channel(
     client: KaleyraClient,
@@ -277,7 +299,8 @@ class _Sweep:
         skipped = self._applied_already() or self._swept_moments_ago()
         if skipped is not None:
             return skipped
-        run_id = self.session.start_run(self.options.trigger)
+        with self.session.transaction():  # committed before the first page: a crash leaves a trace
+            run_id = self.session.start_run(self.options.trigger)
         self.context["run_id"] = run_id
         log.info("sweep started (%s)", self.options.trigger, extra=self.context)
         try:
@@ -294,6 +317,7 @@ class _Sweep:
             result = replace(result, message=_finished_despite_stop(result, self.halt.stop))
         return result
 
+    @_one_transaction
     def _close_abandoned_runs(self) -> None:
         """Step 2: we hold the lock, so a run still ``running`` is a dead process's (SIGKILL,
         OOM, a lost node). It is closed before :meth:`_swept_moments_ago` judges when the
@@ -303,6 +327,7 @@ class _Sweep:
         if abandoned:
             log.warning("marked %d abandoned run(s) as failed", abandoned, extra=self.context)
 
+    @_one_transaction
     def _applied_already(self) -> SweepResult | None:
         """A plan applies once: under ``--force --plan``, the result of a channel whose plan a
         sweep since its dry run applied exactly (the same numbers added and removed), or None
@@ -324,6 +349,7 @@ class _Sweep:
             "written. To review changes since, make a new plan with --dry-run --plan-out",
         )
 
+    @_one_transaction
     def _swept_moments_ago(self) -> SweepResult | None:
         """Step 2's skip (scheduler replicas, shards): the result of a channel swept moments
         ago, by this process or another, or None to sweep it."""
@@ -359,8 +385,10 @@ class _Sweep:
             return self._hold(run_id, diff, f"{refused}. Nothing was applied; review it again with --dry-run")
         return self._apply(comparison, run_id, diff)
 
+    @_one_transaction
     def _stage(self) -> Staged:
-        """Step 3: stream every page into the staging table."""
+        """Step 3: stream every page into the staging table, in one transaction (a failed page
+        leaves nothing staged)."""
         # Read before the load, which holds the session until the last page.
         expected = self.session.last_swept_size() if self.on_page else None
         with self.progress.timed("fetch"):
@@ -408,6 +436,7 @@ class _Sweep:
                 )
             )
 
+    @_one_transaction
     def _diff(self, staged: Staged) -> tuple[Comparison, Diff]:
         """Step 4: additions and removal candidates, in SQL."""
         with self.progress.timed("diff"):
@@ -425,8 +454,11 @@ class _Sweep:
         """Step 5: confirm the removal candidates; the diff as they left it."""
         progress = self.progress
         with progress.timed("verify"):
-            _confirm_removals(self.client, comparison, self.channel, self.halt, forced=self.options.force)
-            diff = replace(comparison.counts(), rejected=progress.rejected)
+            _confirm_removals(
+                self.client, self.session, comparison, self.channel, self.halt, forced=self.options.force
+            )
+            with self.session.transaction():
+                diff = replace(comparison.counts(), rejected=progress.rejected)
             # A number listed twice, beyond the spellings the server varies, moved while the
             # listing was paged: another may have slid under the offset unseen.
             moved = max(comparison.listed_twice - progress.respelled, 0)
@@ -435,6 +467,7 @@ class _Sweep:
         _log_proof(diff, progress.repeated, moved, self.pair)
         return diff
 
+    @_one_transaction
     def _review(self, comparison: Comparison, run_id: int, diff: Diff, held: str | None) -> SweepResult:
         """``--dry-run``: report each change and what the guard would do, and with
         ``make_plan`` the plan that approves exactly these changes; apply nothing."""
@@ -471,6 +504,7 @@ class _Sweep:
             run_id=run_id,
         )
 
+    @_one_transaction
     def _unapproved(self, comparison: Comparison, diff: Diff, held: str | None) -> str | None:
         """Under ``--force``: how this sweep's changes differ from what the operator approved
         (``--expect-removed``, ``--plan``), or None to apply them. A plain ``--force`` approves
@@ -497,6 +531,7 @@ class _Sweep:
             )
         return approval.differences(found)
 
+    @_one_transaction
     def _hold(self, run_id: int, diff: Diff, message: str) -> SweepResult:
         """Step 6's guard, or a ``--force`` whose sweep is not what was approved: held,
         nothing applied."""
@@ -504,11 +539,15 @@ class _Sweep:
         return self._result(Outcome.HELD, run_id, diff, message)
 
     def _apply(self, comparison: Comparison, run_id: int, diff: Diff) -> SweepResult:
-        """Step 6: apply everything, and the run row, in one transaction."""
+        """Step 6: apply everything, and the run row, in one transaction; then, after a large
+        change, fresh statistics in another, whose failure cannot fail the committed run."""
         self.halt.check("about to apply")
         with self.progress.timed("apply"):
             learned = [code for code in self.progress.codes if code != _OTHER_CODES]  # a count, not a code
-            comparison.apply(run_id, pages=self.progress.pages, diff=diff, channel_types=learned)
+            with self.session.transaction():
+                comparison.apply(run_id, pages=self.progress.pages, diff=diff, channel_types=learned)
+            with self.session.upkeep("ANALYZE blocklist_periods failed; autovacuum will do it"):
+                comparison.refresh_statistics(diff)
         return self._result(Outcome.SUCCEEDED, run_id, diff)
 
     def _result(self, outcome: Outcome, run_id: int, diff: Diff, message: str | None = None) -> SweepResult:
@@ -530,8 +569,9 @@ class _Sweep:
         cancelled = stop.is_set() and isinstance(exc, Stopped | Cancelled | KeyboardInterrupt | SystemExit)
         reason = stop_reason(stop) if cancelled else _reason(exc, self.halt)
         outcome = Outcome.CANCELLED if cancelled else Outcome.FAILED
-        try:
-            self.session.finish_run(run_id, outcome.run_status, pages=self.progress.pages, error=reason)
+        try:  # the step that raised rolled its own transaction back
+            with self.session.transaction():
+                self.session.finish_run(run_id, outcome.run_status, pages=self.progress.pages, error=reason)
         except Exception:  # the database itself may be what failed
             log.exception(
                 "could not mark run %s %s; the next run will mark it failed",
@@ -564,7 +604,8 @@ def _channel_type_hold(
     ignoring ``channel`` is caught even before any other channel was swept. That costs one
     request per other channel, only when a code is new.
     """
-    learned = session.channel_types()
+    with session.transaction():  # read before any request: none waits on Kaleyra
+        learned = session.channel_types()
     if set(codes) <= learned.get(channel, set()):
         return None
     listed_now = {
@@ -617,7 +658,13 @@ def _log_proof(diff: Diff, repeated: int, moved: int, context: dict[str, object]
 
 
 def _confirm_removals(
-    client: KaleyraClient, comparison: Comparison, channel: str, halt: _Halt, *, forced: bool = False
+    client: KaleyraClient,
+    session: LockedChannel,
+    comparison: Comparison,
+    channel: str,
+    halt: _Halt,
+    *,
+    forced: bool = False,
 ) -> None:
     """Ask Kaleyra about every removal candidate directly; record a removal only where the
     answer is shown complete.
@@ -645,22 +692,27 @@ def _confirm_removals(
     ``--force``: where the listing offers no control, or the filter is known to hold fewer than
     two rows (an emptied or shrunken channel), that review is the only proof there can be, and
     the filter's plain answers decide (:func:`_confirm_as_forced`).
+
+    Each read of the database and each batch's verdict is a transaction of its own: none is
+    open while Kaleyra is asked.
     """
-    candidates = comparison.removal_candidates(MAX_LIMIT)
+    candidates = _read_each(session, comparison.removal_candidates(MAX_LIMIT))
     first = next(candidates, None)
     if first is None:
         return  # nothing to confirm: not one request spent
-    newest = comparison.newest_listed(_NEWEST_CONTROLS)
-    sample = list(dict.fromkeys([*newest, *comparison.listed_sample(_CONTROL_SAMPLE)]))[:_CONTROL_SAMPLE]
+    with session.transaction():
+        newest = comparison.newest_listed(_NEWEST_CONTROLS)
+        sample = list(dict.fromkeys([*newest, *comparison.listed_sample(_CONTROL_SAMPLE)]))[:_CONTROL_SAMPLE]
     honoured = _honoured_rows(client, channel, sample, halt)
     if honoured < _MIN_HONOURED and forced:
-        found = _confirm_as_forced(client, comparison, channel, halt, itertools.chain([first], candidates))
+        batches = itertools.chain([first], candidates)
+        found = _confirm_as_forced(client, session, comparison, channel, halt, batches)
         if not found:
             return
         # An answer named numbers: they are blocklisted, so they can serve as controls, and
         # the rest is proven as always (an answer may have been cut short).
         sample = newest = found[:MAX_LIMIT]
-        candidates = comparison.removal_candidates(MAX_LIMIT)
+        candidates = _read_each(session, comparison.removal_candidates(MAX_LIMIT))
         first = next(candidates, None)
         if first is None:
             return
@@ -673,7 +725,8 @@ def _confirm_removals(
     for batch in _rebatch(first, candidates, max(room, 1)):
         halt.check("confirming removals")
         if honoured < _MIN_HONOURED:
-            comparison.unconfirm(batch)
+            with session.transaction():
+                comparison.unconfirm(batch)
             continue
         questions = controls.around(batch, per_check)
         complete = bool(questions)
@@ -686,16 +739,22 @@ def _confirm_removals(
                 complete = False
                 break
             found_now |= answer
-        if not complete:
-            comparison.unconfirm(batch)  # all kept, unconfirmed
-            continue
-        # Complete answers: the candidates they show were skipped by the listing (kept); the
-        # others stay removal candidates.
-        comparison.keep(found_now.intersection(batch))
+        with session.transaction():
+            if not complete:
+                comparison.unconfirm(batch)  # all kept, unconfirmed
+                continue
+            # Complete answers: the candidates they show were skipped by the listing (kept);
+            # the others stay removal candidates.
+            comparison.keep(found_now.intersection(batch))
 
 
 def _confirm_as_forced(
-    client: KaleyraClient, comparison: Comparison, channel: str, halt: _Halt, batches: Iterator[list[str]]
+    client: KaleyraClient,
+    session: LockedChannel,
+    comparison: Comparison,
+    channel: str,
+    halt: _Halt,
+    batches: Iterator[list[str]],
 ) -> list[str]:
     """Under ``--force``, with no control to prove an answer: ask about the candidates plainly.
     An answer of no rows cannot have been cut short (a cap keeps at least one row), so its
@@ -705,13 +764,25 @@ def _confirm_as_forced(
     for batch in batches:
         halt.check("confirming removals")
         answer = _ask(client, channel, batch, halt)
-        if answer is None:
-            comparison.unconfirm(batch)
-            continue
-        present = sorted(answer.intersection(batch))
-        comparison.keep(present)
+        with session.transaction():
+            if answer is None:
+                comparison.unconfirm(batch)
+                continue
+            present = sorted(answer.intersection(batch))
+            comparison.keep(present)
         found += present
     return found
+
+
+def _read_each(session: LockedChannel, pages: Iterator[list[str]]) -> Iterator[list[str]]:
+    """``pages``, each read in a transaction of its own, so that none is open while the
+    caller asks Kaleyra about what it read."""
+    while True:
+        with session.transaction():
+            page = next(pages, None)
+        if page is None:
+            return
+        yield page
 
 
 def _ask(client: KaleyraClient, channel: str, question: list[str], halt: _Halt) -> set[str] | None:

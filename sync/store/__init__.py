@@ -47,6 +47,7 @@ __all__ = [
     "Source",
     "Staged",
     "Store",
+    "TransactionError",
 ]
 
 log = logging.getLogger("sync.store")
@@ -58,6 +59,12 @@ _PROVEN_AT = bindparam("proven_at", type_=UtcTime)
 
 _STAGING_PREFIX = "kbs_staging_"
 _ABANDONED = "the process ended before the sweep finished (crash, kill or restart); nothing was applied"
+
+
+class TransactionError(RuntimeError):
+    """The caller's transaction protocol was broken: a statement of a locked channel ran
+    outside :meth:`LockedChannel.transaction`, or a block was opened inside another. A bug in
+    the caller, never a state of the data."""
 
 
 class LockHeld(Exception):
@@ -318,65 +325,84 @@ class LockedChannel:
     order of the calls is in their types: :meth:`stage` loads the listing and returns a
     :class:`Staged` listing, whose :meth:`~Staged.diff` returns the :class:`Comparison` that
     counts, confirms and applies.
+
+    The caller owns the transaction: every method here and on those objects runs inside a
+    :meth:`transaction` block the caller opened, and none commits or rolls back on its own.
+    What is committed when is so written where the order of the work is decided, in the sweep
+    (:mod:`sync.sweep`) and the import (:mod:`sync.backfill`).
     """
 
     def __init__(
         self, connection: Connection, account_sid: str, channel: str, dialect: Dialect, lease: Lease
     ) -> None:
-        self.connection = connection
+        self._connection = connection
+        self._open = False  # inside the caller's transaction() block
         self._lease = lease
         self.account_sid = account_sid
         self.channel = channel
         self.dialect = dialect
         self._where = {"account_sid": account_sid, "channel": channel}
         self._staging = _Staging.in_schema(dialect.temp_schema)
-        self._one_transaction = False
+
+    @property
+    def connection(self) -> Connection:
+        """The held connection, for a statement inside the caller's :meth:`transaction`."""
+        if not self._open:
+            raise TransactionError(
+                "a statement of the locked channel ran outside LockedChannel.transaction(); "
+                "the caller opens and ends every transaction"
+            )
+        return self._connection
 
     def now(self) -> dt.datetime:
         return self.dialect.now(self.connection)
 
     @contextmanager
-    def one_transaction(self, *, keep: bool) -> Iterator[None]:
-        """Everything the block stages, compares and applies is one transaction: committed at
-        the end when ``keep``, rolled back otherwise (a dry run that applied every snapshot to
-        count exactly what each would change), and rolled back whatever raised. An import of
-        several snapshots is so all or nothing: a bad file among them applies none."""
-        c = self.connection
-        if c.in_transaction():
-            c.commit()
-        self._one_transaction = True
+    def transaction(self, *, keep: bool = True) -> Iterator[None]:
+        """The one transaction boundary, which only the caller opens and ends: what the block
+        does on this channel is committed when it ends, or rolled back instead when not
+        ``keep`` (an import's dry run, which applies every snapshot to count exactly what each
+        would change); whatever raised in it, it is rolled back. Blocks do not nest, and a
+        statement outside one is refused (:class:`TransactionError`), so no work is left in a
+        transaction that nobody ends.
+
+        The sweep opens one per step (the ``running`` row is committed before the first page,
+        so even a crash leaves a trace; the apply, with its run row, is one); an import opens
+        one around every snapshot it places, so it applies all of them or none."""
+        if self._open:
+            raise TransactionError("a transaction block was opened inside another; they do not nest")
+        transaction = self._connection.begin()
+        self._open = True
         try:
             yield
         except BaseException:
-            c.rollback()
+            transaction.rollback()
             raise
         else:
             if keep:
-                c.commit()
+                transaction.commit()
             else:
-                c.rollback()
+                transaction.rollback()
         finally:
-            self._one_transaction = False
-
-    def _commit(self) -> None:
-        """Commit a step's work, unless it is part of :meth:`one_transaction`."""
-        if not self._one_transaction:
-            self.connection.commit()
+            self._open = False
 
     @contextmanager
-    def _applying(self) -> Iterator[None]:
-        """The apply's transaction: its own, or the one :meth:`one_transaction` holds open;
-        either way it first confirms the channel is still locked by this sweep
-        (:class:`~sync.store.dialect.LockLost` otherwise, and nothing is applied)."""
-        if self._one_transaction:
-            self._lease.confirm(self.connection)
-            yield
-            return
-        if self.connection.in_transaction():
-            self.connection.commit()
-        with self.connection.begin():
-            self._lease.confirm(self.connection)
-            yield
+    def upkeep(self, failed: str) -> Iterator[None]:
+        """A transaction for upkeep of work already committed (fresh statistics after a large
+        apply): committed when the block ends; if anything in it fails, its commit included,
+        it is rolled back and ``failed`` is logged as a warning, never raised, so the upkeep
+        cannot turn work that succeeded into a failure."""
+        try:
+            with self.transaction():
+                yield
+        except Exception:
+            log.warning(failed, exc_info=True)
+
+    def confirm_lock(self) -> None:
+        """Raise :class:`~sync.store.dialect.LockLost` unless this sweep still holds the
+        channel's lock: the first statement of every apply, inside its transaction, so a sweep
+        whose lock ended while it paged applies nothing."""
+        self._lease.confirm(self.connection)
 
     # -- the run row -------------------------------------------------------------------
 
@@ -391,7 +417,6 @@ class LockedChannel:
             )
             .values(status=RunStatus.FAILED, finished_at=self.now(), error=_ABANDONED)
         )
-        self.connection.commit()
         return result.rowcount
 
     def seconds_since_last_start(self, *, count_failures: bool = True) -> float | None:
@@ -417,18 +442,17 @@ class LockedChannel:
             ).scalar_one_or_none()
         )
         age = None if last is None else (self.now() - last).total_seconds()
-        self.connection.commit()
         # A start in the future (written by such a host before 0008) says nothing of freshness.
         return age if age is None or age >= 0 else None
 
     def start_run(self, trigger: Trigger) -> int:
-        """Insert and commit the ``running`` row, so even a crash leaves a trace."""
+        """Insert the ``running`` row; the sweep commits it before anything else, so even a
+        crash leaves a trace."""
         run_id = self.connection.execute(
             sync_runs.insert()
             .values(**self._where, trigger=trigger, status=RunStatus.RUNNING, started_at=self.now())
             .returning(sync_runs.c.id)
         ).scalar_one()
-        self.connection.commit()
         return int(run_id)
 
     def finish_run(
@@ -440,16 +464,13 @@ class LockedChannel:
         diff: Diff | None = None,
         error: str | None = None,
     ) -> None:
-        """Record how a run ended that applied nothing (failed, held, dry_run)."""
-        if self.connection.in_transaction():
-            self.connection.rollback()
+        """Record how a run ended that applied nothing (failed, held, dry_run, cancelled)."""
         self.connection.execute(
             sync_runs.update()
             # Only a run still going: never rewrite one whose changes were already committed.
             .where(sync_runs.c.id == run_id, sync_runs.c.status == RunStatus.RUNNING)
             .values(status=status, finished_at=self.now(), pages_fetched=pages, error=error, **_counts(diff))
         )
-        self.connection.commit()
 
     def previous_success_start(self, *, complete_listing: bool = False) -> dt.datetime | None:
         """Start of the last succeeded sweep: every number it showed was there then, so a
@@ -491,7 +512,6 @@ class LockedChannel:
             .order_by(sync_runs.c.id.desc())
             .limit(1)
         ).scalar_one_or_none()
-        self.connection.commit()
         return None if found is None else int(found)
 
     def _first_success(self) -> bool:
@@ -598,7 +618,6 @@ class LockedChannel:
             .scalars()
             .all()
         )
-        self.connection.commit()
         for found in runs:
             yield int(found), self._changes_of(int(found))
 
@@ -613,7 +632,6 @@ class LockedChannel:
         params = {"a": self.account_sid, "c": self.channel, "r": run_id}
         for change, mobile in self.connection.execute(query, params, execution_options={"yield_per": 5000}):
             yield str(change), str(mobile)
-        self.connection.commit()
 
     def first_run(self) -> FirstRun | None:
         """The channel's earliest succeeded run (by time), or None for an empty channel."""
@@ -653,7 +671,6 @@ class LockedChannel:
             )
         ):
             learned.setdefault(channel, set()).add(code)
-        self.connection.commit()
         return learned
 
     # -- staging and diff --------------------------------------------------------------
@@ -676,7 +693,6 @@ class LockedChannel:
         c.execute(text(f"CREATE TEMPORARY TABLE {t.unconfirmed} (mobile {key} PRIMARY KEY)"))
         c.execute(text(f"CREATE TEMPORARY TABLE {t.rescued} (mobile {key} PRIMARY KEY)"))
         loaded = self.dialect.load(c, t.seen, rows)
-        self._commit()
         return Staged(self, loaded)
 
 
@@ -709,7 +725,6 @@ class Staged:
             )
         else:
             session.dialect.compare(c, seen=t.seen, added=t.added, removed=t.removed, where=session._where)
-        session._commit()
         comparison = Comparison(session, listed=self.rows, current=current)
         # Distinct numbers listed: the additions, and the entries that were not candidates.
         first = comparison.counts()
@@ -728,7 +743,6 @@ class Staged:
                 f"SELECT mobile, MAX(channel_type) FROM {t.seen} GROUP BY mobile ORDER BY mobile"
             )
         )
-        session._commit()
         return Rebase(session, first, listed=self.rows)
 
     def _count_current(self) -> int:
@@ -752,7 +766,6 @@ class Comparison:
     def __init__(self, session: LockedChannel, *, listed: int, current: int) -> None:
         self._session = session
         self._t = session._staging
-        self.connection = session.connection
         self.listed = listed  # rows the listing returned
         # The entries are counted once, by the diff: we hold the lock, so nobody changes them
         # before apply(), which checks its row counts anyway.
@@ -760,6 +773,10 @@ class Comparison:
         self._rescued = 0  # removal candidates the filter found still listed, by keep()
         # Rows that repeated a number listed elsewhere in the listing (set by Staged.diff).
         self.listed_twice = 0
+
+    @property
+    def connection(self) -> Connection:
+        return self._session.connection
 
     def counts(self) -> Diff:
         """The diff as it stands."""
@@ -832,7 +849,6 @@ class Comparison:
             move = f"INSERT INTO {t.rescued} SELECT mobile FROM {t.removed} WHERE mobile = :m"
             c.execute(text(move), mobiles)
             self._rescued += c.execute(text(f"DELETE FROM {t.removed} WHERE mobile = :m"), mobiles).rowcount
-            c.commit()
 
     def unconfirm(self, unproven: Iterable[str]) -> None:
         """Removal candidates whose absence could not be proven: kept as blocklisted, counted
@@ -843,7 +859,6 @@ class Comparison:
             move = f"INSERT INTO {t.unconfirmed} SELECT mobile FROM {t.removed} WHERE mobile = :m"
             c.execute(text(move), mobiles)
             c.execute(text(f"DELETE FROM {t.removed} WHERE mobile = :m"), mobiles)
-            c.commit()
 
     def changes(self) -> Iterator[tuple[str, str]]:
         """Every ('added' | 'removed', mobile) this sweep would apply, streamed."""
@@ -867,7 +882,8 @@ class Comparison:
         at: dt.datetime | None = None,
     ) -> None:
         """Apply additions and removals, append their events, mark what could not be proven,
-        learn the listing's ``channel_types`` and finish the run row, in one transaction.
+        learn the listing's ``channel_types`` and finish the run row, all in the caller's
+        transaction (the sweep opens one for this alone), after confirming the lock is held.
         Writes nothing to the stretches or events when nothing changed. An addition opens a
         stretch in ``blocklist_periods`` (the current entries are its open stretches) and a
         removal closes one, each beside its event: the history's two shapes cannot disagree.
@@ -896,90 +912,89 @@ class Comparison:
             "proven_at": previous,
             "initial_load": session._first_success(),
         }
-        with session._applying():
-            detected_at = at or session.now()
-            params["detected_at"] = detected_at
-            session.dialect.make_room_to_sort(c)  # see ORDER BY below
-            if diff.removed:
-                # The events first: their window reads the stretches they end.
-                _expect(
-                    diff.removed,
-                    "removed",
-                    c.execute(
-                        text(f"""
-                    INSERT INTO blocklist_events (account_sid, channel, mobile, change,
-                        detected_at, not_before, initial_load, run_id)
-                    SELECT :account_sid, :channel, r.mobile, 'removed', :detected_at,
-                        COALESCE(e.proven_present_at, :proven_at), :initial_load, :run_id
-                    FROM {t.removed} r
-                    JOIN blocklist_entries e
-                      ON e.account_sid = :account_sid AND e.channel = :channel AND e.mobile = r.mobile
-                    ORDER BY r.mobile""").bindparams(_DETECTED_AT, _PROVEN_AT),
-                        params,
-                    ).rowcount,
-                )
-                # The stretch ends: its removal's window begins where the last sweep that
-                # showed the number began.
-                _expect(
-                    diff.removed,
-                    "removed",
-                    c.execute(
-                        text(f"""
-                    UPDATE blocklist_periods
-                    SET removed_at = :detected_at,
-                        removed_not_before = COALESCE(proven_present_at, :proven_at),
-                        removed_run_id = :run_id, proven_present_at = NULL
-                    WHERE account_sid = :account_sid AND channel = :channel AND removed_at IS NULL
-                      AND mobile IN (SELECT mobile FROM {t.removed})""").bindparams(_DETECTED_AT, _PROVEN_AT),
-                        params,
-                    ).rowcount,
-                )
-            if diff.added:
-                _expect(
-                    diff.added,
-                    "added",
-                    c.execute(
-                        text(f"""
-                    INSERT INTO blocklist_periods
-                        (account_sid, channel, mobile, channel_type, added_at, added_not_before,
-                         initial_load, added_run_id)
-                    SELECT :account_sid, :channel, mobile, channel_type, :detected_at,
-                        :not_before, :initial_load, :run_id
-                    FROM {t.added}""").bindparams(_DETECTED_AT, _NOT_BEFORE),
-                        params,
-                    ).rowcount,
-                )
+        session.confirm_lock()
+        detected_at = at or session.now()
+        params["detected_at"] = detected_at
+        session.dialect.make_room_to_sort(c)  # see ORDER BY below
+        if diff.removed:
+            # The events first: their window reads the stretches they end.
+            _expect(
+                diff.removed,
+                "removed",
                 c.execute(
                     text(f"""
-                    INSERT INTO blocklist_events (account_sid, channel, mobile, change,
-                        detected_at, not_before, initial_load, run_id)
-                    SELECT :account_sid, :channel, mobile, 'added', :detected_at,
-                        :not_before, :initial_load, :run_id
-                    FROM {t.added}""").bindparams(_DETECTED_AT, _NOT_BEFORE),
+                INSERT INTO blocklist_events (account_sid, channel, mobile, change,
+                    detected_at, not_before, initial_load, run_id)
+                SELECT :account_sid, :channel, r.mobile, 'removed', :detected_at,
+                    COALESCE(e.proven_present_at, :proven_at), :initial_load, :run_id
+                FROM {t.removed} r
+                JOIN blocklist_entries e
+                  ON e.account_sid = :account_sid AND e.channel = :channel AND e.mobile = r.mobile
+                ORDER BY r.mobile""").bindparams(_DETECTED_AT, _PROVEN_AT),
                     params,
-                )
-            self._mark_unproven(params)
-            session.learn_channel_types(channel_types, run_id=run_id, at=detected_at)
-            c.execute(
-                sync_runs.update()
-                .where(sync_runs.c.id == run_id)
-                .values(
-                    status=RunStatus.SUCCEEDED,
-                    finished_at=params["detected_at"],
-                    pages_fetched=pages,
-                    error=None,
-                    **_counts(diff),
-                )
+                ).rowcount,
             )
-        if diff.added + diff.removed > max(10_000, diff.seen // 10) and not session._one_transaction:
-            # Autovacuum analyzes eventually; the next sweep's diff plans with these numbers.
-            # The changes are committed: nothing here may turn the run into a failure.
-            try:
-                c.execute(text("ANALYZE blocklist_periods"))
-                c.commit()
-            except Exception:
-                log.warning("ANALYZE blocklist_periods failed; autovacuum will do it", exc_info=True)
-                c.rollback()
+            # The stretch ends: its removal's window begins where the last sweep that
+            # showed the number began.
+            _expect(
+                diff.removed,
+                "removed",
+                c.execute(
+                    text(f"""
+                UPDATE blocklist_periods
+                SET removed_at = :detected_at,
+                    removed_not_before = COALESCE(proven_present_at, :proven_at),
+                    removed_run_id = :run_id, proven_present_at = NULL
+                WHERE account_sid = :account_sid AND channel = :channel AND removed_at IS NULL
+                  AND mobile IN (SELECT mobile FROM {t.removed})""").bindparams(_DETECTED_AT, _PROVEN_AT),
+                    params,
+                ).rowcount,
+            )
+        if diff.added:
+            _expect(
+                diff.added,
+                "added",
+                c.execute(
+                    text(f"""
+                INSERT INTO blocklist_periods
+                    (account_sid, channel, mobile, channel_type, added_at, added_not_before,
+                     initial_load, added_run_id)
+                SELECT :account_sid, :channel, mobile, channel_type, :detected_at,
+                    :not_before, :initial_load, :run_id
+                FROM {t.added}""").bindparams(_DETECTED_AT, _NOT_BEFORE),
+                    params,
+                ).rowcount,
+            )
+            c.execute(
+                text(f"""
+                INSERT INTO blocklist_events (account_sid, channel, mobile, change,
+                    detected_at, not_before, initial_load, run_id)
+                SELECT :account_sid, :channel, mobile, 'added', :detected_at,
+                    :not_before, :initial_load, :run_id
+                FROM {t.added}""").bindparams(_DETECTED_AT, _NOT_BEFORE),
+                params,
+            )
+        self._mark_unproven(params)
+        session.learn_channel_types(channel_types, run_id=run_id, at=detected_at)
+        c.execute(
+            sync_runs.update()
+            .where(sync_runs.c.id == run_id)
+            .values(
+                status=RunStatus.SUCCEEDED,
+                finished_at=params["detected_at"],
+                pages_fetched=pages,
+                error=None,
+                **_counts(diff),
+            )
+        )
+
+    def refresh_statistics(self, diff: Diff) -> None:
+        """After a large change (over 10,000 numbers, and a tenth of the channel), fresh
+        statistics of the stretches: autovacuum analyzes eventually, but the next sweep's diff
+        plans with these numbers. Run after the apply is committed, in a transaction of its
+        own that may fail harmlessly (:meth:`LockedChannel.upkeep`)."""
+        if diff.added + diff.removed > max(10_000, diff.seen // 10):
+            self.connection.execute(text("ANALYZE blocklist_periods"))
 
     def _mark_unproven(self, params: Mapping[str, object]) -> None:
         """Within :meth:`apply`: numbers this sweep's listing did not show (unconfirmed, or
@@ -1045,8 +1060,11 @@ class Rebase:
         self._session = session
         self._first = first
         self._t = session._staging
-        self.connection = session.connection
         self.listed = listed
+
+    @property
+    def connection(self) -> Connection:
+        return self._session.connection
 
     def _params(self, **more: object) -> dict[str, object]:
         return {**self._session._where, "first": self._first.run_id, **more}
@@ -1100,7 +1118,8 @@ class Rebase:
         self, run_id: int, *, at: dt.datetime, counts: RebaseCounts, channel_types: Iterable[str] = ()
     ) -> None:
         """Write the snapshot's stretches and rewrite the earliest run's, append this run's
-        events and finish its run row, in one transaction (with the checked row counts)."""
+        events and finish its run row, with the checked row counts, in the caller's transaction
+        (the import's, around every snapshot it places), after confirming the lock is held."""
         c, t, session, first = self.connection, self._t, self._session, self._first
         params = self._params(run_id=run_id, at=at, first_at=first.finished_at)
 
@@ -1109,89 +1128,89 @@ class Rebase:
             names = [name for name in ("at", "first_at") if f":{name}" in sql]
             return text(sql).bindparams(*(bindparam(name, type_=UtcTime) for name in names))
 
-        with session._applying():
-            # Numbers gone by the earliest run: a stretch from this snapshot to that run.
-            _expect(
-                counts.gone,
-                "gone",
-                c.execute(
-                    stamped(f"""
-                INSERT INTO blocklist_periods
-                    (account_sid, channel, mobile, channel_type, added_at, added_not_before,
-                     removed_at, removed_not_before, initial_load, added_run_id, removed_run_id)
-                SELECT :account_sid, :channel, a.mobile, a.channel_type, :at, NULL,
-                    :first_at, :at, TRUE, :run_id, :first
-                FROM {t.added} a
-                WHERE NOT EXISTS (
-                    SELECT 1 FROM blocklist_periods p
-                    WHERE p.account_sid = :account_sid AND p.channel = :channel
-                      AND p.added_run_id = :first AND p.mobile = a.mobile)"""),
-                    params,
-                ).rowcount,
-            )
-            # Numbers both list: the stretch began by this snapshot, the initial load now its.
-            _expect(
-                counts.continuing,
-                "continuing",
-                c.execute(
-                    stamped(f"""
-                UPDATE blocklist_periods
-                SET added_at = :at, added_not_before = NULL, initial_load = TRUE, added_run_id = :run_id
-                WHERE account_sid = :account_sid AND channel = :channel AND added_run_id = :first
-                  AND mobile IN (SELECT mobile FROM {t.added})"""),
-                    params,
-                ).rowcount,
-            )
-            # The rest of the earliest run's numbers were not listed then: added in between.
-            _expect(
-                counts.arrived,
-                "arrived",
-                c.execute(
-                    stamped("""
-                UPDATE blocklist_periods SET initial_load = FALSE, added_not_before = :at
-                WHERE account_sid = :account_sid AND channel = :channel AND added_run_id = :first
-                """),
-                    params,
-                ).rowcount,
-            )
+        session.confirm_lock()
+        # Numbers gone by the earliest run: a stretch from this snapshot to that run.
+        _expect(
+            counts.gone,
+            "gone",
             c.execute(
                 stamped(f"""
-                INSERT INTO blocklist_events (account_sid, channel, mobile, change, detected_at,
-                    not_before, initial_load, run_id)
-                SELECT :account_sid, :channel, mobile, 'added', :at, NULL, TRUE, :run_id
-                FROM {t.added}"""),
+            INSERT INTO blocklist_periods
+                (account_sid, channel, mobile, channel_type, added_at, added_not_before,
+                 removed_at, removed_not_before, initial_load, added_run_id, removed_run_id)
+            SELECT :account_sid, :channel, a.mobile, a.channel_type, :at, NULL,
+                :first_at, :at, TRUE, :run_id, :first
+            FROM {t.added} a
+            WHERE NOT EXISTS (
+                SELECT 1 FROM blocklist_periods p
+                WHERE p.account_sid = :account_sid AND p.channel = :channel
+                  AND p.added_run_id = :first AND p.mobile = a.mobile)"""),
                 params,
-            )
+            ).rowcount,
+        )
+        # Numbers both list: the stretch began by this snapshot, the initial load now its.
+        _expect(
+            counts.continuing,
+            "continuing",
+            c.execute(
+                stamped(f"""
+            UPDATE blocklist_periods
+            SET added_at = :at, added_not_before = NULL, initial_load = TRUE, added_run_id = :run_id
+            WHERE account_sid = :account_sid AND channel = :channel AND added_run_id = :first
+              AND mobile IN (SELECT mobile FROM {t.added})"""),
+                params,
+            ).rowcount,
+        )
+        # The rest of the earliest run's numbers were not listed then: added in between.
+        _expect(
+            counts.arrived,
+            "arrived",
             c.execute(
                 stamped("""
-                INSERT INTO blocklist_events (account_sid, channel, mobile, change, detected_at,
-                    not_before, initial_load, run_id)
-                SELECT account_sid, channel, mobile, 'removed', :first_at, :at, FALSE, :run_id
-                FROM blocklist_periods
-                WHERE account_sid = :account_sid AND channel = :channel AND added_run_id = :run_id
-                  AND removed_run_id = :first
-                ORDER BY mobile"""),
+            UPDATE blocklist_periods SET initial_load = FALSE, added_not_before = :at
+            WHERE account_sid = :account_sid AND channel = :channel AND added_run_id = :first
+            """),
                 params,
+            ).rowcount,
+        )
+        c.execute(
+            stamped(f"""
+            INSERT INTO blocklist_events (account_sid, channel, mobile, change, detected_at,
+                not_before, initial_load, run_id)
+            SELECT :account_sid, :channel, mobile, 'added', :at, NULL, TRUE, :run_id
+            FROM {t.added}"""),
+            params,
+        )
+        c.execute(
+            stamped("""
+            INSERT INTO blocklist_events (account_sid, channel, mobile, change, detected_at,
+                not_before, initial_load, run_id)
+            SELECT account_sid, channel, mobile, 'removed', :first_at, :at, FALSE, :run_id
+            FROM blocklist_periods
+            WHERE account_sid = :account_sid AND channel = :channel AND added_run_id = :run_id
+              AND removed_run_id = :first
+            ORDER BY mobile"""),
+            params,
+        )
+        session.learn_channel_types(channel_types, run_id=run_id, at=at)
+        c.execute(
+            sync_runs.update()
+            .where(sync_runs.c.id == run_id)
+            .values(
+                status=RunStatus.SUCCEEDED,
+                finished_at=at,
+                pages_fetched=0,
+                error=None,
+                entries_seen=counts.numbers,
+                added=counts.numbers,
+                removed=counts.gone,
+                rejected=0,
+                unconfirmed=0,
+                rescued=0,
+                listing_complete=True,
+                rewritten=counts.rewritten,
             )
-            session.learn_channel_types(channel_types, run_id=run_id, at=at)
-            c.execute(
-                sync_runs.update()
-                .where(sync_runs.c.id == run_id)
-                .values(
-                    status=RunStatus.SUCCEEDED,
-                    finished_at=at,
-                    pages_fetched=0,
-                    error=None,
-                    entries_seen=counts.numbers,
-                    added=counts.numbers,
-                    removed=counts.gone,
-                    rejected=0,
-                    unconfirmed=0,
-                    rescued=0,
-                    listing_complete=True,
-                    rewritten=counts.rewritten,
-                )
-            )
+        )
 
 
 class ApplyMismatch(Exception):
