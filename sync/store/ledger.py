@@ -169,6 +169,17 @@ class RunLedger:
             )
         )
 
+    def record_success(
+        self, run_id: int, *, at: dt.datetime, pages: int, **counts: int | bool | None
+    ) -> None:
+        """Within an apply, its last write: the run succeeded at ``at`` (its changes'
+        ``detected_at``), with what it counted."""
+        self.connection.execute(
+            sync_runs.update()
+            .where(_runs.id == run_id)
+            .values(status=RunStatus.SUCCEEDED, finished_at=at, pages_fetched=pages, error=None, **counts)
+        )
+
     # -- what a sweep reads of the runs before it ------------------------------------------
 
     def seconds_since_last_start(self, *, count_failures: bool = True) -> float | None:

@@ -13,13 +13,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection, TextClause, bindparam, text
+from sqlalchemy import Connection, text
 
 from sync.store import channel_types as channel_types_of
-from sync.store.apply import _expect
+from sync.store.apply import Step, run_steps
 from sync.store.ledger import FirstRun
-from sync.store.schema import UtcTime, sync_runs
-from sync.vocabulary import RunStatus
 
 if TYPE_CHECKING:
     from sync.store.session import LockedChannel
@@ -126,94 +124,62 @@ class Rebase:
         """Write the snapshot's stretches and rewrite the earliest run's, append this run's
         events and finish its run row, with the checked row counts, in the caller's transaction
         (the import's, around every snapshot it places), after confirming the lock is held."""
-        c, t, session, first = self.connection, self._t, self._session, self._first
+        session, first = self._session, self._first
         params = self._params(run_id=run_id, at=at, first_at=first.finished_at)
-
-        def stamped(sql: str) -> TextClause:
-            """The statement, its times typed (each dialect stores them as timestamps)."""
-            names = [name for name in ("at", "first_at") if f":{name}" in sql]
-            return text(sql).bindparams(*(bindparam(name, type_=UtcTime) for name in names))
-
         session.confirm_lock()
-        # Numbers gone by the earliest run: a stretch from this snapshot to that run.
-        _expect(
-            counts.gone,
-            "gone",
-            c.execute(
-                stamped(f"""
-            INSERT INTO blocklist_periods
-                (account_sid, channel, mobile, channel_type, added_at, added_not_before,
-                 removed_at, removed_not_before, initial_load, added_run_id, removed_run_id)
-            SELECT :account_sid, :channel, a.mobile, a.channel_type, :at, NULL,
-                :first_at, :at, TRUE, :run_id, :first
-            FROM {t.added} a
-            WHERE NOT EXISTS (
-                SELECT 1 FROM blocklist_periods p
-                WHERE p.account_sid = :account_sid AND p.channel = :channel
-                  AND p.added_run_id = :first AND p.mobile = a.mobile)"""),
-                params,
-            ).rowcount,
-        )
-        # Numbers both list: the stretch began by this snapshot, the initial load now its.
-        _expect(
-            counts.continuing,
-            "continuing",
-            c.execute(
-                stamped(f"""
-            UPDATE blocklist_periods
-            SET added_at = :at, added_not_before = NULL, initial_load = TRUE, added_run_id = :run_id
-            WHERE account_sid = :account_sid AND channel = :channel AND added_run_id = :first
-              AND mobile IN (SELECT mobile FROM {t.added})"""),
-                params,
-            ).rowcount,
-        )
-        # The rest of the earliest run's numbers were not listed then: added in between.
-        _expect(
-            counts.arrived,
-            "arrived",
-            c.execute(
-                stamped("""
-            UPDATE blocklist_periods SET initial_load = FALSE, added_not_before = :at
-            WHERE account_sid = :account_sid AND channel = :channel AND added_run_id = :first
-            """),
-                params,
-            ).rowcount,
-        )
-        c.execute(
-            stamped(f"""
-            INSERT INTO blocklist_events (account_sid, channel, mobile, change, detected_at,
-                not_before, initial_load, run_id)
-            SELECT :account_sid, :channel, mobile, 'added', :at, NULL, TRUE, :run_id
-            FROM {t.added}"""),
-            params,
-        )
-        c.execute(
-            stamped("""
-            INSERT INTO blocklist_events (account_sid, channel, mobile, change, detected_at,
-                not_before, initial_load, run_id)
-            SELECT account_sid, channel, mobile, 'removed', :first_at, :at, FALSE, :run_id
-            FROM blocklist_periods
-            WHERE account_sid = :account_sid AND channel = :channel AND added_run_id = :run_id
-              AND removed_run_id = :first
-            ORDER BY mobile"""),
-            params,
-        )
+        run_steps(self.connection, self._steps(counts), params)
         channel_types_of.learn(session, channel_types, run_id=run_id, at=at)
-        c.execute(
-            sync_runs.update()
-            .where(sync_runs.c.id == run_id)
-            .values(
-                status=RunStatus.SUCCEEDED,
-                finished_at=at,
-                pages_fetched=0,
-                error=None,
-                entries_seen=counts.numbers,
-                added=counts.numbers,
-                removed=counts.gone,
-                rejected=0,
-                unconfirmed=0,
-                rescued=0,
-                listing_complete=True,
-                rewritten=counts.rewritten,
-            )
+        session.record_success(
+            run_id,
+            at=at,
+            pages=0,
+            entries_seen=counts.numbers,
+            added=counts.numbers,
+            removed=counts.gone,
+            rejected=0,
+            unconfirmed=0,
+            rescued=0,
+            listing_complete=True,
+            rewritten=counts.rewritten,
         )
+
+    def _steps(self, counts: RebaseCounts) -> list[Step]:
+        """The statements of :meth:`apply`, in order: the stretches, then this run's events."""
+        t = self._t
+        return [
+            # Numbers gone by the earliest run: a stretch from this snapshot to that run.
+            Step("gone", counts.gone).runs(f"""
+                INSERT INTO blocklist_periods
+                    (account_sid, channel, mobile, channel_type, added_at, added_not_before,
+                     removed_at, removed_not_before, initial_load, added_run_id, removed_run_id)
+                SELECT :account_sid, :channel, a.mobile, a.channel_type, :at, NULL,
+                    :first_at, :at, TRUE, :run_id, :first
+                FROM {t.added} a
+                WHERE NOT EXISTS (
+                    SELECT 1 FROM blocklist_periods p
+                    WHERE p.account_sid = :account_sid AND p.channel = :channel
+                      AND p.added_run_id = :first AND p.mobile = a.mobile)"""),
+            # Numbers both list: the stretch began by this snapshot, the initial load now its.
+            Step("continuing", counts.continuing).runs(f"""
+                UPDATE blocklist_periods
+                SET added_at = :at, added_not_before = NULL, initial_load = TRUE, added_run_id = :run_id
+                WHERE account_sid = :account_sid AND channel = :channel AND added_run_id = :first
+                  AND mobile IN (SELECT mobile FROM {t.added})"""),
+            # The rest of the earliest run's numbers were not listed then: added in between.
+            Step("arrived", counts.arrived).runs("""
+                UPDATE blocklist_periods SET initial_load = FALSE, added_not_before = :at
+                WHERE account_sid = :account_sid AND channel = :channel AND added_run_id = :first"""),
+            Step("added events").runs(f"""
+                INSERT INTO blocklist_events (account_sid, channel, mobile, change, detected_at,
+                    not_before, initial_load, run_id)
+                SELECT :account_sid, :channel, mobile, 'added', :at, NULL, TRUE, :run_id
+                FROM {t.added}"""),
+            Step("removed events").runs("""
+                INSERT INTO blocklist_events (account_sid, channel, mobile, change, detected_at,
+                    not_before, initial_load, run_id)
+                SELECT account_sid, channel, mobile, 'removed', :first_at, :at, FALSE, :run_id
+                FROM blocklist_periods
+                WHERE account_sid = :account_sid AND channel = :channel AND added_run_id = :run_id
+                  AND removed_run_id = :first
+                ORDER BY mobile"""),
+        ]
