@@ -16,8 +16,11 @@ means, and are written here only:
   before a sweep of last week, so it is the newest only while no sweep has succeeded.
 
 :class:`RunLedger` asks these of one locked channel (its run rows, the windows a sweep's
-changes are dated in, where an import may go); :func:`run_window` and :func:`failed_in_a_row`
-of every channel, for the run summary and the metrics.
+changes are dated in, where an import may go); :func:`last_successes`, :func:`run_window` and
+:func:`failed_in_a_row` of every channel, for ``lookup``, the run summary and the metrics. The
+``blocklist_sync_health`` view, which ``status``, the metrics and the dashboards read, states the
+same last sweep and last success in SQL, frozen in its migration (0010);
+``tests/test_ledger.py`` holds the two together.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from sqlalchemy import ColumnElement, Connection, case, func, select, text
 
@@ -37,11 +40,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FirstRun",
+    "LastSuccess",
     "RunLedger",
     "Source",
     "as_utc",
     "failed_in_a_row",
     "imported",
+    "last_successes",
     "last_sweep_first",
     "newest_first",
     "run_window",
@@ -336,6 +341,52 @@ class RunLedger:
 
 
 # -- every channel's, for lookup, the run summary and the metrics -----------------------
+
+
+class LastSuccess(NamedTuple):
+    """A channel's newest succeeded run (:func:`newest_first`), as ``lookup`` answers as of it."""
+
+    account_sid: str
+    channel: str
+    finished_at: dt.datetime
+    listing_complete: bool | None
+    first_sweep: dt.datetime  # the start of the channel's earliest succeeded run
+    imported: bool  # the newest is an import: the channel has had no sweep
+
+
+def last_successes(connection: Connection) -> list[LastSuccess]:
+    """Each channel's newest succeeded run, by account and channel."""
+    channel = (_runs.account_sid, _runs.channel)
+    ranked = (
+        select(
+            _runs.account_sid,
+            _runs.channel,
+            _runs.finished_at,
+            _runs.listing_complete,
+            func.min(_runs.started_at).over(partition_by=channel).label("first_sweep"),
+            imported().label("imported"),
+            func.row_number().over(partition_by=channel, order_by=newest_first()).label("newest"),
+        )
+        .where(_runs.status == RunStatus.SUCCEEDED)
+        .subquery()
+    )
+    r = ranked.c
+    query = (
+        select(r.account_sid, r.channel, r.finished_at, r.listing_complete, r.first_sweep, r.imported)
+        .where(r.newest == 1)
+        .order_by(r.account_sid, r.channel)
+    )
+    return [
+        LastSuccess(
+            str(sid),
+            str(name),
+            as_utc(finished) or finished,
+            None if complete is None else bool(complete),
+            as_utc(first) or first,
+            bool(was),
+        )
+        for sid, name, finished, complete, first, was in connection.execute(query)
+    ]
 
 
 def run_window(connection: Connection, run_id: int) -> tuple[dt.datetime | None, dt.datetime | None]:
