@@ -16,8 +16,8 @@ from sqlalchemy import Connection, text
 
 from sync import views  # noqa: F401 - registers op.create_view, op.drop_view, op.replace_view
 from sync.database import engine_schema, make_engine, resolve_database_url
-from sync.schema import metadata
 from sync.settings import SCHEMA_SETTING, parse_schema
+from sync.store.schema import metadata
 
 config = context.config
 

@@ -195,25 +195,28 @@ class _Import:
         self.learned: dict[str, set[str]] = {}
 
     def run(self, snapshots: list[Snapshot], files: dict[Snapshot, ExportFile]) -> list[ImportResult]:
+        """Where each snapshot goes, read first; then every snapshot placed in one transaction,
+        committed at its end (rolled back for ``--dry-run``, and whatever raised)."""
         session = self.session
         results: list[ImportResult] = []
         todo = []
-        for snapshot in sorted(snapshots, key=lambda s: s.at):
-            done = session.imported_run(files[snapshot].sha256, snapshot.at)
-            if done is None:
-                todo.append(snapshot)
-            else:
-                results.append(
-                    ImportResult(
-                        snapshot,
-                        f"{files[snapshot].name}: already imported as run {done} (same SHA-256, account, "
-                        "channel and time); nothing to do",
-                        run_id=done,
+        with session.transaction():
+            for snapshot in sorted(snapshots, key=lambda s: s.at):
+                done = session.imported_run(files[snapshot].sha256, snapshot.at)
+                if done is None:
+                    todo.append(snapshot)
+                else:
+                    results.append(
+                        ImportResult(
+                            snapshot,
+                            f"{files[snapshot].name}: already imported as run {done} (same SHA-256, "
+                            "account, channel and time); nothing to do",
+                            run_id=done,
+                        )
                     )
-                )
-        before, after = self._places(todo, files)
-        self.learned = session.channel_types()
-        with session.one_transaction(keep=not self.options.dry_run):
+            before, after = self._places(todo, files)
+            self.learned = session.channel_types()
+        with session.transaction(keep=not self.options.dry_run):
             for snapshot in sorted(before, key=lambda s: s.at, reverse=True):
                 results.append(self._before(snapshot, files[snapshot]))
             for snapshot in sorted(after, key=lambda s: s.at):

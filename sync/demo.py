@@ -16,10 +16,10 @@ from sqlalchemy import select
 
 from sync import database
 from sync.run import client_for, sweep_accounts, worst_exit_code
-from sync.schema import blocklist_events
 from sync.settings import CHANNELS, Account
 from sync.simulator import Simulator
 from sync.store import Store
+from sync.store.schema import blocklist_events
 from sync.sweep import SweepOptions, SweepResult
 from sync.vocabulary import Trigger
 

@@ -26,7 +26,8 @@ from enum import StrEnum
 from sqlalchemy import Connection, Engine, bindparam, text
 
 from sync.readings import Reading, UnreadableNumber
-from sync.vocabulary import ExitCode, RunStatus
+from sync.store import last_successes
+from sync.vocabulary import ExitCode
 
 __all__ = [
     "AsOf",
@@ -172,23 +173,7 @@ def look_up(
     answered with its error and no history."""
     reports = []
     with engine.connect() as connection:
-        swept = connection.execute(
-            text(
-                "SELECT r.account_sid, r.channel, r.finished_at, r.listing_complete, "
-                "(SELECT MIN(f.started_at) FROM sync_runs f WHERE f.account_sid = r.account_sid "
-                "AND f.channel = r.channel AND f.status = :status) AS first_sweep, "
-                f"{_IMPORTED.format(run='r')} AS imported FROM sync_runs r "
-                # The last sweep by id; an import (placed in the past, numbered later) only when
-                # the channel has had no sweep.
-                "WHERE r.id = COALESCE((SELECT MAX(x.id) FROM sync_runs x WHERE x.account_sid = "
-                "r.account_sid AND x.channel = r.channel AND x.status = :status "
-                f"AND NOT {_IMPORTED.format(run='x')}), (SELECT x.id FROM sync_runs x "
-                "WHERE x.account_sid = r.account_sid AND x.channel = r.channel AND x.status = :status "
-                f"AND {_IMPORTED.format(run='x')} ORDER BY x.finished_at DESC, x.id DESC LIMIT 1)) "
-                "ORDER BY r.account_sid, r.channel"
-            ),
-            {"status": RunStatus.SUCCEEDED},
-        ).all()
+        swept = last_successes(connection)  # what each channel is answered as of: the run ledger's
         for reading in readings:
             if isinstance(reading, UnreadableNumber):
                 reports.append(NumberReport(reading.raw, None, None, None, [], error=str(reading)))

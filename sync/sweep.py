@@ -25,6 +25,11 @@ When in doubt, apply nothing and say why: every path that does not reach step 6 
 ``blocklist_entries`` and ``blocklist_events`` exactly as they were. What a vendor answer cannot
 prove is kept as it was, not guessed; what it can prove is :mod:`sync.proof`'s to judge, and
 this module is the order in which those checks are asked.
+
+The sweep owns the transactions, the store commits nothing on its own
+(:meth:`~sync.store.LockedChannel.transaction`): each step below that touches the database is
+one transaction (:func:`_one_transaction`, or a ``with`` block where a step holds several), and
+none is left open while Kaleyra is asked about removal candidates.
 """
 
 from __future__ import annotations
@@ -33,9 +38,11 @@ import datetime as dt
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from functools import wraps
+from typing import Concatenate, ParamSpec, TypeVar
 
 from sync.counters import COUNTS
 from sync.guard import GuardLimits, removal_hold
@@ -204,6 +211,56 @@ ChangeCallback = Callable[[str, str, str, str], None]  # (account, channel, 'add
 StartCallback = Callable[[str, str, int], None]
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _one_transaction(step: Callable[Concatenate[_Sweep, _P], _R]) -> Callable[Concatenate[_Sweep, _P], _R]:
+    """A step of the sweep that is one transaction of its session: what it wrote is committed
+    when it returns, and rolled back if it raises."""
+
+    @wraps(step)
+    def in_a_transaction(sweep: _Sweep, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with sweep.session.transaction():
+            return step(sweep, *args, **kwargs)
+
+    return in_a_transaction
+
+
+class _InTransactions:
+    """The comparison as the removal checks ask it (:class:`sync.proof.Candidates`), each
+    read and each verdict a transaction of its own, so that none is open while Kaleyra is
+    asked about what was read."""
+
+    def __init__(self, session: LockedChannel, comparison: Comparison) -> None:
+        self._session, self._comparison = session, comparison
+
+    def removal_candidates(self, batch: int) -> Iterator[list[str]]:
+        pages = self._comparison.removal_candidates(batch)
+        while True:
+            with self._session.transaction():
+                page = next(pages, None)
+            if page is None:
+                return
+            yield page
+
+    def listed_sample(self, size: int) -> list[str]:
+        with self._session.transaction():
+            return self._comparison.listed_sample(size)
+
+    def newest_listed(self, size: int) -> list[str]:
+        with self._session.transaction():
+            return self._comparison.newest_listed(size)
+
+    def keep(self, present: Iterable[str]) -> None:
+        with self._session.transaction():
+            self._comparison.keep(present)
+
+    def unconfirm(self, unproven: Iterable[str]) -> None:
+        with self._session.transaction():
+            self._comparison.unconfirm(unproven)
+
+
 def sweep_channel(
     client: KaleyraClient,
     store: Store,
@@ -261,7 +318,8 @@ class _Sweep:
         skipped = self._applied_already() or self._swept_moments_ago()
         if skipped is not None:
             return skipped
-        run_id = self.session.start_run(self.options.trigger)
+        with self.session.transaction():  # committed before the first page: a crash leaves a trace
+            run_id = self.session.start_run(self.options.trigger)
         self.context["run_id"] = run_id
         log.info("sweep started (%s)", self.options.trigger, extra=self.context)
         try:
@@ -278,6 +336,7 @@ class _Sweep:
             result = replace(result, message=_finished_despite_stop(result, self.halt.stop))
         return result
 
+    @_one_transaction
     def _close_abandoned_runs(self) -> None:
         """Step 2: we hold the lock, so a run still ``running`` is a dead process's (SIGKILL,
         OOM, a lost node). It is closed before :meth:`_swept_moments_ago` judges when the
@@ -287,6 +346,7 @@ class _Sweep:
         if abandoned:
             log.warning("marked %d abandoned run(s) as failed", abandoned, extra=self.context)
 
+    @_one_transaction
     def _applied_already(self) -> SweepResult | None:
         """A plan applies once: under ``--force --plan``, the result of a channel whose plan a
         sweep since its dry run applied exactly (the same numbers added and removed), or None
@@ -308,6 +368,7 @@ class _Sweep:
             "written. To review changes since, make a new plan with --dry-run --plan-out",
         )
 
+    @_one_transaction
     def _swept_moments_ago(self) -> SweepResult | None:
         """Step 2's skip (scheduler replicas, shards): the result of a channel swept moments
         ago, by this process or another, or None to sweep it."""
@@ -344,6 +405,7 @@ class _Sweep:
             return self._hold(run_id, diff, f"{refused}. Nothing was applied; review it again with --dry-run")
         return self._apply(comparison, run_id, diff)
 
+    @_one_transaction
     def _stage(self) -> Staged:
         """Step 3: stream every page into the staging table."""
         # Read before the load, which holds the session until the last page.
@@ -393,6 +455,7 @@ class _Sweep:
                 )
             )
 
+    @_one_transaction
     def _diff(self, staged: Staged) -> tuple[Comparison, Diff]:
         """Step 4: additions and removal candidates, in SQL."""
         with self.progress.timed("diff"):
@@ -402,12 +465,14 @@ class _Sweep:
     def _held_unconfirmed(self, staged: Staged, diff: Diff) -> str | None:
         """Step 4's holds, before any request is spent confirming removals: an empty listing
         over a full table, or rows that say they are another channel's (:func:`listing_hold`)."""
+        with self.session.transaction():  # read before any request: none waits on Kaleyra
+            learned = self.session.channel_types()
         return listing_hold(
             self.channel,
             staged.rows,
             diff.current,
             self.progress.listing.codes,
-            self.session.channel_types(),
+            learned,
             elsewhere=lambda: codes_elsewhere(self.client, self.channel, self.halt),
         )
 
@@ -416,8 +481,10 @@ class _Sweep:
         progress = self.progress
         with progress.timed("verify"):
             forced = self.options.review.checks_removals_as_forced
-            confirm_removals(self.client, comparison, self.channel, self.halt, forced=forced)
-            diff = replace(comparison.counts(), rejected=progress.rejected)
+            candidates = _InTransactions(self.session, comparison)
+            confirm_removals(self.client, candidates, self.channel, self.halt, forced=forced)
+            with self.session.transaction():
+                diff = replace(comparison.counts(), rejected=progress.rejected)
             complete, moved = listing_completeness(
                 repeated=progress.repeated,
                 listed_twice=comparison.listed_twice,
@@ -435,6 +502,7 @@ class _Sweep:
         )
         return diff
 
+    @_one_transaction
     def _review(self, comparison: Comparison, run_id: int, diff: Diff, held: str | None) -> SweepResult:
         """``--dry-run``: report each change and what the guard would do, and, for a review
         that writes a plan, the plan that approves exactly these changes; apply nothing."""
@@ -470,6 +538,7 @@ class _Sweep:
             run_id=run_id,
         )
 
+    @_one_transaction
     def _unapproved(self, comparison: Comparison, diff: Diff, held: str | None) -> str | None:
         """Under ``--force``: how this sweep's changes differ from what the operator approved
         (``--expect-removed``, ``--plan``), or None to apply them. A plain ``--force`` approves
@@ -497,6 +566,7 @@ class _Sweep:
             )
         return approval.differences(found)
 
+    @_one_transaction
     def _hold(self, run_id: int, diff: Diff, message: str) -> SweepResult:
         """Step 6's guard, or a ``--force`` whose sweep is not what was approved: held,
         nothing applied."""
@@ -504,11 +574,15 @@ class _Sweep:
         return self._result(Outcome.HELD, run_id, diff, message)
 
     def _apply(self, comparison: Comparison, run_id: int, diff: Diff) -> SweepResult:
-        """Step 6: apply everything, and the run row, in one transaction."""
+        """Step 6: apply everything, and the run row, in one transaction; then, after a large
+        change, fresh statistics in another, whose failure cannot fail the committed run."""
         self.halt.check("about to apply")
         with self.progress.timed("apply"):
             learned = self.progress.listing.learned()
-            comparison.apply(run_id, pages=self.progress.pages, diff=diff, channel_types=learned)
+            with self.session.transaction():
+                comparison.apply(run_id, pages=self.progress.pages, diff=diff, channel_types=learned)
+            with self.session.upkeep("ANALYZE blocklist_periods failed; autovacuum will do it"):
+                comparison.refresh_statistics(diff)
         return self._result(Outcome.SUCCEEDED, run_id, diff)
 
     def _result(self, outcome: Outcome, run_id: int, diff: Diff, message: str | None = None) -> SweepResult:
@@ -530,8 +604,9 @@ class _Sweep:
         cancelled = stop.is_set() and isinstance(exc, Stopped | Cancelled | KeyboardInterrupt | SystemExit)
         reason = stop_reason(stop) if cancelled else _reason(exc, self.halt)
         outcome = Outcome.CANCELLED if cancelled else Outcome.FAILED
-        try:
-            self.session.finish_run(run_id, outcome.run_status, pages=self.progress.pages, error=reason)
+        try:  # the step that raised rolled its own transaction back
+            with self.session.transaction():
+                self.session.finish_run(run_id, outcome.run_status, pages=self.progress.pages, error=reason)
         except Exception:  # the database itself may be what failed
             log.exception(
                 "could not mark run %s %s; the next run will mark it failed",

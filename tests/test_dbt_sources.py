@@ -4,7 +4,7 @@ freshness check means what it says.
 A source that names a column the database does not have fails the analyst's first ``dbt
 run``; one that leaves a table or view out leaves it undocumented in ``dbt docs``. So each
 relation it declares is compared, column by column and in order, with the tables in
-``sync/schema.py`` and with a migrated database (the views), and every relation of ours in the
+``sync/store/schema.py`` and with a migrated database (the views), and every relation of ours in the
 database must be declared.
 """
 
@@ -19,16 +19,16 @@ import yaml
 from sqlalchemy import Engine
 
 from sync import database
-from sync.schema import metadata
 from sync.simulator import Simulator
 from sync.store import Store
+from sync.store.schema import metadata
 from sync.vocabulary import Outcome
 from tests.conftest import REPO, rows, sweep
 
 SOURCES = REPO / "dbt" / "sources.yml"
 
 # The intervals table of issue 18, with its columns as agreed, until a migration adds it to
-# sync/schema.py and the database: from then on the table itself is the reference, and a
+# sync/store/schema.py and the database: from then on the table itself is the reference, and a
 # column here it does not have (or one it has, missing here) fails the tests below.
 PENDING = {
     "blocklist_periods": [
@@ -93,14 +93,14 @@ def test_freshness_is_on_the_last_succeeded_sweep() -> None:
 
 
 def test_every_declared_table_is_a_table_of_the_schema() -> None:
-    """Without a database: the tables against sync/schema.py, the pending one against the
+    """Without a database: the tables against sync/store/schema.py, the pending one against the
     agreed list; views are checked against a migrated database below."""
     for name, columns in declared().items():
         if name in metadata.tables:
             assert columns == [c.name for c in metadata.tables[name].columns], name
         elif name in PENDING:
             assert columns == PENDING[name], name
-    assert set(metadata.tables) <= set(declared()), "a table of sync/schema.py is not declared"
+    assert set(metadata.tables) <= set(declared()), "a table of sync/store/schema.py is not declared"
 
 
 def relation_columns(engine: Engine) -> dict[str, list[str]]:

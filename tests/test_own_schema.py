@@ -22,9 +22,9 @@ from psycopg import sql
 from sqlalchemy import Engine
 
 from sync import database
-from sync.schema import metadata
 from sync.simulator import Simulator
 from sync.store import Store
+from sync.store.schema import metadata
 from sync.sweep import Outcome
 from tests.conftest import PG_SERVER, cli_env, invoke, numbers, rows, sweep
 

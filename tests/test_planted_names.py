@@ -20,9 +20,9 @@ from psycopg import sql
 from sqlalchemy import Engine
 
 from sync import database
-from sync.dialect import LockLost
 from sync.simulator import Simulator
 from sync.store import Store
+from sync.store.dialect import LockLost
 from sync.vocabulary import Trigger
 from tests.conftest import PG_SERVER, cli_env, entries, invoke, numbers, rows, wait_for
 
@@ -150,8 +150,9 @@ def test_a_sweep_whose_lock_session_was_ended_applies_nothing(
     """The lock is held by a second session of the sweep; if a DBA (or a server timeout) ends
     that session, another sweep may take the channel, so this one must not apply."""
     with store.lock_channel(sim.sid, "sms") as session:
-        run_id = session.start_run(Trigger.MANUAL)
-        comparison = session.stage([("+919000000001", None), ("+919000000002", None)]).diff()
+        with session.transaction():
+            run_id = session.start_run(Trigger.MANUAL)
+            comparison = session.stage([("+919000000001", None), ("+919000000002", None)]).diff()
         [(holder,)] = rows(
             engine,
             "SELECT a.pid FROM pg_stat_activity a JOIN sync_channel_locks k ON a.backend_xid = k.xmax "
@@ -160,6 +161,6 @@ def test_a_sweep_whose_lock_session_was_ended_applies_nothing(
         )
         assert rows(engine, "SELECT pg_terminate_backend(:pid)", pid=holder) == [(True,)]
         wait_for(lambda: not rows(engine, "SELECT 1 FROM pg_stat_activity WHERE pid = :pid", pid=holder))
-        with pytest.raises(LockLost, match="nothing was applied"):
+        with pytest.raises(LockLost, match="nothing was applied"), session.transaction():
             comparison.apply(run_id, pages=1, diff=comparison.counts())
     assert entries(engine, sim) == set()

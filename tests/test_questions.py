@@ -23,9 +23,9 @@ import pytest
 from sqlalchemy import Engine, text
 
 from sync import database, regions, roles
-from sync.schema import sync_runs
 from sync.simulator import Simulator
 from sync.store import Store
+from sync.store.schema import sync_runs
 from sync.sweep import Outcome, SweepOptions, sweep_channel
 from sync.vocabulary import Trigger
 from tests.conftest import cli_env, column_comments, invoke, make_client, require_tool, rows, run_cli

@@ -458,7 +458,8 @@ def test_a_failure_after_commit_never_rewrites_a_succeeded_run(
     result = sweep(sim, store)
     with store.lock_channel(sim.sid, "sms") as session:
         assert result.run_id is not None
-        session.finish_run(result.run_id, RunStatus.FAILED, error="late failure")
+        with session.transaction():
+            session.finish_run(result.run_id, RunStatus.FAILED, error="late failure")
     assert runs(engine, sim)[-1][2] == "succeeded"
 
 
