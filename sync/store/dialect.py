@@ -181,15 +181,15 @@ class PostgreSQL(Dialect):
     key_type = 'TEXT COLLATE "C"'
 
     def set_session_limits(self, connection: Connection, seconds: float | None) -> None:
-        """``set_config`` for the session (not the transaction); ``statement_timeout`` first,
-        so the role's own limit, however short, never has to fit more than that one call."""
+        """``set_config`` for the session (not the transaction), every limit in one statement:
+        one round trip, and the role's own limit, however short, never has to fit more than
+        that one call (a statement runs under the limits in force when it began)."""
         limit = "0" if seconds is None else f"{min(math.ceil(seconds * 1000), _MAX_MILLISECONDS)}ms"
         names = ["statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout"]
         if (connection.dialect.server_version_info or (0,)) >= (14,):
             names.append("idle_session_timeout")
-        for name in names:
-            setting = {"name": name, "limit": limit}
-            connection.execute(text("SELECT set_config(:name, :limit, false)"), setting)
+        calls = ", ".join(f"set_config('{name}', :limit, false)" for name in names)
+        connection.execute(text(f"SELECT {calls}"), {"limit": limit})
         connection.commit()
 
     def lock_holder(self, connection: Connection, *, account_sid: str, channel: str) -> LockHolder | None:
