@@ -21,7 +21,10 @@ Where a snapshot may go, and why:
   of a proven history is not something an export can justify.
 
 An export is a listing that cannot move while it is read, so every absence it shows is proven:
-no removal check, and its listing is complete. The guard holds what it holds for a sweep (an
+no removal check, and its listing is complete. A sweep's listing is not: offset paging can skip
+a row unseen, so a number an older export lists and the earliest sweep did not show is kept
+open, unconfirmed since the export, for the next sweep's removal check to prove gone
+(:class:`~sync.store.RebaseCounts`). The guard holds what it holds for a sweep (an
 empty export over a channel with numbers, a share removed over the limit, another channel's
 ``channel_type`` codes), judged on the change the snapshot makes; ``--force`` applies it.
 
@@ -338,6 +341,7 @@ class _Import:
             empty_listing_hold(counts.first_listed, counts.numbers),
             removal_hold(counts.numbers, counts.gone, self.options.guard),
             self._codes(reading),
+            _relisted_hold(counts, first),
         )
         sample = ""
         if self.options.dry_run:
@@ -345,6 +349,7 @@ class _Import:
                 "continuing": "earlier start",
                 "arrived": "added after the export",
                 "gone": "gone before the earliest run",
+                "kept": "not shown by the earliest run, kept as unconfirmed",
             }
             sample = "".join(
                 f"\n  e.g. {kinds[kind]}: {', '.join(numbers)}"
@@ -371,10 +376,30 @@ class _Import:
 
 
 def _rewrites(counts: RebaseCounts, first: FirstRun) -> str:
+    kept = (
+        f"; {counts.kept} number(s) run {first.run_id} did not show are kept as unconfirmed "
+        "until a sweep's removal check proves them gone"
+        if counts.kept
+        else ""
+    )
     return (
         f"rewritten {counts.rewritten} stretch(es) of run {first.run_id}: {counts.continuing} start "
         f"at this export instead, {counts.arrived} were added after it (no longer initial load); "
-        f"{counts.gone} number(s) were gone by run {first.run_id}"
+        f"{counts.gone} number(s) were gone by run {first.run_id}{kept}"
+    )
+
+
+def _relisted_hold(counts: RebaseCounts, first: FirstRun) -> str | None:
+    """Why numbers the export lists, which the earliest run (a sweep) did not show and a later
+    sweep listed again, hold the import: only closing their stretch at that run fits the
+    history, and that records a removal no sweep proved (its listing may have skipped them)."""
+    if not counts.relisted:
+        return None
+    return (
+        f"{counts.relisted} number(s) the export lists were not shown by run {first.run_id}, a sweep "
+        "whose listing may have skipped them, and were listed again later, so importing would record "
+        "a removal no sweep proved; check them (a dry run shows them), then force the import to "
+        "record it"
     )
 
 

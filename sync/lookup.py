@@ -257,7 +257,7 @@ def _warning(connection: Connection, reading: Reading) -> str | None:
         return f"{reading.doubt}; check the digits, and write it with + and its country code"
     seen = set(
         connection.execute(
-            text("SELECT DISTINCT mobile FROM blocklist_events WHERE mobile IN :numbers").bindparams(
+            text("SELECT DISTINCT mobile FROM blocklist_periods WHERE mobile IN :numbers").bindparams(
                 bindparam("numbers", expanding=True)
             ),
             {"numbers": [mobile for mobile, _, _ in reading.alternatives]},

@@ -41,7 +41,6 @@ __all__ = [
 JOB_WRITES: Mapping[str, tuple[str, ...]] = {
     "sync_runs": ("INSERT", "UPDATE"),
     "blocklist_periods": ("INSERT", "UPDATE"),
-    "blocklist_events": ("INSERT",),
     "blocklist_channel_types": ("INSERT",),
     "sync_channel_locks": ("INSERT", "UPDATE"),  # a channel's row, then its lock (FOR UPDATE)
 }
@@ -129,7 +128,7 @@ def _reader_statements(install: _Install, role: str) -> list[sql.Composable]:
 
 def _job_statements(install: _Install, role: str, database: str) -> list[sql.Composable]:
     """A reader's rights, and what a sweep writes: temporary tables for its staging, the
-    writes of :data:`JOB_WRITES`, the sequences that number runs and events. No DDL."""
+    writes of :data:`JOB_WRITES`, the sequence that numbers runs. No DDL."""
     grantee = sql.Identifier(role)
     return [
         *_reader_statements(install, role),

@@ -163,7 +163,9 @@ def test_before_a_live_history_only_what_the_exports_prove_changes(
     assert sweep(sim, store, "sms").outcome is Outcome.SUCCEEDED
     sim.remove("sms", sorted(live[0] - live[1]))
     assert sweep(sim, store, "sms").outcome is Outcome.SUCCEEDED
-    live_events = rows(engine, "SELECT * FROM blocklist_events WHERE account_sid = :a ORDER BY id", a=sid)
+    live_removals = rows(
+        engine, "SELECT * FROM blocklist_events WHERE account_sid = :a AND change = 'removed'", a=sid
+    )
     (first_run, first_start, first_end), (last_run, last_start, _) = rows(
         engine, "SELECT id, started_at, finished_at FROM sync_runs WHERE account_sid = :a ORDER BY id", a=sid
     )
@@ -182,11 +184,11 @@ def test_before_a_live_history_only_what_the_exports_prove_changes(
     done = _import(url, sid, *map(str, files))
     assert done.returncode == 0, done.stderr
     stretches = {
-        (m, r): (_utc(aa), _utc(anb), _utc(ra), _utc(rnb), bool(il), ar)
-        for m, aa, anb, ra, rnb, il, ar, r in rows(
+        (m, r): (_utc(aa), _utc(anb), _utc(ra), _utc(rnb), bool(il), ar, _utc(pp))
+        for m, aa, anb, ra, rnb, il, ar, r, pp in rows(
             engine,
             "SELECT mobile, added_at, added_not_before, removed_at, removed_not_before, initial_load, "
-            "added_run_id, removed_run_id FROM blocklist_periods WHERE account_sid = :a",
+            "added_run_id, removed_run_id, proven_present_at FROM blocklist_periods WHERE account_sid = :a",
             a=sid,
         )
     }
@@ -200,31 +202,39 @@ def test_before_a_live_history_only_what_the_exports_prove_changes(
     old_run, new_run = runs[t_old], runs[t_new]
     first_end = _utc(first_end)
     # Listed by both exports and the first sweep: one stretch, from the older export on.
-    assert stretches[N[12], None] == (t_old, None, None, None, True, old_run)
+    assert stretches[N[12], None] == (t_old, None, None, None, True, old_run, None)
     # Listed by the newer export and the first sweep only: added between the exports.
-    assert stretches[N[16], None] == (t_new, t_old, None, None, False, new_run)
+    assert stretches[N[16], None] == (t_new, t_old, None, None, False, new_run, None)
     # Listed by the first sweep only: added after the newer export, no longer initial load.
-    assert stretches[N[25], None] == (first_end, t_new, None, None, False, first_run)
-    # Gone before the first sweep: a closed stretch ending at the first sweep's commit.
-    assert stretches[N[7], first_run] == (t_old, None, first_end, t_new, True, old_run)
-    # Gone between the two exports.
-    assert stretches[N[2], new_run] == (t_old, None, t_new, t_old, True, old_run)
+    assert stretches[N[25], None] == (first_end, t_new, None, None, False, first_run, None)
+    # Listed by both exports, not shown by the first sweep: a sweep's listing may skip a row
+    # unseen, so that proves no removal; kept open, listed for certain at the newer export.
+    assert stretches[N[7], None] == (t_old, None, None, None, True, old_run, t_new)
+    # Gone between the two exports: the newer export proves it.
+    assert stretches[N[2], new_run] == (t_old, None, t_new, t_old, True, old_run, None)
     # The live removal is untouched.
     assert stretches[N[10], last_run][2:4] == (
         _utc(rows(engine, "SELECT finished_at FROM sync_runs WHERE id = :i", i=last_run)[0][0]),
         _utc(first_start),
     )
-    # The audit log keeps every live event as it was; the imports appended their own.
+    # The events are the stretches': the live removals as they were, each addition once.
+    assert (
+        rows(
+            engine, "SELECT * FROM blocklist_events WHERE account_sid = :a AND run_id = :l", a=sid, l=last_run
+        )
+        == live_removals
+    )
     assert (
         rows(
             engine,
-            "SELECT * FROM blocklist_events WHERE account_sid = :a AND run_id IN (:f, :l) ORDER BY id",
+            "SELECT mobile FROM blocklist_events WHERE account_sid = :a AND change = 'added' "
+            "GROUP BY mobile HAVING COUNT(*) > 1",
             a=sid,
-            f=first_run,
-            l=last_run,
         )
-        == live_events
+        == []
     )
+    unconfirmed = dict(rows(engine, "SELECT id, unconfirmed FROM sync_runs WHERE account_sid = :a", a=sid))
+    assert unconfirmed[new_run] == 5 and unconfirmed[old_run] == 0  # N[5:10], kept by the newer
     rewritten = dict(rows(engine, "SELECT id, rewritten FROM sync_runs WHERE account_sid = :a", a=sid))
     assert rewritten[new_run] == 20 and rewritten[old_run] == 15  # 20 of run 1, then 15 of the newer's
     # lookup shows imported history like swept history, marked, and answers as of the last
@@ -241,7 +251,19 @@ def test_before_a_live_history_only_what_the_exports_prove_changes(
         (last_run,)
     ]
     sim.add("sms", [N[39]])
-    assert sweep(sim, store, "sms").outcome is Outcome.SUCCEEDED
+    checked = sweep(sim, store, "sms")
+    assert checked.outcome is Outcome.SUCCEEDED, checked.message
+    # Its removal check proves the kept numbers gone: after the newer export, by this sweep.
+    assert [
+        (_utc(rnb), rr)
+        for rnb, rr in rows(
+            engine,
+            "SELECT removed_not_before, removed_run_id FROM blocklist_periods "
+            "WHERE account_sid = :a AND mobile = :m",
+            a=sid,
+            m=N[7],
+        )
+    ] == [(t_new, checked.run_id)]
     assert [
         (_utc(nb),)
         for (nb,) in rows(

@@ -43,8 +43,8 @@ from tests.conftest import (
     rows,
 )
 
-VIEWS = ("blocklist_intervals", "blocklist_daily_changes", "blocklist_sync_health")
-TABLES = ("sync_runs", "blocklist_periods", "blocklist_events")
+VIEWS = ("blocklist_intervals", "blocklist_daily_changes", "blocklist_sync_health", "blocklist_events")
+TABLES = ("sync_runs", "blocklist_periods")
 CHANNELS = ("sms", "whatsapp", "voice")
 N = numbers(7)  # N[0] .. N[6]: +919000000000 .. +919000000006
 
@@ -97,8 +97,8 @@ def date_the_rounds(engine: Engine, sid: str) -> Scenario:
 
     The sweeps really ran seconds apart; the date queries need them days apart. So this test
     rewrites the timestamps of its own rows (account_sid = this test's SID, nothing else):
-    each run's started_at/finished_at, then each event's detected_at (its run's finished_at)
-    and not_before (the start of the previous succeeded run), and each entry's added_at, exactly
+    each run's started_at/finished_at, then each stretch's added_at and removed_at (its runs'
+    finished_at) and their not_before (the start of the previous succeeded run), exactly
     as the sync would have written them had the sweeps run on those days. Rounds 1-3 run at
     12:00 UTC; round 4 ends now.
     """
@@ -122,33 +122,21 @@ def date_the_rounds(engine: Engine, sid: str) -> Scenario:
                 text("UPDATE sync_runs SET started_at = :s, finished_at = :f WHERE id = :id"),
                 {"s": starts[k], "f": finishes[k], "id": run_id},
             )
-        c.execute(
-            text("""
-            UPDATE blocklist_events e
-            SET detected_at = r.finished_at,
-                not_before = (SELECT MAX(p.started_at) FROM sync_runs p
-                              WHERE p.account_sid = e.account_sid AND p.channel = e.channel
-                                AND p.status = 'succeeded' AND p.id < e.run_id)
-            FROM sync_runs r
-            WHERE r.id = e.run_id AND e.account_sid = :a"""),
-            {"a": sid},
+        # Each stretch's ends take the times of the runs that detected them: the run's end,
+        # and the start of the channel's succeeded run before it (blocklist_events, a view of
+        # the stretches, follows).
+        previous_start = (
+            "(SELECT MAX(b.started_at) FROM sync_runs b WHERE b.account_sid = p.account_sid "
+            "AND b.channel = p.channel AND b.status = 'succeeded' AND b.id < {run})"
         )
-        # Each stretch takes the times of the events that opened and closed it.
         c.execute(
-            text(
-                """
+            text(f"""
             UPDATE blocklist_periods p
-            SET added_at = (SELECT detected_at FROM blocklist_events a WHERE {opened}),
-                added_not_before = (SELECT not_before FROM blocklist_events a WHERE {opened}),
-                removed_at = (SELECT detected_at FROM blocklist_events r WHERE {closed}),
-                removed_not_before = (SELECT not_before FROM blocklist_events r WHERE {closed})
-            WHERE p.account_sid = :a""".format(
-                    opened="a.change = 'added' AND a.run_id = p.added_run_id AND a.mobile = p.mobile "
-                    "AND a.account_sid = p.account_sid AND a.channel = p.channel",
-                    closed="r.change = 'removed' AND r.run_id = p.removed_run_id AND r.mobile = p.mobile "
-                    "AND r.account_sid = p.account_sid AND r.channel = p.channel",
-                )
-            ),
+            SET added_at = (SELECT finished_at FROM sync_runs r WHERE r.id = p.added_run_id),
+                added_not_before = {previous_start.format(run="p.added_run_id")},
+                removed_at = (SELECT finished_at FROM sync_runs r WHERE r.id = p.removed_run_id),
+                removed_not_before = {previous_start.format(run="p.removed_run_id")}
+            WHERE p.account_sid = :a"""),
             {"a": sid},
         )
     return Scenario(sid=sid, starts=starts, finishes=finishes, today=today)

@@ -103,7 +103,7 @@ def test_sigterm_while_the_changes_commit_reports_them_committed(
         conn.execute("""
             CREATE FUNCTION kbs_test_linger() RETURNS trigger LANGUAGE plpgsql AS
             $$ BEGIN PERFORM pg_sleep(1.5); RETURN NULL; END $$;
-            CREATE TRIGGER kbs_test_linger BEFORE INSERT ON blocklist_events
+            CREATE TRIGGER kbs_test_linger BEFORE INSERT ON blocklist_periods
             FOR EACH STATEMENT EXECUTE FUNCTION kbs_test_linger()""")
     for channel in channels:
         sim.add(channel, numbers(300))

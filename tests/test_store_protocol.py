@@ -65,7 +65,8 @@ def test_a_writer_that_bypassed_the_lock_is_caught_by_the_applys_row_counts(
         with store.engine.begin() as c:
             c.execute(
                 text(
-                    "UPDATE blocklist_periods SET removed_at = added_at, removed_run_id = added_run_id "
+                    "UPDATE blocklist_periods SET removed_at = added_at, removed_run_id = added_run_id, "
+                    "removed_event_id = added_event_id + 1 "
                     "WHERE account_sid = :a AND mobile = :m"
                 ),
                 {"a": sid, "m": LISTING[0][0]},
@@ -75,6 +76,6 @@ def test_a_writer_that_bypassed_the_lock_is_caught_by_the_applys_row_counts(
             session.transaction(),
         ):
             comparison.apply(run_id, pages=1, diff=diff)
-    # Nothing of the apply was written: not the removal's event, not the run row's end.
+    # Nothing of the apply was written: not the removal, not the run row's end.
     assert rows(store.engine, "SELECT change FROM blocklist_events WHERE run_id = :r", r=run_id) == []
     assert rows(store.engine, "SELECT status FROM sync_runs WHERE id = :r", r=run_id) == [("running",)]

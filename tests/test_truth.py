@@ -309,15 +309,20 @@ def test_a_window_that_ends_before_it_begins_cannot_be_stored(
 ) -> None:
     sim.add("sms", numbers(3))
     result = sweep(sim, store)
-    with pytest.raises(Exception, match="ck_blocklist_events_window"), engine.begin() as c:
-        c.execute(
-            text(
-                "INSERT INTO blocklist_events (account_sid, channel, mobile, change, detected_at, "
-                "not_before, initial_load, run_id) VALUES (:a, 'sms', '+919000000009', 'added', "
-                "now() - interval '1 hour', now(), false, :r)"
-            ),
-            {"a": sim.sid, "r": result.run_id},
-        )
+    for window, stretch in {
+        "added_window": "now() - interval '1 hour', now(), NULL, NULL",
+        "removed_window": "now() - interval '2 hours', NULL, now() - interval '1 hour', now()",
+    }.items():
+        with pytest.raises(Exception, match=f"ck_blocklist_periods_{window}"), engine.begin() as c:
+            c.execute(
+                text(
+                    "INSERT INTO blocklist_periods (account_sid, channel, mobile, added_at, "
+                    "added_not_before, removed_at, removed_not_before, initial_load, added_run_id, "
+                    f"removed_run_id, added_event_id, removed_event_id) VALUES (:a, 'sms', "
+                    f"'+919000000009', {stretch}, false, :r, :r, 1, 2)"
+                ),
+                {"a": sim.sid, "r": result.run_id},
+            )
 
 
 # -- found by review: the corners of the rules above ------------------------------------------------

@@ -1,9 +1,10 @@
 """The apply: what a sweep found, written as an ordered list of steps that check their row counts.
 
 An addition opens a stretch in ``blocklist_periods`` (the current entries are its open
-stretches) and a removal closes one, each beside its event in ``blocklist_events``: the
-history's two shapes cannot disagree. Then the numbers the listing did not show are marked
-unproven, the listing's ``channel_type`` codes learnt, and the run row finished
+stretches) and a removal closes one; ``blocklist_events`` is a view of the same rows (migration
+0012), so each change is written once and the history's two shapes cannot disagree. Then the
+numbers the listing did not show are marked unproven, the listing's ``channel_type`` codes
+learnt, and the run row finished
 (:meth:`~sync.store.ledger.RunLedger.record_success`). Each :class:`Step` is one statement and
 the rows it must change: a count that differs from the diff's means a writer bypassed the
 lock (:class:`ApplyMismatch`), and the caller's transaction rolls back, so nothing is applied.
@@ -29,11 +30,21 @@ if TYPE_CHECKING:
     from sync.store.session import LockedChannel
     from sync.store.staging import Staging
 
-__all__ = ["ApplyMismatch", "Step", "apply_comparison", "run_steps"]
+__all__ = ["ApplyMismatch", "Step", "apply_comparison", "event_ids", "run_steps"]
 
 # The times a step may bind, typed so each dialect stores them as timestamps (SQLite included),
 # not driver-chosen strings.
 _TIMES = ("detected_at", "not_before", "proven_at", "at", "first_at")
+
+
+def event_ids(run_id: int) -> dict[str, int]:
+    """The ids before a run's first addition and first removal in ``blocklist_events``: the
+    ``n``-th change of each kind gets that base plus ``n``. Derived from the run, so ids are
+    unique without a sequence, on both dialects, and increase with the run that recorded
+    them; each kind has room for 2^31 changes a run. Binds ``added_events`` and
+    ``removed_events`` of a step's SQL."""
+    base = run_id << 32
+    return {"added_events": base, "removed_events": base + (1 << 31)}
 
 
 class ApplyMismatch(Exception):
@@ -80,7 +91,7 @@ def apply_comparison(
     channel_types: Iterable[str] = (),
     at: dt.datetime | None = None,
 ) -> None:
-    """Apply additions and removals, append their events, mark what could not be proven,
+    """Apply additions and removals, mark what could not be proven,
     learn the listing's ``channel_types`` and finish the run row, all in the caller's
     transaction (the sweep opens one for this alone), after confirming the lock is held.
     Writes nothing to the stretches or events when nothing changed.
@@ -103,6 +114,7 @@ def apply_comparison(
         "not_before": session.previous_success_start(complete_listing=True),
         "proven_at": previous,
         "initial_load": session.first_success(),
+        **event_ids(run_id),
     }
     session.confirm_lock()
     params["detected_at"] = detected_at = at or session.now()
@@ -122,43 +134,29 @@ def _steps(t: Staging, diff: Diff, *, proven_at_known: bool) -> list[Step]:
     order only ever affects speed."""
     steps: list[Step] = []
     if diff.removed:
-        steps += [
-            # The events first: their window reads the stretches they end.
-            Step("removed", diff.removed).runs(f"""
-                INSERT INTO blocklist_events (account_sid, channel, mobile, change,
-                    detected_at, not_before, initial_load, run_id)
-                SELECT :account_sid, :channel, r.mobile, 'removed', :detected_at,
-                    COALESCE(e.proven_present_at, :proven_at), :initial_load, :run_id
-                FROM {t.removed} r
-                JOIN blocklist_entries e
-                  ON e.account_sid = :account_sid AND e.channel = :channel AND e.mobile = r.mobile
-                ORDER BY r.mobile"""),
+        steps.append(
             # The stretch ends: its removal's window begins where the last sweep that showed
             # the number began.
             Step("removed", diff.removed).runs(f"""
                 UPDATE blocklist_periods
                 SET removed_at = :detected_at,
                     removed_not_before = COALESCE(proven_present_at, :proven_at),
-                    removed_run_id = :run_id, proven_present_at = NULL
+                    removed_run_id = :run_id, proven_present_at = NULL,
+                    removed_event_id = :removed_events + r.n
+                FROM (SELECT mobile, ROW_NUMBER() OVER () AS n FROM {t.removed}) r
                 WHERE account_sid = :account_sid AND channel = :channel AND removed_at IS NULL
-                  AND mobile IN (SELECT mobile FROM {t.removed})"""),
-        ]
+                  AND blocklist_periods.mobile = r.mobile""")
+        )
     if diff.added:
-        steps += [
+        steps.append(
             Step("added", diff.added).runs(f"""
                 INSERT INTO blocklist_periods
                     (account_sid, channel, mobile, channel_type, added_at, added_not_before,
-                     initial_load, added_run_id)
+                     initial_load, added_run_id, added_event_id)
                 SELECT :account_sid, :channel, mobile, channel_type, :detected_at,
-                    :not_before, :initial_load, :run_id
-                FROM {t.added}"""),
-            Step("added events").runs(f"""
-                INSERT INTO blocklist_events (account_sid, channel, mobile, change,
-                    detected_at, not_before, initial_load, run_id)
-                SELECT :account_sid, :channel, mobile, 'added', :detected_at,
-                    :not_before, :initial_load, :run_id
-                FROM {t.added}"""),
-        ]
+                    :not_before, :initial_load, :run_id, :added_events + ROW_NUMBER() OVER ()
+                FROM {t.added}""")
+        )
     # Numbers this sweep's listing did not show (unconfirmed, or rescued by a check) keep (or
     # get) the start of the last sweep that listed them; every other held number was listed by
     # this sweep, and is proven again. Both touch only the few rows concerned (a partial index).

@@ -267,12 +267,17 @@ class RunLedger:
             yield int(found), self._changes_of(int(found))
 
     def _changes_of(self, run_id: int) -> Iterator[tuple[str, str]]:
-        # A run's events were all detected at its commit, its finished_at: that reaches them
-        # through the index on detected_at, which the run id alone would not.
+        # The stretches a run opened or closed; its changes were all detected at its commit,
+        # its finished_at, which reaches its additions through the index on added_at (an
+        # initial load reads the channel's rows, all of which it opened).
         query = text(
-            "SELECT change, mobile FROM blocklist_events WHERE account_sid = :a AND channel = :c "
-            "AND run_id = :r AND detected_at = (SELECT finished_at FROM sync_runs WHERE id = :r) "
-            "ORDER BY change, mobile"
+            "SELECT 'added' AS change, mobile FROM blocklist_periods WHERE account_sid = :a "
+            "AND channel = :c AND added_run_id = :r "
+            "AND added_at = (SELECT finished_at FROM sync_runs WHERE id = :r) "
+            "UNION ALL SELECT 'removed', mobile FROM blocklist_periods WHERE account_sid = :a "
+            "AND channel = :c AND removed_run_id = :r "
+            "AND removed_at = (SELECT finished_at FROM sync_runs WHERE id = :r) "
+            "ORDER BY 1, 2"
         )
         params = {"a": self.account_sid, "c": self.channel, "r": run_id}
         for change, mobile in self.connection.execute(query, params, execution_options={"yield_per": 5000}):

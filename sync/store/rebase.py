@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Connection, text
 
 from sync.store import channel_types as channel_types_of
-from sync.store.apply import Step, run_steps
+from sync.store.apply import Step, event_ids, run_steps
 from sync.store.ledger import FirstRun
 
 if TYPE_CHECKING:
@@ -31,8 +31,14 @@ class RebaseCounts:
 
     ``continuing``: numbers both list: the earliest run's stretch starts at the snapshot
     instead (initial load now the snapshot's). ``arrived``: numbers the earliest run listed
-    and the snapshot did not: no longer initial load, added between the two. ``gone``: numbers
-    the snapshot listed and the earliest run did not: a stretch that ended between the two."""
+    and the snapshot did not: no longer initial load, added between the two. The numbers the
+    snapshot listed and the earliest run did not are ``gone`` when that proves them gone (a
+    stretch that ended between the two), else ``kept``: the earliest run was a sweep, whose
+    listing may have skipped a row unseen (offset paging's blind spot), so its silence proves
+    nothing, and the stretch stays open, unconfirmed since the snapshot, for the next sweep's
+    removal check. ``relisted`` of the gone were listed again by a later sweep: their stretch
+    cannot stay open, and closing it records a removal the earliest run did not prove, so
+    :mod:`sync.backfill` holds the import unless forced."""
 
     listed: int  # rows the file held, before de-duplication
     numbers: int  # distinct numbers of the snapshot
@@ -40,6 +46,8 @@ class RebaseCounts:
     continuing: int
     arrived: int
     gone: int
+    kept: int = 0
+    relisted: int = 0
 
     @property
     def rewritten(self) -> int:
@@ -52,12 +60,11 @@ class Rebase:
     :meth:`~sync.store.staging.Staged.before`: :meth:`counts` and :meth:`sample` say what it
     changes, :meth:`apply` writes it.
 
-    Exactly what a sweep at the snapshot's time, followed by the earliest run as the next
-    sweep, would have written to the stretches; and nothing the runs proved is lost. The
-    audit log is append-only: the earliest run's ``initial_load`` additions stay as they are,
-    and this run appends its own events (an addition, initial load, for each number it lists;
-    a removal for each that was gone by the earliest run) and counts the stretches it
-    rewrote on its run row (``sync_runs.rewritten``).
+    What a sweep at the snapshot's time, followed by the earliest run as the next sweep, would
+    have written to the stretches, where the earliest run proves it; nothing the runs proved
+    is lost. ``blocklist_events`` is a view of the stretches, so it says the same: this run's
+    additions (initial load) and the removals it proves, the earliest run's additions of what
+    the snapshot did not list (no longer initial load), and no addition twice.
     """
 
     def __init__(self, session: LockedChannel, first: FirstRun, *, listed: int) -> None:
@@ -73,9 +80,25 @@ class Rebase:
     def _params(self, **more: object) -> dict[str, object]:
         return {**self._session.where, "first": self._first.run_id, **more}
 
+    def _not_first(self, a: str) -> str:
+        """Numbers of the snapshot the earliest run did not list (``a``: the staged row)."""
+        return (
+            "NOT EXISTS (SELECT 1 FROM blocklist_periods p WHERE p.account_sid = :account_sid "
+            f"AND p.channel = :channel AND p.added_run_id = :first AND p.mobile = {a}.mobile)"
+        )
+
+    @staticmethod
+    def _listed_later(a: str) -> str:
+        """Numbers with a stretch on the channel: one a later run opened, for a number the
+        earliest run did not list."""
+        return (
+            "EXISTS (SELECT 1 FROM blocklist_periods l WHERE l.account_sid = :account_sid "
+            f"AND l.channel = :channel AND l.mobile = {a}.mobile)"
+        )
+
     def counts(self) -> RebaseCounts:
         t = self._t
-        numbers, first_listed, continuing = self.connection.execute(
+        numbers, first_listed, continuing, relisted = self.connection.execute(
             text(f"""
             SELECT (SELECT COUNT(*) FROM {t.added}),
                    (SELECT COUNT(*) FROM blocklist_periods p
@@ -83,28 +106,37 @@ class Rebase:
                       AND p.added_run_id = :first),
                    (SELECT COUNT(*) FROM {t.added} a JOIN blocklist_periods p
                       ON p.account_sid = :account_sid AND p.channel = :channel
-                     AND p.added_run_id = :first AND p.mobile = a.mobile)"""),
+                     AND p.added_run_id = :first AND p.mobile = a.mobile),
+                   (SELECT COUNT(*) FROM {t.added} a
+                    WHERE {self._not_first("a")} AND {self._listed_later("a")})"""),
             self._params(),
         ).one()
+        absent = numbers - continuing
+        proves_absence = self._first.imported  # an export cannot move while it is read
         return RebaseCounts(
             listed=self.listed,
             numbers=numbers,
             first_listed=first_listed,
             continuing=continuing,
             arrived=first_listed - continuing,
-            gone=numbers - continuing,
+            gone=absent if proves_absence else relisted,
+            kept=0 if proves_absence else absent - relisted,
+            relisted=0 if proves_absence else relisted,
         )
 
     def sample(self, size: int) -> dict[str, list[str]]:
         """Up to ``size`` numbers of each kind of change, the lowest first: what a dry run shows."""
         t = self._t
-        of_first = (
-            "SELECT 1 FROM blocklist_periods p WHERE p.account_sid = :account_sid "
-            "AND p.channel = :channel AND p.added_run_id = :first AND p.mobile = {}.mobile"
-        )
+        gone = self._not_first("a")
+        if not self._first.imported:
+            gone += f" AND {self._listed_later('a')}"
         queries = {
-            "continuing": f"SELECT a.mobile FROM {t.added} a WHERE EXISTS ({of_first.format('a')})",
-            "gone": f"SELECT a.mobile FROM {t.added} a WHERE NOT EXISTS ({of_first.format('a')})",
+            "continuing": f"SELECT a.mobile FROM {t.added} a WHERE NOT {self._not_first('a')}",
+            "gone": f"SELECT a.mobile FROM {t.added} a WHERE {gone}",
+            "kept": f"SELECT a.mobile FROM {t.added} a WHERE {self._not_first('a')} "
+            f"AND NOT {self._listed_later('a')}"
+            if not self._first.imported
+            else f"SELECT a.mobile FROM {t.added} a WHERE 1 = 0",
             "arrived": f"""SELECT f.mobile FROM blocklist_periods f
                 WHERE f.account_sid = :account_sid AND f.channel = :channel AND f.added_run_id = :first
                   AND NOT EXISTS (SELECT 1 FROM {t.added} a WHERE a.mobile = f.mobile)""",
@@ -119,13 +151,19 @@ class Rebase:
         }
 
     def apply(
-        self, run_id: int, *, at: dt.datetime, counts: RebaseCounts, channel_types: Iterable[str] = ()
+        self,
+        run_id: int,
+        *,
+        at: dt.datetime,
+        counts: RebaseCounts,
+        channel_types: Iterable[str] = (),
     ) -> None:
-        """Write the snapshot's stretches and rewrite the earliest run's, append this run's
-        events and finish its run row, with the checked row counts, in the caller's transaction
-        (the import's, around every snapshot it places), after confirming the lock is held."""
+        """Write the snapshot's stretches and rewrite the earliest run's, and finish this run's
+        row, with the checked row counts, in the caller's transaction (the import's, around
+        every snapshot it places), after confirming the lock is held. The caller decides
+        whether ``counts.relisted`` may be closed (:class:`RebaseCounts`)."""
         session, first = self._session, self._first
-        params = self._params(run_id=run_id, at=at, first_at=first.finished_at)
+        params = self._params(run_id=run_id, at=at, first_at=first.finished_at, **event_ids(run_id))
         session.confirm_lock()
         run_steps(self.connection, self._steps(counts), params)
         channel_types_of.learn(session, channel_types, run_id=run_id, at=at)
@@ -136,50 +174,58 @@ class Rebase:
             entries_seen=counts.numbers,
             added=counts.numbers,
             removed=counts.gone,
-            rejected=0,
-            unconfirmed=0,
+            rejected=0,  # an export with a row that cannot be a number is refused whole
+            unconfirmed=counts.kept,
             rescued=0,
             listing_complete=True,
             rewritten=counts.rewritten,
         )
 
     def _steps(self, counts: RebaseCounts) -> list[Step]:
-        """The statements of :meth:`apply`, in order: the stretches, then this run's events."""
+        """The statements of :meth:`apply`, in order. Every number of the snapshot is one
+        addition of this run, whose event id is its rank in the snapshot (and a removal's, for
+        a stretch it closes), whichever step writes it."""
         t = self._t
-        return [
-            # Numbers gone by the earliest run: a stretch from this snapshot to that run.
+        ranked = f"(SELECT mobile, channel_type, ROW_NUMBER() OVER (ORDER BY mobile) AS n FROM {t.added})"
+        not_first = self._not_first("a")
+        closes = not_first if self._first.imported else f"{not_first} AND {self._listed_later('a')}"
+        steps = [
+            # Numbers proven gone by the earliest run: a stretch from this snapshot to that run.
             Step("gone", counts.gone).runs(f"""
                 INSERT INTO blocklist_periods
                     (account_sid, channel, mobile, channel_type, added_at, added_not_before,
-                     removed_at, removed_not_before, initial_load, added_run_id, removed_run_id)
+                     removed_at, removed_not_before, initial_load, added_run_id, removed_run_id,
+                     added_event_id, removed_event_id)
                 SELECT :account_sid, :channel, a.mobile, a.channel_type, :at, NULL,
-                    :first_at, :at, TRUE, :run_id, :first
-                FROM {t.added} a
-                WHERE NOT EXISTS (
-                    SELECT 1 FROM blocklist_periods p
-                    WHERE p.account_sid = :account_sid AND p.channel = :channel
-                      AND p.added_run_id = :first AND p.mobile = a.mobile)"""),
+                    :first_at, :at, TRUE, :run_id, :first, :added_events + a.n, :removed_events + a.n
+                FROM {ranked} a
+                WHERE {closes}"""),
+        ]
+        if not self._first.imported:
+            steps.append(
+                # Not shown by the earliest run, a sweep, and by no run since: kept open,
+                # listed for certain only at this snapshot (as a sweep keeps what it cannot prove).
+                Step("kept", counts.kept).runs(f"""
+                    INSERT INTO blocklist_periods
+                        (account_sid, channel, mobile, channel_type, added_at, added_not_before,
+                         initial_load, added_run_id, proven_present_at, added_event_id)
+                    SELECT :account_sid, :channel, a.mobile, a.channel_type, :at, NULL,
+                        TRUE, :run_id, :at, :added_events + a.n
+                    FROM {ranked} a
+                    WHERE {not_first} AND NOT {self._listed_later("a")}""")
+            )
+        return [
+            *steps,
             # Numbers both list: the stretch began by this snapshot, the initial load now its.
             Step("continuing", counts.continuing).runs(f"""
                 UPDATE blocklist_periods
-                SET added_at = :at, added_not_before = NULL, initial_load = TRUE, added_run_id = :run_id
+                SET added_at = :at, added_not_before = NULL, initial_load = TRUE, added_run_id = :run_id,
+                    added_event_id = :added_events + a.n
+                FROM {ranked} a
                 WHERE account_sid = :account_sid AND channel = :channel AND added_run_id = :first
-                  AND mobile IN (SELECT mobile FROM {t.added})"""),
+                  AND blocklist_periods.mobile = a.mobile"""),
             # The rest of the earliest run's numbers were not listed then: added in between.
             Step("arrived", counts.arrived).runs("""
                 UPDATE blocklist_periods SET initial_load = FALSE, added_not_before = :at
                 WHERE account_sid = :account_sid AND channel = :channel AND added_run_id = :first"""),
-            Step("added events").runs(f"""
-                INSERT INTO blocklist_events (account_sid, channel, mobile, change, detected_at,
-                    not_before, initial_load, run_id)
-                SELECT :account_sid, :channel, mobile, 'added', :at, NULL, TRUE, :run_id
-                FROM {t.added}"""),
-            Step("removed events").runs("""
-                INSERT INTO blocklist_events (account_sid, channel, mobile, change, detected_at,
-                    not_before, initial_load, run_id)
-                SELECT account_sid, channel, mobile, 'removed', :first_at, :at, FALSE, :run_id
-                FROM blocklist_periods
-                WHERE account_sid = :account_sid AND channel = :channel AND added_run_id = :run_id
-                  AND removed_run_id = :first
-                ORDER BY mobile"""),
         ]

@@ -26,7 +26,7 @@ from sqlalchemy import (
 )
 
 from sync.sql import sql_in
-from sync.vocabulary import Change, Channel, RunStatus, Trigger, in_words
+from sync.vocabulary import Channel, RunStatus, Trigger, in_words
 
 __all__ = [
     "blocklist_channel_types",
@@ -237,6 +237,24 @@ blocklist_periods = Table(
         "Otherwise that sweep could not prove it either way (sync_runs.unconfirmed) and this is "
         "the start of the last sweep that did: listed for certain until then.",
     ),
+    Column(
+        "added_event_id",
+        Id,
+        nullable=False,
+        comment="blocklist_events.id of this stretch's addition (migration 0012).",
+    ),
+    Column(
+        "removed_event_id",
+        Id,
+        comment="blocklist_events.id of this stretch's removal; NULL while open.",
+    ),
+    # The view blocklist_events gives a removal for each stretch that ended, with this id.
+    CheckConstraint("(removed_at IS NULL) = (removed_event_id IS NULL)", name="removal_event"),
+    # Both ends come from the database's clock (migration 0008): a window that ends before it
+    # begins is a clock fault, never history (migration 0012; NOT VALID on PostgreSQL for rows
+    # written before 0008).
+    CheckConstraint("added_not_before IS NULL OR added_not_before <= added_at", name="added_window"),
+    CheckConstraint("removed_not_before IS NULL OR removed_not_before <= removed_at", name="removed_window"),
     # Number first: a look-up or an as-of question of one number reads a few index pages.
     PrimaryKeyConstraint("mobile", "account_sid", "channel", "added_run_id"),
     # One open stretch per number, and the sweep's comparison and counts read the open ones.
@@ -277,8 +295,8 @@ blocklist_periods = Table(
     ),
     comment="History as stretches: one row per account, channel, number and stretch of being "
     "blocklisted, with honest bounds on both ends. The open rows (removed_at IS NULL) are the "
-    "current blocklist (the view blocklist_entries). Written by every sweep in the same "
-    "transaction as its events.",
+    "current blocklist (the view blocklist_entries). The one stored history: the view "
+    "blocklist_events is derived from it.",
 )
 
 # A view since migration 0009 (the open stretches): described here for reading only, outside
@@ -294,47 +312,19 @@ blocklist_entries = table(
     column("proven_present_at", UtcTime),
 )
 
-blocklist_events = Table(
+# A view since migration 0012, derived from the stretches (each gives its addition, and its
+# removal once it ended): described here for reading only, like blocklist_entries.
+blocklist_events = table(
     "blocklist_events",
-    metadata,
-    Column("id", Id, primary_key=True, autoincrement=True, comment="Event id, in commit order."),
-    Column("account_sid", Key, nullable=False, comment="Kaleyra account SID."),
-    Column("channel", Key, nullable=False, comment="Channel of the change."),
-    Column(
-        "mobile",
-        Key,
-        nullable=False,
-        comment="Number in canonical E.164: + then 7 to 15 digits, no spaces or separators.",
-    ),
-    Column("change", Text, nullable=False, comment="added or removed."),
-    Column(
-        "detected_at",
-        UtcTime,
-        nullable=False,
-        comment="When the sweep that saw the change committed (UTC): the change happened no later than this.",
-    ),
-    Column(
-        "not_before",
-        UtcTime,
-        comment="Start of the previous succeeded sweep (UTC): the change happened after "
-        "this. NULL on the first sweep of a channel.",
-    ),
-    Column(
-        "initial_load",
-        Boolean,
-        nullable=False,
-        comment="True for rows of the first succeeded sweep of a channel: they were "
-        "blocklisted before the sync began, not added then.",
-    ),
-    Column("run_id", Id, nullable=False, comment="Run that detected the change."),
-    CheckConstraint(sql_in("change", Change), name="change"),
-    # Both ends come from the database's clock (migration 0008): a window that ends before it
-    # begins is a clock fault, never history.
-    CheckConstraint("not_before IS NULL OR not_before <= detected_at", name="window"),
-    # The log is read by time ("what changed in a period"): on PostgreSQL a BRIN index, a few
-    # pages for the whole append-only log (migration 0009); SQLite keeps a B-tree.
-    Index("ix_blocklist_events_detected", "detected_at", postgresql_using="brin"),
-    comment="Append-only history of additions and removals; never updated or deleted.",
+    column("id", Id),
+    column("account_sid", Key),
+    column("channel", Key),
+    column("mobile", Key),
+    column("change", Text),
+    column("detected_at", UtcTime),
+    column("not_before", UtcTime),
+    column("initial_load", Boolean),
+    column("run_id", Id),
 )
 
 blocklist_channel_types = Table(
