@@ -38,6 +38,7 @@ from sync.simulator import Simulator
 from sync.store import Store
 from sync.sweep import Outcome, SweepOptions, sweep_channel
 from tests.conftest import make_client
+from tests.test_one_history import assert_one_history
 
 _EVIDENCE = "a held number slid"
 SEQUENCES = int(os.environ.get("KBS_PROPERTY_SEQUENCES", "200"))
@@ -291,6 +292,7 @@ def test_stored_history_equals_the_truth_within_its_windows(
                 for module in _host_clock_modules():
                     patch.setattr(module, "dt", _shifted_clock(offset))
                 Sequence(seed, sim, store, db, counts).run()
+            assert_one_history(engine, sim.sid)
             counts.sequences += 1
     print(
         f"\n{counts.sequences} sequences, {counts.sweeps} sweeps ({counts.drifts} drifted, "
