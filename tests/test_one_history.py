@@ -156,6 +156,21 @@ def test_every_operation_keeps_the_events_exactly_the_stretches(
         "FROM blocklist_events) e WHERE change = 'added' AND next = 'added'",
     )
     assert twice == []
+    # The next sweep's summary window is the one its additions record: from the start of the
+    # last complete sweep, not from the import's time (numbered after it, dated a year before).
+    last_sweep_start = rows(
+        engine,
+        "SELECT MAX(started_at) FROM sync_runs WHERE account_sid = :a AND trigger <> 'backfill'",
+        a=sim.sid,
+    )[0][0]
+    sim.add("sms", N[35:36])
+    after = sweep(sim, store)
+    assert after.run_id is not None
+    not_before, _ = store.run_window(after.run_id)
+    assert not_before == _utc(last_sweep_start)
+    assert rows(engine, "SELECT added_not_before FROM blocklist_periods WHERE mobile = :m", m=N[35]) == [
+        (last_sweep_start,)
+    ]
 
 
 def test_an_export_listing_a_number_the_first_sweep_missed_and_a_later_one_listed_is_held(

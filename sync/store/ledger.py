@@ -418,7 +418,7 @@ def run_window(connection: Connection, run_id: int) -> tuple[dt.datetime | None,
             _runs.id < run_id,
             _runs.started_at <= found.started_at,
         )
-        .order_by(last_sweep_first())
+        .order_by(*newest_first())
         .limit(1)
     ).scalar_one_or_none()
     detected_at = found.finished_at if found.status == RunStatus.SUCCEEDED else None
