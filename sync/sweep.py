@@ -18,7 +18,7 @@ The order of a sweep, and why each step is where it is:
    offset paging over a list that changes underneath can make a present number look absent.
    A removal is recorded only where an answer was shown complete; the rest are kept and
    counted as unconfirmed, never a reason to fail the channel.
-6. The safety guard on the share removed (:mod:`sync.guard`); then apply additions, removals, their events and
+6. The safety guard on the share removed (:mod:`sync.guard`); then apply additions, removals and
    the run row in one transaction.
 
 When in doubt, apply nothing and say why: every path that does not reach step 6 leaves

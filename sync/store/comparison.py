@@ -172,7 +172,7 @@ class Comparison:
         channel_types: Iterable[str] = (),
         at: dt.datetime | None = None,
     ) -> None:
-        """Apply additions and removals, their events and the run row, in the caller's
+        """Apply additions and removals and the run row, in the caller's
         transaction (:func:`~sync.store.apply.apply_comparison`, which says how each change is
         dated). ``at``: an imported snapshot's time, which stands for the database's clock
         (:mod:`sync.backfill`); None for a sweep."""
