@@ -438,11 +438,21 @@ def test_views_on_sqlite(sim: Simulator, sqlite_store: Store) -> None:
                     sync_runs.update().where(sync_runs.c.id == run_id).values(started_at=at, finished_at=at)
                 )
         # The stretches were detected by those sweeps: they take the same times.
+        # The stretches were detected by those sweeps: they take the same times, and their
+        # windows open at the start of the sweep before (the table refuses a window that ends
+        # before it begins).
+        before = (
+            "(SELECT MAX(b.started_at) FROM sync_runs b WHERE b.account_sid = blocklist_periods.account_sid "
+            "AND b.channel = blocklist_periods.channel AND b.status = 'succeeded' AND b.id < {})"
+        )
         c.execute(
             text(
                 "UPDATE blocklist_periods SET "
                 "added_at = (SELECT finished_at FROM sync_runs WHERE id = added_run_id), "
-                "removed_at = (SELECT finished_at FROM sync_runs WHERE id = removed_run_id)"
+                "added_not_before = CASE WHEN added_not_before IS NOT NULL "
+                f"THEN {before.format('added_run_id')} END, "
+                "removed_at = (SELECT finished_at FROM sync_runs WHERE id = removed_run_id), "
+                f"removed_not_before = {before.format('removed_run_id')}"
             )
         )
     found = {
