@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from alembic import command
-from sqlalchemy import Engine, inspect, text
+from sqlalchemy import Connection, Engine, inspect, text
 
 from sync import database
 from sync.backfill import ImportOptions, Snapshot, import_snapshots
@@ -46,17 +46,25 @@ def _utc(value: Any) -> Any:
     return value
 
 
-def _table(engine: Engine, sql: str, **params: object) -> list[tuple[Any, ...]]:
-    return sorted(tuple(_utc(v) for v in row) for row in rows(engine, sql, **params))
+def _table(engine: Engine | Connection, sql: str, **params: object) -> list[tuple[Any, ...]]:
+    found = (
+        rows(engine, sql, **params) if isinstance(engine, Engine) else engine.execute(text(sql), params).all()
+    )
+    return sorted(tuple(_utc(v) for v in row) for row in found)
 
 
 def assert_one_history(engine: Engine, sid: str | None = None) -> None:
     """The events say exactly what the stretches say, of account ``sid`` (in a database other
     tests write to as well) or of every account."""
+    with engine.connect() as connection:
+        _assert_one_history(connection, sid)
+
+
+def _assert_one_history(connection: Connection, sid: str | None) -> None:
     mine = "account_sid = :a" if sid else "TRUE"
 
     def table(sql: str) -> list[tuple[Any, ...]]:
-        return _table(engine, sql.replace("{mine}", mine), **({"a": sid} if sid else {}))
+        return _table(connection, sql.replace("{mine}", mine), **({"a": sid} if sid else {}))
 
     by_events = table(
         "SELECT account_sid, channel, change, COUNT(*) FROM blocklist_events WHERE {mine} "
