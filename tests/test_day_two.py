@@ -361,8 +361,8 @@ def test_status_max_age_names_each_stale_channel_in_text(
     assert result.returncode == 1
     problems = [line for line in result.stdout.splitlines() if line.startswith("PROBLEM")]
     assert problems == [
-        f"PROBLEM {sim.sid} sms: last success 3h ago, older than --max-age 2h",
-        f"PROBLEM {sim.sid} whatsapp: last success 3h ago, older than --max-age 2h",
+        f"PROBLEM {sim.sid} sms: last success 3h00m ago, older than --max-age 2h",
+        f"PROBLEM {sim.sid} whatsapp: last success 3h00m ago, older than --max-age 2h",
     ]
 
 

@@ -172,7 +172,8 @@ def parse_instant(value: str, setting: str) -> dt.datetime:
 
 def duration_text(seconds: float) -> str:
     """``seconds`` as :func:`parse_duration` reads it back, in the largest unit that divides it
-    (``2h``, ``90m``, ``45s``): how a default duration is shown in help texts."""
+    (``2h``, ``90m``, ``45s``): how a duration setting is shown (a default in a help text, a limit
+    in a message). How long something took or how long ago, in words, is :mod:`sync.timetext`'s."""
     for unit, size in sorted(_UNIT_SECONDS.items(), key=lambda item: -item[1]):
         if seconds >= size and seconds % size == 0:
             return f"{seconds // size:g}{unit}"

@@ -4,7 +4,6 @@ log line (:func:`finished`)."""
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import time
 from dataclasses import dataclass, field, replace
@@ -15,6 +14,7 @@ from sync.redaction import redact
 from sync.review import Review
 from sync.settings import Tuning
 from sync.store import Diff, LockHeld, LockHolder
+from sync.timetext import elapsed_text, instant_text
 from sync.vocabulary import Outcome, Trigger
 
 __all__ = ["SweepOptions", "SweepResult", "finished", "lock_held", "log"]
@@ -74,8 +74,8 @@ def lock_held(held: LockHeld, account_sid: str, channel: str, options: SweepOpti
     elif holder.held_for is not None and holder.held_for > options.timeout:
         outcome = Outcome.FAILED
         message = (
-            f"this channel's lock has been held for {_duration(holder.held_for)}, longer than a "
-            f"sweep may run ({_duration(options.timeout)}), by {_holder_text(holder)}"
+            f"this channel's lock has been held for {elapsed_text(holder.held_for)}, longer than a "
+            f"sweep may run ({elapsed_text(options.timeout)}), by {_holder_text(holder)}"
         )
     elif (holder.application_name or "").startswith("blocklist-sync"):
         message = f"another blocklist-sync process is sweeping this channel ({_holder_text(holder)})"
@@ -101,21 +101,10 @@ def _holder_text(holder: LockHolder) -> str:
     if holder.client:
         parts.append(f"from {holder.client}")
     if holder.since is not None and holder.held_for is not None:
-        since = holder.since.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-        parts.append(f"connected {since}, {_duration(holder.held_for)} ago")
+        parts.append(f"connected {instant_text(holder.since)}, {elapsed_text(holder.held_for)} ago")
     else:
         parts.append("connected at a time this role may not see (grant it pg_read_all_stats)")
     return ", ".join(parts)
-
-
-def _duration(seconds: float) -> str:
-    """``2h00m``, ``3h12m``, ``1m30s``, ``45s``, ``0.5s``: precise enough to set a lock's age
-    beside a timeout."""
-    whole = round(seconds)
-    if whole < 60:
-        return f"{seconds:.1f}s" if seconds < 10 else f"{whole}s"
-    hours, minutes = divmod(whole // 60, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{whole % 60:02d}s"
 
 
 def finished(result: SweepResult, started: float) -> SweepResult:

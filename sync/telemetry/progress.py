@@ -14,6 +14,8 @@ from typing import NoReturn, Protocol
 
 from tqdm import tqdm
 
+from sync.timetext import elapsed_text
+
 __all__ = ["Progress"]
 
 
@@ -138,14 +140,14 @@ class Progress:
             if seen.rows < expected and rate > 0:
                 left = (expected - seen.rows) / rate
                 fields["eta_seconds"] = round(left)
-                said += f", about {_duration(left)} left"
+                said += f", about {elapsed_text(left)} left"
             elif seen.rows >= expected:
                 said += ", as many as last time" if seen.rows == expected else ", more than last time"
         else:
             said += " (no earlier sweep to measure against)"
         waiting = now - paging.last_page_at
         if waiting >= self.interval:
-            said += f"; no page for {_duration(waiting)}"
+            said += f"; no page for {elapsed_text(waiting)}"
         logging.getLogger("sync.progress").info("%s", said, extra=fields)
 
     def _start_heartbeat(self) -> None:
@@ -178,12 +180,3 @@ def _tenths(progress: _Paged) -> int:
     """How many tenths of the expected size the listing has reached (0 without one)."""
     expected = progress.expected_rows
     return progress.rows * 10 // expected if expected else 0
-
-
-def _duration(seconds: float) -> str:
-    """``3m05s``, ``1h02m``, ``45s``: a time left, as a person reads it in a log line."""
-    whole = round(seconds)
-    if whole < 60:
-        return f"{whole}s"
-    hours, minutes = divmod(whole // 60, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{whole % 60:02d}s"
