@@ -14,7 +14,7 @@ import click
 from sync import database, health, output, preflight
 from sync import run as runs
 from sync.cli.common import open_engine, open_store, prepare
-from sync.cli.errors import UsageError, config_errors_exit
+from sync.cli.errors import UsageError, config_errors_exit, setting_name
 from sync.cli.options import (
     Summary,
     WholeNumber,
@@ -156,9 +156,11 @@ def schedule(
     if cron_expr and every:
         raise UsageError("give --cron or --every, not both")
     trigger = (
-        scheduler.every_trigger(every, jitter or None)
+        scheduler.every_trigger(every, jitter or None, setting=setting_name("every"))
         if every
-        else scheduler.crontab_trigger(cron_expr or DEFAULT_CRON, jitter or None)
+        else scheduler.crontab_trigger(
+            cron_expr or DEFAULT_CRON, jitter or None, setting=setting_name("cron_expr")
+        )
     )
     ready = prepare(source, database_url, log, metrics_file, pushgateway)
     scheduler.serve(
