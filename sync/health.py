@@ -64,20 +64,27 @@ def scope(statuses: list[ChannelStatus], accounts: list[Account] | None, only: S
     return Scoped(judged, [s for s in statuses if (s.account_sid, s.channel) not in configured])
 
 
-def problem(status: ChannelStatus, now: dt.datetime, max_age_seconds: float | None = None) -> str | None:
+def problem(
+    status: ChannelStatus,
+    now: dt.datetime,
+    max_age_seconds: float | None = None,
+    *,
+    max_age_setting: str = "the maximum age",
+) -> str | None:
     """Why a judged channel needs an operator, if it does, in words for the status line: its
     last sweep failed or was held, or (given ``--max-age``) its last success is older than
-    that. A cancelled sweep is neither a success nor a failure: only its age can make it a
-    problem."""
+    that, named ``max_age_setting`` (as the CLI names the setting the operator gave). A
+    cancelled sweep is neither a success nor a failure: only its age can make it a problem."""
     if failed_or_held(status):
         return f"last sweep {status.last_status} (run {status.last_run_id})"
     if max_age_seconds is not None:
         limit = duration_text(max_age_seconds)  # the setting, as it is written
         if status.last_success_at is None:
             never = "never swept" if status.last_status is None else "never succeeded"
-            return f"{never}, and --max-age is {limit}"
+            return f"{never}, and {max_age_setting} is {limit}"
         if (now - status.last_success_at).total_seconds() > max_age_seconds:
-            return f"last success {age_text(now, status.last_success_at)}, older than --max-age {limit}"
+            age = age_text(now, status.last_success_at)
+            return f"last success {age}, older than {max_age_setting} {limit}"
     return None
 
 

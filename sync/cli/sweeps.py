@@ -194,7 +194,7 @@ def status(
     code (--all judges them too). Reads the account SIDs and channels from the same settings
     as `run` (KALEYRA_SID, KALEYRA_CHANNELS or --config), never the API key.
     """
-    limit = parse_duration(max_age, "--max-age") if max_age else None
+    limit = parse_duration(max_age, setting_name("max_age")) if max_age else None
     accounts = None
     if source.is_configured(os.environ) and not show_all:
         accounts = source.selected(source.load(os.environ, need_keys=False))
@@ -207,7 +207,11 @@ def status(
         )
     scoped = health.scope(store.channel_statuses(), accounts, source.only)
     now = store.now()  # the clock every stored time was read from, not this host's
-    problems = {(s.account_sid, s.channel): health.problem(s, now, limit) for s in scoped.judged}
+    named = setting_name("max_age")
+    problems = {
+        (s.account_sid, s.channel): health.problem(s, now, limit, max_age_setting=named)
+        for s in scoped.judged
+    }
     click.echo((output.status_json if as_json else output.status_table)(scoped, now, where, problems))
     sys.exit(ExitCode.FAILED if any(problems.values()) else ExitCode.OK)
 
