@@ -161,7 +161,7 @@ def run_scheduler(
         now = account.sid in run_now_pending
         run_now_pending.discard(account.sid)  # one job per account, never two at once
         if now:
-            log.info("sweeping account %s now, as asked at start, however recently it was swept", account.sid)
+            log.info("--run-now: sweeping account %s now, however recently it was swept", account.sid)
         try:
             sweep_accounts(
                 [account],

@@ -48,7 +48,7 @@ def as_utc(value: dt.datetime | str | None) -> dt.datetime | None:
     every time the store writes is UTC. The one place that reading is undone."""
     if value is None:
         return None
-    stamp = value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(value)
+    stamp = dt.datetime.fromisoformat(value) if isinstance(value, str) else value
     return stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=dt.UTC)
 
 
