@@ -55,6 +55,7 @@ from sync.store import (
     Staged,
     Store,
 )
+from sync.timetext import instant_text
 from sync.vendor_text import vendor_text
 from sync.vocabulary import ExitCode
 
@@ -87,7 +88,10 @@ class TooEarly(Refused):
     export may show: a mistyped year, most likely. The CLI names the setting of ``earliest``."""
 
     def __init__(self, name: str, at: dt.datetime, earliest: dt.datetime) -> None:
-        said = f"{name}: {_when(at)} is before {_when(earliest)}, the earliest time an export may show"
+        said = (
+            f"{name}: {instant_text(at)} is before {instant_text(earliest)}, "
+            "the earliest time an export may show"
+        )
         super().__init__(said)
         self.name, self.at, self.earliest = name, at, earliest
 
@@ -146,11 +150,6 @@ class ImportResult:
     rewritten: int = 0
 
 
-def _when(at: dt.datetime) -> str:
-    # isoformat, not strftime: %Y writes year 26 as "26", and a mistyped year must show as typed
-    return at.astimezone(dt.UTC).replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
-
-
 def import_snapshots(store: Store, snapshots: list[Snapshot], options: ImportOptions) -> list[ImportResult]:
     """Import ``snapshots`` into one account and channel, all or nothing; raises
     :class:`Refused`, :class:`Held` or :class:`Locked` with one line saying why, having applied
@@ -177,7 +176,8 @@ def _check_times(snapshots: list[Snapshot], earliest: dt.datetime, now: dt.datet
             raise TooEarly(name, snapshot.at, earliest)
         if snapshot.at > now:
             raise Refused(
-                f"{name}: {_when(snapshot.at)} is in the future (the database's clock says {_when(now)}); "
+                f"{name}: {instant_text(snapshot.at)} is in the future "
+                f"(the database's clock says {instant_text(now)}); "
                 "give the time the export was taken"
             )
 
@@ -244,8 +244,8 @@ class _Import:
             elif sweeps:
                 first_sweep = sweeps[0]
                 raise Refused(
-                    f"{name}: {_when(snapshot.at)} is not before the channel's first sweep (run "
-                    f"{first_sweep[0]}, {_when(first_sweep[1])}); an export can only be placed before "
+                    f"{name}: {instant_text(snapshot.at)} is not before the channel's first sweep (run "
+                    f"{first_sweep[0]}, {instant_text(first_sweep[1])}); an export can only be placed before "
                     "the history sweeps recorded, never between or after sweeps"
                 )
             elif snapshot.at > latest[1]:
@@ -253,15 +253,17 @@ class _Import:
             else:
                 later = next(r for r in runs if r[1] >= snapshot.at)
                 raise Refused(
-                    f"{name}: {_when(snapshot.at)} is not before the earliest import (run {earliest[0]}, "
-                    f"{_when(earliest[1])}) nor after the latest (run {latest[0]}, {_when(latest[1])}), "
-                    f"it is at or before run {later[0]} ({_when(later[1])}); import older exports "
+                    f"{name}: {instant_text(snapshot.at)} is not before the earliest import "
+                    f"(run {earliest[0]}, {instant_text(earliest[1])}) nor after the latest "
+                    f"(run {latest[0]}, {instant_text(latest[1])}), "
+                    f"it is at or before run {later[0]} ({instant_text(later[1])}); import older exports "
                     "before newer ones, or into an empty channel all at once"
                 )
         first = self.session.first_run()
         if before and first is not None and first.listing_complete is False:
             raise Refused(
-                f"the channel's earliest run ({first.run_id}, {_when(first.started_at)}) could not show "
+                f"the channel's earliest run ({first.run_id}, {instant_text(first.started_at)}) "
+                "could not show "
                 "a complete listing, so it cannot prove which numbers of an older export were gone by "
                 "then; nothing was applied"
             )
@@ -314,7 +316,7 @@ class _Import:
         verb = "would import" if self.options.dry_run else "imported"
         line = (
             f"{verb} {reading.shown} as run {run_id}: {self.options.account_sid} {self.options.channel} at "
-            f"{_when(snapshot.at)}: {diff.seen} numbers, +{diff.added} -{diff.removed}"
+            f"{instant_text(snapshot.at)}: {diff.seen} numbers, +{diff.added} -{diff.removed}"
             f"{_skipped(reading)}{sample}"
         )
         return ImportResult(snapshot, line, run_id, added=diff.added, removed=diff.removed)
@@ -361,8 +363,8 @@ class _Import:
         verb = "would import" if self.options.dry_run else "imported"
         line = (
             f"{verb} {reading.shown} as run {run_id}: {self.options.account_sid} {self.options.channel} at "
-            f"{_when(snapshot.at)}, before the channel's earliest run {first.run_id} "
-            f"({_when(first.started_at)}): {counts.numbers} numbers; {_rewrites(counts, first)}"
+            f"{instant_text(snapshot.at)}, before the channel's earliest run {first.run_id} "
+            f"({instant_text(first.started_at)}): {counts.numbers} numbers; {_rewrites(counts, first)}"
             f"{_skipped(reading)}{sample}"
         )
         return ImportResult(

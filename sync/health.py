@@ -15,11 +15,12 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sync.settings import Account
+from sync.settings import Account, duration_text
 from sync.store import ChannelStatus
+from sync.timetext import age_text
 from sync.vocabulary import RunStatus
 
-__all__ = ["Scoped", "age_text", "failed_or_held", "problem", "scope"]
+__all__ = ["Scoped", "failed_or_held", "problem", "scope"]
 
 
 @dataclass(frozen=True)
@@ -63,21 +64,27 @@ def scope(statuses: list[ChannelStatus], accounts: list[Account] | None, only: S
     return Scoped(judged, [s for s in statuses if (s.account_sid, s.channel) not in configured])
 
 
-def problem(status: ChannelStatus, now: dt.datetime, max_age_seconds: float | None = None) -> str | None:
+def problem(
+    status: ChannelStatus,
+    now: dt.datetime,
+    max_age_seconds: float | None = None,
+    *,
+    max_age_setting: str = "the maximum age",
+) -> str | None:
     """Why a judged channel needs an operator, if it does, in words for the status line: its
     last sweep failed or was held, or (given ``--max-age``) its last success is older than
-    that. A cancelled sweep is neither a success nor a failure: only its age can make it a
-    problem."""
+    that, named ``max_age_setting`` (as the CLI names the setting the operator gave). A
+    cancelled sweep is neither a success nor a failure: only its age can make it a problem."""
     if failed_or_held(status):
         return f"last sweep {status.last_status} (run {status.last_run_id})"
     if max_age_seconds is not None:
-        limit = age_text(max_age_seconds)
+        limit = duration_text(max_age_seconds)  # the setting, as it is written
         if status.last_success_at is None:
             never = "never swept" if status.last_status is None else "never succeeded"
-            return f"{never}, and --max-age is {limit}"
-        age = (now - status.last_success_at).total_seconds()
-        if age > max_age_seconds:
-            return f"last success {age_text(age)} ago, older than --max-age {limit}"
+            return f"{never}, and {max_age_setting} is {limit}"
+        if (now - status.last_success_at).total_seconds() > max_age_seconds:
+            age = age_text(now, status.last_success_at)
+            return f"last success {age}, older than {max_age_setting} {limit}"
     return None
 
 
@@ -86,12 +93,3 @@ def failed_or_held(status: ChannelStatus) -> bool:
     applied and nothing will be until someone looks. (``status`` shows that sweep's error for
     the same reason.)"""
     return status.last_status in (RunStatus.FAILED, RunStatus.HELD)
-
-
-def age_text(seconds: float) -> str:
-    """``2h``, ``3d``, ``45m``, ``30s``: the largest whole unit, as durations are written."""
-    seconds = int(seconds)
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"

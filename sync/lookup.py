@@ -26,7 +26,7 @@ from enum import StrEnum
 from sqlalchemy import Connection, Engine, bindparam, text
 
 from sync.readings import Reading, UnreadableNumber
-from sync.store import last_successes
+from sync.store import as_utc, imports_among, last_successes
 from sync.vocabulary import ExitCode
 
 __all__ = [
@@ -151,20 +151,6 @@ class NumberReport:
         return any(c.intervals for c in self.channels)
 
 
-def _utc(value: dt.datetime | str | None) -> dt.datetime | None:
-    """A timestamp from either database: SQLite hands views' and aggregates' values back as
-    naive text; they were written in UTC."""
-    if value is None:
-        return None
-    stamp = value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(value)
-    return stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.UTC)
-
-
-# Whether the run ``{run}`` imported a dated export (it has the file's provenance), as
-# ``sync.store`` tells imports from sweeps: ``run --trigger backfill`` is a sweep all the same.
-_IMPORTED = "({run}.source_sha256 IS NOT NULL)"
-
-
 def look_up(
     engine: Engine, readings: Sequence[Reading | UnreadableNumber], *, at: dt.datetime | None = None
 ) -> list[NumberReport]:
@@ -185,9 +171,9 @@ def look_up(
                 (sid, channel): Channel(
                     sid,
                     channel,
-                    _utc(last),
+                    as_utc(last),
                     None if complete is None else bool(complete),
-                    first_sweep=_utc(first),
+                    first_sweep=as_utc(first),
                     as_of_import=bool(imported),
                 )
                 for sid, channel, last, complete, first, imported in swept
@@ -200,37 +186,38 @@ def look_up(
                 matching,
             ).all()
             stored: list[str] = []
-            for row in connection.execute(
+            periods = connection.execute(
                 text(
                     "SELECT account_sid, channel, mobile, added_not_before, added_at, "
                     "removed_not_before, removed_at, initial_load, added_run_id, removed_run_id, "
-                    f"proven_present_at, (SELECT {_IMPORTED.format(run='r')} FROM sync_runs r "
-                    "WHERE r.id = added_run_id) AS added_by_import FROM blocklist_periods "
-                    "WHERE mobile IN :spellings "
+                    "proven_present_at FROM blocklist_periods WHERE mobile IN :spellings "
                     "ORDER BY account_sid, channel, added_at"
                 ).bindparams(bindparam("spellings", expanding=True)),
                 matching,
-            ):
+            ).all()
+            # Which stretches an import began is the run ledger's to say, as it tells imports from sweeps.
+            by_import = imports_among(connection, (int(row.added_run_id) for row in periods))
+            for row in periods:
                 key = (row.account_sid, row.channel)
                 channel = channels.setdefault(key, Channel(*key, None))
                 channel.stored_as = row.mobile
                 stored += [] if row.mobile in stored else [row.mobile]
                 channel.intervals.append(
                     Interval(
-                        _utc(row.added_not_before),
-                        _utc(row.added_at),  # type: ignore[arg-type]
-                        _utc(row.removed_not_before),
-                        _utc(row.removed_at),
+                        as_utc(row.added_not_before),
+                        as_utc(row.added_at),
+                        as_utc(row.removed_not_before),
+                        as_utc(row.removed_at),
                         bool(row.initial_load),
                         int(row.added_run_id),
                         None if row.removed_run_id is None else int(row.removed_run_id),
-                        _utc(row.proven_present_at),
-                        imported=bool(row.added_by_import),
+                        as_utc(row.proven_present_at),
+                        imported=int(row.added_run_id) in by_import,
                     )
                 )
             for sid, channel_name, since in unproven:
                 if (sid, channel_name) in channels:
-                    channels[sid, channel_name].unproven_since = _utc(since)
+                    channels[sid, channel_name].unproven_since = as_utc(since)
             if at is not None:
                 for channel in channels.values():
                     channel.as_of = state_at(channel.intervals, at, channel.first_sweep)

@@ -30,6 +30,7 @@ from sync.redaction import redact
 from sync.settings import Shard
 from sync.store import ChannelStatus, Diff
 from sync.sweep import DeadlinePassed, SweepResult
+from sync.timetext import age_text
 from sync.vocabulary import Outcome, RunStatus
 
 __all__ = [
@@ -298,10 +299,6 @@ def _applied(s: ChannelStatus) -> bool:
     return s.last_status == RunStatus.SUCCEEDED
 
 
-def _age(now: dt.datetime, then: dt.datetime | None) -> str:
-    return "never" if then is None else f"{health.age_text((now - then).total_seconds())} ago"
-
-
 def _table(statuses: list[ChannelStatus], now: dt.datetime) -> list[str]:
     header = (
         "ACCOUNT",
@@ -318,7 +315,7 @@ def _table(statuses: list[ChannelStatus], now: dt.datetime) -> list[str]:
         (
             s.account_sid,
             s.channel,
-            _age(now, s.last_finished_at or s.last_started_at),
+            age_text(now, s.last_finished_at or s.last_started_at),
             s.last_status or "never swept",
             # What the last sweep applied; a sweep that applied nothing shows none (a held
             # one's intentions get a line of their own, below the table).
@@ -326,7 +323,7 @@ def _table(statuses: list[ChannelStatus], now: dt.datetime) -> list[str]:
             str(s.last_removed or 0) if _applied(s) else "-",
             str(s.last_rejected or 0),
             str(s.entries),
-            _age(now, s.last_success_at),
+            age_text(now, s.last_success_at),
         )
         for s in statuses
     ]

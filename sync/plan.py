@@ -32,6 +32,7 @@ from typing import Any
 from sync import __version__
 from sync.files import write_atomically
 from sync.settings import ConfigError, parse_instant, read_regular_file
+from sync.timetext import instant_text
 from sync.vocabulary import Change
 
 __all__ = [
@@ -215,7 +216,7 @@ class Plan:
 
 def _approval(planned: ChannelPlan, plan: Plan) -> Approval:
     return Approval(
-        source=f"the plan {plan.path} (made {plan.made_at.strftime('%Y-%m-%d %H:%M:%SZ')})",
+        source=f"the plan {plan.path} (made {instant_text(plan.made_at)})",
         added=planned.added,
         removed=planned.removed,
         added_sha256=planned.added_sha256,

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, text
 
 from sync.settings import ConfigError
+from sync.store import as_utc
 
 __all__ = ["ReportData", "gather", "render", "require_charting"]
 
@@ -145,9 +146,7 @@ def _chart(kind: str, title: str, data: ReportData, series: dict[str, list[int |
 def _when(value: object) -> str:
     if value is None:
         return "never"
-    stamp = value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(str(value))
-    if stamp.tzinfo is None:  # SQLite: written in UTC, read back naive
-        stamp = stamp.replace(tzinfo=dt.UTC)
+    stamp = as_utc(value if isinstance(value, dt.datetime) else str(value))
     return stamp.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 

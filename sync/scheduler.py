@@ -43,7 +43,7 @@ _EPOCH = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)  # interval ticks are anchored h
 _CRON_WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")  # crontab: 0 and 7 are Sunday
 
 
-def _weekday_token(token: str, expr: str) -> str:
+def _weekday_token(token: str, expr: str, setting: str) -> str:
     """One comma-separated item of crontab's weekday field, in APScheduler's terms.
 
     APScheduler numbers weekdays from Monday = 0, crontab from Sunday = 0: numbers become
@@ -52,7 +52,7 @@ def _weekday_token(token: str, expr: str) -> str:
     """
     if "/" in token:
         raise ConfigError(
-            f"--cron {expr!r}: steps in the weekday field are not supported; "
+            f"{setting} {expr!r}: steps in the weekday field are not supported; "
             "list the days, e.g. 1,3,5 or mon,wed,fri"
         )
     if token == "*":
@@ -61,10 +61,10 @@ def _weekday_token(token: str, expr: str) -> str:
         low, _, high = token.lower().partition("-")
         first, last = _weekday_number(low), _weekday_number(high or low)
     except ValueError:
-        raise ConfigError(f"--cron {expr!r}: {token!r} is not a weekday (0-7 or sun-sat)") from None
+        raise ConfigError(f"{setting} {expr!r}: {token!r} is not a weekday (0-7 or sun-sat)") from None
     if last < first:
         raise ConfigError(
-            f"--cron {expr!r}: the range {token!r} runs backwards; crontab ranges go from low to high"
+            f"{setting} {expr!r}: the range {token!r} runs backwards; crontab ranges go from low to high"
         )
     return ",".join(dict.fromkeys(_CRON_WEEKDAYS[d % 7] for d in range(first, last + 1)))
 
@@ -80,22 +80,23 @@ def _weekday_number(value: str) -> int:
     return number
 
 
-def crontab_trigger(expr: str, jitter: int | None = None) -> CronTrigger:
-    """A five-field crontab expression, meaning what it means in crontab, in UTC."""
+def crontab_trigger(expr: str, jitter: int | None = None, *, setting: str) -> CronTrigger:
+    """A five-field crontab expression, meaning what it means in crontab, in UTC; a
+    :class:`ConfigError` naming ``setting`` (the flag or variable that gave it) if it cannot be."""
     if not expr.isascii() or len(expr) > 200:  # APScheduler would read "٣" as 3
         raise ConfigError(
-            f'--cron {quoted(expr)}: write it in ASCII digits, names, * , - and /, like "15 * * * *"'
+            f'{setting} {quoted(expr)}: write it in ASCII digits, names, * , - and /, like "15 * * * *"'
         )
     fields = expr.split()
     if len(fields) != 5:
         raise ConfigError(
-            f'--cron {expr!r}: give five fields (minute hour day month weekday), e.g. "15 * * * *"'
+            f'{setting} {expr!r}: give five fields (minute hour day month weekday), e.g. "15 * * * *"'
         )
     minute, hour, day, month, weekday = fields
     if day != "*" and weekday != "*":
         # crontab runs when EITHER matches; APScheduler would require both.
-        raise ConfigError(f"--cron {expr!r}: restrict the day of month or the weekday, not both")
-    weekdays = ",".join(_weekday_token(t, expr) for t in weekday.split(","))
+        raise ConfigError(f"{setting} {expr!r}: restrict the day of month or the weekday, not both")
+    weekdays = ",".join(_weekday_token(t, expr, setting) for t in weekday.split(","))
     try:
         return CronTrigger(
             minute=minute,
@@ -107,11 +108,12 @@ def crontab_trigger(expr: str, jitter: int | None = None) -> CronTrigger:
             jitter=jitter,
         )
     except ValueError as exc:
-        raise ConfigError(f"--cron {expr!r}: {exc}") from None
+        raise ConfigError(f"{setting} {expr!r}: {exc}") from None
 
 
-def every_trigger(every: str, jitter: int | None = None) -> IntervalTrigger:
-    seconds = parse_duration(every, "--every")
+def every_trigger(every: str, jitter: int | None = None, *, setting: str) -> IntervalTrigger:
+    """Ticks ``every`` apart, anchored so that replicas align; ``setting`` names where it came from."""
+    seconds = parse_duration(every, setting)
     return IntervalTrigger(seconds=seconds, start_date=_EPOCH, timezone=dt.UTC, jitter=jitter)
 
 

@@ -361,8 +361,8 @@ def test_status_max_age_names_each_stale_channel_in_text(
     assert result.returncode == 1
     problems = [line for line in result.stdout.splitlines() if line.startswith("PROBLEM")]
     assert problems == [
-        f"PROBLEM {sim.sid} sms: last success 3h ago, older than --max-age 2h",
-        f"PROBLEM {sim.sid} whatsapp: last success 3h ago, older than --max-age 2h",
+        f"PROBLEM {sim.sid} sms: last success 3h00m ago, older than --max-age 2h",
+        f"PROBLEM {sim.sid} whatsapp: last success 3h00m ago, older than --max-age 2h",
     ]
 
 
@@ -542,12 +542,12 @@ def test_n_shards_cover_every_pair_exactly_once(count: int, size: int) -> None:
 
 
 def test_shard_settings() -> None:
-    assert parse_shard("2/4", {}) == Shard(2, 4)
-    assert parse_shard("4", {"JOB_COMPLETION_INDEX": "3"}) == Shard(3, 4)
+    assert parse_shard("2/4", {}, "--shard") == Shard(2, 4)
+    assert parse_shard("4", {"JOB_COMPLETION_INDEX": "3"}, "--shard") == Shard(3, 4)
     bad_shards: list[tuple[str, dict[str, str]]] = [("4/4", {}), ("1/0", {}), ("x", {}), ("4", {})]
     for bad, env in bad_shards:
         with pytest.raises(ConfigError, match="--shard"):
-            parse_shard(bad, env)
+            parse_shard(bad, env, "--shard")
 
 
 @pytest.mark.slow

@@ -874,7 +874,7 @@ def test_the_sharded_cronjob_is_an_indexed_job_whose_shards_cover_the_pairs() ->
     # Every index Kubernetes will give is a shard the CLI accepts.
     from sync.settings import Shard, parse_shard
 
-    assert [parse_shard(str(count), {"JOB_COMPLETION_INDEX": str(k)}) for k in range(count)] == [
+    assert [parse_shard(str(count), {"JOB_COMPLETION_INDEX": str(k)}, "--shard") for k in range(count)] == [
         Shard(k, count) for k in range(count)
     ]
     assert_cli_accepts(c["command"], "sharded CronJob")
@@ -1174,13 +1174,13 @@ def test_the_env_file_reader_reads_the_shipped_env_file_as_systemd_does(tmp_path
     for name, text in shipped_env_files().items():
         path = tmp_path / "env"
         path.write_text(text)
-        assert read_env_file(str(path)) == systemd_environment_file(text), name
+        assert read_env_file(str(path), "--env-file") == systemd_environment_file(text), name
     path = tmp_path / "env"
     path.write_text(
         "KALEYRA_REGION=in   # in, sg, eu or na\n; a comment\nDATABASE_URL='postgresql://x@h/d'\n"
     )
-    assert read_env_file(str(path)) == systemd_environment_file(path.read_text())
+    assert read_env_file(str(path), "--env-file") == systemd_environment_file(path.read_text())
     path.write_text("# settings\nexport DATABASE_URL=postgresql://u:pw@h/d\n")
     with pytest.raises(ConfigError, match=r"^--env-file: line 2 of .* is not KEY=value") as refused:
-        read_env_file(str(path))
+        read_env_file(str(path), "--env-file")
     assert "pw" not in str(refused.value)

@@ -14,8 +14,8 @@ import uuid
 import pytest
 from sqlalchemy import text
 
-from sync.store import Store
-from sync.store.ledger import as_utc, last_successes
+from sync.store import Store, as_utc
+from sync.store.ledger import last_successes
 from sync.store.schema import sync_runs
 from sync.vocabulary import RunStatus, Trigger
 

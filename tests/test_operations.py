@@ -272,7 +272,7 @@ def test_status_json_and_max_age(sim: Simulator, make_database: Callable[..., st
     ],
 )
 def test_cron_weekdays_mean_what_they_mean_in_crontab(expr: str, expected: str) -> None:
-    trigger = crontab_trigger(expr)
+    trigger = crontab_trigger(expr, setting="--cron")
     weekday = next(f for f in trigger.fields if f.name == "day_of_week")
     assert str(weekday) == expected
     # And the next firing really falls on such a day: 2026-11-29 is a Sunday.
@@ -286,7 +286,7 @@ def test_cron_weekdays_mean_what_they_mean_in_crontab(expr: str, expected: str) 
 )
 def test_cron_expressions_that_cannot_keep_their_meaning_are_rejected(expr: str) -> None:
     with pytest.raises(ConfigError, match="--cron"):
-        crontab_trigger(expr)
+        crontab_trigger(expr, setting="--cron")
 
 
 def test_progress_bar_only_on_a_terminal(sim: Simulator, pg_url: str) -> None:

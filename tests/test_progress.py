@@ -115,7 +115,8 @@ def test_run_logs_progress_when_not_on_a_terminal_in_text_and_json(sim: Simulato
         f"sms: {n} page{'s' if n > 1 else ''}" for n in range(1, 11)
     ]
     assert re.fullmatch(
-        r"sms: 5 pages, 500 rows at [\d,]+ rows/s, 50% of the last sweep's 1,000, about \d+s left", said[4][0]
+        r"sms: 5 pages, 500 rows at [\d,]+ rows/s, 50% of the last sweep's 1,000, about [\d.]+s left",
+        said[4][0],
     )
     assert f"account={sim.sid} channel=sms pages=5" in said[4][1] and "rows=500 " in said[4][1]
     logged = invoke("run", "--log-format", "json", env=env)

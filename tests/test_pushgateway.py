@@ -191,7 +191,7 @@ def test_a_url_that_is_no_pushgateway_is_one_line_without_its_password(url: str,
 
 
 def test_a_pushgateway_url_keeps_its_credentials_apart() -> None:
-    parsed = parse_pushgateway("https://me:p%40ss@push.example.com:9091/base/")
+    parsed = parse_pushgateway("https://me:p%40ss@push.example.com:9091/base/", "--pushgateway")
     assert (parsed.url, parsed.username, parsed.password) == (
         "https://push.example.com:9091/base",
         "me",
@@ -207,7 +207,8 @@ def test_the_cronjobs_push_and_the_alerts_cover_pushed_series() -> None:
         [job] = [d for d in yaml.safe_load_all((REPO / "cron" / name).read_text()) if d]
         [container] = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
         env = {e["name"]: e.get("value") for e in container["env"]}
-        assert parse_pushgateway(env["BLOCKLIST_SYNC_PUSHGATEWAY"]).url.startswith("http://"), name
+        gateway = parse_pushgateway(env["BLOCKLIST_SYNC_PUSHGATEWAY"], "BLOCKLIST_SYNC_PUSHGATEWAY")
+        assert gateway.url.startswith("http://"), name
     tests = (REPO / "cron/blocklist-sync-alerts.test.yaml").read_text()
     assert re.search(r"series: 'push_time_seconds\{[^']*job=\"blocklist-sync\"", tests)
     assert re.search(r"series: 'blocklist_sync_\w+\{[^']*job=\"blocklist-sync\",[^']*instance=", tests)

@@ -12,7 +12,6 @@ configuration error, 1 for an unreachable database.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import functools
 import os
 import sys
@@ -28,6 +27,7 @@ from sync.review import CountsCoverOnePair
 from sync.run import PlanNotWritten
 from sync.settings import ConfigError, duration_text, quoted
 from sync.telemetry import CannotListen
+from sync.timetext import elapsed_text, instant_text
 from sync.vocabulary import ExitCode
 
 __all__ = [
@@ -127,13 +127,13 @@ def said(exc: Exception) -> str:
         )
     if isinstance(exc, PlanFromTheFuture):
         return (
-            f"--plan {exc.path}: the plan says it was made at {_when(exc.made_at)}, after now "
-            f"({_when(exc.now)} by the database's clock); no review comes from the future: review "
+            f"--plan {exc.path}: the plan says it was made at {instant_text(exc.made_at)}, after now "
+            f"({instant_text(exc.now)} by the database's clock); no review comes from the future: review "
             "again with --dry-run --plan-out and apply that plan"
         )
     if isinstance(exc, PlanTooOld):
         return (
-            f"--plan {exc.path}: the plan was made {_age(exc.age)} ago, longer than --plan-max-age "
+            f"--plan {exc.path}: the plan was made {elapsed_text(exc.age)} ago, longer than --plan-max-age "
             f"({duration_text(exc.max_age)}) allows; review again with --dry-run --plan-out "
             "and apply that plan"
         )
@@ -158,15 +158,6 @@ def said(exc: Exception) -> str:
             f"{exc.port}: cannot listen ({exc.why}); pick a free port or an address of this host"
         )
     return str(exc)
-
-
-def _when(at: dt.datetime) -> str:
-    return at.astimezone(dt.UTC).replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
-
-
-def _age(seconds: float) -> str:
-    minutes = int(seconds // 60)
-    return f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m{int(seconds % 60):02d}s"
 
 
 def stopped_by(exc: Stop, options: dict[str, Any], *, migrating: bool = False) -> tuple[str, int]:

@@ -7,7 +7,7 @@ import os
 import click
 
 from sync import __version__, redaction
-from sync.cli.errors import OneLineErrorsGroup, fail
+from sync.cli.errors import OneLineErrorsGroup, fail, setting_name
 from sync.cli.history import import_exports, lookup, report
 from sync.cli.sweeps import check, migrate, run, schedule, status
 from sync.cli.tools import demo, grant_job, grant_read, simulate
@@ -35,7 +35,7 @@ def cli(env_file: str | None) -> None:
     is read here, before any command reads its options' variables."""
     if env_file:
         try:
-            settings = read_env_file(env_file)
+            settings = read_env_file(env_file, setting_name("env_file"))
         except ConfigError as exc:
             fail(str(exc))
         for name, value in settings.items():

@@ -143,7 +143,12 @@ account_options = _gathered(
         ),
     ],
     lambda only, **flags: AccountSource(
-        only=tuple(only), config_setting=setting_name("config_file"), **flags
+        only=tuple(only),
+        names={
+            name: setting_name(name)
+            for name in ("config_file", "sid", "api_key_file", "base_url", "region", "only")
+        },
+        **flags,
     ),
     "source",
     ("config_file", "sid", "api_key_file", "base_url", "region", "only"),

@@ -14,7 +14,7 @@ import click
 from sync import database, health, output, preflight
 from sync import run as runs
 from sync.cli.common import open_engine, open_store, prepare
-from sync.cli.errors import UsageError, config_errors_exit
+from sync.cli.errors import UsageError, config_errors_exit, setting_name
 from sync.cli.options import (
     Summary,
     WholeNumber,
@@ -156,9 +156,11 @@ def schedule(
     if cron_expr and every:
         raise UsageError("give --cron or --every, not both")
     trigger = (
-        scheduler.every_trigger(every, jitter or None)
+        scheduler.every_trigger(every, jitter or None, setting=setting_name("every"))
         if every
-        else scheduler.crontab_trigger(cron_expr or DEFAULT_CRON, jitter or None)
+        else scheduler.crontab_trigger(
+            cron_expr or DEFAULT_CRON, jitter or None, setting=setting_name("cron_expr")
+        )
     )
     ready = prepare(source, database_url, log, metrics_file, pushgateway)
     scheduler.serve(
@@ -192,7 +194,7 @@ def status(
     code (--all judges them too). Reads the account SIDs and channels from the same settings
     as `run` (KALEYRA_SID, KALEYRA_CHANNELS or --config), never the API key.
     """
-    limit = parse_duration(max_age, "--max-age") if max_age else None
+    limit = parse_duration(max_age, setting_name("max_age")) if max_age else None
     accounts = None
     if source.is_configured(os.environ) and not show_all:
         accounts = source.selected(source.load(os.environ, need_keys=False))
@@ -205,7 +207,11 @@ def status(
         )
     scoped = health.scope(store.channel_statuses(), accounts, source.only)
     now = store.now()  # the clock every stored time was read from, not this host's
-    problems = {(s.account_sid, s.channel): health.problem(s, now, limit) for s in scoped.judged}
+    named = setting_name("max_age")
+    problems = {
+        (s.account_sid, s.channel): health.problem(s, now, limit, max_age_setting=named)
+        for s in scoped.judged
+    }
     click.echo((output.status_json if as_json else output.status_table)(scoped, now, where, problems))
     sys.exit(ExitCode.FAILED if any(problems.values()) else ExitCode.OK)
 

@@ -124,6 +124,6 @@ def _retry_after_seconds(value: str | None) -> float | None:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
-    if when.tzinfo is None:
+    if when.tzinfo is None:  # "-0000": an HTTP date is GMT by definition (RFC 9110), unlike SQLite
         when = when.replace(tzinfo=dt.UTC)
     return max((when - dt.datetime.now(dt.UTC)).total_seconds(), 0.0)

@@ -44,7 +44,13 @@ __all__ = [
 
 CHANNELS: tuple[str, ...] = tuple(c.value for c in Channel)
 CONFIG_VARIABLE = "BLOCKLIST_SYNC_CONFIG"  # the config file's variable (``--config``'s)
-_CONFIG_SETTING = f"--config / {CONFIG_VARIABLE}"
+# The variable each single-account field of an AccountSource lays its value over.
+_OVERRIDES = {
+    "sid": "KALEYRA_SID",
+    "api_key_file": "KALEYRA_API_KEY_FILE",
+    "base_url": "KALEYRA_BASE_URL",
+    "region": "KALEYRA_REGION",
+}
 DEFAULT_BASE_URL = "https://api.kaleyra.io/v1"
 _SID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # Printable ASCII, no space: anything else is a second line of a key file, a pasted quote or
@@ -73,8 +79,13 @@ class AccountSource:
     base_url: str | None = None
     region: str | None = None
     only: tuple[str, ...] = ()
-    # How messages name the config file's setting: by the flag or the variable that set it.
-    config_setting: str = "--config / BLOCKLIST_SYNC_CONFIG"
+    # How messages name each field's setting (``sid``: ``--sid``), by the flag or the variable
+    # the operator set, as the CLI knows it; a field not in it is named by its variable.
+    names: Mapping[str, str] = field(default_factory=dict)
+
+    def _named(self, name: str) -> str:
+        variables = {**_OVERRIDES, "config_file": CONFIG_VARIABLE}
+        return self.names.get(name) or variables.get(name, name)
 
     def is_configured(self, env: Mapping[str, str]) -> bool:
         """Whether any account is configured at all (a config file or ``KALEYRA_SID``)."""
@@ -83,27 +94,26 @@ class AccountSource:
     def load(self, env: Mapping[str, str], *, need_keys: bool = True) -> list[Account]:
         """Every configured account (each key registered for redaction as it is read)."""
         if self.config_file and any((self.sid, self.api_key_file, self.base_url, self.region)):
+            *others, last = (self._named(name) for name in _OVERRIDES)
             raise ConfigError(
-                "--sid, --api-key-file, --base-url and --region configure a single "
+                f"{', '.join(others)} and {last} configure a single "
                 "account; with a config file, set them in the file instead"
             )
         merged = with_overrides(
             env, sid=self.sid, api_key_file=self.api_key_file, base_url=self.base_url, region=self.region
         )
         # A value a flag gave is named by the flag, one from the environment by its variable.
-        flags = {
-            "KALEYRA_SID": (self.sid, "--sid"),
-            "KALEYRA_API_KEY_FILE": (self.api_key_file, "--api-key-file"),
-            "KALEYRA_BASE_URL": (self.base_url, "--base-url"),
-            "KALEYRA_REGION": (self.region, "--region"),
-        }
-        names = {variable: flag for variable, (given, flag) in flags.items() if given}
+        names = {variable: self._named(name) for name, variable in _OVERRIDES.items() if getattr(self, name)}
         return load_accounts(
-            self.config_file, merged, need_keys=need_keys, names=names, config_setting=self.config_setting
+            self.config_file,
+            merged,
+            need_keys=need_keys,
+            names=names,
+            config_setting=self._named("config_file"),
         )
 
     def selected(self, accounts: list[Account]) -> list[Account]:
-        return select_accounts(accounts, self.only)
+        return select_accounts(accounts, self.only, self.names.get("only", "account"))
 
 
 def parse_channels(value: str | Sequence[str], setting: str = "KALEYRA_CHANNELS") -> tuple[str, ...]:
@@ -222,7 +232,7 @@ def account_from_env(
 
 
 def accounts_from_toml(
-    path: Path, env: Mapping[str, str], *, need_keys: bool = True, setting: str = _CONFIG_SETTING
+    path: Path, env: Mapping[str, str], *, need_keys: bool = True, setting: str = CONFIG_VARIABLE
 ) -> list[Account]:
     """Accounts from a config file::
 
@@ -391,7 +401,7 @@ def load_accounts(
     *,
     need_keys: bool = True,
     names: Mapping[str, str] | None = None,
-    config_setting: str = _CONFIG_SETTING,
+    config_setting: str = CONFIG_VARIABLE,
 ) -> list[Account]:
     """The accounts to sweep: from the ``config`` file when given (the CLI reads
     ``BLOCKLIST_SYNC_CONFIG`` into it, in that one place), otherwise the one account in the
@@ -419,7 +429,7 @@ def register_configured_secrets(env: Mapping[str, str]) -> None:
     tables: list[object] = []
     if config:
         with contextlib.suppress(ConfigError):
-            found = _read_toml(Path(config), _CONFIG_SETTING).get("accounts")
+            found = _read_toml(Path(config), CONFIG_VARIABLE).get("accounts")
             tables = found if isinstance(found, list) else []
     for table in tables:
         if not isinstance(table, dict):
@@ -439,15 +449,16 @@ def register_configured_secrets(env: Mapping[str, str]) -> None:
                 _read_key_file(path, "the API key file")
 
 
-def select_accounts(accounts: list[Account], sids: Sequence[str]) -> list[Account]:
+def select_accounts(accounts: list[Account], sids: Sequence[str], setting: str) -> list[Account]:
     """``accounts`` narrowed to ``sids`` (``--account``, repeatable), in configuration order.
-    Naming an account that is not configured is an error, not an empty run."""
+    Naming an account that is not configured is an error, not an empty run: one naming
+    ``setting``, the flag that asked for it."""
     if not sids:
         return accounts
     known = {a.sid for a in accounts}
     unknown = [sid for sid in dict.fromkeys(sids) if sid not in known]
     if unknown:
         raise ConfigError(
-            f"--account {as_typed(unknown[0])} is not configured; configured: {', '.join(sorted(known))}"
+            f"{setting} {as_typed(unknown[0])} is not configured; configured: {', '.join(sorted(known))}"
         )
     return [a for a in accounts if a.sid in set(sids)]

@@ -77,7 +77,7 @@ _SHARD = re.compile(r"\s*(?:([0-9]{1,6})\s*/\s*)?([0-9]{1,6})\s*", re.ASCII)
 _INDEX = re.compile(r"\s*([0-9]{1,6})\s*", re.ASCII)
 
 
-def parse_shard(value: str, env: Mapping[str, str], setting: str = "--shard") -> Shard:
+def parse_shard(value: str, env: Mapping[str, str], setting: str) -> Shard:
     """``K/N`` (0-based K, as Kubernetes numbers an Indexed Job's pods), or ``N`` alone with K
     taken from ``JOB_COMPLETION_INDEX``, which an Indexed Job sets in every pod."""
     match = _SHARD.fullmatch(value)
@@ -172,7 +172,8 @@ def parse_instant(value: str, setting: str) -> dt.datetime:
 
 def duration_text(seconds: float) -> str:
     """``seconds`` as :func:`parse_duration` reads it back, in the largest unit that divides it
-    (``2h``, ``90m``, ``45s``): how a default duration is shown in help texts."""
+    (``2h``, ``90m``, ``45s``): how a duration setting is shown (a default in a help text, a limit
+    in a message). How long something took or how long ago, in words, is :mod:`sync.timetext`'s."""
     for unit, size in sorted(_UNIT_SECONDS.items(), key=lambda item: -item[1]):
         if seconds >= size and seconds % size == 0:
             return f"{seconds // size:g}{unit}"
@@ -222,7 +223,7 @@ class Pushgateway:
     timeout: float = 10.0  # seconds a push may take; a run never waits longer on one
 
 
-def parse_pushgateway(value: str, setting: str = "--pushgateway") -> Pushgateway:
+def parse_pushgateway(value: str, setting: str) -> Pushgateway:
     """``http(s)://[user:password@]host[:port][/path]``: the Pushgateway's address, as
     Prometheus' own clients take it. A password is registered as a secret at once and never
     shown again (messages name the URL without it)."""
@@ -259,7 +260,7 @@ def parse_pushgateway(value: str, setting: str = "--pushgateway") -> Pushgateway
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
 
 
-def read_env_file(path: str, setting: str = "--env-file") -> dict[str, str]:
+def read_env_file(path: str, setting: str) -> dict[str, str]:
     """The settings in an env file, read as systemd's ``EnvironmentFile=`` reads it (the file
     the systemd units and the crontab read, ``/etc/blocklist-sync/env``): ``KEY=value`` lines;
     a line starting with ``#`` or ``;`` is a comment; a value wholly in single or double quotes

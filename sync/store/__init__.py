@@ -14,7 +14,8 @@
 - :mod:`~sync.store.channel_types`: the ``channel_type`` codes each channel has carried.
 - :mod:`~sync.store.read_model`: what ``status``, the metrics and the run summary read
   (:class:`ChannelStatus`).
-- :mod:`~sync.store.dialect`: what PostgreSQL and SQLite do differently; :mod:`~sync.store.schema`:
+- :mod:`~sync.store.dialect`: what PostgreSQL and SQLite do differently (and :func:`as_utc`,
+  a time as either hands it back, in UTC); :mod:`~sync.store.schema`:
   the tables, as the migrations make them.
 
 Every time the store stores (a run's start and end, a change's ``detected_at`` and
@@ -36,8 +37,8 @@ This module is the API the rest of ``sync`` imports; everything else in the pack
 
 from sync.store.apply import ApplyMismatch
 from sync.store.comparison import Comparison, Diff
-from sync.store.dialect import LockHolder, LockLost
-from sync.store.ledger import FirstRun, Source, last_successes
+from sync.store.dialect import LockHolder, LockLost, as_utc
+from sync.store.ledger import FirstRun, Source, imports_among, last_successes
 from sync.store.read_model import ChannelStatus
 from sync.store.rebase import Rebase, RebaseCounts
 from sync.store.session import LockedChannel, LockHeld, Store, TransactionError
@@ -59,5 +60,7 @@ __all__ = [
     "Staged",
     "Store",
     "TransactionError",
+    "as_utc",
+    "imports_among",
     "last_successes",
 ]

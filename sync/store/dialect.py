@@ -23,17 +23,33 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, overload
 
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError
 
-__all__ = ["Dialect", "Lease", "LockHolder", "LockLost", "PostgreSQL", "SQLite", "dialect_for"]
+__all__ = ["Dialect", "Lease", "LockHolder", "LockLost", "PostgreSQL", "SQLite", "as_utc", "dialect_for"]
 
 Row = tuple[str, str | None]
 _MAX_MILLISECONDS = 2**31 - 1  # the largest value a PostgreSQL timeout setting takes
 # The store's logger: what happens here is part of the store's work, and is logged as before.
 log = logging.getLogger("sync.store")
+
+
+@overload
+def as_utc(value: None) -> None: ...
+@overload
+def as_utc(value: dt.datetime | str) -> dt.datetime: ...
+@overload
+def as_utc(value: dt.datetime | str | None) -> dt.datetime | None: ...
+def as_utc(value: dt.datetime | str | None) -> dt.datetime | None:
+    """A time as either database hands it back, aware and in UTC. PostgreSQL returns it
+    aware; SQLite returns a column naive and a view's or an aggregate's value as text, and
+    every time the store writes is UTC. The one place that reading is undone."""
+    if value is None:
+        return None
+    stamp = dt.datetime.fromisoformat(value) if isinstance(value, str) else value
+    return stamp if stamp.tzinfo is not None else stamp.replace(tzinfo=dt.UTC)
 
 
 @dataclass(frozen=True)
@@ -420,7 +436,7 @@ class SQLite(Dialect):
     def now(self, connection: Connection) -> dt.datetime:
         """SQLite's ``'now'``, which it reads from the clock of the process that opened it."""
         value = connection.execute(text("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')")).scalar_one()
-        return dt.datetime.fromisoformat(str(value)).replace(tzinfo=dt.UTC)
+        return as_utc(str(value))
 
 
 _LOCK_NOT_AVAILABLE = "55P03"  # FOR UPDATE NOWAIT found the row locked

@@ -16,8 +16,9 @@ means, and are written here only:
   before a sweep of last week, so it is the newest only while no sweep has succeeded.
 
 :class:`RunLedger` asks these of one locked channel (its run rows, the windows a sweep's
-changes are dated in, where an import may go); :func:`last_successes`, :func:`run_window` and
-:func:`failed_in_a_row` of every channel, for ``lookup``, the run summary and the metrics. The
+changes are dated in, where an import may go); :func:`last_successes`, :func:`imports_among`,
+:func:`run_window` and :func:`failed_in_a_row` of every channel, for ``lookup``, the run summary
+and the metrics. The
 ``blocklist_sync_health`` view, which ``status``, the metrics and the dashboards read, states the
 same last sweep and last success in SQL, frozen in its migration (0010);
 ``tests/test_ledger.py`` holds the two together.
@@ -26,12 +27,13 @@ same last sweep and last success in SQL, frozen in its migration (0010);
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
 from sqlalchemy import ColumnElement, Connection, case, func, select, text
 
+from sync.store.dialect import as_utc
 from sync.store.schema import sync_runs
 from sync.vocabulary import RunStatus, Trigger
 
@@ -43,9 +45,9 @@ __all__ = [
     "LastSuccess",
     "RunLedger",
     "Source",
-    "as_utc",
     "failed_in_a_row",
     "imported",
+    "imports_among",
     "last_successes",
     "last_sweep_first",
     "newest_first",
@@ -70,13 +72,6 @@ def newest_first() -> list[ColumnElement[object]]:
     """Succeeded runs, the newest first: every sweep by id, then the imports by their time."""
     sweep = case((imported(), 0), else_=1)
     return [sweep.desc(), case((imported(), 0), else_=_runs.id).desc(), _runs.started_at.desc()]
-
-
-def as_utc(value: dt.datetime | None) -> dt.datetime | None:
-    """SQLite hands timestamps back naive; they were written in UTC."""
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=dt.UTC)
-    return value
 
 
 @dataclass(frozen=True)
@@ -357,6 +352,15 @@ class LastSuccess(NamedTuple):
     listing_complete: bool | None
     first_sweep: dt.datetime  # the start of the channel's earliest succeeded run
     imported: bool  # the newest is an import: the channel has had no sweep
+
+
+def imports_among(connection: Connection, run_ids: Iterable[int]) -> set[int]:
+    """Those of ``run_ids`` that imported a dated export (:func:`imported`), not swept."""
+    ids = sorted(set(run_ids))
+    if not ids:
+        return set()
+    found = connection.execute(select(_runs.id).where(_runs.id.in_(ids), imported())).scalars()
+    return {int(i) for i in found}
 
 
 def last_successes(connection: Connection) -> list[LastSuccess]:

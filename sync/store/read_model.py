@@ -15,8 +15,7 @@ from pathlib import Path
 from sqlalchemy import Engine, text
 
 from sync.store import ledger
-from sync.store.dialect import dialect_for
-from sync.store.ledger import as_utc
+from sync.store.dialect import as_utc, dialect_for
 from sync.store.schema import UtcTime
 
 __all__ = ["ChannelStatus", "ReadModel"]
@@ -89,15 +88,7 @@ class ReadModel:
         with self.engine.connect() as connection:
             rows = connection.execute(query).mappings().all()
         times = ("last_started_at", "last_finished_at", "last_success_at")
-        return [
-            ChannelStatus(
-                **{
-                    str(k): as_utc(v) if k in times else v  # type: ignore[arg-type]
-                    for k, v in r.items()
-                }
-            )
-            for r in rows
-        ]
+        return [ChannelStatus(**{str(k): as_utc(v) if k in times else v for k, v in r.items()}) for r in rows]
 
     def run_window(self, run_id: int) -> tuple[dt.datetime | None, dt.datetime | None]:
         """(``not_before``, ``detected_at``) of a run, for the run summary

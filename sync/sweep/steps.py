@@ -1,214 +1,35 @@
-"""One sweep of one (account, channel): the only place the Kaleyra client meets the store.
-
-The order of a sweep, and why each step is where it is:
-
-1. Lock the (account, channel), or report ``locked`` and write nothing: two runs never race.
-   The report names the session holding the lock; one holding it longer than a sweep may run
-   is stuck or dead, and that is a failure, not someone else's sweep.
-2. Mark runs a dead process left ``running`` as failed (we hold the lock: their process is
-   gone), and only then decide whether the channel was swept moments ago; then commit our
-   own ``running`` row, so a crash still leaves a trace.
-3. Stream every page into a staging table, numbers in canonical form; rows that cannot be a
-   phone number are counted and logged, never staged. A failed page (after bounded retries), a
-   protocol error, SIGTERM, the sweep's deadline or a crash abandons the sweep with nothing
-   applied.
-4. Diff in SQL. An empty listing over a full table, or rows that say they belong to another
-   channel (:func:`sync.proof.listing_hold`), are held before any request is spent confirming them.
-5. Confirm every removal candidate with the ``mobile`` filter (:func:`sync.proof.confirm_removals`):
-   offset paging over a list that changes underneath can make a present number look absent.
-   A removal is recorded only where an answer was shown complete; the rest are kept and
-   counted as unconfirmed, never a reason to fail the channel.
-6. The safety guard on the share removed (:mod:`sync.guard`); then apply additions, removals and
-   the run row in one transaction.
-
-When in doubt, apply nothing and say why: every path that does not reach step 6 leaves
-``blocklist_entries`` and ``blocklist_events`` exactly as they were. What a vendor answer cannot
-prove is kept as it was, not guessed; what it can prove is :mod:`sync.proof`'s to judge, and
-this module is the order in which those checks are asked.
-
-The sweep owns the transactions, the store commits nothing on its own
-(:meth:`~sync.store.LockedChannel.transaction`): each step below that touches the database is
-one transaction (:func:`_one_transaction`, or a ``with`` block where a step holds several), and
-none is left open while Kaleyra is asked about removal candidates.
-"""
+"""One sweep of a locked (account, channel), a method per step, in the order the package's
+docstring gives (:mod:`sync.sweep`); each step that touches the database is one transaction
+(:func:`_one_transaction`, or a ``with`` block where a step holds several)."""
 
 from __future__ import annotations
 
-import datetime as dt
-import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from functools import wraps
 from typing import Concatenate, ParamSpec, TypeVar
 
-from sync.counters import COUNTS
-from sync.guard import GuardLimits, removal_hold
-from sync.kaleyra import Cancelled, Entry, KaleyraClient, KaleyraError, Page
-from sync.numbers import describe_rejected
+from sync.guard import removal_hold
+from sync.kaleyra import Cancelled, Entry, KaleyraClient
 from sync.plan import ChannelPlan, digest_changes
 from sync.proof import (
-    ListingTally,
     codes_elsewhere,
     confirm_removals,
     listing_completeness,
     listing_hold,
     log_what_was_not_proven,
 )
-from sync.redaction import redact
-from sync.review import Review
-from sync.settings import Tuning
-from sync.stopping import stop_name, stop_reason
-from sync.store import Comparison, Diff, LockedChannel, LockHeld, LockHolder, Staged, Store
-from sync.vendor_text import vendor_text
-from sync.vocabulary import Outcome, RunStatus, Trigger
+from sync.stopping import stop_reason
+from sync.store import Comparison, Diff, LockedChannel, LockHeld, Staged, Store
+from sync.sweep.candidates import InTransactions
+from sync.sweep.halt import DeadlinePassed, Halt, Stopped, finished_despite_stop, why_abandoned
+from sync.sweep.progress import ChangeCallback, PageCallback, PageProgress, PageTally, StartCallback
+from sync.sweep.result import SweepOptions, SweepResult, finished, lock_held, log
+from sync.vocabulary import Outcome, RunStatus
 
-__all__ = [
-    "ChangeCallback",
-    "DeadlinePassed",
-    "Outcome",
-    "PageCallback",
-    "PageProgress",
-    "StartCallback",
-    "Stopped",
-    "SweepOptions",
-    "SweepResult",
-    "finished",
-    "sweep_channel",
-]
-
-# Named for the module this code first lived in (sync/job.py): operators' log queries and
-# alerts match on the logger name, so it stays.
-log = logging.getLogger("sync.job")
-
-
-class Stopped(Exception):
-    """A stop was requested (SIGTERM, SIGINT), or the sweep's deadline passed, before the sweep
-    could apply anything."""
-
-
-class DeadlinePassed(Stopped):
-    """The sweep ran longer than its timeout: a list that long, or a server that slow."""
-
-
-_REJECTED_EXAMPLES = 3
-
-
-class _Halt:
-    """What stops a sweep early: the process's stop event, or the sweep's own deadline. The
-    client polls :meth:`is_set` between reads, so either ends a sweep within a second."""
-
-    def __init__(self, stop: threading.Event, seconds: float) -> None:
-        self.stop = stop
-        self._seconds = seconds
-        self._deadline = time.monotonic() + seconds
-
-    def is_set(self) -> bool:
-        return self.stop.is_set() or self.deadline_passed()
-
-    def deadline_passed(self) -> bool:
-        return time.monotonic() > self._deadline
-
-    def check(self, during: str) -> None:
-        if self.stop.is_set():
-            raise Stopped(f"stopped by a signal while {during}; nothing was applied")
-        if time.monotonic() > self._deadline:
-            raise DeadlinePassed(
-                f"the sweep passed its deadline of {self._seconds:.0f}s while {during}; nothing was applied"
-            )
-
-
-@dataclass(frozen=True, kw_only=True)
-class SweepOptions:
-    trigger: Trigger = Trigger.MANUAL
-    # What the operator approved: nothing (the guard holds what it holds), a dry run, a plain
-    # --force, a plan or counts (bound to the pairs by Review.for_run). The sweep asks it.
-    review: Review = field(default_factory=Review)
-    guard: GuardLimits = field(default_factory=GuardLimits)
-    # Scheduler replicas and shards: skip a channel whose last sweep started less than this
-    # many seconds ago (by any process), so overlapping processes sweep it once.
-    skip_if_swept_within: float | None = None
-    timeout: float = Tuning.sweep_timeout  # the whole sweep, paging to apply, in seconds
-    # Shards: a channel another process is sweeping right now is that process's, not an error.
-    lock_held_is_skip: bool = False
-
-
-@dataclass(frozen=True, kw_only=True)
-class SweepResult:
-    account_sid: str
-    channel: str
-    outcome: Outcome
-    run_id: int | None = None
-    pages: int = 0
-    diff: Diff | None = None
-    message: str | None = None  # why it failed, was held or skipped; never a secret
-    seconds: float = 0.0
-    # The account itself is unusable (credentials, balance, host unreachable): skip its rest.
-    account_wide: bool = False
-    error_type: type[BaseException] | None = None  # what failed it, for the CLI's advice
-    phases: dict[str, float] = field(default_factory=dict)  # fetch, diff, verify, apply seconds
-    plan: ChannelPlan | None = None  # a dry run's that writes a plan (Review.writes_plan)
-
-    @property
-    def exit_code(self) -> int:
-        return self.outcome.exit_code
-
-
-@dataclass
-class _Progress:
-    pages: int = 0
-    listing: ListingTally = field(default_factory=ListingTally)  # rows, and their channel_type codes
-    rejected: int = 0
-    rejected_examples: list[str] = field(default_factory=list)
-    repeated: int = 0  # rows dropped as a repeated page: the list shifted while it was paged
-    respelled: int = 0  # rows the server spelled otherwise than canonically
-    phases: dict[str, float] = field(default_factory=dict)  # seconds per step, for logs and the benchmark
-
-    def count(self, page: Page) -> None:
-        """Count one page's rows, repeats, channel_type codes and rejected rows (a few as examples)."""
-        self.pages += 1
-        self.repeated += page.repeated
-        self.respelled += page.respelled
-        for entry in page.entries:
-            self.listing.count(entry.channel_type)
-        if page.rejected:
-            COUNTS.add("rejected_rows", len(page.rejected))
-            self.rejected += len(page.rejected)
-            room = _REJECTED_EXAMPLES - len(self.rejected_examples)
-            self.rejected_examples += [describe_rejected(r) for r in page.rejected[:room]]
-
-    @contextmanager
-    def timed(self, phase: str) -> Iterator[None]:
-        started = time.monotonic()
-        try:
-            yield
-        finally:
-            self.phases[phase] = round(time.monotonic() - started, 3)
-
-
-@dataclass(frozen=True)
-class PageProgress:
-    """How far a sweep's listing has come, handed to a :data:`PageCallback` when paging starts
-    (no page yet), after each page, and once paging is over (``done``)."""
-
-    account_sid: str
-    channel: str
-    run_id: int | None
-    pages: int
-    rows: int
-    # Numbers the last succeeded sweep of the channel found: what this listing is measured
-    # against (its share, the time left). None before the first sweep.
-    expected_rows: int | None
-    done: bool = False
-
-
-PageCallback = Callable[[PageProgress], None]
-ChangeCallback = Callable[[str, str, str, str], None]  # (account, channel, 'added'|'removed', mobile)
-# (account, channel, run id): the run row is committed as ``running``; metrics publish it, so a
-# sweep in progress is visible (and a stuck one can alert) while it runs.
-StartCallback = Callable[[str, str, int], None]
+__all__ = ["sweep_channel"]
 
 
 _P = ParamSpec("_P")
@@ -227,40 +48,6 @@ def _one_transaction(step: Callable[Concatenate[_Sweep, _P], _R]) -> Callable[Co
     return in_a_transaction
 
 
-class _InTransactions:
-    """The comparison as the removal checks ask it (:class:`sync.proof.Candidates`), each
-    read and each verdict a transaction of its own, so that none is open while Kaleyra is
-    asked about what was read."""
-
-    def __init__(self, session: LockedChannel, comparison: Comparison) -> None:
-        self._session, self._comparison = session, comparison
-
-    def removal_candidates(self, batch: int) -> Iterator[list[str]]:
-        pages = self._comparison.removal_candidates(batch)
-        while True:
-            with self._session.transaction():
-                page = next(pages, None)
-            if page is None:
-                return
-            yield page
-
-    def listed_sample(self, size: int) -> list[str]:
-        with self._session.transaction():
-            return self._comparison.listed_sample(size)
-
-    def newest_listed(self, size: int) -> list[str]:
-        with self._session.transaction():
-            return self._comparison.newest_listed(size)
-
-    def keep(self, present: Iterable[str]) -> None:
-        with self._session.transaction():
-            self._comparison.keep(present)
-
-    def unconfirm(self, unproven: Iterable[str]) -> None:
-        with self._session.transaction():
-            self._comparison.unconfirm(unproven)
-
-
 def sweep_channel(
     client: KaleyraClient,
     store: Store,
@@ -274,7 +61,7 @@ def sweep_channel(
 ) -> SweepResult:
     """Sweep one channel of ``client``'s account into ``store``; never raises for a failed
     sweep (the result says what happened), only for a stop of the whole process."""
-    halt = _Halt(stop or threading.Event(), options.timeout)
+    halt = Halt(stop or threading.Event(), options.timeout)
     started = time.monotonic()
     try:
         with store.lock_channel(client.sid, channel, timeout=options.timeout) as session:
@@ -282,7 +69,7 @@ def sweep_channel(
                 client, session, options, halt, on_page=on_page, on_change=on_change, on_start=on_start
             ).run()
     except LockHeld as held:
-        result = _lock_held(held, client.sid, channel, options)
+        result = lock_held(held, client.sid, channel, options)
     return finished(result, started)
 
 
@@ -294,7 +81,7 @@ class _Sweep:
         client: KaleyraClient,
         session: LockedChannel,
         options: SweepOptions,
-        halt: _Halt,
+        halt: Halt,
         *,
         on_page: PageCallback | None,
         on_change: ChangeCallback | None,
@@ -308,7 +95,7 @@ class _Sweep:
         self.on_page = on_page
         self.on_change = on_change
         self.on_start = on_start
-        self.progress = _Progress()
+        self.progress = PageTally()
         self.pair: dict[str, object] = {"account": client.sid, "channel": self.channel}  # for log lines
         self.context = dict(self.pair)  # ... and, once there is one, the run's id
 
@@ -333,7 +120,9 @@ class _Sweep:
             return result
         if self.halt.stop.is_set():
             # The stop came too late to stop anything: say what did happen.
-            result = replace(result, message=_finished_despite_stop(result, self.halt.stop))
+            result = replace(
+                result, message=finished_despite_stop(result.outcome, result.message, self.halt.stop)
+            )
         return result
 
     @_one_transaction
@@ -481,7 +270,7 @@ class _Sweep:
         progress = self.progress
         with progress.timed("verify"):
             forced = self.options.review.checks_removals_as_forced
-            candidates = _InTransactions(self.session, comparison)
+            candidates = InTransactions(self.session, comparison)
             confirm_removals(self.client, candidates, self.channel, self.halt, forced=forced)
             with self.session.transaction():
                 diff = replace(comparison.counts(), rejected=progress.rejected)
@@ -602,7 +391,7 @@ class _Sweep:
         operator asked for ended it (not a failure of Kaleyra or the database), else ``failed``."""
         stop = self.halt.stop
         cancelled = stop.is_set() and isinstance(exc, Stopped | Cancelled | KeyboardInterrupt | SystemExit)
-        reason = stop_reason(stop) if cancelled else _reason(exc, self.halt)
+        reason = stop_reason(stop) if cancelled else why_abandoned(exc, self.halt)
         outcome = Outcome.CANCELLED if cancelled else Outcome.FAILED
         try:  # the step that raised rolled its own transaction back
             with self.session.transaction():
@@ -626,126 +415,3 @@ class _Sweep:
             error_type=DeadlinePassed if deadline else type(exc),
             account_wide=getattr(exc, "account_wide", False),
         )
-
-
-def _reason(exc: BaseException, halt: _Halt) -> str:
-    """A readable, secret-free reason for the run row (which BI roles read) and the log."""
-    if isinstance(exc, Cancelled):
-        try:
-            halt.check("sweeping")
-        except Stopped as stopped:
-            return str(stopped)
-        return "stopped while sweeping; nothing was applied"
-    if isinstance(exc, KaleyraError):
-        return redact(f"{exc}; nothing was applied")
-    if isinstance(exc, Stopped):
-        return redact(str(exc))
-    if isinstance(exc, KeyboardInterrupt | SystemExit):
-        return "interrupted before finishing; nothing was applied"
-    # An exception's text can quote what it failed on (a row, a driver's message): vendor
-    # text, so redacted before it is cut.
-    first_line = vendor_text(str(exc).splitlines()[0], 300) if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {first_line}; nothing was applied"
-
-
-def _lock_held(held: LockHeld, account_sid: str, channel: str, options: SweepOptions) -> SweepResult:
-    """The result of a sweep that found its channel locked, naming the holder.
-
-    A lock held longer than a sweep may run is no sweep in progress: its process hangs, or its
-    host is gone and the server has not noticed. Calling that ``locked`` (exit 75, a success to
-    systemd) or ``skipped`` would hide it for ever, so it fails, with what to do.
-    """
-    holder = held.holder
-    outcome = Outcome.SKIPPED if options.lock_held_is_skip else Outcome.LOCKED
-    if holder is None:  # SQLite's file lock, or a holder that let go a moment ago
-        message = "another process holds this channel's lock (the database cannot say which)"
-    elif holder.held_for is not None and holder.held_for > options.timeout:
-        outcome = Outcome.FAILED
-        message = (
-            f"this channel's lock has been held for {_duration(holder.held_for)}, longer than a "
-            f"sweep may run ({_duration(options.timeout)}), by {_holder_text(holder)}"
-        )
-    elif (holder.application_name or "").startswith("blocklist-sync"):
-        message = f"another blocklist-sync process is sweeping this channel ({_holder_text(holder)})"
-    else:
-        message = f"another session holds this channel's lock ({_holder_text(holder)})"
-    message += "; nothing was written"
-    if outcome is Outcome.FAILED and holder is not None:
-        message += (
-            ". If that session is stuck or its host is gone, end it: "
-            f"SELECT pg_terminate_backend({holder.pid})"
-        )
-    return SweepResult(account_sid=account_sid, channel=channel, outcome=outcome, message=redact(message))
-
-
-def _holder_text(holder: LockHolder) -> str:
-    """``pid 4242, role sync, application 'blocklist-sync/0.3.0', from 10.0.0.7, connected
-    2025-06-01 10:00:00Z, 3h00m ago``: escaped and bounded, as another session names itself."""
-    parts = [f"pid {holder.pid}"]
-    if holder.role:
-        parts.append(f"role {ascii(holder.role)[1:-1][:63]}")
-    if holder.application_name:
-        parts.append(f"application {holder.application_name[:64]!a}")
-    if holder.client:
-        parts.append(f"from {holder.client}")
-    if holder.since is not None and holder.held_for is not None:
-        since = holder.since.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-        parts.append(f"connected {since}, {_duration(holder.held_for)} ago")
-    else:
-        parts.append("connected at a time this role may not see (grant it pg_read_all_stats)")
-    return ", ".join(parts)
-
-
-def _duration(seconds: float) -> str:
-    """``2h00m``, ``3h12m``, ``1m30s``, ``45s``, ``0.5s``: precise enough to set a lock's age
-    beside a timeout."""
-    whole = round(seconds)
-    if whole < 60:
-        return f"{seconds:.1f}s" if seconds < 10 else f"{whole}s"
-    hours, minutes = divmod(whole // 60, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{whole % 60:02d}s"
-
-
-def _finished_despite_stop(result: SweepResult, stop: threading.Event) -> str:
-    """What a stop that arrived after the last check (while applying, committing or just after)
-    leaves behind: the sweep finished, and its run row says how."""
-    name = stop_name(stop)
-    if result.outcome is Outcome.SUCCEEDED:
-        note = f"{name} arrived while the changes were being applied; they were committed"
-    else:
-        note = f"{name} arrived as the sweep finished; it finished"
-    return f"{result.message}; {note}" if result.message else note
-
-
-def finished(result: SweepResult, started: float) -> SweepResult:
-    """``result`` with the seconds since ``started``, logged as every sweep's last line is
-    (also for a channel a run did not try)."""
-    result = replace(result, seconds=time.monotonic() - started)
-    context: dict[str, object] = {"account": result.account_sid, "channel": result.channel}
-    if result.run_id is not None:
-        context["run_id"] = result.run_id
-    _log_result(result, context)
-    return result
-
-
-def _log_result(result: SweepResult, context: dict[str, object]) -> None:
-    fields = {
-        **context,
-        "outcome": result.outcome.label,
-        "pages": result.pages,
-        "seconds": round(result.seconds, 3),
-    }
-    if result.diff:
-        fields.update(entries=result.diff.seen, added=result.diff.added, removed=result.diff.removed)
-    fields.update({f"{phase}_seconds": seconds for phase, seconds in result.phases.items()})
-    quiet = (Outcome.SUCCEEDED, Outcome.DRY_RUN, Outcome.SKIPPED, Outcome.CANCELLED)
-    level = logging.INFO if result.outcome in quiet else logging.WARNING
-    if result.outcome is Outcome.FAILED:
-        level = logging.ERROR
-    log.log(
-        level,
-        "sweep %s%s",
-        result.outcome.label,
-        f": {result.message}" if result.message else "",
-        extra=fields,
-    )
