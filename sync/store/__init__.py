@@ -37,7 +37,7 @@ This module is the API the rest of ``sync`` imports; everything else in the pack
 from sync.store.apply import ApplyMismatch
 from sync.store.comparison import Comparison, Diff
 from sync.store.dialect import LockHolder, LockLost
-from sync.store.ledger import FirstRun, Source, last_successes
+from sync.store.ledger import Coverage, FirstRun, Source, coverage, last_successes
 from sync.store.read_model import ChannelStatus
 from sync.store.rebase import Rebase, RebaseCounts
 from sync.store.session import LockedChannel, LockHeld, Store, TransactionError
@@ -47,6 +47,7 @@ __all__ = [
     "ApplyMismatch",
     "ChannelStatus",
     "Comparison",
+    "Coverage",
     "Diff",
     "FirstRun",
     "LockHeld",
@@ -59,5 +60,6 @@ __all__ = [
     "Staged",
     "Store",
     "TransactionError",
+    "coverage",
     "last_successes",
 ]
