@@ -210,6 +210,21 @@ def test_as_of_reaches_one_number_through_its_index(scenario: Scenario, engine: 
         )
         plan = "\n".join(r[0] for r in explained)
     assert "Seq Scan on blocklist_periods" not in plan, plan
+    # The guide's pattern that keeps a channel's unknown row reads the number's entries alone.
+    with engine.connect() as c:
+        c.execute(text("SET enable_seqscan = off"))
+        explained = c.execute(
+            text(
+                "EXPLAIN SELECT * FROM blocklist_as_of(now()) "
+                "WHERE account_sid = :a AND (mobile = :m OR state = 'unknown')"
+            ),
+            {"m": N[1], "a": scenario.sid},
+        )
+        plan = "\n".join(r[0] for r in explained)
+    lines = plan.splitlines()
+    scans = [i for i, line in enumerate(lines) if " on blocklist_periods" in line]
+    assert scans and "Seq Scan on blocklist_periods" not in plan, plan
+    assert all("Index Cond: ((mobile = " in lines[i + 1] for i in scans), plan
 
 
 def test_lookup_at_answers_with_the_runs_that_prove_it(
@@ -313,13 +328,25 @@ def test_readme_how_many_were_blocklisted_at(scenario: Scenario, engine: Engine)
     at = noon(scenario, 10).astimezone(IST).isoformat()
     found = run_readme_query(engine, "blocklisted-at", account=scenario.sid, at=at)
     assert found == [
-        ("sms", "uncertain", 1),  # N1
-        ("sms", "yes", 3),  # N0, N2, N4
-        ("voice", "uncertain", 1),  # N1
-        ("voice", "yes", 2),  # N0, N6 (N3 was removed 13 days ago)
-        ("whatsapp", "uncertain", 1),  # N0, removed 8 days ago
-        ("whatsapp", "yes", 2),  # N1, N2
+        # channel, blocklisted (yes), uncertain, unknown
+        ("sms", 3, 1, False),  # N0, N2, N4; N1
+        ("voice", 2, 1, False),  # N0, N6 (N3 was removed 13 days ago); N1
+        ("whatsapp", 2, 1, False),  # N1, N2; N0, removed 8 days ago
     ]
+    # Before the first sweep and after the last, every channel is unknown: no count, not 0.
+    for days_ago in (25, -1):
+        at = noon(scenario, days_ago).astimezone(IST).isoformat()
+        found = run_readme_query(engine, "blocklisted-at", account=scenario.sid, at=at)
+        assert found == [(channel, None, None, True) for channel in sorted(CHANNELS)]
+
+
+def test_readme_was_blocklisted_when_we_sent_outside_coverage(scenario: Scenario, engine: Engine) -> None:
+    """Before the sync began, the compliance question gets an unknown row per channel, never no
+    rows (which would read as "not blocklisted"), even for a number listed at every sweep."""
+    for days_ago in (25, -1):
+        at = noon(scenario, days_ago).astimezone(IST).isoformat()
+        found = run_readme_query(engine, "was-blocklisted-at", account=scenario.sid, mobile=N[0], at=at)
+        assert found == [(channel, "unknown", *[None] * 5) for channel in sorted(CHANNELS)]
 
 
 def test_readme_daily_trend_in_india(scenario: Scenario, engine: Engine) -> None:

@@ -98,9 +98,10 @@ COVERAGE = View(
 
 # "Listed at T" (0009's rules, word for word, stretch by stretch), only where the channel's
 # coverage holds T; elsewhere one row per channel says unknown. The coverage is a CTE read three
-# times, so computed once; a filter on mobile or account_sid still reaches the stretches' scans
-# (and the unknown rows' NULL mobile drops them from a one-number question: ask for
-# `mobile = :m OR mobile IS NULL` to keep them).
+# times, so computed once; a filter on mobile or account_sid still reaches the stretches' scans.
+# A one-number question keeps the unknown rows with `mobile = :m OR state = 'unknown'`: state is
+# a constant in each branch, so the number branches keep `mobile = :m` (their index) and the
+# unknown branch keeps every row (`mobile IS NULL` instead would scan every stretch).
 _IN = "c.covered_from <= at AND at <= c.covered_to"
 
 _YES = """
