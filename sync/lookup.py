@@ -12,8 +12,10 @@ blocklisted now (as of that channel's last succeeded sweep) and every stretch of
 ``blocklist_periods`` with its honest window: added after ``not_before``, no later than
 ``detected_at``. The number is shown as it is stored, not as ``phonenumbers`` would format it,
 so an analyst can paste it into SQL. Asked about an instant (``at``), it says whether the
-number was listed then — yes, no or uncertain, by the same rules as the database's
-``blocklist_as_of`` (:func:`state_at`) — and which runs prove it. Database only, no HTTP.
+number was listed then — yes, no or uncertain inside the channel's coverage, unknown outside
+it — and which runs prove it. On PostgreSQL the answer is the database's ``blocklist_as_of``;
+on SQLite, which has no functions, :func:`state_at` applies the same rules (a test holds the
+two together). Database only, no HTTP.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from enum import StrEnum
 from sqlalchemy import Connection, Engine, bindparam, text
 
 from sync.readings import Reading, UnreadableNumber
-from sync.store import as_utc, imports_among, last_successes
+from sync.store import Coverage, as_utc, coverage, imports_among, last_successes
 from sync.vocabulary import ExitCode
 
 __all__ = [
@@ -73,11 +75,13 @@ class Interval:
 
 
 class State(StrEnum):
-    """Listed at an instant: the three honest answers."""
+    """Listed at an instant: the honest answers (``blocklist_as_of``'s ``state``, where ``no`` is
+    a number not returned)."""
 
     YES = "yes"
     NO = "no"
-    UNCERTAIN = "uncertain"
+    UNCERTAIN = "uncertain"  # inside a window the sweeps could not narrow
+    UNKNOWN = "unknown"  # outside the channel's coverage: nothing was observed then
 
 
 @dataclass(frozen=True)
@@ -91,27 +95,77 @@ class AsOf:
     why: str
 
 
-def state_at(intervals: list[Interval], at: dt.datetime, first_sweep: dt.datetime | None) -> AsOf:
-    """Listed at ``at``: yes inside a stretch (from its detection until the removal's window
-    opens), uncertain inside a window, no otherwise — unless ``at`` comes before the channel's
-    first sweep (``first_sweep``), when nothing the sync saw can say no. The rules of the
-    database's ``blocklist_as_of`` (migration 0009), stretch by stretch: yes wins, else the
-    latest uncertain stretch."""
+def state_at(intervals: list[Interval], at: dt.datetime, covered: Coverage | None) -> AsOf:
+    """Listed at ``at``, by the rules of the database's ``blocklist_as_of`` (migration 0013), for
+    SQLite: unknown outside the channel's coverage (``covered``; None: no run succeeded);
+    inside it yes inside a stretch (from its detection until the removal's window opens),
+    uncertain inside a window, no otherwise. Stretch by stretch: yes wins, else the latest
+    uncertain stretch."""
+    if covered is None or not covered.contains(at):
+        return _unknown(at, covered)
     for stretch in intervals:
         if stretch.listed_for_certain_at(at):
             return AsOf(at, State.YES, stretch, "listed")
     for stretch in reversed(intervals):
         if stretch.maybe_listed_at(at):
-            why = (
-                "inside the window of its addition"
-                if at < stretch.added_by
-                else "inside the window of its removal"
-            )
-            return AsOf(at, State.UNCERTAIN, stretch, why)
-    if first_sweep is None or at < first_sweep:
-        return AsOf(at, State.UNCERTAIN, None, "before this channel's first sweep")
+            return _uncertain(at, stretch)
+    return _not_listed(intervals, at)
+
+
+def _unknown(at: dt.datetime, covered: Coverage | None) -> AsOf:
+    if covered is None:
+        why = "no run of this channel has succeeded: nothing was observed"
+    elif at < covered.covered_from:
+        why = (
+            f"before this channel's coverage, which begins at its first observation "
+            f"({_when(covered.covered_from)}, run {covered.covered_from_run_id})"
+        )
+    else:
+        why = (
+            f"after this channel's coverage, which ends at its last succeeded run "
+            f"({_when(covered.covered_to)}, run {covered.covered_to_run_id}): nothing has looked since"
+        )
+    return AsOf(at, State.UNKNOWN, None, why)
+
+
+def _uncertain(at: dt.datetime, stretch: Interval) -> AsOf:
+    why = "inside the window of its addition" if at < stretch.added_by else "inside the window of its removal"
+    return AsOf(at, State.UNCERTAIN, stretch, why)
+
+
+def _not_listed(intervals: list[Interval], at: dt.datetime) -> AsOf:
     ended = [s for s in intervals if s.removed_by is not None and s.removed_by <= at]
     return AsOf(at, State.NO, ended[-1] if ended else None, "removed before" if ended else "never listed")
+
+
+def _as_of_in_sql(
+    connection: Connection, at: dt.datetime, spellings: list[str]
+) -> dict[tuple[str, str], tuple[State, int | None]]:
+    """``blocklist_as_of(at)`` for these spellings, and its unknown rows: per account and
+    channel, the state and the run that opened the stretch saying so. A channel it has no row
+    for is covered at ``at`` and the number was not listed then."""
+    found: dict[tuple[str, str], tuple[State, int | None]] = {}
+    for sid, channel, state, added_run_id in connection.execute(
+        text(  # the analysts' guide's pattern: the number's index, and the unknown rows
+            "SELECT account_sid, channel, state, added_run_id FROM blocklist_as_of(:at) "
+            "WHERE mobile IN :spellings OR state = 'unknown'"
+        ).bindparams(bindparam("spellings", expanding=True)),
+        {"at": at, "spellings": spellings},
+    ):
+        if found.get((sid, channel), (None,))[0] is not State.YES:  # two spellings: yes wins
+            found[sid, channel] = (State(state), None if added_run_id is None else int(added_run_id))
+    return found
+
+
+def _as_of_from(answer: tuple[State, int | None] | None, channel: Channel, at: dt.datetime) -> AsOf:
+    """The database's answer, with the stretch it names and the words lookup says it in."""
+    if answer is None:
+        return _not_listed(channel.intervals, at) if channel.coverage else _unknown(at, None)
+    state, added_run_id = answer
+    if state is State.UNKNOWN:
+        return _unknown(at, channel.coverage)
+    stretch = next(s for s in channel.intervals if s.added_run_id == added_run_id)
+    return AsOf(at, State.YES, stretch, "listed") if state is State.YES else _uncertain(at, stretch)
 
 
 @dataclass
@@ -126,7 +180,7 @@ class Channel:
     unproven_since: dt.datetime | None = None
     intervals: list[Interval] = field(default_factory=list)
     stored_as: str | None = None  # the spelling this channel's rows hold (None: never seen here)
-    first_sweep: dt.datetime | None = None  # start of the channel's first succeeded sweep
+    coverage: Coverage | None = None  # what the channel's succeeded runs observed (None: nothing)
     as_of: AsOf | None = None  # the answer at the instant asked about, if one was
     # ``last_success_at`` is an import's (an export's time): the channel has had no sweep yet.
     as_of_import: bool = False
@@ -160,6 +214,8 @@ def look_up(
     reports = []
     with engine.connect() as connection:
         swept = last_successes(connection)  # what each channel is answered as of: the run ledger's
+        covered = {(c.account_sid, c.channel): c for c in coverage(connection)}
+        in_sql = connection.dialect.name == "postgresql"  # blocklist_as_of answers; else state_at
         for reading in readings:
             if isinstance(reading, UnreadableNumber):
                 reports.append(NumberReport(reading.raw, None, None, None, [], error=str(reading)))
@@ -173,10 +229,10 @@ def look_up(
                     channel,
                     as_utc(last),
                     None if complete is None else bool(complete),
-                    first_sweep=as_utc(first),
+                    coverage=covered.get((sid, channel)),
                     as_of_import=bool(imported),
                 )
-                for sid, channel, last, complete, first, imported in swept
+                for sid, channel, last, complete, _, imported in swept
             }
             unproven = connection.execute(
                 text(
@@ -219,8 +275,13 @@ def look_up(
                 if (sid, channel_name) in channels:
                     channels[sid, channel_name].unproven_since = as_utc(since)
             if at is not None:
-                for channel in channels.values():
-                    channel.as_of = state_at(channel.intervals, at, channel.first_sweep)
+                answers = _as_of_in_sql(connection, at, matching["spellings"]) if in_sql else {}
+                for key, channel in channels.items():
+                    channel.as_of = (
+                        _as_of_from(answers.get(key), channel, at)
+                        if in_sql
+                        else state_at(channel.intervals, at, channel.coverage)
+                    )
             reports.append(
                 NumberReport(
                     reading.raw,
@@ -359,6 +420,8 @@ def _said(answer: AsOf) -> str:
             "" if stretch is None else f" (runs {stretch.added_run_id}, {stretch.removed_run_id or 'open'})"
         )
         return f"uncertain: {answer.why}{runs}"
+    if answer.state is State.UNKNOWN:
+        return f"unknown: {answer.why}"
     if stretch is not None:
         return f"no, not blocklisted (removed by run {stretch.removed_run_id}, {_when(stretch.removed_by)})"
     return "no, not blocklisted (never listed on this channel)"

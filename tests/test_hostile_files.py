@@ -74,7 +74,8 @@ def test_lookup_at_the_first_instant_utc_holds_answers(sim: Simulator, store: St
     result = invoke("lookup", N[0], "--at", "0001-01-01T00:00Z", env=cli_env(None, pg_url))
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
-    assert "at 0001-01-01 00:00:00 UTC: uncertain: " in result.stdout
+    # Before the channel's first observation: nothing was seen, so unknown (was uncertain).
+    assert "at 0001-01-01 00:00:00 UTC: unknown: before this channel's coverage" in result.stdout
 
 
 @pytest.mark.parametrize("instant", ["9999-12-31T23:59-05:00", "0001-01-01T00:00+05:30"])

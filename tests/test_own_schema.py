@@ -190,8 +190,14 @@ def test_grant_read_covers_the_schema_and_only_reading(reader: tuple[str, str], 
         for relation in relations:
             c.execute(f"SELECT * FROM {SCHEMA}.{relation} LIMIT 1")  # raises if not readable
         assert c.execute(f"SELECT {SCHEMA}.blocklist_kbs_probe(now())").fetchone() == (3,)
-        as_of = c.execute("SELECT state, COUNT(*) FROM blocklist_as_of(now()) GROUP BY state").fetchall()
+        # At the last sweep's commit (the end of its coverage), and after it (now: unknown).
+        as_of = c.execute(
+            "SELECT state, COUNT(*) FROM blocklist_as_of((SELECT covered_to FROM blocklist_coverage)) "
+            "GROUP BY state"
+        ).fetchall()
         assert as_of == [("yes", 3)]
+        as_of = c.execute("SELECT state, COUNT(*) FROM blocklist_as_of(now()) GROUP BY state").fetchall()
+        assert as_of == [("unknown", 1)]
         for write in (
             f"INSERT INTO {SCHEMA}.sync_runs DEFAULT VALUES",
             f"DELETE FROM {SCHEMA}.blocklist_entries",
@@ -219,7 +225,8 @@ def test_a_reader_without_the_schema_on_its_path_reads_the_daily_views(
         c.execute(f"SELECT * FROM {SCHEMA}.blocklist_daily_changes")
         [(_day, entries)] = c.execute(f"SELECT day, entries FROM {SCHEMA}.blocklist_daily_size").fetchall()
         assert entries == 3
-        found = c.execute(f"SELECT COUNT(*) FROM {SCHEMA}.blocklist_as_of(now())").fetchone()
+        end = f"(SELECT covered_to FROM {SCHEMA}.blocklist_coverage)"  # of the coverage
+        found = c.execute(f"SELECT COUNT(*) FROM {SCHEMA}.blocklist_as_of({end})").fetchone()
         assert found == (3,)
 
 

@@ -109,7 +109,19 @@ def scenario(sim: Simulator, store: Store) -> Scenario:
     return date_the_rounds(store.engine, sim.sid)
 
 
-def as_of(engine: Engine, sid: str, at: dt.datetime) -> dict[tuple[str, str], str]:
+class AsOfRows(dict[tuple[str, str | None], str]):
+    """``blocklist_as_of``'s rows of one account: (channel, mobile) -> state; a channel outside
+    its coverage is one row, (channel, None) -> unknown."""
+
+    def state(self, channel: str, mobile: str) -> str:
+        """What the rows say of one number: its state, unknown for a channel outside its
+        coverage, no when not returned."""
+        if (channel, None) in self:
+            return self[channel, None]
+        return self.get((channel, mobile), "no")
+
+
+def as_of(engine: Engine, sid: str, at: dt.datetime) -> AsOfRows:
     found = rows(
         engine,
         "SELECT channel, mobile, state FROM blocklist_as_of(:at) WHERE account_sid = :a",
@@ -118,7 +130,10 @@ def as_of(engine: Engine, sid: str, at: dt.datetime) -> dict[tuple[str, str], st
     )
     keys = [(c, m) for c, m, _ in found]
     assert len(keys) == len(set(keys)), "one row per number"
-    return {(c, m): s for c, m, s in found}
+    unknown = {c for c, m, s in found if m is None}
+    assert {c for c, m, s in found if s == "unknown"} == unknown, "only unknown rows have no number"
+    assert not {c for c, m, _ in found if m is not None} & unknown, "an unknown channel has no number rows"
+    return AsOfRows({(c, m): s for c, m, s in found})
 
 
 def noon(scenario: Scenario, days_ago: float) -> dt.datetime:
@@ -133,46 +148,54 @@ def noon(scenario: Scenario, days_ago: float) -> dt.datetime:
         ("sms", 0, 10, "yes"),  # listed at every sweep
         ("voice", 3, 10, "no"),  # removed by the sweep 13 days ago, never back
         ("voice", 3, 16, "uncertain"),  # between the sweep that showed it and the one that missed it
-        ("voice", 3, 25, "uncertain"),  # before the sync began: an initial load's start is unknown
+        ("voice", 3, 25, "unknown"),  # before the sync began: nothing was observed then
+        ("sms", 0, 25, "unknown"),  # the same for a number listed at every sweep
+        ("sms", 6, 25, "unknown"),  # and for one never listed: not a "no"
+        ("sms", 0, -1, "unknown"),  # tomorrow: after the last sweep nothing has looked
+        ("voice", 3, -1, "unknown"),  # the same for a number removed long ago
         ("sms", 5, 10, "no"),  # added by the last sweep, after the one 8 days ago began
         ("sms", 5, 5, "uncertain"),  # inside the window of that addition
         ("sms", 4, 10, "yes"),  # added 13 days ago, shown again 8 days ago
         ("sms", 4, 16, "uncertain"),  # inside the window of its addition
     ],
 )
-def test_as_of_answers_yes_no_or_uncertain(
+def test_as_of_answers_yes_no_uncertain_or_unknown(
     scenario: Scenario, engine: Engine, channel: str, index: int, days_ago: float, state: str
 ) -> None:
     at = noon(scenario, days_ago)
-    assert as_of(engine, scenario.sid, at).get((channel, N[index]), "no") == state
+    assert as_of(engine, scenario.sid, at).state(channel, N[index]) == state
 
 
 def test_as_of_agrees_with_lookup_at_every_instant(scenario: Scenario, engine: Engine) -> None:
     """The SQL function and lookup's rules are one definition: at each sweep's start and end,
-    a minute either side, and between sweeps, they give the same answer for every number."""
-    instants = [noon(scenario, 30)]
+    a minute either side, between sweeps, before the first and after the last, ``lookup --at``
+    (which reads the function on PostgreSQL) and :func:`lookup.state_at` (SQLite's copy of the
+    rule, applied here to the same stretches) give the function's answer for every number."""
+    instants = [noon(scenario, 30), noon(scenario, -1)]
     for start, finish in zip(scenario.starts, scenario.finishes, strict=True):
         for t in (start, finish):
             instants += [t - dt.timedelta(minutes=1), t, t + dt.timedelta(minutes=1)]
         instants.append(start - dt.timedelta(days=2))
     parsed = [readings.normalise(n) for n in N]
+    states: set[str] = set()
     for at in instants:
         in_sql = as_of(engine, scenario.sid, at)
         for report in lookup.look_up(engine, parsed, at=at):
+            assert report.mobile is not None
             for ch in report.channels:
                 if ch.account_sid != scenario.sid:
                     continue
-                answer = ch.as_of
-                assert answer is not None
-                # The function returns the numbers a stretch says yes or uncertain for; before
-                # a channel's first sweep lookup also says uncertain of numbers it never saw.
-                expected = "no" if answer.stretch is None else str(answer.state)
-                assert report.mobile is not None
-                assert in_sql.get((ch.channel, report.mobile), "no") == expected, (
+                assert ch.as_of is not None
+                in_python = lookup.state_at(ch.intervals, at, ch.coverage)
+                expected = in_sql.state(ch.channel, report.mobile)
+                assert (str(ch.as_of.state), str(in_python.state)) == (expected, expected), (
                     at,
                     ch.channel,
                     report.mobile,
                 )
+                assert ch.as_of.why == in_python.why and ch.as_of.stretch == in_python.stretch
+                states.add(expected)
+    assert states == {"yes", "no", "uncertain", "unknown"}
 
 
 def test_as_of_reaches_one_number_through_its_index(scenario: Scenario, engine: Engine) -> None:
@@ -187,6 +210,21 @@ def test_as_of_reaches_one_number_through_its_index(scenario: Scenario, engine: 
         )
         plan = "\n".join(r[0] for r in explained)
     assert "Seq Scan on blocklist_periods" not in plan, plan
+    # The guide's pattern that keeps a channel's unknown row reads the number's entries alone.
+    with engine.connect() as c:
+        c.execute(text("SET enable_seqscan = off"))
+        explained = c.execute(
+            text(
+                "EXPLAIN SELECT * FROM blocklist_as_of(now()) "
+                "WHERE account_sid = :a AND (mobile = :m OR state = 'unknown')"
+            ),
+            {"m": N[1], "a": scenario.sid},
+        )
+        plan = "\n".join(r[0] for r in explained)
+    lines = plan.splitlines()
+    scans = [i for i, line in enumerate(lines) if " on blocklist_periods" in line]
+    assert scans and "Seq Scan on blocklist_periods" not in plan, plan
+    assert all("Index Cond: ((mobile = " in lines[i + 1] for i in scans), plan
 
 
 def test_lookup_at_answers_with_the_runs_that_prove_it(
@@ -290,13 +328,25 @@ def test_readme_how_many_were_blocklisted_at(scenario: Scenario, engine: Engine)
     at = noon(scenario, 10).astimezone(IST).isoformat()
     found = run_readme_query(engine, "blocklisted-at", account=scenario.sid, at=at)
     assert found == [
-        ("sms", "uncertain", 1),  # N1
-        ("sms", "yes", 3),  # N0, N2, N4
-        ("voice", "uncertain", 1),  # N1
-        ("voice", "yes", 2),  # N0, N6 (N3 was removed 13 days ago)
-        ("whatsapp", "uncertain", 1),  # N0, removed 8 days ago
-        ("whatsapp", "yes", 2),  # N1, N2
+        # channel, blocklisted (yes), uncertain, unknown
+        ("sms", 3, 1, False),  # N0, N2, N4; N1
+        ("voice", 2, 1, False),  # N0, N6 (N3 was removed 13 days ago); N1
+        ("whatsapp", 2, 1, False),  # N1, N2; N0, removed 8 days ago
     ]
+    # Before the first sweep and after the last, every channel is unknown: no count, not 0.
+    for days_ago in (25, -1):
+        at = noon(scenario, days_ago).astimezone(IST).isoformat()
+        found = run_readme_query(engine, "blocklisted-at", account=scenario.sid, at=at)
+        assert found == [(channel, None, None, True) for channel in sorted(CHANNELS)]
+
+
+def test_readme_was_blocklisted_when_we_sent_outside_coverage(scenario: Scenario, engine: Engine) -> None:
+    """Before the sync began, the compliance question gets an unknown row per channel, never no
+    rows (which would read as "not blocklisted"), even for a number listed at every sweep."""
+    for days_ago in (25, -1):
+        at = noon(scenario, days_ago).astimezone(IST).isoformat()
+        found = run_readme_query(engine, "was-blocklisted-at", account=scenario.sid, mobile=N[0], at=at)
+        assert found == [(channel, "unknown", *[None] * 5) for channel in sorted(CHANNELS)]
 
 
 def test_readme_daily_trend_in_india(scenario: Scenario, engine: Engine) -> None:

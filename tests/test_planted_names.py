@@ -92,8 +92,14 @@ def test_functions_a_reader_plants_never_run_for_the_job_or_another_reader(
         analyst.execute("SELECT * FROM blocklist_daily_changes").fetchall()
         analyst.execute("SELECT * FROM blocklist_daily_size").fetchall()
         analyst.execute("SELECT * FROM blocklist_daily_changes_in('Asia/Kolkata')").fetchall()
-        counted = analyst.execute("SELECT COUNT(*) FROM blocklist_as_of(now())").fetchone()
+        # As of the last sweep's commit (the end of the coverage): the 25 numbers; after it
+        # (now), nothing has looked: the channel's one unknown row.
+        counted = analyst.execute(
+            "SELECT COUNT(*) FROM blocklist_as_of((SELECT covered_to FROM blocklist_coverage))"
+        ).fetchone()
         assert counted == (25,)
+        unknown = analyst.execute("SELECT mobile, state FROM blocklist_as_of(now())").fetchall()
+        assert unknown == [(None, "unknown")]
     assert rows(engine, "SELECT what, who FROM public.kbs_ran") == []
     # Nothing the planted code would have rewritten: both runs, in order, succeeded.
     runs = rows(

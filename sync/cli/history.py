@@ -160,7 +160,8 @@ def _snapshots(files: tuple[str, ...], times: tuple[str, ...]) -> list[Snapshot]
     "instant",
     metavar="TIME",
     help="Also say whether each number was blocklisted at this instant (ISO 8601 with a zone, "
-    "e.g. 2026-12-03T09:00+05:30): yes, no or uncertain, with the runs that prove it.",
+    "e.g. 2026-12-03T09:00+05:30): yes, no or uncertain, with the runs that prove it; unknown "
+    "outside the channel's coverage.",
 )
 @click.option("--region", "old_country", metavar="CC", hidden=True, help="Deprecated name of --country.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")

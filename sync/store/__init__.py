@@ -38,7 +38,7 @@ This module is the API the rest of ``sync`` imports; everything else in the pack
 from sync.store.apply import ApplyMismatch
 from sync.store.comparison import Comparison, Diff
 from sync.store.dialect import LockHolder, LockLost, as_utc
-from sync.store.ledger import FirstRun, Source, imports_among, last_successes
+from sync.store.ledger import Coverage, FirstRun, Source, coverage, imports_among, last_successes
 from sync.store.read_model import ChannelStatus
 from sync.store.rebase import Rebase, RebaseCounts
 from sync.store.session import LockedChannel, LockHeld, Store, TransactionError
@@ -48,6 +48,7 @@ __all__ = [
     "ApplyMismatch",
     "ChannelStatus",
     "Comparison",
+    "Coverage",
     "Diff",
     "FirstRun",
     "LockHeld",
@@ -61,6 +62,7 @@ __all__ = [
     "Store",
     "TransactionError",
     "as_utc",
+    "coverage",
     "imports_among",
     "last_successes",
 ]

@@ -17,11 +17,12 @@ means, and are written here only:
 
 :class:`RunLedger` asks these of one locked channel (its run rows, the windows a sweep's
 changes are dated in, where an import may go); :func:`last_successes`, :func:`imports_among`,
-:func:`run_window` and :func:`failed_in_a_row` of every channel, for ``lookup``, the run summary
-and the metrics. The
-``blocklist_sync_health`` view, which ``status``, the metrics and the dashboards read, states the
-same last sweep and last success in SQL, frozen in its migration (0010);
-``tests/test_ledger.py`` holds the two together.
+:func:`coverage`, :func:`run_window` and :func:`failed_in_a_row` of every channel, for
+``lookup``, the run summary and the metrics. The ``blocklist_sync_health`` view, which
+``status``, the metrics and the dashboards read, states the same last sweep and last success in
+SQL, frozen in its migration (0010), and the ``blocklist_coverage`` view (and
+``blocklist_as_of``) the same coverage, frozen in 0013; ``tests/test_ledger.py`` and
+``tests/test_coverage.py`` hold them together.
 """
 
 from __future__ import annotations
@@ -41,10 +42,12 @@ if TYPE_CHECKING:
     from sync.store.comparison import Diff
 
 __all__ = [
+    "Coverage",
     "FirstRun",
     "LastSuccess",
     "RunLedger",
     "Source",
+    "coverage",
     "failed_in_a_row",
     "imported",
     "imports_among",
@@ -395,6 +398,75 @@ def last_successes(connection: Connection) -> list[LastSuccess]:
             bool(was),
         )
         for sid, name, finished, complete, first, was in connection.execute(query)
+    ]
+
+
+class Coverage(NamedTuple):
+    """What the succeeded runs of a channel observed: from the earliest run's listing (the first
+    by time, as :meth:`RunLedger.first_run`; an import's is the export's time) to the newest's
+    (:func:`newest_first`: the last succeeded sweep, or the latest import while no sweep has
+    succeeded), each recorded at its run's ``finished_at``. Outside it no observation says
+    anything of the channel: an as-of answer there is ``unknown``."""
+
+    account_sid: str
+    channel: str
+    covered_from: dt.datetime
+    covered_from_run_id: int
+    covered_to: dt.datetime
+    covered_to_run_id: int
+    sweeps: int  # succeeded sweeps
+    imports: int  # succeeded imports of dated exports
+
+    def contains(self, at: dt.datetime) -> bool:
+        return self.covered_from <= at <= self.covered_to
+
+
+def coverage(connection: Connection) -> list[Coverage]:
+    """Each channel's coverage, by account and channel; channels without a succeeded run have
+    none (nothing was observed)."""
+    channel, by_time = (_runs.account_sid, _runs.channel), [_runs.started_at, _runs.id]  # as first_run
+    ranked = (
+        select(
+            _runs.account_sid,
+            _runs.channel,
+            _runs.id,
+            _runs.finished_at,
+            func.row_number().over(partition_by=channel, order_by=by_time).label("earliest"),
+            func.row_number().over(partition_by=channel, order_by=newest_first()).label("newest"),
+            func.sum(case((imported(), 0), else_=1)).over(partition_by=channel).label("sweeps"),
+            func.sum(case((imported(), 1), else_=0)).over(partition_by=channel).label("imports"),
+        )
+        .where(_runs.status == RunStatus.SUCCEEDED)
+        .subquery()
+    )
+    first, last = ranked.alias("first"), ranked.alias("last")
+    query = (
+        select(
+            first.c.account_sid,
+            first.c.channel,
+            first.c.finished_at,
+            first.c.id,
+            last.c.finished_at,
+            last.c.id,
+            first.c.sweeps,
+            first.c.imports,
+        )
+        .join(last, (last.c.account_sid == first.c.account_sid) & (last.c.channel == first.c.channel))
+        .where(first.c.earliest == 1, last.c.newest == 1)
+        .order_by(first.c.account_sid, first.c.channel)
+    )
+    return [
+        Coverage(
+            str(sid),
+            str(name),
+            as_utc(since) or since,
+            int(since_run),
+            as_utc(until) or until,
+            int(until_run),
+            int(sweeps),
+            int(imports),
+        )
+        for sid, name, since, since_run, until, until_run, sweeps, imports in connection.execute(query)
     ]
 
 
