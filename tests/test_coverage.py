@@ -122,7 +122,7 @@ def _history(engine: Engine) -> list[tuple[Any, ...]]:
 
 @pytest.mark.parametrize("dialect", ["postgresql", "sqlite"])
 def test_the_migration_round_trips(dialect: str, make_database: Callable[[], str], tmp_path: Path) -> None:
-    """0011 -> 0013 -> 0011 -> 0013: each step leaves exactly the objects (and, on PostgreSQL,
+    """0012 -> 0013 -> 0012 -> 0013: each step leaves exactly the objects (and, on PostgreSQL,
     the definitions and comments) the same revision made before, and the history untouched."""
     url = (
         database.resolve_database_url(make_database())
@@ -131,7 +131,7 @@ def test_the_migration_round_trips(dialect: str, make_database: Callable[[], str
     )
     engine = database.make_engine(url)
     config = database.alembic_config(engine)
-    command.upgrade(config, "0011")
+    command.upgrade(config, "0012")
     sid = _sid()
     with engine.begin() as c:  # one sweep's rows: a number listed since the initial load
         c.execute(
@@ -149,7 +149,7 @@ def test_the_migration_round_trips(dialect: str, make_database: Callable[[], str
         c.execute(
             text(
                 "INSERT INTO blocklist_periods (account_sid, channel, mobile, added_at, initial_load, "
-                "added_run_id) VALUES (:a, 'sms', '+919000000001', :f, true, :r)"
+                "added_run_id, added_event_id) VALUES (:a, 'sms', '+919000000001', :f, true, :r, 1)"
             ),
             {"a": sid, "f": dt.datetime(2026, 12, 1, 12, 5, tzinfo=dt.UTC), "r": run_id},
         )
@@ -164,7 +164,7 @@ def test_the_migration_round_trips(dialect: str, make_database: Callable[[], str
     assert "blocklist_coverage" in str(after["views"]) and "blocklist_coverage" not in str(before["views"])
     if dialect == "postgresql":
         assert as_of_now() == [(None, "unknown")]  # after the last sweep: nothing has looked
-    command.downgrade(config, "0011")
+    command.downgrade(config, "0012")
     assert _schema_state(engine) == before and _history(engine) == history
     if dialect == "postgresql":
         assert as_of_now() == [("+919000000001", "yes")]  # 0011's rule, as it was

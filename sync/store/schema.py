@@ -169,6 +169,24 @@ sync_runs = Table(
         name="status",
     ),
     Index("ix_sync_runs_account_channel_started", "account_sid", "channel", "started_at"),
+    # A channel's newest succeeded sweep by id, for its coverage (migration 0013).
+    Index(
+        "ix_sync_runs_succeeded",
+        "account_sid",
+        "channel",
+        "id",
+        postgresql_where=text("status = 'succeeded'"),
+        sqlite_where=text("status = 'succeeded'"),
+    ),
+    # A channel's latest succeeded import by time (migration 0013): imports are few.
+    Index(
+        "ix_sync_runs_imports",
+        "account_sid",
+        "channel",
+        "started_at",
+        postgresql_where=text("status = 'succeeded' AND source_sha256 IS NOT NULL"),
+        sqlite_where=text("status = 'succeeded' AND source_sha256 IS NOT NULL"),
+    ),
     comment="One row per sweep of one account and channel.",
 )
 
