@@ -18,8 +18,7 @@ from alembic import command
 from sqlalchemy import Engine, text
 
 from sync import database
-from sync.store import Store, coverage
-from sync.store.ledger import as_utc
+from sync.store import Store, as_utc, coverage
 from sync.vocabulary import RunStatus
 from tests.test_ledger import HOUR, _run
 
