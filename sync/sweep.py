@@ -179,6 +179,21 @@ class _Progress:
             room = _REJECTED_EXAMPLES - len(self.rejected_examples)
             self.rejected_examples += [describe_rejected(r) for r in page.rejected[:room]]
 
+    def waited(self, pages: Iterable[Page]) -> Iterator[Page]:
+        """``pages``, the seconds spent waiting for each added up as ``fetch_wait``: the rest
+        of the fetch is this thread's own work on the rows (counting, staging)."""
+        waited, pages = 0.0, iter(pages)
+        try:
+            while True:
+                started = time.perf_counter()
+                page = next(pages, None)
+                waited += time.perf_counter() - started
+                if page is None:
+                    return
+                yield page
+        finally:
+            self.phases["fetch_wait"] = round(waited, 3)
+
     @contextmanager
     def timed(self, phase: str) -> Iterator[None]:
         started = time.monotonic()
@@ -425,7 +440,7 @@ class _Sweep:
         progress = self.progress
         self._report_progress(expected)
         try:
-            for page in self.client.pages(self.channel, cancel=self.halt):
+            for page in progress.waited(self.client.pages(self.channel, cancel=self.halt)):
                 self.halt.check("paging")
                 progress.count(page)
                 log.debug(
@@ -594,7 +609,7 @@ class _Sweep:
             pages=self.progress.pages,
             diff=diff,
             message=message,
-            phases=self.progress.phases,
+            phases={**self.progress.phases, **self.session.timings.fields()},
         )
 
     def _abandoned(self, run_id: int, exc: BaseException) -> SweepResult:
@@ -737,7 +752,12 @@ def _log_result(result: SweepResult, context: dict[str, object]) -> None:
     }
     if result.diff:
         fields.update(entries=result.diff.seen, added=result.diff.added, removed=result.diff.removed)
-    fields.update({f"{phase}_seconds": seconds for phase, seconds in result.phases.items()})
+    phases = {phase: s for phase, s in result.phases.items() if not phase.startswith("db_")}
+    fields.update({f"{phase}_seconds": seconds for phase, seconds in phases.items()})
+    # Each of the store's statements (sync/store/timings.py), one flat field: name=seconds ...
+    statements = [f"{p.removeprefix('db_')}={s}" for p, s in result.phases.items() if p not in phases]
+    if statements:
+        fields["statement_seconds"] = " ".join(statements)
     quiet = (Outcome.SUCCEEDED, Outcome.DRY_RUN, Outcome.SKIPPED, Outcome.CANCELLED)
     level = logging.INFO if result.outcome in quiet else logging.WARNING
     if result.outcome is Outcome.FAILED:
