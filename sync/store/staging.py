@@ -107,13 +107,7 @@ class Staged:
             current = self._count_current()
         if current == 0:
             with timed("first additions"):
-                c.execute(
-                    text(
-                        f"INSERT INTO {t.added} (mobile, channel_type) "
-                        f"SELECT mobile, MAX(channel_type) FROM {t.seen} GROUP BY mobile "
-                        "ORDER BY mobile"
-                    )
-                )
+                session.dialect.distinct_listed(c, seen=t.seen, added=t.added)
         else:
             with timed("compare"):
                 session.dialect.compare(c, seen=t.seen, added=t.added, removed=t.removed, where=session.where)
@@ -130,12 +124,8 @@ class Staged:
         (the stretches it opened: being the earliest, it opened one for each)."""
         session = self._session
         c, t = session.connection, session.staging
-        c.execute(
-            text(
-                f"INSERT INTO {t.added} (mobile, channel_type) "
-                f"SELECT mobile, MAX(channel_type) FROM {t.seen} GROUP BY mobile ORDER BY mobile"
-            )
-        )
+        with session.timings.timed("distinct listed"):
+            session.dialect.distinct_listed(c, seen=t.seen, added=t.added)
         return Rebase(session, first, listed=self.rows)
 
     def _count_current(self) -> int:
