@@ -24,6 +24,7 @@ from sqlalchemy import Connection, TextClause, bindparam, text
 from sync.store import channel_types as channel_types_of
 from sync.store.ledger import run_counts
 from sync.store.schema import UtcTime
+from sync.store.timings import Timings
 
 if TYPE_CHECKING:
     from sync.store.comparison import Diff
@@ -71,10 +72,14 @@ class Step:
         return text(self.sql).bindparams(*(bindparam(name, type_=UtcTime) for name in times))
 
 
-def run_steps(connection: Connection, steps: Iterable[Step], params: Mapping[str, object]) -> None:
-    """Run ``steps`` in order, each checked against its count (:class:`ApplyMismatch`)."""
+def run_steps(
+    connection: Connection, steps: Iterable[Step], params: Mapping[str, object], timings: Timings
+) -> None:
+    """Run ``steps`` in order, each checked against its count (:class:`ApplyMismatch`) and
+    timed under its name."""
     for step in steps:
-        changed = connection.execute(step.statement(), params).rowcount
+        with timings.timed(step.what):
+            changed = connection.execute(step.statement(), params).rowcount
         if step.rows is not None and changed != step.rows:
             raise ApplyMismatch(
                 f"{step.what} {changed} entries where the diff said {step.rows}; "
@@ -107,21 +112,26 @@ def apply_comparison(
     ``detected_at`` and the run's end (:mod:`sync.backfill`); None for a sweep.
     """
     c = session.connection
-    previous = session.previous_success_start()
-    params = {
-        **session.where,
-        "run_id": run_id,
-        "not_before": session.previous_success_start(complete_listing=True),
-        "proven_at": previous,
-        "initial_load": session.first_success(),
-        **event_ids(run_id),
-    }
-    session.confirm_lock()
-    params["detected_at"] = detected_at = at or session.now()
-    session.dialect.make_room_to_sort(c)  # the steps insert in order of mobile
-    run_steps(c, _steps(session.staging, diff, proven_at_known=previous is not None), params)
-    channel_types_of.learn(session, channel_types, run_id=run_id, at=detected_at)
-    session.record_success(run_id, at=detected_at, pages=pages, **run_counts(diff))
+    timed = session.timings.timed
+    with timed("ledger"):
+        previous = session.previous_success_start()
+        params = {
+            **session.where,
+            "run_id": run_id,
+            "not_before": session.previous_success_start(complete_listing=True),
+            "proven_at": previous,
+            "initial_load": session.first_success(),
+            **event_ids(run_id),
+        }
+    with timed("confirm lock"):
+        session.confirm_lock()
+        params["detected_at"] = detected_at = at or session.now()
+        session.dialect.make_room_to_sort(c)  # the steps insert in order of mobile
+    run_steps(c, _steps(session.staging, diff, proven_at_known=previous is not None), params, session.timings)
+    with timed("channel types"):
+        channel_types_of.learn(session, channel_types, run_id=run_id, at=detected_at)
+    with timed("run row"):
+        session.record_success(run_id, at=detected_at, pages=pages, **run_counts(diff))
 
 
 def _steps(t: Staging, diff: Diff, *, proven_at_known: bool) -> list[Step]:
@@ -157,6 +167,11 @@ def _steps(t: Staging, diff: Diff, *, proven_at_known: bool) -> list[Step]:
                     :not_before, :initial_load, :run_id, :added_events + ROW_NUMBER() OVER ()
                 FROM {t.added}""")
         )
+    if not diff.current:
+        # Nothing was held: no stretch was open before these additions, which open theirs
+        # proven, so no stretch is left to mark or clear (at a million additions, the planner
+        # knows nothing yet of the rows just written, and scanned them all: 0.65 s, loaded).
+        return steps
     # Numbers this sweep's listing did not show (unconfirmed, or rescued by a check) keep (or
     # get) the start of the last sweep that listed them; every other held number was listed by
     # this sweep, and is proven again. Both touch only the few rows concerned (a partial index).

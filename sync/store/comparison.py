@@ -100,6 +100,10 @@ class Comparison:
     def listed_sample(self, size: int) -> list[str]:
         """Up to ``size`` numbers this sweep's listing held, picked at random: numbers a
         working ``mobile`` filter must confirm, asked alongside the removal candidates."""
+        with self._session.timings.timed("sample"):
+            return self._sample(size)
+
+    def _sample(self, size: int) -> list[str]:
         sample = self._session.dialect.sample(self.connection, self._t.seen, size, self.listed)
         if sample is None:
             sample = list(
@@ -184,4 +188,5 @@ class Comparison:
         plans with these numbers. Run after the apply is committed, in a transaction of its
         own that may fail harmlessly (:meth:`LockedChannel.upkeep`)."""
         if diff.added + diff.removed > max(10_000, diff.seen // 10):
-            self.connection.execute(text("ANALYZE blocklist_periods"))
+            with self._session.timings.timed("analyze"):
+                self.connection.execute(text("ANALYZE blocklist_periods"))

@@ -164,6 +164,16 @@ class Dialect:
         anti-joins."""
         raise NotImplementedError
 
+    def distinct_listed(self, connection: Connection, *, seen: str, added: str) -> None:
+        """Fill ``added`` with every number listed in ``seen``, once, in order of mobile, with
+        the greatest ``channel_type`` it was listed with: a first load's additions, or an
+        older snapshot's numbers. Does not commit.
+
+        PostgreSQL sorts once and keeps each number's first row (``DISTINCT ON``: a million
+        rows in about half the time of grouping them, which hashes them and then sorts the
+        groups), with room to sort in memory; SQLite has no ``DISTINCT ON``, and groups."""
+        raise NotImplementedError
+
     def sample(self, connection: Connection, table: str, size: int, staged: int) -> list[str] | None:
         """Up to ``size`` numbers of ``table`` (which holds ``staged`` rows) at random, read
         cheaply; ``None`` where that cannot be done, and the whole table is to be read.
@@ -335,6 +345,17 @@ class PostgreSQL(Dialect):
             where,
         )
 
+    def distinct_listed(self, connection: Connection, *, seen: str, added: str) -> None:
+        """One sort, in memory, and the first row of each number: its greatest
+        ``channel_type``, as ``MAX`` would give (NULL only where every row had none)."""
+        self.make_room_to_sort(connection)
+        connection.execute(
+            text(f"""
+                INSERT INTO {added} (mobile, channel_type)
+                SELECT DISTINCT ON (mobile) mobile, channel_type FROM {seen}
+                ORDER BY mobile, channel_type DESC NULLS LAST""")
+        )
+
     def sample(self, connection: Connection, table: str, size: int, staged: int) -> list[str] | None:
         """A block sample of a few pages (``TABLESAMPLE``), the whole table only if it misses."""
         # ORDER BY random() reads and sorts the whole listing (0.2 s at a million rows, paid
@@ -424,6 +445,15 @@ class SQLite(Dialect):
                 WHERE e.account_sid = :account_sid AND e.channel = :channel
                   AND NOT EXISTS (SELECT 1 FROM {seen} s WHERE s.mobile = e.mobile)"""),
             where,
+        )
+
+    def distinct_listed(self, connection: Connection, *, seen: str, added: str) -> None:
+        """Grouped: SQLite has no ``DISTINCT ON``."""
+        connection.execute(
+            text(
+                f"INSERT INTO {added} (mobile, channel_type) "
+                f"SELECT mobile, MAX(channel_type) FROM {seen} GROUP BY mobile ORDER BY mobile"
+            )
         )
 
     def sample(self, connection: Connection, table: str, size: int, staged: int) -> list[str] | None:

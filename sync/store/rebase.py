@@ -165,7 +165,7 @@ class Rebase:
         session, first = self._session, self._first
         params = self._params(run_id=run_id, at=at, first_at=first.finished_at, **event_ids(run_id))
         session.confirm_lock()
-        run_steps(self.connection, self._steps(counts), params)
+        run_steps(self.connection, self._steps(counts), params, self._session.timings)
         channel_types_of.learn(session, channel_types, run_id=run_id, at=at)
         session.record_success(
             run_id,

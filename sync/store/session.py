@@ -29,6 +29,7 @@ from sync.store.dialect import Dialect, Lease, LockHolder, Row
 from sync.store.ledger import RunLedger
 from sync.store.read_model import ReadModel
 from sync.store.staging import Staged, Staging, stage
+from sync.store.timings import Timings
 
 __all__ = ["LockHeld", "LockedChannel", "Store", "TransactionError"]
 
@@ -98,6 +99,7 @@ class LockedChannel(RunLedger):
         self.dialect = dialect
         self.where = {"account_sid": account_sid, "channel": channel}
         self.staging = Staging.in_schema(dialect.temp_schema)
+        self.timings = Timings()  # seconds of each of this sweep's statements, by name
 
     @property
     def connection(self) -> Connection:
@@ -135,7 +137,8 @@ class LockedChannel(RunLedger):
             raise
         else:
             if keep:
-                transaction.commit()
+                with self.timings.timed("commit"):
+                    transaction.commit()
             else:
                 transaction.rollback()
         finally:

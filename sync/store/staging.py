@@ -9,11 +9,12 @@ places an older snapshot before the channel's earliest run (:class:`~sync.store.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from sqlalchemy import func, select, text
+from sqlalchemy import Connection, func, select, text
 
 from sync.store.comparison import Comparison
 from sync.store.dialect import Row
@@ -57,18 +58,30 @@ def stage(session: LockedChannel, rows: Iterable[Row]) -> Staged:
     sweep on PostgreSQL, batched inserts on SQLite. If ``rows`` raises (a page failed), the load
     is abandoned and nothing outside the temp table changed.
     """
-    c, t = session.connection, session.staging
+    c, t, timed = session.connection, session.staging, session.timings.timed
+    with timed("staging tables"):
+        _create_tables(c, t, session.dialect.key_type)
+    listed: list[float] = []  # when the listing's last row was handed to the load
+    loaded = session.dialect.load(c, t.seen, _marking_the_end(rows, listed))
+    if listed:  # what the load did after the listing ended: what the server still had to do
+        session.timings.seconds["load end"] = time.perf_counter() - listed[0]
+    return Staged(session, loaded)
+
+
+def _marking_the_end(rows: Iterable[Row], listed: list[float]) -> Iterator[Row]:
+    yield from rows
+    listed.append(time.perf_counter())
+
+
+def _create_tables(c: Connection, t: Staging, key: str) -> None:
     for name in t.all():
         c.execute(text(f"DROP TABLE IF EXISTS {name}"))
-    key = session.dialect.key_type
     c.execute(text(f"CREATE TEMPORARY TABLE {t.seen} (mobile {key} NOT NULL, channel_type TEXT)"))
     # The added table is unique by construction (GROUP BY); the removed one's key serves keep().
     c.execute(text(f"CREATE TEMPORARY TABLE {t.added} (mobile {key} NOT NULL, channel_type TEXT)"))
     c.execute(text(f"CREATE TEMPORARY TABLE {t.removed} (mobile {key} PRIMARY KEY)"))
     c.execute(text(f"CREATE TEMPORARY TABLE {t.unconfirmed} (mobile {key} PRIMARY KEY)"))
     c.execute(text(f"CREATE TEMPORARY TABLE {t.rescued} (mobile {key} PRIMARY KEY)"))
-    loaded = session.dialect.load(c, t.seen, rows)
-    return Staged(session, loaded)
 
 
 class Staged:
@@ -89,21 +102,19 @@ class Staged:
         anti-joins on SQLite.
         """
         session = self._session
-        c, t = session.connection, session.staging
-        current = self._count_current()
+        c, t, timed = session.connection, session.staging, session.timings.timed
+        with timed("count current"):
+            current = self._count_current()
         if current == 0:
-            c.execute(
-                text(
-                    f"INSERT INTO {t.added} (mobile, channel_type) "
-                    f"SELECT mobile, MAX(channel_type) FROM {t.seen} GROUP BY mobile "
-                    "ORDER BY mobile"
-                )
-            )
+            with timed("first additions"):
+                session.dialect.distinct_listed(c, seen=t.seen, added=t.added)
         else:
-            session.dialect.compare(c, seen=t.seen, added=t.added, removed=t.removed, where=session.where)
+            with timed("compare"):
+                session.dialect.compare(c, seen=t.seen, added=t.added, removed=t.removed, where=session.where)
         comparison = Comparison(session, listed=self.rows, current=current)
         # Distinct numbers listed: the additions, and the entries that were not candidates.
-        first = comparison.counts()
+        with timed("counts"):
+            first = comparison.counts()
         comparison.listed_twice = self.rows - (first.added + current - first.removed)
         return comparison
 
@@ -113,12 +124,8 @@ class Staged:
         (the stretches it opened: being the earliest, it opened one for each)."""
         session = self._session
         c, t = session.connection, session.staging
-        c.execute(
-            text(
-                f"INSERT INTO {t.added} (mobile, channel_type) "
-                f"SELECT mobile, MAX(channel_type) FROM {t.seen} GROUP BY mobile ORDER BY mobile"
-            )
-        )
+        with session.timings.timed("distinct listed"):
+            session.dialect.distinct_listed(c, seen=t.seen, added=t.added)
         return Rebase(session, first, listed=self.rows)
 
     def _count_current(self) -> int:

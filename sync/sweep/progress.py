@@ -6,7 +6,7 @@ tells its caller as it goes: how far it has come (:class:`PageProgress`, to a
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -44,6 +44,21 @@ class PageTally:
             self.rejected += len(page.rejected)
             room = _REJECTED_EXAMPLES - len(self.rejected_examples)
             self.rejected_examples += [describe_rejected(r) for r in page.rejected[:room]]
+
+    def waited(self, pages: Iterable[Page]) -> Iterator[Page]:
+        """``pages``, the seconds spent waiting for each added up as ``fetch_wait``: the rest
+        of the fetch is this thread's own work on the rows (counting, staging)."""
+        waited, pages = 0.0, iter(pages)
+        try:
+            while True:
+                started = time.perf_counter()
+                page = next(pages, None)
+                waited += time.perf_counter() - started
+                if page is None:
+                    return
+                yield page
+        finally:
+            self.phases["fetch_wait"] = round(waited, 3)
 
     @contextmanager
     def timed(self, phase: str) -> Iterator[None]:

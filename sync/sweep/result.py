@@ -127,7 +127,12 @@ def _log_result(result: SweepResult, context: dict[str, object]) -> None:
     }
     if result.diff:
         fields.update(entries=result.diff.seen, added=result.diff.added, removed=result.diff.removed)
-    fields.update({f"{phase}_seconds": seconds for phase, seconds in result.phases.items()})
+    phases = {phase: s for phase, s in result.phases.items() if not phase.startswith("db_")}
+    fields.update({f"{phase}_seconds": seconds for phase, seconds in phases.items()})
+    # Each of the store's statements (sync/store/timings.py), one flat field: name=seconds ...
+    statements = [f"{p.removeprefix('db_')}={s}" for p, s in result.phases.items() if p not in phases]
+    if statements:
+        fields["statement_seconds"] = " ".join(statements)
     quiet = (Outcome.SUCCEEDED, Outcome.DRY_RUN, Outcome.SKIPPED, Outcome.CANCELLED)
     level = logging.INFO if result.outcome in quiet else logging.WARNING
     if result.outcome is Outcome.FAILED:

@@ -214,7 +214,7 @@ class _Sweep:
         progress = self.progress
         self._report_progress(expected)
         try:
-            for page in self.client.pages(self.channel, cancel=self.halt):
+            for page in progress.waited(self.client.pages(self.channel, cancel=self.halt)):
                 self.halt.check("paging")
                 progress.count(page)
                 log.debug(
@@ -383,7 +383,7 @@ class _Sweep:
             pages=self.progress.pages,
             diff=diff,
             message=message,
-            phases=self.progress.phases,
+            phases={**self.progress.phases, **self.session.timings.fields()},
         )
 
     def _abandoned(self, run_id: int, exc: BaseException) -> SweepResult:
