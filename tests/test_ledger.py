@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import text
 
 from sync.store import Store, as_utc
-from sync.store.ledger import last_successes
+from sync.store.channels import last_successes
 from sync.store.schema import sync_runs
 from sync.vocabulary import RunStatus, Trigger
 

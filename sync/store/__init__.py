@@ -4,7 +4,8 @@
   channel's lock, the held connection, and the one transaction boundary, which only the
   caller opens and ends (:meth:`LockedChannel.transaction`); no method here commits.
 - :mod:`~sync.store.ledger`: the run ledger, the one owner of which run was a channel's last
-  sweep, last success and last complete listing, and of how imports order against sweeps.
+  sweep, last success and last complete listing, and of how imports order against sweeps;
+  :mod:`~sync.store.channels` asks its rules of every channel at once.
 - :mod:`~sync.store.staging`: the listing loaded into temporary tables (:class:`Staged`).
 - :mod:`~sync.store.comparison`: the listing against the channel's entries
   (:class:`Comparison`, :class:`Diff`), narrowed by the removal checks.
@@ -36,9 +37,10 @@ This module is the API the rest of ``sync`` imports; everything else in the pack
 """
 
 from sync.store.apply import ApplyMismatch
+from sync.store.channels import Coverage, coverage, imports_among, last_successes
 from sync.store.comparison import Comparison, Diff
 from sync.store.dialect import LockHolder, LockLost, as_utc
-from sync.store.ledger import Coverage, FirstRun, Source, coverage, imports_among, last_successes
+from sync.store.ledger import FirstRun, Source
 from sync.store.read_model import ChannelStatus
 from sync.store.rebase import Rebase, RebaseCounts
 from sync.store.session import LockedChannel, LockHeld, Store, TransactionError

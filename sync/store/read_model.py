@@ -14,7 +14,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, text
 
-from sync.store import ledger
+from sync.store import channels
 from sync.store.dialect import as_utc, dialect_for
 from sync.store.schema import UtcTime
 
@@ -92,12 +92,12 @@ class ReadModel:
 
     def run_window(self, run_id: int) -> tuple[dt.datetime | None, dt.datetime | None]:
         """(``not_before``, ``detected_at``) of a run, for the run summary
-        (:func:`~sync.store.ledger.run_window`)."""
+        (:func:`~sync.store.channels.run_window`)."""
         with self.engine.connect() as connection:
-            return ledger.run_window(connection, run_id)
+            return channels.run_window(connection, run_id)
 
     def failed_in_a_row(self) -> dict[tuple[str, str], int]:
         """How many sweeps of each (account, channel) failed since its last sweep that ended
-        otherwise, for the alert on failures (:func:`~sync.store.ledger.failed_in_a_row`)."""
+        otherwise, for the alert on failures (:func:`~sync.store.channels.failed_in_a_row`)."""
         with self.engine.connect() as connection:
-            return ledger.failed_in_a_row(connection)
+            return channels.failed_in_a_row(connection)
