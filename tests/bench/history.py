@@ -155,9 +155,7 @@ AS_OF = {
 
 
 def timings(engine: Engine, mobile: str) -> dict[str, object]:
-    at = dt.datetime.combine(
-        dt.datetime.now(dt.UTC).date() - dt.timedelta(days=200), dt.time(9), ZoneInfo("Asia/Kolkata")
-    )
+    at = _asked_at()
     params = {
         "at": at,
         "account": SID,
@@ -265,12 +263,51 @@ def measure(pg: str, *, keep: bool = False) -> dict[str, object]:
         admin.close()
 
 
+def compare(pg: str, before: str) -> dict[str, object]:
+    """The views and as-of questions at revision ``before`` and at head, on one year of history
+    in one run (figures from different days differ by more than most changes do)."""
+    name = f"kbs_bench_{uuid.uuid4().hex[:10]}"
+    admin = psycopg.connect(f"{pg}/postgres", autocommit=True)
+    admin.execute(f'CREATE DATABASE "{name}"')
+    engine = database.make_engine(database.resolve_database_url(f"{pg}/{name}"))
+    try:
+        config = database.alembic_config(engine)
+        command.upgrade(config, "0008")
+        mobile = build(engine)
+        figures: dict[str, object] = {}
+        for revision in (before, "head"):
+            command.upgrade(config, revision)
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+                c.execute(text("VACUUM ANALYZE"))
+            params = {"at": _asked_at(), "account": SID, "mobile": mobile}
+            questions = {**VIEWS_90_DAYS, **AS_OF}
+            figures[revision] = {q: _timed(engine, sql, params) for q, sql in questions.items()}
+        return figures
+    finally:
+        engine.dispose()
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+def _asked_at() -> dt.datetime:
+    """The instant every as-of question asks about: 200 days back, 09:00 in India."""
+    return dt.datetime.combine(
+        dt.datetime.now(dt.UTC).date() - dt.timedelta(days=200), dt.time(9), ZoneInfo("Asia/Kolkata")
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pg", default=os.environ.get("KBS_TEST_PG", "postgresql://postgres@127.0.0.1:5432"))
     parser.add_argument("--keep", action="store_true", help="keep the database (prints its URL)")
+    parser.add_argument(
+        "--compare",
+        metavar="REVISION",
+        help="time the views and as-of questions at REVISION (e.g. 0011) and at head, in one run",
+    )
     args = parser.parse_args()
-    print(json.dumps(measure(args.pg, keep=args.keep), indent=2))
+    result = compare(args.pg, args.compare) if args.compare else measure(args.pg, keep=args.keep)
+    print(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":
