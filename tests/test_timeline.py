@@ -93,11 +93,10 @@ def _export(tmp_path: Path, listing: set[str]) -> Path:
 
 def _as_of(c: Connection, sid: str, at: dt.datetime) -> tuple[dict[str, str], bool]:
     """blocklist_as_of(at) of sid's sms channel: each number's state, and whether it is unknown."""
-    if True:
-        found = c.execute(
-            text("SELECT mobile, state FROM blocklist_as_of(:at) WHERE account_sid = :a AND channel = 'sms'"),
-            {"at": at, "a": sid},
-        ).all()
+    found = c.execute(
+        text("SELECT mobile, state FROM blocklist_as_of(:at) WHERE account_sid = :a AND channel = 'sms'"),
+        {"at": at, "a": sid},
+    ).all()
     unknown = [m for m, s in found if s == "unknown"]
     assert not unknown or (unknown == [None] and len(found) == 1), found  # alone, and numberless
     return {str(m): str(s) for m, s in found if m is not None}, bool(unknown)

@@ -124,23 +124,31 @@ class Rebase:
             relisted=0 if proves_absence else relisted,
         )
 
+    def _closes(self, a: str) -> str:
+        """Numbers of the snapshot whose stretch ends at the earliest run: gone, where that run
+        proves it (an import), or listed again later (:class:`RebaseCounts`)."""
+        if self._first.imported:
+            return self._not_first(a)
+        return f"{self._not_first(a)} AND {self._listed_later(a)}"
+
+    def _keeps(self, a: str) -> str | None:
+        """Numbers of the snapshot kept open, unconfirmed: a sweep's silence proves nothing."""
+        if self._first.imported:
+            return None
+        return f"{self._not_first(a)} AND NOT {self._listed_later(a)}"
+
     def sample(self, size: int) -> dict[str, list[str]]:
         """Up to ``size`` numbers of each kind of change, the lowest first: what a dry run shows."""
         t = self._t
-        gone = self._not_first("a")
-        if not self._first.imported:
-            gone += f" AND {self._listed_later('a')}"
         queries = {
             "continuing": f"SELECT a.mobile FROM {t.added} a WHERE NOT {self._not_first('a')}",
-            "gone": f"SELECT a.mobile FROM {t.added} a WHERE {gone}",
-            "kept": f"SELECT a.mobile FROM {t.added} a WHERE {self._not_first('a')} "
-            f"AND NOT {self._listed_later('a')}"
-            if not self._first.imported
-            else f"SELECT a.mobile FROM {t.added} a WHERE 1 = 0",
+            "gone": f"SELECT a.mobile FROM {t.added} a WHERE {self._closes('a')}",
             "arrived": f"""SELECT f.mobile FROM blocklist_periods f
                 WHERE f.account_sid = :account_sid AND f.channel = :channel AND f.added_run_id = :first
                   AND NOT EXISTS (SELECT 1 FROM {t.added} a WHERE a.mobile = f.mobile)""",
         }
+        if (keeps := self._keeps("a")) is not None:
+            queries["kept"] = f"SELECT a.mobile FROM {t.added} a WHERE {keeps}"
         return {
             kind: list(
                 self.connection.execute(
@@ -187,8 +195,6 @@ class Rebase:
         a stretch it closes), whichever step writes it."""
         t = self._t
         ranked = f"(SELECT mobile, channel_type, ROW_NUMBER() OVER (ORDER BY mobile) AS n FROM {t.added})"
-        not_first = self._not_first("a")
-        closes = not_first if self._first.imported else f"{not_first} AND {self._listed_later('a')}"
         steps = [
             # Numbers proven gone by the earliest run: a stretch from this snapshot to that run.
             Step("gone", counts.gone).runs(f"""
@@ -199,9 +205,9 @@ class Rebase:
                 SELECT :account_sid, :channel, a.mobile, a.channel_type, :at, NULL,
                     :first_at, :at, TRUE, :run_id, :first, :added_events + a.n, :removed_events + a.n
                 FROM {ranked} a
-                WHERE {closes}"""),
+                WHERE {self._closes("a")}"""),
         ]
-        if not self._first.imported:
+        if (keeps := self._keeps("a")) is not None:
             steps.append(
                 # Not shown by the earliest run, a sweep, and by no run since: kept open,
                 # listed for certain only at this snapshot (as a sweep keeps what it cannot prove).
@@ -212,7 +218,7 @@ class Rebase:
                     SELECT :account_sid, :channel, a.mobile, a.channel_type, :at, NULL,
                         TRUE, :run_id, :at, :added_events + a.n
                     FROM {ranked} a
-                    WHERE {not_first} AND NOT {self._listed_later("a")}""")
+                    WHERE {keeps}""")
             )
         return [
             *steps,
