@@ -247,7 +247,7 @@ def look_up(
                     "SELECT account_sid, channel, mobile, added_not_before, added_at, "
                     "removed_not_before, removed_at, initial_load, added_run_id, removed_run_id, "
                     "proven_present_at FROM blocklist_periods WHERE mobile IN :spellings "
-                    "ORDER BY account_sid, channel, added_at"
+                    "ORDER BY account_sid, channel, added_at, added_run_id"
                 ).bindparams(bindparam("spellings", expanding=True)),
                 matching,
             ).all()

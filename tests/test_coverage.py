@@ -71,6 +71,12 @@ def test_the_ledger_and_the_coverage_view_agree(any_store: Store) -> None:
     with store.engine.connect() as c:
         ledger = [tuple(r) for r in coverage(c) if r.account_sid in (mixed, imports_only, never, one_sweep)]
     assert _view(store, [mixed, imports_only, never, one_sweep]) == ledger
+    if store.engine.dialect.name == "postgresql":  # the bounds blocklist_as_of reads (0014)
+        with store.engine.connect() as c:
+            bounds = c.execute(text("SELECT * FROM blocklist_coverage_bounds() ORDER BY 1, 2")).all()
+        assert [tuple(r) for r in bounds if r[0] in (mixed, imports_only, never, one_sweep)] == [
+            row[:6] for row in ledger
+        ]
     finished = {k: now - h * HOUR + MINUTE for k, h in ((export, 2400), (last_sweep, 2), (newer, 10))}
     finished |= {older: now - 20 * HOUR + MINUTE, only: now - HOUR + MINUTE}
     assert sorted(ledger) == sorted(

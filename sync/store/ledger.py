@@ -20,7 +20,8 @@ changes are dated in, where an import may go); :mod:`sync.store.channels` asks t
 channel, for ``lookup``, the run summary and the metrics. The ``blocklist_sync_health`` view, which
 ``status``, the metrics and the dashboards read, states the same last sweep and last success in
 SQL, frozen in its migration (0010), and the ``blocklist_coverage`` view (and
-``blocklist_as_of``) the same coverage, frozen in 0013; ``tests/test_ledger.py`` and
+``blocklist_coverage_bounds()``, which ``blocklist_as_of`` reads) the same coverage, frozen
+in 0013 and 0014; ``tests/test_ledger.py`` and
 ``tests/test_coverage.py`` hold them together.
 """
 
