@@ -286,7 +286,7 @@ class _Import:
         if held is None:
             return
         if self.options.review.applies_held:
-            log.warning("%s: --force applies what the guard would hold: %s", reading.shown, held)
+            log.warning("%s: forced: applying what the guard would hold: %s", reading.shown, held)
             return
         raise Held(reading.shown, held)
 

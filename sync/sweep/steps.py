@@ -337,7 +337,7 @@ class _Sweep:
             return None
         if review.approves_blind:
             if held:
-                log.warning("--force applies what the guard would hold: %s", held, extra=self.context)
+                log.warning("forced: applying what the guard would hold: %s", held, extra=self.context)
             return None
         approval = review.approval((self.client.sid, self.channel))
         if approval is None:
