@@ -29,7 +29,7 @@ from sync.plan import ChannelPlan
 from sync.redaction import redact
 from sync.settings import Shard
 from sync.store import ChannelStatus, Diff
-from sync.sweep import DeadlinePassed, SweepResult
+from sync.sweep import DeadlinePassed, RunDeadlinePassed, SweepResult
 from sync.timetext import age_text
 from sync.vocabulary import Outcome, RunStatus
 
@@ -75,6 +75,11 @@ ADVICE: tuple[tuple[type[BaseException], str], ...] = (
         DeadlinePassed,
         "if the list is that long, raise --sweep-timeout (BLOCKLIST_SYNC_SWEEP_TIMEOUT); "
         "if the server is that slow, check the Kaleyra service status",
+    ),
+    (
+        RunDeadlinePassed,
+        "raise --run-timeout (BLOCKLIST_SYNC_RUN_TIMEOUT), and the scheduler's kill above it, "
+        "or shard the run",
     ),
     (ProtocolError, "if this persists, check KALEYRA_BASE_URL and report it"),
 )

@@ -12,7 +12,14 @@ from sync.stopping import stop_name
 from sync.vendor_text import vendor_text
 from sync.vocabulary import Outcome
 
-__all__ = ["DeadlinePassed", "Halt", "Stopped", "finished_despite_stop", "why_abandoned"]
+__all__ = [
+    "DeadlinePassed",
+    "Halt",
+    "RunDeadlinePassed",
+    "Stopped",
+    "finished_despite_stop",
+    "why_abandoned",
+]
 
 
 class Stopped(Exception):
@@ -22,6 +29,11 @@ class Stopped(Exception):
 
 class DeadlinePassed(Stopped):
     """The sweep ran longer than its timeout: a list that long, or a server that slow."""
+
+
+class RunDeadlinePassed(Stopped):
+    """The run's deadline (its run timeout) passed before this channel's sweep could start.
+    Never raised: a result's ``error_type``, for the CLI's advice, which names the setting."""
 
 
 class Halt:
