@@ -15,6 +15,7 @@ from sync.vocabulary import Outcome
 __all__ = [
     "DeadlinePassed",
     "Halt",
+    "PlanApplied",
     "RunDeadlinePassed",
     "Stopped",
     "finished_despite_stop",
@@ -29,6 +30,11 @@ class Stopped(Exception):
 
 class DeadlinePassed(Stopped):
     """The sweep ran longer than its timeout: a list that long, or a server that slow."""
+
+
+class PlanApplied(Exception):
+    """A channel a plan approves, skipped because a sweep since its dry run applied that plan
+    exactly. Never raised: a result's ``error_type``, for the CLI's advice on what to do next."""
 
 
 class RunDeadlinePassed(Stopped):
