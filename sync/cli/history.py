@@ -121,6 +121,9 @@ def _import_stopped(exc: Exception) -> str:
         return f"{exc} ({earliest}); check the year, or set {earliest} if the export really is older"
     if isinstance(exc, backfill.Held):
         return f"{exc}; review it with --dry-run, apply it with --force"
+    if isinstance(exc, backfill.NotThisChannel):
+        channel = f"{setting_name('channel')} {exc.found.likeliest}"
+        return f"{exc.found}; import it with {channel}; nothing was applied"
     return str(exc)
 
 
@@ -140,6 +143,8 @@ def _snapshots(files: tuple[str, ...], times: tuple[str, ...]) -> list[Snapshot]
             if times
             else [exports.time_in_name(f) for f in files]
         )
+    except exports.NoTimeInName as exc:
+        raise UsageError(f"{exc}; give --as-of TIME for each file") from None
     except exports.ExportError as exc:
         raise UsageError(str(exc)) from None
     return [backfill.Snapshot(path, at) for path, at in zip(files, ats, strict=True)]
