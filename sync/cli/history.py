@@ -204,7 +204,8 @@ def lookup(
     read = readings.normalise_each(numbers, readings.country_code(country, setting) if country else None)
     at = None if instant is None else parse_instant(instant, "--at")
     store, _ = open_store(database_url, only_reads=True)
-    reports = lookups.look_up(store.engine, read, at=at)
+    # Hints name the country setting as the operator set it: the variable, else the flag.
+    reports = lookups.look_up(store.engine, read, at=at, country_setting=setting_name("country"))
     for report in reports:
         if report.error:
             click.echo(f"blocklist-sync: error: {report.error}", err=True)
