@@ -41,7 +41,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
-from sync.exports import ExportError, ExportFile, Reading, source_of
+from sync.exports import ExportError, ExportFile, ListingOfOtherChannels, Reading, source_of
 from sync.guard import GuardLimits, removal_hold
 from sync.proof import channel_type_hold, empty_listing_hold
 from sync.review import Review
@@ -64,6 +64,7 @@ __all__ = [
     "Held",
     "ImportOptions",
     "ImportResult",
+    "NotThisChannel",
     "Refused",
     "Snapshot",
     "TooEarly",
@@ -94,6 +95,15 @@ class TooEarly(Refused):
         )
         super().__init__(said)
         self.name, self.at, self.earliest = name, at, earliest
+
+
+class NotThisChannel(Refused):
+    """A file whose channel column gives every row to other channels (``found``): no listing of
+    the channel imported. The CLI names the channel to import it as, as the operator gives it."""
+
+    def __init__(self, found: ListingOfOtherChannels) -> None:
+        super().__init__(f"{found}; nothing was applied")
+        self.found = found
 
 
 class Held(Exception):
@@ -277,6 +287,8 @@ class _Import:
         reading, rows = self._read(file)
         try:
             staged = self.session.stage(rows)
+        except ListingOfOtherChannels as exc:
+            raise NotThisChannel(exc) from None
         except ExportError as exc:
             raise Refused(f"{exc}; nothing was applied") from None
         return reading, staged
@@ -286,7 +298,7 @@ class _Import:
         if held is None:
             return
         if self.options.review.applies_held:
-            log.warning("%s: --force applies what the guard would hold: %s", reading.shown, held)
+            log.warning("%s: forced: applying what the guard would hold: %s", reading.shown, held)
             return
         raise Held(reading.shown, held)
 

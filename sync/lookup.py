@@ -27,7 +27,7 @@ from enum import StrEnum
 
 from sqlalchemy import Connection, Engine, bindparam, text
 
-from sync.readings import Reading, UnreadableNumber
+from sync.readings import Alternative, Reading, UnreadableNumber
 from sync.store import Coverage, as_utc, coverage, imports_among, last_successes
 from sync.vocabulary import ExitCode
 
@@ -206,11 +206,17 @@ class NumberReport:
 
 
 def look_up(
-    engine: Engine, readings: Sequence[Reading | UnreadableNumber], *, at: dt.datetime | None = None
+    engine: Engine,
+    readings: Sequence[Reading | UnreadableNumber],
+    *,
+    at: dt.datetime | None = None,
+    country_setting: str | None = None,
 ) -> list[NumberReport]:
     """The history of each reading on every channel ever swept, in the order given, and with
     ``at``, whether it was listed at that instant; an :class:`UnreadableNumber` in the list is
-    answered with its error and no history."""
+    answered with its error and no history. Errors and warnings say how a country would help
+    in the words of ``country_setting``, the name the CLI gives the country setting (none:
+    they name no setting)."""
     reports = []
     with engine.connect() as connection:
         swept = last_successes(connection)  # what each channel is answered as of: the run ledger's
@@ -218,7 +224,9 @@ def look_up(
         in_sql = connection.dialect.name == "postgresql"  # blocklist_as_of answers; else state_at
         for reading in readings:
             if isinstance(reading, UnreadableNumber):
-                reports.append(NumberReport(reading.raw, None, None, None, [], error=str(reading)))
+                reports.append(
+                    NumberReport(reading.raw, None, None, None, [], error=reading.said(country_setting))
+                )
                 continue
             # The sync stores any number of E.164's shape as given (canonical()), which
             # phonenumbers may format differently (+44 07911… as +447911…): match both.
@@ -289,13 +297,13 @@ def look_up(
                     reading.region,
                     reading.calling_code,
                     [channels[k] for k in sorted(channels)],
-                    warning=_warning(connection, reading),
+                    warning=_warning(connection, reading, country_setting),
                 )
             )
     return reports
 
 
-def _warning(connection: Connection, reading: Reading) -> str | None:
+def _warning(connection: Connection, reading: Reading, setting: str | None) -> str | None:
     """The doubt about a reading and its hint: the valid readings the tables have seen; else
     the valid readings, those in a calling code the tables hold first (the account's own
     countries); else how to write the number."""
@@ -308,21 +316,33 @@ def _warning(connection: Connection, reading: Reading) -> str | None:
             text("SELECT DISTINCT mobile FROM blocklist_periods WHERE mobile IN :numbers").bindparams(
                 bindparam("numbers", expanding=True)
             ),
-            {"numbers": [mobile for mobile, _, _ in reading.alternatives]},
+            {"numbers": [a.mobile for a in reading.alternatives]},
         ).scalars()
     )
-    named = [f"{mobile} ({how})" for mobile, how, _ in reading.alternatives if mobile in seen]
+    named = [_named(a, setting) for a in reading.alternatives if a.mobile in seen]
     if named:
         return f"{reading.doubt}; did you mean {' or '.join(named[:_HINTS_SHOWN])}? the sync has seen it"
-    held = {code for code in {c for _, _, c in reading.alternatives} if _holds_calling_code(connection, code)}
-    ranked = sorted(reading.alternatives, key=lambda a: a[2] not in held)  # stable: by country otherwise
-    named = [f"{mobile} ({how})" for mobile, how, _ in ranked]
+    codes = {a.calling_code for a in reading.alternatives}
+    held = {code for code in codes if _holds_calling_code(connection, code)}
+    ranked = sorted(reading.alternatives, key=lambda a: a.calling_code not in held)  # stable: by country
+    named = [_named(a, setting) for a in ranked]
     more = f" and {len(named) - _HINTS_SHOWN} more" if len(named) > _HINTS_SHOWN else ""
     return (
         f"{reading.doubt}; valid readings, none seen by the sync: "
-        f"{', '.join(named[:_HINTS_SHOWN])}{more}: write it with + and its country code, "
-        "or give --country"
+        f"{', '.join(named[:_HINTS_SHOWN])}{more}: write it with + and its country code"
+        + (f", or give {setting}" if setting else "")
     )
+
+
+def _named(alternative: Alternative, setting: str | None) -> str:
+    """``+919876543219 (India, --country IN)``: a reading, and how to ask for it where it is
+    national (a variable as ``NAME=IN``, a flag as ``--flag IN``)."""
+    if alternative.region is None or setting is None:
+        return f"{alternative.mobile} ({alternative.country})"
+    asked = (
+        f"{setting} {alternative.region}" if setting.startswith("-") else f"{setting}={alternative.region}"
+    )
+    return f"{alternative.mobile} ({alternative.country}, {asked})"
 
 
 def _holds_calling_code(connection: Connection, calling_code: int) -> bool:

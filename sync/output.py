@@ -29,7 +29,7 @@ from sync.plan import ChannelPlan
 from sync.redaction import redact
 from sync.settings import Shard
 from sync.store import ChannelStatus, Diff
-from sync.sweep import DeadlinePassed, SweepResult
+from sync.sweep import DeadlinePassed, PlanApplied, RunDeadlinePassed, SweepResult
 from sync.timetext import age_text
 from sync.vocabulary import Outcome, RunStatus
 
@@ -76,7 +76,13 @@ ADVICE: tuple[tuple[type[BaseException], str], ...] = (
         "if the list is that long, raise --sweep-timeout (BLOCKLIST_SYNC_SWEEP_TIMEOUT); "
         "if the server is that slow, check the Kaleyra service status",
     ),
+    (
+        RunDeadlinePassed,
+        "raise --run-timeout (BLOCKLIST_SYNC_RUN_TIMEOUT), and the scheduler's kill above it, "
+        "or shard the run",
+    ),
     (ProtocolError, "if this persists, check KALEYRA_BASE_URL and report it"),
+    (PlanApplied, "to review changes since, make a new plan with --dry-run --plan-out"),
 )
 
 
@@ -87,8 +93,10 @@ def advice_for(error_type: type[BaseException] | None) -> str | None:
 def summary_line(result: SweepResult) -> str:
     if (
         result.run_id is None and result.message and result.outcome in (Outcome.SKIPPED, Outcome.CANCELLED)
-    ):  # never started: one line says why
-        return f"{result.account_sid} {result.channel}: {result.outcome.label}: {result.message}"
+    ):  # never started: one line says why, and what to do where there is something to do
+        advice = advice_for(result.error_type)
+        said = f"{result.message}. {advice[0].upper()}{advice[1:]}" if advice else result.message
+        return f"{result.account_sid} {result.channel}: {result.outcome.label}: {said}"
     parts = [f"{result.account_sid} {result.channel}: {result.outcome.label}"]
     if result.diff is not None:
         parts.append(_counts_said(result.outcome, result.diff))

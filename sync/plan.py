@@ -239,7 +239,7 @@ def write_plan(path: str, plans: Iterable[ChannelPlan], made_at: dt.datetime) ->
 def read_plan(path: str, setting: str) -> Plan:
     """The plan saved at ``path``; anything that is not one is refused (:class:`NotAPlan`; a
     file that cannot be read, a :class:`~sync.settings.ConfigError` naming ``setting``)."""
-    data = read_regular_file(path, setting, MAX_PLAN_FILE_BYTES, "a plan from run --dry-run --plan-out")
+    data = read_regular_file(path, setting, MAX_PLAN_FILE_BYTES, "a plan that a dry run saved")
     unreadable = NotAPlan(path)
     try:
         document = json.loads(data)

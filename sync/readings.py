@@ -28,6 +28,7 @@ import functools
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import phonenumbers
 
@@ -35,7 +36,24 @@ from sync.numbers import MAX_RAW_LENGTH, canonical
 from sync.regions import region_of
 from sync.settings import ConfigError
 
-__all__ = ["Reading", "UnreadableNumber", "country_code", "country_name", "normalise", "normalise_each"]
+__all__ = [
+    "Alternative",
+    "Reading",
+    "UnreadableNumber",
+    "country_code",
+    "country_name",
+    "normalise",
+    "normalise_each",
+]
+
+
+class Alternative(NamedTuple):
+    """Another reading of the digits that is a valid number: what it is, and how to ask for it."""
+
+    mobile: str  # E.164
+    country: str  # the name of its country
+    region: str | None  # the country to read the digits in (a national reading); None: international
+    calling_code: int
 
 
 @dataclass(frozen=True)
@@ -49,17 +67,28 @@ class Reading:
     calling_code: int | None  # None: no calling code in use (+999…)
     # Why this reading may not be the number meant (not valid where it was read); None: valid.
     doubt: str | None = None
-    # Other readings of the digits that are valid numbers, as (E.164, its country and how to ask
-    # for it, calling code): offered when ``doubt`` is set.
-    alternatives: tuple[tuple[str, str, int], ...] = ()
+    # Other readings of the digits that are valid numbers: offered when ``doubt`` is set.
+    alternatives: tuple[Alternative, ...] = ()
 
 
 class UnreadableNumber(ValueError):
-    """An argument that cannot be a phone number; the message says how to write it instead."""
+    """An argument that cannot be a phone number: ``raw``, read in ``country`` (None: read as
+    international, ``explicit`` when written with + or 00). The message says how to write it;
+    :meth:`said` adds how to give a country, in the words of the setting the CLI names."""
 
-    def __init__(self, raw: str, message: str) -> None:
-        super().__init__(message)
-        self.raw = raw
+    def __init__(self, raw: str, *, country: str | None = None, explicit: bool = False) -> None:
+        where = f" in {country}" if country else ""
+        super().__init__(f"{_shown(raw)} cannot be a phone number{where}; write it as +919876543210")
+        self.raw, self.country, self.explicit = raw, country, explicit
+
+    def said(self, setting: str | None) -> str:
+        """The message, with how a country would help, naming ``setting`` (how the CLI names
+        the country setting); without a setting, the message alone."""
+        if setting is None or (self.country is None and self.explicit):
+            return str(self)
+        if self.country is not None:
+            return f"{self}, or with the right {setting}"
+        return f"{self}, or give {setting} for a national number"
 
 
 def country_code(value: str, setting: str) -> str:
@@ -108,19 +137,12 @@ def normalise(raw: str, country: str | None = None) -> Reading:
         stored = canonical(international)  # what a sweep stores: found as stored, first
         if stored is None:
             if parsed is None or not phonenumbers.is_possible_number(parsed):
-                hint = "" if explicit else ", or give --country for a national number"
-                raise UnreadableNumber(
-                    raw, f"{_shown(raw)} cannot be a phone number; write it as +919876543210{hint}"
-                )
+                raise UnreadableNumber(raw, explicit=explicit)
             stored = _e164(parsed)
     else:
         parsed = _parse(written, country)
         if parsed is None or not phonenumbers.is_possible_number(parsed):
-            raise UnreadableNumber(
-                raw,
-                f"{_shown(raw)} cannot be a phone number in {country}; write it as +919876543210, "
-                "or with the right --country",
-            )
+            raise UnreadableNumber(raw, country=country)
         stored = _e164(parsed)
     spellings = (stored,) if parsed is None or _e164(parsed) == stored else (stored, _e164(parsed))
     region = region_of(parsed) if parsed is not None else None
@@ -149,26 +171,27 @@ def normalise_each(numbers: Sequence[str], country: str | None = None) -> list[R
     return readings
 
 
-def _valid_readings(written: str, stored: str) -> tuple[tuple[str, str, int], ...]:
+def _valid_readings(written: str, stored: str) -> tuple[Alternative, ...]:
     """Other readings of digits written without + or 00 that are valid numbers: international
     (when they were read as national), and national in every country where they are valid."""
-    found: dict[str, tuple[str, int]] = {}
+    found: dict[str, Alternative] = {}
     international = _parse("+" + written, None)
     if international is not None and phonenumbers.is_valid_number(international):
-        found[_e164(international)] = (
-            country_name(region_of(international)),
-            international.country_code or 0,
+        mobile = _e164(international)
+        found[mobile] = Alternative(
+            mobile, country_name(region_of(international)), None, international.country_code or 0
         )
     for country in sorted(phonenumbers.SUPPORTED_REGIONS):
         national = _parse(written, country)
         if national is not None and phonenumbers.is_valid_number_for_region(national, country):
             # Named by the country the number belongs to: +7 987… read in KZ is Russia's.
             owner = region_of(national) or country
+            mobile = _e164(national)
             found.setdefault(
-                _e164(national), (f"{country_name(owner)}, --country {owner}", national.country_code or 0)
+                mobile, Alternative(mobile, country_name(owner), owner, national.country_code or 0)
             )
     found.pop(stored, None)
-    return tuple((mobile, how, code) for mobile, (how, code) in found.items())
+    return tuple(found.values())
 
 
 @functools.cache

@@ -35,6 +35,7 @@ from sync.store import Store
 from sync.sweep import (
     ChangeCallback,
     PageCallback,
+    RunDeadlinePassed,
     StartCallback,
     SweepOptions,
     SweepResult,
@@ -192,8 +193,9 @@ def _not_started(
             account_sid=account_sid,
             channel=channel,
             outcome=Outcome.FAILED,
-            message=f"not started: the run passed its --run-timeout of {duration_text(run_timeout or 0)}; "
-            "nothing was applied. Raise --run-timeout (and the scheduler's kill above it), or shard the run",
+            message=f"not started: the run passed its run timeout of {duration_text(run_timeout or 0)}; "
+            "nothing was applied",
+            error_type=RunDeadlinePassed,  # the CLI's advice names the setting to raise
         )
         return finished(late, time.monotonic())
     if broken is not None:

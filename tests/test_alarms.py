@@ -274,9 +274,11 @@ def test_a_run_past_its_run_timeout_fails_with_its_reason_before_any_kill(
     assert "the sweep passed its deadline of 2s while sweeping; nothing was applied" in result.stdout
     for channel in ("whatsapp", "voice"):
         at = lines.index(f"{sim.sid} {channel}: failed, 0.0s")
-        assert lines[at + 1].startswith(
-            "  not started: the run passed its --run-timeout of 2s; nothing was applied"
-        )
+        assert lines[at + 1 : at + 3] == [
+            "  not started: the run passed its run timeout of 2s; nothing was applied",
+            "  raise --run-timeout (BLOCKLIST_SYNC_RUN_TIMEOUT), and the scheduler's kill above it, "
+            "or shard the run",
+        ]
     bad = invoke("run", "--run-timeout", "soon", env=env)
     assert bad.returncode == 2 and "--run-timeout: 'soon' is not a duration" in bad.stderr
     # Named as the operator set it: from the environment, by its variable.

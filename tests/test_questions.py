@@ -193,6 +193,14 @@ def test_a_national_number_is_read_in_the_default_country(history: Scenario, pg_
     assert all(a["found"] and a["warning"] is None for a in answers)
     code, _, _ = lookup("9876500001", "--country", "in", db_url=pg_url)  # the flag, without the variable
     assert code == 0
+    # What cannot be a number in that country names the setting as the operator set it.
+    bad = invoke("lookup", "12", env=env)
+    assert bad.returncode == 2 and bad.stderr == (
+        "blocklist-sync: error: '12' cannot be a phone number in IN; write it as +919876543210, "
+        "or with the right BLOCKLIST_SYNC_DEFAULT_COUNTRY\n"
+    )
+    _, _, err = lookup("12", "--country", "IN", db_url=pg_url)
+    assert err.endswith("write it as +919876543210, or with the right --country\n")
 
 
 def test_a_number_not_valid_where_it_was_read_is_never_a_silent_never_seen(

@@ -377,7 +377,10 @@ def test_a_plan_applied_twice_says_already_applied_and_writes_no_held_row(
     again = invoke("run", "--force", "--plan", str(plan), "--metrics-file", str(metrics), env=held)
     assert again.returncode == 0, again.stdout + again.stderr
     assert f"{sim.sid} sms: skipped: the plan {plan}" in again.stdout
-    assert f"was already applied by run {applied_by}; nothing was swept or written" in again.stdout
+    assert (
+        f"was already applied by run {applied_by}; nothing was swept or written. To review changes "
+        "since, make a new plan with --dry-run --plan-out\n"
+    ) in again.stdout
     assert statuses(engine, sim) == runs  # no held row, no row at all
     assert entries(engine, sim) == set(numbers(150, start=50))
     assert invoke("status", env=held).returncode == 0

@@ -121,6 +121,9 @@ def _import_stopped(exc: Exception) -> str:
         return f"{exc} ({earliest}); check the year, or set {earliest} if the export really is older"
     if isinstance(exc, backfill.Held):
         return f"{exc}; review it with --dry-run, apply it with --force"
+    if isinstance(exc, backfill.NotThisChannel):
+        channel = f"{setting_name('channel')} {exc.found.likeliest}"
+        return f"{exc.found}; import it with {channel}; nothing was applied"
     return str(exc)
 
 
@@ -140,6 +143,8 @@ def _snapshots(files: tuple[str, ...], times: tuple[str, ...]) -> list[Snapshot]
             if times
             else [exports.time_in_name(f) for f in files]
         )
+    except exports.NoTimeInName as exc:
+        raise UsageError(f"{exc}; give --as-of TIME for each file") from None
     except exports.ExportError as exc:
         raise UsageError(str(exc)) from None
     return [backfill.Snapshot(path, at) for path, at in zip(files, ats, strict=True)]
@@ -199,7 +204,8 @@ def lookup(
     read = readings.normalise_each(numbers, readings.country_code(country, setting) if country else None)
     at = None if instant is None else parse_instant(instant, "--at")
     store, _ = open_store(database_url, only_reads=True)
-    reports = lookups.look_up(store.engine, read, at=at)
+    # Hints name the country setting as the operator set it: the variable, else the flag.
+    reports = lookups.look_up(store.engine, read, at=at, country_setting=setting_name("country"))
     for report in reports:
         if report.error:
             click.echo(f"blocklist-sync: error: {report.error}", err=True)

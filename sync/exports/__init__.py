@@ -26,8 +26,16 @@ the memory), a CSV line at most :data:`MAX_LINE` characters, JSON nested at most
 its bytes and says where it came from; :mod:`~sync.exports.listing` reads them as a listing.
 """
 
-from sync.exports.files import MAX_BYTES, MAX_RATIO, ExportError, ExportFile, source_of, time_in_name
-from sync.exports.listing import MAX_LINE, Reading
+from sync.exports.files import (
+    MAX_BYTES,
+    MAX_RATIO,
+    ExportError,
+    ExportFile,
+    NoTimeInName,
+    source_of,
+    time_in_name,
+)
+from sync.exports.listing import MAX_LINE, ListingOfOtherChannels, Reading
 
 __all__ = [
     "MAX_BYTES",
@@ -35,6 +43,8 @@ __all__ = [
     "MAX_RATIO",
     "ExportError",
     "ExportFile",
+    "ListingOfOtherChannels",
+    "NoTimeInName",
     "Reading",
     "source_of",
     "time_in_name",

@@ -25,6 +25,7 @@ __all__ = [
     "MAX_RATIO",
     "ExportError",
     "ExportFile",
+    "NoTimeInName",
     "inflated",
     "open_file",
     "source_of",
@@ -45,6 +46,18 @@ class ExportError(Exception):
     """A file that cannot be imported: its one-line message names the file and what to do."""
 
 
+class NoTimeInName(ExportError):
+    """A file whose name carries no time with a zone, or more than one (``found``): the time
+    it shows must come from elsewhere, and only the CLI knows how the operator gives it."""
+
+    def __init__(self, name: str, found: int) -> None:
+        super().__init__(
+            f"{name}: its name carries {'no' if not found else 'more than one'} time "
+            "with a zone (like blocklist-sms-2026-11-01T0900Z.csv)"
+        )
+        self.name, self.found = name, found
+
+
 @dataclass(frozen=True)
 class ExportFile:
     """A file as it was read: its name without directory, size and SHA-256 (provenance)."""
@@ -60,14 +73,11 @@ class ExportFile:
 
 def time_in_name(path: str) -> dt.datetime:
     """The time a file's name carries (``blocklist-sms-2026-11-01T0900Z.csv``): exactly one ISO
-    8601 time with a zone, in its base name."""
+    8601 time with a zone, in its base name; :class:`NoTimeInName` if it has none, or several."""
     name = os.path.basename(path)
     found = _NAME_TIME.findall(name)
     if len(found) != 1:
-        raise ExportError(
-            f"{vendor_text(name, 80)}: its name carries {'no' if not found else 'more than one'} time "
-            "with a zone (like blocklist-sms-2026-11-01T0900Z.csv); give --as-of TIME for each file"
-        )
+        raise NoTimeInName(vendor_text(name, 80), len(found))
     return parse_instant(found[0], f"the time in {vendor_text(name, 80)!r},")
 
 

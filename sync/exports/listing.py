@@ -21,7 +21,7 @@ from sync.proof import ListingTally, envelope_refusal
 from sync.vendor_text import vendor_text
 from sync.vocabulary import Channel
 
-__all__ = ["MAX_LINE", "Reading"]
+__all__ = ["MAX_LINE", "ListingOfOtherChannels", "Reading"]
 
 MAX_LINE = 4096  # characters of one CSV line
 _CHANNEL_TYPE_CHARS = 64  # as a sweep stores a row's channel_type
@@ -29,6 +29,24 @@ _CHANNELS = tuple(c.value for c in Channel)
 _MAX_DEPTH = 16  # JSON nesting: an envelope, its data, a row and its values are 4
 _OPENING = frozenset({"start_map", "start_array"})
 _ENDED = ("end", None)  # what the parser's events give once exhausted (yajl raises first)
+
+
+class ListingOfOtherChannels(ExportError):
+    """A file whose channel column gives every row to other channels (``others``: rows of
+    each), so it is no listing of ``channel``; ``likeliest`` is the channel the CLI suggests
+    importing it as."""
+
+    def __init__(self, shown: str, channel: str, others: dict[str, int]) -> None:
+        counted = ", ".join(f"{c} {n}" for c, n in sorted(others.items()))
+        super().__init__(
+            f"{shown}: no row of {channel}: its channel column gives every row to other "
+            f"channels ({counted}), so it is no listing of {channel}"
+        )
+        self.shown, self.channel, self.others = shown, channel, others
+
+    @property
+    def likeliest(self) -> str:
+        return min(self.others)
 
 
 @dataclass
@@ -95,13 +113,7 @@ class Reading:
         """A file whose channel column gives every row to other channels is no listing of
         this one (an empty listing would say every number was gone)."""
         if self.listing.rows == 0 and self.other_channels:
-            others = ", ".join(f"{c} {n}" for c, n in sorted(self.other_channels.items()))
-            first = min(self.other_channels)
-            raise ExportError(
-                f"{self.shown}: no row of {self.channel}: its channel column gives every row to other "
-                f"channels ({others}), so it is no listing of {self.channel}; import it with "
-                f"--channel {first}"
-            )
+            raise ListingOfOtherChannels(self.shown, self.channel, dict(self.other_channels))
 
     def _count(
         self, raw: object, channel_type: object = None, *, where: str, shown: object = None

@@ -46,7 +46,7 @@ The package, a module per job:
 This module is the API the rest of ``sync`` imports; everything else in the package is its own.
 """
 
-from sync.sweep.halt import DeadlinePassed, Stopped
+from sync.sweep.halt import DeadlinePassed, PlanApplied, RunDeadlinePassed, Stopped
 from sync.sweep.progress import ChangeCallback, PageCallback, PageProgress, StartCallback
 from sync.sweep.result import SweepOptions, SweepResult, finished
 from sync.sweep.steps import sweep_channel
@@ -58,6 +58,8 @@ __all__ = [
     "Outcome",
     "PageCallback",
     "PageProgress",
+    "PlanApplied",
+    "RunDeadlinePassed",
     "StartCallback",
     "Stopped",
     "SweepOptions",

@@ -12,7 +12,15 @@ from sync.stopping import stop_name
 from sync.vendor_text import vendor_text
 from sync.vocabulary import Outcome
 
-__all__ = ["DeadlinePassed", "Halt", "Stopped", "finished_despite_stop", "why_abandoned"]
+__all__ = [
+    "DeadlinePassed",
+    "Halt",
+    "PlanApplied",
+    "RunDeadlinePassed",
+    "Stopped",
+    "finished_despite_stop",
+    "why_abandoned",
+]
 
 
 class Stopped(Exception):
@@ -22,6 +30,16 @@ class Stopped(Exception):
 
 class DeadlinePassed(Stopped):
     """The sweep ran longer than its timeout: a list that long, or a server that slow."""
+
+
+class PlanApplied(Exception):
+    """A channel a plan approves, skipped because a sweep since its dry run applied that plan
+    exactly. Never raised: a result's ``error_type``, for the CLI's advice on what to do next."""
+
+
+class RunDeadlinePassed(Stopped):
+    """The run's deadline (its run timeout) passed before this channel's sweep could start.
+    Never raised: a result's ``error_type``, for the CLI's advice, which names the setting."""
 
 
 class Halt:

@@ -24,7 +24,7 @@ from sync.proof import (
 from sync.stopping import stop_reason
 from sync.store import Comparison, Diff, LockedChannel, LockHeld, Staged, Store
 from sync.sweep.candidates import InTransactions
-from sync.sweep.halt import DeadlinePassed, Halt, Stopped, finished_despite_stop, why_abandoned
+from sync.sweep.halt import DeadlinePassed, Halt, PlanApplied, Stopped, finished_despite_stop, why_abandoned
 from sync.sweep.progress import ChangeCallback, PageCallback, PageProgress, PageTally, StartCallback
 from sync.sweep.result import SweepOptions, SweepResult, finished, lock_held, log
 from sync.vocabulary import Outcome, RunStatus
@@ -153,8 +153,8 @@ class _Sweep:
             account_sid=self.client.sid,
             channel=self.channel,
             outcome=Outcome.SKIPPED,
-            message=f"{approval.source} was already applied by run {run_id}; nothing was swept or "
-            "written. To review changes since, make a new plan with --dry-run --plan-out",
+            message=f"{approval.source} was already applied by run {run_id}; nothing was swept or written",
+            error_type=PlanApplied,  # the CLI's advice says how to review changes since
         )
 
     @_one_transaction
@@ -191,7 +191,8 @@ class _Sweep:
             return self._hold(run_id, diff, f"held by the safety guard: {held}. Nothing was applied")
         refused = self._unapproved(comparison, diff, held)
         if refused:
-            return self._hold(run_id, diff, f"{refused}. Nothing was applied; review it again with --dry-run")
+            # The held result's line says how to review it again (output.summary_line).
+            return self._hold(run_id, diff, f"{refused}. Nothing was applied")
         return self._apply(comparison, run_id, diff)
 
     @_one_transaction
@@ -337,7 +338,7 @@ class _Sweep:
             return None
         if review.approves_blind:
             if held:
-                log.warning("--force applies what the guard would hold: %s", held, extra=self.context)
+                log.warning("forced: applying what the guard would hold: %s", held, extra=self.context)
             return None
         approval = review.approval((self.client.sid, self.channel))
         if approval is None:
