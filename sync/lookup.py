@@ -23,12 +23,13 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 
 from sqlalchemy import Connection, Engine, bindparam, text
 
+from sync.as_of import AsOf, Interval, State, not_listed, state_at, uncertain, unknown
 from sync.readings import Alternative, Reading, UnreadableNumber
 from sync.store import Coverage, as_utc, coverage, imports_among, last_successes
+from sync.timetext import utc_text
 from sync.vocabulary import ExitCode
 
 __all__ = [
@@ -45,97 +46,6 @@ __all__ = [
 ]
 
 _HINTS_SHOWN = 3  # readings named in a warning's hint, so it stays one line
-
-
-@dataclass(frozen=True)
-class Interval:
-    """One stretch on the blocklist; each end known to a window (None: unknown or open)."""
-
-    added_not_before: dt.datetime | None  # None: initial load, blocklisted before the sync began
-    added_by: dt.datetime
-    removed_not_before: dt.datetime | None
-    removed_by: dt.datetime | None  # None: still blocklisted
-    initial_load: bool
-    added_run_id: int = 0
-    removed_run_id: int | None = None
-    # Open stretches only: the last sweep could not prove the number, last shown at this time.
-    proven_until: dt.datetime | None = None
-    imported: bool = False  # opened by an import of a dated export, not a sweep
-
-    def listed_for_certain_at(self, at: dt.datetime) -> bool:
-        """From the addition's detection to the last moment a sweep showed the number."""
-        if self.removed_by is None:
-            return self.added_by <= at and (self.proven_until is None or at < self.proven_until)
-        return self.added_by <= at < (self.removed_not_before or self.added_by)
-
-    def maybe_listed_at(self, at: dt.datetime) -> bool:
-        """Inside the stretch or either of its windows (an initial load's start is unknown)."""
-        after_start = self.added_not_before is None or self.added_not_before <= at
-        return after_start and (self.removed_by is None or at < self.removed_by)
-
-
-class State(StrEnum):
-    """Listed at an instant: the honest answers (``blocklist_as_of``'s ``state``, where ``no`` is
-    a number not returned)."""
-
-    YES = "yes"
-    NO = "no"
-    UNCERTAIN = "uncertain"  # inside a window the sweeps could not narrow
-    UNKNOWN = "unknown"  # outside the channel's coverage: nothing was observed then
-
-
-@dataclass(frozen=True)
-class AsOf:
-    """Whether a number was listed at an instant on one channel, and the stretch that says so
-    (``None``: no stretch touches the instant)."""
-
-    at: dt.datetime
-    state: State
-    stretch: Interval | None
-    why: str
-
-
-def state_at(intervals: list[Interval], at: dt.datetime, covered: Coverage | None) -> AsOf:
-    """Listed at ``at``, by the rules of the database's ``blocklist_as_of`` (migration 0013), for
-    SQLite: unknown outside the channel's coverage (``covered``; None: no run succeeded);
-    inside it yes inside a stretch (from its detection until the removal's window opens),
-    uncertain inside a window, no otherwise. Stretch by stretch: yes wins, else the latest
-    uncertain stretch."""
-    if covered is None or not covered.contains(at):
-        return _unknown(at, covered)
-    for stretch in intervals:
-        if stretch.listed_for_certain_at(at):
-            return AsOf(at, State.YES, stretch, "listed")
-    for stretch in reversed(intervals):
-        if stretch.maybe_listed_at(at):
-            return _uncertain(at, stretch)
-    return _not_listed(intervals, at)
-
-
-def _unknown(at: dt.datetime, covered: Coverage | None) -> AsOf:
-    if covered is None:
-        why = "no run of this channel has succeeded: nothing was observed"
-    elif at < covered.covered_from:
-        why = (
-            f"before this channel's coverage, which begins at its first observation "
-            f"({_when(covered.covered_from)}, run {covered.covered_from_run_id})"
-        )
-    else:
-        why = (
-            f"after this channel's coverage, which ends at its last succeeded run "
-            f"({_when(covered.covered_to)}, run {covered.covered_to_run_id}): nothing has looked since"
-        )
-    return AsOf(at, State.UNKNOWN, None, why)
-
-
-def _uncertain(at: dt.datetime, stretch: Interval) -> AsOf:
-    why = "inside the window of its addition" if at < stretch.added_by else "inside the window of its removal"
-    return AsOf(at, State.UNCERTAIN, stretch, why)
-
-
-def _not_listed(intervals: list[Interval], at: dt.datetime) -> AsOf:
-    ended = [s for s in intervals if s.removed_by is not None and s.removed_by <= at]
-    return AsOf(at, State.NO, ended[-1] if ended else None, "removed before" if ended else "never listed")
 
 
 def _as_of_in_sql(
@@ -160,12 +70,12 @@ def _as_of_in_sql(
 def _as_of_from(answer: tuple[State, int | None] | None, channel: Channel, at: dt.datetime) -> AsOf:
     """The database's answer, with the stretch it names and the words lookup says it in."""
     if answer is None:
-        return _not_listed(channel.intervals, at) if channel.coverage else _unknown(at, None)
+        return not_listed(channel.intervals, at) if channel.coverage else unknown(at, None)
     state, added_run_id = answer
     if state is State.UNKNOWN:
-        return _unknown(at, channel.coverage)
+        return unknown(at, channel.coverage)
     stretch = next(s for s in channel.intervals if s.added_run_id == added_run_id)
-    return AsOf(at, State.YES, stretch, "listed") if state is State.YES else _uncertain(at, stretch)
+    return AsOf(at, State.YES, stretch, "listed") if state is State.YES else uncertain(at, stretch)
 
 
 @dataclass
@@ -366,13 +276,6 @@ def exit_code(report: NumberReport) -> ExitCode:
     return ExitCode.OK if report.found else ExitCode.FAILED
 
 
-def _when(value: dt.datetime | None) -> str:
-    if not value:
-        return "?"
-    # isoformat, not strftime: %Y writes year 1 as "1"
-    return value.astimezone(dt.UTC).replace(tzinfo=None).isoformat(" ", timespec="seconds") + " UTC"
-
-
 def describe(report: NumberReport) -> list[str]:
     """The answer as lines for a person: the number, any warning, then one block per account
     and channel. (An unreadable argument has no lines: its error goes to stderr.)"""
@@ -396,7 +299,7 @@ def describe(report: NumberReport) -> list[str]:
         caveat = ""
         if channel.unproven_since is not None:
             caveat = (
-                f"; kept: the last sweep could not confirm it, last shown {_when(channel.unproven_since)}"
+                f"; kept: the last sweep could not confirm it, last shown {utc_text(channel.unproven_since)}"
             )
         elif not channel.blocklisted_now and channel.listing_complete is False:
             caveat = "; that sweep's listing was incomplete: it may have missed this number"
@@ -404,24 +307,27 @@ def describe(report: NumberReport) -> list[str]:
         source = "the last import (no sweep yet), an export of" if channel.as_of_import else "the last sweep,"
         lines.append(
             f"  {channel.account_sid} {channel.channel}: {state}{spelled} "
-            f"(as of {source} {_when(channel.last_success_at)}{caveat})"
+            f"(as of {source} {utc_text(channel.last_success_at)}{caveat})"
         )
         for stretch in channel.intervals:
             added = (
-                f"already blocklisted when the sync began (first seen {_when(stretch.added_by)})"
+                f"already blocklisted when the sync began (first seen {utc_text(stretch.added_by)})"
                 if stretch.initial_load
-                else f"added between {_when(stretch.added_not_before)} and {_when(stretch.added_by)}"
+                else f"added between {utc_text(stretch.added_not_before)} and {utc_text(stretch.added_by)}"
             )
             if stretch.imported:
                 added += " (from an imported export)"
             removed = (
                 "still blocklisted"
                 if stretch.removed_by is None
-                else f"removed between {_when(stretch.removed_not_before)} and {_when(stretch.removed_by)}"
+                else (
+                    f"removed between {utc_text(stretch.removed_not_before)} "
+                    f"and {utc_text(stretch.removed_by)}"
+                )
             )
             lines.append(f"    {added}; {removed}")
         if channel.as_of is not None:
-            lines.append(f"    at {_when(channel.as_of.at)}: {_said(channel.as_of)}")
+            lines.append(f"    at {utc_text(channel.as_of.at)}: {_said(channel.as_of)}")
     return lines
 
 
@@ -443,7 +349,9 @@ def _said(answer: AsOf) -> str:
     if answer.state is State.UNKNOWN:
         return f"unknown: {answer.why}"
     if stretch is not None:
-        return f"no, not blocklisted (removed by run {stretch.removed_run_id}, {_when(stretch.removed_by)})"
+        return (
+            f"no, not blocklisted (removed by run {stretch.removed_run_id}, {utc_text(stretch.removed_by)})"
+        )
     return "no, not blocklisted (never listed on this channel)"
 
 

@@ -38,3 +38,11 @@ def instant_text(at: dt.datetime) -> str:
     """``2026-11-01T09:00:00Z``: an instant in UTC, to the second."""
     # isoformat, not strftime: %Y writes year 26 as "26", and a mistyped year must show as typed
     return at.astimezone(dt.UTC).replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
+
+
+def utc_text(value: dt.datetime | None) -> str:
+    """``2026-11-01 09:00:00 UTC``: an instant as lookup and its answers write it, or ``?``."""
+    if not value:
+        return "?"
+    # isoformat, not strftime: %Y writes year 1 as "1"
+    return value.astimezone(dt.UTC).replace(tzinfo=None).isoformat(" ", timespec="seconds") + " UTC"
