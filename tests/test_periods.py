@@ -33,6 +33,14 @@ from tests.test_bi_views import (
     run_readme_query,
 )
 
+
+@pytest.fixture(scope="module")
+def pg_url(module_pg_url: str) -> str:
+    """This module's own database (conftest's ``module_pg_url``):
+    its as-of questions read every account's rows."""
+    return module_pg_url
+
+
 IST = ZoneInfo("Asia/Kolkata")
 
 PERIODS = """
