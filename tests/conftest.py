@@ -21,7 +21,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Generator, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, TypedDict, Unpack
@@ -181,13 +181,38 @@ def _admin() -> psycopg.Connection:
     return psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True)
 
 
+# The databases the running test made, dropped when it ends (see make_database).
+_MADE_BY_THE_TEST: list[str] = []
+_DROPPER: list[Callable[[list[str]], None]] = []
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
+    """Once a test's fixtures are torn down, hand the databases it made to the dropper, which
+    drops them while the next tests run."""
+    yield
+    if _DROPPER and _MADE_BY_THE_TEST:
+        _DROPPER[0](list(_MADE_BY_THE_TEST))
+    _MADE_BY_THE_TEST.clear()
+
+
 @pytest.fixture(scope="session")
 def make_database() -> Iterator[Callable[..., str]]:
-    """Create empty, uniquely named databases (or copies of ``template``); all are dropped when
-    the session ends. Under pytest-xdist each worker has a session, so its own databases."""
-    made: list[str] = []
+    """Create empty, uniquely named databases (or copies of ``template``). Under pytest-xdist
+    each worker has a session, so its own databases.
 
-    def make(template: str | None = None) -> str:
+    A database a test made is dropped as soon as that test ends, in a thread, while the next
+    tests run: each DROP DATABASE waits for a checkpoint (~0.6 s on a quiet server, tens of
+    seconds beside another database's heavy writes), and left to the session's end those waits
+    were the last minute of the run. One made for the whole session (``session=True``: the
+    migrated template, the shared database) is dropped when the session ends. Before any is
+    dropped, its ``sync_runs.error`` is checked for a test secret."""
+    leaks: list[str] = []
+    session_made: list[str] = []
+    pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="kbs-drop")
+    dropping: list[Future[None]] = []
+
+    def make(template: str | None = None, *, session: bool = False) -> str:
         name = f"kbs_test_{uuid.uuid4().hex[:12]}"
         with _admin() as conn:
             conn.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
@@ -195,12 +220,10 @@ def make_database() -> Iterator[Callable[..., str]]:
             # the disk, which is most of a small sweep's time. Nothing the tests assert changes.
             # (Set on each: a copy does not inherit its template's settings.)
             conn.execute(f'ALTER DATABASE "{name}" SET synchronous_commit = off')
-        made.append(name)
+        (session_made if session else _MADE_BY_THE_TEST).append(name)
         return f"{PG_SERVER}/{name}"
 
-    yield make
-    leaks = []
-    for name in made:
+    def check_and_drop(name: str) -> None:
         errors: list[str] = []
         try:
             with psycopg.connect(f"{PG_SERVER}/{name}") as conn:
@@ -215,42 +238,60 @@ def make_database() -> Iterator[Callable[..., str]]:
                     errors += [r[0] for r in conn.execute(query.format(sql.Identifier(schema)))]
         except psycopg.Error:  # a database a test left unreadable
             pass
-        leaks += [name for e in errors if leaked_secret(e)]
-
-    def drop(name: str) -> None:
+        leaks.extend(name for e in errors if leaked_secret(e))
         with _admin() as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
-    # Each DROP DATABASE waits for a checkpoint (~0.6 s); drops at once share checkpoints.
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        list(pool.map(drop, made))
+    def drop_later(names: list[str]) -> None:
+        dropping.extend(pool.submit(check_and_drop, name) for name in names)
+
+    _DROPPER.append(drop_later)
+    try:
+        yield make
+    finally:
+        _DROPPER.remove(drop_later)
+        drop_later(session_made)  # drops at once share checkpoints
+        pool.shutdown(wait=True)
+        for future in dropping:
+            future.result()
     assert not leaks, f"a test secret was stored in sync_runs.error in {sorted(set(leaks))}"
 
 
 @pytest.fixture(scope="session")
-def make_migrated_database(make_database: Callable[..., str]) -> Callable[[], str]:
+def make_migrated_database(make_database: Callable[..., str]) -> Callable[..., str]:
     """Databases at the head revision, each a test's own: copies of one migrated template.
 
     Copying (``CREATE DATABASE … TEMPLATE``, ~0.06 s) gives what running every migration gives
     (~0.8 s). The template is made on first use and never connected to again, as copying
     requires; tests that are about migrating use :func:`make_database` and migrate themselves.
+    ``session=True``: one kept until the session ends (a module's own, the shared one).
     """
     template: list[str] = []
 
-    def make() -> str:
+    def make(*, session: bool = False) -> str:
         if not template:
-            url = make_database()
+            url = make_database(session=True)
             database.upgrade(database.make_engine(database.resolve_database_url(url)))
             template.append(url.rsplit("/", 1)[1])
-        return make_database(template=template[0])
+        return make_database(template=template[0], session=session)
 
     return make
 
 
 @pytest.fixture(scope="session")
-def pg_url(make_migrated_database: Callable[[], str]) -> str:
+def pg_url(make_migrated_database: Callable[..., str]) -> str:
     """One migrated database shared by the session (tests keep apart by account SID)."""
-    return database.resolve_database_url(make_migrated_database())
+    return database.resolve_database_url(make_migrated_database(session=True))
+
+
+@pytest.fixture(scope="module")
+def module_pg_url(make_migrated_database: Callable[..., str]) -> str:
+    """A migrated database of one test module's own (per worker), for a module whose questions
+    read every account's rows, such as ``blocklist_as_of(at)`` filtered afterwards: in the
+    shared database each answer also reads every other test's history, and the module's tests
+    took up to four times as long there as on their own. A module takes it as its ``pg_url``
+    (so ``engine`` and ``store`` too) by overriding that fixture."""
+    return database.resolve_database_url(make_migrated_database(session=True))
 
 
 @pytest.fixture

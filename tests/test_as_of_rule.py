@@ -32,6 +32,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Unpack
 
+import pytest
 from sqlalchemy import Connection, Engine, select, text
 
 from sync import lookup, readings
@@ -44,6 +45,14 @@ from sync.store.schema import blocklist_periods, sync_runs
 from sync.sweep import SweepOptions, sweep_channel
 from sync.vocabulary import Outcome
 from tests.conftest import SweepOptionFields, make_client
+
+
+@pytest.fixture(scope="module")
+def pg_url(module_pg_url: str) -> str:
+    """This module's own database (conftest's ``module_pg_url``):
+    its as-of questions read every account's rows."""
+    return module_pg_url
+
 
 SEEDS = int(os.environ.get("KBS_AS_OF_SEEDS", "3"))
 US = dt.timedelta(microseconds=1)

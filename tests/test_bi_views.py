@@ -41,6 +41,7 @@ from tests.conftest import (
     make_client,
     numbers,
     rows,
+    serve_simulator,
 )
 
 VIEWS = ("blocklist_intervals", "blocklist_daily_changes", "blocklist_sync_health", "blocklist_events")
@@ -142,8 +143,20 @@ def date_the_rounds(engine: Engine, sid: str) -> Scenario:
     return Scenario(sid=sid, starts=starts, finishes=finishes, today=today)
 
 
+@pytest.fixture(scope="module")
+def scenario(pg_url: str) -> Scenario:
+    """The four rounds, played and dated once per module (per worker) on a simulator of their
+    own: the tests that take it only read it (the README's queries, the intervals, the daily
+    changes), and playing it for each of them was 12 sweeps a test. A test that sweeps on
+    after the rounds takes :func:`own_scenario`."""
+    with serve_simulator() as sim:
+        play_rounds(sim, Store(database.make_engine(pg_url)), ROUNDS)
+    return date_the_rounds(database.make_engine(pg_url), sim.sid)
+
+
 @pytest.fixture
-def scenario(sim: Simulator, store: Store) -> Scenario:
+def own_scenario(sim: Simulator, store: Store) -> Scenario:
+    """The four rounds on ``sim``'s account, for a test that goes on sweeping it."""
     play_rounds(sim, store, ROUNDS)
     return date_the_rounds(store.engine, sim.sid)
 
@@ -403,8 +416,8 @@ def health_of(engine: Engine, sid: str) -> dict[str, tuple[Any, ...]]:
     return {r[0]: r[1:] for r in found}
 
 
-def test_sync_health(scenario: Scenario, sim: Simulator, store: Store, engine: Engine) -> None:
-    s = scenario
+def test_sync_health(own_scenario: Scenario, sim: Simulator, store: Store, engine: Engine) -> None:
+    s = own_scenario
     last_runs = dict(
         rows(
             engine, "SELECT channel, MAX(id) FROM sync_runs WHERE account_sid = :a GROUP BY channel", a=s.sid

@@ -21,7 +21,7 @@ from sqlalchemy import Engine, text
 from sync import database, lookup, readings
 from sync.simulator import Simulator
 from sync.store import Store
-from tests.conftest import cli_env, invoke, rows
+from tests.conftest import cli_env, invoke, rows, serve_simulator
 from tests.test_bi_views import (
     CHANNELS,
     DAYS_AGO,
@@ -32,6 +32,14 @@ from tests.test_bi_views import (
     play_rounds,
     run_readme_query,
 )
+
+
+@pytest.fixture(scope="module")
+def pg_url(module_pg_url: str) -> str:
+    """This module's own database (conftest's ``module_pg_url``):
+    its as-of questions read every account's rows."""
+    return module_pg_url
+
 
 IST = ZoneInfo("Asia/Kolkata")
 
@@ -103,10 +111,15 @@ def test_the_migration_refuses_events_and_entries_that_disagree(tmp_path: Path) 
 # -- as of an instant ----------------------------------------------------------------------
 
 
-@pytest.fixture
-def scenario(sim: Simulator, store: Store) -> Scenario:
-    play_rounds(sim, store, ROUNDS)
-    return date_the_rounds(store.engine, sim.sid)
+@pytest.fixture(scope="module")
+def scenario(pg_url: str) -> Scenario:
+    """The four rounds over three channels, played and dated once per module (per worker) on a
+    simulator of their own: every test here only reads them (as-of answers, lookup, daily
+    figures, the README's questions), and playing them for each of the 21 tests was 21 x 12
+    sweeps."""
+    with serve_simulator() as sim:
+        play_rounds(sim, Store(database.make_engine(pg_url)), ROUNDS)
+    return date_the_rounds(database.make_engine(pg_url), sim.sid)
 
 
 class AsOfRows(dict[tuple[str, str | None], str]):

@@ -28,7 +28,16 @@ from sync.store import Store
 from sync.store.schema import sync_runs
 from sync.sweep import Outcome, SweepOptions, sweep_channel
 from sync.vocabulary import Trigger
-from tests.conftest import cli_env, column_comments, invoke, make_client, require_tool, rows, run_cli
+from tests.conftest import (
+    cli_env,
+    column_comments,
+    invoke,
+    make_client,
+    require_tool,
+    rows,
+    run_cli,
+    serve_simulator,
+)
 from tests.test_bi_views import (  # noqa: F401 - reader is a fixture
     Scenario,
     connect_as,
@@ -69,10 +78,14 @@ def play(sim: Simulator, store: Store) -> None:
             assert result.outcome is Outcome.SUCCEEDED, result.message
 
 
-@pytest.fixture
-def history(sim: Simulator, store: Store) -> Scenario:
-    play(sim, store)
-    return date_the_rounds(store.engine, sim.sid)
+@pytest.fixture(scope="module")
+def history(pg_url: str) -> Scenario:
+    """The rounds, played and dated once per module (per worker) on a simulator of their own:
+    the 13 tests that take it only read it (lookup, the daily and country views), and playing
+    it for each was 13 x 8 sweeps."""
+    with serve_simulator() as sim:
+        play(sim, Store(database.make_engine(pg_url)))
+    return date_the_rounds(database.make_engine(pg_url), sim.sid)
 
 
 @pytest.fixture

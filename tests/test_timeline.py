@@ -39,6 +39,14 @@ from sync.store import Store
 from sync.vocabulary import Outcome
 from tests.conftest import sweep
 
+
+@pytest.fixture(scope="module")
+def pg_url(module_pg_url: str) -> str:
+    """This module's own database (conftest's ``module_pg_url``):
+    its 500 as-of questions read every account's rows."""
+    return module_pg_url
+
+
 US = dt.timedelta(microseconds=1)
 SWEEPS = 8
 INSTANTS_PER_GAP = 30  # 17 gaps, and the edges: about 700 instants

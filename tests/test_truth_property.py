@@ -40,6 +40,14 @@ from sync.sweep import Outcome, SweepOptions, sweep_channel
 from tests.conftest import make_client
 from tests.test_one_history import assert_one_history
 
+
+@pytest.fixture(scope="module")
+def pg_url(module_pg_url: str) -> str:
+    """This module's own database (conftest's ``module_pg_url``):
+    its 950 sweeps stay apart from the other tests' rows."""
+    return module_pg_url
+
+
 _EVIDENCE = "a held number slid"
 SEQUENCES = int(os.environ.get("KBS_PROPERTY_SEQUENCES", "200"))
 PAGE = 4  # rows per listing page: many pages, many places to drift
