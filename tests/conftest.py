@@ -21,7 +21,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Generator, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, TypedDict, Unpack
@@ -31,7 +30,6 @@ import psycopg
 import pytest
 import stamina
 from click.testing import CliRunner
-from psycopg import sql
 from sqlalchemy import Engine, text
 
 from sync import cli as blocklist_sync
@@ -201,16 +199,22 @@ def make_database() -> Iterator[Callable[..., str]]:
     """Create empty, uniquely named databases (or copies of ``template``). Under pytest-xdist
     each worker has a session, so its own databases.
 
-    A database a test made is dropped as soon as that test ends, in a thread, while the next
-    tests run: each DROP DATABASE waits for a checkpoint (~0.6 s on a quiet server, tens of
-    seconds beside another database's heavy writes), and left to the session's end those waits
-    were the last minute of the run. One made for the whole session (``session=True``: the
-    migrated template, the shared database) is dropped when the session ends. Before any is
-    dropped, its ``sync_runs.error`` is checked for a test secret."""
-    leaks: list[str] = []
+    A database a test made is dropped as soon as that test ends, by a process of the worker's
+    own (``tests/dropper.py``), while the next tests run: each DROP DATABASE waits for a
+    checkpoint (~0.6 s on a quiet server, tens of seconds beside another database's heavy
+    writes), and left to the session's end those waits were the last minute of the run. One made
+    for the whole session (``session=True``: the migrated template, the shared database) is
+    dropped when the session ends. Before any is dropped, its ``sync_runs.error`` is checked for
+    a test secret."""
     session_made: list[str] = []
-    pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="kbs-drop")
-    dropping: list[Future[None]] = []
+    dropper = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("dropper.py"))],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert dropper.stdin is not None
+    dropper.stdin.write(f"{PG_SERVER}\n{SECRETS.pattern}\n")  # not argv: a password stays off ps
 
     def make(template: str | None = None, *, session: bool = False) -> str:
         name = f"kbs_test_{uuid.uuid4().hex[:12]}"
@@ -223,37 +227,20 @@ def make_database() -> Iterator[Callable[..., str]]:
         (session_made if session else _MADE_BY_THE_TEST).append(name)
         return f"{PG_SERVER}/{name}"
 
-    def check_and_drop(name: str) -> None:
-        errors: list[str] = []
-        try:
-            with psycopg.connect(f"{PG_SERVER}/{name}") as conn:
-                # Every install in the database: the one in public, and any a test put in a
-                # schema of its own (BLOCKLIST_SYNC_SCHEMA); none in a database without tables.
-                installs = conn.execute(
-                    "SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                    "WHERE c.relname = 'sync_runs' AND c.relkind = 'r'"
-                ).fetchall()
-                for (schema,) in installs:
-                    query = sql.SQL("SELECT error FROM {}.sync_runs WHERE error IS NOT NULL")
-                    errors += [r[0] for r in conn.execute(query.format(sql.Identifier(schema)))]
-        except psycopg.Error:  # a database a test left unreadable
-            pass
-        leaks.extend(name for e in errors if leaked_secret(e))
-        with _admin() as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
     def drop_later(names: list[str]) -> None:
-        dropping.extend(pool.submit(check_and_drop, name) for name in names)
+        assert dropper.stdin is not None
+        dropper.stdin.write("".join(f"{name}\n" for name in names))
+        dropper.stdin.flush()
 
     _DROPPER.append(drop_later)
     try:
         yield make
     finally:
         _DROPPER.remove(drop_later)
-        drop_later(session_made)  # drops at once share checkpoints
-        pool.shutdown(wait=True)
-        for future in dropping:
-            future.result()
+        drop_later(session_made)
+        out, _ = dropper.communicate(timeout=600)
+    assert dropper.returncode == 0, "tests/dropper.py failed: some test databases may be left"
+    leaks = out.split()
     assert not leaks, f"a test secret was stored in sync_runs.error in {sorted(set(leaks))}"
 
 
