@@ -275,11 +275,26 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(connection, opts=opts).get_current_revision()
 
 
-def upgrade(engine: Engine) -> tuple[str | None, str | None]:
-    """Upgrade the schema to head; returns (revision before, revision after)."""
+def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str | None]:
+    """Upgrade the schema to ``revision``; returns (revision before, revision after).
+
+    The migrations run in one transaction; then each one applied that defines
+    ``after_commit(connection)`` gets it, oldest first, in autocommit: upkeep that is useless
+    inside the migrations' transaction, such as rewriting a table whose every row a migration
+    updated (there the rewrite would keep every old row version, as that same transaction
+    might still need them). The schema is whole before any of it runs, so a process stopped
+    during it leaves a correct install, only a larger one."""
     before = current_revision(engine)
-    command.upgrade(alembic_config(engine), "head")
-    return before, current_revision(engine)
+    config = alembic_config(engine)
+    command.upgrade(config, revision)
+    after = current_revision(engine)
+    if after != before:
+        applied = ScriptDirectory.from_config(config).iterate_revisions(after, before)
+        for script in reversed(list(applied)):
+            if upkeep := getattr(script.module, "after_commit", None):
+                with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+                    upkeep(connection)
+    return before, after
 
 
 def require_current_schema(engine: Engine) -> None:

@@ -109,9 +109,10 @@ class Function:
     returns: str
     select: str
     comment: str
-    # ``SET`` clauses (name to value): the function then runs as a query of its own, planned
-    # apart from its caller's, instead of being inlined into it.
-    settings: Mapping[str, str] = field(default_factory=dict)
+    # False: a query of its own, planned and run apart from its caller's, not inlined into it
+    # (declared STRICT, which the planner does not inline; with no arguments it changes nothing
+    # else, and unlike a SET clause it leaves the function safe in a parallel plan).
+    inlined: bool = True
 
     def __post_init__(self) -> None:
         if not self.name.startswith(PREFIX):
@@ -126,10 +127,10 @@ class Function:
         """CREATE (OR REPLACE) FUNCTION, then its comment."""
         arguments = ", ".join(f"{name} {type_}" for name, type_ in self.arguments.items())
         create = "CREATE OR REPLACE FUNCTION" if replace else "CREATE FUNCTION"
-        settings = "".join(f"SET {name} = {value}\n" for name, value in self.settings.items())
+        strict = "" if self.inlined else " STRICT"
         return [
             f"{create} {self.name}({arguments})\nRETURNS {self.returns}\n"
-            f"LANGUAGE sql STABLE PARALLEL SAFE\n{settings}BEGIN ATOMIC\n{self.select.strip()};\nEND",
+            f"LANGUAGE sql STABLE{strict} PARALLEL SAFE\nBEGIN ATOMIC\n{self.select.strip()};\nEND",
             f"COMMENT ON FUNCTION {self.signature} IS {sql_literal(self.comment)}",
         ]
 

@@ -289,3 +289,39 @@ def test_an_upgrade_keeps_the_ids_and_drops_only_what_an_import_left_beside_the_
         (14, "+919000000001", "added", 3),
     ]
     assert_one_history(engine)
+
+
+def test_migrate_compacts_the_stretches_once_its_transaction_has_committed(
+    make_database: Callable[[], str],
+) -> None:
+    """0012's UPDATEs leave every stretch two or three times in the table, and a rewrite inside
+    the migrations' own transaction keeps those versions (it did: 938 MB for 353 MB of rows on a
+    year of history). ``blocklist-sync migrate`` (``database.upgrade``) rewrites the table after
+    the commit (0014's ``after_commit``): the same rows, in a fraction of the pages."""
+    engine = database.make_engine(database.resolve_database_url(make_database()))
+    database.upgrade(engine, "0013")
+    with engine.begin() as c:
+        c.execute(
+            text(
+                "INSERT INTO sync_runs (account_sid, channel, trigger, status, started_at, finished_at) "
+                "VALUES ('HXCOMPACT', 'sms', 'scheduled', 'succeeded', now(), now())"
+            )
+        )
+        c.execute(
+            text(
+                "INSERT INTO blocklist_periods (account_sid, channel, mobile, added_at, initial_load, "
+                "added_run_id, added_event_id) SELECT 'HXCOMPACT', 'sms', '+91900' || (1000000 + s), "
+                "now(), true, (SELECT MAX(id) FROM sync_runs), s FROM generate_series(1, 5000) s"
+            )
+        )
+    for _ in range(2):  # as 0012 did: every row written again, committed
+        with engine.begin() as c:
+            c.execute(text("UPDATE blocklist_periods SET added_event_id = added_event_id"))
+    stretches = "SELECT * FROM blocklist_periods ORDER BY mobile"
+    before, size = rows(engine, stretches), "SELECT pg_relation_size('blocklist_periods')"
+    bloated = rows(engine, size)[0][0]
+    assert database.upgrade(engine) == ("0013", database.head_revision())
+    assert rows(engine, stretches) == before
+    assert rows(engine, size)[0][0] < bloated / 2
+    with engine.connect() as c:  # the index made for the rewrite is gone
+        assert "kbs_0014_order" not in {i["name"] for i in inspect(c).get_indexes("blocklist_periods")}

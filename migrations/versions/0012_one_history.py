@@ -161,18 +161,6 @@ def _check_unique() -> None:
         )
 
 
-def _compact() -> None:
-    """Write the stretches again, in time order per channel, without the dead rows the two
-    UPDATEs left (on a year of 1M-entry history: 1,360 MB, four times the live rows, each day's
-    rows scattered over the whole table, so the by-country views took 2.2 s where they took
-    0.6 s before; after this, 0.46 s). CLUSTER needs a full index: one is made for it and
-    dropped. 18 s on that history, under the migration's lock."""
-    op.execute("CREATE INDEX kbs_0012_order ON blocklist_periods (account_sid, channel, added_at)")
-    op.execute("CLUSTER blocklist_periods USING kbs_0012_order")
-    op.execute("DROP INDEX kbs_0012_order")
-    op.execute("ANALYZE blocklist_periods")
-
-
 def upgrade() -> None:
     bind = op.get_bind()
     readers = _readers()
@@ -214,8 +202,9 @@ def upgrade() -> None:
                 )
         op.drop_index("ix_blocklist_events_detected", table_name="blocklist_events")
         op.drop_table("blocklist_events")
-    if postgres:
-        _compact()
+    # The UPDATEs above leave the table with every row twice or thrice; rewriting it here would
+    # keep those versions too (this transaction might still need them), so 0014's after_commit
+    # compacts it once the migrations have committed.
     op.create_view(EVENTS)
     _grant(readers)
     if _postgres():

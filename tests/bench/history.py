@@ -198,9 +198,12 @@ def _differ(engine: Engine, table: str, before: str) -> int:
 
 
 def _timed_migration(engine: Engine, upgrade: bool, revision: str) -> float:
+    """As ``blocklist-sync migrate`` runs it (an upgrade with its upkeep after the commit)."""
     started = time.monotonic()
-    config = database.alembic_config(engine)
-    (command.upgrade if upgrade else command.downgrade)(config, revision)
+    if upgrade:
+        database.upgrade(engine, revision)
+    else:
+        command.downgrade(database.alembic_config(engine), revision)
     return round(time.monotonic() - started, 1)
 
 
@@ -276,7 +279,7 @@ def compare(pg: str, before: str) -> dict[str, object]:
         mobile = build(engine)
         figures: dict[str, object] = {}
         for revision in (before, "head"):
-            command.upgrade(config, revision)
+            database.upgrade(engine, revision)  # as `blocklist-sync migrate` does
             with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
                 c.execute(text("VACUUM ANALYZE"))
             params = {"at": _asked_at(), "account": SID, "mobile": mobile}
