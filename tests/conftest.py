@@ -45,6 +45,8 @@ from sync.sweep import SweepOptions, SweepResult, sweep_channel
 from sync.vocabulary import Trigger
 
 PG_SERVER = os.environ.get("KBS_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
+# Every test database's name begins so (a test of the cleanup runs a session with its own).
+DB_PREFIX = os.environ.get("KBS_TEST_DB_PREFIX", "kbs_test_")
 REPO = Path(__file__).resolve().parent.parent
 # The password tests put into DATABASE_URLs (trust auth ignores it), and every API key tests
 # use: each must never appear in any output.
@@ -217,7 +219,7 @@ def make_database() -> Iterator[Callable[..., str]]:
     dropper.stdin.write(f"{PG_SERVER}\n{SECRETS.pattern}\n")  # not argv: a password stays off ps
 
     def make(template: str | None = None, *, session: bool = False) -> str:
-        name = f"kbs_test_{uuid.uuid4().hex[:12]}"
+        name = f"{DB_PREFIX}{uuid.uuid4().hex[:12]}"
         with _admin() as conn:
             conn.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
             # A test database need not survive a power cut: commits return without waiting for
@@ -237,7 +239,10 @@ def make_database() -> Iterator[Callable[..., str]]:
         yield make
     finally:
         _DROPPER.remove(drop_later)
-        drop_later(session_made)
+        # The session ends inside the last test's teardown, before the hook above hands that
+        # test's databases over: they go with the session's own.
+        drop_later(session_made + _MADE_BY_THE_TEST)
+        _MADE_BY_THE_TEST.clear()
         out, _ = dropper.communicate(timeout=600)
     assert dropper.returncode == 0, "tests/dropper.py failed: some test databases may be left"
     leaks = out.split()

@@ -4,7 +4,11 @@ decide their own scope."""
 from __future__ import annotations
 
 import enum
+import os
 import re
+import subprocess
+import sys
+import uuid
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -24,7 +28,7 @@ from sync.store import Store
 from sync.sweep import Outcome, SweepOptions
 from sync.views import View
 from sync.vocabulary import Channel, RunStatus, Trigger
-from tests.conftest import REPO, account_of, column_comments, make_client, numbers
+from tests.conftest import PG_SERVER, REPO, account_of, column_comments, make_client, numbers
 
 if TYPE_CHECKING:
     from sync.views import ViewOperations
@@ -291,3 +295,24 @@ def test_the_code_map_lists_every_module() -> None:
 
     missing = [m.as_posix() for m in modules if not listed(m)]
     assert not missing, f"not in the code map of docs/developers.md: {missing}"
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_a_test_session_leaves_no_database_behind(workers: str) -> None:
+    """Each test's databases are dropped as it ends, and the session's (and the last test's,
+    whose teardown ends the session) when it ends: a session of its own, with a prefix of its
+    own, leaves none on the server."""
+    prefix = f"kbs_test_leak{uuid.uuid4().hex[:6]}_"
+    test = "tests/test_one_history.py::test_migrate_compacts_the_stretches_once_its_transaction_has_committed"
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", workers, test],
+        env={**os.environ, "KBS_TEST_DB_PREFIX": prefix},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout[-2000:]
+    with psycopg.connect(f"{PG_SERVER}/postgres") as conn:
+        query = "SELECT datname FROM pg_database WHERE datname LIKE %s"
+        left = conn.execute(query, [f"{prefix}%"]).fetchall()
+    assert left == []
