@@ -9,6 +9,8 @@ exactly, and every event id is unique. The migration is exact both ways on both 
 from __future__ import annotations
 
 import datetime as dt
+import importlib
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -318,10 +320,22 @@ def test_migrate_compacts_the_stretches_once_its_transaction_has_committed(
         with engine.begin() as c:
             c.execute(text("UPDATE blocklist_periods SET added_event_id = added_event_id"))
     stretches = "SELECT * FROM blocklist_periods ORDER BY mobile"
-    before, size = rows(engine, stretches), "SELECT pg_relation_size('blocklist_periods')"
-    bloated = rows(engine, size)[0][0]
+    size = "SELECT pg_relation_size('blocklist_periods')"
+    file = "SELECT pg_relation_filenode('blocklist_periods')"
+    before, bloated, written = rows(engine, stretches), rows(engine, size)[0][0], rows(engine, file)
     assert database.upgrade(engine) == ("0013", database.head_revision())
     assert rows(engine, stretches) == before
+    assert rows(engine, file) != written  # the upkeep rewrote the table
+    # A rewrite keeps the row versions a transaction still open anywhere on the server may see
+    # (the other tests' transactions, on a busy machine): the upkeep is then run again, as
+    # `migrate` would be, until they have ended.
+    upkeep = importlib.import_module("migrations.versions.0014_as_of_at_its_old_cost").after_commit
+    for _ in range(40):
+        if rows(engine, size)[0][0] < bloated / 2:
+            break
+        time.sleep(0.25)
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+            upkeep(c)
     assert rows(engine, size)[0][0] < bloated / 2
     with engine.connect() as c:  # the index made for the rewrite is gone
         assert "kbs_0014_order" not in {i["name"] for i in inspect(c).get_indexes("blocklist_periods")}
