@@ -45,6 +45,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, cast
 
 from alembic import op as _alembic_op
@@ -53,7 +54,7 @@ from sqlalchemy import text
 
 from sync.sql import sql_literal
 
-__all__ = ["CreateViewOp", "DropViewOp", "Function", "View", "op", "views_set_aside"]
+__all__ = ["CreateViewOp", "DropViewOp", "Function", "View", "migration", "op", "views_set_aside"]
 
 
 PREFIX = "blocklist_"
@@ -262,13 +263,21 @@ def _drop_view(operations: Operations, operation: DropViewOp) -> None:
     operations.execute(f"DROP VIEW {operation.view.name}")
 
 
+def migration(revision: str, operations: Operations | None = None) -> ModuleType:
+    """The module of migration ``revision``, whose objects (views, functions, rules) a later
+    migration reuses or a downgrade restores, so none is copied from one migration to another."""
+    script = (operations or _alembic_op).get_context().script
+    if script is None:
+        raise RuntimeError(f"cannot look up migration {revision}: no migration scripts in this context")
+    module = script.get_revision(revision).module
+    assert isinstance(module, ModuleType)
+    return module
+
+
 def _version(operations: Operations, reference: str) -> View:
     """The view a migration defines, by ``"revision.NAME"``."""
     revision, _, name = reference.partition(".")
-    script = operations.get_context().script
-    if script is None:
-        raise RuntimeError(f"cannot look up {reference}: no migration scripts in this context")
-    view = getattr(script.get_revision(revision).module, name, None)
+    view = getattr(migration(revision, operations), name, None)
     if not isinstance(view, View):
         raise LookupError(f"migration {revision} defines no view named {name}")
     return view

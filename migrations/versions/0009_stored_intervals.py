@@ -37,12 +37,11 @@ views of 0008. The events were never touched, so nothing is lost either way.
 from __future__ import annotations
 
 import re
-from types import ModuleType
 
 import sqlalchemy as sa
 
 from sync.sql import sql_literal
-from sync.views import View, op
+from sync.views import View, migration, op
 
 revision = "0009"
 down_revision = "0008"
@@ -560,26 +559,18 @@ def _in_schema(definition: str, schema: str) -> str:
     return re.sub(r"\b(blocklist_periods|sync_runs|blocklist_key)\b", rf"{quoted}.\1", definition)
 
 
-def _revision(name: str) -> ModuleType:
-    script = op.get_context().script
-    assert script is not None
-    module = script.get_revision(name).module
-    assert isinstance(module, ModuleType)
-    return module
-
-
 def upgrade() -> None:
     bind = op.get_bind()
     postgres = bind.dialect.name == "postgresql"
     _check_entries_match_events()
     # The views that read what changes are dropped first, and made again at the end.
-    op.drop_view(_revision("0008").SYNC_HEALTH)
-    op.drop_view(_revision("0005").BY_COUNTRY)
-    op.drop_view(_revision("0005").DAILY_CHANGES_BY_COUNTRY)
+    op.drop_view(migration("0008").SYNC_HEALTH)
+    op.drop_view(migration("0005").BY_COUNTRY)
+    op.drop_view(migration("0005").DAILY_CHANGES_BY_COUNTRY)
     if postgres:
-        op.drop_view(_revision("0005").DAILY_SIZE)
-    op.drop_view(_revision("0002").DAILY_CHANGES)
-    op.drop_view(_revision("0002").INTERVALS)
+        op.drop_view(migration("0005").DAILY_SIZE)
+    op.drop_view(migration("0002").DAILY_CHANGES)
+    op.drop_view(migration("0002").INTERVALS)
     _create_periods(with_primary_key=not postgres)
     _fill_periods()
     _create_periods_indexes(primary_key=postgres)
@@ -613,8 +604,8 @@ def upgrade() -> None:
         op.create_view(view)
     if postgres:  # SQLite keeps 0005's, which reads the same runs without the functions
         op.create_view(DAILY_SIZE)
-    op.create_view(_revision("0005").BY_COUNTRY)
-    op.create_view(_revision("0008").SYNC_HEALTH)
+    op.create_view(migration("0005").BY_COUNTRY)
+    op.create_view(migration("0008").SYNC_HEALTH)
     if postgres:
         op.execute("ANALYZE blocklist_periods")
 
@@ -622,8 +613,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     bind = op.get_bind()
     postgres = bind.dialect.name == "postgresql"
-    op.drop_view(_revision("0008").SYNC_HEALTH)
-    op.drop_view(_revision("0005").BY_COUNTRY)
+    op.drop_view(migration("0008").SYNC_HEALTH)
+    op.drop_view(migration("0005").BY_COUNTRY)
     for view in (DAILY_CHANGES_BY_COUNTRY, DAILY_CHANGES, INTERVALS, ENTRIES):
         op.drop_view(view)
     if postgres:
@@ -666,15 +657,15 @@ def downgrade() -> None:
         ["account_sid", "channel", "detected_at"],
     )
     if postgres:
-        op.execute(_revision("0005").PG_INDEX)
+        op.execute(migration("0005").PG_INDEX)
         if (bind.dialect.server_version_info or ()) >= (14,):
-            for name, target in _revision("0005").PG_STATISTICS.items():
+            for name, target in migration("0005").PG_STATISTICS.items():
                 op.execute(f"CREATE STATISTICS {name} (ndistinct) ON " + target.format(n=MAX_PREFIX_LENGTH))
     op.drop_table("blocklist_periods")
-    op.create_view(_revision("0002").INTERVALS)
-    op.create_view(_revision("0002").DAILY_CHANGES)
+    op.create_view(migration("0002").INTERVALS)
+    op.create_view(migration("0002").DAILY_CHANGES)
     if postgres:
-        op.create_view(_revision("0005").DAILY_SIZE)
-    op.create_view(_revision("0005").BY_COUNTRY)
-    op.create_view(_revision("0005").DAILY_CHANGES_BY_COUNTRY)
-    op.create_view(_revision("0008").SYNC_HEALTH)
+        op.create_view(migration("0005").DAILY_SIZE)
+    op.create_view(migration("0005").BY_COUNTRY)
+    op.create_view(migration("0005").DAILY_CHANGES_BY_COUNTRY)
+    op.create_view(migration("0008").SYNC_HEALTH)

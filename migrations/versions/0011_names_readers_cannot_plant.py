@@ -32,11 +32,9 @@ advisory locks again).
 
 from __future__ import annotations
 
-from types import ModuleType
-
 import sqlalchemy as sa
 
-from sync.views import Function, op
+from sync.views import Function, migration, op
 
 revision = "0011"
 down_revision = "0010"
@@ -46,14 +44,6 @@ depends_on = None
 KEY = sa.Text(collation="C").with_variant(sa.Text(), "sqlite")  # as sync.schema.Key, frozen
 
 
-def _revision(name: str) -> ModuleType:
-    script = op.get_context().script
-    assert script is not None
-    module = script.get_revision(name).module
-    assert isinstance(module, ModuleType)
-    return module
-
-
 def _body(definition: str) -> str:
     """The SELECT between a 0009 definition's ``$$`` quotes: the rules stay 0009's, word for word."""
     return definition.split("$$")[1]
@@ -61,7 +51,7 @@ def _body(definition: str) -> str:
 
 def functions() -> tuple[Function, Function, Function]:
     """This revision's versions of the functions (a later one that replaces them restores these)."""
-    old = _revision("0009")
+    old = migration("0009")
     comments = {signature: comment for signature, (_, comment) in old.FUNCTIONS.items()}
     as_of = Function(
         "blocklist_as_of",
@@ -112,7 +102,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
-        old = _revision("0009")
+        old = migration("0009")
         schema = (
             op.get_context().opts.get("version_table_schema")
             or op.get_bind().execute(sa.text("SELECT current_schema()")).scalar_one()

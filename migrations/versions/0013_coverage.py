@@ -32,12 +32,10 @@ Downgrade restores 0011's function and 0009's comment of ``blocklist_entries`` a
 
 from __future__ import annotations
 
-from types import ModuleType
-
 import sqlalchemy as sa
 
 from sync.sql import sql_literal
-from sync.views import Function, View, op
+from sync.views import Function, View, migration, op
 
 revision = "0013"
 down_revision = "0012"
@@ -189,14 +187,6 @@ ENTRIES_COMMENT = (
 )
 
 
-def _revision(name: str) -> ModuleType:
-    script = op.get_context().script
-    assert script is not None
-    module = script.get_revision(name).module
-    assert isinstance(module, ModuleType)
-    return module
-
-
 SUCCEEDED = "status = 'succeeded'"
 IMPORTS = "status = 'succeeded' AND source_sha256 IS NOT NULL"
 
@@ -229,9 +219,9 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
-        entries = _revision("0009").ENTRIES
+        entries = migration("0009").ENTRIES
         op.execute(f"COMMENT ON VIEW blocklist_entries IS {sql_literal(entries.comment)}")
-    as_of, _, _ = _revision("0011").functions()
+    as_of, _, _ = migration("0011").functions()
     op.replace_function(as_of)
     op.drop_view(COVERAGE)
     op.drop_index("ix_sync_runs_imports", table_name="sync_runs")

@@ -36,24 +36,14 @@ after).
 
 from __future__ import annotations
 
-from types import ModuleType
-
 from sqlalchemy import Connection, text
 
-from sync.views import Function, op
+from sync.views import Function, migration, op
 
 revision = "0014"
 down_revision = "0013"
 branch_labels = None
 depends_on = None
-
-
-def _revision(name: str) -> ModuleType:
-    script = op.get_context().script
-    assert script is not None
-    module = script.get_revision(name).module
-    assert isinstance(module, ModuleType)
-    return module
 
 
 BOUNDS_COMMENT = (
@@ -70,7 +60,7 @@ def _yes(alias: str, rule: str) -> str:
 def functions() -> tuple[Function, Function]:
     """This revision's coverage bounds and as-of, built from 0013's rules (a later revision that
     replaces them restores these)."""
-    old = _revision("0013")
+    old = migration("0013")
     bounds = Function(
         "blocklist_coverage_bounds",
         {},
@@ -154,5 +144,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     bounds, _ = functions()
-    op.replace_function(_revision("0013").AS_OF)
+    op.replace_function(migration("0013").AS_OF)
     op.drop_function(bounds)
